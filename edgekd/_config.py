@@ -1,0 +1,66 @@
+"""Shared loading of TOML config files (recipes and targets) into validated, frozen dataclasses.
+
+pydantic does the validation; this module only turns its error list into the single line a user
+needs: which file, which section and key, what was expected, and the closest valid key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import tomllib
+import typing
+from pathlib import Path
+from typing import Any, TypeVar
+
+from pydantic import TypeAdapter, ValidationError
+
+from edgekd.errors import EdgekdError
+
+T = TypeVar("T")
+
+CONFIG = {"extra": "forbid", "frozen": True}
+
+
+def read_toml(path: Path, error: type[EdgekdError], what: str) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise error(f"{what} file not found: {path} (check the path)")
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise error(f"{path}: not valid TOML: {exc}") from None
+
+
+def validate(cls: type[T], data: dict[str, Any], source: str, error: type[EdgekdError]) -> T:
+    """Build `cls` from `data`; on failure raise `error` naming the first bad key and the fix."""
+    try:
+        return TypeAdapter(cls).validate_python(data)
+    except ValidationError as exc:
+        raise error(f"{source}: {_describe(cls, exc)}") from None
+
+
+def _describe(cls: type, exc: ValidationError) -> str:
+    first = exc.errors()[0]
+    loc = [str(part) for part in first["loc"]]
+    key = loc[-1] if loc else "?"
+    section = ".".join(loc[:-1])
+    where = f"[{section}] " if section else ""
+    if first["type"] in ("unexpected_keyword_argument", "extra_forbidden"):
+        valid = _valid_keys(cls, loc[:-1])
+        close = difflib.get_close_matches(key, valid, n=1)
+        hint = f"did you mean '{close[0]}'? " if close else ""
+        return f"{where}unknown key '{key}' — {hint}valid keys: {', '.join(valid)}"
+    return f"{where}{key}: {first['msg']} (got {first.get('input')!r})"
+
+
+def _valid_keys(cls: type, section: list[str]) -> list[str]:
+    """Field names of the nested dataclass that `section` points at."""
+    current: Any = cls
+    for part in section:
+        if not dataclasses.is_dataclass(current):
+            return []
+        current = typing.get_type_hints(current).get(part)
+    if not dataclasses.is_dataclass(current):
+        return []
+    return [f.name for f in dataclasses.fields(current)]

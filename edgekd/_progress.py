@@ -1,0 +1,39 @@
+"""Progress bars and status lines on stderr, so stdout stays clean for `--json`.
+
+Bars render only when stderr is a terminal; in CI logs a stage prints one line when it ends.
+"""
+
+from __future__ import annotations
+
+import os
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+console = Console(stderr=True, highlight=False)
+_quiet = os.environ.get("EDGEKD_QUIET") == "1"
+
+
+def set_quiet(quiet: bool) -> None:
+    global _quiet
+    _quiet = quiet
+
+
+def say(message: str) -> None:
+    """One status line on stderr (silenced with set_quiet / EDGEKD_QUIET=1)."""
+    if not _quiet:
+        console.print(message)
+
+
+def bar() -> Progress:
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        TextColumn("{task.fields[info]}"),
+        console=console,
+        transient=True,
+        disable=_quiet or not console.is_terminal,
+    )

@@ -1,0 +1,54 @@
+"""Typed errors for the failures a user can fix.
+
+The CLI turns every `EdgekdError` into one line on stderr and exit code 2; anything else is a bug
+and may show a traceback. Subclasses carry the numbers behind the failure so callers can act on
+them instead of parsing text.
+"""
+
+from __future__ import annotations
+
+
+class EdgekdError(Exception):
+    """A problem with the user's input or environment, with the fix in the message."""
+
+
+class RecipeError(EdgekdError):
+    """The recipe file is missing, malformed, or names something that does not exist."""
+
+
+class TargetError(EdgekdError):
+    """The target profile is unknown or invalid."""
+
+
+class DataError(EdgekdError):
+    """A data source cannot be read or does not have the arrays/labels it must have."""
+
+
+class ModelError(EdgekdError):
+    """A model cannot be built, loaded, or does not fit the data."""
+
+
+class RunFolderError(EdgekdError):
+    """A run folder lacks the artifact a stage needs, or an artifact changed since it was written."""
+
+
+class OnnxModelError(EdgekdError):
+    """An ONNX file is missing, corrupt, or cannot be run by ONNX Runtime."""
+
+
+class TrainingError(EdgekdError):
+    """Training diverged (NaN/inf loss); the last good checkpoint is kept."""
+
+
+class ParityError(EdgekdError):
+    """The exported model's outputs differ from PyTorch's by more than the allowed tolerance."""
+
+    def __init__(self, model: str, max_abs: float, limit: float) -> None:
+        self.model = model
+        self.max_abs = max_abs
+        self.limit = limit
+        super().__init__(
+            f"{model}: ONNX Runtime output differs from PyTorch by max |Δ| = {max_abs:.3g} "
+            f"(allowed {limit:.3g}); the export is not faithful — check for ops with "
+            f"train/eval differences or raise [export] parity_max_abs in the target"
+        )

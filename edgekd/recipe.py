@@ -1,0 +1,117 @@
+"""The recipe: what to distill, from which teacher and data, how, and for which target.
+
+A recipe is a TOML file whose every key is optional; the defaults are the built-in demo (a CNN
+teacher distilled into a small MLP on scikit-learn's digits, for the `x86-cpu` target). Unknown
+keys are errors that name the key, its section and the closest valid key. Relative paths in a
+recipe are resolved against the recipe file's folder, so a recipe works from any working dir.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Optional
+
+from pydantic import Field, model_validator
+from pydantic.dataclasses import dataclass
+
+from edgekd._config import CONFIG, read_toml, validate
+from edgekd.errors import RecipeError
+
+
+@dataclass(config=CONFIG)
+class DataConfig:
+    # Where the data comes from: "digits", "npz:PATH" or "package.module:function".
+    source: str = Field("digits", description='"digits", "npz:PATH" or "package.module:function"')
+    # Seed of the stratified split, so every stage and every rerun sees the same split.
+    split_seed: int = Field(0, description="seed of the stratified train/val/test split")
+    # Share of the labelled training data held out for validation when the source has no val split.
+    val_fraction: float = Field(0.15, gt=0, lt=0.5, description="validation share, when the source has none")
+    # Share held out for testing when the source has no test split (digits).
+    test_fraction: float = Field(0.2, gt=0, lt=0.5, description="test share, when the source has none")
+
+
+@dataclass(config=CONFIG)
+class TeacherConfig:
+    # Built-in family ("mlp", "cnn") or "package.module:factory" returning an nn.Module.
+    model: str = Field("cnn", description='built-in family ("mlp", "cnn") or "package.module:factory"')
+    # Keyword arguments for the family or factory (sizes, widths, ...).
+    args: dict[str, Any] = Field(default_factory=dict, description="keyword arguments for the model")
+    # Trained weights (edgekd checkpoint or plain state dict, loaded with weights_only=True).
+    # Without one, edgekd trains the teacher first and caches it for later runs.
+    checkpoint: Optional[Path] = Field(None, description="trained weights; without them edgekd trains the teacher")
+    # Epochs and learning rate used only when edgekd trains the teacher itself.
+    epochs: int = Field(30, ge=1, description="epochs when edgekd trains the teacher")
+    lr: float = Field(2e-3, gt=0, description="learning rate when edgekd trains the teacher")
+
+
+@dataclass(config=CONFIG)
+class StudentConfig:
+    # The small model to deploy; same forms as the teacher's.
+    model: str = Field("mlp", description='built-in family ("mlp", "cnn") or "package.module:factory"')
+    args: dict[str, Any] = Field(default_factory=dict, description="keyword arguments for the model")
+    # Optional starting weights for the student (fine-tuning instead of training from scratch).
+    checkpoint: Optional[Path] = Field(None, description="optional initial weights for the student")
+
+
+@dataclass(config=CONFIG)
+class DistillConfig:
+    # Softmax temperature T of Hinton et al. (2015); the KL term is scaled by T².
+    temperature: float = Field(4.0, gt=0, description="softmax temperature T; the KL term is scaled by T²")
+    # Explicit weights of the two terms: kd_weight·T²·KL(p_T^teacher ‖ p_T^student) + ce_weight·CE.
+    kd_weight: float = Field(0.7, ge=0, description="weight of the soft-target (KL) term")
+    ce_weight: float = Field(0.3, ge=0, description="weight of the hard-label cross-entropy term")
+    epochs: int = Field(40, ge=1, description="training epochs (the scratch baseline uses the same)")
+    batch_size: int = Field(64, ge=1, description="mini-batch size")
+    lr: float = Field(3e-3, gt=0, description="peak learning rate (Adam, cosine decay)")
+    seed: int = Field(0, description="seed for initialisation and shuffling")
+
+    @model_validator(mode="after")
+    def _some_weight(self) -> "DistillConfig":
+        if self.kd_weight == 0 and self.ce_weight == 0:
+            raise ValueError("kd_weight and ce_weight are both 0: nothing to train on")
+        return self
+
+
+@dataclass(config=CONFIG)
+class TargetRef:
+    # A target shipped with edgekd ("x86-cpu") or a path to the user's own TOML file.
+    name: Optional[str] = Field("x86-cpu", description="a built-in target name")
+    path: Optional[Path] = Field(None, description="a target TOML file (wins over name)")
+
+
+@dataclass(config=CONFIG)
+class Recipe:
+    data: DataConfig = Field(default_factory=DataConfig)
+    teacher: TeacherConfig = Field(default_factory=TeacherConfig)
+    student: StudentConfig = Field(default_factory=StudentConfig)
+    distill: DistillConfig = Field(default_factory=DistillConfig)
+    target: TargetRef = Field(default_factory=TargetRef)
+
+
+def load_recipe(path: Path | None = None) -> Recipe:
+    """Read and validate a recipe; `None` gives the built-in demo recipe."""
+    if path is None:
+        return Recipe()
+    path = Path(path)
+    data = read_toml(path, RecipeError, "recipe")
+    _resolve_paths(data, path.resolve().parent)
+    return validate(Recipe, data, str(path), RecipeError)
+
+
+def recipe_from_dict(data: dict[str, Any], source: str = "recipe") -> Recipe:
+    """Rebuild a recipe saved in a run folder (paths there are already absolute)."""
+    return validate(Recipe, data, source, RecipeError)
+
+
+def _resolve_paths(data: dict[str, Any], base: Path) -> None:
+    """Make the recipe's relative paths absolute, relative to the recipe's folder."""
+    source = (data.get("data") or {}).get("source")
+    if isinstance(source, str) and source.startswith("npz:"):
+        data["data"]["source"] = "npz:" + str(base / Path(source[4:]).expanduser())
+    for section in ("teacher", "student"):
+        table = data.get(section)
+        if isinstance(table, dict) and isinstance(table.get("checkpoint"), str):
+            table["checkpoint"] = str(base / Path(table["checkpoint"]).expanduser())
+    target = data.get("target")
+    if isinstance(target, dict) and isinstance(target.get("path"), str):
+        target["path"] = str(base / Path(target["path"]).expanduser())

@@ -1,0 +1,73 @@
+"""The run folder: every artifact of a run plus `manifest.json` describing each one.
+
+The manifest records which stage wrote each file, its sha256 and size, the recipe and target
+used, and the versions of the libraries involved, so any stage can start from a folder an earlier
+stage left, and can tell when an artifact was changed behind its back.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from edgekd._io import sha256_file, to_jsonable, write_json
+from edgekd.errors import RunFolderError
+
+MANIFEST = "manifest.json"
+SCHEMA_VERSION = 1
+_PACKAGES = ("edgekd", "torch", "onnx", "onnxruntime", "onnxsim", "numpy", "scikit-learn")
+
+
+def versions() -> dict[str, str]:
+    """Versions of Python and the libraries behind the artifacts, read without importing them."""
+    found = {"python": platform.python_version()}
+    for package in _PACKAGES:
+        try:
+            found[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            found[package] = "not installed"
+    return found
+
+
+def load_manifest(run_dir: Path) -> dict[str, Any]:
+    path = Path(run_dir) / MANIFEST
+    if not path.is_file():
+        return {"schema_version": SCHEMA_VERSION, "files": {}, "stages": {}}
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise RunFolderError(f"{path}: not valid JSON ({exc}); the run folder is damaged — rerun the stage that wrote it") from None
+
+
+def record(run_dir: Path, stage: str, files: list[str], **context: Any) -> None:
+    """Add `files` (names inside run_dir) as written by `stage`; `context` sets recipe/target."""
+    run_dir = Path(run_dir)
+    manifest = load_manifest(run_dir)
+    now = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    manifest["schema_version"] = SCHEMA_VERSION
+    manifest["versions"] = versions()
+    for key, value in context.items():
+        manifest[key] = to_jsonable(value)
+    for name in files:
+        path = run_dir / name
+        manifest["files"][name] = {"stage": stage, "sha256": sha256_file(path), "bytes": path.stat().st_size}
+    manifest.setdefault("stages", {})[stage] = {"finished": now, "files": files}
+    write_json(run_dir / MANIFEST, manifest)
+
+
+def artifact(run_dir: Path, name: str, needed_by: str) -> Path:
+    """Path of an artifact an earlier stage wrote, checked against the manifest's sha256."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise RunFolderError(f"run folder not found: {run_dir} (run `edgekd distill --out {run_dir}` first)")
+    path = run_dir / name
+    entry = load_manifest(run_dir)["files"].get(name)
+    if not path.is_file() or entry is None:
+        raise RunFolderError(f"{run_dir} has no {name}, which {needed_by} needs; run the earlier stage into this folder first")
+    if sha256_file(path) != entry["sha256"]:
+        raise RunFolderError(f"{path} changed since the {entry['stage']} stage wrote it (sha256 differs); rerun that stage")
+    return path

@@ -1,0 +1,128 @@
+"""Deployment target profiles: where the model will run and the budgets it must meet.
+
+Targets are data, not code. Each is a TOML file under `targets/` (shipped inside the package as
+`edgekd/_targets` in a wheel) that names its execution providers, threads, quantization scheme and
+budgets, with the reason for each choice written beside it. A user's own file works the same way
+through `--target PATH`.
+"""
+
+from __future__ import annotations
+
+import difflib
+from enum import Enum
+from pathlib import Path
+from typing import Optional
+
+from pydantic import Field
+from pydantic.dataclasses import dataclass
+
+from edgekd._config import CONFIG, read_toml, validate
+from edgekd.errors import TargetError
+
+
+class Scheme(str, Enum):
+    static_qdq = "static-qdq"  # int8 QDQ, activations calibrated on training data
+    none = "none"  # deploy the fp32 model as is
+
+
+class QuantType(str, Enum):
+    int8 = "int8"
+    uint8 = "uint8"
+
+
+class CalibrationMethod(str, Enum):
+    minmax = "minmax"
+    entropy = "entropy"
+    percentile = "percentile"
+
+
+@dataclass(config=CONFIG)
+class RuntimeConfig:
+    # ONNX Runtime execution providers in preference order; the first must be installed.
+    providers: list[str] = Field(default_factory=lambda: ["CPUExecutionProvider"])
+    # Intra-op threads of the session (0 lets ONNX Runtime pick: all cores).
+    intra_op_threads: int = Field(1, ge=0)
+    why: str = ""
+
+
+@dataclass(config=CONFIG)
+class ExportConfig:
+    # ONNX opset to export with (18 is what torch's dynamo exporter targets natively).
+    opset: int = Field(18, ge=13, le=23)
+    # Largest |PyTorch − ONNX Runtime| output difference accepted on real inputs.
+    parity_max_abs: float = Field(1e-4, gt=0)
+
+
+@dataclass(config=CONFIG)
+class QuantizationConfig:
+    scheme: Scheme = Scheme.static_qdq
+    per_channel: bool = True
+    activation_type: QuantType = QuantType.int8
+    weight_type: QuantType = QuantType.int8
+    calibration_method: CalibrationMethod = CalibrationMethod.minmax
+    # Training images used to calibrate activation ranges (never test images).
+    calibration_samples: int = Field(256, ge=1)
+    why: str = ""
+
+
+@dataclass(config=CONFIG)
+class BenchConfig:
+    # Batch size for the latency figures, and for throughput.
+    latency_batch: int = Field(1, ge=1)
+    throughput_batch: int = Field(64, ge=1)
+    # Runs before timing starts (excluded from statistics), then timed runs.
+    warmup_runs: int = Field(20, ge=0)
+    runs: int = Field(300, ge=10)
+
+
+@dataclass(config=CONFIG)
+class Budgets:
+    # Each budget is optional; an absent one is not checked.
+    max_size_kb: Optional[float] = Field(None, gt=0, description="deployed file size, KiB")
+    max_latency_ms: Optional[float] = Field(None, gt=0, description="p90 latency at the latency batch, ms")
+    max_accuracy_drop: Optional[float] = Field(None, ge=0, le=1, description="teacher top-1 minus deployed top-1 (0.02 = 2 points)")
+    min_compression: Optional[float] = Field(None, gt=0, description="teacher fp32 bytes / deployed bytes")
+
+
+@dataclass(config=CONFIG)
+class Target:
+    name: str
+    description: str
+    runtime: RuntimeConfig = Field(default_factory=RuntimeConfig)
+    export: ExportConfig = Field(default_factory=ExportConfig)
+    quantization: QuantizationConfig = Field(default_factory=QuantizationConfig)
+    bench: BenchConfig = Field(default_factory=BenchConfig)
+    budgets: Budgets = Field(default_factory=Budgets)
+
+
+def builtin_dir() -> Path:
+    """Folder of the shipped profiles: inside the wheel, or `targets/` of a source checkout."""
+    package = Path(__file__).resolve().parent
+    for candidate in (package / "_targets", package.parent / "targets"):
+        if candidate.is_dir():
+            return candidate
+    raise TargetError("edgekd's built-in targets are missing from this install; reinstall edgekd")
+
+
+def builtin_targets() -> dict[str, Path]:
+    return {p.stem: p for p in sorted(builtin_dir().glob("*.toml"))}
+
+
+def load_target(name_or_path: str | Path = "x86-cpu") -> Target:
+    """Load a built-in target by name, or a target file by path; unknown names list the known."""
+    text = str(name_or_path)
+    path = Path(text).expanduser()
+    if text.endswith(".toml") or path.is_file():
+        return _load_file(path)
+    known = builtin_targets()
+    if text not in known:
+        close = difflib.get_close_matches(text, list(known), n=1)
+        hint = f" — did you mean '{close[0]}'?" if close else ""
+        raise TargetError(f"unknown target '{text}'{hint}; known targets: {', '.join(known)} (or pass a path to a .toml file)")
+    return _load_file(known[text])
+
+
+def _load_file(path: Path) -> Target:
+    data = read_toml(path, TargetError, "target")
+    data.setdefault("name", path.stem)
+    return validate(Target, data, str(path), TargetError)
