@@ -8,12 +8,16 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import tomllib
 import typing
 from pathlib import Path
 from typing import Any, TypeVar
 
 from pydantic import TypeAdapter, ValidationError
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    import tomli as tomllib
 
 from edgekd.errors import EdgekdError
 

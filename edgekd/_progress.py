@@ -22,7 +22,7 @@ def set_quiet(quiet: bool) -> None:
 def say(message: str) -> None:
     """One status line on stderr (silenced with set_quiet / EDGEKD_QUIET=1)."""
     if not _quiet:
-        console.print(message)
+        console.print(message, soft_wrap=True)
 
 
 def bar() -> Progress:

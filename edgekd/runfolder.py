@@ -16,8 +16,10 @@ from typing import Any
 
 from edgekd._io import sha256_file, to_jsonable, write_json
 from edgekd.errors import RunFolderError
+from edgekd.recipe import Recipe, recipe_from_dict
 
 MANIFEST = "manifest.json"
+RECIPE = "recipe.json"
 SCHEMA_VERSION = 1
 _PACKAGES = ("edgekd", "torch", "onnx", "onnxruntime", "onnxsim", "numpy", "scikit-learn")
 
@@ -71,3 +73,11 @@ def artifact(run_dir: Path, name: str, needed_by: str) -> Path:
     if sha256_file(path) != entry["sha256"]:
         raise RunFolderError(f"{path} changed since the {entry['stage']} stage wrote it (sha256 differs); rerun that stage")
     return path
+
+
+def load_run_recipe(run_dir: Path) -> Recipe:
+    """The recipe a run folder was made with (written by the distill stage)."""
+    path = Path(run_dir) / RECIPE
+    if not path.is_file():
+        raise RunFolderError(f"{run_dir} has no {RECIPE}; it is not an edgekd run folder (run `edgekd distill --out {run_dir}` first)")
+    return recipe_from_dict(json.loads(path.read_text(encoding="utf-8")), str(path))

@@ -7,7 +7,6 @@ the teacher's soft targets contributed and nothing else.
 
 from __future__ import annotations
 
-import json
 import shutil
 import time
 from dataclasses import asdict, dataclass, field
@@ -26,10 +25,10 @@ from edgekd.distill.trainer import EpochRecord, TrainSettings, accuracy, fit
 from edgekd.errors import ModelError, RunFolderError
 from edgekd.models.build import ModelSpec, build_model
 from edgekd.models.checkpoint import load_weights, read_checkpoint, save_checkpoint
-from edgekd.recipe import Recipe, load_recipe, recipe_from_dict
+from edgekd.recipe import Recipe, load_recipe
+from edgekd.runfolder import RECIPE, load_run_recipe
 
 RESULT = "distill.json"
-RECIPE = "recipe.json"
 
 
 @dataclass(frozen=True)
@@ -114,14 +113,6 @@ def distill(recipe: Recipe | Path | None = None, out: Path = Path("runs/distill"
     say(f"distill: teacher {scores['teacher'].test:.2%}, scratch student {scores['scratch'].test:.2%}, "
         f"distilled student {scores['distilled'].test:.2%} (test)")
     return result
-
-
-def load_run_recipe(run_dir: Path) -> Recipe:
-    """The recipe a run folder was made with."""
-    path = Path(run_dir) / RECIPE
-    if not path.is_file():
-        raise RunFolderError(f"{run_dir} has no {RECIPE}; it is not an edgekd run folder (run `edgekd distill --out {run_dir}`)")
-    return recipe_from_dict(json.loads(path.read_text(encoding="utf-8")), str(path))
 
 
 def _resolve_recipe(recipe: Recipe | Path | None, out: Path, resume: bool) -> Recipe:

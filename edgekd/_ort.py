@@ -1,0 +1,73 @@
+"""ONNX Runtime sessions and batched inference, shared by the export and bench stages.
+
+No torch here: a build machine that only benches an ONNX file needs onnxruntime alone.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from edgekd.errors import OnnxModelError, TargetError
+
+
+def available_providers() -> list[str]:
+    import onnxruntime as ort
+
+    return list(ort.get_available_providers())
+
+
+def usable_providers(wanted: list[str]) -> tuple[list[str], list[str]]:
+    """Split the target's providers into (installed, missing); the first one must be installed.
+
+    A missing preferred provider is an error, never silently replaced by another: a figure
+    measured on the CPU must not pass for an NNAPI or CUDA figure.
+    """
+    have = available_providers()
+    usable = [p for p in wanted if p in have]
+    missing = [p for p in wanted if p not in have]
+    if not wanted or wanted[0] not in have:
+        first = wanted[0] if wanted else "(none)"
+        raise TargetError(
+            f"execution provider {first} is not in this onnxruntime build (available: {', '.join(have)}); "
+            f"install the onnxruntime package that has it, or choose a target for this machine"
+        )
+    return usable, missing
+
+
+def open_session(path: Path, providers: list[str] | None = None, threads: int = 0):
+    """An InferenceSession, with a one-line error for missing, corrupt or unrunnable files."""
+    import onnxruntime as ort
+
+    path = Path(path)
+    if not path.is_file():
+        raise OnnxModelError(f"ONNX file not found: {path} (check the path)")
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.log_severity_level = 3  # errors only: warnings would clutter the user's terminal
+    try:
+        return ort.InferenceSession(str(path), options, providers=providers or ["CPUExecutionProvider"])
+    except Exception as exc:  # ORT raises its own pybind exception types for bad models
+        reason = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
+        raise OnnxModelError(f"{path}: ONNX Runtime cannot load it ({reason}); re-export the model") from None
+
+
+def input_name(session) -> str:
+    inputs = session.get_inputs()
+    if len(inputs) != 1:
+        raise OnnxModelError(f"edgekd benches single-input models; this one has {len(inputs)} inputs ({', '.join(i.name for i in inputs)})")
+    return inputs[0].name
+
+
+def run_batches(session, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
+    """First output of the model for every row of `x`, run in batches."""
+    name = input_name(session)
+    try:
+        outs = [session.run(None, {name: x[i : i + batch_size]})[0] for i in range(0, len(x), batch_size)]
+    except Exception as exc:
+        expected = session.get_inputs()[0].shape
+        reason = str(exc).strip().splitlines()[0][:200]
+        raise OnnxModelError(f"the model expects input {expected} but got {list(x.shape[1:])} per sample ({reason}); use data that fits the model") from None
+    return np.concatenate(outs)

@@ -1,0 +1,189 @@
+"""The bench stage: measure every variant with ONNX Runtime and check the target's budgets.
+
+Works on a run folder (teacher fp32, student fp32, deployed student) or on a bare ONNX file with
+optional `--data` and `--teacher`. Imports no torch: a build machine needs onnxruntime only.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+
+import numpy as np
+
+from edgekd import runfolder
+from edgekd._config import validate
+from edgekd._ort import open_session, usable_providers
+from edgekd._progress import say
+from edgekd.bench.accuracy import top1
+from edgekd.bench.latency import LatencyStats, session_call, summarize, time_interleaved
+from edgekd.bench.profile import GraphProfile, read_profile
+from edgekd.bench.report import verdict_line, write_reports
+from edgekd.bench.verify import Verdict, check_budgets
+from edgekd.data import load_test_split
+from edgekd.errors import DataError, OnnxModelError, TargetError
+from edgekd.targets import Target, load_target
+
+SCHEMA_VERSION = 1
+
+
+@dataclass(frozen=True)
+class VariantReport:
+    name: str  # "teacher fp32", "student fp32", "student int8", or the file name
+    file: str
+    profile: GraphProfile
+    accuracy: float | None  # top-1 on the test split (None without labelled data)
+    latency: LatencyStats  # at the target's latency batch
+    throughput: float  # samples per second at the target's throughput batch
+
+
+@dataclass(frozen=True)
+class BenchReport:
+    target: str
+    deployed: str  # name of the variant the budgets apply to
+    passed: bool  # every checked budget holds
+    verdicts: list[Verdict]
+    variants: list[VariantReport]
+    inputs: str  # what the models were fed
+    warmup_runs: int
+    throughput_batch: int
+    providers: list[str]  # execution providers the sessions used, in order
+    missing_providers: list[str]  # listed by the target but not in this onnxruntime build
+    environment: dict[str, str]
+    created: str
+    schema_version: int = SCHEMA_VERSION
+
+
+def bench(
+    model: Path,
+    data: str | None = None,
+    target: Target | str | Path | None = None,
+    teacher: Path | None = None,
+    out: Path | None = None,
+) -> BenchReport:
+    """Bench a run folder or an ONNX file; write bench.json and bench.md; return the report."""
+    model = Path(model)
+    if model.is_dir():
+        files, default_source, default_target = _from_run_folder(model)
+        out = out or model
+    elif model.is_file():
+        files = {**({"teacher fp32": Path(teacher)} if teacher else {}), model.name: model}
+        default_source, default_target = None, None
+        out = out or model.parent
+    else:
+        raise OnnxModelError(f"not found: {model} (give a run folder or an .onnx file)")
+    target = target if isinstance(target, Target) else load_target(target) if target else default_target or load_target("x86-cpu")
+    deployed = list(files)[-1]
+    source = data or default_source
+    providers, missing = usable_providers(list(target.runtime.providers))
+    sessions = {name: open_session(path, providers, target.runtime.intra_op_threads) for name, path in files.items()}
+    x, y, inputs = _inputs(source, sessions[deployed])
+
+    accuracy = {name: (top1(s, x, y, name) if y is not None else None) for name, s in sessions.items()}
+    cfg = target.bench
+    say(f"bench: timing {len(sessions)} model(s), {cfg.warmup_runs} warm-up + {cfg.runs} runs each, interleaved")
+    latency = time_interleaved({n: session_call(s, x, cfg.latency_batch) for n, s in sessions.items()}, cfg.warmup_runs, cfg.runs)
+    throughput_runs = max(10, cfg.runs // 10)
+    bulk = time_interleaved({n: session_call(s, x, cfg.throughput_batch) for n, s in sessions.items()}, 2, throughput_runs)
+    variants = [
+        VariantReport(
+            name=name,
+            file=str(files[name]),
+            profile=read_profile(files[name]),
+            accuracy=accuracy[name],
+            latency=summarize(latency[name], cfg.latency_batch),
+            throughput=cfg.throughput_batch * throughput_runs / (sum(bulk[name]) / 1e9),
+        )
+        for name in sessions
+    ]
+    by_name = {v.name: v for v in variants}
+    reference = by_name.get("teacher fp32")
+    shipped = by_name[deployed]
+    verdicts = check_budgets(
+        target.budgets,
+        size_bytes=shipped.profile.bytes,
+        latency_ms=shipped.latency.p90_ms,
+        accuracy=shipped.accuracy,
+        teacher_accuracy=reference.accuracy if reference else None,
+        teacher_bytes=reference.profile.bytes if reference else None,
+    )
+    report = BenchReport(
+        target=target.name,
+        deployed=deployed,
+        passed=all(v.passed is not False for v in verdicts),
+        verdicts=verdicts,
+        variants=variants,
+        inputs=inputs,
+        warmup_runs=cfg.warmup_runs,
+        throughput_batch=cfg.throughput_batch,
+        providers=providers,
+        missing_providers=missing,
+        environment=environment(target),
+        created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    )
+    json_path, md_path = write_reports(report, out)
+    if model.is_dir():
+        runfolder.record(model, "bench", [json_path.name, md_path.name])
+    say(f"bench: {verdict_line(report)}")
+    return report
+
+
+def _from_run_folder(run_dir: Path) -> tuple[dict[str, Path], str, Target | None]:
+    """The three variants a run folder holds, its data source, and the target it was exported for."""
+    from edgekd.export.stage import RESULT, STUDENT_DEPLOYED, STUDENT_SIMPLIFIED, TEACHER_ONNX
+
+    export_json = runfolder.artifact(run_dir, RESULT, "bench")
+    scheme = json.loads(export_json.read_text(encoding="utf-8"))["quantized"]["scheme"]
+    files = {
+        "teacher fp32": runfolder.artifact(run_dir, TEACHER_ONNX, "bench"),
+        "student fp32": runfolder.artifact(run_dir, STUDENT_SIMPLIFIED, "bench"),
+        ("student int8" if scheme != "none" else "student deployed"): runfolder.artifact(run_dir, STUDENT_DEPLOYED, "bench"),
+    }
+    recipe = runfolder.load_run_recipe(run_dir)
+    saved = runfolder.load_manifest(run_dir).get("target")
+    target = validate(Target, saved, f"{run_dir}/manifest.json target", TargetError) if saved else None
+    return files, recipe.data.source, target
+
+
+def _inputs(source: str | None, session) -> tuple[np.ndarray, np.ndarray | None, str]:
+    """Real test samples from the data source, or random inputs shaped like the model's input."""
+    if source is not None:
+        x, y = load_test_split(source)
+        return x, y, f"{len(x)} test samples from {source}"
+    meta = session.get_inputs()[0]
+    if meta.type != "tensor(float)":
+        raise DataError(f"the model's input is {meta.type}; pass --data with real inputs")
+    shape = [d if isinstance(d, int) else None for d in meta.shape[1:]]
+    if None in shape:
+        raise DataError(f"the model's input shape {meta.shape} has free dimensions besides the batch; pass --data with real inputs")
+    rng = np.random.default_rng(0)
+    return rng.standard_normal((256, *shape)).astype(np.float32), None, "random normal inputs (no --data given; accuracy not measured)"
+
+
+def environment(target: Target) -> dict[str, str]:
+    """The fingerprint every report carries: where the figures were measured."""
+    cpu, flags = "unknown", set()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name") and cpu == "unknown":
+                cpu = line.split(":", 1)[1].strip()
+            elif line.startswith("flags") and not flags:
+                flags = set(line.split(":", 1)[1].split())
+    except OSError:
+        cpu = platform.processor() or "unknown"
+    int8 = [f for f in ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8", "asimddp") if f in flags]
+    return {
+        "cpu": cpu,
+        "cores": str(os.cpu_count()),
+        "int8_features": ", ".join(int8) or "none detected",
+        "machine": platform.machine(),
+        "os": platform.platform(terse=True),
+        "python": platform.python_version(),
+        "onnxruntime": metadata.version("onnxruntime"),
+        "intra_op_threads": str(target.runtime.intra_op_threads),
+    }

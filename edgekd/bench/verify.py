@@ -1,0 +1,58 @@
+"""Budgets of a target against measured figures → one verdict per budget.
+
+A budget that cannot be measured (no labels, no teacher to compare with) is reported as not
+checked, with the reason, and does not pass or fail the run.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from edgekd.targets import Budgets
+
+
+@dataclass(frozen=True)
+class Verdict:
+    budget: str  # the key in the target's [budgets] table
+    allowed: float
+    measured: float | None  # None: not measured (see note)
+    unit: str
+    margin: float | None  # room left: positive passes, negative fails
+    passed: bool | None  # None: not checked
+    note: str = ""
+
+
+def check_budgets(
+    budgets: Budgets,
+    size_bytes: int,
+    latency_ms: float,
+    accuracy: float | None,
+    teacher_accuracy: float | None,
+    teacher_bytes: int | None,
+) -> list[Verdict]:
+    """Compare the deployed model's figures with every budget the target sets."""
+    verdicts: list[Verdict] = []
+    if budgets.max_size_kb is not None:
+        verdicts.append(_at_most("max_size_kb", size_bytes / 1024, budgets.max_size_kb, "KiB"))
+    if budgets.max_latency_ms is not None:
+        verdicts.append(_at_most("max_latency_ms", latency_ms, budgets.max_latency_ms, "ms (p90)"))
+    if budgets.max_accuracy_drop is not None:
+        if accuracy is None or teacher_accuracy is None:
+            why = "no labelled test data" if accuracy is None else "no teacher to compare with (pass --teacher)"
+            verdicts.append(Verdict("max_accuracy_drop", budgets.max_accuracy_drop, None, "", None, None, f"not checked: {why}"))
+        else:
+            verdicts.append(_at_most("max_accuracy_drop", teacher_accuracy - accuracy, budgets.max_accuracy_drop, "top-1"))
+    if budgets.min_compression is not None:
+        if teacher_bytes is None:
+            verdicts.append(Verdict("min_compression", budgets.min_compression, None, "×", None, None, "not checked: no teacher to compare with (pass --teacher)"))
+        else:
+            verdicts.append(_at_least("min_compression", teacher_bytes / size_bytes, budgets.min_compression, "×"))
+    return verdicts
+
+
+def _at_most(name: str, measured: float, allowed: float, unit: str) -> Verdict:
+    return Verdict(name, allowed, measured, unit, allowed - measured, measured <= allowed)
+
+
+def _at_least(name: str, measured: float, allowed: float, unit: str) -> Verdict:
+    return Verdict(name, allowed, measured, unit, measured - allowed, measured >= allowed)

@@ -1,0 +1,228 @@
+"""The `edgekd` command: a thin typer shell that parses, calls the library, and prints.
+
+Exit codes: 0 done and every budget met; 1 a budget missed (the report names it); 2 bad input or
+usage (one line on stderr, no traceback). Progress goes to stderr so `--json` output stays clean.
+Torch is imported only by the commands that train or export.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from edgekd import __version__
+from edgekd._io import to_jsonable
+from edgekd._progress import set_quiet
+from edgekd.errors import EdgekdError
+
+app = typer.Typer(
+    name="edgekd",
+    help="Distill a PyTorch teacher into a small student, export it to ONNX, simplify and quantize it, "
+    "and verify it against a deployment target's budgets.\n\nStart with `edgekd run`: the built-in demo "
+    "(digits, CNN teacher → MLP student, x86-cpu target) in about a minute.",
+    no_args_is_help=False,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+targets_app = typer.Typer(help="List the built-in deployment targets, or show one in full.", invoke_without_command=True)
+app.add_typer(targets_app, name="targets")
+out_console = Console(highlight=False, width=None if sys.stdout.isatty() else 120)
+err_console = Console(stderr=True, highlight=False)
+
+RecipeArg = Annotated[Optional[Path], typer.Argument(help="Recipe TOML file; omitted: the built-in demo recipe.", show_default=False)]
+TargetOpt = Annotated[Optional[str], typer.Option("--target", "-t", help="Target name (see `edgekd targets`) or path to a target TOML file; default: the recipe's [target].", show_default=False)]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result object as JSON on stdout instead of tables.")]
+ResumeOpt = Annotated[bool, typer.Option("--resume", help="Continue an interrupted run in --out from its last epoch checkpoint.")]
+ForceOpt = Annotated[bool, typer.Option("--force", help="Start over in an --out folder that already holds a run.")]
+
+
+@contextlib.contextmanager
+def _guard(resume_hint: str | None = None) -> Iterator[None]:
+    """User errors → one line on stderr and exit 2; Ctrl-C → how to resume, exit 130."""
+    try:
+        yield
+    except EdgekdError as exc:
+        err_console.print(f"error: {exc}", soft_wrap=True, markup=False)
+        raise typer.Exit(2) from None
+    except KeyboardInterrupt:
+        hint = f"; continue with: {resume_hint}" if resume_hint else ""
+        err_console.print(f"interrupted{hint}", soft_wrap=True, markup=False)
+        raise typer.Exit(130) from None
+
+
+def _version(value: bool) -> None:
+    if value:
+        out_console.print(f"edgekd {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars or status lines on stderr.")] = False,
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")] = False,
+) -> None:
+    set_quiet(quiet)
+
+
+@app.command()
+def distill(
+    recipe: RecipeArg = None,
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Run folder to write; default: runs/<recipe>-<time>.", show_default=False)] = None,
+    resume: ResumeOpt = False,
+    force: ForceOpt = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Train (or load) the teacher, then the student with and without it; write checkpoints and distill.json."""
+    from edgekd.pipeline import default_run_dir
+
+    out = out or default_run_dir(recipe)
+    with _guard(f"edgekd distill {recipe or ''} --resume --out {out}".replace("  ", " ")):
+        from edgekd.distill.stage import distill as run_distill
+
+        result = run_distill(recipe, out, resume=resume, force=force)
+    if as_json:
+        _print_json(result)
+        return
+    _print_distill(result)
+
+
+@app.command()
+def export(
+    run_dir: Annotated[Path, typer.Argument(help="Run folder written by `edgekd distill`.")],
+    target: TargetOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Export teacher and student to ONNX (parity-checked), simplify with onnxsim, quantize with ONNX Runtime."""
+    with _guard():
+        from edgekd.export.stage import export as run_export
+
+        result = run_export(run_dir, target)
+    if as_json:
+        _print_json(result)
+        return
+    table = Table("artifact", "nodes", "KiB", "note", title=f"export → {run_dir}")
+    table.add_row("teacher.onnx", str(result.teacher.nodes), f"{result.teacher.bytes / 1024:.1f}", f"parity max |Δ| {result.teacher_parity.max_abs:.2e}")
+    table.add_row("student.onnx", str(result.student.nodes), f"{result.student.bytes / 1024:.1f}", f"parity max |Δ| {result.student_parity.max_abs:.2e}, {result.student.exporter} exporter")
+    sim = result.simplified
+    table.add_row("student.sim.onnx", str(sim.nodes_after), f"{sim.bytes / 1024:.1f}", "onnxsim applied" if sim.applied else f"kept unsimplified: {sim.reason}")
+    q = result.quantized
+    table.add_row(result.deployed, str(q.nodes), f"{q.bytes / 1024:.1f}", f"{q.scheme}, top-1 {result.fp32_test_accuracy:.2%} → {result.deployed_test_accuracy:.2%}")
+    out_console.print(table)
+
+
+@app.command()
+def bench(
+    model: Annotated[Path, typer.Argument(help="A run folder, or one .onnx file.")],
+    data: Annotated[Optional[str], typer.Option("--data", "-d", help='Test data: "digits", "npz:PATH" (x_test, y_test) or "package.module:function"; default: the run\'s own data.', show_default=False)] = None,
+    target: TargetOpt = None,
+    teacher: Annotated[Optional[Path], typer.Option("--teacher", help="Reference ONNX model for the accuracy-drop and compression budgets when benching a bare file.", show_default=False)] = None,
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Folder for bench.json and bench.md; default: the run folder, or the model's folder.", show_default=False)] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Measure accuracy, size, latency and throughput with ONNX Runtime; exit 1 when a budget is missed."""
+    with _guard():
+        from edgekd.bench.stage import bench as run_bench
+
+        report = run_bench(model, data=data, target=target, teacher=teacher, out=out)
+    if as_json:
+        _print_json(report)
+    else:
+        _print_bench(report)
+    raise typer.Exit(0 if report.passed else 1)
+
+
+@app.command()
+def run(
+    recipe: RecipeArg = None,
+    target: TargetOpt = None,
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Run folder to write; default: runs/<recipe>-<time>.", show_default=False)] = None,
+    resume: ResumeOpt = False,
+    force: ForceOpt = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """distill → export → bench in one folder; exit 0 when every budget of the target holds, 1 when one is missed."""
+    from edgekd.pipeline import default_run_dir
+
+    out = out or default_run_dir(recipe)
+    with _guard(f"edgekd run {recipe or ''} --resume --out {out}".replace("  ", " ")):
+        from edgekd.pipeline import run as run_pipeline
+
+        result = run_pipeline(recipe, target, out, resume=resume, force=force)
+    if as_json:
+        _print_json(result)
+    else:
+        _print_distill(result.distill)
+        _print_bench(result.bench)
+        out_console.print(f"run folder: {result.run_dir}  ({result.seconds:.0f} s)")
+    raise typer.Exit(0 if result.passed else 1)
+
+
+@targets_app.callback()
+def targets(ctx: typer.Context) -> None:
+    """List the built-in targets with a one-line description."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from edgekd.targets import builtin_targets, load_target
+
+    with _guard():
+        table = Table("target", "description")
+        for name in builtin_targets():
+            table.add_row(name, load_target(name).description)
+    out_console.print(table)
+
+
+@targets_app.command("show")
+def targets_show(name: Annotated[str, typer.Argument(help="Target name or path to a target TOML file.")]) -> None:
+    """Print a target's resolved profile (every field, defaults filled in) as JSON."""
+    from edgekd.targets import load_target
+
+    with _guard():
+        profile = load_target(name)
+    _print_json(profile)
+
+
+def _print_json(obj: object) -> None:
+    sys.stdout.write(json.dumps(to_jsonable(obj), indent=2) + "\n")
+
+
+def _print_distill(result) -> None:
+    table = Table("model", "params", "val top-1", "test top-1", title=f"distill ({result.data})")
+    table.add_row(f"teacher ({result.teacher.spec['model']})", f"{result.teacher.parameters:,}", f"{result.teacher_scores.val:.2%}", f"{result.teacher_scores.test:.2%}")
+    table.add_row(f"student, scratch ({result.student.spec['model']})", f"{result.student.parameters:,}", f"{result.scratch.val:.2%}", f"{result.scratch.test:.2%}")
+    table.add_row(f"student, distilled (T={result.settings['temperature']:g})", f"{result.student.parameters:,}", f"{result.distilled.val:.2%}", f"{result.distilled.test:.2%}")
+    out_console.print(table)
+    out_console.print(f"distillation gain on test: {result.kd_gain * 100:+.2f} points vs the same student without the teacher")
+
+
+def _print_bench(report) -> None:
+    from edgekd.bench.report import VARIANT_HEADER, VERDICT_HEADER, variant_rows, verdict_line, verdict_rows
+
+    table = Table(*VARIANT_HEADER, title=f"bench on {report.environment['cpu']} ({', '.join(report.providers)}, {report.environment['intra_op_threads']} thread(s))")
+    for row in variant_rows(report):
+        table.add_row(*row)
+    out_console.print(table)
+    if report.verdicts:
+        budgets = Table(*VERDICT_HEADER, title=f"budgets of target {report.target}")
+        for row in verdict_rows(report):
+            budgets.add_row(*row)
+        out_console.print(budgets)
+    if report.missing_providers:
+        out_console.print(f"not available in this onnxruntime build: {', '.join(report.missing_providers)}")
+    out_console.print(verdict_line(report), style="bold green" if report.passed else "bold red")
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

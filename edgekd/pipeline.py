@@ -1,0 +1,57 @@
+"""`run()`: distill → export → bench in one call, into one run folder."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+from edgekd.bench.stage import BenchReport, bench
+from edgekd.recipe import Recipe, load_recipe
+from edgekd.runfolder import RECIPE, load_run_recipe
+from edgekd.targets import Target, load_target
+
+
+@dataclass(frozen=True)
+class RunResult:
+    run_dir: str
+    distill: "DistillResult"  # noqa: F821 - imported lazily (torch)
+    export: "ExportResult"  # noqa: F821
+    bench: BenchReport
+    passed: bool  # every budget of the target holds
+    seconds: float
+
+
+def default_run_dir(recipe_path: Path | None, root: Path = Path("runs")) -> Path:
+    """runs/<recipe name>-<timestamp>: a fresh folder per run, so no run overwrites another."""
+    stem = Path(recipe_path).stem if recipe_path else "default"
+    return root / f"{stem}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
+
+
+def run(
+    recipe: Recipe | Path | None = None,
+    target: Target | str | Path | None = None,
+    out: Path | None = None,
+    resume: bool = False,
+    force: bool = False,
+) -> RunResult:
+    """The whole pipeline; `target` overrides the recipe's [target]."""
+    from edgekd.distill.stage import distill
+    from edgekd.export.stage import export
+
+    began = time.perf_counter()
+    out = Path(out) if out else default_run_dir(recipe if isinstance(recipe, Path) else None)
+    if isinstance(recipe, Recipe):
+        recipe_obj = recipe
+    elif recipe is None and resume and (out / RECIPE).is_file():
+        recipe_obj = load_run_recipe(out)  # resuming: the folder's own recipe
+    else:
+        recipe_obj = load_recipe(recipe)
+    if target is None:
+        target = recipe_obj.target.path or recipe_obj.target.name or "x86-cpu"
+    target_obj = target if isinstance(target, Target) else load_target(target)  # fail before training on a bad target
+    distilled = distill(recipe_obj, out, resume=resume, force=force)
+    exported = export(out, target_obj)
+    report = bench(out, target=target_obj)
+    return RunResult(str(out), distilled, exported, report, report.passed, time.perf_counter() - began)
