@@ -20,7 +20,7 @@ from edgekd import runfolder
 from edgekd._io import to_jsonable, write_json
 from edgekd._progress import say
 from edgekd.data import DataSplits, load_data
-from edgekd.distill.teacher import prepare_teacher
+from edgekd.distill.teacher import plan_teacher, train_teacher
 from edgekd.distill.trainer import EpochRecord, TrainSettings, accuracy, fit
 from edgekd.errors import ModelError, RunFolderError
 from edgekd.models.build import ModelSpec, build_model
@@ -67,17 +67,18 @@ def distill(recipe: Recipe | Path | None = None, out: Path = Path("runs/distill"
     began = time.perf_counter()
     out = Path(out)
     recipe = _resolve_recipe(recipe, out, resume)
-    _claim_folder(out, resume, force)
-    write_json(out / RECIPE, recipe)
     data = load_data(recipe.data.source, recipe.data.val_fraction, recipe.data.test_fraction, recipe.data.split_seed)
-    say(f"data: {data.name} — {len(data.x_train)} train / {len(data.x_val)} val / {len(data.x_test)} test, "
-        f"{data.num_classes} classes, input {data.input_shape}")
-
     cfg = recipe.distill
     student_spec = ModelSpec(recipe.student.model, dict(recipe.student.args), data.input_shape, data.num_classes)
-    _fresh_student(recipe, student_spec, data)  # fail on a bad student before the teacher trains
-    teacher, teacher_spec, teacher_source, teacher_history = prepare_teacher(recipe, data, out, resume)
-    _check_fits(teacher, "teacher", data)
+    _fresh_student(recipe, student_spec, data)  # every check runs before anything is written
+    plan = plan_teacher(recipe, data)
+    _check_fits(plan.model, "teacher", data)
+    _claim_folder(out, resume, force)
+    write_json(out / RECIPE, recipe)
+    say(f"data: {data.name} — {len(data.x_train)} train / {len(data.x_val)} val / {len(data.x_test)} test, "
+        f"{data.num_classes} classes, input {data.input_shape}")
+    plan = train_teacher(plan, data, out, resume)
+    teacher, teacher_spec, teacher_source, teacher_history = plan.model, plan.spec, plan.source, plan.history
 
     settings = TrainSettings(cfg.epochs, cfg.batch_size, cfg.lr, cfg.seed)
     scratch = _fresh_student(recipe, student_spec, data)

@@ -10,9 +10,10 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import torch
 from torch import nn
 
 from edgekd._progress import say
@@ -27,10 +28,18 @@ def cache_dir() -> Path:
     return Path(os.environ.get("EDGEKD_CACHE_DIR") or Path.home() / ".cache" / "edgekd")
 
 
-def prepare_teacher(
-    recipe: Recipe, data: DataSplits, run_dir: Path, resume: bool
-) -> tuple[nn.Module, ModelSpec, str, list[EpochRecord]]:
-    """Return (teacher in eval mode, its spec, where it came from, its training history)."""
+@dataclass
+class TeacherPlan:
+    model: nn.Module
+    spec: ModelSpec
+    source: str  # "checkpoint PATH", "cache PATH", or "to train"
+    history: list[EpochRecord]
+    cache_path: Path | None  # where a teacher trained now is stored for later runs
+    settings: TrainSettings | None  # how to train it (None: already trained)
+
+
+def plan_teacher(recipe: Recipe, data: DataSplits) -> TeacherPlan:
+    """Build the teacher and load its weights if they exist; nothing is written or trained yet."""
     cfg = recipe.teacher
     spec = ModelSpec(cfg.model, dict(cfg.args), data.input_shape, data.num_classes)
     if cfg.checkpoint is not None:
@@ -39,24 +48,32 @@ def prepare_teacher(
             spec = ModelSpec.from_dict(payload["spec"])
         model = build_model(spec)
         load_weights(model, payload["state_dict"], cfg.checkpoint)
-        return model.eval(), spec, f"checkpoint {cfg.checkpoint}", []
+        return TeacherPlan(model.eval(), spec, f"checkpoint {cfg.checkpoint}", [], None, None)
 
     settings = TrainSettings(epochs=cfg.epochs, batch_size=recipe.distill.batch_size, lr=cfg.lr, seed=recipe.distill.seed)
     cached = cache_dir() / "teachers" / f"{_cache_key(spec, settings, data)}.pt"
+    torch.manual_seed(recipe.distill.seed)
     model = build_model(spec)
     if cached.is_file():
         payload = read_checkpoint(cached)
         load_weights(model, payload["state_dict"], cached)
-        say(f"teacher: reusing the cached teacher {cached}")
         history = [EpochRecord(**r) for r in payload.get("history", [])]
-        return model.eval(), spec, f"cache {cached}", history
+        return TeacherPlan(model.eval(), spec, f"cache {cached}", history, None, None)
+    return TeacherPlan(model, spec, "to train", [], cached, settings)
 
+
+def train_teacher(plan: TeacherPlan, data: DataSplits, run_dir: Path, resume: bool) -> TeacherPlan:
+    """Train a planned teacher (if it needs it) and store it in the cache for later runs."""
+    if plan.settings is None:
+        if plan.source.startswith("cache"):
+            say(f"teacher: reusing the cached teacher {plan.cache_path or plan.source[6:]}")
+        return plan
     history = fit(
-        model, data.x_train, data.y_train, data.x_val, data.y_val, settings,
+        plan.model, data.x_train, data.y_train, data.x_val, data.y_val, plan.settings,
         label="teacher", checkpoint=run_dir / "checkpoints" / "teacher.ckpt", resume=resume,
     )
-    save_checkpoint(model, spec, cached, extra={"history": [asdict(r) for r in history]})
-    return model.eval(), spec, "trained", history
+    save_checkpoint(plan.model, plan.spec, plan.cache_path, extra={"history": [asdict(r) for r in history]})
+    return TeacherPlan(plan.model.eval(), plan.spec, "trained", history, plan.cache_path, None)
 
 
 def _cache_key(spec: ModelSpec, settings: TrainSettings, data: DataSplits) -> str:

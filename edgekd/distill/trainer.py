@@ -95,7 +95,7 @@ def fit(
                 if not torch.isfinite(loss):
                     kept = f"the last good checkpoint (epoch {epoch - 1}) is kept at {checkpoint}" if checkpoint and epoch > 1 else "no checkpoint was written yet"
                     raise TrainingError(
-                        f"{label}: loss became {float(loss)} at epoch {epoch}, step {step + 1}; {kept} — "
+                        f"{label}: loss became {float(loss.detach())} at epoch {epoch}, step {step + 1}; {kept} — "
                         f"lower the learning rate (now {settings.lr:g}) or check the inputs for extreme values"
                     )
                 optimizer.zero_grad(set_to_none=True)

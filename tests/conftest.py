@@ -1,0 +1,70 @@
+"""Shared fixtures: a private teacher cache, a tiny fast recipe, and one trained run folder.
+
+Slow end-to-end tests are marked `slow` and run with `--slow` (CI passes it); they are reported
+as skipped otherwise, never silently dropped.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+TINY_RECIPE = """
+[teacher]
+model = "cnn"
+args = { channels = [8, 16], hidden = 32 }
+epochs = 4
+
+[student]
+model = "mlp"
+args = { hidden = [32] }
+
+[distill]
+epochs = 4
+temperature = 4.0
+kd_weight = 0.7
+ce_weight = 0.3
+"""
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--slow", action="store_true", help="also run the slow end-to-end tests (CI does)")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if config.getoption("--slow"):
+        return
+    skip = pytest.mark.skip(reason="slow end-to-end test: run with --slow")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _private_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Tests never read or fill the user's ~/.cache/edgekd."""
+    os.environ["EDGEKD_CACHE_DIR"] = str(tmp_path_factory.mktemp("cache"))
+    from edgekd._progress import set_quiet
+
+    set_quiet(True)
+
+
+@pytest.fixture(scope="session")
+def tiny_recipe(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("recipe") / "tiny.toml"
+    path.write_text(TINY_RECIPE)
+    return path
+
+
+@pytest.fixture(scope="session")
+def exported_run(tmp_path_factory: pytest.TempPathFactory, tiny_recipe: Path) -> Path:
+    """A run folder after distill + export of the tiny recipe (shared: read, never modify)."""
+    from edgekd.distill.stage import distill
+    from edgekd.export.stage import export
+
+    run_dir = tmp_path_factory.mktemp("run") / "tiny"
+    distill(tiny_recipe, run_dir)
+    export(run_dir, "x86-cpu")
+    return run_dir

@@ -1,0 +1,55 @@
+from pathlib import Path
+
+import pytest
+
+from edgekd.errors import RecipeError
+from edgekd.recipe import Recipe, load_recipe
+
+
+def test_no_recipe_is_the_builtin_demo():
+    recipe = load_recipe(None)
+    assert recipe == Recipe()
+    assert recipe.data.source == "digits" and recipe.teacher.model == "cnn" and recipe.student.model == "mlp"
+
+
+def test_every_key_is_optional(tmp_path):
+    path = tmp_path / "empty.toml"
+    path.write_text("")
+    assert load_recipe(path) == Recipe()
+
+
+@pytest.mark.parametrize(
+    "text,expected",
+    [
+        ("[distill]\ntemprature = 3\n", "[distill] unknown key 'temprature' — did you mean 'temperature'?"),
+        ("[studnet]\nmodel = 'mlp'\n", "unknown key 'studnet' — did you mean 'student'?"),
+        ("[distill]\ntemperature = -1\n", "[distill] temperature"),
+        ("[distill]\nepochs = 'many'\n", "[distill] epochs"),
+        ("[distill]\nkd_weight = 0\nce_weight = 0\n", "nothing to train on"),
+        ("[distill\n", "not valid TOML"),
+    ],
+)
+def test_bad_recipes_name_the_problem(tmp_path, text, expected):
+    path = tmp_path / "bad.toml"
+    path.write_text(text)
+    with pytest.raises(RecipeError) as info:
+        load_recipe(path)
+    assert expected in str(info.value)
+    assert str(path) in str(info.value)
+    assert "\n" not in str(info.value)
+
+
+def test_missing_recipe_file(tmp_path):
+    with pytest.raises(RecipeError, match="recipe file not found"):
+        load_recipe(tmp_path / "nope.toml")
+
+
+def test_relative_paths_resolve_against_the_recipe_folder(tmp_path):
+    folder = tmp_path / "project"
+    folder.mkdir()
+    path = folder / "r.toml"
+    path.write_text('[data]\nsource = "npz:data/set.npz"\n[teacher]\ncheckpoint = "t.pt"\n[target]\npath = "my.toml"\n')
+    recipe = load_recipe(path)
+    assert recipe.data.source == f"npz:{folder / 'data/set.npz'}"
+    assert recipe.teacher.checkpoint == folder / "t.pt"
+    assert recipe.target.path == folder / "my.toml"

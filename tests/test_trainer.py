@@ -1,0 +1,74 @@
+"""The training loop: resume gives identical weights; a NaN loss stops with the checkpoint kept."""
+
+import numpy as np
+import pytest
+import torch
+
+from edgekd.data import load_data
+from edgekd.distill import trainer
+from edgekd.distill.trainer import TrainSettings, fit
+from edgekd.errors import TrainingError
+from edgekd.models import ModelSpec, build_model
+
+SPEC = ModelSpec("mlp", {"hidden": [16], "dropout": 0.2}, (1, 8, 8), 10)
+
+
+def _model():
+    torch.manual_seed(0)
+    return build_model(SPEC)
+
+
+def test_interrupted_then_resumed_equals_uninterrupted(tmp_path, monkeypatch):
+    data = load_data("digits")
+    settings = TrainSettings(epochs=5, batch_size=64, lr=3e-3, seed=1)
+    args = (data.x_train, data.y_train, data.x_val, data.y_val, settings)
+
+    straight = _model()
+    fit(straight, *args, label="straight")
+
+    interrupted = _model()
+    calls = {"n": 0}
+    real_accuracy = trainer.accuracy
+
+    def stop_after_three(*a, **k):  # Ctrl-C arrives during the 4th validation pass
+        calls["n"] += 1
+        if calls["n"] == 4:
+            raise KeyboardInterrupt
+        return real_accuracy(*a, **k)
+
+    monkeypatch.setattr(trainer, "accuracy", stop_after_three)
+    with pytest.raises(KeyboardInterrupt):
+        fit(interrupted, *args, label="interrupted", checkpoint=tmp_path / "ck.pt")
+    monkeypatch.setattr(trainer, "accuracy", real_accuracy)
+
+    resumed = _model()  # a fresh process would start from new weights; resume must restore them
+    history = fit(resumed, *args, label="resumed", checkpoint=tmp_path / "ck.pt", resume=True)
+    assert [r.epoch for r in history] == [1, 2, 3, 4, 5]
+    for a, b in zip(straight.state_dict().values(), resumed.state_dict().values()):
+        assert torch.equal(a, b)
+
+
+def test_resume_with_other_settings_is_refused(tmp_path):
+    data = load_data("digits")
+    fit(_model(), data.x_train, data.y_train, data.x_val, data.y_val, TrainSettings(1, 64, 1e-3, 0), "a", checkpoint=tmp_path / "ck.pt")
+    with pytest.raises(TrainingError, match="different settings"):
+        fit(_model(), data.x_train, data.y_train, data.x_val, data.y_val, TrainSettings(2, 64, 1e-3, 0), "b", checkpoint=tmp_path / "ck.pt", resume=True)
+
+
+def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
+    data = load_data("digits")
+    x = data.x_train.copy()
+    x[::2] = 3e38  # overflows to inf inside the network
+    settings = TrainSettings(1, 64, 1e-3, 0)
+    with pytest.raises(TrainingError, match="loss became nan at epoch 1, step 1"):
+        fit(_model(), x, data.y_train, data.x_val, data.y_val, settings, "diverging", checkpoint=tmp_path / "ck.pt")
+    assert not (tmp_path / "ck.pt").exists()
+
+
+def test_training_learns_digits():
+    data = load_data("digits")
+    model = _model()
+    history = fit(model, data.x_train, data.y_train, data.x_val, data.y_val, TrainSettings(8, 64, 3e-3, 0), "learn")
+    assert history[-1].val_accuracy > 0.75  # chance is 0.10
+    assert history[-1].loss < history[0].loss
+    assert np.isfinite([r.loss for r in history]).all()
