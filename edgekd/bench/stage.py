@@ -127,7 +127,7 @@ def bench(
         created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
     )
     json_path, md_path = write_reports(report, out)
-    if model.is_dir():
+    if model.is_dir() and Path(out).resolve() == model.resolve():
         runfolder.record(model, "bench", [json_path.name, md_path.name])
     say(f"bench: {verdict_line(report)}")
     return report

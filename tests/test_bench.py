@@ -1,0 +1,105 @@
+"""Bench: statistics, warm-up exclusion, budgets at their boundaries, bare-ONNX benching."""
+
+import json
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from edgekd.bench.latency import summarize, time_interleaved
+from edgekd.bench.stage import bench
+from edgekd.bench.verify import check_budgets
+from edgekd.data import load_data
+from edgekd.targets import Budgets
+
+
+def test_percentiles_on_known_timings():
+    stats = summarize([i * 1_000_000 for i in range(1, 101)], batch=1)  # 1..100 ms
+    assert stats.runs == 100
+    assert stats.p50_ms == pytest.approx(50.5)
+    assert stats.p90_ms == pytest.approx(90.1)
+    assert stats.p99_ms == pytest.approx(99.01)
+    assert stats.mean_ms == pytest.approx(50.5)
+
+
+def test_warmup_runs_are_excluded():
+    seen = []
+
+    def slow_at_first(i):
+        seen.append(i)
+        if len(seen) <= 5:
+            time.sleep(0.02)
+
+    times = time_interleaved({"m": slow_at_first}, warmup=5, runs=20)
+    assert len(times["m"]) == 20 and len(seen) == 25
+    assert max(times["m"]) < 10_000_000, "the 20 ms warm-up calls must not be in the timed runs"
+
+
+def test_models_are_timed_interleaved():
+    order = []
+    time_interleaved({"a": lambda i: order.append("a"), "b": lambda i: order.append("b")}, warmup=0, runs=3)
+    assert order == ["a", "b", "a", "b", "a", "b"]
+
+
+@pytest.mark.parametrize(
+    "budgets,passed",
+    [
+        (Budgets(max_size_kb=10.0), True),  # exactly at the limit passes
+        (Budgets(max_size_kb=9.99), False),
+        (Budgets(max_latency_ms=2.0), True),
+        (Budgets(max_latency_ms=1.999), False),
+        (Budgets(max_accuracy_drop=0.05), True),
+        (Budgets(max_accuracy_drop=0.049), False),
+        (Budgets(min_compression=8.0), True),
+        (Budgets(min_compression=8.01), False),
+    ],
+)
+def test_budget_boundaries(budgets, passed):
+    (verdict,) = check_budgets(budgets, size_bytes=10 * 1024, latency_ms=2.0, accuracy=0.90, teacher_accuracy=0.95, teacher_bytes=80 * 1024)
+    assert verdict.passed is passed
+    assert (verdict.margin >= 0) is passed
+
+
+def test_unmeasurable_budgets_are_reported_not_passed():
+    verdicts = check_budgets(Budgets(max_accuracy_drop=0.01, min_compression=2), 1024, 1.0, None, None, None)
+    assert [v.passed for v in verdicts] == [None, None]
+    assert all(v.note.startswith("not checked") for v in verdicts)
+
+
+def test_bench_run_folder(exported_run, tmp_path):
+    report = bench(exported_run, out=tmp_path)
+    names = [v.name for v in report.variants]
+    assert names == ["teacher fp32", "student fp32", "student int8"] and report.deployed == "student int8"
+    assert all(v.accuracy > 0.5 for v in report.variants)  # 4-epoch tiny models; chance is 0.1
+    assert all(v.latency.runs == 300 and v.latency.p50_ms <= v.latency.p90_ms <= v.latency.p99_ms for v in report.variants)
+    assert {v.budget for v in report.verdicts} == {"max_size_kb", "max_latency_ms", "max_accuracy_drop", "min_compression"}
+    data = json.loads((tmp_path / "bench.json").read_text())
+    assert data["schema_version"] == 1 and data["environment"]["onnxruntime"]
+    assert "| student int8 (deployed) |" in (tmp_path / "bench.md").read_text()
+
+
+def test_bench_bare_onnx_with_npz(exported_run, tmp_path):
+    digits = load_data("digits")
+    np.savez(tmp_path / "test.npz", x_test=digits.x_test, y_test=digits.y_test)
+    model = tmp_path / "model.onnx"
+    model.write_bytes((exported_run / "student.int8.onnx").read_bytes())
+    report = bench(model, data=f"npz:{tmp_path / 'test.npz'}")
+    assert report.variants[0].accuracy > 0.5
+    assert (tmp_path / "bench.json").is_file()
+    skipped = {v.budget for v in report.verdicts if v.passed is None}
+    assert skipped == {"max_accuracy_drop", "min_compression"}, "no teacher: these cannot be judged"
+
+
+def test_bench_imports_no_torch(exported_run, tmp_path):
+    code = (
+        "import sys\n"
+        "from edgekd.cli import app\n"
+        "from typer.testing import CliRunner\n"
+        f"r = CliRunner().invoke(app, ['-q', 'bench', r'{exported_run}', '--out', r'{tmp_path}', '--json'])\n"
+        "assert r.exit_code in (0, 1), r.output\n"
+        "print('torch' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip().splitlines()[-1] == "False"

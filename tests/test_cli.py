@@ -1,0 +1,123 @@
+"""The command line: exit codes, one-line errors without tracebacks, nothing half-written."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from edgekd.cli import app
+
+runner = CliRunner()
+
+
+def _invoke(*args):
+    return runner.invoke(app, ["-q", *map(str, args)])
+
+
+def _assert_one_line_error(result, *fragments):
+    assert result.exit_code == 2, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    assert "Traceback" not in result.output
+    for fragment in fragments:
+        assert fragment in lines[0]
+
+
+BAD_RECIPES = {
+    "malformed": ("[distill\n", "not valid TOML"),
+    "unknown_key": ("[distill]\ntemprature = 2\n", "unknown key 'temprature'"),
+    "unknown_family": ('[student]\nmodel = "transformer"\n', "unknown model family 'transformer'"),
+    "class_mismatch": ('[teacher]\nargs = { num_classes = 5 }\n', "10 classes"),
+    "bad_shape": ('[student]\nmodel = "tests_fixture_missing:factory"\n', "cannot import module"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_RECIPES))
+def test_bad_recipe_exits_2_and_writes_nothing(tmp_path, case):
+    text, fragment = BAD_RECIPES[case]
+    recipe = tmp_path / "r.toml"
+    recipe.write_text(text)
+    out = tmp_path / "out"
+    _assert_one_line_error(_invoke("distill", recipe, "--out", out), fragment)
+    assert not out.exists(), "a failed distill must not leave a folder behind"
+
+
+def test_missing_recipe(tmp_path):
+    _assert_one_line_error(_invoke("run", tmp_path / "nope.toml", "--out", tmp_path / "o"), "recipe file not found")
+    assert not (tmp_path / "o").exists()
+
+
+def test_npz_without_x_train(tmp_path):
+    np.savez(tmp_path / "d.npz", x_test=np.zeros((4, 64), np.float32), y_test=np.zeros(4, int))
+    recipe = tmp_path / "r.toml"
+    recipe.write_text('[data]\nsource = "npz:d.npz"\n')
+    _assert_one_line_error(_invoke("distill", recipe, "--out", tmp_path / "o"), "no array 'x_train'")
+    assert not (tmp_path / "o").exists()
+
+
+def test_corrupt_onnx(tmp_path):
+    (tmp_path / "m.onnx").write_bytes(b"this is not onnx")
+    _assert_one_line_error(_invoke("bench", tmp_path / "m.onnx"), "m.onnx")
+    assert not (tmp_path / "bench.json").exists()
+
+
+def test_unknown_target_lists_known(exported_run, tmp_path):
+    _assert_one_line_error(_invoke("bench", exported_run, "--target", "x86cpu", "--out", tmp_path), "unknown target 'x86cpu'", "x86-cpu")
+
+
+def test_impossible_budget_exits_1_and_names_it(exported_run, tmp_path):
+    target = tmp_path / "tight.toml"
+    target.write_text('description = "impossible"\n[budgets]\nmax_size_kb = 0.001\nmin_compression = 2\n')
+    result = _invoke("bench", exported_run, "--target", target, "--out", tmp_path)
+    assert result.exit_code == 1
+    assert "FAIL: max_size_kb measured" in result.stdout and "allowed 0.001" in result.stdout
+    report = json.loads((tmp_path / "bench.json").read_text())
+    assert report["passed"] is False
+    assert [v["passed"] for v in report["verdicts"]] == [False, True]
+
+
+def test_bench_json_output_is_pure_json(exported_run, tmp_path):
+    result = _invoke("bench", exported_run, "--out", tmp_path, "--json")
+    assert result.exit_code in (0, 1)
+    assert json.loads(result.stdout)["schema_version"] == 1
+
+
+def test_existing_run_folder_is_not_overwritten(exported_run):
+    before = (exported_run / "manifest.json").read_text()
+    _assert_one_line_error(_invoke("distill", "--out", exported_run), "already holds a run", "--resume", "--force")
+    assert (exported_run / "manifest.json").read_text() == before
+
+
+def test_changed_artifact_is_detected(exported_run, tmp_path):
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(exported_run, copy)
+    (copy / "student.int8.onnx").write_bytes(b"tampered")
+    _assert_one_line_error(_invoke("bench", copy), "changed since the export stage wrote it")
+
+
+def test_targets_list_and_show():
+    listed = _invoke("targets")
+    assert listed.exit_code == 0 and "x86-cpu" in listed.stdout
+    shown = _invoke("targets", "show", "x86-cpu")
+    assert shown.exit_code == 0 and json.loads(shown.stdout)["budgets"]["max_size_kb"] > 0
+    _assert_one_line_error(_invoke("targets", "show", "nope"), "unknown target 'nope'")
+
+
+def test_help_explains_every_command_and_imports_no_torch():
+    code = (
+        "import sys\nfrom typer.testing import CliRunner\nfrom edgekd.cli import app\n"
+        "for cmd in ([], ['run'], ['distill'], ['export'], ['bench'], ['targets']):\n"
+        "    r = CliRunner().invoke(app, [*cmd, '--help'])\n"
+        "    assert r.exit_code == 0, r.output\n"
+        "    print(r.output)\n"
+        "print('TORCH', 'torch' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert "TORCH False" in out
+    for option in ("--target", "--json", "--resume", "--data", "--teacher", "--out"):
+        assert option in out

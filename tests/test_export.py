@@ -1,0 +1,102 @@
+"""Export, simplify and quantize on real digits, checked with real ONNX Runtime sessions."""
+
+import json
+
+import numpy as np
+import onnx
+import pytest
+
+from edgekd._ort import open_session, run_batches
+from edgekd.data import load_data
+from edgekd.errors import OnnxModelError, ParityError
+from edgekd.export.onnx import check_parity, export_onnx
+from edgekd.models.checkpoint import load_model
+
+
+def test_export_result_and_parity(exported_run):
+    result = json.loads((exported_run / "export.json").read_text())
+    for key in ("teacher_parity", "student_parity"):
+        assert result[key]["max_abs"] <= 1e-4
+        assert result[key]["argmax_agreement"] == 1.0
+        assert result[key]["samples"] == 360
+    assert result["student"]["exporter"] == "dynamo" and result["student"]["fallback_reason"] is None
+
+
+@pytest.mark.parametrize("name", ["teacher.onnx", "student.onnx", "student.sim.onnx", "student.int8.onnx"])
+@pytest.mark.parametrize("batch", [1, 64])
+def test_dynamic_batch_axis(exported_run, name, batch):
+    session = open_session(exported_run / name)
+    assert not isinstance(session.get_inputs()[0].shape[0], int), "batch axis must be symbolic"
+    x = load_data("digits").x_test[:batch]
+    assert run_batches(session, x, batch_size=batch).shape == (batch, 10)
+
+
+def test_parity_on_real_digits_directly(exported_run):
+    model, _ = load_model(exported_run / "student.pt")
+    parity = check_parity(model, exported_run / "student.onnx", load_data("digits").x_test, 1e-4, "student")
+    assert parity.max_abs <= 1e-4
+
+
+def test_parity_failure_raises_with_the_numbers(exported_run, tmp_path):
+    model, _ = load_model(exported_run / "student.pt")
+    with pytest.raises(ParityError) as info:
+        check_parity(model, exported_run / "student.onnx", load_data("digits").x_test, 1e-12, "student")
+    assert info.value.limit == 1e-12 and info.value.max_abs > 1e-12
+
+
+def test_simplified_model_gives_the_same_outputs(exported_run):
+    x = load_data("digits").x_test
+    raw = run_batches(open_session(exported_run / "student.onnx"), x)
+    simplified = run_batches(open_session(exported_run / "student.sim.onnx"), x)
+    assert np.abs(raw - simplified).max() <= 1e-5
+
+
+def test_int8_is_really_quantized_and_keeps_accuracy(exported_run):
+    model = onnx.load(str(exported_run / "student.int8.onnx"))
+    ops = {n.op_type for n in model.graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear"} <= ops
+    int8_weights = [i for i in model.graph.initializer if i.data_type == onnx.TensorProto.INT8 and len(i.dims) == 2]
+    assert int8_weights, "weights are stored as int8"
+    scales = [i for i in model.graph.initializer if i.name.endswith("_scale") and len(i.dims) == 1 and i.dims[0] > 1]
+    assert scales, "per-channel weight scales"
+    result = json.loads((exported_run / "export.json").read_text())
+    assert abs(result["fp32_test_accuracy"] - result["deployed_test_accuracy"]) <= 0.02
+    assert result["quantized"]["calibration_samples"] == 256
+
+
+def test_export_writes_files_atomically_and_records_them(exported_run):
+    manifest = json.loads((exported_run / "manifest.json").read_text())
+    for name in ("teacher.onnx", "student.onnx", "student.sim.onnx", "student.int8.onnx", "export.json"):
+        assert manifest["files"][name]["stage"] == "export"
+    assert not list(exported_run.glob(".*.tmp")), "no temporary file left behind"
+
+
+def test_export_of_any_module_checks_clean(tmp_path):
+    import torch
+
+    class Residual(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = torch.nn.Conv2d(1, 4, 3, padding=1)
+            self.bn = torch.nn.BatchNorm2d(4)
+            self.drop = torch.nn.Dropout(0.5)
+            self.head = torch.nn.Linear(4 * 64, 10)
+
+        def forward(self, x):
+            y = self.drop(torch.relu(self.bn(self.conv(x)))) + x
+            return self.head(y.flatten(1))
+
+    torch.manual_seed(0)
+    model = Residual().eval()
+    model.bn.running_mean.uniform_(-1, 1)
+    model.bn.running_var.uniform_(0.5, 2)
+    info = export_onnx(model, (1, 8, 8), tmp_path / "r.onnx", 18)
+    parity = check_parity(model, tmp_path / "r.onnx", load_data("digits").x_test, 1e-4, "residual")
+    assert info.nodes > 0 and parity.max_abs <= 1e-4
+
+
+def test_corrupt_onnx_file(tmp_path):
+    path = tmp_path / "bad.onnx"
+    path.write_bytes(b"\x08\x01garbage")
+    with pytest.raises(OnnxModelError, match="ONNX Runtime cannot load it"):
+        open_session(path)

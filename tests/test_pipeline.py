@@ -1,0 +1,44 @@
+"""`edgekd run` end to end, the way a user runs it: a real process, the built-in default."""
+
+import hashlib
+import json
+import subprocess
+import sys
+
+import pytest
+
+
+@pytest.mark.slow
+def test_edgekd_run_default_end_to_end(tmp_path):
+    out = tmp_path / "run"
+    proc = subprocess.run([sys.executable, "-m", "edgekd", "run", "--out", str(out)], capture_output=True, text=True, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "PASS: all 4 budgets of target x86-cpu met" in proc.stdout
+
+    manifest = json.loads((out / "manifest.json").read_text())
+    for name, entry in manifest["files"].items():
+        assert hashlib.sha256((out / name).read_bytes()).hexdigest() == entry["sha256"], name
+    assert set(manifest["stages"]) == {"distill", "export", "bench"}
+    assert {"torch", "onnx", "onnxruntime", "onnxsim", "edgekd", "python"} <= set(manifest["versions"])
+    assert manifest["recipe"]["data"]["source"] == "digits" and manifest["target"]["name"] == "x86-cpu"
+
+    distilled = json.loads((out / "distill.json").read_text())
+    assert distilled["teacher_scores"]["test"] > 0.95
+    assert distilled["distilled"]["test"] > 0.90 and distilled["scratch"]["test"] > 0.85
+    assert len(distilled["history"]["distilled"]) == distilled["settings"]["epochs"]
+    report = json.loads((out / "bench.json").read_text())
+    assert report["passed"] is True and len(report["variants"]) == 3
+    assert not (out / "checkpoints").exists(), "finished runs drop their resume state"
+
+
+@pytest.mark.slow
+def test_run_twice_reuses_the_cached_teacher(tmp_path, tiny_recipe):
+    first = subprocess.run([sys.executable, "-m", "edgekd", "--quiet", "run", str(tiny_recipe), "--out", str(tmp_path / "a"), "--json"],
+                           capture_output=True, text=True)
+    second = subprocess.run([sys.executable, "-m", "edgekd", "run", str(tiny_recipe), "--out", str(tmp_path / "b"), "--json"],
+                            capture_output=True, text=True)
+    assert first.returncode in (0, 1) and second.returncode in (0, 1), second.stderr
+    a, b = json.loads(first.stdout), json.loads(second.stdout)
+    assert b["distill"]["teacher"]["source"].startswith("cache ")
+    assert a["distill"]["teacher_scores"] == b["distill"]["teacher_scores"]
+    assert "reusing the cached teacher" in second.stderr
