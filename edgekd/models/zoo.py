@@ -18,7 +18,7 @@ from edgekd.errors import ModelError
 def mlp(
     input_shape: Sequence[int],
     num_classes: int,
-    hidden: Sequence[int] = (32,),
+    hidden: Sequence[int] = (64,),
     dropout: float = 0.0,
 ) -> nn.Module:
     """Flatten → [Linear → ReLU (→ Dropout)] per hidden width → Linear: the smallest student."""
