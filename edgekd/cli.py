@@ -42,6 +42,7 @@ RecipeArg = Annotated[Optional[Path], typer.Argument(help="Recipe TOML file; omi
 TargetOpt = Annotated[Optional[str], typer.Option("--target", "-t", help="Target name (see `edgekd targets`) or path to a target TOML file; default: the recipe's [target].", show_default=False)]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result object as JSON on stdout instead of tables.")]
 ResumeOpt = Annotated[bool, typer.Option("--resume", help="Continue an interrupted run in --out from its last epoch checkpoint.")]
+RunDirOpt = Annotated[Optional[Path], typer.Option("--out", "-o", help="Run folder to write; default: runs/<recipe>-<time>.", show_default=False)]
 ForceOpt = Annotated[bool, typer.Option("--force", help="Start over in an --out folder that already holds a run.")]
 
 
@@ -76,7 +77,7 @@ def _main(
 @app.command()
 def distill(
     recipe: RecipeArg = None,
-    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Run folder to write; default: runs/<recipe>-<time>.", show_default=False)] = None,
+    out: RunDirOpt = None,
     resume: ResumeOpt = False,
     force: ForceOpt = False,
     as_json: JsonOpt = False,
@@ -144,7 +145,7 @@ def bench(
 def run(
     recipe: RecipeArg = None,
     target: TargetOpt = None,
-    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Run folder to write; default: runs/<recipe>-<time>.", show_default=False)] = None,
+    out: RunDirOpt = None,
     resume: ResumeOpt = False,
     force: ForceOpt = False,
     as_json: JsonOpt = False,

@@ -9,6 +9,8 @@ from pathlib import Path
 
 from edgekd.bench.stage import BenchReport, bench
 from edgekd.recipe import Recipe, load_recipe
+from edgekd import runfolder
+from edgekd._progress import say
 from edgekd.runfolder import RECIPE, load_run_recipe
 from edgekd.targets import Target, load_target
 
@@ -51,7 +53,29 @@ def run(
     if target is None:
         target = recipe_obj.target.path or recipe_obj.target.name or "x86-cpu"
     target_obj = target if isinstance(target, Target) else load_target(target)  # fail before training on a bad target
-    distilled = distill(recipe_obj, out, resume=resume, force=force)
-    exported = export(out, target_obj)
+    finished = runfolder.load_manifest(out).get("stages", {}) if resume else {}
+    if "distill" in finished:
+        distilled = _load_result(out / "distill.json", "DistillResult")
+    else:
+        distilled = distill(recipe_obj, out, resume=resume, force=force)
+    if "export" in finished and runfolder.load_manifest(out).get("target", {}).get("name") == target_obj.name:
+        exported = _load_result(out / "export.json", "ExportResult")
+    else:
+        exported = export(out, target_obj)
     report = bench(out, target=target_obj)
     return RunResult(str(out), distilled, exported, report, report.passed, time.perf_counter() - began)
+
+
+def _load_result(path: Path, kind: str):
+    """A finished stage's result, read back from its JSON when a run resumes."""
+    import json
+
+    from pydantic import TypeAdapter
+
+    from edgekd.distill.stage import DistillResult
+    from edgekd.export.stage import ExportResult
+
+    cls = {"DistillResult": DistillResult, "ExportResult": ExportResult}[kind]
+    runfolder.artifact(path.parent, path.name, "resume")
+    say(f"resume: {path.name} is finished, not redone")
+    return TypeAdapter(cls).validate_python(json.loads(path.read_text(encoding="utf-8")))

@@ -42,3 +42,17 @@ def test_run_twice_reuses_the_cached_teacher(tmp_path, tiny_recipe):
     assert b["distill"]["teacher"]["source"].startswith("cache ")
     assert a["distill"]["teacher_scores"] == b["distill"]["teacher_scores"]
     assert "reusing the cached teacher" in second.stderr
+
+
+def test_run_resume_skips_finished_stages(exported_run, tmp_path):
+    import shutil
+
+    from edgekd.pipeline import run
+
+    folder = tmp_path / "resumed"
+    shutil.copytree(exported_run, folder)
+    before = (folder / "student.pt").read_bytes(), (folder / "student.int8.onnx").read_bytes()
+    result = run(None, out=folder, resume=True)
+    assert ((folder / "student.pt").read_bytes(), (folder / "student.int8.onnx").read_bytes()) == before
+    assert result.distill.teacher_scores.test > 0 and result.export.deployed == "student.int8.onnx"
+    assert (folder / "bench.json").is_file()

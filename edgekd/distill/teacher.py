@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from edgekd import __version__
 from edgekd._progress import say
 from edgekd.data import DataSplits
 from edgekd.distill.trainer import EpochRecord, TrainSettings, fit
@@ -81,6 +82,6 @@ def _cache_key(spec: ModelSpec, settings: TrainSettings, data: DataSplits) -> st
         "spec": spec.to_dict(),
         "settings": asdict(settings),
         "data": data.fingerprint(("train", "val")),
-        "format": 1,
+        "edgekd": __version__,  # a new release may train differently: do not reuse its cache
     }
     return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:24]
