@@ -55,7 +55,10 @@ def _describe(cls: type, exc: ValidationError) -> str:
         close = difflib.get_close_matches(key, valid, n=1)
         hint = f"did you mean '{close[0]}'? " if close else ""
         return f"{where}unknown key '{key}' — {hint}valid keys: {', '.join(valid)}"
-    return f"{where}{key}: {first['msg']} (got {first.get('input')!r})"
+    if first["type"] == "missing":
+        return f"{where}missing required key '{key}'"
+    got = repr(first.get("input"))
+    return f"{where}{key}: {first['msg']} (got {got if len(got) <= 60 else got[:57] + '...'})"
 
 
 def _valid_keys(cls: type, section: list[str]) -> list[str]:

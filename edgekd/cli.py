@@ -60,6 +60,14 @@ def _guard(resume_hint: str | None = None) -> Iterator[None]:
         raise typer.Exit(130) from None
 
 
+def _run_dir(out: Path | None, recipe: Path | None, command: str) -> tuple[Path, str]:
+    """The run folder (fresh by default) and the command that resumes it after Ctrl-C."""
+    from edgekd.pipeline import default_run_dir
+
+    out = out or default_run_dir(recipe)
+    return out, " ".join(["edgekd", command, *([str(recipe)] if recipe else []), "--resume", "--out", str(out)])
+
+
 def _version(value: bool) -> None:
     if value:
         out_console.print(f"edgekd {__version__}")
@@ -83,10 +91,8 @@ def distill(
     as_json: JsonOpt = False,
 ) -> None:
     """Train (or load) the teacher, then the student with and without it; write checkpoints and distill.json."""
-    from edgekd.pipeline import default_run_dir
-
-    out = out or default_run_dir(recipe)
-    with _guard(f"edgekd distill {recipe or ''} --resume --out {out}".replace("  ", " ")):
+    out, hint = _run_dir(out, recipe, "distill")
+    with _guard(hint):
         from edgekd.distill.stage import distill as run_distill
 
         result = run_distill(recipe, out, resume=resume, force=force)
@@ -151,10 +157,8 @@ def run(
     as_json: JsonOpt = False,
 ) -> None:
     """distill → export → bench in one folder; exit 0 when every budget of the target holds, 1 when one is missed."""
-    from edgekd.pipeline import default_run_dir
-
-    out = out or default_run_dir(recipe)
-    with _guard(f"edgekd run {recipe or ''} --resume --out {out}".replace("  ", " ")):
+    out, hint = _run_dir(out, recipe, "run")
+    with _guard(hint):
         from edgekd.pipeline import run as run_pipeline
 
         result = run_pipeline(recipe, target, out, resume=resume, force=force)

@@ -33,7 +33,7 @@ def test_user_target_file(tmp_path):
         ('description = "x"\n[budgets]\nmax_sise_kb = 1\n', "[budgets] unknown key 'max_sise_kb' — did you mean 'max_size_kb'?"),
         ('description = "x"\n[budgets]\nmax_size_kb = -5\n', "[budgets] max_size_kb"),
         ('description = "x"\n[quantization]\nscheme = "int3"\n', "[quantization] scheme"),
-        ("[budgets]\n", "description"),
+        ("[budgets]\n", "missing required key 'description'"),
     ],
 )
 def test_bad_target_files_name_the_key(tmp_path, text, expected):
