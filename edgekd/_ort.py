@@ -61,11 +61,28 @@ def input_name(session) -> str:
     return inputs[0].name
 
 
+def fixed_batch(session) -> int | None:
+    """The batch size a model was exported with, or None when its batch axis is dynamic."""
+    first = session.get_inputs()[0].shape[0]
+    return first if isinstance(first, int) else None
+
+
 def run_batches(session, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
-    """First output of the model for every row of `x`, run in batches."""
+    """First output of the model for every row of `x`, run in batches.
+
+    A model with a fixed batch size gets batches of exactly that size; the last one is padded
+    by repeating rows, and the padding's outputs are dropped.
+    """
     name = input_name(session)
+    batch = fixed_batch(session) or batch_size
+    outs = []
     try:
-        outs = [session.run(None, {name: x[i : i + batch_size]})[0] for i in range(0, len(x), batch_size)]
+        for i in range(0, len(x), batch):
+            chunk = x[i : i + batch]
+            rows = len(chunk)
+            if fixed_batch(session) and rows < batch:
+                chunk = np.concatenate([chunk, np.repeat(chunk[-1:], batch - rows, axis=0)])
+            outs.append(session.run(None, {name: chunk})[0][:rows])
     except Exception as exc:
         expected = session.get_inputs()[0].shape
         reason = str(exc).strip().splitlines()[0][:200]

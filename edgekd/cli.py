@@ -22,6 +22,7 @@ from edgekd import __version__
 from edgekd._io import to_jsonable
 from edgekd._progress import set_quiet
 from edgekd.errors import EdgekdError
+from edgekd.targets import Scheme
 
 app = typer.Typer(
     name="edgekd",
@@ -43,6 +44,7 @@ TargetOpt = Annotated[Optional[str], typer.Option("--target", "-t", help="Target
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result object as JSON on stdout instead of tables.")]
 ResumeOpt = Annotated[bool, typer.Option("--resume", help="Continue an interrupted run in --out from its last epoch checkpoint.")]
 RunDirOpt = Annotated[Optional[Path], typer.Option("--out", "-o", help="Run folder to write; default: runs/<recipe>-<time>.", show_default=False)]
+SchemeOpt = Annotated[Optional[Scheme], typer.Option("--scheme", "-s", help="Quantization scheme, overriding the target's and the recipe's: static-qdq (calibrated int8), dynamic (int8 weights), fp16, none, or auto (bench the candidates on the target's provider, keep the fastest within the accuracy budget).", show_default=False)]
 ForceOpt = Annotated[bool, typer.Option("--force", help="Start over in an --out folder that already holds a run.")]
 
 
@@ -106,13 +108,14 @@ def distill(
 def export(
     run_dir: Annotated[Path, typer.Argument(help="Run folder written by `edgekd distill`.")],
     target: TargetOpt = None,
+    scheme: SchemeOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Export teacher and student to ONNX (parity-checked), simplify with onnxsim, quantize with ONNX Runtime."""
     with _guard():
         from edgekd.export.stage import export as run_export
 
-        result = run_export(run_dir, target)
+        result = run_export(run_dir, target, scheme)
     if as_json:
         _print_json(result)
         return
@@ -122,8 +125,18 @@ def export(
     sim = result.simplified
     table.add_row("student.sim.onnx", str(sim.nodes_after), f"{sim.bytes / 1024:.1f}", "onnxsim applied" if sim.applied else f"kept unsimplified: {sim.reason}")
     q = result.quantized
-    table.add_row(result.deployed, str(q.nodes), f"{q.bytes / 1024:.1f}", f"{q.scheme}, top-1 {result.fp32_test_accuracy:.2%} → {result.deployed_test_accuracy:.2%}")
+    if q.path:
+        excluded = f", {len(q.excluded_nodes)} node(s) kept fp32" if q.excluded_nodes else ""
+        table.add_row(Path(q.path).name, str(q.nodes), f"{q.bytes / 1024:.1f}", f"{q.scheme}{' (auto)' if q.requested == 'auto' else ''}, val top-1 {q.fp32_val_accuracy:.2%} → {q.val_accuracy:.2%}{excluded}")
+    if result.ort:
+        table.add_row(Path(result.ort.ort_file).name, "", f"{Path(result.ort.ort_file).stat().st_size / 1024:.1f}", f"ORT format ({result.ort.optimization_style}); operators: {Path(result.ort.required_operators).name}")
+    for cov in result.mobile:
+        note = cov.error or f"{cov.supported_nodes}/{cov.nodes} nodes in {cov.partitions} partition(s), suitability {cov.suitability}" + (f"; CPU fallback: {', '.join(cov.unsupported_ops)}" if cov.unsupported_ops else "")
+        table.add_row(f"  {cov.ep} coverage", "", "", note)
     out_console.print(table)
+    out_console.print(f"deployed: {result.deployed} (test top-1 {result.fp32_test_accuracy:.2%} fp32 → {result.deployed_test_accuracy:.2%})")
+    for warning in q.warnings:
+        err_console.print(f"warning: {warning}", soft_wrap=True, markup=False)
 
 
 @app.command()
@@ -133,13 +146,14 @@ def bench(
     target: TargetOpt = None,
     teacher: Annotated[Optional[Path], typer.Option("--teacher", help="Reference ONNX model for the accuracy-drop and compression budgets when benching a bare file.", show_default=False)] = None,
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Folder for bench.json and bench.md; default: the run folder, or the model's folder.", show_default=False)] = None,
+    providers: Annotated[Optional[str], typer.Option("--providers", help="Comma-separated ONNX Runtime execution providers overriding the target's, e.g. CPUExecutionProvider to take host figures for a mobile target.", show_default=False)] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Measure accuracy, size, latency and throughput with ONNX Runtime; exit 1 when a budget is missed."""
     with _guard():
         from edgekd.bench.stage import bench as run_bench
 
-        report = run_bench(model, data=data, target=target, teacher=teacher, out=out)
+        report = run_bench(model, data=data, target=target, teacher=teacher, out=out, providers=providers.split(",") if providers else None)
     if as_json:
         _print_json(report)
     else:
@@ -151,6 +165,7 @@ def bench(
 def run(
     recipe: RecipeArg = None,
     target: TargetOpt = None,
+    scheme: SchemeOpt = None,
     out: RunDirOpt = None,
     resume: ResumeOpt = False,
     force: ForceOpt = False,
@@ -161,7 +176,7 @@ def run(
     with _guard(hint):
         from edgekd.pipeline import run as run_pipeline
 
-        result = run_pipeline(recipe, target, out, resume=resume, force=force)
+        result = run_pipeline(recipe, target, out, resume=resume, force=force, scheme=scheme)
     if as_json:
         _print_json(result)
     else:

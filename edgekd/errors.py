@@ -43,12 +43,14 @@ class TrainingError(EdgekdError):
 class ParityError(EdgekdError):
     """The exported model's outputs differ from PyTorch's by more than the allowed tolerance."""
 
-    def __init__(self, model: str, max_abs: float, limit: float) -> None:
+    def __init__(self, model: str, measure: str, value: float, limit: float) -> None:
         self.model = model
-        self.max_abs = max_abs
+        self.measure = measure  # "max |Δ|", "mean |Δ|" or "top-1 agreement"
+        self.value = value
         self.limit = limit
+        relation = "below" if measure == "top-1 agreement" else "above"
         super().__init__(
-            f"{model}: ONNX Runtime output differs from PyTorch by max |Δ| = {max_abs:.3g} "
-            f"(allowed {limit:.3g}); the export is not faithful — check for ops with "
-            f"train/eval differences or raise [export] parity_max_abs in the target"
+            f"{model}: ONNX Runtime vs PyTorch {measure} = {value:.3g}, {relation} the allowed {limit:.3g}; "
+            f"the export is not faithful — check for ops that differ between train and eval, "
+            f"or relax [export] parity thresholds in the target"
         )

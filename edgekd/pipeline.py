@@ -37,8 +37,9 @@ def run(
     out: Path | None = None,
     resume: bool = False,
     force: bool = False,
+    scheme: str | None = None,
 ) -> RunResult:
-    """The whole pipeline; `target` overrides the recipe's [target]."""
+    """The whole pipeline; `target` overrides the recipe's [target], `scheme` its quantization."""
     from edgekd.distill.stage import distill
     from edgekd.export.stage import export
 
@@ -58,10 +59,10 @@ def run(
         distilled = _load_result(out / "distill.json", "DistillResult")
     else:
         distilled = distill(recipe_obj, out, resume=resume, force=force)
-    if "export" in finished and runfolder.load_manifest(out).get("target", {}).get("name") == target_obj.name:
+    if "export" in finished and scheme is None and runfolder.load_manifest(out).get("target", {}).get("name") == target_obj.name:
         exported = _load_result(out / "export.json", "ExportResult")
     else:
-        exported = export(out, target_obj)
+        exported = export(out, target_obj, scheme)
     report = bench(out, target=target_obj)
     return RunResult(str(out), distilled, exported, report, report.passed, time.perf_counter() - began)
 

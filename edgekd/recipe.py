@@ -16,6 +16,7 @@ from pydantic.dataclasses import dataclass
 
 from edgekd._config import CONFIG, read_toml, validate
 from edgekd.errors import RecipeError
+from edgekd.targets import Scheme
 
 
 @dataclass(config=CONFIG)
@@ -73,6 +74,12 @@ class DistillConfig:
 
 
 @dataclass(config=CONFIG)
+class ExportOverrides:
+    # Quantization scheme for this model, overriding the target's [quantization] scheme.
+    scheme: Optional[Scheme] = Field(None, description='"static-qdq", "dynamic", "fp16", "none" or "auto"; default: the target\'s')
+
+
+@dataclass(config=CONFIG)
 class TargetRef:
     # A target shipped with edgekd ("x86-cpu") or a path to the user's own TOML file.
     name: Optional[str] = Field("x86-cpu", description="a built-in target name")
@@ -85,6 +92,7 @@ class Recipe:
     teacher: TeacherConfig = Field(default_factory=TeacherConfig)
     student: StudentConfig = Field(default_factory=StudentConfig)
     distill: DistillConfig = Field(default_factory=DistillConfig)
+    export: ExportOverrides = Field(default_factory=ExportOverrides)
     target: TargetRef = Field(default_factory=TargetRef)
 
 

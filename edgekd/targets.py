@@ -11,7 +11,7 @@ from __future__ import annotations
 import difflib
 from enum import Enum
 from pathlib import Path
-from typing import Optional
+from typing import Literal, Optional
 
 from pydantic import Field
 from pydantic.dataclasses import dataclass
@@ -22,7 +22,15 @@ from edgekd.errors import TargetError
 
 class Scheme(str, Enum):
     static_qdq = "static-qdq"  # int8 QDQ, activations calibrated on training data
+    dynamic = "dynamic"  # int8 weights, activations quantized at run time (no calibration)
+    fp16 = "fp16"  # half-precision weights and compute (GPU execution providers)
     none = "none"  # deploy the fp32 model as is
+    auto = "auto"  # bench the candidates on the target's provider, keep the fastest within budget
+
+
+class ArtifactFormat(str, Enum):
+    onnx = "onnx"  # a .onnx file, for any ONNX Runtime build
+    ort = "ort"  # ONNX Runtime's mobile format + the operator list for a reduced-size build
 
 
 class QuantType(str, Enum):
@@ -42,6 +50,10 @@ class RuntimeConfig:
     providers: list[str] = Field(default_factory=lambda: ["CPUExecutionProvider"])
     # Intra-op threads of the session (0 lets ONNX Runtime pick: all cores).
     intra_op_threads: int = Field(1, ge=0)
+    # What the device loads: a .onnx file, or an .ort file for ONNX Runtime Mobile.
+    format: ArtifactFormat = ArtifactFormat.onnx
+    # CPU family the .ort file's kernels are optimised for ("arm" or "amd64"; format "ort" only).
+    ort_platform: Optional[Literal["arm", "amd64"]] = None
     why: str = ""
 
 
@@ -51,6 +63,11 @@ class ExportConfig:
     opset: int = Field(18, ge=13, le=23)
     # Largest |PyTorch − ONNX Runtime| output difference accepted on real inputs.
     parity_max_abs: float = Field(1e-4, gt=0)
+    parity_max_mean_abs: float = Field(1e-5, gt=0)
+    # Share of samples whose top-1 class must agree between PyTorch and ONNX Runtime.
+    parity_min_agreement: float = Field(1.0, ge=0, le=1)
+    # A fixed batch size instead of a dynamic batch axis (mobile EPs need fixed shapes).
+    fixed_batch: Optional[int] = Field(None, ge=1)
 
 
 @dataclass(config=CONFIG)
@@ -60,8 +77,16 @@ class QuantizationConfig:
     activation_type: QuantType = QuantType.int8
     weight_type: QuantType = QuantType.int8
     calibration_method: CalibrationMethod = CalibrationMethod.minmax
+    # Quantize weights to 7 bits: avoids u8·s8 overflow in AVX2/AVX-512 kernels without VNNI.
+    reduce_range: bool = False
     # Training images used to calibrate activation ranges (never test images).
     calibration_samples: int = Field(256, ge=1)
+    # Largest validation top-1 drop vs the fp32 student that quantization may cost; beyond it,
+    # nodes are excluded from quantization, worst quantization error first.
+    max_drop_vs_fp32: float = Field(0.01, ge=0, le=1)
+    # At most this many nodes are excluded before giving up (an int8 model that is mostly fp32
+    # is no longer worth deploying).
+    max_excluded_nodes: int = Field(8, ge=0)
     why: str = ""
 
 
@@ -82,6 +107,12 @@ class Budgets:
     max_latency_ms: Optional[float] = Field(None, gt=0, description="p90 latency at the latency batch, ms")
     max_accuracy_drop: Optional[float] = Field(None, ge=0, le=1, description="teacher top-1 minus deployed top-1 (0.02 = 2 points)")
     min_compression: Optional[float] = Field(None, gt=0, description="teacher fp32 bytes / deployed bytes")
+    min_throughput: Optional[float] = Field(None, gt=0, description="samples/s at the throughput batch")
+    # Coverage budgets apply to this mobile EP; default: the first NNAPI or CoreML provider listed.
+    mobile_ep: Optional[Literal["NNAPI", "CoreML"]] = None
+    # From ONNX Runtime's usability check of the deployed model (the export stage records it).
+    min_mobile_coverage: Optional[float] = Field(None, ge=0, le=1, description="share of nodes the mobile EP takes")
+    max_mobile_partitions: Optional[int] = Field(None, ge=1, description="partitions the mobile EP splits the graph into")
 
 
 @dataclass(config=CONFIG)

@@ -68,3 +68,16 @@ def exported_run(tmp_path_factory: pytest.TempPathFactory, tiny_recipe: Path) ->
     distill(tiny_recipe, run_dir)
     export(run_dir, "x86-cpu")
     return run_dir
+
+
+@pytest.fixture(scope="session")
+def android_run(tmp_path_factory: pytest.TempPathFactory, exported_run: Path) -> Path:
+    """A copy of the tiny run exported for the android-arm64 target (ORT format, fixed batch)."""
+    import shutil
+
+    from edgekd.export.stage import export
+
+    run_dir = tmp_path_factory.mktemp("android") / "tiny"
+    shutil.copytree(exported_run, run_dir)
+    export(run_dir, "android-arm64")
+    return run_dir

@@ -103,3 +103,31 @@ def test_bench_imports_no_torch(exported_run, tmp_path):
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip().splitlines()[-1] == "False"
+
+
+def test_mobile_target_needs_its_provider(android_run, tmp_path):
+    from edgekd.errors import TargetError
+
+    with pytest.raises(TargetError, match="NnapiExecutionProvider is not in this onnxruntime build"):
+        bench(android_run, out=tmp_path)
+
+
+def test_mobile_budgets_from_the_export_stage(android_run, tmp_path):
+    report = bench(android_run, out=tmp_path, providers=["CPUExecutionProvider"])
+    assert report.providers == ["CPUExecutionProvider"]
+    assert report.deployed == "student int8 (ORT format)" and report.variants[-1].file.endswith(".ort")
+    assert report.variants[-1].latency.batch == 1, "a fixed-batch model is timed at its own batch"
+    verdicts = {v.budget: v for v in report.verdicts}
+    assert verdicts["min_mobile_coverage"].passed is True and verdicts["min_mobile_coverage"].measured == 1.0
+    assert verdicts["max_mobile_partitions"].passed is True and verdicts["max_mobile_partitions"].measured == 1
+    assert "max_latency_ms" not in verdicts, "the android target leaves latency to the device"
+
+
+def test_mobile_budget_fails_on_a_dynamic_shape_model(exported_run, tmp_path):
+    target = tmp_path / "nnapi.toml"
+    target.write_text('description = "x"\n[budgets]\nmobile_ep = "NNAPI"\nmin_mobile_coverage = 0.9\n')
+    model = tmp_path / "m.onnx"
+    model.write_bytes((exported_run / "student.int8.onnx").read_bytes())
+    report = bench(model, target=str(target))
+    (verdict,) = report.verdicts
+    assert verdict.passed is False and verdict.measured < 0.9

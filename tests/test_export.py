@@ -5,12 +5,14 @@ import json
 import numpy as np
 import onnx
 import pytest
+import torch
 
 from edgekd._ort import open_session, run_batches
 from edgekd.data import load_data
 from edgekd.errors import OnnxModelError, ParityError
 from edgekd.export.onnx import check_parity, export_onnx
 from edgekd.models.checkpoint import load_model
+from edgekd.targets import ExportConfig
 
 
 def test_export_result_and_parity(exported_run):
@@ -33,15 +35,74 @@ def test_dynamic_batch_axis(exported_run, name, batch):
 
 def test_parity_on_real_digits_directly(exported_run):
     model, _ = load_model(exported_run / "student.pt")
-    parity = check_parity(model, exported_run / "student.onnx", load_data("digits").x_test, 1e-4, "student")
+    parity = check_parity(model, exported_run / "student.onnx", load_data("digits").x_test, ExportConfig(), "student")
+    assert parity.max_abs <= 1e-4 and parity.mean_abs <= 1e-5 and parity.argmax_agreement == 1.0
+
+
+@pytest.mark.parametrize(
+    "cfg,measure",
+    [
+        (ExportConfig(parity_max_abs=1e-12), "max |Δ|"),
+        (ExportConfig(parity_max_mean_abs=1e-12), "mean |Δ|"),
+    ],
+)
+def test_parity_failure_raises_with_the_numbers(exported_run, cfg, measure):
+    model, _ = load_model(exported_run / "student.pt")
+    with pytest.raises(ParityError) as info:
+        check_parity(model, exported_run / "student.onnx", load_data("digits").x_test, cfg, "student")
+    assert info.value.measure == measure and info.value.limit == 1e-12 and info.value.value > 1e-12
+    assert measure in str(info.value)
+
+
+def test_parity_catches_a_model_that_is_not_the_one_exported(exported_run):
+    model, _ = load_model(exported_run / "student.pt")
+    with torch.no_grad():
+        model.classifier.bias += torch.linspace(-5, 5, 10)  # changes the top-1 class of many images
+    with pytest.raises(ParityError):
+        check_parity(model, exported_run / "student.onnx", load_data("digits").x_test, ExportConfig(), "student")
+
+
+class DataDependent(torch.nn.Module):
+    """Branches on its input's values: torch.export cannot capture that, tracing records one branch."""
+
+    def __init__(self, threshold: float):
+        super().__init__()
+        self.threshold = threshold
+        self.fc = torch.nn.Linear(64, 10)
+
+    def forward(self, x):
+        h = self.fc(x.flatten(1))
+        if x.sum() >= self.threshold:
+            return h
+        return -h
+
+
+def test_dynamo_failure_falls_back_to_torchscript_and_says_why(tmp_path):
+    torch.manual_seed(0)
+    model = DataDependent(threshold=0.0).eval()  # the zero example and real digits take the same branch
+    info = export_onnx(model, (1, 8, 8), tmp_path / "dd.onnx", 18)
+    assert info.exporter == "torchscript"
+    assert info.fallback_reason and len(info.fallback_reason) < 400
+    parity = check_parity(model, tmp_path / "dd.onnx", load_data("digits").x_test, ExportConfig(), "dd")
     assert parity.max_abs <= 1e-4
 
 
-def test_parity_failure_raises_with_the_numbers(exported_run, tmp_path):
-    model, _ = load_model(exported_run / "student.pt")
+def test_fallback_that_traced_the_wrong_branch_is_caught_by_parity(tmp_path):
+    torch.manual_seed(0)
+    model = DataDependent(threshold=1e-3).eval()  # the zero example takes the other branch than real digits
+    assert export_onnx(model, (1, 8, 8), tmp_path / "dd.onnx", 18).exporter == "torchscript"
     with pytest.raises(ParityError) as info:
-        check_parity(model, exported_run / "student.onnx", load_data("digits").x_test, 1e-12, "student")
-    assert info.value.limit == 1e-12 and info.value.max_abs > 1e-12
+        check_parity(model, tmp_path / "dd.onnx", load_data("digits").x_test, ExportConfig(), "dd")
+    assert info.value.measure == "max |Δ|"
+
+
+def test_fixed_batch_export(exported_run, tmp_path):
+    model, _ = load_model(exported_run / "student.pt")
+    export_onnx(model, (1, 8, 8), tmp_path / "fixed.onnx", 18, batch=1)
+    session = open_session(tmp_path / "fixed.onnx")
+    assert session.get_inputs()[0].shape[0] == 1
+    parity = check_parity(model, tmp_path / "fixed.onnx", load_data("digits").x_test, ExportConfig(fixed_batch=1), "student")
+    assert parity.samples == 360 and parity.max_abs <= 1e-4
 
 
 def test_simplified_model_gives_the_same_outputs(exported_run):
@@ -61,7 +122,7 @@ def test_int8_is_really_quantized_and_keeps_accuracy(exported_run):
     assert scales, "per-channel weight scales"
     result = json.loads((exported_run / "export.json").read_text())
     assert abs(result["fp32_test_accuracy"] - result["deployed_test_accuracy"]) <= 0.02
-    assert result["quantized"]["calibration_samples"] == 256
+    assert result["quantized"]["calibration_samples"] == 256 and result["deployed"] == "student.int8.onnx"
 
 
 def test_export_writes_files_atomically_and_records_them(exported_run):
@@ -71,9 +132,7 @@ def test_export_writes_files_atomically_and_records_them(exported_run):
     assert not list(exported_run.glob(".*.tmp")), "no temporary file left behind"
 
 
-def test_export_of_any_module_checks_clean(tmp_path):
-    import torch
-
+def test_bn_dropout_residual_model_keeps_parity(tmp_path):
     class Residual(torch.nn.Module):
         def __init__(self):
             super().__init__()
@@ -91,7 +150,7 @@ def test_export_of_any_module_checks_clean(tmp_path):
     model.bn.running_mean.uniform_(-1, 1)
     model.bn.running_var.uniform_(0.5, 2)
     info = export_onnx(model, (1, 8, 8), tmp_path / "r.onnx", 18)
-    parity = check_parity(model, tmp_path / "r.onnx", load_data("digits").x_test, 1e-4, "residual")
+    parity = check_parity(model, tmp_path / "r.onnx", load_data("digits").x_test, ExportConfig(), "residual")
     assert info.nodes > 0 and parity.max_abs <= 1e-4
 
 

@@ -19,13 +19,21 @@ class GraphProfile:
     parameters: int  # weight and bias elements (quantization scales and zero points excluded)
     nodes: int
     ops: dict[str, int]  # node count per operator type
+    graph_source: str  # the file the graph figures were read from (an .ort file's .onnx twin)
 
 
 def read_profile(path: Path) -> GraphProfile:
+    """Figures of an ONNX file; for an .ort file, its size with the graph of the .onnx beside it."""
     import onnx
     from onnx import TensorProto
 
     path = Path(path)
+    size = path.stat().st_size
+    if path.suffix == ".ort":
+        twin = path.with_suffix(".onnx")
+        if not twin.is_file():
+            return GraphProfile(size, 0, 0, {}, "none: the .onnx it was converted from is not beside it")
+        path = twin
     try:
         model = onnx.load(str(path))
     except Exception as exc:
@@ -38,4 +46,4 @@ def read_profile(path: Path) -> GraphProfile:
             continue
         parameters += int(np.prod(init.dims)) if len(init.dims) else 1
     ops = Counter(node.op_type for node in graph.node)
-    return GraphProfile(path.stat().st_size, parameters, len(graph.node), dict(sorted(ops.items())))
+    return GraphProfile(size, parameters, len(graph.node), dict(sorted(ops.items())), path.name)

@@ -7,7 +7,6 @@ optional `--data` and `--teacher`. Imports no torch: a build machine needs onnxr
 from __future__ import annotations
 
 import json
-import os
 import platform
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -18,13 +17,14 @@ import numpy as np
 
 from edgekd import runfolder
 from edgekd._config import validate
-from edgekd._ort import open_session, usable_providers
+from edgekd._platform import cpu_info
+from edgekd._ort import fixed_batch, open_session, usable_providers
 from edgekd._progress import say
 from edgekd.bench.accuracy import top1
 from edgekd.bench.latency import LatencyStats, session_call, summarize, time_interleaved
 from edgekd.bench.profile import GraphProfile, read_profile
 from edgekd.bench.report import verdict_line, write_reports
-from edgekd.bench.verify import Verdict, check_budgets
+from edgekd.bench.verify import MobileFigures, Verdict, check_budgets
 from edgekd.data import load_test_split
 from edgekd.errors import DataError, OnnxModelError, TargetError
 from edgekd.targets import Target, load_target
@@ -65,11 +65,17 @@ def bench(
     target: Target | str | Path | None = None,
     teacher: Path | None = None,
     out: Path | None = None,
+    providers: list[str] | None = None,
 ) -> BenchReport:
-    """Bench a run folder or an ONNX file; write bench.json and bench.md; return the report."""
+    """Bench a run folder or an ONNX file; write bench.json and bench.md; return the report.
+
+    `providers` overrides the target's execution providers (e.g. to take host figures for a
+    mobile target: the report names the providers used).
+    """
     model = Path(model)
+    coverage = None
     if model.is_dir():
-        files, default_source, default_target = _from_run_folder(model)
+        files, default_source, default_target, coverage = _from_run_folder(model)
         out = out or model
     elif model.is_file():
         files = {**({"teacher fp32": Path(teacher)} if teacher else {}), model.name: model}
@@ -80,24 +86,30 @@ def bench(
     target = target if isinstance(target, Target) else load_target(target) if target else default_target or load_target("x86-cpu")
     deployed = list(files)[-1]
     source = data or default_source
-    providers, missing = usable_providers(list(target.runtime.providers))
+    providers, missing = usable_providers(list(providers or target.runtime.providers))
     sessions = {name: open_session(path, providers, target.runtime.intra_op_threads) for name, path in files.items()}
+    if coverage is None and files[deployed].suffix == ".onnx":
+        from edgekd.export.mobile import mobile_coverage
+
+        coverage = mobile_coverage(files[deployed])
     x, y, inputs = _inputs(source, sessions[deployed])
 
     accuracy = {name: (top1(s, x, y, name) if y is not None else None) for name, s in sessions.items()}
     cfg = target.bench
     say(f"bench: timing {len(sessions)} model(s), {cfg.warmup_runs} warm-up + {cfg.runs} runs each, interleaved")
-    latency = time_interleaved({n: session_call(s, x, cfg.latency_batch) for n, s in sessions.items()}, cfg.warmup_runs, cfg.runs)
+    batch = {n: fixed_batch(s) or cfg.latency_batch for n, s in sessions.items()}  # a fixed-shape model runs its own batch
+    bulk_batch = {n: fixed_batch(s) or cfg.throughput_batch for n, s in sessions.items()}
+    latency = time_interleaved({n: session_call(s, x, batch[n]) for n, s in sessions.items()}, cfg.warmup_runs, cfg.runs)
     throughput_runs = max(10, cfg.runs // 10)
-    bulk = time_interleaved({n: session_call(s, x, cfg.throughput_batch) for n, s in sessions.items()}, 2, throughput_runs)
+    bulk = time_interleaved({n: session_call(s, x, bulk_batch[n]) for n, s in sessions.items()}, 2, throughput_runs)
     variants = [
         VariantReport(
             name=name,
             file=str(files[name]),
             profile=read_profile(files[name]),
             accuracy=accuracy[name],
-            latency=summarize(latency[name], cfg.latency_batch),
-            throughput=cfg.throughput_batch * throughput_runs / (sum(bulk[name]) / 1e9),
+            latency=summarize(latency[name], batch[name]),
+            throughput=bulk_batch[name] * throughput_runs / (sum(bulk[name]) / 1e9),
         )
         for name in sessions
     ]
@@ -111,6 +123,8 @@ def bench(
         accuracy=shipped.accuracy,
         teacher_accuracy=reference.accuracy if reference else None,
         teacher_bytes=reference.profile.bytes if reference else None,
+        throughput=shipped.throughput,
+        mobile=_mobile_figures(target, providers, coverage),
     )
     report = BenchReport(
         target=target.name,
@@ -133,21 +147,40 @@ def bench(
     return report
 
 
-def _from_run_folder(run_dir: Path) -> tuple[dict[str, Path], str, Target | None]:
-    """The three variants a run folder holds, its data source, and the target it was exported for."""
-    from edgekd.export.stage import RESULT, STUDENT_DEPLOYED, STUDENT_SIMPLIFIED, TEACHER_ONNX
+def _from_run_folder(run_dir: Path):
+    """The variants a run folder holds, its data source, its export target and mobile coverage."""
+    from edgekd.export.mobile import EpCoverage
+    from edgekd.export.stage import RESULT, STUDENT_SIMPLIFIED, TEACHER_ONNX
 
-    export_json = runfolder.artifact(run_dir, RESULT, "bench")
-    scheme = json.loads(export_json.read_text(encoding="utf-8"))["quantized"]["scheme"]
+    exported = json.loads(runfolder.artifact(run_dir, RESULT, "bench").read_text(encoding="utf-8"))
+    deployed = exported["deployed"]
     files = {
         "teacher fp32": runfolder.artifact(run_dir, TEACHER_ONNX, "bench"),
         "student fp32": runfolder.artifact(run_dir, STUDENT_SIMPLIFIED, "bench"),
-        ("student int8" if scheme != "none" else "student deployed"): runfolder.artifact(run_dir, STUDENT_DEPLOYED, "bench"),
     }
+    if deployed != STUDENT_SIMPLIFIED:
+        label = {"static-qdq": "student int8", "dynamic": "student int8 dynamic", "fp16": "student fp16"}.get(exported["quantized"]["scheme"], "student fp32")
+        if deployed.endswith(".ort"):
+            label += " (ORT format)"
+        files[label] = runfolder.artifact(run_dir, deployed, "bench")
     recipe = runfolder.load_run_recipe(run_dir)
     saved = runfolder.load_manifest(run_dir).get("target")
     target = validate(Target, saved, f"{run_dir}/manifest.json target", TargetError) if saved else None
-    return files, recipe.data.source, target
+    coverage = [EpCoverage(**c) for c in exported.get("mobile", [])]
+    return files, recipe.data.source, target, coverage
+
+
+def _mobile_figures(target: Target, providers: list[str], coverage) -> MobileFigures | None:
+    """Coverage of the mobile EP the budgets name (or the first one the target lists)."""
+    from edgekd.export.mobile import MOBILE_PROVIDERS
+
+    ep = target.budgets.mobile_ep or next((MOBILE_PROVIDERS[p] for p in target.runtime.providers if p in MOBILE_PROVIDERS), None)
+    if ep is None or not coverage:
+        return None
+    found = next((c for c in coverage if c.ep == ep), None)
+    if found is None:
+        return None
+    return MobileFigures(ep, found.coverage, found.partitions, found.error)
 
 
 def _inputs(source: str | None, session) -> tuple[np.ndarray, np.ndarray | None, str]:
@@ -167,21 +200,8 @@ def _inputs(source: str | None, session) -> tuple[np.ndarray, np.ndarray | None,
 
 def environment(target: Target) -> dict[str, str]:
     """The fingerprint every report carries: where the figures were measured."""
-    cpu, flags = "unknown", set()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name") and cpu == "unknown":
-                cpu = line.split(":", 1)[1].strip()
-            elif line.startswith("flags") and not flags:
-                flags = set(line.split(":", 1)[1].split())
-    except OSError:
-        cpu = platform.processor() or "unknown"
-    int8 = [f for f in ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8", "asimddp") if f in flags]
     return {
-        "cpu": cpu,
-        "cores": str(os.cpu_count()),
-        "int8_features": ", ".join(int8) or "none detected",
-        "machine": platform.machine(),
+        **cpu_info(),
         "os": platform.platform(terse=True),
         "python": platform.python_version(),
         "onnxruntime": metadata.version("onnxruntime"),

@@ -29,6 +29,8 @@ def check_budgets(
     accuracy: float | None,
     teacher_accuracy: float | None,
     teacher_bytes: int | None,
+    throughput: float | None = None,
+    mobile: MobileFigures | None = None,
 ) -> list[Verdict]:
     """Compare the deployed model's figures with every budget the target sets."""
     verdicts: list[Verdict] = []
@@ -47,7 +49,27 @@ def check_budgets(
             verdicts.append(Verdict("min_compression", budgets.min_compression, None, "×", None, None, "not checked: no teacher to compare with (pass --teacher)"))
         else:
             verdicts.append(_at_least("min_compression", teacher_bytes / size_bytes, budgets.min_compression, "×"))
+    if budgets.min_throughput is not None and throughput is not None:
+        verdicts.append(_at_least("min_throughput", throughput, budgets.min_throughput, "samples/s"))
+    for name, allowed in (("min_mobile_coverage", budgets.min_mobile_coverage), ("max_mobile_partitions", budgets.max_mobile_partitions)):
+        if allowed is None:
+            continue
+        if mobile is None or mobile.error:
+            why = mobile.error if mobile else "no NNAPI/CoreML coverage known (set [budgets] mobile_ep, bench a run folder or an .onnx file)"
+            verdicts.append(Verdict(name, allowed, None, "", None, None, f"not checked: {why}"))
+        elif name == "min_mobile_coverage":
+            verdicts.append(_at_least(name, mobile.coverage, allowed, f"of nodes on {mobile.ep}"))
+        else:
+            verdicts.append(_at_most(name, mobile.partitions, allowed, f"partitions on {mobile.ep}"))
     return verdicts
+
+
+@dataclass(frozen=True)
+class MobileFigures:
+    ep: str  # "NNAPI" or "CoreML"
+    coverage: float  # share of nodes the EP takes
+    partitions: int
+    error: str | None = None  # why coverage is unknown
 
 
 def _at_most(name: str, measured: float, allowed: float, unit: str) -> Verdict:

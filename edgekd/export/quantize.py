@@ -1,93 +1,314 @@
-"""Quantization with ONNX Runtime's own tooling: static QDQ int8, calibrated on training images.
+"""Quantization with ONNX Runtime's own tooling — static QDQ, dynamic, fp16 — and `auto`.
 
-ONNX Runtime's `quant_pre_process` (shape inference + graph optimisation) runs first, as its
-documentation recommends; then `quantize_static` inserts QuantizeLinear/DequantizeLinear pairs
-with ranges measured on calibration data. Nothing here quantizes by hand.
+ONNX Runtime's `quant_pre_process` runs first, as its documentation recommends. Static QDQ is
+calibrated on *training* images. When int8 costs more validation accuracy than the target allows,
+nodes are ranked by their quantization error (ORT's QDQ debugging tools compare the fp32 and the
+quantized activations) and excluded from quantization one at a time, worst first, until the budget
+holds or `max_excluded_nodes` is reached. `auto` produces every candidate, times them interleaved
+on the target's provider, and keeps the fastest one within the accuracy budget. Nothing here
+quantizes by hand.
 """
 
 from __future__ import annotations
 
 import shutil
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from edgekd._io import atomic_path
+from edgekd._ort import fixed_batch, input_name, open_session, run_batches
+from edgekd._platform import cpu_info
+from edgekd._progress import say
+from edgekd.errors import TargetError
 from edgekd.targets import CalibrationMethod, QuantizationConfig, QuantType, Scheme
 
-_CALIBRATION_BATCH = 32
+ARTIFACTS = {
+    Scheme.static_qdq: "student.int8.onnx",
+    Scheme.dynamic: "student.int8-dynamic.onnx",
+    Scheme.fp16: "student.fp16.onnx",
+}
+_WEIGHT_OPS = {"Conv", "ConvTranspose", "Gemm", "MatMul"}
+_GPU_PROVIDERS = {"CUDAExecutionProvider", "TensorrtExecutionProvider", "DmlExecutionProvider", "CoreMLExecutionProvider"}
+
+
+@dataclass(frozen=True)
+class ExclusionStep:
+    excluded: list[str]  # nodes kept in fp32 so far, worst quantization error first
+    val_accuracy: float
+    drop: float  # fp32 val accuracy − this model's
+
+
+@dataclass(frozen=True)
+class Candidate:
+    name: str  # e.g. "static-qdq per-channel"
+    scheme: str
+    settings: dict[str, Any]
+    val_accuracy: float
+    drop: float  # vs the fp32 student, validation split
+    p50_ms: float  # on the target's provider, timed interleaved with the fp32 model
+    bytes: int
+    kept: bool
 
 
 @dataclass(frozen=True)
 class QuantizeResult:
-    path: str
-    scheme: str  # "static-qdq" or "none"
-    per_channel: bool
-    activation_type: str
-    weight_type: str
-    calibration_method: str
-    calibration_samples: int  # training images the ranges were measured on
-    nodes: int
-    bytes: int
+    requested: str  # the scheme asked for ("auto" included)
+    scheme: str  # the scheme of the deployed model
+    path: str | None  # None for scheme "none": the fp32 model is deployed
+    settings: dict[str, Any]  # per_channel, reduce_range, types, calibration method
+    calibration_samples: int  # training images behind the activation ranges (0: none used)
+    fp32_val_accuracy: float
+    val_accuracy: float
+    drop_vs_fp32: float
+    budget: float  # max_drop_vs_fp32 of the target
+    budget_met: bool
+    excluded_nodes: list[str] = field(default_factory=list)
+    steps: list[ExclusionStep] = field(default_factory=list)
+    candidates: list[Candidate] = field(default_factory=list)
+    fp32_p50_ms: float | None = None  # measured only by auto
+    cpu: dict[str, str] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+    nodes: int = 0
+    bytes: int = 0
 
 
-def quantize(source: Path, dest: Path, cfg: QuantizationConfig, calibration: np.ndarray) -> QuantizeResult:
-    """Quantize `source` into `dest` following the target's scheme (`none` copies the model)."""
+def quantize(
+    source: Path,
+    out_dir: Path,
+    cfg: QuantizationConfig,
+    calibration: np.ndarray,
+    x_val: np.ndarray,
+    y_val: np.ndarray,
+    providers: list[str] | None = None,
+    threads: int = 1,
+) -> QuantizeResult:
+    """Quantize the fp32 model `source` as `cfg` says; write the artifact into `out_dir`."""
+    source, out_dir = Path(source), Path(out_dir)
+    fp32_accuracy = _accuracy(source, x_val, y_val)
+    if cfg.scheme is Scheme.none:
+        return QuantizeResult("none", "none", None, {}, 0, fp32_accuracy, fp32_accuracy, 0.0, cfg.max_drop_vs_fp32, True, cpu=cpu_info())
+    with tempfile.TemporaryDirectory(prefix=".edgekd-quant-", dir=out_dir) as work_dir:
+        work = Path(work_dir)
+        prepared = _prepare(source, work)
+        if cfg.scheme is Scheme.auto:
+            return _auto(prepared, source, out_dir, work, cfg, calibration, x_val, y_val, fp32_accuracy, providers, threads)
+        settings = _settings(cfg.scheme, cfg)
+        return _finish(prepared, out_dir, work, cfg.scheme, settings, cfg, calibration, x_val, y_val, fp32_accuracy, requested=cfg.scheme.value)
+
+
+def _finish(prepared, out_dir, work, scheme, settings, cfg, calibration, x_val, y_val, fp32_accuracy, requested, candidates=(), fp32_p50=None, warnings=()):
+    """Produce the chosen scheme's artifact (accuracy-aware for static QDQ) and describe it."""
     import onnx
 
-    with atomic_path(Path(dest)) as tmp:
-        if cfg.scheme is Scheme.none:
-            shutil.copyfile(source, tmp)
-        else:
-            _static_qdq(Path(source), tmp, cfg, calibration)
+    dest = out_dir / ARTIFACTS[scheme]
+    with atomic_path(dest) as tmp:
+        excluded, steps = _produce_within_budget(prepared, tmp, work, scheme, settings, cfg, calibration, x_val, y_val, fp32_accuracy)
+    accuracy = steps[-1].val_accuracy
+    drop = fp32_accuracy - accuracy
+    warnings = list(warnings)
+    if drop > cfg.max_drop_vs_fp32:
+        warnings.append(
+            f"{scheme.value}: validation accuracy drops {drop:.2%} vs fp32 (budget {cfg.max_drop_vs_fp32:.2%}) "
+            f"even with {len(excluded)} node(s) excluded; consider scheme 'none' or a larger calibration set"
+        )
     return QuantizeResult(
-        path=str(dest),
-        scheme=cfg.scheme.value,
-        per_channel=cfg.per_channel,
-        activation_type=cfg.activation_type.value,
-        weight_type=cfg.weight_type.value,
-        calibration_method=cfg.calibration_method.value,
-        calibration_samples=len(calibration) if cfg.scheme is not Scheme.none else 0,
-        nodes=len(onnx.load(str(dest)).graph.node),
-        bytes=Path(dest).stat().st_size,
+        requested=requested, scheme=scheme.value, path=str(dest), settings=settings,
+        calibration_samples=len(calibration) if scheme is Scheme.static_qdq else 0,
+        fp32_val_accuracy=fp32_accuracy, val_accuracy=accuracy, drop_vs_fp32=drop,
+        budget=cfg.max_drop_vs_fp32, budget_met=drop <= cfg.max_drop_vs_fp32,
+        excluded_nodes=excluded, steps=steps, candidates=list(candidates), fp32_p50_ms=fp32_p50,
+        cpu=cpu_info(), warnings=warnings, nodes=len(onnx.load(str(dest)).graph.node), bytes=dest.stat().st_size,
     )
 
 
-def _static_qdq(source: Path, dest: Path, cfg: QuantizationConfig, calibration: np.ndarray) -> None:
-    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, quantize_static
-    from onnxruntime.quantization import CalibrationMethod as OrtCalibration
-    from onnxruntime.quantization import QuantType as OrtQuantType
+def _produce_within_budget(prepared, dest, work, scheme, settings, cfg, calibration, x_val, y_val, fp32_accuracy):
+    """Write `scheme` to `dest`; for static QDQ, exclude worst nodes until the budget holds."""
+    _produce(prepared, dest, scheme, settings, calibration, exclude=[])
+    steps = [ExclusionStep([], (acc := _accuracy(dest, x_val, y_val)), fp32_accuracy - acc)]
+    if scheme is not Scheme.static_qdq or steps[-1].drop <= cfg.max_drop_vs_fp32 or cfg.max_excluded_nodes == 0:
+        return [], steps
+    ranking = rank_nodes_by_error(prepared, dest, calibration, work)
+    say(f"quantize: int8 costs {steps[-1].drop:.2%} validation accuracy (budget {cfg.max_drop_vs_fp32:.2%}); "
+        f"excluding nodes, worst quantization error first")
+    excluded: list[str] = []
+    for node, _sqnr in ranking[: cfg.max_excluded_nodes]:
+        excluded.append(node)
+        _produce(prepared, dest, scheme, settings, calibration, exclude=excluded)
+        accuracy = _accuracy(dest, x_val, y_val)
+        steps.append(ExclusionStep(list(excluded), accuracy, fp32_accuracy - accuracy))
+        if steps[-1].drop <= cfg.max_drop_vs_fp32:
+            break
+    return excluded, steps
+
+
+def rank_nodes_by_error(prepared: Path, qdq: Path, inputs: np.ndarray, work: Path) -> list[tuple[str, float]]:
+    """Every node of `prepared`, those whose activations lose most in `qdq` first (lowest SQNR).
+
+    Uses ONNX Runtime's QDQ debugging tools: both models are augmented to output every
+    intermediate tensor, run on the same inputs, and matched tensor by tensor. Nodes without a
+    measured output of their own (e.g. a Gemm fused with its Relu) follow, weight-bearing ops
+    first, with an SQNR of +inf, so exclusion can go on until nothing is left.
+    """
+    import onnx
+    from onnxruntime.quantization.qdq_loss_debug import (
+        collect_activations,
+        compute_activation_error,
+        create_activation_matching,
+        modify_model_output_intermediate_tensors,
+    )
+
+    float_aug, qdq_aug = work / "float.aug.onnx", work / "qdq.aug.onnx"
+    modify_model_output_intermediate_tensors(str(prepared), str(float_aug))
+    modify_model_output_intermediate_tensors(str(qdq), str(qdq_aug))
+    name = input_name(open_session(prepared))
+    batch = fixed_batch(open_session(prepared)) or 32
+    float_acts = collect_activations(str(float_aug), _Batches(name, inputs, batch))
+    qdq_acts = collect_activations(str(qdq_aug), _Batches(name, inputs, batch))
+    errors = compute_activation_error(create_activation_matching(qdq_acts, float_acts))
+    nodes = list(onnx.load(str(prepared)).graph.node)
+    producer = {out: node.name for node in nodes for out in node.output}
+    ranked: dict[str, float] = {}
+    for tensor, err in errors.items():
+        node = producer.get(tensor)
+        sqnr = float(np.asarray(err.get("qdq_err", np.inf)).mean())
+        if node and np.isfinite(sqnr):
+            ranked[node] = min(sqnr, ranked.get(node, np.inf))
+    measured = sorted(ranked.items(), key=lambda item: item[1])
+    rest = sorted((n for n in nodes if n.name not in ranked), key=lambda n: n.op_type not in _WEIGHT_OPS)
+    return measured + [(n.name, float("inf")) for n in rest]
+
+
+def _auto(prepared, source, out_dir, work, cfg, calibration, x_val, y_val, fp32_accuracy, providers, threads) -> QuantizeResult:
+    """Produce every candidate, time them with the fp32 model on the target's provider, keep one."""
+    from edgekd._ort import usable_providers
+    from edgekd.bench.latency import session_call, time_interleaved
+
+    try:
+        usable, _ = usable_providers(list(providers or ["CPUExecutionProvider"]))
+    except TargetError as exc:
+        raise TargetError(f"scheme 'auto' times the candidates on the target's provider: {exc}") from None
+    candidates_spec = [
+        ("static-qdq per-tensor", Scheme.static_qdq, {**_settings(Scheme.static_qdq, cfg), "per_channel": False, "reduce_range": False}),
+        ("static-qdq per-channel", Scheme.static_qdq, {**_settings(Scheme.static_qdq, cfg), "per_channel": True, "reduce_range": False}),
+        ("static-qdq per-channel reduce-range", Scheme.static_qdq, {**_settings(Scheme.static_qdq, cfg), "per_channel": True, "reduce_range": True}),
+        ("dynamic", Scheme.dynamic, _settings(Scheme.dynamic, cfg)),
+    ]
+    if usable[0] in _GPU_PROVIDERS:
+        candidates_spec.append(("fp16", Scheme.fp16, {}))
+    files, accuracy = {}, {}
+    for index, (name, scheme, settings) in enumerate(candidates_spec):
+        path = work / f"candidate{index}.onnx"
+        _produce(prepared, path, scheme, settings, calibration, exclude=[])
+        files[name], accuracy[name] = path, _accuracy(path, x_val, y_val)
+    sessions = {"fp32": open_session(source, usable, threads), **{n: open_session(p, usable, threads) for n, p in files.items()}}
+    batch = fixed_batch(sessions["fp32"]) or 1
+    say(f"quantize: timing {len(files)} candidates against fp32 on {usable[0]}")
+    times = time_interleaved({n: session_call(s, x_val, batch) for n, s in sessions.items()}, warmup=20, runs=200)
+    p50 = {n: float(np.median(t)) / 1e6 for n, t in times.items()}
+    within = [n for n in files if fp32_accuracy - accuracy[n] <= cfg.max_drop_vs_fp32]
+    chosen = min(within, key=lambda n: p50[n]) if within else max(files, key=lambda n: accuracy[n])
+    warnings = []
+    if not within:
+        warnings.append(f"auto: no candidate stays within {cfg.max_drop_vs_fp32:.2%} of fp32 accuracy; kept the most accurate, {chosen}")
+    if p50[chosen] > p50["fp32"]:
+        warnings.append(
+            f"auto: the kept {chosen} model is slower than fp32 ({p50[chosen]:.4f} ms vs {p50['fp32']:.4f} ms p50) on this CPU "
+            f"(int8 dot-product instructions: {cpu_info()['int8_dot_product']}); it is smaller, not faster"
+        )
+    candidates = [
+        Candidate(n, s.value, st, accuracy[n], fp32_accuracy - accuracy[n], p50[n], files[n].stat().st_size, n == chosen)
+        for n, s, st in candidates_spec
+    ]
+    scheme, settings = next((s, st) for n, s, st in candidates_spec if n == chosen)
+    for w in warnings:
+        say(f"warning: {w}")
+    return _finish(prepared, out_dir, work, scheme, settings, cfg, calibration, x_val, y_val, fp32_accuracy,
+                   requested="auto", candidates=candidates, fp32_p50=p50["fp32"], warnings=warnings)
+
+
+def _settings(scheme: Scheme, cfg: QuantizationConfig) -> dict[str, Any]:
+    if scheme is Scheme.static_qdq:
+        return {
+            "per_channel": cfg.per_channel, "reduce_range": cfg.reduce_range,
+            "activation_type": cfg.activation_type.value, "weight_type": cfg.weight_type.value,
+            "calibration_method": cfg.calibration_method.value,
+        }
+    if scheme is Scheme.dynamic:
+        return {"per_channel": cfg.per_channel, "reduce_range": cfg.reduce_range, "weight_type": cfg.weight_type.value}
+    return {}
+
+
+def _prepare(source: Path, work: Path) -> Path:
+    """ORT's quant_pre_process (shape inference, optimisation), then name every node for exclusion."""
+    import onnx
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    from edgekd._ort import input_name, open_session
+    prepared = work / "prepared.onnx"
+    quant_pre_process(str(source), str(prepared))
+    model = onnx.load(str(prepared))
+    seen: set[str] = set()
+    for index, node in enumerate(model.graph.node):
+        if not node.name or node.name in seen:
+            node.name = f"{node.op_type}_{index}"
+        seen.add(node.name)
+    onnx.save(model, str(prepared))
+    return prepared
 
-    name = input_name(open_session(source))
 
-    class _Batches(CalibrationDataReader):
-        def __init__(self) -> None:
-            self._batches = iter(
-                [{name: calibration[i : i + _CALIBRATION_BATCH]} for i in range(0, len(calibration), _CALIBRATION_BATCH)]
-            )
+def _produce(prepared: Path, dest: Path, scheme: Scheme, settings: dict[str, Any], calibration: np.ndarray, exclude: list[str]) -> None:
+    """Write one quantized variant of `prepared` to `dest` with ONNX Runtime's quantizers."""
+    from onnxruntime.quantization import CalibrationMethod as OrtCalibration
+    from onnxruntime.quantization import QuantFormat, quantize_dynamic, quantize_static
+    from onnxruntime.quantization import QuantType as OrtQuantType
 
-        def get_next(self):
-            return next(self._batches, None)
-
-    types = {QuantType.int8: OrtQuantType.QInt8, QuantType.uint8: OrtQuantType.QUInt8}
-    methods = {
-        CalibrationMethod.minmax: OrtCalibration.MinMax,
-        CalibrationMethod.entropy: OrtCalibration.Entropy,
-        CalibrationMethod.percentile: OrtCalibration.Percentile,
-    }
-    with tempfile.TemporaryDirectory(prefix="edgekd-quant-", dir=dest.parent) as work:
-        prepared = Path(work) / "prepared.onnx"
-        quant_pre_process(str(source), str(prepared))
+    types = {QuantType.int8.value: OrtQuantType.QInt8, QuantType.uint8.value: OrtQuantType.QUInt8}
+    if scheme is Scheme.static_qdq:
+        methods = {
+            CalibrationMethod.minmax.value: OrtCalibration.MinMax,
+            CalibrationMethod.entropy.value: OrtCalibration.Entropy,
+            CalibrationMethod.percentile.value: OrtCalibration.Percentile,
+        }
+        name = input_name(open_session(prepared))
+        batch = fixed_batch(open_session(prepared)) or 32
         quantize_static(
-            str(prepared), str(dest), _Batches(),
+            str(prepared), str(dest), _Batches(name, calibration, batch),
             quant_format=QuantFormat.QDQ,
-            per_channel=cfg.per_channel,
-            activation_type=types[cfg.activation_type],
-            weight_type=types[cfg.weight_type],
-            calibrate_method=methods[cfg.calibration_method],
+            per_channel=settings["per_channel"], reduce_range=settings["reduce_range"],
+            activation_type=types[settings["activation_type"]], weight_type=types[settings["weight_type"]],
+            calibrate_method=methods[settings["calibration_method"]],
+            nodes_to_exclude=list(exclude),
         )
+    elif scheme is Scheme.dynamic:
+        quantize_dynamic(
+            str(prepared), str(dest), per_channel=settings["per_channel"], reduce_range=settings["reduce_range"],
+            weight_type=types[settings["weight_type"]],
+        )
+    elif scheme is Scheme.fp16:
+        import onnx
+        from onnxruntime.transformers.float16 import convert_float_to_float16
+
+        onnx.save(convert_float_to_float16(onnx.load(str(prepared)), keep_io_types=True), str(dest))
+    else:
+        shutil.copyfile(prepared, dest)
+
+
+class _Batches:
+    """Calibration/activation data for ORT: the images in batches the model accepts."""
+
+    def __init__(self, name: str, x: np.ndarray, batch: int) -> None:
+        count = len(x) // batch if len(x) >= batch else 1
+        self._batches = iter([{name: np.resize(x[i * batch : (i + 1) * batch], (batch, *x.shape[1:])).astype(np.float32)} for i in range(count)])
+
+    def get_next(self):
+        return next(self._batches, None)
+
+    def __iter__(self):  # ORT's QDQ debugging tools iterate the reader
+        return self._batches
+
+
+def _accuracy(path: Path, x: np.ndarray, y: np.ndarray) -> float:
+    return float((run_batches(open_session(path), x).argmax(axis=1) == y).mean())

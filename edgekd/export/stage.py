@@ -1,13 +1,16 @@
-"""The export stage: teacher and student to ONNX, the student simplified and quantized.
+"""The export stage: teacher and student to ONNX, the student simplified, quantized, packaged.
 
 Reads `teacher.pt`, `student.pt` and the recipe from a run folder that `edgekd distill` left, and
 writes `teacher.onnx` (fp32, the reference for the budgets), `student.onnx` (fp32 as exported),
-`student.sim.onnx` (simplified) and `student.int8.onnx` (what the target deploys), with parity
-figures measured on real test images.
+`student.sim.onnx` (simplified), the quantized student named after its scheme
+(`student.int8.onnx`, `student.int8-dynamic.onnx`, `student.fp16.onnx`) and, for targets whose
+format is `ort`, its `.ort` file and required-operators config. Parity is measured on real test
+images; quantization decisions use the validation split; the test split only reports.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,27 +18,28 @@ from pathlib import Path
 import numpy as np
 
 from edgekd import runfolder
-from edgekd.runfolder import load_run_recipe
 from edgekd._io import write_json
 from edgekd._ort import open_session, run_batches
 from edgekd._progress import say
 from edgekd.data import load_data
+from edgekd.export.mobile import EpCoverage, OrtPackage, mobile_coverage, package_ort
 from edgekd.export.onnx import OnnxExport, Parity, check_parity, export_onnx
 from edgekd.export.quantize import QuantizeResult, quantize
 from edgekd.export.simplify import SimplifyResult, simplify
-from edgekd.targets import Target, load_target
+from edgekd.runfolder import load_run_recipe
+from edgekd.targets import ArtifactFormat, Scheme, Target, load_target
 
 RESULT = "export.json"
 TEACHER_ONNX = "teacher.onnx"
 STUDENT_ONNX = "student.onnx"
 STUDENT_SIMPLIFIED = "student.sim.onnx"
-STUDENT_DEPLOYED = "student.int8.onnx"
 
 
 @dataclass(frozen=True)
 class ExportResult:
     run_dir: str
     target: str
+    fixed_batch: int | None  # None: dynamic batch axis
     teacher: OnnxExport
     teacher_parity: Parity
     student: OnnxExport
@@ -43,14 +47,19 @@ class ExportResult:
     simplified: SimplifyResult
     quantized: QuantizeResult
     fp32_test_accuracy: float  # the simplified fp32 student in ONNX Runtime
-    deployed_test_accuracy: float  # the quantized student in ONNX Runtime
+    deployed_test_accuracy: float  # the deployed artifact in ONNX Runtime
     deployed: str  # file name of the artifact the target ships
+    mobile: list[EpCoverage]  # NNAPI / CoreML coverage of the deployed model
+    ort: OrtPackage | None  # ORT-format package, for targets whose format is "ort"
     seconds: float
-    schema_version: int = 1
+    schema_version: int = 2
 
 
-def export(run_dir: Path, target: Target | str | Path | None = None) -> ExportResult:
-    """Export, check, simplify and quantize the run folder's models for `target`."""
+def export(run_dir: Path, target: Target | str | Path | None = None, scheme: Scheme | str | None = None) -> ExportResult:
+    """Export, check, simplify, quantize and package the run folder's models for `target`.
+
+    `scheme` overrides the target's quantization scheme (as `edgekd export --scheme` does).
+    """
     from edgekd.models.checkpoint import load_model
 
     began = time.perf_counter()
@@ -59,36 +68,56 @@ def export(run_dir: Path, target: Target | str | Path | None = None) -> ExportRe
     student_pt = runfolder.artifact(run_dir, "student.pt", "export")
     recipe = load_run_recipe(run_dir)
     target = _resolve_target(target, recipe)
+    qcfg = target.quantization
+    scheme = scheme if scheme is not None else recipe.export.scheme
+    if scheme is not None:
+        qcfg = dataclasses.replace(qcfg, scheme=Scheme(scheme))
     data = load_data(recipe.data.source, recipe.data.val_fraction, recipe.data.test_fraction, recipe.data.split_seed)
-    opset, limit = target.export.opset, target.export.parity_max_abs
+    cfg = target.export
 
     teacher, _ = load_model(teacher_pt)
     student, _ = load_model(student_pt)
-    teacher_onnx = export_onnx(teacher, data.input_shape, run_dir / TEACHER_ONNX, opset)
-    teacher_parity = check_parity(teacher, run_dir / TEACHER_ONNX, data.x_test, limit, "teacher")
-    student_onnx = export_onnx(student, data.input_shape, run_dir / STUDENT_ONNX, opset)
-    student_parity = check_parity(student, run_dir / STUDENT_ONNX, data.x_test, limit, "student")
+    teacher_onnx = export_onnx(teacher, data.input_shape, run_dir / TEACHER_ONNX, cfg.opset, cfg.fixed_batch)
+    teacher_parity = check_parity(teacher, run_dir / TEACHER_ONNX, data.x_test, cfg, "teacher")
+    student_onnx = export_onnx(student, data.input_shape, run_dir / STUDENT_ONNX, cfg.opset, cfg.fixed_batch)
+    student_parity = check_parity(student, run_dir / STUDENT_ONNX, data.x_test, cfg, "student")
     say(f"export: ONNX parity max |Δ| teacher {teacher_parity.max_abs:.2e}, student {student_parity.max_abs:.2e} "
-        f"({student_onnx.exporter} exporter, opset {opset})")
+        f"({student_onnx.exporter} exporter, opset {cfg.opset}, batch {cfg.fixed_batch or 'dynamic'})")
+    for exported in (teacher_onnx, student_onnx):
+        if exported.fallback_reason:
+            say(f"export: the dynamo exporter failed ({exported.fallback_reason}); used the TorchScript exporter")
 
-    simplified = simplify(run_dir / STUDENT_ONNX, run_dir / STUDENT_SIMPLIFIED, data.x_test, limit)
-    calibration = data.calibration(target.quantization.calibration_samples, seed=recipe.data.split_seed)
-    quantized = quantize(run_dir / STUDENT_SIMPLIFIED, run_dir / STUDENT_DEPLOYED, target.quantization, calibration)
+    simplified = simplify(run_dir / STUDENT_ONNX, run_dir / STUDENT_SIMPLIFIED, data.x_test, cfg.parity_max_abs)
+    calibration = data.calibration(qcfg.calibration_samples, seed=recipe.data.split_seed)
+    quantized = quantize(run_dir / STUDENT_SIMPLIFIED, run_dir, qcfg, calibration, data.x_val, data.y_val,
+                         list(target.runtime.providers), target.runtime.intra_op_threads)
+    deployed_onnx = Path(quantized.path).name if quantized.path else STUDENT_SIMPLIFIED
+    coverage = mobile_coverage(run_dir / deployed_onnx)
+    written = [TEACHER_ONNX, STUDENT_ONNX, STUDENT_SIMPLIFIED] + ([deployed_onnx] if quantized.path else [])
+    package = None
+    deployed = deployed_onnx
+    if target.runtime.format is ArtifactFormat.ort:
+        package = package_ort(run_dir / deployed_onnx, run_dir, list(target.runtime.providers), target.runtime.ort_platform)
+        deployed = Path(package.ort_file).name
+        written += [deployed, Path(package.required_operators).name]
     fp32_accuracy = _accuracy(run_dir / STUDENT_SIMPLIFIED, data.x_test, data.y_test)
-    deployed_accuracy = _accuracy(run_dir / STUDENT_DEPLOYED, data.x_test, data.y_test)
-    say(f"export: simplified {simplified.nodes_before} → {simplified.nodes_after} nodes; {quantized.scheme} "
-        f"{quantized.bytes / 1024:.1f} KiB, test accuracy {fp32_accuracy:.2%} fp32 → {deployed_accuracy:.2%} deployed")
+    deployed_accuracy = _accuracy(run_dir / deployed, data.x_test, data.y_test)
+    say(f"export: simplified {simplified.nodes_before} → {simplified.nodes_after} nodes; deployed {deployed} "
+        f"({quantized.scheme}, {(run_dir / deployed).stat().st_size / 1024:.1f} KiB), "
+        f"test accuracy {fp32_accuracy:.2%} fp32 → {deployed_accuracy:.2%} deployed")
+    if quantized.excluded_nodes:
+        say(f"export: kept {len(quantized.excluded_nodes)} node(s) in fp32 to stay within the accuracy budget: {', '.join(quantized.excluded_nodes)}")
 
     result = ExportResult(
-        run_dir=str(run_dir), target=target.name,
+        run_dir=str(run_dir), target=target.name, fixed_batch=cfg.fixed_batch,
         teacher=teacher_onnx, teacher_parity=teacher_parity,
         student=student_onnx, student_parity=student_parity,
         simplified=simplified, quantized=quantized,
         fp32_test_accuracy=fp32_accuracy, deployed_test_accuracy=deployed_accuracy,
-        deployed=STUDENT_DEPLOYED, seconds=time.perf_counter() - began,
+        deployed=deployed, mobile=coverage, ort=package, seconds=time.perf_counter() - began,
     )
     write_json(run_dir / RESULT, result)
-    runfolder.record(run_dir, "export", [TEACHER_ONNX, STUDENT_ONNX, STUDENT_SIMPLIFIED, STUDENT_DEPLOYED, RESULT], target=target)
+    runfolder.record(run_dir, "export", written + [RESULT], target=target)
     return result
 
 
