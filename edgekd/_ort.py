@@ -31,7 +31,8 @@ def usable_providers(wanted: list[str]) -> tuple[list[str], list[str]]:
         first = wanted[0] if wanted else "(none)"
         raise TargetError(
             f"execution provider {first} is not in this onnxruntime build (available: {', '.join(have)}); "
-            f"install the onnxruntime package that has it, or choose a target for this machine"
+            f"install the onnxruntime package that has it, run `edgekd bench` on the device, "
+            f"or pass --providers to measure with another provider"
         )
     return usable, missing
 

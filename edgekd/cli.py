@@ -45,6 +45,7 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result object a
 ResumeOpt = Annotated[bool, typer.Option("--resume", help="Continue an interrupted run in --out from its last epoch checkpoint.")]
 RunDirOpt = Annotated[Optional[Path], typer.Option("--out", "-o", help="Run folder to write; default: runs/<recipe>-<time>.", show_default=False)]
 SchemeOpt = Annotated[Optional[Scheme], typer.Option("--scheme", "-s", help="Quantization scheme, overriding the target's and the recipe's: static-qdq (calibrated int8), dynamic (int8 weights), fp16, none, or auto (bench the candidates on the target's provider, keep the fastest within the accuracy budget).", show_default=False)]
+ProvidersOpt = Annotated[Optional[str], typer.Option("--providers", help="Comma-separated ONNX Runtime execution providers overriding the target's, e.g. CPUExecutionProvider to take host figures for a mobile target (the report names the providers used).", show_default=False)]
 ForceOpt = Annotated[bool, typer.Option("--force", help="Start over in an --out folder that already holds a run.")]
 
 
@@ -146,14 +147,14 @@ def bench(
     target: TargetOpt = None,
     teacher: Annotated[Optional[Path], typer.Option("--teacher", help="Reference ONNX model for the accuracy-drop and compression budgets when benching a bare file.", show_default=False)] = None,
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Folder for bench.json and bench.md; default: the run folder, or the model's folder.", show_default=False)] = None,
-    providers: Annotated[Optional[str], typer.Option("--providers", help="Comma-separated ONNX Runtime execution providers overriding the target's, e.g. CPUExecutionProvider to take host figures for a mobile target.", show_default=False)] = None,
+    providers: ProvidersOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Measure accuracy, size, latency and throughput with ONNX Runtime; exit 1 when a budget is missed."""
     with _guard():
         from edgekd.bench.stage import bench as run_bench
 
-        report = run_bench(model, data=data, target=target, teacher=teacher, out=out, providers=providers.split(",") if providers else None)
+        report = run_bench(model, data=data, target=target, teacher=teacher, out=out, providers=_split(providers))
     if as_json:
         _print_json(report)
     else:
@@ -166,6 +167,7 @@ def run(
     recipe: RecipeArg = None,
     target: TargetOpt = None,
     scheme: SchemeOpt = None,
+    providers: ProvidersOpt = None,
     out: RunDirOpt = None,
     resume: ResumeOpt = False,
     force: ForceOpt = False,
@@ -176,7 +178,7 @@ def run(
     with _guard(hint):
         from edgekd.pipeline import run as run_pipeline
 
-        result = run_pipeline(recipe, target, out, resume=resume, force=force, scheme=scheme)
+        result = run_pipeline(recipe, target, out, resume=resume, force=force, scheme=scheme, providers=_split(providers))
     if as_json:
         _print_json(result)
     else:
@@ -208,6 +210,10 @@ def targets_show(name: Annotated[str, typer.Argument(help="Target name or path t
     with _guard():
         profile = load_target(name)
     _print_json(profile)
+
+
+def _split(providers: str | None) -> list[str] | None:
+    return [p.strip() for p in providers.split(",") if p.strip()] if providers else None
 
 
 def _print_json(obj: object) -> None:

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
+from edgekd._ort import usable_providers
 from edgekd.bench.stage import BenchReport, bench
 from edgekd.recipe import Recipe, load_recipe
 from edgekd import runfolder
@@ -38,8 +39,10 @@ def run(
     resume: bool = False,
     force: bool = False,
     scheme: str | None = None,
+    providers: list[str] | None = None,
 ) -> RunResult:
-    """The whole pipeline; `target` overrides the recipe's [target], `scheme` its quantization."""
+    """The whole pipeline; `target` overrides the recipe's [target], `scheme` its quantization,
+    `providers` the target's execution providers for the bench stage."""
     from edgekd.distill.stage import distill
     from edgekd.export.stage import export
 
@@ -54,6 +57,7 @@ def run(
     if target is None:
         target = recipe_obj.target.path or recipe_obj.target.name or "x86-cpu"
     target_obj = target if isinstance(target, Target) else load_target(target)  # fail before training on a bad target
+    usable_providers(list(providers or target_obj.runtime.providers))  # ... or on a provider this machine lacks
     finished = runfolder.load_manifest(out).get("stages", {}) if resume else {}
     if "distill" in finished:
         distilled = _load_result(out / "distill.json", "DistillResult")
@@ -63,7 +67,7 @@ def run(
         exported = _load_result(out / "export.json", "ExportResult")
     else:
         exported = export(out, target_obj, scheme)
-    report = bench(out, target=target_obj)
+    report = bench(out, target=target_obj, providers=providers)
     return RunResult(str(out), distilled, exported, report, report.passed, time.perf_counter() - began)
 
 

@@ -121,3 +121,20 @@ def test_help_explains_every_command_and_imports_no_torch():
     assert "TORCH False" in out
     for option in ("--target", "--json", "--resume", "--data", "--teacher", "--out"):
         assert option in out
+
+
+def test_run_for_a_device_this_machine_is_not_fails_before_training(tmp_path):
+    result = _invoke("run", "--target", "android-arm64", "--out", tmp_path / "o")
+    _assert_one_line_error(result, "NnapiExecutionProvider", "--providers")
+    assert not (tmp_path / "o").exists()
+
+
+def test_export_parity_failure_exits_2_with_the_figures(exported_run, tmp_path):
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(exported_run, run)
+    target = tmp_path / "strict.toml"
+    target.write_text('description = "x"\n[export]\nparity_max_abs = 1e-12\n')
+    _assert_one_line_error(_invoke("export", run, "--target", target), "teacher: ONNX Runtime vs PyTorch max |Δ| =", "allowed 1e-12")
+    assert not list(run.glob(".*.tmp"))
