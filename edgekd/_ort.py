@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from edgekd.errors import OnnxModelError, TargetError
+from edgekd.targets import RuntimeConfig
 
 
 def available_providers() -> list[str]:
@@ -37,16 +38,25 @@ def usable_providers(wanted: list[str]) -> tuple[list[str], list[str]]:
     return usable, missing
 
 
-def open_session(path: Path, providers: list[str] | None = None, threads: int = 0):
-    """An InferenceSession, with a one-line error for missing, corrupt or unrunnable files."""
+def open_session(path: Path, providers: list[str] | None = None, runtime: RuntimeConfig | None = None):
+    """An InferenceSession with the target's session options (threads, graph optimisation,
+    execution mode), and a one-line error for missing, corrupt or unrunnable files."""
     import onnxruntime as ort
 
     path = Path(path)
     if not path.is_file():
         raise OnnxModelError(f"ONNX file not found: {path} (check the path)")
+    runtime = runtime or RuntimeConfig(intra_op_threads=0)
     options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
+    options.intra_op_num_threads = runtime.intra_op_threads
+    options.inter_op_num_threads = runtime.inter_op_threads
+    options.graph_optimization_level = {
+        "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+        "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+        "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+        "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+    }[runtime.graph_optimization]
+    options.execution_mode = ort.ExecutionMode.ORT_PARALLEL if runtime.execution_mode == "parallel" else ort.ExecutionMode.ORT_SEQUENTIAL
     options.log_severity_level = 3  # errors only: warnings would clutter the user's terminal
     try:
         return ort.InferenceSession(str(path), options, providers=providers or ["CPUExecutionProvider"])

@@ -142,24 +142,56 @@ def export(
 
 @app.command()
 def bench(
-    model: Annotated[Path, typer.Argument(help="A run folder, or one .onnx file.")],
+    model: Annotated[Optional[Path], typer.Argument(help="A run folder, or one .onnx/.ort file.", show_default=False)] = None,
     data: Annotated[Optional[str], typer.Option("--data", "-d", help='Test data: "digits", "npz:PATH" (x_test, y_test) or "package.module:function"; default: the run\'s own data.', show_default=False)] = None,
     target: TargetOpt = None,
     teacher: Annotated[Optional[Path], typer.Option("--teacher", help="Reference ONNX model for the accuracy-drop and compression budgets when benching a bare file.", show_default=False)] = None,
-    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Folder for bench.json and bench.md; default: the run folder, or the model's folder.", show_default=False)] = None,
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Folder for bench.json, bench.md and bench.png; default: the run folder, or the model's folder.", show_default=False)] = None,
     providers: ProvidersOpt = None,
+    junit: Annotated[Optional[Path], typer.Option("--junit", help="Also write JUnit XML with one test case per budget, for CI systems.", show_default=False)] = None,
+    compare: Annotated[Optional[tuple[Path, Path]], typer.Option("--compare", help="Compare two bench.json files (before, after) instead of measuring; exit 1 when a model got worse.", show_default=False)] = None,
+    max_latency_increase: Annotated[float, typer.Option(help="With --compare: largest p50 latency growth tolerated (0.10 = 10%), when the 95% intervals also separate.")] = 0.10,
+    max_accuracy_drop: Annotated[float, typer.Option(help="With --compare: largest top-1 drop tolerated (0.005 = half a point).")] = 0.005,
     as_json: JsonOpt = False,
 ) -> None:
     """Measure accuracy, size, latency and throughput with ONNX Runtime; exit 1 when a budget is missed."""
+    if compare is not None:
+        with _guard():
+            if model is not None:
+                from edgekd.errors import EdgekdError as _Usage
+
+                raise _Usage("give either a model to measure or --compare A.json B.json, not both")
+            from edgekd.bench.compare import compare_reports
+
+            comparison = compare_reports(compare[0], compare[1], max_latency_increase, max_accuracy_drop)
+        if as_json:
+            _print_json(comparison)
+        else:
+            _print_comparison(comparison)
+        raise typer.Exit(1 if comparison.regressed else 0)
     with _guard():
+        if model is None:
+            from edgekd.errors import EdgekdError as _Usage
+
+            raise _Usage("give a run folder or an ONNX file to bench (or --compare A.json B.json); see edgekd bench --help")
         from edgekd.bench.stage import bench as run_bench
 
-        report = run_bench(model, data=data, target=target, teacher=teacher, out=out, providers=_split(providers))
+        report = run_bench(model, data=data, target=target, teacher=teacher, out=out, providers=_split(providers), junit=junit)
     if as_json:
         _print_json(report)
     else:
         _print_bench(report)
     raise typer.Exit(0 if report.passed else 1)
+
+
+@app.command()
+def schema(kind: Annotated[str, typer.Argument(help="recipe, target or bench")]) -> None:
+    """Print the JSON Schema of recipes, targets or bench.json, for editors and CI validation."""
+    with _guard():
+        from edgekd.schema import json_schema
+
+        result = json_schema(kind)
+    _print_json(result)
 
 
 @app.command()
@@ -227,6 +259,17 @@ def _print_distill(result) -> None:
     table.add_row(f"student, distilled (T={result.settings['temperature']:g})", f"{result.student.parameters:,}", f"{result.distilled.val:.2%}", f"{result.distilled.test:.2%}")
     out_console.print(table)
     out_console.print(f"distillation gain on test: {result.kd_gain * 100:+.2f} points vs the same student without the teacher")
+
+
+def _print_comparison(comparison) -> None:
+    table = Table("model", "figure", "before", "after", "change", "verdict", title=f"{comparison.before} → {comparison.after}")
+    for c in comparison.changes:
+        change = f"{c.change:+.1%}" if c.figure.startswith("p50") else f"{c.change * 100:+.2f} pts"
+        table.add_row(c.model, c.figure, f"{c.before:.4g}", f"{c.after:.4g}", change, c.verdict)
+    out_console.print(table)
+    if comparison.environments_differ:
+        out_console.print(f"note: the two runs differ in {', '.join(comparison.environments_differ)}; latency figures may not be comparable")
+    out_console.print("REGRESSION" if comparison.regressed else "no regression", style="bold red" if comparison.regressed else "bold green")
 
 
 def _print_bench(report) -> None:

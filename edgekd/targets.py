@@ -13,7 +13,7 @@ from enum import Enum
 from pathlib import Path
 from typing import Literal, Optional
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic.dataclasses import dataclass
 
 from edgekd._config import CONFIG, read_toml, validate
@@ -50,11 +50,23 @@ class RuntimeConfig:
     providers: list[str] = Field(default_factory=lambda: ["CPUExecutionProvider"])
     # Intra-op threads of the session (0 lets ONNX Runtime pick: all cores).
     intra_op_threads: int = Field(1, ge=0)
+    inter_op_threads: int = Field(1, ge=0)
+    # ONNX Runtime's graph optimisation level for the session.
+    graph_optimization: Literal["disable", "basic", "extended", "all"] = "all"
+    # "parallel" runs independent branches of the graph concurrently (inter_op_threads).
+    execution_mode: Literal["sequential", "parallel"] = "sequential"
     # What the device loads: a .onnx file, or an .ort file for ONNX Runtime Mobile.
     format: ArtifactFormat = ArtifactFormat.onnx
     # CPU family the .ort file's kernels are optimised for ("arm" or "amd64"; format "ort" only).
     ort_platform: Optional[Literal["arm", "amd64"]] = None
     why: str = ""
+
+    @model_validator(mode="after")
+    def _parallel_needs_threads(self) -> "RuntimeConfig":
+        if self.execution_mode == "parallel" and self.inter_op_threads == 1:
+            # ONNX Runtime would silently run it sequentially: the figures would lie about the setting.
+            raise ValueError('execution_mode "parallel" needs inter_op_threads other than 1 (0 lets ONNX Runtime pick)')
+        return self
 
 
 @dataclass(config=CONFIG)
@@ -98,13 +110,18 @@ class BenchConfig:
     # Runs before timing starts (excluded from statistics), then timed runs.
     warmup_runs: int = Field(20, ge=0)
     runs: int = Field(300, ge=10)
+    # Keep timing until at least this many seconds have passed (0: the run count alone decides).
+    min_seconds: float = Field(0.0, ge=0)
+    # Batch sizes for the latency sweep (p50 and its interval at each).
+    sweep_batches: list[int] = Field(default_factory=lambda: [1, 8, 64])
 
 
 @dataclass(config=CONFIG)
 class Budgets:
     # Each budget is optional; an absent one is not checked.
     max_size_kb: Optional[float] = Field(None, gt=0, description="deployed file size, KiB")
-    max_latency_ms: Optional[float] = Field(None, gt=0, description="p90 latency at the latency batch, ms")
+    max_latency_ms: Optional[float] = Field(None, gt=0, description="latency at [bench] latency_batch, ms, at latency_percentile")
+    latency_percentile: Literal[50, 90, 99] = Field(90, description="which percentile max_latency_ms limits")
     max_accuracy_drop: Optional[float] = Field(None, ge=0, le=1, description="teacher top-1 minus deployed top-1 (0.02 = 2 points)")
     min_compression: Optional[float] = Field(None, gt=0, description="teacher fp32 bytes / deployed bytes")
     min_throughput: Optional[float] = Field(None, gt=0, description="samples/s at the throughput batch")

@@ -131,3 +131,87 @@ def test_mobile_budget_fails_on_a_dynamic_shape_model(exported_run, tmp_path):
     report = bench(model, target=str(target))
     (verdict,) = report.verdicts
     assert verdict.passed is False and verdict.measured < 0.9
+
+
+def test_bootstrap_intervals_contain_the_estimate_and_shrink_with_runs():
+    rng = np.random.default_rng(0)
+    few = summarize(rng.gamma(4, 1e5, 50), batch=1)
+    many = summarize(rng.gamma(4, 1e5, 5000), batch=1)
+    for stats in (few, many):
+        for p in (50, 90, 99):
+            low, high = stats.ci95_ms[f"p{p}"]
+            assert low <= stats.percentile(p) <= high
+    width = lambda s: s.ci95_ms["p90"][1] - s.ci95_ms["p90"][0]  # noqa: E731
+    assert width(many) < width(few)
+
+
+@pytest.mark.parametrize(
+    "interval,passed,close",
+    [([0.5, 0.9], True, False), ([0.9, 1.2], True, True), ([1.1, 1.3], False, False)],
+)
+def test_latency_fails_only_when_the_interval_lies_beyond_the_budget(interval, passed, close):
+    (verdict,) = check_budgets(Budgets(max_latency_ms=1.0), 1024, sum(interval) / 2, None, None, None, latency_ci=interval)
+    assert verdict.passed is passed and verdict.too_close_to_call is close
+    if close:
+        assert "too close to call" in verdict.note
+
+
+def test_minimum_time_extends_the_runs():
+    times = time_interleaved({"m": lambda i: None}, warmup=0, runs=10, min_seconds=0.05)
+    assert len(times["m"]) > 10
+
+
+def test_top5_on_known_logits(tmp_path):
+    import onnx
+    from onnx import TensorProto, helper
+
+    from edgekd._ort import open_session
+    from edgekd.bench.accuracy import top_k
+
+    graph = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "identity",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 10])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 10])])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]), tmp_path / "id.onnx")
+    logits = np.tile(np.arange(10, dtype=np.float32), (4, 1))  # class 9 best, then 8, 7, ...
+    labels = np.array([9, 7, 5, 0])  # ranks 1, 3, 5, 10
+    top1, top5 = top_k(open_session(tmp_path / "id.onnx"), logits, labels, "id")
+    assert top1 == 0.25 and top5 == 0.75
+
+
+def test_macs_of_the_teacher_by_hand(exported_run):
+    from edgekd.bench.profile import read_profile
+
+    # tiny teacher: conv 1→8 and 8→16 (3×3, pad 1, each followed by 2×2 pooling), 16·2·2 → 32 → 10
+    expected = 8 * 8 * 8 * 9 + 16 * 4 * 4 * (8 * 9) + 64 * 32 + 32 * 10
+    assert read_profile(exported_run / "teacher.onnx").macs == expected
+    assert read_profile(exported_run / "student.int8.onnx").macs == 64 * 32 + 32 * 10
+
+
+def test_missing_secondary_provider_is_reported_not_replaced(exported_run, tmp_path):
+    target = tmp_path / "t.toml"
+    target.write_text('description = "x"\n[runtime]\nproviders = ["CPUExecutionProvider", "CUDAExecutionProvider"]\n'
+                      'graph_optimization = "basic"\n[bench]\nruns = 20\nsweep_batches = [1, 4]\n')
+    report = bench(exported_run, target=str(target), out=tmp_path, memory=False)
+    assert report.providers == ["CPUExecutionProvider"] and report.missing_providers == ["CUDAExecutionProvider"]
+    assert "not installed: CUDAExecutionProvider" in (tmp_path / "bench.md").read_text()
+    assert set(report.variants[0].sweep) == {"1", "4"}
+
+
+def test_session_options_come_from_the_target(exported_run):
+    import onnxruntime as ort
+
+    from edgekd._ort import open_session
+    from edgekd.targets import RuntimeConfig
+
+    session = open_session(exported_run / "student.sim.onnx", None, RuntimeConfig(intra_op_threads=2, inter_op_threads=2, graph_optimization="basic", execution_mode="parallel"))
+    options = session.get_session_options()
+    assert options.intra_op_num_threads == 2
+    assert options.graph_optimization_level == ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+    assert options.execution_mode == ort.ExecutionMode.ORT_PARALLEL
+
+
+def test_session_memory_is_measured(exported_run):
+    from edgekd.bench.memory import session_memory
+
+    stats = session_memory(exported_run / "teacher.onnx", ["CPUExecutionProvider"], 64)
+    assert stats.baseline_mb > 10 and stats.peak_mb >= stats.baseline_mb and stats.growth_mb > 0

@@ -34,6 +34,7 @@ def test_user_target_file(tmp_path):
         ('description = "x"\n[budgets]\nmax_size_kb = -5\n', "[budgets] max_size_kb"),
         ('description = "x"\n[quantization]\nscheme = "int3"\n', "[quantization] scheme"),
         ("[budgets]\n", "missing required key 'description'"),
+        ('description = "x"\n[runtime]\nexecution_mode = "parallel"\n', "needs inter_op_threads other than 1"),
     ],
 )
 def test_bad_target_files_name_the_key(tmp_path, text, expected):

@@ -28,7 +28,7 @@ from edgekd.export.onnx import export_onnx
 from edgekd.export.quantize import quantize
 from edgekd.export.simplify import simplify
 from edgekd.models import ModelSpec, build_model
-from edgekd.targets import QuantizationConfig, Scheme
+from edgekd.targets import QuantizationConfig, RuntimeConfig, Scheme
 
 MODELS = {
     "mlp": ("mlp", {}),
@@ -71,7 +71,7 @@ def main() -> None:
                 cfg = dataclasses.replace(cfg, max_excluded_nodes=0)  # the raw scheme, no exclusions
                 result = quantize(files["fp32"], folder, cfg, data.calibration(256), data.x_val, data.y_val)
                 files[scheme_name] = Path(result.path)
-            sessions = {name: open_session(path, ["CPUExecutionProvider"], 1) for name, path in files.items()}
+            sessions = {name: open_session(path, ["CPUExecutionProvider"], RuntimeConfig(intra_op_threads=1)) for name, path in files.items()}
             times = time_interleaved({n: session_call(s, data.x_test, 1) for n, s in sessions.items()}, 50, args.runs)
             p50 = {n: float(np.median(t)) / 1e3 for n, t in times.items()}
             accuracy = {n: float((run_batches(s, data.x_test).argmax(1) == data.y_test).mean()) for n, s in sessions.items()}

@@ -10,8 +10,23 @@ from edgekd.errors import DataError
 
 def top1(session, x: np.ndarray, y: np.ndarray, label: str) -> float:
     logits = run_batches(session, x)
+    _check(logits, y, label)
+    return float((logits.argmax(axis=1) == y).mean())
+
+
+def _check(logits: np.ndarray, y: np.ndarray, label: str) -> None:
     if logits.ndim != 2:
         raise DataError(f"{label} outputs shape {logits.shape[1:]} per sample; accuracy needs (classes,) logits")
     if y.max() >= logits.shape[1]:
         raise DataError(f"{label} has {logits.shape[1]} outputs but the labels go up to {int(y.max())}; use data with the model's classes")
-    return float((logits.argmax(axis=1) == y).mean())
+
+
+def top_k(session, x: np.ndarray, y: np.ndarray, label: str, k: int = 5) -> tuple[float, float | None]:
+    """(top-1, top-k) accuracy; top-k is None when the model has no more than k classes."""
+    logits = run_batches(session, x)
+    _check(logits, y, label)
+    top1_hit = logits.argmax(axis=1) == y
+    if logits.shape[1] <= k:
+        return float(top1_hit.mean()), None
+    best = np.argpartition(-logits, k - 1, axis=1)[:, :k]
+    return float(top1_hit.mean()), float((best == y[:, None]).any(axis=1).mean())

@@ -8,9 +8,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
+
+
+PERCENTILES = (50, 90, 99)
+_BOOTSTRAP_SAMPLES = 2000
 
 
 @dataclass(frozen=True)
@@ -22,19 +26,36 @@ class LatencyStats:
     p99_ms: float
     mean_ms: float
     std_ms: float
+    # 95% bootstrap confidence interval of each percentile: {"p50": [low, high], ...}
+    ci95_ms: dict[str, list[float]] = field(default_factory=dict)
+
+    def percentile(self, p: int) -> float:
+        return {50: self.p50_ms, 90: self.p90_ms, 99: self.p99_ms}[p]
 
 
-def summarize(times_ns: list[int] | np.ndarray, batch: int) -> LatencyStats:
-    """Percentiles (linear interpolation, numpy's default) of timed runs, in milliseconds."""
+def summarize(times_ns: list[int] | np.ndarray, batch: int, seed: int = 0) -> LatencyStats:
+    """Percentiles (numpy's linear interpolation) of timed runs in ms, with bootstrap 95% CIs.
+
+    The intervals come from resampling the runs with replacement: on a shared, noisy machine a
+    percentile is an estimate, and a budget verdict should know how sure it is.
+    """
     ms = np.asarray(times_ns, dtype=np.float64) / 1e6
     if ms.size == 0:
         raise ValueError("no timed runs to summarize")
-    p50, p90, p99 = np.percentile(ms, [50, 90, 99])
-    return LatencyStats(batch, int(ms.size), float(p50), float(p90), float(p99), float(ms.mean()), float(ms.std()))
+    p50, p90, p99 = np.percentile(ms, PERCENTILES)
+    rng = np.random.default_rng(seed)
+    resampled = ms[rng.integers(0, ms.size, size=(_BOOTSTRAP_SAMPLES, ms.size))]
+    estimates = np.percentile(resampled, PERCENTILES, axis=1)  # (3, samples)
+    low, high = np.percentile(estimates, [2.5, 97.5], axis=1)
+    ci = {f"p{p}": [float(lo), float(hi)] for p, lo, hi in zip(PERCENTILES, low, high)}
+    return LatencyStats(batch, int(ms.size), float(p50), float(p90), float(p99), float(ms.mean()), float(ms.std()), ci)
 
 
-def time_interleaved(calls: dict[str, Callable[[int], object]], warmup: int, runs: int) -> dict[str, list[int]]:
-    """Call each `calls[name](i)` `warmup` times untimed, then `runs` times timed, round-robin.
+def time_interleaved(
+    calls: dict[str, Callable[[int], object]], warmup: int, runs: int, min_seconds: float = 0.0
+) -> dict[str, list[int]]:
+    """Call each `calls[name](i)` `warmup` times untimed, then at least `runs` times timed,
+    round-robin, going on until `min_seconds` have passed (at most 100 × runs rounds).
 
     Returns the timed durations in nanoseconds per name; warm-up calls never enter them.
     """
@@ -42,11 +63,14 @@ def time_interleaved(calls: dict[str, Callable[[int], object]], warmup: int, run
         for call in calls.values():
             call(i)
     times: dict[str, list[int]] = {name: [] for name in calls}
-    for i in range(runs):
+    began = time.perf_counter()
+    i = 0
+    while i < runs or (time.perf_counter() - began < min_seconds and i < 100 * runs):
         for name, call in calls.items():
             start = time.perf_counter_ns()
             call(i)
             times[name].append(time.perf_counter_ns() - start)
+        i += 1
     return times
 
 

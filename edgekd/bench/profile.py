@@ -20,6 +20,7 @@ class GraphProfile:
     nodes: int
     ops: dict[str, int]  # node count per operator type
     graph_source: str  # the file the graph figures were read from (an .ort file's .onnx twin)
+    macs: int = 0  # multiply-accumulates per sample in Conv/Gemm/MatMul (FLOPs ≈ 2 × MACs)
 
 
 def read_profile(path: Path) -> GraphProfile:
@@ -46,4 +47,68 @@ def read_profile(path: Path) -> GraphProfile:
             continue
         parameters += int(np.prod(init.dims)) if len(init.dims) else 1
     ops = Counter(node.op_type for node in graph.node)
-    return GraphProfile(size, parameters, len(graph.node), dict(sorted(ops.items())), path.name)
+    return GraphProfile(size, parameters, len(graph.node), dict(sorted(ops.items())), path.name, _macs(model))
+
+
+_MATMUL_OPS = {"MatMul", "MatMulInteger", "QLinearMatMul", "Gemm", "QGemm"}
+_CONV_OPS = {"Conv", "ConvInteger", "QLinearConv"}
+
+
+def _macs(model) -> int:
+    """Multiply-accumulates of one sample, from shapes inferred with the batch axis set to 1."""
+    import onnx
+
+    model = onnx.ModelProto.FromString(model.SerializeToString())
+    _sort_topologically(model.graph)
+    for value in model.graph.input:
+        dims = value.type.tensor_type.shape.dim
+        if len(dims) and not dims[0].HasField("dim_value"):
+            dims[0].dim_value = 1
+    try:
+        model = onnx.shape_inference.infer_shapes(model, strict_mode=False)
+    except Exception:  # an unknown contrib op stops inference: count what can be counted
+        pass
+    shapes = {}
+    for value in [*model.graph.input, *model.graph.value_info, *model.graph.output]:
+        dims = value.type.tensor_type.shape.dim
+        shapes[value.name] = [d.dim_value if d.HasField("dim_value") else 0 for d in dims]
+    for init in model.graph.initializer:
+        shapes[init.name] = list(init.dims)
+    total = 0
+    for node in model.graph.node:
+        out = shapes.get(node.output[0], [])
+        if not out or 0 in out:
+            continue
+        if node.op_type in _CONV_OPS:
+            weight = shapes.get(node.input[3 if node.op_type == "QLinearConv" else 1], [])
+            if len(weight) >= 3:  # (C_out, C_in / groups, *kernel): each output does C_in/g × kernel MACs
+                total += int(np.prod(out)) * int(np.prod(weight[1:]))
+        elif node.op_type in _MATMUL_OPS:
+            a = shapes.get(node.input[0], [])
+            if len(a) >= 1 and a[-1]:
+                inner = a[-2] if node.op_type in ("Gemm", "QGemm") and _attr(node, "transA") and len(a) >= 2 else a[-1]
+                total += int(np.prod(out)) * int(inner)
+    return total
+
+
+def _sort_topologically(graph) -> None:
+    """Reorder nodes so each comes after its inputs' producers (some converters emit them out of
+    order, which stops shape inference)."""
+    available = {v.name for v in graph.input} | {i.name for i in graph.initializer} | {""}
+    pending, ordered = list(graph.node), []
+    while pending:
+        ready = [n for n in pending if all(i in available for i in n.input)]
+        if not ready:  # a cycle or a dangling input: keep the rest as they were
+            ordered += pending
+            break
+        for node in ready:
+            available.update(node.output)
+        ordered += ready
+        taken = {id(n) for n in ready}
+        pending = [n for n in pending if id(n) not in taken]
+    del graph.node[:]
+    graph.node.extend(ordered)
+
+
+def _attr(node, name: str) -> int:
+    return next((a.i for a in node.attribute if a.name == name), 0)

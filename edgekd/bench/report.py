@@ -1,38 +1,56 @@
-"""bench.json (schema-versioned, stable keys) and bench.md (the same figures as tables)."""
+"""bench.json (schema-versioned, stable keys), bench.md (readable tables), bench.png (trade-offs),
+and JUnit XML (one test case per budget) for CI systems."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from xml.etree import ElementTree
 
-from edgekd._io import write_json, write_text
+from edgekd._io import atomic_path, write_json, write_text
+
+VARIANT_HEADER = ["model", "size KiB", "params", "MACs", "top-1", "top-5", "p50 ms [95% CI]", "p90 ms", "p99 ms", "samples/s", "GFLOP/s", "session MB"]
+VERDICT_HEADER = ["budget", "measured", "allowed", "margin", "verdict"]
 
 
-def write_reports(report, out_dir: Path) -> tuple[Path, Path]:
+def write_reports(report, out_dir: Path, plot: bool = True) -> list[Path]:
     out_dir = Path(out_dir)
-    write_json(out_dir / "bench.json", report)
-    write_text(out_dir / "bench.md", to_markdown(report))
-    return out_dir / "bench.json", out_dir / "bench.md"
+    written = [out_dir / "bench.json", out_dir / "bench.md"]
+    write_json(written[0], report)
+    write_text(written[1], to_markdown(report))
+    if plot:
+        from edgekd.bench.plot import write_plot
+
+        written.append(write_plot(report, out_dir / "bench.png"))
+    return written
 
 
 def variant_rows(report) -> list[list[str]]:
     """One row per model: the figures shown in bench.md and on the terminal."""
     rows = []
     for v in report.variants:
+        ci = v.latency.ci95_ms.get("p50")
         rows.append([
             v.name + (" (deployed)" if v.name == report.deployed else ""),
             f"{v.profile.bytes / 1024:.1f}",
             f"{v.profile.parameters:,}",
-            "—" if v.accuracy is None else f"{v.accuracy:.2%}",
-            f"{v.latency.p50_ms:.4f}",
+            f"{v.profile.macs:,}",
+            _pct(v.accuracy),
+            _pct(v.top5),
+            f"{v.latency.p50_ms:.4f} [{ci[0]:.4f}, {ci[1]:.4f}]" if ci else f"{v.latency.p50_ms:.4f}",
             f"{v.latency.p90_ms:.4f}",
             f"{v.latency.p99_ms:.4f}",
             f"{v.throughput:,.0f}",
+            f"{v.gflops:.2f}",
+            "—" if v.memory is None else f"{v.memory.growth_mb:.1f}",
         ])
     return rows
 
 
-VARIANT_HEADER = ["model", "size KiB", "params", "top-1", "p50 ms", "p90 ms", "p99 ms", "samples/s"]
-VERDICT_HEADER = ["budget", "measured", "allowed", "margin", "verdict"]
+def sweep_rows(report) -> tuple[list[str], list[list[str]]]:
+    batches = sorted({int(b) for v in report.variants for b in v.sweep}, key=int)
+    header = ["model"] + [f"p50 ms @ batch {b}" for b in batches]
+    rows = [[v.name] + [f"{v.sweep[str(b)].p50_ms:.4f}" if str(b) in v.sweep else "—" for b in batches] for v in report.variants if v.sweep]
+    return header, rows
 
 
 def verdict_rows(report) -> list[list[str]]:
@@ -41,7 +59,8 @@ def verdict_rows(report) -> list[list[str]]:
         if v.passed is None:
             rows.append([v.budget, "—", _fmt(v.allowed), "—", v.note])
             continue
-        rows.append([v.budget, f"{_fmt(v.measured)} {v.unit}", _fmt(v.allowed), f"{v.margin:+.4g}", "pass" if v.passed else "FAIL"])
+        verdict = ("pass" if v.passed else "FAIL") + (f" — {v.note}" if v.note else "")
+        rows.append([v.budget, f"{_fmt(v.measured)} {v.unit}", _fmt(v.allowed), f"{v.margin:+.4g}", verdict])
     return rows
 
 
@@ -51,20 +70,29 @@ def verdict_line(report) -> str:
     if failed:
         return "FAIL: " + "; ".join(f"{v.budget} measured {_fmt(v.measured)} {v.unit}, allowed {_fmt(v.allowed)}" for v in failed)
     skipped = len(report.verdicts) - len(checked)
-    extra = f" ({skipped} not checked)" if skipped else ""
+    close = sum(v.too_close_to_call for v in report.verdicts)
+    extra = (f" ({skipped} not checked)" if skipped else "") + (f" ({close} too close to call)" if close else "")
     return f"PASS: all {len(checked)} budgets of target {report.target} met{extra}"
 
 
 def to_markdown(report) -> str:
+    deployed = next(v for v in report.variants if v.name == report.deployed)
+    sweep_header, sweep = sweep_rows(report)
     lines = [
         f"# edgekd bench — target `{report.target}`",
         "",
-        f"Batch {report.variants[0].latency.batch} latency over {report.variants[0].latency.runs} timed runs "
-        f"after {report.warmup_runs} warm-up runs, models interleaved; throughput at batch {report.throughput_batch}. "
-        f"Inputs: {report.inputs}.",
+        f"Latency at batch {deployed.latency.batch} over {deployed.latency.runs} timed runs after {report.warmup_runs} "
+        f"warm-up runs, models interleaved; 95% intervals by bootstrap. Throughput at batch {deployed.throughput_batch}. "
+        f"Session memory: peak resident-set growth in a child process. Inputs: {report.inputs}. "
+        f"Providers: {', '.join(report.providers)}"
+        + (f" (not installed: {', '.join(report.missing_providers)})" if report.missing_providers else "") + ".",
         "",
         _table(VARIANT_HEADER, variant_rows(report)),
         "",
+    ]
+    if sweep:
+        lines += ["## Batch sweep", "", _table(sweep_header, sweep), ""]
+    lines += [
         "## Budgets",
         "",
         _table(VERDICT_HEADER, verdict_rows(report)) if report.verdicts else "The target sets no budgets.",
@@ -79,6 +107,29 @@ def to_markdown(report) -> str:
     return "\n".join(lines)
 
 
+def write_junit(report, path: Path) -> Path:
+    """One <testcase> per budget: CI systems show each budget as its own passed/failed check."""
+    failures = sum(v.passed is False for v in report.verdicts)
+    skipped = sum(v.passed is None for v in report.verdicts)
+    suite = ElementTree.Element("testsuite", name=f"edgekd budgets ({report.target})", tests=str(len(report.verdicts)),
+                                failures=str(failures), skipped=str(skipped), errors="0", timestamp=report.created)
+    properties = ElementTree.SubElement(suite, "properties")
+    for key, value in report.environment.items():
+        ElementTree.SubElement(properties, "property", name=key, value=str(value))
+    for v in report.verdicts:
+        case = ElementTree.SubElement(suite, "testcase", classname=f"edgekd.{report.target}", name=v.budget)
+        detail = f"{v.budget}: measured {_fmt(v.measured)} {v.unit}, allowed {_fmt(v.allowed)}" + (f"; {v.note}" if v.note else "")
+        if v.passed is False:
+            ElementTree.SubElement(case, "failure", message=detail).text = detail
+        elif v.passed is None:
+            ElementTree.SubElement(case, "skipped", message=v.note)
+        else:
+            ElementTree.SubElement(case, "system-out").text = detail
+    with atomic_path(Path(path)) as tmp:
+        ElementTree.ElementTree(suite).write(tmp, encoding="utf-8", xml_declaration=True)
+    return Path(path)
+
+
 def _table(header: list[str], rows: list[list[str]]) -> str:
     out = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     out += ["| " + " | ".join(row) + " |" for row in rows]
@@ -87,3 +138,7 @@ def _table(header: list[str], rows: list[list[str]]) -> str:
 
 def _fmt(value: float | None) -> str:
     return "—" if value is None else f"{value:.4g}"
+
+
+def _pct(value: float | None) -> str:
+    return "—" if value is None else f"{value:.2%}"

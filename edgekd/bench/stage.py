@@ -18,28 +18,16 @@ import numpy as np
 from edgekd import runfolder
 from edgekd._config import validate
 from edgekd._platform import cpu_info
-from edgekd._ort import fixed_batch, open_session, usable_providers
+from edgekd._ort import open_session, usable_providers
 from edgekd._progress import say
-from edgekd.bench.accuracy import top1
-from edgekd.bench.latency import LatencyStats, session_call, summarize, time_interleaved
-from edgekd.bench.profile import GraphProfile, read_profile
-from edgekd.bench.report import verdict_line, write_reports
+from edgekd.bench.measure import VariantReport, measure_variants
+from edgekd.bench.report import verdict_line, write_junit, write_reports
 from edgekd.bench.verify import MobileFigures, Verdict, check_budgets
 from edgekd.data import load_test_split
 from edgekd.errors import DataError, OnnxModelError, TargetError
 from edgekd.targets import Target, load_target
 
 SCHEMA_VERSION = 1
-
-
-@dataclass(frozen=True)
-class VariantReport:
-    name: str  # "teacher fp32", "student fp32", "student int8", or the file name
-    file: str
-    profile: GraphProfile
-    accuracy: float | None  # top-1 on the test split (None without labelled data)
-    latency: LatencyStats  # at the target's latency batch
-    throughput: float  # samples per second at the target's throughput batch
 
 
 @dataclass(frozen=True)
@@ -66,11 +54,14 @@ def bench(
     teacher: Path | None = None,
     out: Path | None = None,
     providers: list[str] | None = None,
+    memory: bool = True,
+    junit: Path | None = None,
 ) -> BenchReport:
     """Bench a run folder or an ONNX file; write bench.json and bench.md; return the report.
 
     `providers` overrides the target's execution providers (e.g. to take host figures for a
-    mobile target: the report names the providers used).
+    mobile target: the report names the providers used). `memory=False` skips the per-model
+    child processes that measure session memory.
     """
     model = Path(model)
     coverage = None
@@ -87,39 +78,25 @@ def bench(
     deployed = list(files)[-1]
     source = data or default_source
     providers, missing = usable_providers(list(providers or target.runtime.providers))
-    sessions = {name: open_session(path, providers, target.runtime.intra_op_threads) for name, path in files.items()}
+    sessions = {name: open_session(path, providers, target.runtime) for name, path in files.items()}
     if coverage is None and files[deployed].suffix == ".onnx":
         from edgekd.export.mobile import mobile_coverage
 
         coverage = mobile_coverage(files[deployed])
     x, y, inputs = _inputs(source, sessions[deployed])
 
-    accuracy = {name: (top1(s, x, y, name) if y is not None else None) for name, s in sessions.items()}
     cfg = target.bench
-    say(f"bench: timing {len(sessions)} model(s), {cfg.warmup_runs} warm-up + {cfg.runs} runs each, interleaved")
-    batch = {n: fixed_batch(s) or cfg.latency_batch for n, s in sessions.items()}  # a fixed-shape model runs its own batch
-    bulk_batch = {n: fixed_batch(s) or cfg.throughput_batch for n, s in sessions.items()}
-    latency = time_interleaved({n: session_call(s, x, batch[n]) for n, s in sessions.items()}, cfg.warmup_runs, cfg.runs)
-    throughput_runs = max(10, cfg.runs // 10)
-    bulk = time_interleaved({n: session_call(s, x, bulk_batch[n]) for n, s in sessions.items()}, 2, throughput_runs)
-    variants = [
-        VariantReport(
-            name=name,
-            file=str(files[name]),
-            profile=read_profile(files[name]),
-            accuracy=accuracy[name],
-            latency=summarize(latency[name], batch[name]),
-            throughput=bulk_batch[name] * throughput_runs / (sum(bulk[name]) / 1e9),
-        )
-        for name in sessions
-    ]
+    say(f"bench: timing {len(sessions)} model(s), {cfg.warmup_runs} warm-up + {cfg.runs} runs each, interleaved; "
+        f"sweep over batches {cfg.sweep_batches}; session memory in child processes")
+    variants = measure_variants(files, sessions, x, y, cfg, providers, memory=memory)
     by_name = {v.name: v for v in variants}
     reference = by_name.get("teacher fp32")
     shipped = by_name[deployed]
     verdicts = check_budgets(
         target.budgets,
         size_bytes=shipped.profile.bytes,
-        latency_ms=shipped.latency.p90_ms,
+        latency_ms=shipped.latency.percentile(target.budgets.latency_percentile),
+        latency_ci=shipped.latency.ci95_ms.get(f"p{target.budgets.latency_percentile}"),
         accuracy=shipped.accuracy,
         teacher_accuracy=reference.accuracy if reference else None,
         teacher_bytes=reference.profile.bytes if reference else None,
@@ -137,12 +114,14 @@ def bench(
         throughput_batch=cfg.throughput_batch,
         providers=providers,
         missing_providers=missing,
-        environment=environment(target),
+        environment=environment(target, providers),
         created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
     )
-    json_path, md_path = write_reports(report, out)
+    written = write_reports(report, out)
+    if junit is not None:
+        write_junit(report, junit)
     if model.is_dir() and Path(out).resolve() == model.resolve():
-        runfolder.record(model, "bench", [json_path.name, md_path.name])
+        runfolder.record(model, "bench", [p.name for p in written])
     say(f"bench: {verdict_line(report)}")
     return report
 
@@ -198,10 +177,14 @@ def _inputs(source: str | None, session) -> tuple[np.ndarray, np.ndarray | None,
     return rng.standard_normal((256, *shape)).astype(np.float32), None, "random normal inputs (no --data given; accuracy not measured)"
 
 
-def environment(target: Target) -> dict[str, str]:
+def environment(target: Target, providers: list[str]) -> dict[str, str]:
     """The fingerprint every report carries: where the figures were measured."""
+    from edgekd._ort import available_providers
+
     return {
         **cpu_info(),
+        "providers_used": ", ".join(providers),
+        "providers_installed": ", ".join(available_providers()),
         "os": platform.platform(terse=True),
         "python": platform.python_version(),
         "onnxruntime": metadata.version("onnxruntime"),

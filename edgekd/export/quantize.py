@@ -22,9 +22,10 @@ import numpy as np
 from edgekd._io import atomic_path
 from edgekd._ort import fixed_batch, input_name, open_session, run_batches
 from edgekd._platform import cpu_info
+from edgekd.bench.accuracy import top1
 from edgekd._progress import say
 from edgekd.errors import TargetError
-from edgekd.targets import CalibrationMethod, QuantizationConfig, QuantType, Scheme
+from edgekd.targets import CalibrationMethod, QuantizationConfig, QuantType, RuntimeConfig, Scheme
 
 ARTIFACTS = {
     Scheme.static_qdq: "student.int8.onnx",
@@ -84,7 +85,7 @@ def quantize(
     x_val: np.ndarray,
     y_val: np.ndarray,
     providers: list[str] | None = None,
-    threads: int = 1,
+    runtime: RuntimeConfig | None = None,
 ) -> QuantizeResult:
     """Quantize the fp32 model `source` as `cfg` says; write the artifact into `out_dir`."""
     source, out_dir = Path(source), Path(out_dir)
@@ -95,7 +96,7 @@ def quantize(
         work = Path(work_dir)
         prepared = _prepare(source, work)
         if cfg.scheme is Scheme.auto:
-            return _auto(prepared, source, out_dir, work, cfg, calibration, x_val, y_val, fp32_accuracy, providers, threads)
+            return _auto(prepared, source, out_dir, work, cfg, calibration, x_val, y_val, fp32_accuracy, providers, runtime)
         settings = _settings(cfg.scheme, cfg)
         return _finish(prepared, out_dir, work, cfg.scheme, settings, cfg, calibration, x_val, y_val, fp32_accuracy, requested=cfg.scheme.value)
 
@@ -182,7 +183,7 @@ def rank_nodes_by_error(prepared: Path, qdq: Path, inputs: np.ndarray, work: Pat
     return measured + [(n.name, float("inf")) for n in rest]
 
 
-def _auto(prepared, source, out_dir, work, cfg, calibration, x_val, y_val, fp32_accuracy, providers, threads) -> QuantizeResult:
+def _auto(prepared, source, out_dir, work, cfg, calibration, x_val, y_val, fp32_accuracy, providers, runtime) -> QuantizeResult:
     """Produce every candidate, time them with the fp32 model on the target's provider, keep one."""
     from edgekd._ort import usable_providers
     from edgekd.bench.latency import session_call, time_interleaved
@@ -204,7 +205,7 @@ def _auto(prepared, source, out_dir, work, cfg, calibration, x_val, y_val, fp32_
         path = work / f"candidate{index}.onnx"
         _produce(prepared, path, scheme, settings, calibration, exclude=[])
         files[name], accuracy[name] = path, _accuracy(path, x_val, y_val)
-    sessions = {"fp32": open_session(source, usable, threads), **{n: open_session(p, usable, threads) for n, p in files.items()}}
+    sessions = {"fp32": open_session(source, usable, runtime), **{n: open_session(p, usable, runtime) for n, p in files.items()}}
     batch = fixed_batch(sessions["fp32"]) or 1
     say(f"quantize: timing {len(files)} candidates against fp32 on {usable[0]}")
     times = time_interleaved({n: session_call(s, x_val, batch) for n, s in sessions.items()}, warmup=20, runs=200)
@@ -311,4 +312,4 @@ class _Batches:
 
 
 def _accuracy(path: Path, x: np.ndarray, y: np.ndarray) -> float:
-    return float((run_batches(open_session(path), x).argmax(axis=1) == y).mean())
+    return top1(open_session(path), x, y, Path(path).name)

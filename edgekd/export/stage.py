@@ -19,7 +19,8 @@ import numpy as np
 
 from edgekd import runfolder
 from edgekd._io import write_json
-from edgekd._ort import open_session, run_batches
+from edgekd._ort import open_session
+from edgekd.bench.accuracy import top1
 from edgekd._progress import say
 from edgekd.data import load_data
 from edgekd.export.mobile import EpCoverage, OrtPackage, mobile_coverage, package_ort
@@ -90,7 +91,7 @@ def export(run_dir: Path, target: Target | str | Path | None = None, scheme: Sch
     simplified = simplify(run_dir / STUDENT_ONNX, run_dir / STUDENT_SIMPLIFIED, data.x_test, cfg.parity_max_abs)
     calibration = data.calibration(qcfg.calibration_samples, seed=recipe.data.split_seed)
     quantized = quantize(run_dir / STUDENT_SIMPLIFIED, run_dir, qcfg, calibration, data.x_val, data.y_val,
-                         list(target.runtime.providers), target.runtime.intra_op_threads)
+                         list(target.runtime.providers), target.runtime)
     deployed_onnx = Path(quantized.path).name if quantized.path else STUDENT_SIMPLIFIED
     coverage = mobile_coverage(run_dir / deployed_onnx)
     written = [TEACHER_ONNX, STUDENT_ONNX, STUDENT_SIMPLIFIED] + ([deployed_onnx] if quantized.path else [])
@@ -130,4 +131,4 @@ def _resolve_target(target: Target | str | Path | None, recipe) -> Target:
 
 
 def _accuracy(path: Path, x: np.ndarray, y: np.ndarray) -> float:
-    return float((run_batches(open_session(path), x).argmax(axis=1) == y).mean())
+    return top1(open_session(path), x, y, Path(path).name)
