@@ -273,10 +273,10 @@ def _print_comparison(comparison) -> None:
 
 
 def _print_bench(report) -> None:
-    from edgekd.bench.report import VARIANT_HEADER, VERDICT_HEADER, variant_rows, verdict_line, verdict_rows
+    from edgekd.bench.report import VERDICT_HEADER, variant_header, variant_rows, verdict_line, verdict_rows
 
-    table = Table(*VARIANT_HEADER, title=f"bench on {report.environment['cpu']} ({', '.join(report.providers)}, {report.environment['intra_op_threads']} thread(s))")
-    for row in variant_rows(report):
+    table = Table(*variant_header(compact=True), title=f"bench on {report.environment['cpu']} ({', '.join(report.providers)}, {report.environment['intra_op_threads']} thread(s))")
+    for row in variant_rows(report, compact=True):
         table.add_row(*row)
     out_console.print(table)
     if report.verdicts:
@@ -287,6 +287,7 @@ def _print_bench(report) -> None:
     if report.missing_providers:
         out_console.print(f"not available in this onnxruntime build: {', '.join(report.missing_providers)}")
     out_console.print(verdict_line(report), style="bold green" if report.passed else "bold red")
+    out_console.print("full figures (95% intervals, batch sweep, MACs, GFLOP/s): bench.md, bench.json, bench.png")
 
 
 def main() -> None:

@@ -1,7 +1,8 @@
 """bench.png: accuracy against size and against latency, with the target's budget region shaded.
 
-The two trade-offs a deployment decision turns on, one point per variant. matplotlib is imported
-here only, with the non-interactive Agg backend (no display needed).
+The two trade-offs a deployment decision turns on, one point per variant, the deployed one a star.
+Axes always include the budget lines, so the picture shows how much room is left, not just that
+there is some. matplotlib is imported here only, with the Agg backend (no display needed).
 """
 
 from __future__ import annotations
@@ -16,34 +17,46 @@ def write_plot(report, path: Path) -> Path:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import NullFormatter
 
-    budgets = {v.budget: v.allowed for v in report.verdicts}
+    budgets = {v.budget: v for v in report.verdicts}
     teacher = next((v for v in report.variants if v.name == "teacher fp32"), None)
     floor = None
     if teacher and teacher.accuracy is not None and "max_accuracy_drop" in budgets:
-        floor = (teacher.accuracy - budgets["max_accuracy_drop"]) * 100
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+        floor = (teacher.accuracy - budgets["max_accuracy_drop"].allowed) * 100
+    percentile = int(budgets["max_latency_ms"].unit.split("p")[-1].rstrip(")")) if "max_latency_ms" in budgets else 50
+    deployed_batch = next(v for v in report.variants if v.name == report.deployed).latency.batch
     panels = [
-        (axes[0], "size (KiB)", lambda v: v.profile.bytes / 1024, budgets.get("max_size_kb")),
-        (axes[1], f"p50 latency at batch {report.variants[-1].latency.batch} (ms)", lambda v: v.latency.p50_ms, budgets.get("max_latency_ms")),
+        ("size (KiB)", lambda v: v.profile.bytes / 1024, budgets.get("max_size_kb")),
+        (f"p{percentile} latency at batch {deployed_batch} (ms)", lambda v: v.latency.percentile(percentile), budgets.get("max_latency_ms")),
     ]
-    for axis, label, x_of, x_budget in panels:
-        for v in report.variants:
-            y = (v.accuracy or 0) * 100
-            axis.scatter([x_of(v)], [y], s=60, zorder=3, marker="*" if v.name == report.deployed else "o")
-            axis.annotate(v.name, (x_of(v), y), textcoords="offset points", xytext=(6, 4), fontsize=8)
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    for axis, (label, x_of, budget) in zip(axes, panels):
+        xs = [x_of(v) for v in report.variants]
+        ys = [(v.accuracy or 0) * 100 for v in report.variants]
+        x_limit = budget.allowed if budget else None
+        low_x, high_x = min(xs + ([x_limit] if x_limit else [])), max(xs + ([x_limit] if x_limit else []))
+        low_y, high_y = min(ys + ([floor] if floor is not None else [])), max(ys)
         axis.set_xscale("log")
+        axis.set_xlim(low_x / 1.6, high_x * 1.6)
+        axis.set_ylim(low_y - 1, high_y + 1)
+        if x_limit is not None or floor is not None:
+            right = x_limit if x_limit is not None else high_x * 1.6
+            bottom = floor if floor is not None else low_y - 1
+            axis.fill_between([low_x / 1.6, right], bottom, high_y + 1, color="tab:green", alpha=0.12, label="within budget")
+            if x_limit is not None:
+                axis.axvline(x_limit, color="tab:green", linestyle="--", linewidth=1)
+            if floor is not None:
+                axis.axhline(floor, color="tab:green", linestyle="--", linewidth=1)
+            axis.legend(loc="lower right", fontsize=8)
+        for index, (v, x, y) in enumerate(zip(report.variants, xs, ys)):
+            axis.scatter([x], [y], s=90 if v.name == report.deployed else 50, zorder=3, marker="*" if v.name == report.deployed else "o")
+            offset = (6, 6) if index % 2 == 0 else (6, -13)  # alternate, so near points keep readable labels
+            axis.annotate(v.name, (x, y), textcoords="offset points", xytext=offset, fontsize=8)
+        axis.xaxis.set_minor_formatter(NullFormatter())
         axis.set_xlabel(label)
         axis.set_ylabel("test top-1 (%)")
-        axis.grid(True, which="both", alpha=0.3)
-        if x_budget is not None or floor is not None:
-            left, right = axis.get_xlim()
-            bottom, top = axis.get_ylim()
-            x_hi = min(x_budget, right) if x_budget is not None else right
-            y_lo = max(floor, bottom) if floor is not None else bottom
-            axis.axvspan(left, x_hi, ymin=(y_lo - bottom) / (top - bottom), ymax=1, color="tab:green", alpha=0.12, label="within budget")
-            axis.set_xlim(left, right)
-            axis.legend(loc="lower right", fontsize=8)
+        axis.grid(True, which="major", alpha=0.3)
     fig.suptitle(f"edgekd bench — target {report.target}: {'PASS' if report.passed else 'FAIL'}")
     fig.tight_layout()
     with atomic_path(Path(path)) as tmp:

@@ -9,6 +9,7 @@ from xml.etree import ElementTree
 from edgekd._io import atomic_path, write_json, write_text
 
 VARIANT_HEADER = ["model", "size KiB", "params", "MACs", "top-1", "top-5", "p50 ms [95% CI]", "p90 ms", "p99 ms", "samples/s", "GFLOP/s", "session MB"]
+_COMPACT = [0, 1, 2, 4, 6, 7, 8, 9, 11]  # the terminal's columns: bench.md and bench.json have them all
 VERDICT_HEADER = ["budget", "measured", "allowed", "margin", "verdict"]
 
 
@@ -24,11 +25,15 @@ def write_reports(report, out_dir: Path, plot: bool = True) -> list[Path]:
     return written
 
 
-def variant_rows(report) -> list[list[str]]:
-    """One row per model: the figures shown in bench.md and on the terminal."""
+def variant_header(compact: bool = False) -> list[str]:
+    return [VARIANT_HEADER[i].replace(" [95% CI]", "") for i in _COMPACT] if compact else VARIANT_HEADER
+
+
+def variant_rows(report, compact: bool = False) -> list[list[str]]:
+    """One row per model: every figure for bench.md, the main ones for the terminal."""
     rows = []
     for v in report.variants:
-        ci = v.latency.ci95_ms.get("p50")
+        ci = None if compact else v.latency.ci95_ms.get("p50")
         rows.append([
             v.name + (" (deployed)" if v.name == report.deployed else ""),
             f"{v.profile.bytes / 1024:.1f}",
@@ -43,7 +48,7 @@ def variant_rows(report) -> list[list[str]]:
             f"{v.gflops:.2f}",
             "—" if v.memory is None else f"{v.memory.growth_mb:.1f}",
         ])
-    return rows
+    return [[row[i] for i in _COMPACT] for row in rows] if compact else rows
 
 
 def sweep_rows(report) -> tuple[list[str], list[list[str]]]:
