@@ -138,3 +138,18 @@ def test_export_parity_failure_exits_2_with_the_figures(exported_run, tmp_path):
     target.write_text('description = "x"\n[export]\nparity_max_abs = 1e-12\n')
     _assert_one_line_error(_invoke("export", run, "--target", target), "teacher: ONNX Runtime vs PyTorch max |Δ| =", "allowed 1e-12")
     assert not list(run.glob(".*.tmp"))
+
+
+@pytest.mark.parametrize(
+    "text,fragments",
+    [
+        ('description = "x"\n[budgets]\nmax_latncy_ms = 1\n', ["[budgets] unknown key 'max_latncy_ms'", "did you mean 'max_latency_ms'"]),
+        ('description = "x"\n[budgets]\nmax_size_kb = "small"\n', ["[budgets] max_size_kb", "valid number"]),
+        ('description = "x"\n[budgets]\nmin_compression = -2\n', ["[budgets] min_compression", "greater than 0"]),
+    ],
+)
+def test_malformed_target_file_exits_2_naming_file_and_key(exported_run, tmp_path, text, fragments):
+    target = tmp_path / "bad-target.toml"
+    target.write_text(text)
+    _assert_one_line_error(_invoke("bench", exported_run, "--target", target, "--out", tmp_path), str(target), *fragments)
+    assert not (tmp_path / "bench.json").exists()
