@@ -71,3 +71,74 @@ def test_no_gradient_flows_into_the_teacher():
     student = torch.tensor(STUDENT, requires_grad=True)
     kd_loss(student, teacher, 2.0).backward()
     assert teacher.grad is None and student.grad is not None
+
+
+# --- hint, attention transfer, decoupled KD, several teachers -----------------------------------
+
+from edgekd.distill.losses import at_loss, attention_map, dkd_loss, hint_loss, kd_loss_from_probs, soft_targets  # noqa: E402
+
+
+def test_hint_loss_is_mean_squared_error():
+    s = torch.tensor([[1.0, 2.0], [3.0, 4.0]], dtype=torch.float64)
+    t = torch.tensor([[0.0, 2.0], [5.0, 1.0]], dtype=torch.float64)
+    assert float(hint_loss(s, t)) == pytest.approx((1 + 0 + 4 + 9) / 4)
+
+
+def test_attention_map_and_loss_by_hand():
+    # one sample, 2 channels, 1×2 spatial: A_c = [[1, 2]] and [[3, 0]] → mean_c A² = [5, 2]
+    s = torch.tensor([[[[1.0, 2.0]], [[3.0, 0.0]]]], dtype=torch.float64)
+    t = torch.tensor([[[[0.0, 1.0]], [[0.0, 1.0]]]], dtype=torch.float64)  # → [0, 1]
+    m_s = [5 / math.sqrt(29), 2 / math.sqrt(29)]
+    m_t = [0.0, 1.0]
+    assert attention_map(s)[0].tolist() == pytest.approx(m_s)
+    expected = ((m_s[0] - m_t[0]) ** 2 + (m_s[1] - m_t[1]) ** 2) / 2
+    assert float(at_loss(s, t)) == pytest.approx(expected)
+
+
+def test_attention_maps_of_different_sizes_are_pooled():
+    s = torch.rand(2, 3, 4, 4)
+    t = torch.rand(2, 5, 8, 8)
+    assert float(at_loss(s, t)) >= 0
+
+
+def _hand_dkd(s, t, y, temp, alpha, beta):
+    p_s, p_t = _softmax(s, temp), _softmax(t, temp)
+    b_s, b_t = [p_s[y], 1 - p_s[y]], [p_t[y], 1 - p_t[y]]
+    tckd = sum(bt * math.log(bt / bs) for bs, bt in zip(b_s, b_t))
+    others = [i for i in range(len(s)) if i != y]
+    q_s = _softmax([s[i] for i in others], temp)
+    q_t = [p_t[i] / (1 - p_t[y]) for i in others]
+    nckd = sum(qt * math.log(qt / qs) for qs, qt in zip(q_s, q_t))
+    return (alpha * tckd + beta * nckd) * temp**2
+
+
+@pytest.mark.parametrize("temperature,alpha,beta", [(1.0, 1.0, 8.0), (4.0, 1.0, 8.0), (2.0, 0.5, 2.0)])
+def test_dkd_matches_hand_computed(temperature, alpha, beta):
+    s = torch.tensor(STUDENT, dtype=torch.float64)
+    t = torch.tensor(TEACHER, dtype=torch.float64)
+    y = torch.tensor(LABELS)
+    got = dkd_loss(s, soft_targets([t], temperature), y, temperature, alpha, beta)
+    expected = sum(_hand_dkd(STUDENT[i], TEACHER[i], LABELS[i], temperature, alpha, beta) for i in range(2)) / 2
+    assert float(got) == pytest.approx(expected, rel=1e-6)
+
+
+def test_dkd_reduces_to_kd():
+    # Zhao et al. 2022, eq. (3): KD = TCKD + (1 − p_t^target) · NCKD, per sample.
+    s = torch.tensor(STUDENT[:1], dtype=torch.float64)
+    t = torch.tensor(TEACHER[:1], dtype=torch.float64)
+    y = torch.tensor(LABELS[:1])
+    temp = 3.0
+    p_target = float(soft_targets([t], temp)[0, LABELS[0]])
+    assert float(dkd_loss(s, soft_targets([t], temp), y, temp, 1.0, 1 - p_target)) == pytest.approx(float(kd_loss(s, t, temp)), rel=1e-6)
+
+
+def test_several_teachers_average_their_soft_targets_not_their_logits():
+    t1 = torch.tensor([[4.0, 0.0, 0.0]], dtype=torch.float64)
+    t2 = torch.tensor([[0.0, 4.0, 0.0]], dtype=torch.float64)
+    averaged = soft_targets([t1, t2], 2.0, weights=[3.0, 1.0])
+    expected = [0.75 * a + 0.25 * b for a, b in zip(_softmax([4, 0, 0], 2.0), _softmax([0, 4, 0], 2.0))]
+    assert averaged[0].tolist() == pytest.approx(expected)
+    assert float(averaged.sum()) == pytest.approx(1.0)
+    s = torch.tensor([[1.0, 1.0, 0.0]], dtype=torch.float64)
+    hand = 4.0 * sum(p * (math.log(p) - math.log(q)) for p, q in zip(expected, _softmax([1, 1, 0], 2.0)))
+    assert float(kd_loss_from_probs(s, averaged, 2.0)) == pytest.approx(hand, rel=1e-6)

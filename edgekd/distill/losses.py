@@ -1,9 +1,19 @@
-"""Distillation losses as pure functions of logits: no state, no config objects.
+"""Distillation losses as pure functions of tensors: no state, no config objects.
 
-Hinton, Vinyals & Dean (2015), "Distilling the Knowledge in a Neural Network": the student
-matches the teacher's softened distribution p_T = softmax(z / T). The KL term's gradients scale
-as 1/T², so it is multiplied by T² to keep its weight comparable across temperatures. The
-hard-label cross-entropy is added with its own explicit weight.
+- `kd_loss`: Hinton, Vinyals & Dean (2015). The student matches the teacher's softened
+  distribution p_T = softmax(z / T); the KL term's gradients scale as 1/T², so it is multiplied by
+  T² to keep its weight comparable across temperatures.
+- `hint_loss`: FitNets (Romero et al., 2015): mean squared error between the teacher's hint layer
+  and the student's guided layer passed through a learned adapter (regressor).
+- `at_loss`: attention transfer (Zagoruyko & Komodakis, 2017): match the L2-normalised spatial
+  attention maps Σ_c |A_c|² of a teacher and a student layer. As in the authors' code, the loss is
+  the mean squared difference of the normalised maps; the paper's β/2 belongs in the term weight.
+- `dkd_loss`: decoupled KD (Zhao et al., 2022): KD split into a target-class term (binary
+  target/non-target distributions, TCKD) and a non-target term (distribution among the other
+  classes, NCKD), weighted α·TCKD + β·NCKD, each scaled by T².
+
+Teacher targets are passed as probabilities where several teachers may be averaged: the average
+of the teachers' softened distributions, not of their logits.
 """
 
 from __future__ import annotations
@@ -12,12 +22,81 @@ import torch
 import torch.nn.functional as F
 
 
+def _wide(x: torch.Tensor) -> torch.Tensor:
+    """Half-precision activations (under AMP) are promoted: softmax and logs need the range."""
+    return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
+
+
+def soft_targets(teacher_logits: list[torch.Tensor], temperature: float, weights: list[float] | None = None) -> torch.Tensor:
+    """Σ_i w_i · softmax(z_i / T) with Σ w_i = 1: one teacher's p_T, or several teachers' average."""
+    weights = weights or [1.0] * len(teacher_logits)
+    total = float(sum(weights))
+    probs = [w / total * F.softmax(_wide(z.detach()) / temperature, dim=-1) for w, z in zip(weights, teacher_logits)]
+    return torch.stack(probs).sum(0)
+
+
 def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:
     """T² · KL(softmax(teacher/T) ‖ softmax(student/T)), averaged over the batch."""
-    log_p_student = F.log_softmax(student_logits / temperature, dim=-1)
-    log_p_teacher = F.log_softmax(teacher_logits.detach() / temperature, dim=-1)
-    kl = F.kl_div(log_p_student, log_p_teacher, reduction="batchmean", log_target=True)
+    return kd_loss_from_probs(student_logits, soft_targets([teacher_logits], temperature), temperature)
+
+
+def kd_loss_from_probs(student_logits: torch.Tensor, teacher_probs: torch.Tensor, temperature: float) -> torch.Tensor:
+    """T² · KL(p_teacher ‖ softmax(student/T)) for given teacher probabilities p_teacher."""
+    log_p_student = F.log_softmax(_wide(student_logits) / temperature, dim=-1)
+    kl = F.kl_div(log_p_student, teacher_probs.detach(), reduction="batchmean")
     return kl * temperature**2
+
+
+def hint_loss(adapted_student: torch.Tensor, teacher_feature: torch.Tensor) -> torch.Tensor:
+    """FitNets: mean squared error between adapter(student guided layer) and the teacher hint."""
+    return F.mse_loss(_wide(adapted_student), _wide(teacher_feature.detach()))
+
+
+def attention_map(feature: torch.Tensor) -> torch.Tensor:
+    """Spatial attention Σ_c |A_c|² / C of an (N, C, H, W) feature, flattened and L2-normalised."""
+    if feature.ndim != 4:
+        raise ValueError(f"attention transfer needs (N, C, H, W) features; got shape {tuple(feature.shape)}")
+    return F.normalize(_wide(feature).pow(2).mean(dim=1).flatten(1), dim=1)
+
+
+def at_loss(student_feature: torch.Tensor, teacher_feature: torch.Tensor) -> torch.Tensor:
+    """Mean squared difference of the two layers' normalised attention maps.
+
+    Maps of different spatial size are compared at the smaller size (adaptive average pooling).
+    """
+    size = [min(a, b) for a, b in zip(student_feature.shape[-2:], teacher_feature.shape[-2:])]
+    s = F.adaptive_avg_pool2d(student_feature, size) if list(student_feature.shape[-2:]) != size else student_feature
+    t = F.adaptive_avg_pool2d(teacher_feature.detach(), size) if list(teacher_feature.shape[-2:]) != size else teacher_feature.detach()
+    return (attention_map(s) - attention_map(t)).pow(2).mean()
+
+
+def dkd_loss(
+    student_logits: torch.Tensor,
+    teacher_probs: torch.Tensor,
+    labels: torch.Tensor,
+    temperature: float,
+    alpha: float = 1.0,
+    beta: float = 8.0,
+) -> torch.Tensor:
+    """α·TCKD + β·NCKD (Zhao et al. 2022), each T²-scaled and averaged over the batch.
+
+    TCKD = KL(b_T ‖ b_S) with b = (p_target, 1 − p_target); NCKD = KL(p̂_T ‖ p̂_S) with p̂ the
+    distribution among the non-target classes (p renormalised with the target class removed).
+    """
+    t = temperature
+    target = F.one_hot(labels, student_logits.shape[-1]).bool()
+    p_student = F.softmax(_wide(student_logits) / t, dim=-1)
+    p_teacher = teacher_probs.detach()
+    eps = 1e-12
+    b_student = torch.stack([(p_student * target).sum(1), (p_student * ~target).sum(1)], dim=1)
+    b_teacher = torch.stack([(p_teacher * target).sum(1), (p_teacher * ~target).sum(1)], dim=1)
+    tckd = (b_teacher * (torch.log(b_teacher + eps) - torch.log(b_student + eps))).sum(1).mean()
+    # Non-target distributions: log-softmax over the other classes only (target masked to -inf).
+    log_q_student = F.log_softmax((_wide(student_logits) / t).masked_fill(target, float("-inf")), dim=-1)
+    q_teacher = (p_teacher * ~target) / (p_teacher * ~target).sum(1, keepdim=True).clamp_min(eps)
+    nckd_terms = torch.where(~target, q_teacher * (torch.log(q_teacher + eps) - log_q_student), torch.zeros_like(q_teacher))
+    nckd = nckd_terms.sum(1).mean()
+    return (alpha * tckd + beta * nckd) * t**2
 
 
 def distillation_loss(
