@@ -19,9 +19,13 @@ def set_quiet(quiet: bool) -> None:
     _quiet = quiet
 
 
+def _main_rank() -> bool:
+    return os.environ.get("RANK", "0") == "0"  # under torchrun only rank 0 reports
+
+
 def say(message: str) -> None:
     """One status line on stderr (silenced with set_quiet / EDGEKD_QUIET=1)."""
-    if not _quiet:
+    if not _quiet and _main_rank():
         console.print(message, soft_wrap=True)
 
 
@@ -35,5 +39,5 @@ def bar() -> Progress:
         TextColumn("{task.fields[info]}"),
         console=console,
         transient=True,
-        disable=_quiet or not console.is_terminal,
+        disable=_quiet or not console.is_terminal or not _main_rank(),
     )

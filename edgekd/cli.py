@@ -46,6 +46,7 @@ ResumeOpt = Annotated[bool, typer.Option("--resume", help="Continue an interrupt
 RunDirOpt = Annotated[Optional[Path], typer.Option("--out", "-o", help="Run folder to write; default: runs/<recipe>-<time>.", show_default=False)]
 SchemeOpt = Annotated[Optional[Scheme], typer.Option("--scheme", "-s", help="Quantization scheme, overriding the target's and the recipe's: static-qdq (calibrated int8), dynamic (int8 weights), fp16, none, or auto (bench the candidates on the target's provider, keep the fastest within the accuracy budget).", show_default=False)]
 ProvidersOpt = Annotated[Optional[str], typer.Option("--providers", help="Comma-separated ONNX Runtime execution providers overriding the target's, e.g. CPUExecutionProvider to take host figures for a mobile target (the report names the providers used).", show_default=False)]
+SweepOpt = Annotated[bool, typer.Option("--sweep", help="Try temperature × weight combinations (T 2/4/8, kd_weight 0.5/0.9) on the validation split and keep the best.")]
 ForceOpt = Annotated[bool, typer.Option("--force", help="Start over in an --out folder that already holds a run.")]
 
 
@@ -91,14 +92,22 @@ def distill(
     out: RunDirOpt = None,
     resume: ResumeOpt = False,
     force: ForceOpt = False,
+    sweep: SweepOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Train (or load) the teacher, then the student with and without it; write checkpoints and distill.json."""
+    """Train (or load) the teachers, then the student with and without them; write checkpoints and distill.json.
+
+    Runs unchanged under torchrun for several GPUs or machines:
+    torchrun --nproc_per_node=N -m edgekd distill RECIPE --out DIR"""
     out, hint = _run_dir(out, recipe, "distill")
     with _guard(hint):
         from edgekd.distill.stage import distill as run_distill
 
-        result = run_distill(recipe, out, resume=resume, force=force)
+        result = run_distill(recipe, out, resume=resume, force=force, sweep=sweep)
+    from edgekd.distill import distributed
+
+    if not distributed.is_main():
+        return  # under torchrun only rank 0 prints
     if as_json:
         _print_json(result)
         return
@@ -121,7 +130,8 @@ def export(
         _print_json(result)
         return
     table = Table("artifact", "nodes", "KiB", "note", title=f"export → {run_dir}")
-    table.add_row("teacher.onnx", str(result.teacher.nodes), f"{result.teacher.bytes / 1024:.1f}", f"parity max |Δ| {result.teacher_parity.max_abs:.2e}")
+    if result.teacher:
+        table.add_row("teacher.onnx", str(result.teacher.nodes), f"{result.teacher.bytes / 1024:.1f}", f"parity max |Δ| {result.teacher_parity.max_abs:.2e}")
     table.add_row("student.onnx", str(result.student.nodes), f"{result.student.bytes / 1024:.1f}", f"parity max |Δ| {result.student_parity.max_abs:.2e}, {result.student.exporter} exporter")
     sim = result.simplified
     table.add_row("student.sim.onnx", str(sim.nodes_after), f"{sim.bytes / 1024:.1f}", "onnxsim applied" if sim.applied else f"kept unsimplified: {sim.reason}")
@@ -203,6 +213,7 @@ def run(
     out: RunDirOpt = None,
     resume: ResumeOpt = False,
     force: ForceOpt = False,
+    sweep: SweepOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
     """distill → export → bench in one folder; exit 0 when every budget of the target holds, 1 when one is missed."""
@@ -210,7 +221,7 @@ def run(
     with _guard(hint):
         from edgekd.pipeline import run as run_pipeline
 
-        result = run_pipeline(recipe, target, out, resume=resume, force=force, scheme=scheme, providers=_split(providers))
+        result = run_pipeline(recipe, target, out, resume=resume, force=force, scheme=scheme, providers=_split(providers), sweep=sweep)
     if as_json:
         _print_json(result)
     else:
@@ -253,12 +264,24 @@ def _print_json(obj: object) -> None:
 
 
 def _print_distill(result) -> None:
-    table = Table("model", "params", "val top-1", "test top-1", title=f"distill ({result.data})")
-    table.add_row(f"teacher ({result.teacher.spec['model']})", f"{result.teacher.parameters:,}", f"{result.teacher_scores.val:.2%}", f"{result.teacher_scores.test:.2%}")
-    table.add_row(f"student, scratch ({result.student.spec['model']})", f"{result.student.parameters:,}", f"{result.scratch.val:.2%}", f"{result.scratch.test:.2%}")
-    table.add_row(f"student, distilled (T={result.settings['temperature']:g})", f"{result.student.parameters:,}", f"{result.distilled.val:.2%}", f"{result.distilled.test:.2%}")
+    title = f"distill ({result.data}; test top-1 at the best validation epoch, last epoch in brackets)"
+    table = Table("model", "params", "val top-1", "test top-1", title=title)
+    names = " + ".join(t.spec["model"] if t.spec else "onnx" for t in result.teachers)
+    params = sum(t.parameters or 0 for t in result.teachers)
+    table.add_row(f"teacher ({names})", f"{params:,}" if params else "—", f"{result.teacher_scores.val:.2%}", f"{result.teacher_scores.test:.2%}")
+    terms = ", ".join(f"{t['method']}×{t['weight']:g}" for t in result.objective["terms"]) or "none"
+    for label, phase in ((f"student, scratch ({result.student.spec['model']})", result.scratch), (f"student, distilled ({terms})", result.distilled)):
+        table.add_row(label, f"{result.student.parameters:,}", f"{phase.best.val:.2%}", f"{phase.best.test:.2%} ({phase.last.test:.2%}) ep {phase.best_epoch}")
     out_console.print(table)
-    out_console.print(f"distillation gain on test: {result.kd_gain * 100:+.2f} points vs the same student without the teacher")
+    if result.sweep:
+        sweep = Table("T", "kd_weight", "ce_weight", "best val top-1", "epoch", "kept", title="--sweep (validation split)")
+        for trial in result.sweep:
+            sweep.add_row(f"{trial.temperature:g}", f"{trial.kd_weight:g}", f"{trial.ce_weight:g}", f"{trial.best_val:.2%}", str(trial.best_epoch), "✓" if trial.kept else "")
+        out_console.print(sweep)
+    closed = f"; {result.gap_closed:.0%} of the student→teacher gap closed" if result.gap_closed is not None else ""
+    out_console.print(f"distillation gain on test: {result.kd_gain * 100:+.2f} points vs the same student without the teacher{closed}")
+    if result.kd_gain < 0:
+        out_console.print("the teacher did not help this student here: try --sweep, other terms, or keep the scratch student (student.scratch.pt)")
 
 
 def _print_comparison(comparison) -> None:

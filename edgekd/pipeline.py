@@ -40,6 +40,7 @@ def run(
     force: bool = False,
     scheme: str | None = None,
     providers: list[str] | None = None,
+    sweep: bool = False,
 ) -> RunResult:
     """The whole pipeline; `target` overrides the recipe's [target], `scheme` its quantization,
     `providers` the target's execution providers for the bench stage."""
@@ -62,7 +63,7 @@ def run(
     if "distill" in finished:
         distilled = _load_result(out / "distill.json", "DistillResult")
     else:
-        distilled = distill(recipe_obj, out, resume=resume, force=force)
+        distilled = distill(recipe_obj, out, resume=resume, force=force, sweep=sweep)
     if "export" in finished and scheme is None and runfolder.load_manifest(out).get("target", {}).get("name") == target_obj.name:
         exported = _load_result(out / "export.json", "ExportResult")
     else:

@@ -9,7 +9,7 @@ recipe are resolved against the recipe file's folder, so a recipe works from any
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Literal, Optional
 
 from pydantic import Field, model_validator
 from pydantic.dataclasses import dataclass
@@ -29,12 +29,24 @@ class DataConfig:
     val_fraction: float = Field(0.15, gt=0, lt=0.5, description="validation share, when the source has none")
     # Share held out for testing when the source has no test split (digits).
     test_fraction: float = Field(0.2, gt=0, lt=0.5, description="test share, when the source has none")
+    # csv: the column that holds the class labels (the other numeric columns are the features).
+    label_column: Optional[str] = Field(None, description="csv: name of the label column")
+    # imagefolder: resize to (height, width), optionally to one grey channel, then normalise.
+    image_size: Optional[list[int]] = Field(None, description="imagefolder: [height, width]")
+    grayscale: bool = Field(False, description="imagefolder: convert images to one channel")
+    mean: Optional[list[float]] = Field(None, description="imagefolder: per-channel mean to subtract (after scaling to 0..1)")
+    std: Optional[list[float]] = Field(None, description="imagefolder: per-channel std to divide by")
+    # Unlabelled inputs (an .npz with x_unlabeled, or an image folder) used with teacher soft targets only.
+    unlabeled: Optional[str] = Field(None, description="npz:PATH (x_unlabeled) or imagefolder:DIR of unlabelled inputs")
+    # Random translations of up to 1/8 of the image size on each training batch.
+    augment: bool = Field(False, description="random shifts of training images (disables teacher-output caching)")
 
 
 @dataclass(config=CONFIG)
 class TeacherConfig:
-    # Built-in family ("mlp", "cnn") or "package.module:factory" returning an nn.Module.
-    model: str = Field("cnn", description='built-in family ("mlp", "cnn") or "package.module:factory"')
+    # Built-in family, "package.module:factory" returning an nn.Module, or an .onnx file (any
+    # framework's teacher, run through ONNX Runtime; gives logits only, no features).
+    model: str = Field("cnn", description='built-in family, "package.module:factory", or a teacher .onnx file')
     # Keyword arguments for the family or factory (sizes, widths, ...).
     args: dict[str, Any] = Field(default_factory=dict, description="keyword arguments for the model")
     # Trained weights (edgekd checkpoint or plain state dict, loaded with weights_only=True).
@@ -43,6 +55,8 @@ class TeacherConfig:
     # Epochs and learning rate used only when edgekd trains the teacher itself.
     epochs: int = Field(30, ge=1, description="epochs when edgekd trains the teacher")
     lr: float = Field(2e-3, gt=0, description="learning rate when edgekd trains the teacher")
+    # With several teachers: this one's share of the averaged soft targets.
+    weight: float = Field(1.0, gt=0, description="weight in the teachers' averaged soft targets")
 
 
 @dataclass(config=CONFIG)
@@ -55,6 +69,27 @@ class StudentConfig:
 
 
 @dataclass(config=CONFIG)
+class LossTerm:
+    # One weighted term of the distillation objective ([[distill.loss]] tables).
+    method: Literal["kd", "hint", "at", "dkd"] = Field(description="kd (Hinton), hint (FitNets), at (attention transfer), dkd (decoupled KD)")
+    weight: float = Field(1.0, ge=0, description="the term's weight in the sum")
+    temperature: Optional[float] = Field(None, gt=0, description="kd/dkd: softmax temperature; default [distill] temperature")
+    teacher_layer: Optional[str] = Field(None, description='hint/at: teacher module path, e.g. "features.3"')
+    student_layer: Optional[str] = Field(None, description='hint/at: student module path, e.g. "features.1"')
+    alpha: float = Field(1.0, ge=0, description="dkd: weight of the target-class term (TCKD)")
+    beta: float = Field(8.0, ge=0, description="dkd: weight of the non-target term (NCKD)")
+
+    @model_validator(mode="after")
+    def _layers(self) -> "LossTerm":
+        needs = self.method in ("hint", "at")
+        if needs and not (self.teacher_layer and self.student_layer):
+            raise ValueError(f"method '{self.method}' needs teacher_layer and student_layer (module paths)")
+        if not needs and (self.teacher_layer or self.student_layer):
+            raise ValueError(f"method '{self.method}' works on logits: remove teacher_layer/student_layer")
+        return self
+
+
+@dataclass(config=CONFIG)
 class DistillConfig:
     # Softmax temperature T of Hinton et al. (2015); the KL term is scaled by T².
     temperature: float = Field(4.0, gt=0, description="softmax temperature T; the KL term is scaled by T²")
@@ -63,12 +98,27 @@ class DistillConfig:
     ce_weight: float = Field(0.3, ge=0, description="weight of the hard-label cross-entropy term")
     epochs: int = Field(40, ge=1, description="training epochs (the scratch baseline uses the same)")
     batch_size: int = Field(64, ge=1, description="mini-batch size")
-    lr: float = Field(3e-3, gt=0, description="peak learning rate (Adam, cosine decay)")
+    lr: float = Field(3e-3, gt=0, description="peak learning rate (Adam)")
     seed: int = Field(0, description="seed for initialisation and shuffling")
+    # The objective: ce_weight·CE + Σ weight·term. Without [[distill.loss]] tables it is the
+    # single Hinton term kd_weight·T²·KL; with them, kd_weight is not used.
+    loss: list[LossTerm] = Field(default_factory=list, description="[[distill.loss]] terms; default: one kd term")
+    schedule: Literal["cosine", "onecycle", "constant"] = Field("cosine", description="learning-rate schedule")
+    grad_clip: Optional[float] = Field(None, gt=0, description="clip the gradient norm to this value")
+    amp: bool = Field(False, description="mixed precision (CUDA only; ignored on the CPU)")
+    compile: bool = Field(False, description="torch.compile the student (CUDA only; ignored on the CPU)")
+    # Compute teacher logits once per (teachers, data) and reuse them from disk.
+    cache_teacher: bool = Field(True, description="cache teacher outputs on disk (off when inputs are augmented)")
+
+    def terms(self) -> list[LossTerm]:
+        """The loss terms in force: the [[distill.loss]] tables, or the single Hinton kd term."""
+        if self.loss:
+            return list(self.loss)
+        return [LossTerm(method="kd", weight=self.kd_weight, temperature=self.temperature)] if self.kd_weight > 0 else []
 
     @model_validator(mode="after")
     def _some_weight(self) -> "DistillConfig":
-        if self.kd_weight == 0 and self.ce_weight == 0:
+        if self.ce_weight == 0 and not any(t.weight > 0 for t in self.terms()):
             raise ValueError("kd_weight and ce_weight are both 0: nothing to train on")
         return self
 
@@ -90,10 +140,17 @@ class TargetRef:
 class Recipe:
     data: DataConfig = Field(default_factory=DataConfig)
     teacher: TeacherConfig = Field(default_factory=TeacherConfig)
+    # Several teachers ([[teachers]] tables) whose soft targets are averaged; replaces [teacher].
+    teachers: list[TeacherConfig] = Field(default_factory=list)
     student: StudentConfig = Field(default_factory=StudentConfig)
     distill: DistillConfig = Field(default_factory=DistillConfig)
     export: ExportOverrides = Field(default_factory=ExportOverrides)
     target: TargetRef = Field(default_factory=TargetRef)
+
+
+def teacher_configs(recipe: Recipe) -> list[TeacherConfig]:
+    """The teachers in force: the [[teachers]] tables, or the single [teacher]."""
+    return list(recipe.teachers) or [recipe.teacher]
 
 
 def load_recipe(path: Path | None = None) -> Recipe:
@@ -116,10 +173,20 @@ def _resolve_paths(data: dict[str, Any], base: Path) -> None:
     source = (data.get("data") or {}).get("source")
     if isinstance(source, str) and source.startswith("npz:"):
         data["data"]["source"] = "npz:" + str(base / Path(source[4:]).expanduser())
-    for section in ("teacher", "student"):
-        table = data.get(section)
+    tables = [data.get("teacher"), data.get("student"), *(data.get("teachers") or [])]
+    for table in tables:
         if isinstance(table, dict) and isinstance(table.get("checkpoint"), str):
             table["checkpoint"] = str(base / Path(table["checkpoint"]).expanduser())
+        if isinstance(table, dict) and isinstance(table.get("model"), str) and table["model"].endswith(".onnx"):
+            table["model"] = str(base / Path(table["model"]).expanduser())
+    section = data.get("data") or {}
+    for key in ("source", "unlabeled"):
+        value = section.get(key)
+        for prefix in ("idx:", "csv:", "imagefolder:"):
+            if isinstance(value, str) and value.startswith(prefix):
+                section[key] = prefix + str(base / Path(value[len(prefix):]).expanduser())
+    if isinstance(section.get("unlabeled"), str) and section["unlabeled"].startswith("npz:"):
+        section["unlabeled"] = "npz:" + str(base / Path(section["unlabeled"][4:]).expanduser())
     target = data.get("target")
     if isinstance(target, dict) and isinstance(target.get("path"), str):
         target["path"] = str(base / Path(target["path"]).expanduser())

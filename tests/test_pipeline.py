@@ -24,7 +24,9 @@ def test_edgekd_run_default_end_to_end(tmp_path):
 
     distilled = json.loads((out / "distill.json").read_text())
     assert distilled["teacher_scores"]["test"] > 0.95
-    assert distilled["distilled"]["test"] > 0.90 and distilled["scratch"]["test"] > 0.85
+    assert distilled["distilled"]["best"]["test"] > 0.90 and distilled["scratch"]["best"]["test"] > 0.85
+    assert 1 <= distilled["distilled"]["best_epoch"] <= distilled["settings"]["epochs"]
+    assert distilled["objective"]["terms"][0]["method"] == "kd" and distilled["teacher_cache"].startswith("computed")
     assert len(distilled["history"]["distilled"]) == distilled["settings"]["epochs"]
     report = json.loads((out / "bench.json").read_text())
     assert report["passed"] is True and len(report["variants"]) == 3
@@ -39,7 +41,8 @@ def test_run_twice_reuses_the_cached_teacher(tmp_path, tiny_recipe):
                             capture_output=True, text=True)
     assert first.returncode in (0, 1) and second.returncode in (0, 1), second.stderr
     a, b = json.loads(first.stdout), json.loads(second.stdout)
-    assert b["distill"]["teacher"]["source"].startswith("cache ")
+    assert b["distill"]["teachers"][0]["source"].startswith("cache ")
+    assert b["distill"]["teacher_cache"].startswith("reused")
     assert a["distill"]["teacher_scores"] == b["distill"]["teacher_scores"]
     assert "reusing the cached teacher" in second.stderr
 

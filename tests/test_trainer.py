@@ -42,7 +42,7 @@ def test_interrupted_then_resumed_equals_uninterrupted(tmp_path, monkeypatch):
     monkeypatch.setattr(trainer, "accuracy", real_accuracy)
 
     resumed = _model()  # a fresh process would start from new weights; resume must restore them
-    history = fit(resumed, *args, label="resumed", checkpoint=tmp_path / "ck.pt", resume=True)
+    history = fit(resumed, *args, label="resumed", checkpoint=tmp_path / "ck.pt", resume=True).history
     assert [r.epoch for r in history] == [1, 2, 3, 4, 5]
     for a, b in zip(straight.state_dict().values(), resumed.state_dict().values()):
         assert torch.equal(a, b)
@@ -68,7 +68,7 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
 def test_training_learns_digits():
     data = load_data("digits")
     model = _model()
-    history = fit(model, data.x_train, data.y_train, data.x_val, data.y_val, TrainSettings(8, 64, 3e-3, 0), "learn")
+    history = fit(model, data.x_train, data.y_train, data.x_val, data.y_val, TrainSettings(8, 64, 3e-3, 0), "learn").history
     assert history[-1].val_accuracy > 0.75  # chance is 0.10
     assert history[-1].loss < history[0].loss
     assert np.isfinite([r.loss for r in history]).all()

@@ -23,7 +23,7 @@ from edgekd._progress import say
 from edgekd.bench.measure import VariantReport, measure_variants
 from edgekd.bench.report import verdict_line, write_junit, write_reports
 from edgekd.bench.verify import MobileFigures, Verdict, check_budgets
-from edgekd.data import load_test_split
+from edgekd.data import load_recipe_data, load_test_split
 from edgekd.errors import DataError, OnnxModelError, TargetError
 from edgekd.targets import Target, load_target
 
@@ -146,7 +146,7 @@ def _from_run_folder(run_dir: Path):
     saved = runfolder.load_manifest(run_dir).get("target")
     target = validate(Target, saved, f"{run_dir}/manifest.json target", TargetError) if saved else None
     coverage = [EpCoverage(**c) for c in exported.get("mobile", [])]
-    return files, recipe.data.source, target, coverage
+    return files, recipe.data, target, coverage
 
 
 def _mobile_figures(target: Target, providers: list[str], coverage) -> MobileFigures | None:
@@ -162,11 +162,17 @@ def _mobile_figures(target: Target, providers: list[str], coverage) -> MobileFig
     return MobileFigures(ep, found.coverage, found.partitions, found.error)
 
 
-def _inputs(source: str | None, session) -> tuple[np.ndarray, np.ndarray | None, str]:
-    """Real test samples from the data source, or random inputs shaped like the model's input."""
+def _inputs(source, session) -> tuple[np.ndarray, np.ndarray | None, str]:
+    """Real test samples (a source string, or a run's [data] section), or random inputs shaped
+    like the model's input when no data is given."""
     if source is not None:
-        x, y = load_test_split(source)
-        return x, y, f"{len(x)} test samples from {source}"
+        if isinstance(source, str):
+            x, y = load_test_split(source)
+            name = source
+        else:
+            splits = load_recipe_data(source)
+            x, y, name = splits.x_test, splits.y_test, source.source
+        return x, y, f"{len(x)} test samples from {name}"
     meta = session.get_inputs()[0]
     if meta.type != "tensor(float)":
         raise DataError(f"the model's input is {meta.type}; pass --data with real inputs")

@@ -1,4 +1,4 @@
-"""Data sources by name: the built-in digits, an .npz file, or a user function.
+"""Data sources by name: built-in digits, .npz, MNIST-format IDX, CSV, image folders, user code.
 
 `SOURCES` is the lookup of source kinds; `load_data` is the one entry point. Nothing downloads:
 digits ship inside scikit-learn, and the other kinds read the user's own files or code.
@@ -11,61 +11,107 @@ import sys
 import zipfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from edgekd.data.files import read_csv, read_idx_dir, read_image_folder
 from edgekd.data.splits import DataSplits, checked_pair, checked_splits, stratified_split
 from edgekd.errors import DataError
 
-_NPZ_KEYS = ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test")
+if TYPE_CHECKING:
+    from edgekd.recipe import DataConfig
+
+_NPZ_KEYS = ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test", "x_unlabeled")
 
 
-def _digits(arg: str, val_fraction: float, test_fraction: float, seed: int) -> dict[str, np.ndarray]:
+def _digits(arg: str, cfg: DataConfig) -> dict[str, np.ndarray]:
     """scikit-learn's 1,797 real 8×8 handwritten digits, pixels scaled from 0..16 to 0..1."""
     from sklearn.datasets import load_digits
 
     bunch = load_digits()
     x = (bunch.images.astype(np.float32) / 16.0)[:, None, :, :]  # (N, 1, 8, 8)
     y = bunch.target.astype(np.int64)
-    x_rest, y_rest, x_test, y_test = stratified_split(x, y, test_fraction, seed)
+    x_rest, y_rest, x_test, y_test = stratified_split(x, y, cfg.test_fraction, cfg.split_seed)
     return {"x_train": x_rest, "y_train": y_rest, "x_test": x_test, "y_test": y_test}
 
 
-def _npz(arg: str, val_fraction: float, test_fraction: float, seed: int) -> dict[str, np.ndarray]:
-    """Arrays x_train, y_train, x_test, y_test (and optionally x_val, y_val) in one .npz file."""
+def _npz(arg: str, cfg: DataConfig) -> dict[str, np.ndarray]:
+    """Arrays x_train, y_train, x_test, y_test (optionally x_val, y_val, x_unlabeled) in one .npz."""
     return read_npz(Path(arg))
 
 
-def read_npz(path: Path) -> dict[str, np.ndarray]:
-    if not path.is_file():
-        raise DataError(f"npz file not found: {path} (check the path in [data] source or --data)")
-    try:
-        with np.load(path, allow_pickle=False) as archive:  # never unpickle user files
-            return {key: archive[key] for key in archive.files if key in _NPZ_KEYS}
-    except (zipfile.BadZipFile, ValueError, OSError) as exc:
-        raise DataError(f"{path}: not a readable .npz file ({exc}); save arrays with numpy.savez") from None
+def _idx(arg: str, cfg: DataConfig) -> dict[str, np.ndarray]:
+    """MNIST-format IDX files (MNIST, Fashion-MNIST, KMNIST), gzipped or not, pixels to 0..1."""
+    return read_idx_dir(Path(arg))
 
 
-def _factory(arg: str, val_fraction: float, test_fraction: float, seed: int) -> dict[str, np.ndarray]:
-    """A user function `package.module:function` returning a mapping with the npz array names."""
+def _csv(arg: str, cfg: DataConfig) -> dict[str, np.ndarray]:
+    """A table: numeric feature columns and the label column [data] label_column names."""
+    x, y, _ = read_csv(Path(arg), cfg.label_column)
+    x_train, y_train, x_test, y_test = stratified_split(x, y, cfg.test_fraction, cfg.split_seed)
+    return {"x_train": x_train, "y_train": y_train, "x_test": x_test, "y_test": y_test}
+
+
+def _imagefolder(arg: str, cfg: DataConfig) -> dict[str, np.ndarray]:
+    """DIR/<class>/*.png, or DIR/train/<class>/ and DIR/test/<class>/ (and optionally val/)."""
+    folder = Path(arg)
+    read = lambda f: read_image_folder(f, cfg.image_size, cfg.grayscale, cfg.mean, cfg.std)  # noqa: E731
+    if (folder / "train").is_dir() and (folder / "test").is_dir():
+        (x_train, y_train, classes), (x_test, y_test, test_classes) = read(folder / "train"), read(folder / "test")
+        if test_classes != classes:
+            raise DataError(f"{folder}: train/ and test/ have different class folders ({classes} vs {test_classes})")
+        arrays = {"x_train": x_train, "y_train": y_train, "x_test": x_test, "y_test": y_test}
+        if (folder / "val").is_dir():
+            arrays["x_val"], arrays["y_val"], _ = read(folder / "val")
+        return arrays
+    x, y, _ = read(folder)
+    x_train, y_train, x_test, y_test = stratified_split(x, y, cfg.test_fraction, cfg.split_seed)
+    return {"x_train": x_train, "y_train": y_train, "x_test": x_test, "y_test": y_test}
+
+
+def _factory(arg: str, cfg: DataConfig) -> dict[str, np.ndarray]:
+    """A user function `package.module:function` returning a dict with the npz array names, or
+    torch datasets: a dict with "train", "test" (and "val", "unlabeled") or a (train, test) pair."""
     fn = import_object(arg, DataError, "data source")
     result = fn()
+    if isinstance(result, tuple) and len(result) in (2, 3):
+        result = dict(zip(("train", "test", "val"), result))
     if not isinstance(result, Mapping):
-        raise DataError(f"data source {arg} returned {type(result).__name__}; it must return a dict with x_train, y_train, x_test, y_test")
+        raise DataError(f"data source {arg} returned {type(result).__name__}; return a dict of arrays (x_train, y_train, x_test, y_test) or of datasets (train, test)")
+    if any(k in result for k in ("train", "test")):
+        arrays: dict[str, np.ndarray] = {}
+        for split in ("train", "val", "test"):
+            if split in result:
+                arrays[f"x_{split}"], arrays[f"y_{split}"] = _dataset_arrays(result[split], f"{arg} '{split}'")
+        if "unlabeled" in result:
+            arrays["x_unlabeled"] = _dataset_arrays(result["unlabeled"], f"{arg} 'unlabeled'", labelled=False)[0]
+        return arrays
     return {k: np.asarray(v) for k, v in result.items() if k in _NPZ_KEYS}
 
 
-SOURCES: dict[str, Callable[[str, float, float, int], dict[str, np.ndarray]]] = {
+SOURCES: dict[str, Callable[[str, Any], dict[str, np.ndarray]]] = {
     "digits": _digits,
     "npz": _npz,
+    "idx": _idx,
+    "csv": _csv,
+    "imagefolder": _imagefolder,
 }
 
 
-def load_data(source: str = "digits", val_fraction: float = 0.15, test_fraction: float = 0.2, split_seed: int = 0) -> DataSplits:
-    """Load a source into fixed, validated train / val / test splits."""
+def load_data(
+    source: str = "digits", val_fraction: float = 0.15, test_fraction: float = 0.2, split_seed: int = 0, options: DataConfig | None = None
+) -> DataSplits:
+    """Load a source into fixed, validated train / val / test splits (and unlabelled inputs)."""
+    from dataclasses import replace
+
+    from edgekd.recipe import DataConfig
+
+    cfg = replace(options or DataConfig(), source=source, val_fraction=val_fraction, test_fraction=test_fraction, split_seed=split_seed)
     kind, arg = _parse(source)
-    reader = SOURCES.get(kind, _factory) if kind else _factory
-    arrays = reader(arg, val_fraction, test_fraction, split_seed)
+    arrays = (SOURCES.get(kind) or _factory)(arg, cfg)
+    if cfg.unlabeled:
+        arrays["x_unlabeled"] = _unlabeled(cfg)
     return checked_splits(source, arrays, val_fraction, split_seed)
 
 
@@ -78,6 +124,47 @@ def load_test_split(source: str) -> tuple[np.ndarray, np.ndarray]:
     return splits.x_test, splits.y_test
 
 
+def read_npz(path: Path) -> dict[str, np.ndarray]:
+    if not path.is_file():
+        raise DataError(f"npz file not found: {path} (check the path in [data] source or --data)")
+    try:
+        with np.load(path, allow_pickle=False) as archive:  # never unpickle user files
+            return {key: archive[key] for key in archive.files if key in _NPZ_KEYS}
+    except (zipfile.BadZipFile, ValueError, OSError) as exc:
+        raise DataError(f"{path}: not a readable .npz file ({exc}); save arrays with numpy.savez") from None
+
+
+def _unlabeled(cfg: DataConfig) -> np.ndarray:
+    kind, arg = _parse(cfg.unlabeled)
+    if kind == "npz":
+        arrays = read_npz(Path(arg))
+        if "x_unlabeled" not in arrays:
+            raise DataError(f"{arg}: no array 'x_unlabeled' (has: {', '.join(arrays) or 'nothing'})")
+        return arrays["x_unlabeled"]
+    if kind == "imagefolder":
+        return read_image_folder(Path(arg), cfg.image_size, cfg.grayscale, cfg.mean, cfg.std, labelled=False)[0]
+    raise DataError(f"[data] unlabeled must be npz:PATH (with x_unlabeled) or imagefolder:DIR; got '{cfg.unlabeled}'")
+
+
+def _dataset_arrays(dataset, name: str, labelled: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
+    """Materialise a torch-style dataset (len + getitem of (input, label)) as numpy arrays."""
+    try:
+        items = [dataset[i] for i in range(len(dataset))]
+    except Exception as exc:
+        raise DataError(f"{name}: cannot read the dataset ({exc})") from None
+    if not items:
+        raise DataError(f"{name}: the dataset is empty")
+    first = items[0]
+    if isinstance(first, (tuple, list)):
+        x = np.stack([np.asarray(item[0], dtype=np.float32) for item in items])
+        y = np.array([int(item[1]) for item in items], dtype=np.int64) if labelled and len(first) > 1 else None
+    else:
+        x, y = np.stack([np.asarray(item, dtype=np.float32) for item in items]), None
+    if labelled and y is None:
+        raise DataError(f"{name}: items must be (input, label) pairs")
+    return x, y
+
+
 def _parse(source: str) -> tuple[str, str]:
     """'digits' -> ('digits', ''); 'npz:PATH' -> ('npz', PATH); 'pkg.mod:fn' -> ('', 'pkg.mod:fn')."""
     if source in SOURCES:
@@ -88,7 +175,7 @@ def _parse(source: str) -> tuple[str, str]:
     if sep and head and tail:
         return "", source
     raise DataError(
-        f"unknown data source '{source}'; use one of: {', '.join(SOURCES)}, npz:PATH, or package.module:function"
+        f"unknown data source '{source}'; use digits, npz:PATH, idx:DIR, csv:PATH, imagefolder:DIR, or package.module:function"
     )
 
 

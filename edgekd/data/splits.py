@@ -25,6 +25,7 @@ class DataSplits:
     x_test: np.ndarray
     y_test: np.ndarray
     num_classes: int  # 1 + the largest training label
+    x_unlabeled: np.ndarray | None = None  # inputs without labels: teacher soft targets only
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -60,7 +61,10 @@ def stratified_split(
 
 
 def checked_splits(name: str, arrays: dict[str, np.ndarray | None], val_fraction: float, seed: int) -> DataSplits:
-    """Validate raw arrays (dtypes, lengths, labels, NaN) and fill a missing val split from train."""
+    """Validate raw arrays (dtypes, lengths, labels, NaN) and fill a missing val split from train.
+
+    `x_unlabeled`, when present, must have the same per-sample shape as the labelled inputs.
+    """
     x_train, y_train = checked_pair(name, arrays, "train", required=True)
     x_test, y_test = checked_pair(name, arrays, "test", required=True)
     x_val, y_val = checked_pair(name, arrays, "val", required=False)
@@ -76,7 +80,15 @@ def checked_splits(name: str, arrays: dict[str, np.ndarray | None], val_fraction
                 f"{name}: {split} labels go up to {int(labels.max())} but training labels only span "
                 f"0..{num_classes - 1}; every class must appear in the training split"
             )
-    return DataSplits(name, x_train, y_train, x_val, y_val, x_test, y_test, num_classes)
+    x_unlabeled = arrays.get("x_unlabeled")
+    if x_unlabeled is not None:
+        x_unlabeled = np.asarray(x_unlabeled)
+        if x_unlabeled.shape[1:] != x_train.shape[1:]:
+            raise DataError(f"{name}: unlabeled inputs have shape {x_unlabeled.shape[1:]} per sample but the labelled ones {x_train.shape[1:]}; they must match")
+        x_unlabeled = x_unlabeled.astype(np.float32, copy=False)
+        if not np.isfinite(x_unlabeled).all():
+            raise DataError(f"{name}: x_unlabeled contains NaN or inf; clean the data first")
+    return DataSplits(name, x_train, y_train, x_val, y_val, x_test, y_test, num_classes, x_unlabeled)
 
 
 def checked_pair(name: str, arrays: dict[str, np.ndarray | None], split: str, required: bool):

@@ -1,15 +1,18 @@
-"""The distill stage: teacher → scratch baseline → distilled student, with honest comparison.
+"""The distill stage: teachers → scratch baseline → distilled student, compared honestly.
 
 The scratch student has the same architecture, initial weights, seed, epochs and batches as the
-distilled one, and is trained on the hard labels alone, so the difference between the two is what
-the teacher's soft targets contributed and nothing else.
+distilled one and learns from the hard labels alone, so the difference between the two is what
+the teachers contributed. Both are reported at their best validation epoch (the weights kept) and
+at their last epoch. `sweep=True` tries a small grid of temperature × weights on the validation
+split and keeps the best — distillation does not always help, and the tool must find out.
 """
 
 from __future__ import annotations
 
+import itertools
 import shutil
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -17,18 +20,21 @@ import torch
 from torch import nn
 
 from edgekd import runfolder
-from edgekd._io import to_jsonable, write_json
+from edgekd._io import atomic_path, write_json
 from edgekd._progress import say
-from edgekd.data import DataSplits, load_data
-from edgekd.distill.teacher import plan_teacher, train_teacher
-from edgekd.distill.trainer import EpochRecord, TrainSettings, accuracy, fit
-from edgekd.errors import ModelError, RunFolderError
+from edgekd.data import DataSplits, load_recipe_data
+from edgekd.distill import distributed
+from edgekd.distill.teacher import TeacherSet, cache_teacher_logits, plan_teachers, train_teachers
+from edgekd.distill.trainer import EpochRecord, FitResult, TrainSettings, accuracy, fit, predict
+from edgekd.errors import ModelError, OnnxModelError, RecipeError, RunFolderError
 from edgekd.models.build import ModelSpec, build_model
 from edgekd.models.checkpoint import load_weights, read_checkpoint, save_checkpoint
-from edgekd.recipe import Recipe, load_recipe
+from edgekd.recipe import LossTerm, Recipe, load_recipe
 from edgekd.runfolder import RECIPE, load_run_recipe
 
 RESULT = "distill.json"
+SWEEP_TEMPERATURES = (2.0, 4.0, 8.0)
+SWEEP_KD_WEIGHTS = (0.5, 0.9)  # ce_weight = 1 − kd_weight
 
 
 @dataclass(frozen=True)
@@ -38,82 +44,199 @@ class Scores:
 
 
 @dataclass(frozen=True)
+class PhaseScores:
+    best_epoch: int  # the epoch with the best validation accuracy: its weights are kept
+    best: Scores
+    last: Scores  # the last epoch's weights, for comparison
+
+
+@dataclass(frozen=True)
 class ModelSummary:
-    spec: dict[str, Any]  # how to rebuild it (family or factory, args, shapes)
-    parameters: int
-    checkpoint: str  # file in the run folder
-    source: str  # "trained", "cache PATH" or "checkpoint PATH"
+    spec: dict[str, Any] | None  # how to rebuild it (None for an ONNX teacher)
+    parameters: int | None
+    checkpoint: str | None  # file in the run folder
+    source: str  # "trained", "cache PATH", "checkpoint PATH" or "onnx PATH"
+    weight: float = 1.0  # share in the averaged soft targets
+
+
+@dataclass(frozen=True)
+class SweepTrial:
+    temperature: float
+    kd_weight: float
+    ce_weight: float
+    best_val: float
+    best_epoch: int
+    kept: bool
 
 
 @dataclass(frozen=True)
 class DistillResult:
     run_dir: str
     data: str  # the data source
-    split_sizes: dict[str, int]  # samples in train / val / test
-    teacher: ModelSummary
+    split_sizes: dict[str, int]  # samples in train / val / test (/ unlabeled)
+    teachers: list[ModelSummary]
     student: ModelSummary
-    scratch: Scores  # the student trained without the teacher
-    distilled: Scores  # the student trained with the teacher
-    teacher_scores: Scores
-    kd_gain: float  # distilled − scratch test accuracy (what the teacher bought)
+    teacher_scores: Scores  # the teachers' averaged prediction
+    scratch: PhaseScores  # the student trained without the teachers
+    distilled: PhaseScores  # the student trained with them
+    kd_gain: float  # distilled − scratch test accuracy, best-on-val weights
+    gap_closed: float | None  # kd_gain / (teacher − scratch): share of the gap distillation closed
+    objective: dict[str, Any]  # ce_weight and the loss terms used
+    teacher_cache: str  # what happened with the teacher-output cache
     settings: dict[str, Any]  # the [distill] section used
+    sweep: list[SweepTrial] = field(default_factory=list)
     history: dict[str, list[EpochRecord]] = field(default_factory=dict)
     seconds: float = 0.0
-    schema_version: int = 1
+    schema_version: int = 2
 
 
-def distill(recipe: Recipe | Path | None = None, out: Path = Path("runs/distill"), resume: bool = False, force: bool = False) -> DistillResult:
-    """Train (or load) the teacher, then the scratch and the distilled student; write them to `out`."""
+def distill(
+    recipe: Recipe | Path | None = None,
+    out: Path = Path("runs/distill"),
+    resume: bool = False,
+    force: bool = False,
+    sweep: bool = False,
+) -> DistillResult:
+    """Prepare the teachers, then train the scratch and the distilled student; write them to `out`."""
     began = time.perf_counter()
     out = Path(out)
     recipe = _resolve_recipe(recipe, out, resume)
-    data = load_data(recipe.data.source, recipe.data.val_fraction, recipe.data.test_fraction, recipe.data.split_seed)
+    data = load_recipe_data(recipe.data)
     cfg = recipe.distill
+    if sweep and cfg.loss:
+        raise RecipeError("--sweep tunes the Hinton term's temperature and weights; remove the [[distill.loss]] tables or drop --sweep")
     student_spec = ModelSpec(recipe.student.model, dict(recipe.student.args), data.input_shape, data.num_classes)
     _fresh_student(recipe, student_spec, data)  # every check runs before anything is written
-    plan = plan_teacher(recipe, data)
-    _check_fits(plan.model, "teacher", data)
-    _claim_folder(out, resume, force)
-    write_json(out / RECIPE, recipe)
-    say(f"data: {data.name} — {len(data.x_train)} train / {len(data.x_val)} val / {len(data.x_test)} test, "
-        f"{data.num_classes} classes, input {data.input_shape}")
-    plan = train_teacher(plan, data, out, resume)
-    teacher, teacher_spec, teacher_source, teacher_history = plan.model, plan.spec, plan.source, plan.history
+    teachers = plan_teachers(recipe, data)
+    for index, member in enumerate(teachers.members):
+        _check_fits(member, f"teacher {index + 1}" if len(teachers.members) > 1 else "teacher", data)
+    if distributed.is_main():
+        _claim_folder(out, resume, force)
+        write_json(out / RECIPE, recipe)
+    distributed.setup()
+    distributed.barrier()
+    say(f"data: {data.name} — {len(data.x_train)} train / {len(data.x_val)} val / {len(data.x_test)} test"
+        + (f" / {len(data.x_unlabeled)} unlabeled" if data.x_unlabeled is not None else "")
+        + f", {data.num_classes} classes, input {data.input_shape}")
+    teachers = train_teachers(teachers, data, out, resume)
+    teachers = cache_teacher_logits(teachers, data, cfg.cache_teacher, recipe.data.augment)
 
-    settings = TrainSettings(cfg.epochs, cfg.batch_size, cfg.lr, cfg.seed)
+    base = TrainSettings(cfg.epochs, cfg.batch_size, cfg.lr, cfg.seed, schedule=cfg.schedule, grad_clip=cfg.grad_clip,
+                         augment=recipe.data.augment, amp=cfg.amp, compile=cfg.compile, temperature=cfg.temperature)
     scratch = _fresh_student(recipe, student_spec, data)
-    scratch_history = fit(scratch, data.x_train, data.y_train, data.x_val, data.y_val, settings,
-                          label="student (scratch)", checkpoint=out / "checkpoints" / "scratch.ckpt", resume=resume)
-    kd_settings = TrainSettings(cfg.epochs, cfg.batch_size, cfg.lr, cfg.seed, cfg.temperature, cfg.kd_weight, cfg.ce_weight)
-    student = _fresh_student(recipe, student_spec, data)
-    student_history = fit(student, data.x_train, data.y_train, data.x_val, data.y_val, kd_settings,
-                          label="student (distilled)", checkpoint=out / "checkpoints" / "distilled.ckpt", resume=resume, teacher=teacher)
+    scratch_fit = fit(scratch, data.x_train, data.y_train, data.x_val, data.y_val, base,
+                      label="student (scratch)", checkpoint=out / "checkpoints" / "scratch.ckpt", resume=resume)
+    trials: list[SweepTrial] = []
+    if sweep:
+        kd_settings, student, student_fit, trials = _sweep(recipe, student_spec, data, base, teachers)
+    else:
+        kd_settings = replace(base, ce_weight=cfg.ce_weight, terms=tuple(cfg.terms()))
+        student = _fresh_student(recipe, student_spec, data)
+        student_fit = fit(student, data.x_train, data.y_train, data.x_val, data.y_val, kd_settings,
+                          label="student (distilled)", checkpoint=out / "checkpoints" / "distilled.ckpt", resume=resume,
+                          teachers=teachers, x_unlabeled=data.x_unlabeled)
 
-    save_checkpoint(teacher.cpu(), teacher_spec, out / "teacher.pt")
-    save_checkpoint(student.cpu(), student_spec, out / "student.pt")
-    save_checkpoint(scratch.cpu(), student_spec, out / "student.scratch.pt")
-    scores = {name: Scores(accuracy(m, data.x_val, data.y_val), accuracy(m, data.x_test, data.y_test))
-              for name, m in (("teacher", teacher), ("scratch", scratch), ("distilled", student))}
+    teacher_scores = _ensemble_scores(teachers, data)
+    scratch_scores = _phase_scores(scratch, scratch_fit, data)
+    distilled_scores = _phase_scores(student, student_fit, data)
+    gain = distilled_scores.best.test - scratch_scores.best.test
+    gap = teacher_scores.test - scratch_scores.best.test
     result = DistillResult(
         run_dir=str(out),
         data=data.name,
-        split_sizes={"train": len(data.x_train), "val": len(data.x_val), "test": len(data.x_test)},
-        teacher=ModelSummary(teacher_spec.to_dict(), _count(teacher), "teacher.pt", teacher_source),
+        split_sizes={"train": len(data.x_train), "val": len(data.x_val), "test": len(data.x_test),
+                     **({"unlabeled": len(data.x_unlabeled)} if data.x_unlabeled is not None else {})},
+        teachers=[_summary(m, "teacher.pt" if i == 0 else None) for i, m in enumerate(teachers.members)],
         student=ModelSummary(student_spec.to_dict(), _count(student), "student.pt", "trained"),
-        scratch=scores["scratch"],
-        distilled=scores["distilled"],
-        teacher_scores=scores["teacher"],
-        kd_gain=scores["distilled"].test - scores["scratch"].test,
+        teacher_scores=teacher_scores,
+        scratch=scratch_scores,
+        distilled=distilled_scores,
+        kd_gain=gain,
+        gap_closed=gain / gap if gap > 0 else None,
+        objective={"ce_weight": kd_settings.ce_weight, "terms": [asdict(t) for t in kd_settings.terms]},
+        teacher_cache=teachers.cache_note,
         settings=asdict(recipe.distill),
-        history={"teacher": teacher_history, "scratch": scratch_history, "distilled": student_history},
+        sweep=trials,
+        history={"teacher": teachers.members[0].history, "scratch": scratch_fit.history, "distilled": student_fit.history},
         seconds=time.perf_counter() - began,
     )
-    write_json(out / RESULT, result)
-    runfolder.record(out, "distill", [RECIPE, "teacher.pt", "student.pt", "student.scratch.pt", RESULT], recipe=recipe)
-    shutil.rmtree(out / "checkpoints", ignore_errors=True)  # the run finished: resume state is spent
-    say(f"distill: teacher {scores['teacher'].test:.2%}, scratch student {scores['scratch'].test:.2%}, "
-        f"distilled student {scores['distilled'].test:.2%} (test)")
+    if distributed.is_main():
+        files = _write_models(out, teachers, student, student_fit, scratch, scratch_fit, student_spec)
+        write_json(out / RESULT, result)
+        runfolder.record(out, "distill", [RECIPE, *files, RESULT], recipe=recipe)
+        shutil.rmtree(out / "checkpoints", ignore_errors=True)  # the run finished: resume state is spent
+    distributed.barrier()
+    say(f"distill: teacher {teacher_scores.test:.2%}, scratch student {scratch_scores.best.test:.2%}, "
+        f"distilled student {distilled_scores.best.test:.2%} (test, best-on-val weights)")
     return result
+
+
+def _sweep(recipe, spec, data, base: TrainSettings, teachers: TeacherSet):
+    """Train one distilled student per (T, kd_weight) and keep the best on validation."""
+    results = []
+    for temperature, kd_weight in itertools.product(SWEEP_TEMPERATURES, SWEEP_KD_WEIGHTS):
+        settings = replace(base, ce_weight=round(1 - kd_weight, 6), temperature=temperature,
+                           terms=(LossTerm(method="kd", weight=kd_weight, temperature=temperature),))
+        student = _fresh_student(recipe, spec, data)
+        outcome = fit(student, data.x_train, data.y_train, data.x_val, data.y_val, settings,
+                      label=f"sweep T={temperature:g} kd={kd_weight:g}", teachers=teachers, x_unlabeled=data.x_unlabeled)
+        results.append((settings, student, outcome))
+    best = max(range(len(results)), key=lambda i: results[i][2].history[results[i][2].best_epoch - 1].val_accuracy)
+    trials = [
+        SweepTrial(s.temperature, s.terms[0].weight, s.ce_weight, o.history[o.best_epoch - 1].val_accuracy, o.best_epoch, i == best)
+        for i, (s, _, o) in enumerate(results)
+    ]
+    settings, student, outcome = results[best]
+    say(f"sweep: kept T={settings.temperature:g}, kd_weight={settings.terms[0].weight:g}, ce_weight={settings.ce_weight:g} "
+        f"(val {trials[best].best_val:.2%})")
+    return settings, student, outcome, trials
+
+
+def _phase_scores(model: nn.Module, outcome: FitResult, data: DataSplits) -> PhaseScores:
+    """Scores of the last-epoch weights, then of the best-on-val weights (which the model keeps)."""
+    model.load_state_dict(outcome.last_state)
+    last = Scores(accuracy(model, data.x_val, data.y_val), accuracy(model, data.x_test, data.y_test))
+    model.load_state_dict(outcome.best_state)
+    best = Scores(accuracy(model, data.x_val, data.y_val), accuracy(model, data.x_test, data.y_test))
+    return PhaseScores(outcome.best_epoch, best, last)
+
+
+def _ensemble_scores(teachers: TeacherSet, data: DataSplits) -> Scores:
+    """Accuracy of the teachers' averaged probabilities (a single teacher's own accuracy)."""
+    from edgekd.distill.losses import soft_targets
+
+    def score(x, y):
+        logits = [torch.as_tensor(predict(m.model, x)) if m.model is not None else m.logits(torch.as_tensor(x)) for m in teachers.members]
+        return float((soft_targets(logits, 1.0, teachers.weights).argmax(1).numpy() == y).mean())
+
+    return Scores(score(data.x_val, data.y_val), score(data.x_test, data.y_test))
+
+
+def _write_models(out: Path, teachers: TeacherSet, student, student_fit, scratch, scratch_fit, spec) -> list[str]:
+    """teacher.pt (or teacher.onnx for an ONNX teacher), student.pt (best-on-val), student.last.pt, student.scratch.pt."""
+    first = teachers.members[0]
+    if first.model is not None:
+        save_checkpoint(first.model.cpu(), first.spec, out / "teacher.pt")
+        files = ["teacher.pt"]
+    else:
+        source = Path(first.source.split(" ", 1)[1])
+        with atomic_path(out / "teacher.onnx") as tmp:
+            shutil.copyfile(source, tmp)
+        files = ["teacher.onnx"]
+    student.cpu().load_state_dict(student_fit.best_state)
+    save_checkpoint(student, spec, out / "student.pt", extra={"epoch": student_fit.best_epoch})
+    last = build_model(spec)
+    last.load_state_dict(student_fit.last_state)
+    save_checkpoint(last, spec, out / "student.last.pt", extra={"epoch": len(student_fit.history)})
+    scratch.cpu().load_state_dict(scratch_fit.best_state)
+    save_checkpoint(scratch, spec, out / "student.scratch.pt", extra={"epoch": scratch_fit.best_epoch})
+    return files + ["student.pt", "student.last.pt", "student.scratch.pt"]
+
+
+def _summary(member, checkpoint: str | None) -> ModelSummary:
+    if member.model is None:
+        return ModelSummary(None, None, "teacher.onnx" if checkpoint else None, member.source, member.weight)
+    return ModelSummary(member.spec.to_dict(), _count(member.model), checkpoint, member.source, member.weight)
 
 
 def _resolve_recipe(recipe: Recipe | Path | None, out: Path, resume: bool) -> Recipe:
@@ -144,19 +267,17 @@ def _fresh_student(recipe: Recipe, spec: ModelSpec, data: DataSplits) -> nn.Modu
     return model
 
 
-def _check_fits(model: nn.Module, role: str, data: DataSplits) -> None:
+def _check_fits(model, role: str, data: DataSplits) -> None:
     """A dry forward pass on two samples: shape errors surface before any training starts."""
     sample = torch.as_tensor(data.x_train[:2])
-    was_training = model.training
-    model.eval()
     try:
-        with torch.no_grad():
-            out = model(sample.to(next(model.parameters()).device))
-    except RuntimeError as exc:
+        if isinstance(model, nn.Module):
+            out = torch.as_tensor(predict(model, data.x_train[:2]))
+        else:  # a planned teacher: PyTorch module or ONNX session
+            out = torch.as_tensor(predict(model.model, data.x_train[:2])) if model.model is not None else model.logits(sample)
+    except (RuntimeError, OnnxModelError) as exc:
         reason = str(exc).strip().splitlines()[0]
         raise ModelError(f"{role} does not accept the data's inputs of shape {data.input_shape} ({reason}); fix the model args or the data") from None
-    finally:
-        model.train(was_training)
     if out.ndim != 2 or out.shape[1] != data.num_classes:
         raise ModelError(
             f"{role} outputs shape {tuple(out.shape[1:])} per sample but the data has {data.num_classes} classes "
@@ -167,6 +288,3 @@ def _check_fits(model: nn.Module, role: str, data: DataSplits) -> None:
 def _count(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
-
-def result_to_dict(result: DistillResult) -> dict[str, Any]:
-    return to_jsonable(result)

@@ -1,8 +1,14 @@
-"""Where the teacher comes from: the recipe's checkpoint, edgekd's cache, or training it now.
+"""Where the teachers come from, and their outputs during distillation.
 
-A teacher that edgekd trains is cached under `$EDGEKD_CACHE_DIR` (default `~/.cache/edgekd`),
-keyed by the hash of everything that determines its weights (model spec, training settings and
-the training data's bytes), so later runs on the same data reuse it instead of retraining.
+A teacher is a recipe checkpoint, a teacher edgekd trained earlier (cached under
+`$EDGEKD_CACHE_DIR`, default `~/.cache/edgekd`, keyed by everything that determines its weights),
+one edgekd trains now, or an ONNX file from any framework, run through ONNX Runtime. Several
+teachers give averaged soft targets.
+
+Teacher logits are a function of (teachers, inputs) only, so when the inputs are not randomly
+augmented they are computed once and stored on disk, keyed by the hash of both, and later runs
+read them instead of running the teachers. With augmentation every batch is new: no cache, and
+the result says so.
 """
 
 from __future__ import annotations
@@ -10,19 +16,22 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 
 from edgekd import __version__
+from edgekd._io import atomic_path
 from edgekd._progress import say
 from edgekd.data import DataSplits
+from edgekd.distill import distributed
 from edgekd.distill.trainer import EpochRecord, TrainSettings, fit
 from edgekd.models.build import ModelSpec, build_model
 from edgekd.models.checkpoint import load_weights, read_checkpoint, save_checkpoint
-from edgekd.recipe import Recipe
+from edgekd.recipe import Recipe, TeacherConfig, teacher_configs
 
 
 def cache_dir() -> Path:
@@ -30,18 +39,60 @@ def cache_dir() -> Path:
 
 
 @dataclass
-class TeacherPlan:
-    model: nn.Module
-    spec: ModelSpec
-    source: str  # "checkpoint PATH", "cache PATH", or "to train"
-    history: list[EpochRecord]
-    cache_path: Path | None  # where a teacher trained now is stored for later runs
-    settings: TrainSettings | None  # how to train it (None: already trained)
+class Teacher:
+    source: str  # "checkpoint PATH", "cache PATH", "onnx PATH", "trained", or "to train"
+    weight: float  # share in the averaged soft targets
+    model: nn.Module | None = None  # a PyTorch teacher
+    session: object | None = None  # an ONNX Runtime session (ONNX teacher)
+    spec: ModelSpec | None = None
+    history: list[EpochRecord] = field(default_factory=list)
+    cache_path: Path | None = None  # where a teacher trained now is stored for later runs
+    settings: TrainSettings | None = None  # how to train it (None: ready)
+    identity: str = ""  # hash of the weights (or ONNX file): the teacher-output cache key
+
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        if self.model is not None:
+            return self.model(x)
+        from edgekd._ort import run_batches
+
+        return torch.as_tensor(run_batches(self.session, x.detach().cpu().numpy()), device=x.device)
 
 
-def plan_teacher(recipe: Recipe, data: DataSplits) -> TeacherPlan:
-    """Build the teacher and load its weights if they exist; nothing is written or trained yet."""
-    cfg = recipe.teacher
+@dataclass
+class TeacherSet:
+    members: list[Teacher]
+    cached: dict[str, torch.Tensor] | None = None  # split -> logits (teachers, samples, classes)
+    cache_note: str = "off"  # what happened with the teacher-output cache, for the result
+
+    @property
+    def weights(self) -> list[float]:
+        return [m.weight for m in self.members]
+
+    @property
+    def feature_teacher(self) -> nn.Module | None:
+        """The first PyTorch teacher: features for hint/at come from it."""
+        return next((m.model for m in self.members if m.model is not None), None)
+
+    def logits(self, x: torch.Tensor, index: torch.Tensor | None, split: str) -> list[torch.Tensor]:
+        if self.cached is not None and index is not None and split in self.cached:
+            block = self.cached[split][:, index.cpu()]
+            return [block[i].to(x.device) for i in range(len(self.members))]
+        with torch.no_grad():
+            return [m.logits(x) for m in self.members]
+
+
+def plan_teachers(recipe: Recipe, data: DataSplits) -> TeacherSet:
+    """Build every teacher and load its weights if they exist; nothing is written or trained."""
+    return TeacherSet([_plan(cfg, recipe, data) for cfg in teacher_configs(recipe)])
+
+
+def _plan(cfg: TeacherConfig, recipe: Recipe, data: DataSplits) -> Teacher:
+    if cfg.model.endswith(".onnx"):
+        from edgekd._ort import open_session
+        from edgekd._io import sha256_file
+
+        session = open_session(Path(cfg.model))
+        return Teacher(f"onnx {cfg.model}", cfg.weight, session=session, identity=sha256_file(Path(cfg.model)))
     spec = ModelSpec(cfg.model, dict(cfg.args), data.input_shape, data.num_classes)
     if cfg.checkpoint is not None:
         payload = read_checkpoint(cfg.checkpoint)
@@ -49,8 +100,7 @@ def plan_teacher(recipe: Recipe, data: DataSplits) -> TeacherPlan:
             spec = ModelSpec.from_dict(payload["spec"])
         model = build_model(spec)
         load_weights(model, payload["state_dict"], cfg.checkpoint)
-        return TeacherPlan(model.eval(), spec, f"checkpoint {cfg.checkpoint}", [], None, None)
-
+        return Teacher(f"checkpoint {cfg.checkpoint}", cfg.weight, model=model.eval(), spec=spec, identity=_weights_hash(model))
     settings = TrainSettings(epochs=cfg.epochs, batch_size=recipe.distill.batch_size, lr=cfg.lr, seed=recipe.distill.seed)
     cached = cache_dir() / "teachers" / f"{_cache_key(spec, settings, data)}.pt"
     torch.manual_seed(recipe.distill.seed)
@@ -59,22 +109,78 @@ def plan_teacher(recipe: Recipe, data: DataSplits) -> TeacherPlan:
         payload = read_checkpoint(cached)
         load_weights(model, payload["state_dict"], cached)
         history = [EpochRecord(**r) for r in payload.get("history", [])]
-        return TeacherPlan(model.eval(), spec, f"cache {cached}", history, None, None)
-    return TeacherPlan(model, spec, "to train", [], cached, settings)
+        return Teacher(f"cache {cached}", cfg.weight, model=model.eval(), spec=spec, history=history, identity=_weights_hash(model))
+    return Teacher("to train", cfg.weight, model=model, spec=spec, cache_path=cached, settings=settings)
 
 
-def train_teacher(plan: TeacherPlan, data: DataSplits, run_dir: Path, resume: bool) -> TeacherPlan:
-    """Train a planned teacher (if it needs it) and store it in the cache for later runs."""
-    if plan.settings is None:
-        if plan.source.startswith("cache"):
-            say(f"teacher: reusing the cached teacher {plan.cache_path or plan.source[6:]}")
-        return plan
-    history = fit(
-        plan.model, data.x_train, data.y_train, data.x_val, data.y_val, plan.settings,
-        label="teacher", checkpoint=run_dir / "checkpoints" / "teacher.ckpt", resume=resume,
-    )
-    save_checkpoint(plan.model, plan.spec, plan.cache_path, extra={"history": [asdict(r) for r in history]})
-    return TeacherPlan(plan.model.eval(), plan.spec, "trained", history, plan.cache_path, None)
+def train_teachers(teachers: TeacherSet, data: DataSplits, run_dir: Path, resume: bool) -> TeacherSet:
+    """Train the teachers that need it (best-on-val weights kept) and cache them for later runs."""
+    for index, teacher in enumerate(teachers.members):
+        if teacher.settings is None:
+            if teacher.source.startswith("cache"):
+                say(f"teacher: reusing the cached teacher {teacher.source[6:]}")
+            continue
+        label = "teacher" if len(teachers.members) == 1 else f"teacher {index + 1}"
+        name = "teacher.ckpt" if index == 0 else f"teacher{index + 1}.ckpt"
+        result = fit(teacher.model, data.x_train, data.y_train, data.x_val, data.y_val, teacher.settings,
+                     label=label, checkpoint=run_dir / "checkpoints" / name, resume=resume)
+        teacher.model.load_state_dict(result.best_state)
+        if distributed.is_main():
+            save_checkpoint(teacher.model, teacher.spec, teacher.cache_path, extra={"history": [asdict(r) for r in result.history]})
+        distributed.barrier()
+        teacher.model.eval()
+        teacher.source, teacher.history, teacher.settings = "trained", result.history, None
+        teacher.identity = _weights_hash(teacher.model)
+    return teachers
+
+
+def cache_teacher_logits(teachers: TeacherSet, data: DataSplits, enabled: bool, augment: bool) -> TeacherSet:
+    """Load or compute the teachers' logits on the training (and unlabelled) inputs."""
+    if not enabled:
+        teachers.cache_note = "off ([distill] cache_teacher = false)"
+        return teachers
+    if augment:
+        teachers.cache_note = "off: inputs are randomly augmented, so every batch is new to the teacher"
+        say(f"teacher outputs: not cached — {teachers.cache_note[5:]}")
+        return teachers
+    splits = {"train": data.x_train, **({"unlabeled": data.x_unlabeled} if data.x_unlabeled is not None else {})}
+    identity = {"teachers": [m.identity for m in teachers.members], "data": {k: hashlib.sha256(np.ascontiguousarray(v).tobytes()).hexdigest() for k, v in splits.items()}}
+    key = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:24]
+    path = cache_dir() / "teacher-logits" / f"{key}.npz"
+    if path.is_file():
+        with np.load(path, allow_pickle=False) as archive:
+            teachers.cached = {k: torch.as_tensor(archive[k]) for k in archive.files}
+        teachers.cache_note = f"reused {path}"
+        say(f"teacher outputs: reusing {path}")
+        return teachers
+    computed = {}
+    for split, x in splits.items():
+        per_teacher = []
+        for member in teachers.members:
+            chunks = []
+            for i in range(0, len(x), 512):
+                xb = torch.as_tensor(x[i : i + 512])
+                if member.model is not None:
+                    member.model.to(xb.device).eval()
+                with torch.no_grad():
+                    chunks.append(member.logits(xb).float().cpu())
+            per_teacher.append(torch.cat(chunks))
+        computed[split] = torch.stack(per_teacher)
+    if distributed.is_main():
+        with atomic_path(path) as tmp:
+            with open(tmp, "wb") as fh:
+                np.savez(fh, **{k: v.numpy() for k, v in computed.items()})
+    teachers.cached = computed
+    teachers.cache_note = f"computed and stored at {path}"
+    return teachers
+
+
+def _weights_hash(model: nn.Module) -> str:
+    digest = hashlib.sha256()
+    for name, tensor in model.state_dict().items():
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
 
 
 def _cache_key(spec: ModelSpec, settings: TrainSettings, data: DataSplits) -> str:
@@ -83,5 +189,6 @@ def _cache_key(spec: ModelSpec, settings: TrainSettings, data: DataSplits) -> st
         "settings": asdict(settings),
         "data": data.fingerprint(("train", "val")),
         "edgekd": __version__,  # a new release may train differently: do not reuse its cache
+        "format": 2,
     }
-    return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:24]
+    return hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:24]

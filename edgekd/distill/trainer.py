@@ -1,48 +1,68 @@
 """The one training loop: teacher training, scratch baseline and distillation all run through it.
 
-Every epoch ends with a validation pass and an atomic checkpoint (model, optimizer, scheduler,
-history). Each epoch seeds its own shuffling and dropout from (seed, epoch), so a run that is
-interrupted and resumed from its checkpoint ends with the same weights as one that never stopped.
-A NaN or infinite loss stops the run and keeps the last good checkpoint.
+Every epoch ends with a validation pass and an atomic checkpoint (model, adapters, optimizer,
+scheduler, history, best-on-val weights). Each epoch seeds its own shuffling, augmentation and
+dropout from (seed, epoch), so a run that is interrupted and resumed ends with the same weights as
+one that never stopped. A NaN or infinite loss stops the run and keeps the last good checkpoint.
+Under torchrun the same loop runs DistributedDataParallel, one shard of each epoch per rank.
 """
 
 from __future__ import annotations
 
+import copy
 import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from edgekd._io import atomic_path
 from edgekd._progress import bar, say
-from edgekd.distill.losses import distillation_loss
+from edgekd.distill import distributed
 from edgekd.errors import TrainingError
+
+if TYPE_CHECKING:
+    from edgekd.distill.teacher import TeacherSet
+    from edgekd.recipe import LossTerm
 
 
 @dataclass(frozen=True)
 class TrainSettings:
     epochs: int
     batch_size: int
-    lr: float  # peak learning rate of Adam, decayed with a cosine schedule to 0
+    lr: float  # peak learning rate of Adam
     seed: int
-    temperature: float = 1.0
-    kd_weight: float = 0.0  # 0: no teacher term (plain supervised training)
-    ce_weight: float = 1.0
+    ce_weight: float = 1.0  # weight of the hard-label cross-entropy
+    terms: tuple = ()  # distillation terms (LossTerm); empty: plain supervised training
+    temperature: float = 4.0  # default temperature of kd/dkd terms without their own
+    schedule: str = "cosine"  # "cosine" (per epoch), "onecycle" (per step) or "constant"
+    grad_clip: float | None = None
+    augment: bool = False  # random shifts of up to 1/8 of the image size
+    amp: bool = False  # CUDA only
+    compile: bool = False  # CUDA only
 
 
 @dataclass(frozen=True)
 class EpochRecord:
     epoch: int  # 1-based
-    loss: float  # mean total loss over the epoch's batches
-    ce: float  # mean hard-label cross-entropy
-    kd: float | None  # mean T²-scaled KL term (None without a teacher)
+    loss: float  # mean total loss over the epoch's batches (all ranks)
+    terms: dict[str, float]  # mean of each term: "ce", "kd", "hint", ...
     val_accuracy: float
-    lr: float  # learning rate used during the epoch
+    lr: float  # learning rate at the start of the epoch
     seconds: float
+
+
+@dataclass
+class FitResult:
+    history: list[EpochRecord]
+    best_epoch: int  # 1-based epoch with the highest validation accuracy (the first, on ties)
+    best_state: dict[str, torch.Tensor] = field(repr=False, default_factory=dict)  # its weights
+    last_state: dict[str, torch.Tensor] = field(repr=False, default_factory=dict)
 
 
 def fit(
@@ -55,82 +75,162 @@ def fit(
     label: str,
     checkpoint: Path | None = None,
     resume: bool = False,
-    teacher: nn.Module | None = None,
-) -> list[EpochRecord]:
-    """Train `model` in place; returns one record per epoch (resumed epochs included)."""
-    device = _device()
+    teachers: TeacherSet | None = None,
+    x_unlabeled: np.ndarray | None = None,
+) -> FitResult:
+    """Train `model` in place (ending at its last-epoch weights); returns history and best weights."""
+    from edgekd.distill.objective import Objective
+
+    distributed.setup()
+    device = distributed.device()
+    cuda = device.type == "cuda"
     model.to(device)
-    if teacher is not None:
-        teacher.to(device).eval()
-    x_tr = torch.as_tensor(x_train, device=device)
-    y_tr = torch.as_tensor(y_train, device=device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=settings.lr)
-    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=settings.epochs)
+    for member in teachers.members if teachers else []:
+        if member.model is not None:
+            member.model.to(device).eval()
+    x_tr, y_tr = torch.as_tensor(x_train, device=device), torch.as_tensor(y_train, device=device)
+    x_un = torch.as_tensor(x_unlabeled, device=device) if x_unlabeled is not None and teachers else None
+    terms = list(settings.terms) if teachers else []
+    objective = Objective(terms, settings.ce_weight, settings.temperature, model,
+                          teachers.feature_teacher if teachers else None, teachers.weights if teachers else [], x_tr[:2])
+    trainable = _Trainable(model, objective.adapters).to(device)
+    optimizer = torch.optim.Adam(trainable.parameters(), lr=settings.lr)
+    steps = math.ceil(len(distributed.shard(torch.arange(len(x_tr)))) / settings.batch_size)
+    scheduler = _scheduler(optimizer, settings, steps)
+    scaler = torch.amp.GradScaler("cuda", enabled=settings.amp and cuda)
+    if (settings.amp or settings.compile) and not cuda:
+        say(f"{label}: amp/compile apply on CUDA only; training in fp32 eager mode on the CPU")
+    wrapped = _wrap(trainable, settings, cuda)
     history: list[EpochRecord] = []
+    best_epoch, best_state = 0, {}
     if resume and checkpoint is not None and checkpoint.is_file():
-        history = _restore(checkpoint, model, optimizer, scheduler, settings, label)
+        history, best_epoch, best_state = _restore(checkpoint, trainable, optimizer, scheduler, settings, label, device)
     start = len(history)
     if start:
         say(f"{label}: resuming after epoch {start}/{settings.epochs}")
-    steps = math.ceil(len(x_tr) / settings.batch_size)
-    with bar() as progress:
-        task = progress.add_task(label, total=settings.epochs, completed=start, info="")
-        for epoch in range(start + 1, settings.epochs + 1):
-            began = time.perf_counter()
-            torch.manual_seed(settings.seed * 1_000_003 + epoch)  # dropout and shuffling of this epoch
-            order = torch.randperm(len(x_tr), device=device)
-            lr = optimizer.param_groups[0]["lr"]
-            sums = {"loss": 0.0, "ce": 0.0, "kd": 0.0}
-            model.train()
-            for step in range(steps):
-                idx = order[step * settings.batch_size : (step + 1) * settings.batch_size]
-                xb, yb = x_tr[idx], y_tr[idx]
-                teacher_logits = None
-                if teacher is not None and settings.kd_weight > 0:
-                    with torch.no_grad():
-                        teacher_logits = teacher(xb)
-                loss, terms = distillation_loss(
-                    model(xb), teacher_logits, yb, settings.temperature, settings.kd_weight, settings.ce_weight
-                )
-                if not torch.isfinite(loss):
-                    kept = f"the last good checkpoint (epoch {epoch - 1}) is kept at {checkpoint}" if checkpoint and epoch > 1 else "no checkpoint was written yet"
-                    raise TrainingError(
-                        f"{label}: loss became {float(loss.detach())} at epoch {epoch}, step {step + 1}; {kept} — "
-                        f"lower the learning rate (now {settings.lr:g}) or check the inputs for extreme values"
-                    )
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                sums["loss"] += float(loss.detach())
-                sums["ce"] += terms["ce"]
-                sums["kd"] += terms.get("kd", 0.0)
-            scheduler.step()
-            val_accuracy = accuracy(model, x_val, y_val)
-            history.append(
-                EpochRecord(
-                    epoch=epoch,
-                    loss=sums["loss"] / steps,
-                    ce=sums["ce"] / steps,
-                    kd=sums["kd"] / steps if teacher is not None and settings.kd_weight > 0 else None,
-                    val_accuracy=val_accuracy,
-                    lr=lr,
-                    seconds=time.perf_counter() - began,
-                )
-            )
-            if checkpoint is not None:
-                _save(checkpoint, model, optimizer, scheduler, settings, history)
-            progress.update(task, advance=1, info=f"loss {history[-1].loss:.4f}  val {val_accuracy:.2%}")
+    try:
+        with bar() as progress:
+            task = progress.add_task(label, total=settings.epochs, completed=start, info="")
+            for epoch in range(start + 1, settings.epochs + 1):
+                began = time.perf_counter()
+                torch.manual_seed(settings.seed * 1_000_003 + epoch)  # shuffling, augmentation, dropout of this epoch
+                order = distributed.shard(torch.randperm(len(x_tr), device=device))
+                order_un = torch.randint(0, len(x_un), (len(order),), device=device) if x_un is not None else None
+                lr = optimizer.param_groups[0]["lr"]
+                sums: dict[str, float] = {}
+                trainable.train()
+                for step in range(steps):
+                    idx = order[step * settings.batch_size : (step + 1) * settings.batch_size]
+                    xb, yb = _augment(x_tr[idx], settings.augment), y_tr[idx]
+                    with torch.autocast(device.type, dtype=torch.float16, enabled=settings.amp and cuda):
+                        loss, parts = _batch_loss(wrapped, objective, teachers, xb, yb, idx, "train")
+                        if order_un is not None:
+                            uidx = order_un[step * settings.batch_size : (step + 1) * settings.batch_size]
+                            u_loss, u_parts = _batch_loss(wrapped, objective, teachers, _augment(x_un[uidx], settings.augment), None, uidx, "unlabeled")
+                            loss = loss + u_loss
+                            parts.update({f"{k} (unlabeled)": v for k, v in u_parts.items()})
+                    if not torch.isfinite(loss):
+                        kept = f"the last good checkpoint (epoch {epoch - 1}) is kept at {checkpoint}" if checkpoint and epoch > 1 else "no checkpoint was written yet"
+                        raise TrainingError(
+                            f"{label}: loss became {float(loss.detach())} at epoch {epoch}, step {step + 1}; {kept} — "
+                            f"lower the learning rate (now {settings.lr:g}) or check the inputs for extreme values"
+                        )
+                    optimizer.zero_grad(set_to_none=True)
+                    scaler.scale(loss).backward()
+                    if settings.grad_clip:
+                        scaler.unscale_(optimizer)
+                        nn.utils.clip_grad_norm_(trainable.parameters(), settings.grad_clip)
+                    scaler.step(optimizer)
+                    scaler.update()
+                    if settings.schedule == "onecycle":
+                        scheduler.step()
+                    sums["loss"] = sums.get("loss", 0.0) + float(loss.detach())
+                    for key, value in parts.items():
+                        sums[key] = sums.get(key, 0.0) + value
+                if settings.schedule == "cosine":
+                    scheduler.step()
+                keys = sorted(sums)
+                totals = distributed.sum_across([sums[k] for k in keys] + [float(steps)])
+                means = {k: v / totals[-1] for k, v in zip(keys, totals[:-1])}
+                val_accuracy = accuracy(model, x_val, y_val)
+                history.append(EpochRecord(epoch, means.pop("loss"), means, val_accuracy, lr, time.perf_counter() - began))
+                if val_accuracy > (history[best_epoch - 1].val_accuracy if best_epoch else -1.0):
+                    best_epoch, best_state = epoch, copy.deepcopy(model.state_dict())
+                if checkpoint is not None and distributed.is_main():
+                    _save(checkpoint, trainable, optimizer, scheduler, settings, history, best_epoch, best_state)
+                distributed.barrier()
+                progress.update(task, advance=1, info=f"loss {history[-1].loss:.4f}  val {val_accuracy:.2%}")
+    finally:
+        objective.close()
     if history:
-        say(f"{label}: {len(history)} epochs, val accuracy {history[-1].val_accuracy:.2%}")
-    return history
+        say(f"{label}: {len(history)} epochs, val accuracy {history[-1].val_accuracy:.2%} last, "
+            f"{history[best_epoch - 1].val_accuracy:.2%} best (epoch {best_epoch})")
+    return FitResult(history, best_epoch, best_state, copy.deepcopy(model.state_dict()))
+
+
+def _batch_loss(wrapped, objective, teachers, xb, yb, idx, split):
+    """Student forward (hooks capture its features), teacher outputs, then the objective."""
+    teacher_logits = None
+    if teachers is not None and (objective.needs_teacher_logits or objective.needs_teacher_features):
+        if objective.needs_teacher_features:
+            with torch.no_grad():
+                out = teachers.feature_teacher(xb)  # fills the teacher's feature hooks
+            if len(teachers.members) == 1 and teachers.cached is None:
+                teacher_logits = [out]  # the same forward pass gives the logits
+        if objective.needs_teacher_logits and teacher_logits is None:
+            teacher_logits = teachers.logits(xb, idx, split)
+    return objective(wrapped(xb), teacher_logits, yb)
+
+
+class _Trainable(nn.Module):
+    """The student plus its adapters: one module, so the optimizer and DDP see every parameter."""
+
+    def __init__(self, student: nn.Module, adapters: nn.ModuleDict) -> None:
+        super().__init__()
+        self.student = student
+        self.adapters = adapters
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.student(x)
+
+
+def _wrap(trainable: _Trainable, settings: TrainSettings, cuda: bool) -> nn.Module:
+    wrapped: nn.Module = trainable
+    if settings.compile and cuda:
+        wrapped = torch.compile(wrapped)
+    if distributed.world_size() > 1:
+        from torch.nn.parallel import DistributedDataParallel
+
+        wrapped = DistributedDataParallel(wrapped, device_ids=[torch.cuda.current_device()] if cuda else None)
+    return wrapped
+
+
+def _scheduler(optimizer, settings: TrainSettings, steps: int):
+    if settings.schedule == "onecycle":
+        return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=settings.lr, epochs=settings.epochs, steps_per_epoch=steps)
+    if settings.schedule == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=settings.epochs)
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
+
+
+def _augment(x: torch.Tensor, enabled: bool) -> torch.Tensor:
+    """Random shifts of up to 1/8 of the height and width (zero padding), per batch."""
+    if not enabled or x.ndim != 4:
+        return x
+    h, w = x.shape[-2:]
+    dy, dx = (int(torch.randint(-(s // 8), s // 8 + 1, ())) for s in (h, w))
+    padded = F.pad(x, (abs(dx), abs(dx), abs(dy), abs(dy)))
+    return padded[..., abs(dy) - dy : abs(dy) - dy + h, abs(dx) - dx : abs(dx) - dx + w]
 
 
 @torch.no_grad()
 def predict(model: nn.Module, x: np.ndarray, batch_size: int = 512) -> np.ndarray:
-    """Logits of `model` in eval mode, as a numpy array."""
+    """Logits of `model` in eval mode, as a numpy array (the model's train/eval mode is restored)."""
     device = next(model.parameters()).device
+    was_training = model.training
     model.eval()
-    chunks = [model(torch.as_tensor(x[i : i + batch_size], device=device)).cpu() for i in range(0, len(x), batch_size)]
+    chunks = [model(torch.as_tensor(x[i : i + batch_size], device=device)).float().cpu() for i in range(0, len(x), batch_size)]
+    model.train(was_training)
     return torch.cat(chunks).numpy()
 
 
@@ -138,33 +238,37 @@ def accuracy(model: nn.Module, x: np.ndarray, y: np.ndarray) -> float:
     return float((predict(model, x).argmax(axis=1) == y).mean())
 
 
-def _device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+def _settings_dict(settings: TrainSettings) -> dict[str, Any]:
+    data = asdict(settings)
+    data["terms"] = [asdict(t) if hasattr(t, "__dataclass_fields__") else t for t in settings.terms]
+    return data
 
 
-def _save(path: Path, model, optimizer, scheduler, settings: TrainSettings, history: list[EpochRecord]) -> None:
+def _save(path: Path, trainable, optimizer, scheduler, settings, history, best_epoch, best_state) -> None:
     state = {
-        "model": model.state_dict(),
+        "model": trainable.state_dict(),
         "optimizer": optimizer.state_dict(),
         "scheduler": scheduler.state_dict(),
-        "settings": asdict(settings),
+        "settings": _settings_dict(settings),
         "history": [asdict(r) for r in history],
+        "best_epoch": best_epoch,
+        "best_state": best_state,
     }
     with atomic_path(path) as tmp:
         torch.save(state, tmp)
 
 
-def _restore(path: Path, model, optimizer, scheduler, settings: TrainSettings, label: str) -> list[EpochRecord]:
+def _restore(path: Path, trainable, optimizer, scheduler, settings, label, device):
     try:
-        state = torch.load(path, map_location=_device(), weights_only=True)
+        state = torch.load(path, map_location=device, weights_only=True)
     except Exception as exc:
         raise TrainingError(f"{label}: cannot resume from {path} ({type(exc).__name__}); delete it to start over") from None
-    if state.get("settings") != asdict(settings):
+    if state.get("settings") != _settings_dict(settings):
         raise TrainingError(
-            f"{label}: {path} was written with different settings {state.get('settings')}; "
-            f"resume with the same recipe, or delete the checkpoint to start over"
+            f"{label}: {path} was written with different settings; resume with the same recipe, "
+            f"or delete the checkpoint to start over"
         )
-    model.load_state_dict(state["model"])
+    trainable.load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
-    return [EpochRecord(**r) for r in state["history"]]
+    return [EpochRecord(**r) for r in state["history"]], state["best_epoch"], state["best_state"]

@@ -22,7 +22,7 @@ from edgekd._io import write_json
 from edgekd._ort import open_session
 from edgekd.bench.accuracy import top1
 from edgekd._progress import say
-from edgekd.data import load_data
+from edgekd.data import load_recipe_data
 from edgekd.export.mobile import EpCoverage, OrtPackage, mobile_coverage, package_ort
 from edgekd.export.onnx import OnnxExport, Parity, check_parity, export_onnx
 from edgekd.export.quantize import QuantizeResult, quantize
@@ -41,8 +41,8 @@ class ExportResult:
     run_dir: str
     target: str
     fixed_batch: int | None  # None: dynamic batch axis
-    teacher: OnnxExport
-    teacher_parity: Parity
+    teacher: OnnxExport | None  # None when the teacher was given as an ONNX file
+    teacher_parity: Parity | None
     student: OnnxExport
     student_parity: Parity
     simplified: SimplifyResult
@@ -53,7 +53,7 @@ class ExportResult:
     mobile: list[EpCoverage]  # NNAPI / CoreML coverage of the deployed model
     ort: OrtPackage | None  # ORT-format package, for targets whose format is "ort"
     seconds: float
-    schema_version: int = 2
+    schema_version: int = 3
 
 
 def export(run_dir: Path, target: Target | str | Path | None = None, scheme: Scheme | str | None = None) -> ExportResult:
@@ -65,7 +65,8 @@ def export(run_dir: Path, target: Target | str | Path | None = None, scheme: Sch
 
     began = time.perf_counter()
     run_dir = Path(run_dir)
-    teacher_pt = runfolder.artifact(run_dir, "teacher.pt", "export")
+    onnx_teacher = "teacher.onnx" in runfolder.load_manifest(run_dir).get("stages", {}).get("distill", {}).get("files", [])
+    teacher_pt = None if onnx_teacher else runfolder.artifact(run_dir, "teacher.pt", "export")
     student_pt = runfolder.artifact(run_dir, "student.pt", "export")
     recipe = load_run_recipe(run_dir)
     target = _resolve_target(target, recipe)
@@ -73,19 +74,24 @@ def export(run_dir: Path, target: Target | str | Path | None = None, scheme: Sch
     scheme = scheme if scheme is not None else recipe.export.scheme
     if scheme is not None:
         qcfg = dataclasses.replace(qcfg, scheme=Scheme(scheme))
-    data = load_data(recipe.data.source, recipe.data.val_fraction, recipe.data.test_fraction, recipe.data.split_seed)
+    data = load_recipe_data(recipe.data)
     cfg = target.export
 
-    teacher, _ = load_model(teacher_pt)
     student, _ = load_model(student_pt)
-    teacher_onnx = export_onnx(teacher, data.input_shape, run_dir / TEACHER_ONNX, cfg.opset, cfg.fixed_batch)
-    teacher_parity = check_parity(teacher, run_dir / TEACHER_ONNX, data.x_test, cfg, "teacher")
+    if onnx_teacher:  # the teacher was an ONNX file already: it is the reference as it is
+        runfolder.artifact(run_dir, TEACHER_ONNX, "export")
+        teacher_onnx, teacher_parity = None, None
+    else:
+        teacher, _ = load_model(teacher_pt)
+        teacher_onnx = export_onnx(teacher, data.input_shape, run_dir / TEACHER_ONNX, cfg.opset, cfg.fixed_batch)
+        teacher_parity = check_parity(teacher, run_dir / TEACHER_ONNX, data.x_test, cfg, "teacher")
     student_onnx = export_onnx(student, data.input_shape, run_dir / STUDENT_ONNX, cfg.opset, cfg.fixed_batch)
     student_parity = check_parity(student, run_dir / STUDENT_ONNX, data.x_test, cfg, "student")
-    say(f"export: ONNX parity max |Δ| teacher {teacher_parity.max_abs:.2e}, student {student_parity.max_abs:.2e} "
+    teacher_note = f"teacher {teacher_parity.max_abs:.2e}, " if teacher_parity else "teacher given as ONNX, "
+    say(f"export: ONNX parity max |Δ| {teacher_note}student {student_parity.max_abs:.2e} "
         f"({student_onnx.exporter} exporter, opset {cfg.opset}, batch {cfg.fixed_batch or 'dynamic'})")
     for exported in (teacher_onnx, student_onnx):
-        if exported.fallback_reason:
+        if exported and exported.fallback_reason:
             say(f"export: the dynamo exporter failed ({exported.fallback_reason}); used the TorchScript exporter")
 
     simplified = simplify(run_dir / STUDENT_ONNX, run_dir / STUDENT_SIMPLIFIED, data.x_test, cfg.parity_max_abs)
@@ -94,7 +100,7 @@ def export(run_dir: Path, target: Target | str | Path | None = None, scheme: Sch
                          list(target.runtime.providers), target.runtime)
     deployed_onnx = Path(quantized.path).name if quantized.path else STUDENT_SIMPLIFIED
     coverage = mobile_coverage(run_dir / deployed_onnx)
-    written = [TEACHER_ONNX, STUDENT_ONNX, STUDENT_SIMPLIFIED] + ([deployed_onnx] if quantized.path else [])
+    written = ([] if onnx_teacher else [TEACHER_ONNX]) + [STUDENT_ONNX, STUDENT_SIMPLIFIED] + ([deployed_onnx] if quantized.path else [])
     package = None
     deployed = deployed_onnx
     if target.runtime.format is ArtifactFormat.ort:
