@@ -1,0 +1,199 @@
+"""Distillation methods, several teachers, ONNX teachers, teacher-output cache, sweep — on digits."""
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from edgekd.distill.stage import distill
+from edgekd.errors import ModelError, RecipeError
+from edgekd.models.checkpoint import read_checkpoint
+from edgekd.recipe import load_recipe
+
+BASE = """
+[teacher]
+model = "cnn"
+args = { channels = [8, 16], hidden = 32 }
+epochs = 3
+[student]
+model = "cnn"
+args = { channels = [4, 8], hidden = 16 }
+[distill]
+epochs = 3
+"""
+
+
+def _recipe(tmp_path, extra="", base=BASE):
+    path = tmp_path / "r.toml"
+    path.write_text(base + extra)
+    return load_recipe(path)
+
+
+def test_hint_at_dkd_kd_together(tmp_path):
+    recipe = _recipe(tmp_path, """
+ce_weight = 0.5
+[[distill.loss]]
+method = "kd"
+weight = 0.5
+[[distill.loss]]
+method = "hint"
+weight = 1.0
+teacher_layer = "features.2"
+student_layer = "features.2"
+[[distill.loss]]
+method = "at"
+weight = 100.0
+teacher_layer = "features.6"
+student_layer = "features.6"
+[[distill.loss]]
+method = "dkd"
+weight = 0.1
+""")
+    result = distill(recipe, tmp_path / "run")
+    terms = result.history["distilled"][0].terms
+    assert set(terms) == {"ce", "kd", "hint", "at", "dkd"}, "every term is logged on its own"
+    assert all(np.isfinite(v) for v in terms.values())
+    state = read_checkpoint(tmp_path / "run" / "student.pt")["state_dict"]
+    assert not any("adapter" in key for key in state), "adapters never reach the student checkpoint"
+    assert result.objective["ce_weight"] == 0.5 and len(result.objective["terms"]) == 4
+
+
+def test_wrong_layer_fails_before_anything_is_written(tmp_path):
+    recipe = _recipe(tmp_path, """
+[[distill.loss]]
+method = "hint"
+teacher_layer = "features.2"
+student_layer = "body.1"
+""")
+    with pytest.raises(ModelError, match="student has no layer 'body.1'"):
+        distill(recipe, tmp_path / "run")
+    assert not (tmp_path / "run" / "student.pt").exists()
+
+
+def test_hint_needs_both_layers(tmp_path):
+    with pytest.raises(RecipeError, match="needs teacher_layer and student_layer"):
+        _recipe(tmp_path, "[[distill.loss]]\nmethod = \"hint\"\n")
+
+
+def test_best_and_last_epoch_are_both_reported(tmp_path):
+    result = distill(_recipe(tmp_path), tmp_path / "run")
+    best = result.distilled.best_epoch
+    assert result.history["distilled"][best - 1].val_accuracy == max(r.val_accuracy for r in result.history["distilled"])
+    assert result.distilled.best.val == pytest.approx(result.history["distilled"][best - 1].val_accuracy)
+    assert read_checkpoint(tmp_path / "run" / "student.pt")["epoch"] == best
+    assert read_checkpoint(tmp_path / "run" / "student.last.pt")["epoch"] == 3
+
+
+def test_two_teachers_average_their_soft_targets(tmp_path):
+    recipe = _recipe(tmp_path, base="""
+[[teachers]]
+model = "cnn"
+args = { channels = [8, 16], hidden = 32 }
+epochs = 3
+weight = 2.0
+[[teachers]]
+model = "mlp"
+args = { hidden = [64] }
+epochs = 3
+[student]
+model = "mlp"
+args = { hidden = [16] }
+[distill]
+epochs = 3
+""")
+    result = distill(recipe, tmp_path / "run")
+    assert [t.weight for t in result.teachers] == [2.0, 1.0]
+    assert result.teachers[0].checkpoint == "teacher.pt" and result.teachers[1].checkpoint is None
+    assert 0.3 < result.teacher_scores.test <= 1.0
+
+
+def test_onnx_teacher_from_any_framework(tmp_path, exported_run):
+    shutil.copyfile(exported_run / "teacher.onnx", tmp_path / "external.onnx")
+    recipe = _recipe(tmp_path, base="""
+[teacher]
+model = "external.onnx"
+[student]
+model = "mlp"
+args = { hidden = [16] }
+[distill]
+epochs = 3
+""")
+    result = distill(recipe, tmp_path / "run")
+    assert result.teachers[0].source.startswith("onnx ") and result.teachers[0].spec is None
+    assert (tmp_path / "run" / "teacher.onnx").read_bytes() == (exported_run / "teacher.onnx").read_bytes()
+    from edgekd.export.stage import export
+
+    exported = export(tmp_path / "run", "x86-cpu")
+    assert exported.teacher is None and exported.deployed == "student.int8.onnx"
+
+
+def test_onnx_teacher_cannot_give_features(tmp_path, exported_run):
+    shutil.copyfile(exported_run / "teacher.onnx", tmp_path / "external.onnx")
+    recipe = _recipe(tmp_path, base="""
+[teacher]
+model = "external.onnx"
+[student]
+model = "cnn"
+args = { channels = [4, 8], hidden = 16 }
+[distill]
+epochs = 1
+[[distill.loss]]
+method = "at"
+teacher_layer = "features.2"
+student_layer = "features.2"
+""")
+    with pytest.raises(ModelError, match="ONNX teacher gives logits only"):
+        distill(recipe, tmp_path / "run")
+
+
+def test_teacher_outputs_are_cached_and_reused(tmp_path):
+    recipe = _recipe(tmp_path)
+    first = distill(recipe, tmp_path / "a")
+    second = distill(recipe, tmp_path / "b")
+    assert first.teacher_cache.startswith(("computed", "reused")) and second.teacher_cache.startswith("reused")
+    a = read_checkpoint(tmp_path / "a" / "student.pt")["state_dict"]
+    b = read_checkpoint(tmp_path / "b" / "student.pt")["state_dict"]
+    assert all(torch.equal(a[k], b[k]) for k in a), "cached outputs give the same student"
+
+
+def test_no_cache_with_augmentation(tmp_path):
+    recipe = _recipe(tmp_path, base=BASE.replace("[teacher]", "[data]\naugment = true\n[teacher]"))
+    result = distill(recipe, tmp_path / "run")
+    assert result.teacher_cache == "off: inputs are randomly augmented, so every batch is new to the teacher"
+
+
+def test_unlabeled_data_adds_soft_target_terms(tmp_path):
+    from edgekd.data import load_data
+
+    digits = load_data("digits")
+    np.savez(tmp_path / "d.npz", x_train=digits.x_train[:300], y_train=digits.y_train[:300], x_test=digits.x_test,
+             y_test=digits.y_test, x_unlabeled=digits.x_train[300:])
+    recipe = _recipe(tmp_path, base=BASE.replace("[teacher]", '[data]\nsource = "npz:d.npz"\n[teacher]'))
+    result = distill(recipe, tmp_path / "run")
+    assert result.split_sizes["unlabeled"] == len(digits.x_train) - 300
+    assert "kd (unlabeled)" in result.history["distilled"][0].terms and "ce (unlabeled)" not in result.history["distilled"][0].terms
+
+
+def test_sweep_keeps_the_best_on_validation(tmp_path):
+    result = distill(_recipe(tmp_path, base=BASE.replace("epochs = 3\n[student]", "epochs = 3\n[student]").replace("[distill]\nepochs = 3", "[distill]\nepochs = 2")), tmp_path / "run", sweep=True)
+    assert len(result.sweep) == 6 and sum(t.kept for t in result.sweep) == 1
+    kept = next(t for t in result.sweep if t.kept)
+    assert kept.best_val == max(t.best_val for t in result.sweep)
+    assert result.objective["terms"][0]["temperature"] == kept.temperature
+
+
+def test_sweep_refuses_custom_terms(tmp_path):
+    recipe = _recipe(tmp_path, '[[distill.loss]]\nmethod = "kd"\n')
+    with pytest.raises(RecipeError, match="--sweep tunes"):
+        distill(recipe, tmp_path / "run", sweep=True)
+
+
+@pytest.mark.parametrize("schedule,clip", [("onecycle", 1.0), ("constant", None)])
+def test_schedules_and_clipping(tmp_path, schedule, clip):
+    extra = f'schedule = "{schedule}"\n' + (f"grad_clip = {clip}\n" if clip else "")
+    result = distill(_recipe(tmp_path, extra), tmp_path / "run")
+    lrs = [r.lr for r in result.history["distilled"]]
+    assert (len(set(lrs)) == 1) == (schedule == "constant")
+    assert json.loads((tmp_path / "run" / "distill.json").read_text())["settings"]["schedule"] == schedule
