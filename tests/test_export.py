@@ -159,3 +159,18 @@ def test_corrupt_onnx_file(tmp_path):
     path.write_bytes(b"\x08\x01garbage")
     with pytest.raises(OnnxModelError, match="ONNX Runtime cannot load it"):
         open_session(path)
+
+
+@pytest.mark.parametrize("family", ["resnet", "mobilenetv2"])
+def test_builtin_conv_families_export_with_parity(tmp_path, family):
+    from edgekd.models import ModelSpec, build_model
+
+    torch.manual_seed(0)
+    model = build_model(ModelSpec(family, {}, (1, 8, 8), 10)).eval()
+    for module in model.modules():  # non-trivial BatchNorm statistics, as after training
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.running_mean.uniform_(-0.5, 0.5)
+            module.running_var.uniform_(0.5, 2.0)
+    info = export_onnx(model, (1, 8, 8), tmp_path / f"{family}.onnx", 18)
+    parity = check_parity(model, tmp_path / f"{family}.onnx", load_data("digits").x_test, ExportConfig(), family)
+    assert info.exporter == "dynamo" and parity.max_abs <= 1e-4 and parity.argmax_agreement == 1.0

@@ -4,7 +4,7 @@ Every variant of a model is timed interleaved with its fp32 original in one proc
 CPU execution provider), so the ratios hold even on a noisy shared machine; absolute figures are
 printed beside them for reference only.
 
-    python tools/quant_table.py                 # mlp, cnn, a wider cnn on digits
+    python tools/quant_table.py                 # mlp, cnn, a wider cnn, MobileNetV2, ResNet on digits
     python tools/quant_table.py --runs 2000     # tighter percentiles
 """
 
@@ -34,6 +34,8 @@ MODELS = {
     "mlp": ("mlp", {}),
     "cnn": ("cnn", {}),
     "cnn-wide": ("cnn", {"channels": [64, 128], "hidden": 256}),
+    "mobilenetv2": ("mobilenetv2", {}),
+    "resnet": ("resnet", {}),
 }
 SCHEMES = {
     "static per-channel": QuantizationConfig(scheme=Scheme.static_qdq, per_channel=True),

@@ -68,4 +68,100 @@ def cnn(
     return model
 
 
-FAMILIES = {"mlp": mlp, "cnn": cnn}
+class _Residual(nn.Module):
+    """conv-bn-relu-conv-bn plus the input (projected by a 1×1 conv when shapes change)."""
+
+    def __init__(self, in_channels: int, out_channels: int, stride: int) -> None:
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.Conv2d(in_channels, out_channels, 3, stride=stride, padding=1, bias=False),
+            nn.BatchNorm2d(out_channels),
+            nn.ReLU(),
+            nn.Conv2d(out_channels, out_channels, 3, padding=1, bias=False),
+            nn.BatchNorm2d(out_channels),
+        )
+        self.shortcut = (
+            nn.Identity()
+            if stride == 1 and in_channels == out_channels
+            else nn.Sequential(nn.Conv2d(in_channels, out_channels, 1, stride=stride, bias=False), nn.BatchNorm2d(out_channels))
+        )
+        self.act = nn.ReLU()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act(self.body(x) + self.shortcut(x))
+
+
+def resnet(
+    input_shape: Sequence[int],
+    num_classes: int,
+    widths: Sequence[int] = (16, 32, 64),
+    blocks_per_stage: int = 1,
+) -> nn.Module:
+    """A small ResNet (He et al. 2016, CIFAR-style): stem conv, one stage of basic residual blocks
+    per width (stride 2 from the second stage on), global average pooling, linear classifier."""
+    if len(input_shape) != 3:
+        raise ModelError(f"resnet needs image inputs shaped (channels, height, width); the data has {tuple(input_shape)}")
+    in_channels = int(input_shape[0])
+    layers: list[nn.Module] = [nn.Conv2d(in_channels, int(widths[0]), 3, padding=1, bias=False), nn.BatchNorm2d(int(widths[0])), nn.ReLU()]
+    channels = int(widths[0])
+    for stage, width in enumerate(widths):
+        for block in range(blocks_per_stage):
+            stride = 2 if stage > 0 and block == 0 else 1
+            layers.append(_Residual(channels, int(width), stride))
+            channels = int(width)
+    model = nn.Sequential()
+    model.add_module("features", nn.Sequential(*layers))
+    model.add_module("classifier", nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(channels, num_classes)))
+    return model
+
+
+class _InvertedResidual(nn.Module):
+    """MobileNetV2 block: 1×1 expansion, 3×3 depthwise, 1×1 linear projection; residual when shapes allow."""
+
+    def __init__(self, in_channels: int, out_channels: int, stride: int, expansion: int) -> None:
+        super().__init__()
+        hidden = in_channels * expansion
+        layers: list[nn.Module] = []
+        if expansion != 1:
+            layers += [nn.Conv2d(in_channels, hidden, 1, bias=False), nn.BatchNorm2d(hidden), nn.ReLU6()]
+        layers += [
+            nn.Conv2d(hidden, hidden, 3, stride=stride, padding=1, groups=hidden, bias=False),
+            nn.BatchNorm2d(hidden),
+            nn.ReLU6(),
+            nn.Conv2d(hidden, out_channels, 1, bias=False),
+            nn.BatchNorm2d(out_channels),
+        ]
+        self.body = nn.Sequential(*layers)
+        self.residual = stride == 1 and in_channels == out_channels
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.body(x) if self.residual else self.body(x)
+
+
+def mobilenetv2(
+    input_shape: Sequence[int],
+    num_classes: int,
+    width: float = 0.5,
+    stages: Sequence[Sequence[int]] = ((1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 2, 2), (6, 64, 2, 2)),
+) -> nn.Module:
+    """A MobileNetV2-style net (Sandler et al. 2018) scaled for small inputs. `stages` rows are
+    (expansion t, channels c, blocks n, first stride s) as in the paper's table; `width` scales c."""
+    if len(input_shape) != 3:
+        raise ModelError(f"mobilenetv2 needs image inputs shaped (channels, height, width); the data has {tuple(input_shape)}")
+    scale = lambda c: max(8, int(round(c * width / 8)) * 8)  # noqa: E731 - channel counts stay multiples of 8
+    stem = scale(32)
+    layers: list[nn.Module] = [nn.Conv2d(int(input_shape[0]), stem, 3, padding=1, bias=False), nn.BatchNorm2d(stem), nn.ReLU6()]
+    channels = stem
+    for expansion, c, n, stride in stages:
+        for block in range(int(n)):
+            layers.append(_InvertedResidual(channels, scale(c), int(stride) if block == 0 else 1, int(expansion)))
+            channels = scale(c)
+    last = scale(256)
+    layers += [nn.Conv2d(channels, last, 1, bias=False), nn.BatchNorm2d(last), nn.ReLU6()]
+    model = nn.Sequential()
+    model.add_module("features", nn.Sequential(*layers))
+    model.add_module("classifier", nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(0.2), nn.Linear(last, num_classes)))
+    return model
+
+
+FAMILIES = {"mlp": mlp, "cnn": cnn, "resnet": resnet, "mobilenetv2": mobilenetv2}
