@@ -44,9 +44,13 @@ def run(
 ) -> RunResult:
     """The whole pipeline; `target` overrides the recipe's [target], `scheme` its quantization,
     `providers` the target's execution providers for the bench stage."""
+    from edgekd.distill import distributed
     from edgekd.distill.stage import distill
+    from edgekd.errors import EdgekdError
     from edgekd.export.stage import export
 
+    if distributed.world_size() > 1:
+        raise EdgekdError("under torchrun, launch `edgekd distill` (it scales out); then run `edgekd export` and `edgekd bench` once, in one process")
     began = time.perf_counter()
     out = Path(out) if out else default_run_dir(recipe if isinstance(recipe, Path) else None)
     if isinstance(recipe, Recipe):

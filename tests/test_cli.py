@@ -153,3 +153,9 @@ def test_malformed_target_file_exits_2_naming_file_and_key(exported_run, tmp_pat
     target.write_text(text)
     _assert_one_line_error(_invoke("bench", exported_run, "--target", target, "--out", tmp_path), str(target), *fragments)
     assert not (tmp_path / "bench.json").exists()
+
+
+def test_run_refuses_torchrun(tmp_path, monkeypatch):
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    _assert_one_line_error(_invoke("run", "--out", tmp_path / "o"), "under torchrun, launch `edgekd distill`")
+    assert not (tmp_path / "o").exists()
