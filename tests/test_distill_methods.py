@@ -127,6 +127,11 @@ epochs = 3
 
     exported = export(tmp_path / "run", "x86-cpu")
     assert exported.teacher is None and exported.deployed == "student.int8.onnx"
+    from edgekd.bench.stage import bench
+
+    report = bench(tmp_path / "run", memory=False)
+    assert [v.name for v in report.variants] == ["teacher fp32", "student fp32", "student int8"]
+    assert {v.budget for v in report.verdicts if v.passed is None} == set(), "the ONNX teacher is the reference"
 
 
 def test_onnx_teacher_cannot_give_features(tmp_path, exported_run):
