@@ -73,13 +73,13 @@ def main() -> None:
                   f"distilled {result.distilled.best.test:.2%}", flush=True)
         means = {k: statistics.mean(v) for k, v in scores.items()}
         gap = means["teacher"] - means["scratch"]
-        closed = (means["distilled"] - means["scratch"]) / gap if gap > 0 else float("nan")
+        closed = f"{(means['distilled'] - means['scratch']) / gap:.0%}" if gap > 0 else "n/a: teacher below scratch student"
         errors = " / ".join(f"{round((1 - means[k]) * test_size)}" for k in ("teacher", "scratch", "distilled"))
         rows.append((name, _stats(scores["teacher"]), _stats(scores["scratch"]), _stats(scores["distilled"]), errors, closed, time.perf_counter() - began))
     print(f"\n| configuration | teacher | scratch student | distilled student | test errors (t / s / d) | gap closed | time |")
     print("|---|---|---|---|---|---|---|")
     for name, teacher, scratch, distilled, errors, closed, seconds in rows:
-        print(f"| {name} | {teacher} | {scratch} | {distilled} | {errors} | {closed:.0%} | {seconds / 60:.1f} min |")
+        print(f"| {name} | {teacher} | {scratch} | {distilled} | {errors} | {closed} | {seconds / 60:.1f} min |")
     print(f"\nmean ± std over seeds {args.seeds}; test top-1 at each student's best validation epoch")
 
 
