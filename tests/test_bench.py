@@ -215,3 +215,14 @@ def test_session_memory_is_measured(exported_run):
 
     stats = session_memory(exported_run / "teacher.onnx", ["CPUExecutionProvider"], 64)
     assert stats.baseline_mb > 10 and stats.peak_mb >= stats.baseline_mb and stats.growth_mb > 0
+
+
+def test_io_binding_path_gives_the_same_outputs(exported_run):
+    from edgekd._ort import open_session
+    from edgekd.bench.measure import bound_call
+
+    session = open_session(exported_run / "student.sim.onnx")
+    x = load_data("digits").x_test[:8]
+    binding = bound_call(session, x, batch=8, device="cpu")(0)
+    bound = binding.copy_outputs_to_cpu()[0]
+    assert np.allclose(bound, session.run(None, {"input": x})[0], atol=1e-6)

@@ -85,12 +85,14 @@ def _sweep(sessions, x, cfg: BenchConfig, providers) -> dict[str, dict[str, Late
 
 
 def _calls(sessions, x, batch, providers):
-    cuda = bool(providers) and providers[0] == "CUDAExecutionProvider"
-    return {n: (_cuda_call if cuda else session_call)(s, x, batch[n]) for n, s in sessions.items()}
+    if providers and providers[0] == "CUDAExecutionProvider":
+        return {n: bound_call(s, x, batch[n], "cuda") for n, s in sessions.items()}
+    return {n: session_call(s, x, batch[n]) for n, s in sessions.items()}
 
 
-def _cuda_call(session, x: np.ndarray, batch: int):
-    """On CUDA, bind inputs and outputs on the device so timing measures the model, not copies."""
+def bound_call(session, x: np.ndarray, batch: int, device: str = "cuda"):
+    """IO binding: inputs and outputs live on `device` (on CUDA: the GPU), so timing measures the
+    model, not host↔device copies. Tested with device="cpu", which takes the same code path."""
     import onnxruntime as ort
 
     name = session.get_inputs()[0].name
@@ -99,9 +101,9 @@ def _cuda_call(session, x: np.ndarray, batch: int):
     for k in range(count):
         chunk = np.ascontiguousarray(np.resize(x[k * batch : (k + 1) * batch], (batch, *x.shape[1:])).astype(np.float32))
         binding = session.io_binding()
-        binding.bind_ortvalue_input(name, ort.OrtValue.ortvalue_from_numpy(chunk, "cuda", 0))
+        binding.bind_ortvalue_input(name, ort.OrtValue.ortvalue_from_numpy(chunk, device, 0))
         for output in session.get_outputs():
-            binding.bind_output(output.name, "cuda")
+            binding.bind_output(output.name, device)
         bindings.append(binding)
 
     def call(i: int):
@@ -109,6 +111,7 @@ def _cuda_call(session, x: np.ndarray, batch: int):
         binding.synchronize_inputs()
         session.run_with_iobinding(binding)
         binding.synchronize_outputs()
+        return binding
 
     return call
 
