@@ -85,13 +85,14 @@ def run_batches(session, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
     by repeating rows, and the padding's outputs are dropped.
     """
     name = input_name(session)
-    batch = fixed_batch(session) or batch_size
+    fixed = fixed_batch(session)
+    batch = fixed or batch_size
     outs = []
     try:
         for i in range(0, len(x), batch):
             chunk = x[i : i + batch]
             rows = len(chunk)
-            if fixed_batch(session) and rows < batch:
+            if fixed and rows < batch:
                 chunk = np.concatenate([chunk, np.repeat(chunk[-1:], batch - rows, axis=0)])
             outs.append(session.run(None, {name: chunk})[0][:rows])
     except Exception as exc:

@@ -76,7 +76,7 @@ def main() -> None:
         closed = f"{(means['distilled'] - means['scratch']) / gap:.0%}" if gap > 0 else "n/a: teacher below scratch student"
         errors = " / ".join(f"{round((1 - means[k]) * test_size)}" for k in ("teacher", "scratch", "distilled"))
         rows.append((name, _stats(scores["teacher"]), _stats(scores["scratch"]), _stats(scores["distilled"]), errors, closed, time.perf_counter() - began))
-    print(f"\n| configuration | teacher | scratch student | distilled student | test errors (t / s / d) | gap closed | time |")
+    print("\n| configuration | teacher | scratch student | distilled student | test errors (t / s / d) | gap closed | time |")
     print("|---|---|---|---|---|---|---|")
     for name, teacher, scratch, distilled, errors, closed, seconds in rows:
         print(f"| {name} | {teacher} | {scratch} | {distilled} | {errors} | {closed} | {seconds / 60:.1f} min |")

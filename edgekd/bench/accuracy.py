@@ -30,3 +30,12 @@ def top_k(session, x: np.ndarray, y: np.ndarray, label: str, k: int = 5) -> tupl
         return float(top1_hit.mean()), None
     best = np.argpartition(-logits, k - 1, axis=1)[:, :k]
     return float(top1_hit.mean()), float((best == y[:, None]).any(axis=1).mean())
+
+
+def file_top1(path, x: np.ndarray, y: np.ndarray) -> float:
+    """Top-1 of an ONNX/ORT file on the CPU provider: what export and quantize compare."""
+    from pathlib import Path
+
+    from edgekd._ort import open_session
+
+    return top1(open_session(path), x, y, Path(path).name)

@@ -14,7 +14,10 @@ import shutil
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
+
+import numpy as np
 
 import torch
 from torch import nn
@@ -109,7 +112,7 @@ def distill(
     _fresh_student(recipe, student_spec, data)  # every check runs before anything is written
     teachers = plan_teachers(recipe, data)
     for index, member in enumerate(teachers.members):
-        _check_fits(member, f"teacher {index + 1}" if len(teachers.members) > 1 else "teacher", data)
+        _check_fits(member.predict, f"teacher {index + 1}" if len(teachers.members) > 1 else "teacher", data)
     if distributed.is_main():
         _claim_folder(out, resume, force)
         write_json(out / RECIPE, recipe)
@@ -206,7 +209,7 @@ def _ensemble_scores(teachers: TeacherSet, data: DataSplits) -> Scores:
     from edgekd.distill.losses import soft_targets
 
     def score(x, y):
-        logits = [torch.as_tensor(predict(m.model, x)) if m.model is not None else m.logits(torch.as_tensor(x)) for m in teachers.members]
+        logits = [torch.as_tensor(m.predict(x)) for m in teachers.members]
         return float((soft_targets(logits, 1.0, teachers.weights).argmax(1).numpy() == y).mean())
 
     return Scores(score(data.x_val, data.y_val), score(data.x_test, data.y_test))
@@ -263,18 +266,14 @@ def _fresh_student(recipe: Recipe, spec: ModelSpec, data: DataSplits) -> nn.Modu
     model = build_model(spec)
     if recipe.student.checkpoint is not None:
         load_weights(model, read_checkpoint(recipe.student.checkpoint)["state_dict"], recipe.student.checkpoint)
-    _check_fits(model, "student", data)
+    _check_fits(lambda x: predict(model, x), "student", data)
     return model
 
 
-def _check_fits(model, role: str, data: DataSplits) -> None:
+def _check_fits(logits_of: Callable[[np.ndarray], np.ndarray], role: str, data: DataSplits) -> None:
     """A dry forward pass on two samples: shape errors surface before any training starts."""
-    sample = torch.as_tensor(data.x_train[:2])
     try:
-        if isinstance(model, nn.Module):
-            out = torch.as_tensor(predict(model, data.x_train[:2]))
-        else:  # a planned teacher: PyTorch module or ONNX session
-            out = torch.as_tensor(predict(model.model, data.x_train[:2])) if model.model is not None else model.logits(sample)
+        out = logits_of(data.x_train[:2])
     except (RuntimeError, OnnxModelError) as exc:
         reason = str(exc).strip().splitlines()[0]
         raise ModelError(f"{role} does not accept the data's inputs of shape {data.input_shape} ({reason}); fix the model args or the data") from None

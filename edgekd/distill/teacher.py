@@ -28,7 +28,7 @@ from edgekd._io import atomic_path
 from edgekd._progress import say
 from edgekd.data import DataSplits
 from edgekd.distill import distributed
-from edgekd.distill.trainer import EpochRecord, TrainSettings, fit
+from edgekd.distill.trainer import EpochRecord, TrainSettings, fit, predict
 from edgekd.models.build import ModelSpec, build_model
 from edgekd.models.checkpoint import load_weights, read_checkpoint, save_checkpoint
 from edgekd.recipe import Recipe, TeacherConfig, teacher_configs
@@ -51,11 +51,18 @@ class Teacher:
     identity: str = ""  # hash of the weights (or ONNX file): the teacher-output cache key
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits for a training batch (the PyTorch teacher runs in whatever mode it is in)."""
         if self.model is not None:
             return self.model(x)
+        return torch.as_tensor(self.predict(x.detach().cpu().numpy()), device=x.device)
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        """Eval-mode logits for a whole array: shape checks, scores and the logit cache use this."""
+        if self.model is not None:
+            return predict(self.model, x)
         from edgekd._ort import run_batches
 
-        return torch.as_tensor(run_batches(self.session, x.detach().cpu().numpy()), device=x.device)
+        return run_batches(self.session, x)
 
 
 @dataclass
@@ -153,19 +160,7 @@ def cache_teacher_logits(teachers: TeacherSet, data: DataSplits, enabled: bool, 
         teachers.cache_note = f"reused {path}"
         say(f"teacher outputs: reusing {path}")
         return teachers
-    computed = {}
-    for split, x in splits.items():
-        per_teacher = []
-        for member in teachers.members:
-            chunks = []
-            for i in range(0, len(x), 512):
-                xb = torch.as_tensor(x[i : i + 512])
-                if member.model is not None:
-                    member.model.to(xb.device).eval()
-                with torch.no_grad():
-                    chunks.append(member.logits(xb).float().cpu())
-            per_teacher.append(torch.cat(chunks))
-        computed[split] = torch.stack(per_teacher)
+    computed = {split: torch.stack([torch.as_tensor(m.predict(x)).float().cpu() for m in teachers.members]) for split, x in splits.items()}
     if distributed.is_main():
         with atomic_path(path) as tmp:
             with open(tmp, "wb") as fh:

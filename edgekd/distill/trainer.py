@@ -28,7 +28,6 @@ from edgekd.errors import TrainingError
 
 if TYPE_CHECKING:
     from edgekd.distill.teacher import TeacherSet
-    from edgekd.recipe import LossTerm
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ quantizes by hand.
 
 from __future__ import annotations
 
+import functools
 import shutil
 import tempfile
 from dataclasses import dataclass, field
@@ -20,9 +21,9 @@ from typing import Any
 import numpy as np
 
 from edgekd._io import atomic_path
-from edgekd._ort import fixed_batch, input_name, open_session, run_batches
+from edgekd._ort import fixed_batch, input_name, open_session
 from edgekd._platform import cpu_info
-from edgekd.bench.accuracy import top1
+from edgekd.bench.accuracy import file_top1
 from edgekd._progress import say
 from edgekd.errors import TargetError
 from edgekd.targets import CalibrationMethod, QuantizationConfig, QuantType, RuntimeConfig, Scheme
@@ -89,7 +90,7 @@ def quantize(
 ) -> QuantizeResult:
     """Quantize the fp32 model `source` as `cfg` says; write the artifact into `out_dir`."""
     source, out_dir = Path(source), Path(out_dir)
-    fp32_accuracy = _accuracy(source, x_val, y_val)
+    fp32_accuracy = file_top1(source, x_val, y_val)
     if cfg.scheme is Scheme.none:
         return QuantizeResult("none", "none", None, {}, 0, fp32_accuracy, fp32_accuracy, 0.0, cfg.max_drop_vs_fp32, True, cpu=cpu_info())
     with tempfile.TemporaryDirectory(prefix=".edgekd-quant-", dir=out_dir) as work_dir:
@@ -129,7 +130,7 @@ def _finish(prepared, out_dir, work, scheme, settings, cfg, calibration, x_val, 
 def _produce_within_budget(prepared, dest, work, scheme, settings, cfg, calibration, x_val, y_val, fp32_accuracy):
     """Write `scheme` to `dest`; for static QDQ, exclude worst nodes until the budget holds."""
     _produce(prepared, dest, scheme, settings, calibration, exclude=[])
-    steps = [ExclusionStep([], (acc := _accuracy(dest, x_val, y_val)), fp32_accuracy - acc)]
+    steps = [ExclusionStep([], (acc := file_top1(dest, x_val, y_val)), fp32_accuracy - acc)]
     if scheme is not Scheme.static_qdq or steps[-1].drop <= cfg.max_drop_vs_fp32 or cfg.max_excluded_nodes == 0:
         return [], steps
     ranking = rank_nodes_by_error(prepared, dest, calibration, work)
@@ -139,7 +140,7 @@ def _produce_within_budget(prepared, dest, work, scheme, settings, cfg, calibrat
     for node, _sqnr in ranking[: cfg.max_excluded_nodes]:
         excluded.append(node)
         _produce(prepared, dest, scheme, settings, calibration, exclude=excluded)
-        accuracy = _accuracy(dest, x_val, y_val)
+        accuracy = file_top1(dest, x_val, y_val)
         steps.append(ExclusionStep(list(excluded), accuracy, fp32_accuracy - accuracy))
         if steps[-1].drop <= cfg.max_drop_vs_fp32:
             break
@@ -165,10 +166,8 @@ def rank_nodes_by_error(prepared: Path, qdq: Path, inputs: np.ndarray, work: Pat
     float_aug, qdq_aug = work / "float.aug.onnx", work / "qdq.aug.onnx"
     modify_model_output_intermediate_tensors(str(prepared), str(float_aug))
     modify_model_output_intermediate_tensors(str(qdq), str(qdq_aug))
-    name = input_name(open_session(prepared))
-    batch = fixed_batch(open_session(prepared)) or 32
-    float_acts = collect_activations(str(float_aug), _Batches(name, inputs, batch))
-    qdq_acts = collect_activations(str(qdq_aug), _Batches(name, inputs, batch))
+    float_acts = collect_activations(str(float_aug), _Batches(prepared, inputs))
+    qdq_acts = collect_activations(str(qdq_aug), _Batches(prepared, inputs))
     errors = compute_activation_error(create_activation_matching(qdq_acts, float_acts))
     nodes = list(onnx.load(str(prepared)).graph.node)
     producer = {out: node.name for node in nodes for out in node.output}
@@ -204,7 +203,7 @@ def _auto(prepared, source, out_dir, work, cfg, calibration, x_val, y_val, fp32_
     for index, (name, scheme, settings) in enumerate(candidates_spec):
         path = work / f"candidate{index}.onnx"
         _produce(prepared, path, scheme, settings, calibration, exclude=[])
-        files[name], accuracy[name] = path, _accuracy(path, x_val, y_val)
+        files[name], accuracy[name] = path, file_top1(path, x_val, y_val)
     sessions = {"fp32": open_session(source, usable, runtime), **{n: open_session(p, usable, runtime) for n, p in files.items()}}
     batch = fixed_batch(sessions["fp32"]) or 1
     say(f"quantize: timing {len(files)} candidates against fp32 on {usable[0]}")
@@ -229,6 +228,19 @@ def _auto(prepared, source, out_dir, work, cfg, calibration, x_val, y_val, fp32_
         say(f"warning: {w}")
     return _finish(prepared, out_dir, work, scheme, settings, cfg, calibration, x_val, y_val, fp32_accuracy,
                    requested="auto", candidates=candidates, fp32_p50=p50["fp32"], warnings=warnings)
+
+
+def _feed(prepared: Path) -> tuple[str, int]:
+    """The prepared model's input name and the batch to feed it (its fixed batch, or 32), read
+    once per file version rather than at every exclusion step and candidate."""
+    stat = Path(prepared).stat()
+    return _feed_of(str(prepared), stat.st_mtime_ns, stat.st_size)
+
+
+@functools.lru_cache(maxsize=8)
+def _feed_of(path: str, _mtime_ns: int, _size: int) -> tuple[str, int]:
+    session = open_session(Path(path))
+    return input_name(session), fixed_batch(session) or 32
 
 
 def _settings(scheme: Scheme, cfg: QuantizationConfig) -> dict[str, Any]:
@@ -273,10 +285,8 @@ def _produce(prepared: Path, dest: Path, scheme: Scheme, settings: dict[str, Any
             CalibrationMethod.entropy.value: OrtCalibration.Entropy,
             CalibrationMethod.percentile.value: OrtCalibration.Percentile,
         }
-        name = input_name(open_session(prepared))
-        batch = fixed_batch(open_session(prepared)) or 32
         quantize_static(
-            str(prepared), str(dest), _Batches(name, calibration, batch),
+            str(prepared), str(dest), _Batches(prepared, calibration),
             quant_format=QuantFormat.QDQ,
             per_channel=settings["per_channel"], reduce_range=settings["reduce_range"],
             activation_type=types[settings["activation_type"]], weight_type=types[settings["weight_type"]],
@@ -300,7 +310,8 @@ def _produce(prepared: Path, dest: Path, scheme: Scheme, settings: dict[str, Any
 class _Batches:
     """Calibration/activation data for ORT: the images in batches the model accepts."""
 
-    def __init__(self, name: str, x: np.ndarray, batch: int) -> None:
+    def __init__(self, prepared: Path, x: np.ndarray) -> None:
+        name, batch = _feed(prepared)
         count = len(x) // batch if len(x) >= batch else 1
         self._batches = iter([{name: np.resize(x[i * batch : (i + 1) * batch], (batch, *x.shape[1:])).astype(np.float32)} for i in range(count)])
 
@@ -310,6 +321,3 @@ class _Batches:
     def __iter__(self):  # ORT's QDQ debugging tools iterate the reader
         return self._batches
 
-
-def _accuracy(path: Path, x: np.ndarray, y: np.ndarray) -> float:
-    return top1(open_session(path), x, y, Path(path).name)

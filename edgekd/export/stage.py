@@ -15,12 +15,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 
 from edgekd import runfolder
 from edgekd._io import write_json
-from edgekd._ort import open_session
-from edgekd.bench.accuracy import top1
+from edgekd.bench.accuracy import file_top1
 from edgekd._progress import say
 from edgekd.data import load_recipe_data
 from edgekd.export.mobile import EpCoverage, OrtPackage, mobile_coverage, package_ort
@@ -107,8 +105,8 @@ def export(run_dir: Path, target: Target | str | Path | None = None, scheme: Sch
         package = package_ort(run_dir / deployed_onnx, run_dir, list(target.runtime.providers), target.runtime.ort_platform)
         deployed = Path(package.ort_file).name
         written += [deployed, Path(package.required_operators).name]
-    fp32_accuracy = _accuracy(run_dir / STUDENT_SIMPLIFIED, data.x_test, data.y_test)
-    deployed_accuracy = _accuracy(run_dir / deployed, data.x_test, data.y_test)
+    fp32_accuracy = file_top1(run_dir / STUDENT_SIMPLIFIED, data.x_test, data.y_test)
+    deployed_accuracy = file_top1(run_dir / deployed, data.x_test, data.y_test)
     say(f"export: simplified {simplified.nodes_before} → {simplified.nodes_after} nodes; deployed {deployed} "
         f"({quantized.scheme}, {(run_dir / deployed).stat().st_size / 1024:.1f} KiB), "
         f"test accuracy {fp32_accuracy:.2%} fp32 → {deployed_accuracy:.2%} deployed")
@@ -135,6 +133,3 @@ def _resolve_target(target: Target | str | Path | None, recipe) -> Target:
         return load_target(target)
     return load_target(recipe.target.path or recipe.target.name or "x86-cpu")
 
-
-def _accuracy(path: Path, x: np.ndarray, y: np.ndarray) -> float:
-    return top1(open_session(path), x, y, Path(path).name)
