@@ -5,7 +5,9 @@ import math
 import pytest
 import torch
 
-from edgekd.distill.losses import distillation_loss, kd_loss
+from edgekd.distill.losses import kd_loss
+from edgekd.distill.objective import Objective
+from edgekd.recipe import DistillConfig
 
 
 def _softmax(z, t):
@@ -45,18 +47,27 @@ def test_kd_loss_known_value():
     assert float(got) == pytest.approx(0.5374797, rel=1e-5)
 
 
+def _objective(kd_weight, ce_weight, temperature):
+    """The training objective exactly as the distill stage builds it from a recipe's [distill]."""
+    cfg = DistillConfig(temperature=temperature, kd_weight=kd_weight, ce_weight=ce_weight)
+    return Objective(cfg.terms(), cfg.ce_weight, cfg.temperature, None, None, [1.0], None)
+
+
 @pytest.mark.parametrize("kd_weight,ce_weight", [(0.7, 0.3), (0.9, 0.1), (1.0, 0.0), (0.5, 2.0)])
 def test_weighted_sum(kd_weight, ce_weight):
     t = 4.0
-    total, terms = distillation_loss(torch.tensor(STUDENT, dtype=torch.float64), torch.tensor(TEACHER, dtype=torch.float64), torch.tensor(LABELS), t, kd_weight, ce_weight)
+    s, teacher = torch.tensor(STUDENT, dtype=torch.float64), torch.tensor(TEACHER, dtype=torch.float64)
+    total, terms = _objective(kd_weight, ce_weight, t)(s, [teacher], torch.tensor(LABELS))
     expected = kd_weight * _hand_kd(STUDENT, TEACHER, t) + ce_weight * _hand_ce(STUDENT, LABELS)
     assert float(total) == pytest.approx(expected, rel=1e-5)
     assert terms["kd"] == pytest.approx(_hand_kd(STUDENT, TEACHER, t), rel=1e-5)
-    assert terms["ce"] == pytest.approx(_hand_ce(STUDENT, LABELS), rel=1e-5)
+    if ce_weight:
+        assert terms["ce"] == pytest.approx(_hand_ce(STUDENT, LABELS), rel=1e-5)
 
 
 def test_zero_kd_weight_is_plain_cross_entropy():
-    total, terms = distillation_loss(torch.tensor(STUDENT, dtype=torch.float64), torch.tensor(TEACHER, dtype=torch.float64), torch.tensor(LABELS), 4.0, 0.0, 1.0)
+    s, teacher = torch.tensor(STUDENT, dtype=torch.float64), torch.tensor(TEACHER, dtype=torch.float64)
+    total, terms = _objective(0.0, 1.0, 4.0)(s, [teacher], torch.tensor(LABELS))
     assert float(total) == pytest.approx(_hand_ce(STUDENT, LABELS), rel=1e-6)
     assert "kd" not in terms
 

@@ -97,26 +97,3 @@ def dkd_loss(
     nckd_terms = torch.where(~target, q_teacher * (torch.log(q_teacher + eps) - log_q_student), torch.zeros_like(q_teacher))
     nckd = nckd_terms.sum(1).mean()
     return (alpha * tckd + beta * nckd) * t**2
-
-
-def distillation_loss(
-    student_logits: torch.Tensor,
-    teacher_logits: torch.Tensor | None,
-    labels: torch.Tensor,
-    temperature: float,
-    kd_weight: float,
-    ce_weight: float,
-) -> tuple[torch.Tensor, dict[str, float]]:
-    """kd_weight · T²·KL(p_T^teacher ‖ p_T^student) + ce_weight · CE(student, labels).
-
-    Returns the total and each term's value for logging. With kd_weight = 0 (or no teacher) it
-    is plain cross-entropy scaled by ce_weight.
-    """
-    ce = F.cross_entropy(student_logits, labels)
-    total = ce_weight * ce
-    terms = {"ce": float(ce.detach())}
-    if teacher_logits is not None and kd_weight > 0:
-        kd = kd_loss(student_logits, teacher_logits, temperature)
-        total = total + kd_weight * kd
-        terms["kd"] = float(kd.detach())
-    return total, terms

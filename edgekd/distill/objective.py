@@ -25,11 +25,12 @@ class Objective:
         terms: list[LossTerm],
         ce_weight: float,
         default_temperature: float,
-        student: nn.Module,
+        student: nn.Module | None,
         feature_teacher: nn.Module | None,
         teacher_weights: list[float],
-        sample: torch.Tensor,
+        sample: torch.Tensor | None,
     ) -> None:
+        """`student` and `sample` are needed only by hint/at terms (hooks and a dry pass)."""
         self.terms = terms
         self.ce_weight = ce_weight
         self.default_temperature = default_temperature
