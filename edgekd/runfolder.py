@@ -80,4 +80,8 @@ def load_run_recipe(run_dir: Path) -> Recipe:
     path = Path(run_dir) / RECIPE
     if not path.is_file():
         raise RunFolderError(f"{run_dir} has no {RECIPE}; it is not an edgekd run folder (run `edgekd distill --out {run_dir}` first)")
-    return recipe_from_dict(json.loads(path.read_text(encoding="utf-8")), str(path))
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise RunFolderError(f"{path}: not valid JSON ({exc}); the run folder is damaged — rerun `edgekd distill` into a new folder") from None
+    return recipe_from_dict(data, str(path))

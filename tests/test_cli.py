@@ -159,3 +159,12 @@ def test_run_refuses_torchrun(tmp_path, monkeypatch):
     monkeypatch.setenv("WORLD_SIZE", "2")
     _assert_one_line_error(_invoke("run", "--out", tmp_path / "o"), "under torchrun, launch `edgekd distill`")
     assert not (tmp_path / "o").exists()
+
+
+def test_damaged_recipe_in_run_folder(exported_run, tmp_path):
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(exported_run, run)
+    (run / "recipe.json").write_text("{not json")
+    _assert_one_line_error(_invoke("export", run), "recipe.json: not valid JSON")

@@ -202,3 +202,14 @@ def test_schedules_and_clipping(tmp_path, schedule, clip):
     lrs = [r.lr for r in result.history["distilled"]]
     assert (len(set(lrs)) == 1) == (schedule == "constant")
     assert json.loads((tmp_path / "run" / "distill.json").read_text())["settings"]["schedule"] == schedule
+
+
+def test_corrupt_teacher_output_cache_is_recomputed(tmp_path):
+    from edgekd.distill.teacher import cache_dir
+
+    recipe = _recipe(tmp_path)
+    distill(recipe, tmp_path / "a")
+    for cached in (cache_dir() / "teacher-logits").glob("*.npz"):
+        cached.write_bytes(b"damaged")
+    again = distill(recipe, tmp_path / "b")
+    assert again.teacher_cache.startswith("computed")

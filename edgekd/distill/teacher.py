@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import zipfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -155,11 +156,14 @@ def cache_teacher_logits(teachers: TeacherSet, data: DataSplits, enabled: bool, 
     key = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:24]
     path = cache_dir() / "teacher-logits" / f"{key}.npz"
     if path.is_file():
-        with np.load(path, allow_pickle=False) as archive:
-            teachers.cached = {k: torch.as_tensor(archive[k]) for k in archive.files}
-        teachers.cache_note = f"reused {path}"
-        say(f"teacher outputs: reusing {path}")
-        return teachers
+        try:
+            with np.load(path, allow_pickle=False) as archive:
+                teachers.cached = {k: torch.as_tensor(archive[k]) for k in archive.files}
+            teachers.cache_note = f"reused {path}"
+            say(f"teacher outputs: reusing {path}")
+            return teachers
+        except (zipfile.BadZipFile, ValueError, OSError, EOFError):
+            say(f"teacher outputs: {path} is unreadable; computing them again")  # a cache is never worth a failed run
     computed = {split: torch.stack([torch.as_tensor(m.predict(x)).float().cpu() for m in teachers.members]) for split, x in splits.items()}
     if distributed.is_main():
         with atomic_path(path) as tmp:
