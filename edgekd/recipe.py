@@ -38,8 +38,9 @@ class DataConfig:
     std: Optional[list[float]] = Field(None, description="imagefolder: per-channel std to divide by")
     # Unlabelled inputs (an .npz with x_unlabeled, or an image folder) used with teacher soft targets only.
     unlabeled: Optional[str] = Field(None, description="npz:PATH (x_unlabeled) or imagefolder:DIR of unlabelled inputs")
-    # Random translations of up to 1/8 of the image size on each training batch.
-    augment: bool = Field(False, description="random shifts of training images (disables teacher-output caching)")
+    # Random translations of up to 1/8 of the image size, drawn per image, while the students
+    # train (the scratch baseline and the distilled student alike; the teacher: [teacher] augment).
+    augment: bool = Field(False, description="random shifts of the students' training images (disables teacher-output caching)")
 
 
 @dataclass(config=CONFIG)
@@ -55,6 +56,9 @@ class TeacherConfig:
     # Epochs and learning rate used only when edgekd trains the teacher itself.
     epochs: int = Field(30, ge=1, description="epochs when edgekd trains the teacher")
     lr: float = Field(2e-3, gt=0, description="learning rate when edgekd trains the teacher")
+    # Random shifts while edgekd trains the teacher (Hinton et al. 2015 jittered their MNIST
+    # teacher, not the student): the students' inputs follow [data] augment.
+    augment: bool = Field(False, description="random shifts of the images while edgekd trains this teacher")
     # With several teachers: this one's share of the averaged soft targets.
     weight: float = Field(1.0, gt=0, description="weight in the teachers' averaged soft targets")
 

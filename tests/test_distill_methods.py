@@ -213,3 +213,14 @@ def test_corrupt_teacher_output_cache_is_recomputed(tmp_path):
         cached.write_bytes(b"damaged")
     again = distill(recipe, tmp_path / "b")
     assert again.teacher_cache.startswith("computed")
+
+
+def test_jittered_teacher_keeps_the_students_cache(tmp_path):
+    """Hinton et al.'s MNIST setup: the teacher trains on shifted images, the students do not."""
+    recipe = _recipe(tmp_path, base=BASE.replace("epochs = 3\n[student]", "epochs = 3\naugment = true\n[student]"))
+    assert recipe.teacher.augment and not recipe.data.augment
+    result = distill(recipe, tmp_path / "run")
+    assert result.teacher_cache.startswith(("computed", "reused")), "student inputs are not augmented: cacheable"
+    plain = distill(_recipe(tmp_path), tmp_path / "plain")
+    assert result.teachers[0].source != plain.teachers[0].source, "a jittered teacher is cached apart from a plain one"
+    assert result.teacher_scores != plain.teacher_scores

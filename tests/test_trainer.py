@@ -72,3 +72,27 @@ def test_training_learns_digits():
     assert history[-1].val_accuracy > 0.75  # chance is 0.10
     assert history[-1].loss < history[0].loss
     assert np.isfinite([r.loss for r in history]).all()
+
+
+def test_augment_shifts_each_image_on_its_own_within_an_eighth():
+    torch.manual_seed(0)
+    images = torch.arange(1, 1 + 16 * 16, dtype=torch.float32).reshape(1, 1, 16, 16).repeat(64, 2, 1, 1)
+    shifted = trainer._augment(images, True)
+    assert shifted.shape == images.shape
+    found = set()
+    for out in shifted:
+        # Each output is the input moved by (dy, dx) with |dy|, |dx| ≤ 2 and zeros where it came in.
+        matches = [(dy, dx) for dy in range(-2, 3) for dx in range(-2, 3)
+                   if torch.equal(out, _shift(images[0], dy, dx))]
+        assert len(matches) == 1
+        assert torch.equal(out[0], out[1])  # channels move together
+        found.add(matches[0])
+    assert len(found) > 5  # drawn per image, not once per batch
+    assert trainer._augment(images, False) is images
+
+
+def _shift(image: torch.Tensor, dy: int, dx: int) -> torch.Tensor:
+    moved = torch.zeros_like(image)
+    h, w = image.shape[-2:]
+    moved[..., max(dy, 0) : h + min(dy, 0), max(dx, 0) : w + min(dx, 0)] = image[..., max(-dy, 0) : h + min(-dy, 0), max(-dx, 0) : w + min(-dx, 0)]
+    return moved

@@ -109,7 +109,8 @@ def _plan(cfg: TeacherConfig, recipe: Recipe, data: DataSplits) -> Teacher:
         model = build_model(spec)
         load_weights(model, payload["state_dict"], cfg.checkpoint)
         return Teacher(f"checkpoint {cfg.checkpoint}", cfg.weight, model=model.eval(), spec=spec, identity=_weights_hash(model))
-    settings = TrainSettings(epochs=cfg.epochs, batch_size=recipe.distill.batch_size, lr=cfg.lr, seed=recipe.distill.seed)
+    settings = TrainSettings(epochs=cfg.epochs, batch_size=recipe.distill.batch_size, lr=cfg.lr, seed=recipe.distill.seed,
+                             augment=cfg.augment)
     cached = cache_dir() / "teachers" / f"{_cache_key(spec, settings, data)}.pt"
     torch.manual_seed(recipe.distill.seed)
     model = build_model(spec)

@@ -41,7 +41,7 @@ class TrainSettings:
     temperature: float = 4.0  # default temperature of kd/dkd terms without their own
     schedule: str = "cosine"  # "cosine" (per epoch), "onecycle" (per step) or "constant"
     grad_clip: float | None = None
-    augment: bool = False  # random shifts of up to 1/8 of the image size
+    augment: bool = False  # random shifts of up to 1/8 of the image size, per image
     amp: bool = False  # CUDA only
     compile: bool = False  # CUDA only
 
@@ -213,13 +213,18 @@ def _scheduler(optimizer, settings: TrainSettings, steps: int):
 
 
 def _augment(x: torch.Tensor, enabled: bool) -> torch.Tensor:
-    """Random shifts of up to 1/8 of the height and width (zero padding), per batch."""
+    """Random shifts of up to 1/8 of the height and width (zero padding), drawn for each image."""
     if not enabled or x.ndim != 4:
         return x
-    h, w = x.shape[-2:]
-    dy, dx = (int(torch.randint(-(s // 8), s // 8 + 1, ())) for s in (h, w))
-    padded = F.pad(x, (abs(dx), abs(dx), abs(dy), abs(dy)))
-    return padded[..., abs(dy) - dy : abs(dy) - dy + h, abs(dx) - dx : abs(dx) - dx + w]
+    n, _, h, w = x.shape
+    mh, mw = h // 8, w // 8
+    padded = F.pad(x, (mw, mw, mh, mh))
+    top = torch.randint(0, 2 * mh + 1, (n, 1), device=x.device)  # window offset in the padded image
+    left = torch.randint(0, 2 * mw + 1, (n, 1), device=x.device)
+    rows = (top + torch.arange(h, device=x.device))[:, :, None]  # (N, H, 1)
+    cols = (left + torch.arange(w, device=x.device))[:, None, :]  # (N, 1, W)
+    batch = torch.arange(n, device=x.device)[:, None, None]
+    return padded[batch, :, rows, cols].permute(0, 3, 1, 2)  # advanced indexing puts channels last
 
 
 @torch.no_grad()
