@@ -41,6 +41,11 @@ class DataConfig:
     # Random translations of up to 1/8 of the image size, drawn per image, while the students
     # train (the scratch baseline and the distilled student alike; the teacher: [teacher] augment).
     augment: bool = Field(False, description="random shifts of the students' training images (disables teacher-output caching)")
+    # Mixup (Zhang et al. 2018) while the students train: each image is blended with another of
+    # its batch, share ~ Beta(α, α) per image; the hard-label loss is blended the same way. The
+    # teacher sees the very same blended image, so distillation matches the teacher's function
+    # beyond the training images ("function matching", Beyer et al. 2022). 0 turns it off.
+    mixup: float = Field(0.0, ge=0, description="mixup α of the students' training images, e.g. 0.4 (0: off; disables teacher-output caching)")
 
 
 @dataclass(config=CONFIG)
@@ -150,6 +155,13 @@ class Recipe:
     distill: DistillConfig = Field(default_factory=DistillConfig)
     export: ExportOverrides = Field(default_factory=ExportOverrides)
     target: TargetRef = Field(default_factory=TargetRef)
+
+    @model_validator(mode="after")
+    def _mixup_labels(self) -> "Recipe":
+        if self.data.mixup > 0 and any(t.method == "dkd" for t in self.distill.terms()):
+            raise ValueError("dkd splits the loss at each input's one true class, which a mixup image does not have: "
+                             "set [data] mixup = 0 or use kd instead of dkd")
+        return self
 
 
 def teacher_configs(recipe: Recipe) -> list[TeacherConfig]:

@@ -224,3 +224,17 @@ def test_jittered_teacher_keeps_the_students_cache(tmp_path):
     plain = distill(_recipe(tmp_path), tmp_path / "plain")
     assert result.teachers[0].source != plain.teachers[0].source, "a jittered teacher is cached apart from a plain one"
     assert result.teacher_scores != plain.teacher_scores
+
+
+def test_mixup_trains_both_students_on_blends_and_runs_the_teacher_live(tmp_path):
+    recipe = _recipe(tmp_path, base=BASE.replace("[teacher]", "[data]\nmixup = 0.4\n[teacher]"))
+    result = distill(recipe, tmp_path / "run")
+    assert result.teacher_cache == "off: inputs are randomly augmented, so every batch is new to the teacher"
+    assert {"ce", "kd"} <= set(result.history["distilled"][0].terms)
+    plain = distill(_recipe(tmp_path), tmp_path / "plain")
+    assert result.history["scratch"][0].loss != plain.history["scratch"][0].loss, "the scratch twin trains on blends too"
+
+
+def test_mixup_with_dkd_is_a_recipe_error(tmp_path):
+    with pytest.raises(RecipeError, match=r"mixup.*dkd|dkd.*mixup"):
+        _recipe(tmp_path, '[[distill.loss]]\nmethod = "dkd"\n', base=BASE.replace("[teacher]", "[data]\nmixup = 0.4\n[teacher]"))

@@ -153,3 +153,26 @@ def test_several_teachers_average_their_soft_targets_not_their_logits():
     s = torch.tensor([[1.0, 1.0, 0.0]], dtype=torch.float64)
     hand = 4.0 * sum(p * (math.log(p) - math.log(q)) for p, q in zip(expected, _softmax([1, 1, 0], 2.0)))
     assert float(kd_loss_from_probs(s, averaged, 2.0)) == pytest.approx(hand, rel=1e-6)
+
+
+def test_mixup_cross_entropy_blends_the_two_labels_per_input():
+    from edgekd.distill.losses import MixedLabels, hard_label_loss
+
+    logits = torch.tensor([[2.0, 0.5, -1.0], [0.1, 0.2, 3.0]])
+    first, second, share = torch.tensor([0, 2]), torch.tensor([1, 0]), torch.tensor([0.7, 0.25])
+    log_p = [[2.0 - math.log(math.exp(2.0) + math.exp(0.5) + math.exp(-1.0)), 0.5 - math.log(math.exp(2.0) + math.exp(0.5) + math.exp(-1.0))],
+             [3.0 - math.log(math.exp(0.1) + math.exp(0.2) + math.exp(3.0)), 0.1 - math.log(math.exp(0.1) + math.exp(0.2) + math.exp(3.0))]]
+    expected = (-(0.7 * log_p[0][0] + 0.3 * log_p[0][1]) - (0.25 * log_p[1][0] + 0.75 * log_p[1][1])) / 2
+    assert float(hard_label_loss(logits, MixedLabels(first, second, share))) == pytest.approx(expected, rel=1e-6)
+    whole = MixedLabels(first, second, torch.ones(2))
+    assert float(hard_label_loss(logits, whole)) == pytest.approx(float(hard_label_loss(logits, first)), rel=1e-6)
+
+
+def test_dkd_refuses_mixup_batches():
+    from edgekd.distill.losses import MixedLabels
+    from edgekd.recipe import LossTerm
+
+    objective = Objective([LossTerm(method="dkd")], 1.0, 4.0, None, None, [1.0], None)
+    labels = MixedLabels(torch.tensor([0]), torch.tensor([1]), torch.tensor([0.5]))
+    with pytest.raises(ValueError, match="mixup"):
+        objective(torch.zeros(1, 3), [torch.zeros(1, 3)], labels)

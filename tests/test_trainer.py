@@ -96,3 +96,19 @@ def _shift(image: torch.Tensor, dy: int, dx: int) -> torch.Tensor:
     h, w = image.shape[-2:]
     moved[..., max(dy, 0) : h + min(dy, 0), max(dx, 0) : w + min(dx, 0)] = image[..., max(-dy, 0) : h + min(-dy, 0), max(-dx, 0) : w + min(-dx, 0)]
     return moved
+
+
+def test_mixup_blends_each_image_with_a_partner_and_keeps_both_labels():
+    torch.manual_seed(0)
+    images = torch.randn(32, 1, 8, 8)
+    labels = torch.arange(32) % 10
+    mixed, blended = trainer._mixup(images, labels, 0.4)
+    for i in range(32):
+        share = float(blended.share[i])
+        assert 0.0 <= share <= 1.0
+        partners = [j for j in range(32) if torch.allclose(mixed[i], share * images[i] + (1 - share) * images[j], atol=1e-6)]
+        assert partners, f"image {i} is not a blend of itself and another image of the batch"
+        assert int(blended.first[i]) == int(labels[i]) and int(blended.second[i]) in {int(labels[p]) for p in partners}
+    assert blended.share.unique().numel() > 20, "one share per image, not one per batch"
+    assert torch.equal(trainer._mixup(images, labels, 0.0)[0], images)
+    assert trainer._mixup(images, None, 0.4)[1] is None  # unlabelled inputs are blended without labels

@@ -8,6 +8,7 @@
 - `at_loss`: attention transfer (Zagoruyko & Komodakis, 2017): match the L2-normalised spatial
   attention maps Σ_c |A_c|² of a teacher and a student layer. As in the authors' code, the loss is
   the mean squared difference of the normalised maps; the paper's β/2 belongs in the term weight.
+- `hard_label_loss`: the usual cross-entropy, blended per input for mixup batches (Zhang et al. 2018).
 - `dkd_loss`: decoupled KD (Zhao et al., 2022): KD split into a target-class term (binary
   target/non-target distributions, TCKD) and a non-target term (distribution among the other
   classes, NCKD), weighted α·TCKD + β·NCKD, each scaled by T².
@@ -18,6 +19,8 @@ of the teachers' softened distributions, not of their logits.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 
@@ -25,6 +28,25 @@ import torch.nn.functional as F
 def _wide(x: torch.Tensor) -> torch.Tensor:
     """Half-precision activations (under AMP) are promoted: softmax and logs need the range."""
     return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
+
+
+@dataclass(frozen=True)
+class MixedLabels:
+    """The labels of a mixup batch, whose input i is share[i]·x_i + (1 − share[i])·x_j, j = partner."""
+
+    first: torch.Tensor  # (N,) label of x_i
+    second: torch.Tensor  # (N,) label of its partner x_j
+    share: torch.Tensor  # (N,) weight of x_i in the blend
+
+
+def hard_label_loss(student_logits: torch.Tensor, labels: torch.Tensor | MixedLabels) -> torch.Tensor:
+    """Cross-entropy with the true labels; for mixup, share·CE(first) + (1 − share)·CE(second) per input."""
+    logits = _wide(student_logits)
+    if isinstance(labels, MixedLabels):
+        first = F.cross_entropy(logits, labels.first, reduction="none")
+        second = F.cross_entropy(logits, labels.second, reduction="none")
+        return (labels.share * first + (1 - labels.share) * second).mean()
+    return F.cross_entropy(logits, labels)
 
 
 def soft_targets(teacher_logits: list[torch.Tensor], temperature: float, weights: list[float] | None = None) -> torch.Tensor:

@@ -8,11 +8,18 @@ exported). Each term's value is reported separately, so the log shows what each 
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from edgekd.distill.features import FeatureTap, make_adapter
-from edgekd.distill.losses import at_loss, dkd_loss, hint_loss, kd_loss_from_probs, soft_targets
+from edgekd.distill.losses import (
+    MixedLabels,
+    at_loss,
+    dkd_loss,
+    hard_label_loss,
+    hint_loss,
+    kd_loss_from_probs,
+    soft_targets,
+)
 from edgekd.errors import ModelError
 from edgekd.recipe import LossTerm
 
@@ -68,12 +75,13 @@ class Objective:
     def needs_teacher_logits(self) -> bool:
         return any(t.method in ("kd", "dkd") and t.weight > 0 for t in self.terms)
 
-    def __call__(self, student_logits: torch.Tensor, teacher_logits: list[torch.Tensor] | None, labels: torch.Tensor | None) -> tuple[torch.Tensor, dict[str, float]]:
+    def __call__(self, student_logits: torch.Tensor, teacher_logits: list[torch.Tensor] | None,
+                 labels: torch.Tensor | MixedLabels | None) -> tuple[torch.Tensor, dict[str, float]]:
         """The batch's loss and each term's value; `labels=None` (unlabelled data) skips CE and DKD."""
         parts: dict[str, float] = {}
         total = student_logits.new_zeros(())
         if labels is not None and self.ce_weight > 0:
-            ce = F.cross_entropy(student_logits, labels)
+            ce = hard_label_loss(student_logits, labels)
             total = total + self.ce_weight * ce
             parts["ce"] = float(ce.detach())
         for index, term in enumerate(self.terms):
@@ -85,6 +93,8 @@ class Objective:
             elif term.method == "dkd":
                 if labels is None:
                     continue
+                if isinstance(labels, MixedLabels):
+                    raise ValueError("dkd needs each input's one true class; mixup batches have two")
                 value = dkd_loss(student_logits, soft_targets(teacher_logits, temperature, self.teacher_weights), labels, temperature, term.alpha, term.beta)
             else:
                 s = self.student_tap.outputs[term.student_layer]

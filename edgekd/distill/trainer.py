@@ -24,6 +24,7 @@ from torch import nn
 from edgekd._io import atomic_path
 from edgekd._progress import bar, say
 from edgekd.distill import distributed
+from edgekd.distill.losses import MixedLabels
 from edgekd.errors import TrainingError
 
 if TYPE_CHECKING:
@@ -42,6 +43,7 @@ class TrainSettings:
     schedule: str = "cosine"  # "cosine" (per epoch), "onecycle" (per step) or "constant"
     grad_clip: float | None = None
     augment: bool = False  # random shifts of up to 1/8 of the image size, per image
+    mixup: float = 0.0  # mixup α (0: off): each input blended with another of its batch
     amp: bool = False  # CUDA only
     compile: bool = False  # CUDA only
 
@@ -120,12 +122,12 @@ def fit(
                 trainable.train()
                 for step in range(steps):
                     idx = order[step * settings.batch_size : (step + 1) * settings.batch_size]
-                    xb, yb = _augment(x_tr[idx], settings.augment), y_tr[idx]
+                    xb, yb = _mixup(_augment(x_tr[idx], settings.augment), y_tr[idx], settings.mixup)
                     with torch.autocast(device.type, dtype=torch.float16, enabled=settings.amp and cuda):
                         loss, parts = _batch_loss(wrapped, objective, teachers, xb, yb, idx, "train")
                         if order_un is not None:
                             uidx = order_un[step * settings.batch_size : (step + 1) * settings.batch_size]
-                            u_loss, u_parts = _batch_loss(wrapped, objective, teachers, _augment(x_un[uidx], settings.augment), None, uidx, "unlabeled")
+                            u_loss, u_parts = _batch_loss(wrapped, objective, teachers, _mixup(_augment(x_un[uidx], settings.augment), None, settings.mixup)[0], None, uidx, "unlabeled")
                             loss = loss + u_loss
                             parts.update({f"{k} (unlabeled)": v for k, v in u_parts.items()})
                     if not torch.isfinite(loss):
@@ -225,6 +227,20 @@ def _augment(x: torch.Tensor, enabled: bool) -> torch.Tensor:
     cols = (left + torch.arange(w, device=x.device))[:, None, :]  # (N, 1, W)
     batch = torch.arange(n, device=x.device)[:, None, None]
     return padded[batch, :, rows, cols].permute(0, 3, 1, 2)  # advanced indexing puts channels last
+
+
+def _mixup(x: torch.Tensor, y: torch.Tensor | None, alpha: float) -> tuple[torch.Tensor, torch.Tensor | MixedLabels | None]:
+    """Mixup (Zhang et al. 2018), one share per image: x_i ← s_i·x_i + (1 − s_i)·x_partner(i), s_i ~ Beta(α, α).
+
+    The labels become MixedLabels, which the objective's cross-entropy blends with the same shares.
+    """
+    if alpha <= 0:
+        return x, y
+    share = torch.distributions.Beta(alpha, alpha).sample((len(x),)).to(x.device)
+    partner = torch.randperm(len(x), device=x.device)
+    s = share.view(-1, *([1] * (x.ndim - 1)))
+    mixed = s * x + (1 - s) * x[partner]
+    return mixed, (MixedLabels(y, y[partner], share) if y is not None else None)
 
 
 @torch.no_grad()
