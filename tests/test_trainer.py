@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 import torch
+from torch import nn
 
 from edgekd.data import load_data
 from edgekd.distill import trainer
@@ -112,3 +113,31 @@ def test_mixup_blends_each_image_with_a_partner_and_keeps_both_labels():
     assert blended.share.unique().numel() > 20, "one share per image, not one per batch"
     assert torch.equal(trainer._mixup(images, labels, 0.0)[0], images)
     assert trainer._mixup(images, None, 0.4)[1] is None  # unlabelled inputs are blended without labels
+
+
+class _Recorder(nn.Module):
+    """A linear classifier that keeps a copy of every training input it sees."""
+
+    def __init__(self, record_always: bool) -> None:
+        super().__init__()
+        self.layer = nn.Linear(64, 10)
+        self.record_always = record_always
+        self.seen: list[torch.Tensor] = []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.training or self.record_always:
+            self.seen.append(x.detach().clone())
+        return self.layer(x.flatten(1))
+
+
+def test_teacher_scores_the_same_mixup_blends_the_student_trains_on():
+    from edgekd.distill.teacher import Teacher, TeacherSet
+    from edgekd.recipe import LossTerm
+
+    data = load_data("digits")
+    torch.manual_seed(0)
+    teacher, student = _Recorder(record_always=True), _Recorder(record_always=False)
+    settings = TrainSettings(1, 200, 1e-3, 0, ce_weight=0.5, mixup=0.4, terms=(LossTerm(method="kd", weight=0.5),))
+    fit(student, data.x_train, data.y_train, data.x_val, data.y_val, settings, "mixup", teachers=TeacherSet([Teacher("test", 1.0, model=teacher)]))
+    assert len(student.seen) == len(teacher.seen) == -(-len(data.x_train) // 200)
+    assert all(torch.equal(s, t) for s, t in zip(student.seen, teacher.seen))
