@@ -60,7 +60,7 @@ CONFIGS = {
         "distill": {"temperature": 4.0, "kd_weight": 0.9, "ce_weight": 0.1, "epochs": 40, "batch_size": 128, "lr": 1e-3},
     },
     "fashion-few-labels": {
-        # [data] source and unlabeled: an .npz that _few_labels writes for each run.
+        # [data] source: an .npz (with x_unlabeled) that _few_labels writes for each run.
         "teacher": {"model": "cnn", "epochs": 30, "lr": 1e-3},
         "student": {"model": "mlp", "args": {"hidden": [800, 800]}},
         "distill": {"temperature": 4.0, "kd_weight": 0.9, "ce_weight": 0.1, "epochs": 60, "batch_size": 128, "lr": 1e-3},
@@ -79,7 +79,7 @@ def _few_labels(folder: Path) -> dict[str, str]:
     path = folder / "fashion-few-labels.npz"
     np.savez(path, x_train=arrays["x_train"][labelled], y_train=arrays["y_train"][labelled],
              x_test=arrays["x_test"], y_test=arrays["y_test"], x_unlabeled=arrays["x_train"][unlabelled])
-    return {"source": f"npz:{path}", "unlabeled": f"npz:{path}"}
+    return {"source": f"npz:{path}"}  # the npz source reads x_unlabeled along with the labelled splits
 
 
 PREPARE_DATA = {"fashion-few-labels": _few_labels}
