@@ -66,6 +66,10 @@ class TeacherConfig:
     augment: bool = Field(False, description="random shifts of the images while edgekd trains this teacher")
     # With several teachers: this one's share of the averaged soft targets.
     weight: float = Field(1.0, gt=0, description="weight in the teachers' averaged soft targets")
+    # Initialisation and shuffling seed when edgekd trains this teacher. By default [distill] seed
+    # plus the teacher's position among [[teachers]] (0 for the first), so that an ensemble of
+    # identical configurations gets independently trained members, not copies of one model.
+    seed: Optional[int] = Field(None, description="seed when edgekd trains this teacher; default [distill] seed + its position")
 
 
 @dataclass(config=CONFIG)

@@ -7,7 +7,9 @@ import numpy as np
 import pytest
 import torch
 
+from edgekd.data import load_recipe_data
 from edgekd.distill.stage import distill
+from edgekd.distill.teacher import plan_teachers
 from edgekd.errors import ModelError, RecipeError
 from edgekd.models.checkpoint import read_checkpoint
 from edgekd.recipe import load_recipe
@@ -107,6 +109,23 @@ epochs = 3
     assert [t.weight for t in result.teachers] == [2.0, 1.0]
     assert result.teachers[0].checkpoint == "teacher.pt" and result.teachers[1].checkpoint is None
     assert 0.3 < result.teacher_scores.test <= 1.0
+
+
+def test_identical_teachers_are_trained_from_different_seeds(tmp_path):
+    """An ensemble of one configuration gets independent members, not copies of one model."""
+    teacher = """
+[[teachers]]
+model = "mlp"
+args = { hidden = [23] }
+epochs = 1
+"""
+    recipe = _recipe(tmp_path, base=teacher * 2 + teacher + "seed = 5\n" + teacher + "seed = 7\n[distill]\nseed = 5\n")
+    members = plan_teachers(recipe, load_recipe_data(recipe.data)).members
+    assert [m.settings.seed for m in members] == [5, 6, 5, 7]
+    first_layers = [next(m.model.parameters()).detach() for m in members]
+    assert not torch.equal(first_layers[0], first_layers[1])
+    assert torch.equal(first_layers[0], first_layers[2])
+    assert len({m.cache_path for m in members}) == 3  # the explicit seed = 5 shares the first one's cache
 
 
 def test_onnx_teacher_from_any_framework(tmp_path, exported_run):

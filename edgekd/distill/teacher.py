@@ -91,10 +91,10 @@ class TeacherSet:
 
 def plan_teachers(recipe: Recipe, data: DataSplits) -> TeacherSet:
     """Build every teacher and load its weights if they exist; nothing is written or trained."""
-    return TeacherSet([_plan(cfg, recipe, data) for cfg in teacher_configs(recipe)])
+    return TeacherSet([_plan(cfg, recipe, data, position) for position, cfg in enumerate(teacher_configs(recipe))])
 
 
-def _plan(cfg: TeacherConfig, recipe: Recipe, data: DataSplits) -> Teacher:
+def _plan(cfg: TeacherConfig, recipe: Recipe, data: DataSplits, position: int) -> Teacher:
     if cfg.model.endswith(".onnx"):
         from edgekd._ort import open_session
         from edgekd._io import sha256_file
@@ -109,10 +109,10 @@ def _plan(cfg: TeacherConfig, recipe: Recipe, data: DataSplits) -> Teacher:
         model = build_model(spec)
         load_weights(model, payload["state_dict"], cfg.checkpoint)
         return Teacher(f"checkpoint {cfg.checkpoint}", cfg.weight, model=model.eval(), spec=spec, identity=_weights_hash(model))
-    settings = TrainSettings(epochs=cfg.epochs, batch_size=recipe.distill.batch_size, lr=cfg.lr, seed=recipe.distill.seed,
-                             augment=cfg.augment)
+    seed = cfg.seed if cfg.seed is not None else recipe.distill.seed + position
+    settings = TrainSettings(epochs=cfg.epochs, batch_size=recipe.distill.batch_size, lr=cfg.lr, seed=seed, augment=cfg.augment)
     cached = cache_dir() / "teachers" / f"{_cache_key(spec, settings, data)}.pt"
-    torch.manual_seed(recipe.distill.seed)
+    torch.manual_seed(seed)
     model = build_model(spec)
     if cached.is_file():
         payload = read_checkpoint(cached)
