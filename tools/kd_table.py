@@ -90,12 +90,11 @@ def _stats(values: list[float]) -> str:
     return f"{statistics.mean(values):.2%} ± {spread:.2%}"
 
 
-def _closed(means: dict[str, float], which: str) -> str:
-    """Share of the teacher − scratch gap that the distilled student closes ('' best, ' last' epoch)."""
-    gap = means["teacher"] - means[f"scratch{which}"]
-    if gap <= 0:
+def _closed(teacher: float, scratch: float, distilled: float) -> str:
+    """Share of the teacher − scratch gap that the distilled student closes."""
+    if teacher <= scratch:
         return "n/a: teacher below scratch student"
-    return f"{(means[f'distilled{which}'] - means[f'scratch{which}']) / gap:.0%}"
+    return f"{(distilled - scratch) / (teacher - scratch):.0%}"
 
 
 def main() -> None:
@@ -109,25 +108,27 @@ def main() -> None:
         scores = {"teacher": [], "scratch": [], "distilled": [], "scratch last": [], "distilled last": []}
         test_size = 0
         began = time.perf_counter()
-        for seed in args.seeds:
-            spec = {k: dict(v) for k, v in CONFIGS[name].items()}
-            spec["distill"] = {**spec.get("distill", {}), "seed": seed}
-            with tempfile.TemporaryDirectory() as out:
-                if name in PREPARE_DATA:
-                    spec["data"] = {**spec.get("data", {}), **PREPARE_DATA[name](Path(out))}
-                result = distill(recipe_from_dict(spec, name), Path(out) / "run")
-            test_size = result.split_sizes["test"]
-            scores["teacher"].append(result.teacher_scores.test)
-            scores["scratch"].append(result.scratch.best.test)
-            scores["distilled"].append(result.distilled.best.test)
-            scores["scratch last"].append(result.scratch.last.test)
-            scores["distilled last"].append(result.distilled.last.test)
-            print(f"{name} seed {seed}: teacher {result.teacher_scores.test:.2%}, scratch {result.scratch.best.test:.2%}, "
-                  f"distilled {result.distilled.best.test:.2%} (validation: scratch {result.scratch.best.val:.2%}, "
-                  f"distilled {result.distilled.best.val:.2%}; last epoch test: {result.scratch.last.test:.2%}, "
-                  f"{result.distilled.last.test:.2%})", flush=True)
+        with tempfile.TemporaryDirectory() as prepared:
+            data = {**CONFIGS[name].get("data", {}), **(PREPARE_DATA[name](Path(prepared)) if name in PREPARE_DATA else {})}
+            for seed in args.seeds:
+                spec = {k: dict(v) for k, v in CONFIGS[name].items()}
+                spec["data"] = data
+                spec["distill"] = {**spec.get("distill", {}), "seed": seed}
+                with tempfile.TemporaryDirectory() as out:
+                    result = distill(recipe_from_dict(spec, name), Path(out) / "run")
+                test_size = result.split_sizes["test"]
+                scores["teacher"].append(result.teacher_scores.test)
+                scores["scratch"].append(result.scratch.best.test)
+                scores["distilled"].append(result.distilled.best.test)
+                scores["scratch last"].append(result.scratch.last.test)
+                scores["distilled last"].append(result.distilled.last.test)
+                print(f"{name} seed {seed}: teacher {result.teacher_scores.test:.2%}, scratch {result.scratch.best.test:.2%}, "
+                      f"distilled {result.distilled.best.test:.2%} (validation: scratch {result.scratch.best.val:.2%}, "
+                      f"distilled {result.distilled.best.val:.2%}; last epoch test: {result.scratch.last.test:.2%}, "
+                      f"{result.distilled.last.test:.2%})", flush=True)
         means = {k: statistics.mean(v) for k, v in scores.items()}
-        closed = f"{_closed(means, '')} / {_closed(means, ' last')}"
+        closed = (f"{_closed(means['teacher'], means['scratch'], means['distilled'])} / "
+                  f"{_closed(means['teacher'], means['scratch last'], means['distilled last'])}")
         errors = " / ".join(f"{round((1 - means[k]) * test_size)}" for k in ("teacher", "scratch", "distilled"))
         rows.append((name, _stats(scores["teacher"]), _stats(scores["scratch"]), _stats(scores["distilled"]), errors, closed, time.perf_counter() - began))
     print("\n| configuration | teacher | scratch student | distilled student | test errors (t / s / d) | gap closed (best / last epoch) | time |")

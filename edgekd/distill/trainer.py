@@ -122,12 +122,12 @@ def fit(
                 trainable.train()
                 for step in range(steps):
                     idx = order[step * settings.batch_size : (step + 1) * settings.batch_size]
-                    xb, yb = _mixup(_augment(x_tr[idx], settings.augment), y_tr[idx], settings.mixup)
+                    xb, yb = _student_inputs(x_tr[idx], y_tr[idx], settings)
                     with torch.autocast(device.type, dtype=torch.float16, enabled=settings.amp and cuda):
                         loss, parts = _batch_loss(wrapped, objective, teachers, xb, yb, idx, "train")
                         if order_un is not None:
                             uidx = order_un[step * settings.batch_size : (step + 1) * settings.batch_size]
-                            u_loss, u_parts = _batch_loss(wrapped, objective, teachers, _mixup(_augment(x_un[uidx], settings.augment), None, settings.mixup)[0], None, uidx, "unlabeled")
+                            u_loss, u_parts = _batch_loss(wrapped, objective, teachers, _student_inputs(x_un[uidx], None, settings)[0], None, uidx, "unlabeled")
                             loss = loss + u_loss
                             parts.update({f"{k} (unlabeled)": v for k, v in u_parts.items()})
                     if not torch.isfinite(loss):
@@ -227,6 +227,11 @@ def _augment(x: torch.Tensor, enabled: bool) -> torch.Tensor:
     cols = (left + torch.arange(w, device=x.device))[:, None, :]  # (N, 1, W)
     batch = torch.arange(n, device=x.device)[:, None, None]
     return padded[batch, :, rows, cols].permute(0, 3, 1, 2)  # advanced indexing puts channels last
+
+
+def _student_inputs(x: torch.Tensor, y: torch.Tensor | None, settings: TrainSettings) -> tuple[torch.Tensor, torch.Tensor | MixedLabels | None]:
+    """The batch as the student trains on it: shifted ([data] augment), then blended ([data] mixup)."""
+    return _mixup(_augment(x, settings.augment), y, settings.mixup)
 
 
 def _mixup(x: torch.Tensor, y: torch.Tensor | None, alpha: float) -> tuple[torch.Tensor, torch.Tensor | MixedLabels | None]:
