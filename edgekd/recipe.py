@@ -41,6 +41,8 @@ class DataConfig:
     # Random translations of up to 1/8 of the image size, drawn per image, while the students
     # train (the scratch baseline and the distilled student alike; the teacher: [teacher] augment).
     augment: bool = Field(False, description="random shifts of the students' training images (disables teacher-output caching)")
+    # Largest shift in pixels, up and down and sideways (Hinton et al. 2015 used 2 on MNIST's 28×28).
+    max_shift: Optional[int] = Field(None, ge=1, description="largest shift in pixels with augment = true (default: 1/8 of the height and width)")
     # Mixup (Zhang et al. 2018) while the students train: each image is blended with another of
     # its batch, share ~ Beta(α, α) per image; the hard-label loss is blended the same way. The
     # teacher sees the very same blended image, so distillation matches the teacher's function
@@ -64,6 +66,7 @@ class TeacherConfig:
     # Random shifts while edgekd trains the teacher (Hinton et al. 2015 jittered their MNIST
     # teacher, not the student): the students' inputs follow [data] augment.
     augment: bool = Field(False, description="random shifts of the images while edgekd trains this teacher")
+    max_shift: Optional[int] = Field(None, ge=1, description="largest shift in pixels with augment = true (default: 1/8 of the height and width)")
     # With several teachers: this one's share of the averaged soft targets.
     weight: float = Field(1.0, gt=0, description="weight in the teachers' averaged soft targets")
     # Initialisation and shuffling seed when edgekd trains this teacher. By default [distill] seed
@@ -165,6 +168,14 @@ class Recipe:
         if self.data.mixup > 0 and any(t.method == "dkd" for t in self.distill.terms()):
             raise ValueError("dkd splits the loss at each input's one true class, which a mixup image does not have: "
                              "set [data] mixup = 0 or use kd instead of dkd")
+        return self
+
+    @model_validator(mode="after")
+    def _shift_needs_augment(self) -> "Recipe":
+        for table, cfg in [("data", self.data), ("teacher", self.teacher)] + [("teachers", t) for t in self.teachers]:
+            if cfg.max_shift is not None and not cfg.augment:
+                raise ValueError(f"[{table}] max_shift = {cfg.max_shift} has no effect without [{table}] augment = true: "
+                                 "add augment = true or remove max_shift")
         return self
 
 

@@ -1,6 +1,7 @@
 """Distillation methods, several teachers, ONNX teachers, teacher-output cache, sweep — on digits."""
 
 import json
+import re
 import shutil
 
 import numpy as np
@@ -221,6 +222,31 @@ def test_schedules_and_clipping(tmp_path, schedule, clip):
     lrs = [r.lr for r in result.history["distilled"]]
     assert (len(set(lrs)) == 1) == (schedule == "constant")
     assert json.loads((tmp_path / "run" / "distill.json").read_text())["settings"]["schedule"] == schedule
+
+
+@pytest.mark.parametrize(
+    "data,expected",
+    [('augment = true\nmax_shift = 8', "[data] max_shift = 8 would move whole 8×8 images out of view: use at most 7"),
+     ('augment = true\nsource = "npz:{npz}"', "[data] augment shifts images, but the inputs have shape (5,)")],
+)
+def test_shifts_that_cannot_apply_fail_before_training(tmp_path, data, expected):
+    npz = tmp_path / "tabular.npz"
+    rng = np.random.default_rng(0)
+    np.savez(npz, x_train=rng.normal(size=(60, 5)).astype("float32"), y_train=np.arange(60) % 3,
+             x_test=rng.normal(size=(30, 5)).astype("float32"), y_test=np.arange(30) % 3)
+    mlps = '[teacher]\nmodel = "mlp"\nepochs = 1\n[student]\nmodel = "mlp"\n[distill]\nepochs = 1\n'
+    recipe = _recipe(tmp_path, base=f"[data]\n{data.format(npz=npz)}\n{mlps}")
+    with pytest.raises(RecipeError, match=re.escape(expected)):
+        distill(recipe, tmp_path / "run")
+    assert not (tmp_path / "run").exists()
+
+
+def test_teacher_max_shift_is_part_of_its_cache_key(tmp_path):
+    jitter = BASE.replace("epochs = 3\n[student]", "epochs = 3\naugment = true\n[student]")
+    default = plan_teachers(_recipe(tmp_path, base=jitter), load_recipe_data(_recipe(tmp_path).data)).members[0]
+    one_pixel = plan_teachers(_recipe(tmp_path, base=jitter.replace("augment = true", "augment = true\nmax_shift = 1")),
+                              load_recipe_data(_recipe(tmp_path).data)).members[0]
+    assert default.cache_path != one_pixel.cache_path
 
 
 def test_corrupt_teacher_output_cache_is_recomputed(tmp_path):

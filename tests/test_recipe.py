@@ -26,6 +26,9 @@ def test_every_key_is_optional(tmp_path):
         ("[distill]\nepochs = 'many'\n", "[distill] epochs"),
         ("[distill]\nkd_weight = 0\nce_weight = 0\n", "nothing to train on"),
         ("[distill\n", "not valid TOML"),
+        ("[data]\nmax_shift = 2\n", "[data] max_shift = 2 has no effect without [data] augment = true"),
+        ("[teacher]\nmax_shift = 2\n", "[teacher] max_shift = 2 has no effect without [teacher] augment = true"),
+        ("[data]\naugment = true\nmax_shift = 0\n", "[data] max_shift"),
     ],
 )
 def test_bad_recipes_name_the_problem(tmp_path, text, expected):

@@ -92,6 +92,20 @@ def test_augment_shifts_each_image_on_its_own_within_an_eighth():
     assert trainer._augment(images, False) is images
 
 
+def test_max_shift_sets_the_largest_shift_in_pixels():
+    torch.manual_seed(0)
+    images = torch.arange(1, 1 + 16 * 16, dtype=torch.float32).reshape(1, 1, 16, 16).repeat(256, 1, 1, 1)
+    for max_shift in (1, 4):
+        found = set()
+        for out in trainer._augment(images, True, max_shift):
+            matches = [(dy, dx) for dy in range(-max_shift, max_shift + 1) for dx in range(-max_shift, max_shift + 1)
+                       if torch.equal(out, _shift(images[0], dy, dx))]
+            assert len(matches) == 1
+            found.add(matches[0])
+        assert {abs(dy) for dy, _ in found} == set(range(max_shift + 1))  # every size up to max_shift, no larger
+        assert {abs(dx) for _, dx in found} == set(range(max_shift + 1))
+
+
 def _shift(image: torch.Tensor, dy: int, dx: int) -> torch.Tensor:
     moved = torch.zeros_like(image)
     h, w = image.shape[-2:]

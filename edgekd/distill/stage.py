@@ -32,7 +32,7 @@ from edgekd.distill.trainer import EpochRecord, FitResult, TrainSettings, accura
 from edgekd.errors import ModelError, OnnxModelError, RecipeError, RunFolderError
 from edgekd.models.build import ModelSpec, build_model
 from edgekd.models.checkpoint import load_weights, read_checkpoint, save_checkpoint
-from edgekd.recipe import LossTerm, Recipe, load_recipe
+from edgekd.recipe import LossTerm, Recipe, load_recipe, teacher_configs
 from edgekd.runfolder import RECIPE, load_run_recipe
 
 RESULT = "distill.json"
@@ -110,6 +110,7 @@ def distill(
         raise RecipeError("--sweep tunes the Hinton term's temperature and weights; remove the [[distill.loss]] tables or drop --sweep")
     student_spec = ModelSpec(recipe.student.model, dict(recipe.student.args), data.input_shape, data.num_classes)
     _fresh_student(recipe, student_spec, data)  # every check runs before anything is written
+    _check_shifts(recipe, data.input_shape)
     teachers = plan_teachers(recipe, data)
     for index, member in enumerate(teachers.members):
         _check_fits(member.predict, f"teacher {index + 1}" if len(teachers.members) > 1 else "teacher", data)
@@ -125,7 +126,7 @@ def distill(
     teachers = cache_teacher_logits(teachers, data, cfg.cache_teacher, recipe.data.augment or recipe.data.mixup > 0)
 
     base = TrainSettings(cfg.epochs, cfg.batch_size, cfg.lr, cfg.seed, schedule=cfg.schedule, grad_clip=cfg.grad_clip,
-                         augment=recipe.data.augment, mixup=recipe.data.mixup, amp=cfg.amp, compile=cfg.compile, temperature=cfg.temperature)
+                         augment=recipe.data.augment, max_shift=recipe.data.max_shift, mixup=recipe.data.mixup, amp=cfg.amp, compile=cfg.compile, temperature=cfg.temperature)
     scratch = _fresh_student(recipe, student_spec, data)
     scratch_fit = fit(scratch, data.x_train, data.y_train, data.x_val, data.y_val, base,
                       label="student (scratch)", checkpoint=out / "checkpoints" / "scratch.ckpt", resume=resume)
@@ -172,6 +173,21 @@ def distill(
     say(f"distill: teacher {teacher_scores.test:.2%}, scratch student {scratch_scores.best.test:.2%}, "
         f"distilled student {distilled_scores.best.test:.2%} (test, best-on-val weights)")
     return result
+
+
+def _check_shifts(recipe: Recipe, input_shape: tuple[int, ...]) -> None:
+    """`augment` shifts images (channels, height, width) and must leave some of each image in view."""
+    tables = [("data", recipe.data)] + [("teachers" if recipe.teachers else "teacher", t) for t in teacher_configs(recipe)]
+    for table, cfg in tables:
+        if not cfg.augment:
+            continue
+        if len(input_shape) != 3:
+            raise RecipeError(f"[{table}] augment shifts images, but the inputs have shape {tuple(input_shape)}: "
+                              "remove augment = true for inputs that are not (channels, height, width) images")
+        height, width = input_shape[1:]
+        if cfg.max_shift is not None and cfg.max_shift >= min(height, width):
+            raise RecipeError(f"[{table}] max_shift = {cfg.max_shift} would move whole {height}×{width} images out of view: "
+                              f"use at most {min(height, width) - 1}")
 
 
 def _sweep(recipe, spec, data, base: TrainSettings, teachers: TeacherSet):

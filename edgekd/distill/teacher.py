@@ -110,7 +110,8 @@ def _plan(cfg: TeacherConfig, recipe: Recipe, data: DataSplits, position: int) -
         load_weights(model, payload["state_dict"], cfg.checkpoint)
         return Teacher(f"checkpoint {cfg.checkpoint}", cfg.weight, model=model.eval(), spec=spec, identity=_weights_hash(model))
     seed = cfg.seed if cfg.seed is not None else recipe.distill.seed + position
-    settings = TrainSettings(epochs=cfg.epochs, batch_size=recipe.distill.batch_size, lr=cfg.lr, seed=seed, augment=cfg.augment)
+    settings = TrainSettings(epochs=cfg.epochs, batch_size=recipe.distill.batch_size, lr=cfg.lr, seed=seed,
+                             augment=cfg.augment, max_shift=cfg.max_shift)
     cached = cache_dir() / "teachers" / f"{_cache_key(spec, settings, data)}.pt"
     torch.manual_seed(seed)
     model = build_model(spec)
@@ -186,7 +187,8 @@ def _weights_hash(model: nn.Module) -> str:
 def _cache_key(spec: ModelSpec, settings: TrainSettings, data: DataSplits) -> str:
     identity = {
         "spec": spec.to_dict(),
-        "settings": asdict(settings),
+        # max_shift=None (1/8 of the image) is how edgekd shifted before the field existed: same key.
+        "settings": {k: v for k, v in asdict(settings).items() if not (k == "max_shift" and v is None)},
         "data": data.fingerprint(("train", "val")),
         "edgekd": __version__,  # a new release may train differently: do not reuse its cache
         "format": 2,

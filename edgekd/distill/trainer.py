@@ -42,7 +42,8 @@ class TrainSettings:
     temperature: float = 4.0  # default temperature of kd/dkd terms without their own
     schedule: str = "cosine"  # "cosine" (per epoch), "onecycle" (per step) or "constant"
     grad_clip: float | None = None
-    augment: bool = False  # random shifts of up to 1/8 of the image size, per image
+    augment: bool = False  # random shifts, per image
+    max_shift: int | None = None  # largest shift in pixels; None: 1/8 of the height and width
     mixup: float = 0.0  # mixup α (0: off): each input blended with another of its batch
     amp: bool = False  # CUDA only
     compile: bool = False  # CUDA only
@@ -214,12 +215,19 @@ def _scheduler(optimizer, settings: TrainSettings, steps: int):
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
 
 
-def _augment(x: torch.Tensor, enabled: bool) -> torch.Tensor:
-    """Random shifts of up to 1/8 of the height and width (zero padding), drawn for each image."""
+def shift_bounds(height: int, width: int, max_shift: int | None) -> tuple[int, int]:
+    """Largest vertical and horizontal shift: max_shift pixels, or 1/8 of the height and width."""
+    if max_shift is None:
+        return height // 8, width // 8
+    return max_shift, max_shift
+
+
+def _augment(x: torch.Tensor, enabled: bool, max_shift: int | None = None) -> torch.Tensor:
+    """Random shifts of up to `shift_bounds` pixels (zero padding), drawn for each image."""
     if not enabled or x.ndim != 4:
         return x
     n, _, h, w = x.shape
-    mh, mw = h // 8, w // 8
+    mh, mw = shift_bounds(h, w, max_shift)
     padded = F.pad(x, (mw, mw, mh, mh))
     top = torch.randint(0, 2 * mh + 1, (n, 1), device=x.device)  # window offset in the padded image
     left = torch.randint(0, 2 * mw + 1, (n, 1), device=x.device)
@@ -231,7 +239,7 @@ def _augment(x: torch.Tensor, enabled: bool) -> torch.Tensor:
 
 def _student_inputs(x: torch.Tensor, y: torch.Tensor | None, settings: TrainSettings) -> tuple[torch.Tensor, torch.Tensor | MixedLabels | None]:
     """The batch as the student trains on it: shifted ([data] augment), then blended ([data] mixup)."""
-    return _mixup(_augment(x, settings.augment), y, settings.mixup)
+    return _mixup(_augment(x, settings.augment, settings.max_shift), y, settings.mixup)
 
 
 def _mixup(x: torch.Tensor, y: torch.Tensor | None, alpha: float) -> tuple[torch.Tensor, torch.Tensor | MixedLabels | None]:
