@@ -155,3 +155,45 @@ def test_teacher_scores_the_same_mixup_blends_the_student_trains_on():
     fit(student, data.x_train, data.y_train, data.x_val, data.y_val, settings, "mixup", teachers=TeacherSet([Teacher("test", 1.0, model=teacher)]))
     assert len(student.seen) == len(teacher.seen) == -(-len(data.x_train) // 200)
     assert all(torch.equal(s, t) for s, t in zip(student.seen, teacher.seen))
+
+
+def test_amp_and_compile_are_off_on_the_cpu_and_say_so(monkeypatch):
+    said = []
+    monkeypatch.setattr(trainer, "say", said.append)
+    data = load_data("digits")
+    args = (data.x_train[:256], data.y_train[:256], data.x_val, data.y_val)
+    plain, flagged = _model(), _model()
+    fit(plain, *args, TrainSettings(2, 64, 3e-3, 0), "plain")
+    fit(flagged, *args, TrainSettings(2, 64, 3e-3, 0, amp=True, compile=True), "flagged")
+    assert any(line.startswith("flagged: amp/compile apply on CUDA only") for line in said)
+    assert not any("CUDA only" in line for line in said if line.startswith("plain"))
+    for a, b in zip(plain.state_dict().values(), flagged.state_dict().values()):
+        assert torch.equal(a, b)  # fp32 eager on the CPU: the very same weights
+
+
+@pytest.mark.slow
+def test_compiled_student_keeps_feature_hooks_losses_and_adapter_gradients():
+    """The CUDA `compile` path, compiled here for the CPU: torch.compile must not lose the forward
+    hooks that hint terms read, change the loss, or cut the adapters out of the graph."""
+    from edgekd.distill.objective import Objective
+    from edgekd.recipe import LossTerm
+
+    torch.manual_seed(0)
+    student = build_model(ModelSpec("cnn", {"channels": [4, 8], "hidden": 16}, (1, 8, 8), 10)).eval()  # eval: no dropout draws
+    teacher = build_model(ModelSpec("cnn", {"channels": [8, 16], "hidden": 32}, (1, 8, 8), 10)).eval()
+    x, y = torch.randn(16, 1, 8, 8), torch.randint(0, 10, (16,))
+    terms = [LossTerm(method="kd", weight=0.5), LossTerm(method="hint", weight=1.0, teacher_layer="features.3", student_layer="features.3")]
+    objective = Objective(terms, 0.5, 4.0, student, teacher, [1.0], x[:2])
+    trainable = trainer._Trainable(student, objective.adapters)
+    with torch.no_grad():
+        teacher_logits = [teacher(x)]  # also fills the teacher's feature hooks
+    eager_loss, eager_parts = objective(trainable(x), teacher_logits, y)
+    compiled = trainer._wrap(trainable, TrainSettings(1, 16, 1e-3, 0, compile=True), cuda=True)
+    assert compiled is not trainable
+    loss, parts = objective(compiled(x), teacher_logits, y)
+    assert torch.allclose(loss, eager_loss, atol=1e-5)
+    assert parts.keys() == eager_parts.keys() and all(abs(parts[k] - eager_parts[k]) < 1e-5 for k in parts)
+    loss.backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in objective.adapters.parameters())
+    assert not any("_orig_mod" in key for key in student.state_dict())  # checkpoints keep plain keys
+    objective.close()
