@@ -280,7 +280,14 @@ def _print_distill(result) -> None:
         out_console.print(sweep)
     closed = f"; {result.gap_closed:.0%} of the student→teacher gap closed" if result.gap_closed is not None else ""
     out_console.print(f"distillation gain on test: {result.kd_gain * 100:+.2f} points vs the same student without the teacher{closed}")
-    if result.kd_gain < 0:
+    paired = result.kd_gain_test
+    if paired is not None:
+        out_console.print(f"paired on the {result.split_sizes['test']:,} test images: {paired.only_first} right only with the teacher, "
+                          f"{paired.only_second} only without; exact McNemar p = {paired.p_value:.2g}")
+    if paired is not None and paired.p_value >= 0.05:
+        out_console.print("the difference is within chance (p ≥ 0.05): this run cannot tell the two students apart; "
+                          "more test images or several seeds (tools/kd_table.py) can")
+    elif result.kd_gain < 0:
         out_console.print("the teacher did not help this student here: try --sweep, other terms, or keep the scratch student (student.scratch.pt)")
 
 

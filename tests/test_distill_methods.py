@@ -87,6 +87,9 @@ def test_best_and_last_epoch_are_both_reported(tmp_path):
     assert result.distilled.best.val == pytest.approx(result.history["distilled"][best - 1].val_accuracy)
     assert read_checkpoint(tmp_path / "run" / "student.pt")["epoch"] == best
     assert read_checkpoint(tmp_path / "run" / "student.last.pt")["epoch"] == 3
+    paired = result.kd_gain_test  # image by image, the same best-on-val students as kd_gain
+    assert (paired.only_first - paired.only_second) / result.split_sizes["test"] == pytest.approx(result.kd_gain)
+    assert 0.0 < paired.p_value <= 1.0
 
 
 def test_two_teachers_average_their_soft_targets(tmp_path):

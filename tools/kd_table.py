@@ -125,7 +125,8 @@ def main() -> None:
                 print(f"{name} seed {seed}: teacher {result.teacher_scores.test:.2%}, scratch {result.scratch.best.test:.2%}, "
                       f"distilled {result.distilled.best.test:.2%} (validation: scratch {result.scratch.best.val:.2%}, "
                       f"distilled {result.distilled.best.val:.2%}; last epoch test: {result.scratch.last.test:.2%}, "
-                      f"{result.distilled.last.test:.2%})", flush=True)
+                      f"{result.distilled.last.test:.2%}; paired test images {result.kd_gain_test.only_first} right only when distilled, "
+                      f"{result.kd_gain_test.only_second} only from scratch, exact McNemar p = {result.kd_gain_test.p_value:.2g})", flush=True)
         means = {k: statistics.mean(v) for k, v in scores.items()}
         closed = (f"{_closed(means['teacher'], means['scratch'], means['distilled'])} / "
                   f"{_closed(means['teacher'], means['scratch last'], means['distilled last'])}")

@@ -27,6 +27,7 @@ from edgekd._io import atomic_path, write_json
 from edgekd._progress import say
 from edgekd.data import DataSplits, load_recipe_data
 from edgekd.distill import distributed
+from edgekd.distill.paired import PairedTest, paired_test
 from edgekd.distill.teacher import TeacherSet, cache_teacher_logits, plan_teachers, train_teachers
 from edgekd.distill.trainer import EpochRecord, FitResult, TrainSettings, accuracy, fit, predict
 from edgekd.errors import ModelError, OnnxModelError, RecipeError, RunFolderError
@@ -88,6 +89,8 @@ class DistillResult:
     teacher_cache: str  # what happened with the teacher-output cache
     settings: dict[str, Any]  # the [distill] section used
     sweep: list[SweepTrial] = field(default_factory=list)
+    # Distilled (first) vs scratch (second) student, image by image on the test split: is kd_gain chance?
+    kd_gain_test: PairedTest | None = None
     history: dict[str, list[EpochRecord]] = field(default_factory=dict)
     seconds: float = 0.0
     schema_version: int = 2
@@ -144,6 +147,7 @@ def distill(
     scratch_scores = _phase_scores(scratch, scratch_fit, data)
     distilled_scores = _phase_scores(student, student_fit, data)
     gain = distilled_scores.best.test - scratch_scores.best.test
+    gain_test = paired_test(_test_hits(student, data), _test_hits(scratch, data))  # both hold their best-on-val weights
     gap = teacher_scores.test - scratch_scores.best.test
     result = DistillResult(
         run_dir=str(out),
@@ -161,6 +165,7 @@ def distill(
         teacher_cache=teachers.cache_note,
         settings=asdict(recipe.distill),
         sweep=trials,
+        kd_gain_test=gain_test,
         history={"teacher": teachers.members[0].history, "scratch": scratch_fit.history, "distilled": student_fit.history},
         seconds=time.perf_counter() - began,
     )
@@ -218,6 +223,10 @@ def _phase_scores(model: nn.Module, outcome: FitResult, data: DataSplits) -> Pha
     model.load_state_dict(outcome.best_state)
     best = Scores(accuracy(model, data.x_val, data.y_val), accuracy(model, data.x_test, data.y_test))
     return PhaseScores(outcome.best_epoch, best, last)
+
+
+def _test_hits(model: nn.Module, data: DataSplits) -> np.ndarray:
+    return predict(model, data.x_test).argmax(axis=1) == data.y_test
 
 
 def _ensemble_scores(teachers: TeacherSet, data: DataSplits) -> Scores:
