@@ -129,7 +129,8 @@ def distill(
     teachers = cache_teacher_logits(teachers, data, cfg.cache_teacher, recipe.data.augment or recipe.data.mixup > 0)
 
     base = TrainSettings(cfg.epochs, cfg.batch_size, cfg.lr, cfg.seed, schedule=cfg.schedule, grad_clip=cfg.grad_clip,
-                         augment=recipe.data.augment, max_shift=recipe.data.max_shift, mixup=recipe.data.mixup, amp=cfg.amp, compile=cfg.compile, temperature=cfg.temperature)
+                         augment=recipe.data.augment, max_shift=recipe.data.max_shift, mixup=recipe.data.mixup,
+                         amp=cfg.amp, compile=cfg.compile, temperature=cfg.temperature)
     scratch = _fresh_student(recipe, student_spec, data)
     scratch_fit = fit(scratch, data.x_train, data.y_train, data.x_val, data.y_val, base,
                       label="student (scratch)", checkpoint=out / "checkpoints" / "scratch.ckpt", resume=resume)
