@@ -38,7 +38,7 @@ class DataConfig:
     std: Optional[list[float]] = Field(None, description="imagefolder: per-channel std to divide by")
     # Unlabelled inputs (an .npz with x_unlabeled, or an image folder) used with teacher soft targets only.
     unlabeled: Optional[str] = Field(None, description="npz:PATH (x_unlabeled) or imagefolder:DIR of unlabelled inputs")
-    # Random translations of up to 1/8 of the image size, drawn per image, while the students
+    # Random translations (up to 1/8 of the image size, or max_shift pixels), drawn per image, while the students
     # train (the scratch baseline and the distilled student alike; the teacher: [teacher] augment).
     augment: bool = Field(False, description="random shifts of the students' training images (disables teacher-output caching)")
     # Largest shift in pixels, up and down and sideways (Hinton et al. 2015 used 2 on MNIST's 28×28).
