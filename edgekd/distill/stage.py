@@ -145,10 +145,10 @@ def distill(
                           teachers=teachers, x_unlabeled=data.x_unlabeled)
 
     teacher_scores = _ensemble_scores(teachers, data)
-    scratch_scores = _phase_scores(scratch, scratch_fit, data)
-    distilled_scores = _phase_scores(student, student_fit, data)
+    scratch_scores, scratch_hits = _phase_scores(scratch, scratch_fit, data)
+    distilled_scores, distilled_hits = _phase_scores(student, student_fit, data)
     gain = distilled_scores.best.test - scratch_scores.best.test
-    gain_test = paired_test(_test_hits(student, data), _test_hits(scratch, data))  # both hold their best-on-val weights
+    gain_test = paired_test(distilled_hits, scratch_hits)
     gap = teacher_scores.test - scratch_scores.best.test
     result = DistillResult(
         run_dir=str(out),
@@ -217,17 +217,15 @@ def _sweep(recipe, spec, data, base: TrainSettings, teachers: TeacherSet):
     return settings, student, outcome, trials
 
 
-def _phase_scores(model: nn.Module, outcome: FitResult, data: DataSplits) -> PhaseScores:
-    """Scores of the last-epoch weights, then of the best-on-val weights (which the model keeps)."""
+def _phase_scores(model: nn.Module, outcome: FitResult, data: DataSplits) -> tuple[PhaseScores, np.ndarray]:
+    """Scores of the last-epoch weights, then of the best-on-val weights (which the model keeps),
+    with the best weights' right/wrong answer on every test image, for the paired test."""
     model.load_state_dict(outcome.last_state)
     last = Scores(accuracy(model, data.x_val, data.y_val), accuracy(model, data.x_test, data.y_test))
     model.load_state_dict(outcome.best_state)
-    best = Scores(accuracy(model, data.x_val, data.y_val), accuracy(model, data.x_test, data.y_test))
-    return PhaseScores(outcome.best_epoch, best, last)
-
-
-def _test_hits(model: nn.Module, data: DataSplits) -> np.ndarray:
-    return predict(model, data.x_test).argmax(axis=1) == data.y_test
+    test_hits = predict(model, data.x_test).argmax(axis=1) == data.y_test
+    best = Scores(accuracy(model, data.x_val, data.y_val), float(test_hits.mean()))
+    return PhaseScores(outcome.best_epoch, best, last), test_hits
 
 
 def _ensemble_scores(teachers: TeacherSet, data: DataSplits) -> Scores:
