@@ -128,8 +128,9 @@ def main() -> None:
                       f"{result.distilled.last.test:.2%}; paired test images {result.kd_gain_test.only_first} right only when distilled, "
                       f"{result.kd_gain_test.only_second} only from scratch, exact McNemar p = {result.kd_gain_test.p_value:.2g})", flush=True)
         means = {k: statistics.mean(v) for k, v in scores.items()}
-        closed = (f"{_closed(means['teacher'], means['scratch'], means['distilled'])} / "
-                  f"{_closed(means['teacher'], means['scratch last'], means['distilled last'])}")
+        at_best, at_last = (_closed(means["teacher"], means["scratch"], means["distilled"]),
+                            _closed(means["teacher"], means["scratch last"], means["distilled last"]))
+        closed = at_best if at_best == at_last else f"{at_best} / {at_last}"
         errors = " / ".join(f"{round((1 - means[k]) * test_size)}" for k in ("teacher", "scratch", "distilled"))
         rows.append((name, _stats(scores["teacher"]), _stats(scores["scratch"]), _stats(scores["distilled"]), errors, closed, time.perf_counter() - began))
     print("\n| configuration | teacher | scratch student | distilled student | test errors (t / s / d) | gap closed (best / last epoch) | time |")

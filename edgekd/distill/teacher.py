@@ -187,8 +187,7 @@ def _weights_hash(model: nn.Module) -> str:
 def _cache_key(spec: ModelSpec, settings: TrainSettings, data: DataSplits) -> str:
     identity = {
         "spec": spec.to_dict(),
-        # max_shift=None (1/8 of the image) is how edgekd shifted before the field existed: same key.
-        "settings": {k: v for k, v in asdict(settings).items() if not (k == "max_shift" and v is None)},
+        "settings": asdict(settings),
         "data": data.fingerprint(("train", "val")),
         "edgekd": __version__,  # a new release may train differently: do not reuse its cache
         "format": 2,

@@ -215,19 +215,12 @@ def _scheduler(optimizer, settings: TrainSettings, steps: int):
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
 
 
-def _shift_bounds(height: int, width: int, max_shift: int | None) -> tuple[int, int]:
-    """Largest vertical and horizontal shift: max_shift pixels, or 1/8 of the height and width."""
-    if max_shift is None:
-        return height // 8, width // 8
-    return max_shift, max_shift
-
-
 def _augment(x: torch.Tensor, enabled: bool, max_shift: int | None = None) -> torch.Tensor:
-    """Random shifts of up to `_shift_bounds` pixels (zero padding), drawn for each image."""
+    """Random shifts of up to max_shift pixels, or 1/8 of the height and width (zero padding), drawn for each image."""
     if not enabled or x.ndim != 4:
         return x
     n, _, h, w = x.shape
-    mh, mw = _shift_bounds(h, w, max_shift)
+    mh, mw = (h // 8, w // 8) if max_shift is None else (max_shift, max_shift)
     padded = F.pad(x, (mw, mw, mh, mh))
     top = torch.randint(0, 2 * mh + 1, (n, 1), device=x.device)  # window offset in the padded image
     left = torch.randint(0, 2 * mw + 1, (n, 1), device=x.device)
