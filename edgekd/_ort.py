@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from edgekd.errors import OnnxModelError, TargetError
+from edgekd.inputs import Inputs, as_inputs
 from edgekd.targets import RuntimeConfig
 
 
@@ -65,11 +66,42 @@ def open_session(path: Path, providers: list[str] | None = None, runtime: Runtim
         raise OnnxModelError(f"{path}: ONNX Runtime cannot load it ({reason}); re-export the model") from None
 
 
-def input_name(session) -> str:
-    inputs = session.get_inputs()
-    if len(inputs) != 1:
-        raise OnnxModelError(f"edgekd benches single-input models; this one has {len(inputs)} inputs ({', '.join(i.name for i in inputs)})")
-    return inputs[0].name
+_ORT_TYPES = {
+    "tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64,
+    "tensor(int64)": np.int64, "tensor(int32)": np.int32, "tensor(int8)": np.int8, "tensor(uint8)": np.uint8,
+    "tensor(bool)": np.bool_,
+}
+
+
+def feeds(session, inputs: Inputs | np.ndarray) -> dict[str, np.ndarray]:
+    """The one place arrays become an ONNX Runtime feed: by name, in the dtype the model declares.
+
+    A model with one input takes a one-input source whatever the names; `token_type_ids` that the
+    data lacks is all zeros (one segment), as BERT tokenizers give for a single text.
+    """
+    inputs = as_inputs(inputs)
+    metas = session.get_inputs()
+    fixed_length = next((m.shape[1] for m in metas if len(m.shape) == 2 and isinstance(m.shape[1], int)), None)
+    if fixed_length is not None and any(s.is_sequence for s in inputs.spec):
+        inputs = inputs.at_length(fixed_length)  # a model exported with a fixed sequence length
+    if len(metas) == 1 and len(inputs.names) == 1:
+        arrays = {metas[0].name: inputs.single()}
+    else:
+        arrays = dict(inputs.items())
+    out = {}
+    for meta in metas:
+        array = arrays.get(meta.name)
+        if array is None and meta.name == "token_type_ids" and "input_ids" in arrays:
+            array = np.zeros_like(arrays["input_ids"])
+        if array is None:
+            raise OnnxModelError(f"the model needs input '{meta.name}' but the data has only {', '.join(arrays)}; "
+                                 f"give data with the model's inputs ({', '.join(m.name for m in metas)})")
+        out[meta.name] = np.ascontiguousarray(array.astype(_ORT_TYPES.get(meta.type, array.dtype), copy=False))
+    return out
+
+
+def input_names(session) -> list[str]:
+    return [meta.name for meta in session.get_inputs()]
 
 
 def fixed_batch(session) -> int | None:
@@ -78,25 +110,29 @@ def fixed_batch(session) -> int | None:
     return first if isinstance(first, int) else None
 
 
-def run_batches(session, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
-    """First output of the model for every row of `x`, run in batches.
+def run_batches(session, x: Inputs | np.ndarray, batch_size: int = 256) -> np.ndarray:
+    """First output of the model for every sample of `x`, run in batches.
 
-    A model with a fixed batch size gets batches of exactly that size; the last one is padded
-    by repeating rows, and the padding's outputs are dropped.
+    Each batch's sequence inputs are cut to its own longest row. A model with a fixed batch size
+    gets batches of exactly that size; the last one is padded by repeating rows, and the
+    padding's outputs are dropped.
     """
-    name = input_name(session)
+    x = as_inputs(x)
     fixed = fixed_batch(session)
     batch = fixed or batch_size
     outs = []
     try:
         for i in range(0, len(x), batch):
-            chunk = x[i : i + batch]
+            chunk = x[i : i + batch].trimmed()
             rows = len(chunk)
             if fixed and rows < batch:
-                chunk = np.concatenate([chunk, np.repeat(chunk[-1:], batch - rows, axis=0)])
-            outs.append(session.run(None, {name: chunk})[0][:rows])
+                chunk = chunk[np.concatenate([np.arange(rows), np.full(batch - rows, rows - 1)])]
+            outs.append(session.run(None, feeds(session, chunk))[0][:rows])
+    except OnnxModelError:
+        raise
     except Exception as exc:
-        expected = session.get_inputs()[0].shape
+        expected = ", ".join(f"{m.name} {m.shape}" for m in session.get_inputs())
+        given = ", ".join(f"{k} {list(v.shape[1:])}" for k, v in x.items())
         reason = str(exc).strip().splitlines()[0][:200]
-        raise OnnxModelError(f"the model expects input {expected} but got {list(x.shape[1:])} per sample ({reason}); use data that fits the model") from None
+        raise OnnxModelError(f"the model expects inputs {expected} but got {given} per sample ({reason}); use data that fits the model") from None
     return np.concatenate(outs)

@@ -21,8 +21,8 @@ from edgekd.targets import Scheme
 
 @dataclass(config=CONFIG)
 class DataConfig:
-    # Where the data comes from: "digits", "npz:PATH" or "package.module:function".
-    source: str = Field("digits", description='"digits", "npz:PATH" or "package.module:function"')
+    # Where the data comes from: "digits", "npz:PATH", "text:PATH", ... or "package.module:function".
+    source: str = Field("digits", description='"digits", "npz:PATH", "idx:DIR", "csv:PATH", "imagefolder:DIR", "text:PATH" or "package.module:function"')
     # Seed of the stratified split, so every stage and every rerun sees the same split.
     split_seed: int = Field(0, description="seed of the stratified train/val/test split")
     # Share of the labelled training data held out for validation when the source has no val split.
@@ -30,7 +30,13 @@ class DataConfig:
     # Share held out for testing when the source has no test split (digits).
     test_fraction: float = Field(0.2, gt=0, lt=0.5, description="test share, when the source has none")
     # csv: the column that holds the class labels (the other numeric columns are the features).
-    label_column: Optional[str] = Field(None, description="csv: name of the label column")
+    label_column: Optional[str] = Field(None, description='csv / text: name of the label column (text default: "label")')
+    # text:PATH (csv, tsv or jsonl): the column with the text, the tokenizer, the longest sequence kept.
+    text_column: str = Field("text", description="text: name of the text column")
+    tokenizer: Optional[str] = Field(None, description='text: a Hugging Face tokenizer folder, "minilm", or "package.module:function"')
+    max_length: int = Field(128, ge=2, le=8192, description="text: tokens kept per text (longer texts are truncated)")
+    # text: keep only these labels, in this class order (e.g. ["fresh", "rotten"]); default: all, sorted.
+    labels: Optional[list[str]] = Field(None, min_length=2, description="text: the labels to keep, in class-index order")
     # imagefolder: resize to (height, width), optionally to one grey channel, then normalise.
     image_size: Optional[list[int]] = Field(None, description="imagefolder: [height, width]")
     grayscale: bool = Field(False, description="imagefolder: convert images to one channel")
@@ -52,9 +58,11 @@ class DataConfig:
 
 @dataclass(config=CONFIG)
 class TeacherConfig:
-    # Built-in family, "package.module:factory" returning an nn.Module, or an .onnx file (any
-    # framework's teacher, run through ONNX Runtime; gives logits only, no features).
-    model: str = Field("cnn", description='built-in family, "package.module:factory", or a teacher .onnx file')
+    # Built-in family, "package.module:factory" returning an nn.Module, an .onnx file (any
+    # framework's teacher, run through ONNX Runtime; gives logits only, no features), or
+    # "hf:FOLDER" / "hf:minilm": a Hugging Face model folder (with a sequence-classification head,
+    # used as it is; without one, an encoder that edgekd gives a head and trains first).
+    model: str = Field("cnn", description='built-in family, "package.module:factory", "hf:FOLDER", or a teacher .onnx file')
     # Keyword arguments for the family or factory (sizes, widths, ...).
     args: dict[str, Any] = Field(default_factory=dict, description="keyword arguments for the model")
     # Trained weights (edgekd checkpoint or plain state dict, loaded with weights_only=True).
@@ -67,6 +75,8 @@ class TeacherConfig:
     # teacher, not the student): the students' inputs follow [data] augment.
     augment: bool = Field(False, description="random shifts of the images while edgekd trains this teacher")
     max_shift: Optional[int] = Field(None, ge=1, description="largest shift in pixels with augment = true (default: 1/8 of the height and width)")
+    # hf: encoders without a head: train the encoder too, not the new head alone (slower).
+    finetune: bool = Field(False, description="hf encoder: fine-tune the encoder with its new head (default: head only)")
     # With several teachers: this one's share of the averaged soft targets.
     weight: float = Field(1.0, gt=0, description="weight in the teachers' averaged soft targets")
     # Initialisation and shuffling seed when edgekd trains this teacher. By default [distill] seed
@@ -78,10 +88,13 @@ class TeacherConfig:
 @dataclass(config=CONFIG)
 class StudentConfig:
     # The small model to deploy; same forms as the teacher's.
-    model: str = Field("mlp", description='built-in family ("mlp", "cnn") or "package.module:factory"')
+    model: str = Field("mlp", description='built-in family ("mlp", "cnn", "transformer", ...) or "package.module:factory"')
     args: dict[str, Any] = Field(default_factory=dict, description="keyword arguments for the model")
     # Optional starting weights for the student (fine-tuning instead of training from scratch).
     checkpoint: Optional[Path] = Field(None, description="optional initial weights for the student")
+    # transformer students: copy the (first PyTorch) teacher's embeddings and every k-th layer
+    # where the shapes agree, as DistilBERT was initialised (Sanh et al. 2019).
+    init_from_teacher: bool = Field(False, description="transformer: start from the teacher's embeddings and every k-th layer")
 
 
 @dataclass(config=CONFIG)
@@ -211,9 +224,17 @@ def _resolve_paths(data: dict[str, Any], base: Path) -> None:
         if isinstance(table, dict) and isinstance(table.get("model"), str) and table["model"].endswith(".onnx"):
             table["model"] = str(base / Path(table["model"]).expanduser())
     section = data.get("data") or {}
+    tokenizer = section.get("tokenizer")
+    if isinstance(tokenizer, str) and (base / Path(tokenizer).expanduser()).is_dir():
+        section["tokenizer"] = str(base / Path(tokenizer).expanduser())
+    for table in tables:
+        if isinstance(table, dict) and isinstance(table.get("model"), str) and table["model"].startswith("hf:"):
+            folder = table["model"][3:]
+            if (base / Path(folder).expanduser()).is_dir():
+                table["model"] = "hf:" + str(base / Path(folder).expanduser())
     for key in ("source", "unlabeled"):
         value = section.get(key)
-        for prefix in ("idx:", "csv:", "imagefolder:"):
+        for prefix in ("idx:", "csv:", "imagefolder:", "text:"):
             if isinstance(value, str) and value.startswith(prefix):
                 section[key] = prefix + str(base / Path(value[len(prefix):]).expanduser())
     if isinstance(section.get("unlabeled"), str) and section["unlabeled"].startswith("npz:"):

@@ -114,6 +114,10 @@ class BenchConfig:
     min_seconds: float = Field(0.0, ge=0)
     # Batch sizes for the latency sweep (p50 and its interval at each).
     sweep_batches: list[int] = Field(default_factory=lambda: [1, 8, 64])
+    # Text models: tokens per input for the latency, throughput and batch-sweep figures (default:
+    # the median length of the real test texts), and the lengths of the sequence sweep.
+    sequence_length: Optional[int] = Field(None, ge=1, description="text: tokens per input for latency (default: median test length)")
+    sweep_lengths: list[int] = Field(default_factory=lambda: [16, 64, 128], description="text: sequence lengths of the latency sweep")
 
 
 @dataclass(config=CONFIG)

@@ -225,4 +225,4 @@ def test_io_binding_path_gives_the_same_outputs(exported_run):
     x = load_data("digits").x_test[:8]
     binding = bound_call(session, x, batch=8, device="cpu")(0)
     bound = binding.copy_outputs_to_cpu()[0]
-    assert np.allclose(bound, session.run(None, {"input": x})[0], atol=1e-6)
+    assert np.allclose(bound, session.run(None, {"input": np.asarray(x)})[0], atol=1e-6)

@@ -29,7 +29,7 @@ def _assert_one_line_error(result, *fragments):
 BAD_RECIPES = {
     "malformed": ("[distill\n", "not valid TOML"),
     "unknown_key": ("[distill]\ntemprature = 2\n", "unknown key 'temprature'"),
-    "unknown_family": ('[student]\nmodel = "transformer"\n', "unknown model family 'transformer'"),
+    "unknown_family": ('[student]\nmodel = "vit"\n', "unknown model family 'vit'"),
     "class_mismatch": ('[teacher]\nargs = { num_classes = 5 }\n', "10 classes"),
     "bad_shape": ('[student]\nmodel = "tests_fixture_missing:factory"\n', "cannot import module"),
 }

@@ -28,7 +28,7 @@ def test_idx_folder_mnist_layout(tmp_path, gz):
     _write_idx(tmp_path / f"t10k-labels-idx1-ubyte{suffix}", np.arange(12) % 3, gz)
     data = load_data(f"idx:{tmp_path}")
     assert data.input_shape == (1, 28, 28) and data.num_classes == 3 and len(data.x_test) == 12
-    assert 0.0 <= data.x_train.min() and data.x_train.max() <= 1.0
+    assert 0.0 <= np.asarray(data.x_train).min() and np.asarray(data.x_train).max() <= 1.0
 
 
 def test_idx_truncated_file(tmp_path):
@@ -81,7 +81,7 @@ def test_imagefolder_resized_grey_normalised(tmp_path):
     cfg = DataConfig(image_size=[8, 8], grayscale=True, mean=[0.5], std=[0.25])
     data = load_data(f"imagefolder:{tmp_path / 'imgs'}", options=cfg)
     assert data.input_shape == (1, 8, 8) and data.num_classes == 3
-    assert data.x_train.min() >= -2.0 - 1e-6 and data.x_train.max() <= 2.0 + 1e-6
+    assert np.asarray(data.x_train).min() >= -2.0 - 1e-6 and np.asarray(data.x_train).max() <= 2.0 + 1e-6
 
 
 def test_imagefolder_with_train_and_test_folders(tmp_path):
@@ -102,7 +102,7 @@ def test_unlabeled_image_folder(tmp_path):
     _images(tmp_path / "imgs", ["a", "b"], 10, size=(8, 8))
     _images(tmp_path / "unlab" / "any", ["z"], 5, size=(8, 8))
     data = load_data(f"imagefolder:{tmp_path / 'imgs'}", options=DataConfig(unlabeled=f"imagefolder:{tmp_path / 'unlab'}"))
-    assert data.x_unlabeled.shape == (5, 3, 8, 8)
+    assert np.asarray(data.x_unlabeled).shape == (5, 3, 8, 8)
 
 
 def test_unlabeled_shape_must_match(tmp_path):
@@ -123,7 +123,7 @@ def test_factory_returning_torch_datasets(tmp_path, monkeypatch):
     )
     monkeypatch.chdir(tmp_path)
     data = load_data("mysets:load")
-    assert data.input_shape == (5,) and data.num_classes == 3 and data.x_unlabeled.shape == (7, 5)
+    assert data.input_shape == (5,) and data.num_classes == 3 and np.asarray(data.x_unlabeled).shape == (7, 5)
 
 
 def test_shape_mismatch_fails_before_training_with_both_shapes(tmp_path, monkeypatch):

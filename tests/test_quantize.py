@@ -52,7 +52,7 @@ def test_nodes_ranked_worst_first(exported_run, tmp_path):
     bad = _quantize(exported_run, tmp_path, scheme=Scheme.static_qdq, calibration_samples=1, max_excluded_nodes=0)
     from edgekd.export.quantize import _prepare
 
-    prepared = _prepare(tmp_path / "student.sim.onnx", tmp_path)
+    prepared, _ = _prepare(tmp_path / "student.sim.onnx", tmp_path)
     ranking = rank_nodes_by_error(prepared, bad.path, DIGITS.calibration(64), tmp_path)
     names = {n.name for n in onnx.load(str(prepared)).graph.node}
     assert {node for node, _ in ranking} == names, "every node can be excluded"

@@ -58,7 +58,7 @@ def test_resume_with_other_settings_is_refused(tmp_path):
 
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
     data = load_data("digits")
-    x = data.x_train.copy()
+    x = np.asarray(data.x_train).copy()
     x[::2] = 3e38  # overflows to inf inside the network
     settings = TrainSettings(1, 64, 1e-3, 0)
     with pytest.raises(TrainingError, match="loss became nan at epoch 1, step 1"):

@@ -33,18 +33,32 @@ def _reset_peak() -> bool:
         return False
 
 
-def main(path: str, providers: str, batch: int, runs: int) -> None:
+_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64,
+          "tensor(int64)": np.int64, "tensor(int32)": np.int32, "tensor(bool)": np.bool_}
+
+
+def _feed(session, batch: int, length: int) -> dict:
+    """Inputs of the declared types: the batch axis gets `batch`, other free dims `length`;
+    integer inputs (token ids, masks) are ones: valid ids and a full attention mask."""
+    rng = np.random.default_rng(0)
+    feed = {}
+    for meta in session.get_inputs():
+        shape = [d if isinstance(d, int) else (batch if i == 0 else length) for i, d in enumerate(meta.shape)]
+        dtype = _TYPES.get(meta.type, np.float32)
+        feed[meta.name] = rng.standard_normal(shape).astype(dtype) if np.issubdtype(dtype, np.floating) else np.ones(shape, dtype)
+    return feed
+
+
+def main(path: str, providers: str, batch: int, runs: int, length: int) -> None:
     reset = _reset_peak()
     baseline = _status_mb("VmRSS") if reset else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     session = ort.InferenceSession(path, providers=providers.split(","))
-    meta = session.get_inputs()[0]
-    shape = [d if isinstance(d, int) else batch for d in meta.shape]
-    x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
+    feed = _feed(session, batch, length)
     for _ in range(runs):
-        session.run(None, {meta.name: x})
+        session.run(None, feed)
     peak = (_status_mb("VmHWM") if reset else None) or resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(json.dumps({"baseline_mb": baseline, "peak_mb": peak, "growth_mb": max(0.0, peak - baseline)}))
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]))
+    main(sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]) if len(sys.argv) > 5 else 128)

@@ -6,9 +6,10 @@ import numpy as np
 
 from edgekd._ort import run_batches
 from edgekd.errors import DataError
+from edgekd.inputs import Inputs
 
 
-def top1(session, x: np.ndarray, y: np.ndarray, label: str) -> float:
+def top1(session, x: Inputs | np.ndarray, y: np.ndarray, label: str) -> float:
     logits = run_batches(session, x)
     _check(logits, y, label)
     return float((logits.argmax(axis=1) == y).mean())
@@ -21,7 +22,7 @@ def _check(logits: np.ndarray, y: np.ndarray, label: str) -> None:
         raise DataError(f"{label} has {logits.shape[1]} outputs but the labels go up to {int(y.max())}; use data with the model's classes")
 
 
-def top_k(session, x: np.ndarray, y: np.ndarray, label: str, k: int = 5) -> tuple[float, float | None]:
+def top_k(session, x: Inputs | np.ndarray, y: np.ndarray, label: str, k: int = 5) -> tuple[float, float | None]:
     """(top-1, top-k) accuracy; top-k is None when the model has no more than k classes."""
     logits = run_batches(session, x)
     _check(logits, y, label)
@@ -32,7 +33,7 @@ def top_k(session, x: np.ndarray, y: np.ndarray, label: str, k: int = 5) -> tupl
     return float(top1_hit.mean()), float((best == y[:, None]).any(axis=1).mean())
 
 
-def file_top1(path, x: np.ndarray, y: np.ndarray) -> float:
+def file_top1(path, x: Inputs | np.ndarray, y: np.ndarray) -> float:
     """Top-1 of an ONNX/ORT file on the CPU provider: what export and quantize compare."""
     from pathlib import Path
 

@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from edgekd.inputs import Inputs, as_inputs
+
 
 PERCENTILES = (50, 90, 99)
 _BOOTSTRAP_SAMPLES = 2000
@@ -74,13 +76,17 @@ def time_interleaved(
     return times
 
 
-def session_call(session, x: np.ndarray, batch: int) -> Callable[[int], object]:
-    """A call that runs `session` on the i-th batch of real inputs (cycling through `x`)."""
-    name = session.get_inputs()[0].name
+def session_call(session, x: Inputs | np.ndarray, batch: int, length: int | None = None) -> Callable[[int], object]:
+    """A call that runs `session` on the i-th batch of real inputs (cycling through `x`).
+
+    Sequence inputs are cut or padded to exactly `length` tokens when it is given (latency at a
+    stated sequence length), else each batch to its own longest row."""
+    from edgekd._ort import feeds
+
+    x = as_inputs(x)
     count = max(1, len(x) // batch)
-    batches = [np.ascontiguousarray(x[k * batch : (k + 1) * batch]) for k in range(count)]
-    if len(batches[0]) < batch:  # fewer samples than one batch: repeat them
-        batches = [np.resize(x, (batch, *x.shape[1:])).astype(x.dtype)]
-    feeds = [{name: b} for b in batches]  # built once: the timed call does nothing but run()
-    run, count = session.run, len(feeds)
-    return lambda i: run(None, feeds[i % count])
+    rows = [np.resize(np.arange(k * batch, min(len(x), (k + 1) * batch)), batch) for k in range(count)]
+    batches = [x[r].at_length(length) if length else x[r].trimmed() for r in rows]
+    prepared = [feeds(session, b) for b in batches]  # built once: the timed call does nothing but run()
+    run, count = session.run, len(prepared)
+    return lambda i: run(None, prepared[i % count])

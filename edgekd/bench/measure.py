@@ -12,11 +12,12 @@ from pathlib import Path
 
 import numpy as np
 
-from edgekd._ort import fixed_batch
+from edgekd._ort import feeds, fixed_batch
 from edgekd.bench.accuracy import top_k
 from edgekd.bench.latency import LatencyStats, session_call, summarize, time_interleaved
 from edgekd.bench.memory import MemoryStats, session_memory
 from edgekd.bench.profile import GraphProfile, read_profile
+from edgekd.inputs import Inputs, as_inputs
 from edgekd.targets import BenchConfig
 
 
@@ -33,25 +34,33 @@ class VariantReport:
     gflops: float  # achieved GFLOP/s at the throughput batch (2 × MACs × samples/s)
     memory: MemoryStats | None  # session memory, measured in a child process
     sweep: dict[str, LatencyStats] = field(default_factory=dict)  # latency per batch size
+    sequence_length: int | None = None  # text: the tokens per input of the latency and batch-sweep figures
+    length_sweep: dict[str, LatencyStats] = field(default_factory=dict)  # text: latency per sequence length, batch latency_batch
 
 
 def measure_variants(
     files: dict[str, Path],
     sessions: dict[str, object],
-    x: np.ndarray,
+    x: Inputs | np.ndarray,
     y: np.ndarray | None,
     cfg: BenchConfig,
     providers: list[str],
     memory: bool = True,
 ) -> list[VariantReport]:
-    """Figures for every session in `sessions` (named like `files`), measured interleaved."""
+    """Figures for every session in `sessions` (named like `files`), measured interleaved.
+
+    Text models are timed at `sequence_length` tokens (the target's, else the median test text)
+    and swept over `sweep_lengths` as well as over batch sizes."""
+    x = as_inputs(x)
+    length = sequence_length(x, cfg)
     scores = {n: top_k(s, x, y, n) if y is not None else (None, None) for n, s in sessions.items()}
     batch = {n: fixed_batch(s) or cfg.latency_batch for n, s in sessions.items()}  # fixed shapes run their own batch
     bulk_batch = {n: fixed_batch(s) or cfg.throughput_batch for n, s in sessions.items()}
-    latency = time_interleaved(_calls(sessions, x, batch, providers), cfg.warmup_runs, cfg.runs, cfg.min_seconds)
+    latency = time_interleaved(_calls(sessions, x, batch, providers, length), cfg.warmup_runs, cfg.runs, cfg.min_seconds)
     throughput_runs = max(10, cfg.runs // 10)
-    bulk = time_interleaved(_calls(sessions, x, bulk_batch, providers), 2, throughput_runs)
-    sweep = _sweep(sessions, x, cfg, providers)
+    bulk = time_interleaved(_calls(sessions, x, bulk_batch, providers, length), 2, throughput_runs)
+    sweep = _sweep(sessions, x, cfg, providers, length)
+    length_sweep = _length_sweep(sessions, x, cfg, providers, batch) if length else {}
     reports = []
     for name, session in sessions.items():
         profile = read_profile(files[name])
@@ -66,42 +75,64 @@ def measure_variants(
             throughput=throughput,
             throughput_batch=bulk_batch[name],
             gflops=2 * profile.macs * throughput / 1e9,
-            memory=session_memory(files[name], providers, bulk_batch[name]) if memory else None,
+            memory=session_memory(files[name], providers, bulk_batch[name], length or 128) if memory else None,
             sweep=sweep.get(name, {}),
+            sequence_length=length,
+            length_sweep=length_sweep.get(name, {}),
         ))
     return reports
 
 
-def _sweep(sessions, x, cfg: BenchConfig, providers) -> dict[str, dict[str, LatencyStats]]:
+def sequence_length(x: Inputs, cfg: BenchConfig) -> int | None:
+    """The stated length for text latency: the target's, else the median real length of the test inputs."""
+    lengths = x.lengths()
+    if lengths is None:
+        return None
+    return cfg.sequence_length or max(1, int(np.median(lengths)))
+
+
+def _length_sweep(sessions, x: Inputs, cfg: BenchConfig, providers, batch) -> dict[str, dict[str, LatencyStats]]:
+    """p50 and intervals at each sweep length, at the latency batch."""
+    result: dict[str, dict[str, LatencyStats]] = {n: {} for n in sessions}
+    runs = max(30, cfg.runs // 3)
+    for length in cfg.sweep_lengths:
+        times = time_interleaved(_calls(sessions, x, batch, providers, length), max(2, cfg.warmup_runs // 4), runs)
+        for name in sessions:
+            result[name][str(length)] = summarize(times[name], batch[name])
+    return result
+
+
+def _sweep(sessions, x, cfg: BenchConfig, providers, length: int | None) -> dict[str, dict[str, LatencyStats]]:
     """p50 and intervals at each sweep batch, for the models whose batch axis is dynamic."""
     dynamic = {n: s for n, s in sessions.items() if fixed_batch(s) is None}
     result: dict[str, dict[str, LatencyStats]] = {n: {} for n in dynamic}
     runs = max(30, cfg.runs // 3)
     for b in cfg.sweep_batches:
-        times = time_interleaved(_calls(dynamic, x, {n: b for n in dynamic}, providers), max(2, cfg.warmup_runs // 4), runs)
+        times = time_interleaved(_calls(dynamic, x, {n: b for n in dynamic}, providers, length), max(2, cfg.warmup_runs // 4), runs)
         for name in dynamic:
             result[name][str(b)] = summarize(times[name], b)
     return result
 
 
-def _calls(sessions, x, batch, providers):
+def _calls(sessions, x, batch, providers, length: int | None = None):
     if providers and providers[0] == "CUDAExecutionProvider":
-        return {n: bound_call(s, x, batch[n], "cuda") for n, s in sessions.items()}
-    return {n: session_call(s, x, batch[n]) for n, s in sessions.items()}
+        return {n: bound_call(s, x, batch[n], "cuda", length) for n, s in sessions.items()}
+    return {n: session_call(s, x, batch[n], length) for n, s in sessions.items()}
 
 
-def bound_call(session, x: np.ndarray, batch: int, device: str = "cuda"):
+def bound_call(session, x: Inputs | np.ndarray, batch: int, device: str = "cuda", length: int | None = None):
     """IO binding: inputs and outputs live on `device` (on CUDA: the GPU), so timing measures the
     model, not host↔device copies. Tested with device="cpu", which takes the same code path."""
     import onnxruntime as ort
 
-    name = session.get_inputs()[0].name
+    x = as_inputs(x)
     count = max(1, len(x) // batch)
     bindings = []
     for k in range(count):
-        chunk = np.ascontiguousarray(np.resize(x[k * batch : (k + 1) * batch], (batch, *x.shape[1:])).astype(np.float32))
+        rows = x[np.resize(np.arange(k * batch, min(len(x), (k + 1) * batch)), batch)]
         binding = session.io_binding()
-        binding.bind_ortvalue_input(name, ort.OrtValue.ortvalue_from_numpy(chunk, device, 0))
+        for name, array in feeds(session, rows.at_length(length) if length else rows.trimmed()).items():
+            binding.bind_ortvalue_input(name, ort.OrtValue.ortvalue_from_numpy(array, device, 0))
         for output in session.get_outputs():
             binding.bind_output(output.name, device)
         bindings.append(binding)

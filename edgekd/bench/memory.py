@@ -23,10 +23,11 @@ class MemoryStats:
     growth_mb: float  # what the session itself cost: peak − baseline
 
 
-def session_memory(path: Path, providers: list[str], batch: int, runs: int = 20) -> MemoryStats:
-    """Measure `path` in a child process that imports numpy and onnxruntime only."""
+def session_memory(path: Path, providers: list[str], batch: int, length: int = 128, runs: int = 20) -> MemoryStats:
+    """Measure `path` in a child process that imports numpy and onnxruntime only; free dims other
+    than the batch (a text model's sequence) get `length`."""
     child = Path(__file__).with_name("_memory_child.py")
-    command = [sys.executable, str(child), str(path), ",".join(providers), str(batch), str(runs)]
+    command = [sys.executable, str(child), str(path), ",".join(providers), str(batch), str(runs), str(length)]
     done = subprocess.run(command, capture_output=True, text=True, timeout=600)
     if done.returncode != 0:
         reason = (done.stderr.strip().splitlines() or ["no output"])[-1][:200]

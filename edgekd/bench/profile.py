@@ -21,6 +21,9 @@ class GraphProfile:
     ops: dict[str, int]  # node count per operator type
     graph_source: str  # the file the graph figures were read from (an .ort file's .onnx twin)
     macs: int = 0  # multiply-accumulates per sample in Conv/Gemm/MatMul (FLOPs ≈ 2 × MACs)
+    # Bytes of the weights that embedding lookups (Gather) read: most of a small text model.
+    # The rest of the file (other weights, graph) is bytes − embedding_bytes.
+    embedding_bytes: int = 0
 
 
 def read_profile(path: Path) -> GraphProfile:
@@ -47,7 +50,32 @@ def read_profile(path: Path) -> GraphProfile:
             continue
         parameters += int(np.prod(init.dims)) if len(init.dims) else 1
     ops = Counter(node.op_type for node in graph.node)
-    return GraphProfile(size, parameters, len(graph.node), dict(sorted(ops.items())), path.name, _macs(model))
+    return GraphProfile(size, parameters, len(graph.node), dict(sorted(ops.items())), path.name, _macs(model), _embedding_bytes(graph))
+
+
+def _embedding_bytes(graph) -> int:
+    """Bytes of initializers that a Gather reads as its table, directly or through DequantizeLinear
+    (int8 embeddings are stored quantized and dequantized before the lookup)."""
+    import onnx
+
+    initializers = {init.name: init for init in graph.initializer}
+    producer = {out: node for node in graph.node for out in node.output}
+    tables: set[str] = set()
+    for node in graph.node:
+        if node.op_type != "Gather" or not node.input:
+            continue
+        source = node.input[0]
+        upstream = producer.get(source)
+        if upstream is not None and upstream.op_type == "DequantizeLinear":
+            source = upstream.input[0]
+        if source in initializers:
+            tables.add(source)
+    total = 0
+    for name in tables:
+        init = initializers[name]
+        itemsize = onnx.helper.tensor_dtype_to_np_dtype(init.data_type).itemsize
+        total += int(np.prod(init.dims)) * itemsize if len(init.dims) else itemsize
+    return total
 
 
 _MATMUL_OPS = {"MatMul", "MatMulInteger", "QLinearMatMul", "Gemm", "QGemm"}

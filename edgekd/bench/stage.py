@@ -25,6 +25,7 @@ from edgekd.bench.report import verdict_line, write_junit, write_reports
 from edgekd.bench.verify import MobileFigures, Verdict, check_budgets
 from edgekd.data import load_recipe_data, load_test_split
 from edgekd.errors import DataError, OnnxModelError, TargetError
+from edgekd.inputs import Inputs
 from edgekd.targets import Target, load_target
 
 SCHEMA_VERSION = 1
@@ -56,12 +57,14 @@ def bench(
     providers: list[str] | None = None,
     memory: bool = True,
     junit: Path | None = None,
+    tokenizer: str | None = None,
 ) -> BenchReport:
     """Bench a run folder or an ONNX file; write bench.json and bench.md; return the report.
 
     `providers` overrides the target's execution providers (e.g. to take host figures for a
     mobile target: the report names the providers used). `memory=False` skips the per-model
-    child processes that measure session memory.
+    child processes that measure session memory. `tokenizer` tokenizes `data = "text:PATH"`
+    (every row is test data) for a bare text classifier ONNX file.
     """
     model = Path(model)
     coverage = None
@@ -83,7 +86,7 @@ def bench(
         from edgekd.export.mobile import mobile_coverage
 
         coverage = mobile_coverage(files[deployed])
-    x, y, inputs = _inputs(source, sessions[deployed])
+    x, y, inputs = _inputs(source, sessions[deployed], tokenizer)
 
     cfg = target.bench
     say(f"bench: timing {len(sessions)} model(s), {cfg.warmup_runs} warm-up + {cfg.runs} runs each, interleaved; "
@@ -162,17 +165,24 @@ def _mobile_figures(target: Target, providers: list[str], coverage) -> MobileFig
     return MobileFigures(ep, found.coverage, found.partitions, found.error)
 
 
-def _inputs(source, session) -> tuple[np.ndarray, np.ndarray | None, str]:
+def _inputs(source, session, tokenizer: str | None = None) -> tuple[Inputs | np.ndarray, np.ndarray | None, str]:
     """Real test samples (a source string, or a run's [data] section), or random inputs shaped
     like the model's input when no data is given."""
     if source is not None:
         if isinstance(source, str):
-            x, y = load_test_split(source)
+            from edgekd.recipe import DataConfig
+
+            if source.startswith("text:") and not tokenizer:
+                raise DataError("text data needs the tokenizer the model was trained with: pass --tokenizer DIR")
+            x, y = load_test_split(source, DataConfig(source=source, tokenizer=tokenizer))
             name = source
         else:
             splits = load_recipe_data(source)
             x, y, name = splits.x_test, splits.y_test, source.source
         return x, y, f"{len(x)} test samples from {name}"
+    if len(session.get_inputs()) != 1:
+        raise DataError(f"the model has {len(session.get_inputs())} inputs ({', '.join(m.name for m in session.get_inputs())}); "
+                        "pass --data with real inputs (text: --data text:FILE --tokenizer DIR)")
     meta = session.get_inputs()[0]
     if meta.type != "tensor(float)":
         raise DataError(f"the model's input is {meta.type}; pass --data with real inputs")

@@ -1,4 +1,4 @@
-"""Data sources by name: built-in digits, .npz, MNIST-format IDX, CSV, image folders, user code.
+"""Data sources by name: built-in digits, .npz, MNIST-format IDX, CSV, image folders, text, user code.
 
 `SOURCES` is the lookup of source kinds; `load_data` is the one entry point. Nothing downloads:
 digits ship inside scikit-learn, and the other kinds read the user's own files or code.
@@ -18,6 +18,7 @@ import numpy as np
 from edgekd.data.files import read_csv, read_idx_dir, read_image_folder
 from edgekd.data.splits import DataSplits, checked_pair, checked_splits, stratified_split
 from edgekd.errors import DataError
+from edgekd.inputs import Inputs
 
 if TYPE_CHECKING:
     from edgekd.recipe import DataConfig
@@ -70,6 +71,16 @@ def _imagefolder(arg: str, cfg: DataConfig) -> dict[str, np.ndarray]:
     return {"x_train": x_train, "y_train": y_train, "x_test": x_test, "y_test": y_test}
 
 
+def _text(arg: str, cfg: DataConfig) -> dict[str, Any]:
+    """csv / tsv / jsonl rows of text and label, tokenized ([data] tokenizer, max_length)."""
+    from edgekd.data.text import read_text_source
+
+    table = read_text_source(Path(arg), cfg)
+    x_train, y_train, x_test, y_test = stratified_split(table["x"], table["y"], cfg.test_fraction, cfg.split_seed)
+    return {"x_train": x_train, "y_train": y_train, "x_test": x_test, "y_test": y_test,
+            "classes": table["classes"], "vocab_size": table["vocab_size"]}
+
+
 def _factory(arg: str, cfg: DataConfig) -> dict[str, np.ndarray]:
     """A user function `package.module:function` returning a dict with the npz array names, or
     torch datasets: a dict with "train", "test" (and "val", "unlabeled") or a (train, test) pair."""
@@ -87,7 +98,7 @@ def _factory(arg: str, cfg: DataConfig) -> dict[str, np.ndarray]:
         if "unlabeled" in result:
             arrays["x_unlabeled"] = _dataset_arrays(result["unlabeled"], f"{arg} 'unlabeled'", labelled=False)[0]
         return arrays
-    return {k: np.asarray(v) for k, v in result.items() if k in _NPZ_KEYS}
+    return {k: (v if isinstance(v, Mapping) else np.asarray(v)) for k, v in result.items() if k in _NPZ_KEYS}
 
 
 SOURCES: dict[str, Callable[[str, Any], dict[str, np.ndarray]]] = {
@@ -96,6 +107,7 @@ SOURCES: dict[str, Callable[[str, Any], dict[str, np.ndarray]]] = {
     "idx": _idx,
     "csv": _csv,
     "imagefolder": _imagefolder,
+    "text": _text,
 }
 
 
@@ -112,15 +124,28 @@ def load_data(
     arrays = (SOURCES.get(kind) or _factory)(arg, cfg)
     if cfg.unlabeled:
         arrays["x_unlabeled"] = _unlabeled(cfg)
-    return checked_splits(source, arrays, val_fraction, split_seed)
+    classes, vocab_size = arrays.pop("classes", ()), arrays.pop("vocab_size", None)
+    return checked_splits(source, arrays, val_fraction, split_seed, classes, vocab_size)
 
 
-def load_test_split(source: str) -> tuple[np.ndarray, np.ndarray]:
-    """Only the test inputs and labels: what `edgekd bench` needs (an npz may hold only these)."""
+def load_test_split(source: str, options: DataConfig | None = None) -> tuple[Inputs, np.ndarray]:
+    """Only the test inputs and labels: what `edgekd bench` needs (an npz may hold only these).
+
+    A text file given to bench is all test data: every row is tokenized and scored."""
+    from dataclasses import replace
+
+    from edgekd.recipe import DataConfig
+
     kind, arg = _parse(source)
     if kind == "npz":
         return checked_pair(source, read_npz(Path(arg)), "test", required=True)
-    splits = load_data(source)
+    cfg = replace(options or DataConfig(), source=source)
+    if kind == "text":
+        from edgekd.data.text import read_text_source
+
+        table = read_text_source(Path(arg), cfg)
+        return table["x"], table["y"]
+    splits = load_data(source, cfg.val_fraction, cfg.test_fraction, cfg.split_seed, cfg)
     return splits.x_test, splits.y_test
 
 
@@ -146,8 +171,11 @@ def _unlabeled(cfg: DataConfig) -> np.ndarray:
     raise DataError(f"[data] unlabeled must be npz:PATH (with x_unlabeled) or imagefolder:DIR; got '{cfg.unlabeled}'")
 
 
-def _dataset_arrays(dataset, name: str, labelled: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
-    """Materialise a torch-style dataset (len + getitem of (input, label)) as numpy arrays."""
+def _dataset_arrays(dataset, name: str, labelled: bool = True) -> tuple[np.ndarray | Inputs, np.ndarray | None]:
+    """Materialise a torch-style dataset (len + getitem of (input, label)) as numpy arrays.
+
+    An input may be a dict of named tensors ({"input_ids": ..., "attention_mask": ...}): each
+    name becomes an input of its own, dtype kept; sequences are padded to the longest."""
     try:
         items = [dataset[i] for i in range(len(dataset))]
     except Exception as exc:
@@ -155,14 +183,29 @@ def _dataset_arrays(dataset, name: str, labelled: bool = True) -> tuple[np.ndarr
     if not items:
         raise DataError(f"{name}: the dataset is empty")
     first = items[0]
-    if isinstance(first, (tuple, list)):
-        x = np.stack([np.asarray(item[0], dtype=np.float32) for item in items])
-        y = np.array([int(item[1]) for item in items], dtype=np.int64) if labelled and len(first) > 1 else None
-    else:
-        x, y = np.stack([np.asarray(item, dtype=np.float32) for item in items]), None
+    pairs = isinstance(first, (tuple, list))
+    inputs = [item[0] if pairs else item for item in items]
+    y = np.array([int(item[1]) for item in items], dtype=np.int64) if pairs and labelled and len(first) > 1 else None
+    try:
+        x = _stack_named(inputs) if isinstance(inputs[0], Mapping) else np.stack([np.asarray(i, dtype=np.float32) for i in inputs])
+    except (TypeError, ValueError) as exc:
+        raise DataError(f"{name}: items must be arrays of one shape, or dicts of named arrays ({exc})") from None
     if labelled and y is None:
         raise DataError(f"{name}: items must be (input, label) pairs")
     return x, y
+
+
+def _stack_named(items: list[Mapping]) -> Inputs:
+    """Dict items → one array per name, dtypes kept, 1-D sequences zero-padded to the longest."""
+    names = list(items[0])
+    arrays = {}
+    for key in names:
+        values = [np.asarray(item[key]) for item in items]
+        if values[0].ndim == 1 and len({len(v) for v in values}) > 1:
+            longest = max(len(v) for v in values)
+            values = [np.pad(v, (0, longest - len(v))) for v in values]
+        arrays[key] = np.stack(values)
+    return Inputs(arrays)
 
 
 def _parse(source: str) -> tuple[str, str]:
@@ -175,7 +218,7 @@ def _parse(source: str) -> tuple[str, str]:
     if sep and head and tail:
         return "", source
     raise DataError(
-        f"unknown data source '{source}'; use digits, npz:PATH, idx:DIR, csv:PATH, imagefolder:DIR, or package.module:function"
+        f"unknown data source '{source}'; use digits, npz:PATH, idx:DIR, csv:PATH, imagefolder:DIR, text:PATH, or package.module:function"
     )
 
 

@@ -1,8 +1,9 @@
-"""The one object every data source returns: fixed train / val / test splits as numpy arrays.
+"""The one object every data source returns: fixed train / val / test splits of named inputs.
 
-Arrays rather than torch datasets so the export and bench stages (which must not need torch)
-read the same data as training. Inputs are float32 shaped (N, *input_shape); labels are int64
-class indices 0..num_classes-1.
+Numpy arrays rather than torch datasets, so the export and bench stages (which must not need
+torch) read the same data as training. Each split's inputs are an `Inputs` (one array per input
+name, dtypes kept: a single-array source is one float32 input named `input`; text is int64
+`input_ids` + `attention_mask`); labels are int64 class indices 0..num_classes-1.
 """
 
 from __future__ import annotations
@@ -13,26 +14,35 @@ from dataclasses import dataclass
 import numpy as np
 
 from edgekd.errors import DataError
+from edgekd.inputs import Inputs, TensorSpec, as_inputs
 
 
 @dataclass(frozen=True)
 class DataSplits:
     name: str  # the source string it came from, for reports
-    x_train: np.ndarray
+    x_train: Inputs
     y_train: np.ndarray
-    x_val: np.ndarray
+    x_val: Inputs
     y_val: np.ndarray
-    x_test: np.ndarray
+    x_test: Inputs
     y_test: np.ndarray
     num_classes: int  # 1 + the largest training label
-    x_unlabeled: np.ndarray | None = None  # inputs without labels: teacher soft targets only
+    x_unlabeled: Inputs | None = None  # inputs without labels: teacher soft targets only
+    classes: tuple[str, ...] = ()  # label names by class index, when the source has names
+    vocab_size: int | None = None  # text: the tokenizer's vocabulary (the student's embedding rows)
+
+    @property
+    def inputs(self) -> tuple[TensorSpec, ...]:
+        """The named, typed inputs every model of this data takes."""
+        return self.x_train.spec
 
     @property
     def input_shape(self) -> tuple[int, ...]:
-        return tuple(int(d) for d in self.x_test.shape[1:])
+        """One sample's shape of the first input (an image net's input_shape)."""
+        return self.x_test.per_sample_shape
 
-    def calibration(self, count: int, seed: int = 0) -> np.ndarray:
-        """A fixed random subset of the *training* images for quantization calibration."""
+    def calibration(self, count: int, seed: int = 0) -> Inputs:
+        """A fixed random subset of the *training* inputs for quantization calibration."""
         rng = np.random.default_rng(seed)
         take = min(count, len(self.x_train))
         return self.x_train[np.sort(rng.choice(len(self.x_train), size=take, replace=False))]
@@ -41,10 +51,10 @@ class DataSplits:
         """sha256 over the named splits' bytes: what a cached teacher was trained on."""
         digest = hashlib.sha256()
         for split in splits:
-            for prefix in ("x_", "y_"):
-                array = np.ascontiguousarray(getattr(self, prefix + split))
-                digest.update(str(array.shape).encode() + array.dtype.str.encode())
-                digest.update(array.tobytes())
+            getattr(self, "x_" + split).update_digest(digest)
+            labels = np.ascontiguousarray(getattr(self, "y_" + split))
+            digest.update(str(labels.shape).encode() + labels.dtype.str.encode())
+            digest.update(labels.tobytes())
         return digest.hexdigest()
 
 
@@ -56,23 +66,25 @@ def stratified_split(
 
     counts = np.bincount(y)
     stratify = y if counts[counts > 0].min() >= 2 else None  # tiny classes cannot be stratified
-    x_a, x_b, y_a, y_b = train_test_split(x, y, test_size=fraction, random_state=seed, stratify=stratify)
-    return x_a, y_a, x_b, y_b
+    a, b = train_test_split(np.arange(len(y)), test_size=fraction, random_state=seed, stratify=stratify)
+    return x[a], y[a], x[b], y[b]
 
 
-def checked_splits(name: str, arrays: dict[str, np.ndarray | None], val_fraction: float, seed: int) -> DataSplits:
-    """Validate raw arrays (dtypes, lengths, labels, NaN) and fill a missing val split from train.
+def checked_splits(name: str, arrays: dict, val_fraction: float, seed: int, classes: tuple[str, ...] = (), vocab_size: int | None = None) -> DataSplits:
+    """Validate raw inputs (dtypes, lengths, labels, NaN) and fill a missing val split from train.
 
-    `x_unlabeled`, when present, must have the same per-sample shape as the labelled inputs.
+    Each `x_*` is an array (the one-input case) or named arrays; `x_unlabeled`, when present,
+    must have the same inputs and per-sample shapes as the labelled inputs.
     """
     x_train, y_train = checked_pair(name, arrays, "train", required=True)
     x_test, y_test = checked_pair(name, arrays, "test", required=True)
     x_val, y_val = checked_pair(name, arrays, "val", required=False)
     if x_val is None:
         x_train, y_train, x_val, y_val = stratified_split(x_train, y_train, val_fraction, seed)
-    shapes = {x.shape[1:] for x in (x_train, x_val, x_test)}
-    if len(shapes) != 1:
-        raise DataError(f"{name}: train/val/test inputs have different shapes {sorted(shapes)}; all must match")
+    if len({_layout(x) for x in (x_train, x_val, x_test)}) != 1:
+        shapes = sorted({_shapes(x) for x in (x_train, x_val, x_test)})
+        raise DataError(f"{name}: train/val/test inputs have different shapes {shapes}; all must match")
+    x_val, x_test = (Inputs(dict(x.items()), x_train.spec) for x in (x_val, x_test))
     num_classes = int(y_train.max()) + 1
     for split, labels in (("val", y_val), ("test", y_test)):
         if len(labels) and labels.max() >= num_classes:
@@ -82,13 +94,44 @@ def checked_splits(name: str, arrays: dict[str, np.ndarray | None], val_fraction
             )
     x_unlabeled = arrays.get("x_unlabeled")
     if x_unlabeled is not None:
-        x_unlabeled = np.asarray(x_unlabeled)
-        if x_unlabeled.shape[1:] != x_train.shape[1:]:
-            raise DataError(f"{name}: unlabeled inputs have shape {x_unlabeled.shape[1:]} per sample but the labelled ones {x_train.shape[1:]}; they must match")
-        x_unlabeled = x_unlabeled.astype(np.float32, copy=False)
-        if not np.isfinite(x_unlabeled).all():
-            raise DataError(f"{name}: x_unlabeled contains NaN or inf; clean the data first")
-    return DataSplits(name, x_train, y_train, x_val, y_val, x_test, y_test, num_classes, x_unlabeled)
+        x_unlabeled = _checked_inputs(name, x_unlabeled, "unlabeled")
+        if _layout(x_unlabeled) != _layout(x_train):
+            raise DataError(f"{name}: unlabeled inputs have shape {_shapes(x_unlabeled)} per sample but the labelled ones {_shapes(x_train)}; they must match")
+        x_unlabeled = Inputs(dict(x_unlabeled.items()), x_train.spec)
+    return DataSplits(name, x_train, y_train, x_val, y_val, x_test, y_test, num_classes, x_unlabeled, tuple(classes), vocab_size)
+
+
+def _layout(x: Inputs) -> tuple:
+    """What must match between splits: names, dtypes, and the fixed per-sample dims."""
+    return tuple((s.name, s.dtype, s.dims) for s in x.spec)
+
+
+def _shapes(x: Inputs) -> str:
+    """Per-sample shapes for messages: "(3,)" for one input, "input_ids int64 (sequence,), ..." for several."""
+    if len(x.spec) == 1 and not x.spec[0].is_sequence:
+        return str(tuple(x.spec[0].dims[1:]))
+    return ", ".join(f"{s.name} {s.dtype} {tuple(s.dims[1:])}" for s in x.spec)
+
+
+def _checked_inputs(name: str, x, split: str) -> Inputs:
+    """One array (cast to float32, as every array source always was) or named arrays (dtypes kept)."""
+    if isinstance(x, (Inputs, dict)):
+        inputs = as_inputs(x)
+    else:
+        x = np.asarray(x)
+        if x.ndim < 2:
+            raise DataError(f"{name}: x_{split} has shape {x.shape}; expected (samples, features...)")
+        if not np.issubdtype(x.dtype, np.number):
+            raise DataError(f"{name}: x_{split} has dtype {x.dtype}; expected numbers")
+        inputs = as_inputs(x.astype(np.float32, copy=False))
+    for key, array in inputs.items():
+        if array.ndim < 2:
+            raise DataError(f"{name}: x_{split} input '{key}' has shape {array.shape}; expected (samples, features...)")
+        if not (np.issubdtype(array.dtype, np.number) or array.dtype == np.bool_):
+            raise DataError(f"{name}: x_{split} input '{key}' has dtype {array.dtype}; expected numbers")
+        if np.issubdtype(array.dtype, np.floating) and not np.isfinite(array).all():
+            raise DataError(f"{name}: x_{split} contains NaN or inf; clean the data first")
+    return inputs
 
 
 def checked_pair(name: str, arrays: dict[str, np.ndarray | None], split: str, required: bool):
@@ -99,15 +142,8 @@ def checked_pair(name: str, arrays: dict[str, np.ndarray | None], split: str, re
             have = ", ".join(k for k, v in arrays.items() if v is not None) or "nothing"
             raise DataError(f"{name}: no array '{missing}' (has: {have}); provide x_train, y_train, x_test, y_test")
         return None, None
-    x = np.asarray(x)
+    x = _checked_inputs(name, x, split)
     y = np.asarray(y)
-    if x.ndim < 2:
-        raise DataError(f"{name}: x_{split} has shape {x.shape}; expected (samples, features...)")
-    if not np.issubdtype(x.dtype, np.number):
-        raise DataError(f"{name}: x_{split} has dtype {x.dtype}; expected numbers")
-    x = x.astype(np.float32, copy=False)
-    if not np.isfinite(x).all():
-        raise DataError(f"{name}: x_{split} contains NaN or inf; clean the data first")
     if y.ndim != 1 or len(y) != len(x):
         raise DataError(f"{name}: y_{split} has shape {y.shape} but x_{split} has {len(x)} samples; expected ({len(x)},)")
     if not (np.issubdtype(y.dtype, np.integer) or (np.issubdtype(y.dtype, np.floating) and np.all(y == np.round(y)))):

@@ -53,7 +53,8 @@ def make_adapter(student_shape: torch.Size, teacher_shape: torch.Size) -> nn.Mod
     """The regressor from the student's feature shape to the teacher's (batch axis excluded).
 
     (C, H, W) → (C', H', W'): a 1×1 convolution, with average pooling when the student's map is
-    larger; anything → (D,): flatten and a linear layer; identical shapes still get a learned
+    larger; (sequence, hidden) → (sequence, hidden'): a linear map applied to every token;
+    anything → (D,): flatten and a linear layer; identical shapes still get a learned
     1×1/linear map, as FitNets' regressor does.
     """
     s, t = tuple(student_shape[1:]), tuple(teacher_shape[1:])
@@ -65,6 +66,9 @@ def make_adapter(student_shape: torch.Size, teacher_shape: torch.Size) -> nn.Mod
             else:
                 layers.append(nn.AdaptiveAvgPool2d(t[1:]))
         return nn.Sequential(*layers)
+    if len(s) == 2 and len(t) == 2:  # transformer hidden states (sequence, hidden): one linear map per token
+        return nn.Linear(s[1], t[1])
     if len(t) == 1:
         return nn.Sequential(nn.Flatten(), nn.Linear(int(torch.tensor(s).prod()), t[0]))
-    raise ModelError(f"no adapter from a student feature of shape {s} to a teacher feature of shape {t}; pick layers with (C, H, W) or (D,) outputs")
+    raise ModelError(f"no adapter from a student feature of shape {s} to a teacher feature of shape {t}; "
+                     "pick layers with (C, H, W), (sequence, hidden) or (D,) outputs")

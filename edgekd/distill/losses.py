@@ -4,10 +4,12 @@
   distribution p_T = softmax(z / T); the KL term's gradients scale as 1/T², so it is multiplied by
   T² to keep its weight comparable across temperatures.
 - `hint_loss`: FitNets (Romero et al., 2015): mean squared error between the teacher's hint layer
-  and the student's guided layer passed through a learned adapter (regressor).
+  and the student's guided layer passed through a learned adapter (regressor). For transformer
+  hidden states (N, sequence, hidden) the mean runs over real tokens only (the attention mask).
 - `at_loss`: attention transfer (Zagoruyko & Komodakis, 2017): match the L2-normalised spatial
   attention maps Σ_c |A_c|² of a teacher and a student layer. As in the authors' code, the loss is
   the mean squared difference of the normalised maps; the paper's β/2 belongs in the term weight.
+  On transformer hidden states the map is over tokens (Σ_h |A_h|² per token, padding zeroed).
 - `hard_label_loss`: the usual cross-entropy, blended per input for mixup batches (Zhang et al. 2018).
 - `dkd_loss`: decoupled KD (Zhao et al., 2022): KD split into a target-class term (binary
   target/non-target distributions, TCKD) and a non-target term (distribution among the other
@@ -69,23 +71,39 @@ def kd_loss_from_probs(student_logits: torch.Tensor, teacher_probs: torch.Tensor
     return kl * temperature**2
 
 
-def hint_loss(adapted_student: torch.Tensor, teacher_feature: torch.Tensor) -> torch.Tensor:
-    """FitNets: mean squared error between adapter(student guided layer) and the teacher hint."""
-    return F.mse_loss(_wide(adapted_student), _wide(teacher_feature.detach()))
+def hint_loss(adapted_student: torch.Tensor, teacher_feature: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """FitNets: mean squared error between adapter(student guided layer) and the teacher hint.
+
+    With `mask` (N, sequence) and features (N, sequence, hidden), padded tokens do not count."""
+    student, teacher = _wide(adapted_student), _wide(teacher_feature.detach())
+    if mask is None or student.ndim != 3:
+        return F.mse_loss(student, teacher)
+    weights = mask.to(student.dtype).unsqueeze(-1)  # (N, S, 1)
+    return ((student - teacher).pow(2) * weights).sum() / (weights.sum() * student.shape[-1]).clamp_min(1.0)
 
 
-def attention_map(feature: torch.Tensor) -> torch.Tensor:
-    """Spatial attention Σ_c |A_c|² / C of an (N, C, H, W) feature, flattened and L2-normalised."""
+def attention_map(feature: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Attention Σ_c |A_c|² / C, L2-normalised: spatial for (N, C, H, W), per token for (N, S, H)."""
+    if feature.ndim == 3:
+        energy = _wide(feature).pow(2).mean(dim=2)  # (N, S)
+        if mask is not None:
+            energy = energy * mask.to(energy.dtype)
+        return F.normalize(energy, dim=1)
     if feature.ndim != 4:
-        raise ValueError(f"attention transfer needs (N, C, H, W) features; got shape {tuple(feature.shape)}")
+        raise ValueError(f"attention transfer needs (N, C, H, W) or (N, sequence, hidden) features; got shape {tuple(feature.shape)}")
     return F.normalize(_wide(feature).pow(2).mean(dim=1).flatten(1), dim=1)
 
 
-def at_loss(student_feature: torch.Tensor, teacher_feature: torch.Tensor) -> torch.Tensor:
+def at_loss(student_feature: torch.Tensor, teacher_feature: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
     """Mean squared difference of the two layers' normalised attention maps.
 
-    Maps of different spatial size are compared at the smaller size (adaptive average pooling).
+    Maps of different spatial size are compared at the smaller size (adaptive average pooling);
+    token maps (N, S, hidden) need the same tokens, and the mask keeps padding out.
     """
+    if student_feature.ndim == 3:
+        if student_feature.shape[1] != teacher_feature.shape[1]:
+            raise ValueError(f"token attention maps need the same tokens; the student has {student_feature.shape[1]}, the teacher {teacher_feature.shape[1]}")
+        return (attention_map(student_feature, mask) - attention_map(teacher_feature.detach(), mask)).pow(2).mean()
     size = [min(a, b) for a, b in zip(student_feature.shape[-2:], teacher_feature.shape[-2:])]
     s = F.adaptive_avg_pool2d(student_feature, size) if list(student_feature.shape[-2:]) != size else student_feature
     t = F.adaptive_avg_pool2d(teacher_feature.detach(), size) if list(teacher_feature.shape[-2:]) != size else teacher_feature.detach()

@@ -21,6 +21,7 @@ from edgekd.distill.losses import (
     soft_targets,
 )
 from edgekd.errors import ModelError
+from edgekd.models.call import Batch, forward
 from edgekd.recipe import LossTerm
 
 FEATURE_METHODS = ("hint", "at")
@@ -35,9 +36,9 @@ class Objective:
         student: nn.Module | None,
         feature_teacher: nn.Module | None,
         teacher_weights: list[float],
-        sample: torch.Tensor | None,
+        sample: Batch | None,
     ) -> None:
-        """`student` and `sample` are needed only by hint/at terms (hooks and a dry pass)."""
+        """`student` and `sample` (a batch of named inputs) are needed only by hint/at terms (hooks and a dry pass)."""
         self.terms = terms
         self.ce_weight = ce_weight
         self.default_temperature = default_temperature
@@ -54,9 +55,9 @@ class Objective:
             with torch.no_grad():  # a dry pass: shapes for the adapters, and paths proven before training
                 was = student.training
                 student.eval()
-                student(sample)
+                forward(student, sample)
                 student.train(was)
-                feature_teacher(sample)
+                forward(feature_teacher, sample)
             for index, term in enumerate(terms):
                 if term.method == "hint":
                     s = self.student_tap.outputs[term.student_layer].shape
@@ -64,8 +65,8 @@ class Objective:
                     self.adapters[str(index)] = make_adapter(s, t)
                 elif term.method == "at":
                     for role, out in (("student", self.student_tap.outputs[term.student_layer]), ("teacher", self.teacher_tap.outputs[term.teacher_layer])):
-                        if out.ndim != 4:
-                            raise ModelError(f"attention transfer needs (N, C, H, W) features; the {role} layer gives {tuple(out.shape)}")
+                        if out.ndim not in (3, 4):
+                            raise ModelError(f"attention transfer needs (N, C, H, W) or (N, sequence, hidden) features; the {role} layer gives {tuple(out.shape)}")
 
     @property
     def needs_teacher_features(self) -> bool:
@@ -76,8 +77,10 @@ class Objective:
         return any(t.method in ("kd", "dkd") and t.weight > 0 for t in self.terms)
 
     def __call__(self, student_logits: torch.Tensor, teacher_logits: list[torch.Tensor] | None,
-                 labels: torch.Tensor | MixedLabels | None) -> tuple[torch.Tensor, dict[str, float]]:
-        """The batch's loss and each term's value; `labels=None` (unlabelled data) skips CE and DKD."""
+                 labels: torch.Tensor | MixedLabels | None, mask: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, float]]:
+        """The batch's loss and each term's value; `labels=None` (unlabelled data) skips CE and DKD.
+
+        `mask` (the batch's attention_mask) keeps padded tokens out of hint and at on hidden states."""
         parts: dict[str, float] = {}
         total = student_logits.new_zeros(())
         if labels is not None and self.ce_weight > 0:
@@ -99,7 +102,7 @@ class Objective:
             else:
                 s = self.student_tap.outputs[term.student_layer]
                 t = self.teacher_tap.outputs[term.teacher_layer]
-                value = hint_loss(self.adapters[str(index)](s), t) if term.method == "hint" else at_loss(s, t)
+                value = hint_loss(self.adapters[str(index)](s), t, mask) if term.method == "hint" else at_loss(s, t, mask)
             total = total + term.weight * value
             parts[self.names[index]] = float(value.detach())
         return total, parts

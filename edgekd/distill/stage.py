@@ -29,7 +29,8 @@ from edgekd.data import DataSplits, load_recipe_data
 from edgekd.distill import distributed
 from edgekd.distill.paired import PairedTest, paired_test
 from edgekd.distill.teacher import TeacherSet, cache_teacher_logits, plan_teachers, train_teachers
-from edgekd.distill.trainer import EpochRecord, FitResult, TrainSettings, accuracy, fit, predict
+from edgekd.distill.trainer import EpochRecord, FitResult, TrainSettings, fit
+from edgekd.models.call import accuracy, predict
 from edgekd.errors import ModelError, OnnxModelError, RecipeError, RunFolderError
 from edgekd.models.build import ModelSpec, build_model
 from edgekd.models.checkpoint import load_weights, read_checkpoint, save_checkpoint
@@ -37,6 +38,7 @@ from edgekd.recipe import LossTerm, Recipe, load_recipe, teacher_configs
 from edgekd.runfolder import RECIPE, load_run_recipe
 
 RESULT = "distill.json"
+LABELS = "labels.json"  # label names by class index, for sources that name their labels
 SWEEP_TEMPERATURES = (2.0, 4.0, 8.0)
 SWEEP_KD_WEIGHTS = (0.5, 0.9)  # ce_weight = 1 − kd_weight
 
@@ -91,6 +93,7 @@ class DistillResult:
     sweep: list[SweepTrial] = field(default_factory=list)
     # Distilled (first) vs scratch (second) student, image by image on the test split: is kd_gain chance?
     kd_gain_test: PairedTest | None = None
+    classes: list[str] = field(default_factory=list)  # label names by class index (also in labels.json)
     history: dict[str, list[EpochRecord]] = field(default_factory=dict)
     seconds: float = 0.0
     schema_version: int = 2
@@ -111,10 +114,10 @@ def distill(
     cfg = recipe.distill
     if sweep and cfg.loss:
         raise RecipeError("--sweep tunes the Hinton term's temperature and weights; remove the [[distill.loss]] tables or drop --sweep")
-    student_spec = ModelSpec(recipe.student.model, dict(recipe.student.args), data.input_shape, data.num_classes)
-    _fresh_student(recipe, student_spec, data)  # every check runs before anything is written
-    _check_shifts(recipe, data.input_shape)
+    student_spec = ModelSpec(recipe.student.model, dict(recipe.student.args), data.input_shape, data.num_classes, data.inputs, data.vocab_size)
+    _check_transforms(recipe, data)  # every check runs before anything is written
     teachers = plan_teachers(recipe, data)
+    _fresh_student(recipe, student_spec, data, teachers)
     for index, member in enumerate(teachers.members):
         _check_fits(member.predict, f"teacher {index + 1}" if len(teachers.members) > 1 else "teacher", data)
     if distributed.is_main():
@@ -124,14 +127,14 @@ def distill(
     distributed.barrier()
     say(f"data: {data.name} — {len(data.x_train)} train / {len(data.x_val)} val / {len(data.x_test)} test"
         + (f" / {len(data.x_unlabeled)} unlabeled" if data.x_unlabeled is not None else "")
-        + f", {data.num_classes} classes, input {data.input_shape}")
+        + f", {data.num_classes} classes, inputs {_describe_inputs(data)}")
     teachers = train_teachers(teachers, data, out, resume)
     teachers = cache_teacher_logits(teachers, data, cfg.cache_teacher, recipe.data.augment or recipe.data.mixup > 0)
 
     base = TrainSettings(cfg.epochs, cfg.batch_size, cfg.lr, cfg.seed, schedule=cfg.schedule, grad_clip=cfg.grad_clip,
                          augment=recipe.data.augment, max_shift=recipe.data.max_shift, mixup=recipe.data.mixup,
                          amp=cfg.amp, compile=cfg.compile, temperature=cfg.temperature)
-    scratch = _fresh_student(recipe, student_spec, data)
+    scratch = _fresh_student(recipe, student_spec, data, teachers)
     scratch_fit = fit(scratch, data.x_train, data.y_train, data.x_val, data.y_val, base,
                       label="student (scratch)", checkpoint=out / "checkpoints" / "scratch.ckpt", resume=resume)
     trials: list[SweepTrial] = []
@@ -139,7 +142,7 @@ def distill(
         kd_settings, student, student_fit, trials = _sweep(recipe, student_spec, data, base, teachers)
     else:
         kd_settings = replace(base, ce_weight=cfg.ce_weight, terms=tuple(cfg.terms()))
-        student = _fresh_student(recipe, student_spec, data)
+        student = _fresh_student(recipe, student_spec, data, teachers)
         student_fit = fit(student, data.x_train, data.y_train, data.x_val, data.y_val, kd_settings,
                           label="student (distilled)", checkpoint=out / "checkpoints" / "distilled.ckpt", resume=resume,
                           teachers=teachers, x_unlabeled=data.x_unlabeled)
@@ -167,11 +170,15 @@ def distill(
         settings=asdict(recipe.distill),
         sweep=trials,
         kd_gain_test=gain_test,
+        classes=list(data.classes),
         history={"teacher": teachers.members[0].history, "scratch": scratch_fit.history, "distilled": student_fit.history},
         seconds=time.perf_counter() - began,
     )
     if distributed.is_main():
         files = _write_models(out, teachers, student, student_fit, scratch, scratch_fit, student_spec)
+        if data.classes:
+            write_json(out / LABELS, {"classes": list(data.classes)})
+            files.append(LABELS)
         write_json(out / RESULT, result)
         runfolder.record(out, "distill", [RECIPE, *files, RESULT], recipe=recipe)
         shutil.rmtree(out / "checkpoints", ignore_errors=True)  # the run finished: resume state is spent
@@ -181,13 +188,25 @@ def distill(
     return result
 
 
-def _check_shifts(recipe: Recipe, input_shape: tuple[int, ...]) -> None:
-    """`augment` shifts images (channels, height, width) and must leave some of each image in view."""
+def _describe_inputs(data: DataSplits) -> str:
+    if not any(s.is_sequence for s in data.inputs):
+        return str(data.input_shape)
+    names = " + ".join(s.name for s in data.inputs)
+    lengths = data.x_train.lengths()
+    return f"{names} (median {int(np.median(lengths))}, longest {int(lengths.max())} tokens; vocabulary {data.vocab_size:,})"
+
+
+def _check_transforms(recipe: Recipe, data: DataSplits) -> None:
+    """Shifts and mixup transform images: never token ids. `augment` must leave some of each image in view."""
+    input_shape = data.input_shape
+    if recipe.data.mixup > 0 and not data.x_train.is_image:
+        raise RecipeError(f"[data] mixup blends float images, but the inputs are {', '.join(f'{s.name} ({s.dtype})' for s in data.inputs)}: "
+                          "set mixup = 0 for text or integer inputs")
     tables = [("data", recipe.data)] + [("teachers" if recipe.teachers else "teacher", t) for t in teacher_configs(recipe)]
     for table, cfg in tables:
         if not cfg.augment:
             continue
-        if len(input_shape) != 3:
+        if not data.x_train.is_image or len(input_shape) != 3:
             raise RecipeError(f"[{table}] augment shifts images, but the inputs have shape {tuple(input_shape)}: "
                               "remove augment = true for inputs that are not (channels, height, width) images")
         height, width = input_shape[1:]
@@ -202,7 +221,7 @@ def _sweep(recipe, spec, data, base: TrainSettings, teachers: TeacherSet):
     for temperature, kd_weight in itertools.product(SWEEP_TEMPERATURES, SWEEP_KD_WEIGHTS):
         settings = replace(base, ce_weight=round(1 - kd_weight, 6), temperature=temperature,
                            terms=(LossTerm(method="kd", weight=kd_weight, temperature=temperature),))
-        student = _fresh_student(recipe, spec, data)
+        student = _fresh_student(recipe, spec, data, teachers)
         outcome = fit(student, data.x_train, data.y_train, data.x_val, data.y_val, settings,
                       label=f"sweep T={temperature:g} kd={kd_weight:g}", teachers=teachers, x_unlabeled=data.x_unlabeled)
         results.append((settings, student, outcome))
@@ -284,12 +303,18 @@ def _claim_folder(out: Path, resume: bool, force: bool) -> None:
     out.mkdir(parents=True, exist_ok=True)
 
 
-def _fresh_student(recipe: Recipe, spec: ModelSpec, data: DataSplits) -> nn.Module:
+def _fresh_student(recipe: Recipe, spec: ModelSpec, data: DataSplits, teachers: TeacherSet) -> nn.Module:
     """The student at its initial weights: identical for the scratch and the distilled run."""
     torch.manual_seed(recipe.distill.seed)
     model = build_model(spec)
     if recipe.student.checkpoint is not None:
         load_weights(model, read_checkpoint(recipe.student.checkpoint)["state_dict"], recipe.student.checkpoint)
+    if recipe.student.init_from_teacher:
+        from edgekd.models.text import init_from_teacher
+
+        if teachers.feature_teacher is None:
+            raise RecipeError("[student] init_from_teacher needs a PyTorch teacher; an ONNX teacher's weights cannot be copied")
+        init_from_teacher(model, teachers.feature_teacher)
     _check_fits(lambda x: predict(model, x), "student", data)
     return model
 
@@ -298,9 +323,9 @@ def _check_fits(logits_of: Callable[[np.ndarray], np.ndarray], role: str, data: 
     """A dry forward pass on two samples: shape errors surface before any training starts."""
     try:
         out = logits_of(data.x_train[:2])
-    except (RuntimeError, OnnxModelError) as exc:
-        reason = str(exc).strip().splitlines()[0]
-        raise ModelError(f"{role} does not accept the data's inputs of shape {data.input_shape} ({reason}); fix the model args or the data") from None
+    except (RuntimeError, TypeError, IndexError, OnnxModelError) as exc:
+        reason = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
+        raise ModelError(f"{role} does not accept the data's inputs {_describe_inputs(data)} ({reason}); fix the model args or the data") from None
     if out.ndim != 2 or out.shape[1] != data.num_classes:
         raise ModelError(
             f"{role} outputs shape {tuple(out.shape[1:])} per sample but the data has {data.num_classes} classes "

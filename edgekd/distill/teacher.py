@@ -29,8 +29,10 @@ from edgekd._io import atomic_path
 from edgekd._progress import say
 from edgekd.data import DataSplits
 from edgekd.distill import distributed
-from edgekd.distill.trainer import EpochRecord, TrainSettings, fit, predict
+from edgekd.distill.trainer import EpochRecord, TrainSettings, fit
+from edgekd.inputs import Inputs
 from edgekd.models.build import ModelSpec, build_model
+from edgekd.models.call import Batch, forward, predict
 from edgekd.models.checkpoint import load_weights, read_checkpoint, save_checkpoint
 from edgekd.recipe import Recipe, TeacherConfig, teacher_configs
 
@@ -51,13 +53,14 @@ class Teacher:
     settings: TrainSettings | None = None  # how to train it (None: ready)
     identity: str = ""  # hash of the weights (or ONNX file): the teacher-output cache key
 
-    def logits(self, x: torch.Tensor) -> torch.Tensor:
+    def logits(self, batch: Batch) -> torch.Tensor:
         """Logits for a training batch (the PyTorch teacher runs in whatever mode it is in)."""
         if self.model is not None:
-            return self.model(x)
-        return torch.as_tensor(self.predict(x.detach().cpu().numpy()), device=x.device)
+            return forward(self.model, batch)
+        device = next(iter(batch.values())).device
+        return torch.as_tensor(self.predict(Inputs({k: v.detach().cpu().numpy() for k, v in batch.items()})), device=device)
 
-    def predict(self, x: np.ndarray) -> np.ndarray:
+    def predict(self, x: Inputs | np.ndarray) -> np.ndarray:
         """Eval-mode logits for a whole array: shape checks, scores and the logit cache use this."""
         if self.model is not None:
             return predict(self.model, x)
@@ -81,12 +84,13 @@ class TeacherSet:
         """The first PyTorch teacher: features for hint/at come from it."""
         return next((m.model for m in self.members if m.model is not None), None)
 
-    def logits(self, x: torch.Tensor, index: torch.Tensor | None, split: str) -> list[torch.Tensor]:
+    def logits(self, batch: Batch, index: torch.Tensor | None, split: str) -> list[torch.Tensor]:
         if self.cached is not None and index is not None and split in self.cached:
             block = self.cached[split][:, index.cpu()]
-            return [block[i].to(x.device) for i in range(len(self.members))]
+            device = next(iter(batch.values())).device
+            return [block[i].to(device) for i in range(len(self.members))]
         with torch.no_grad():
-            return [m.logits(x) for m in self.members]
+            return [m.logits(batch) for m in self.members]
 
 
 def plan_teachers(recipe: Recipe, data: DataSplits) -> TeacherSet:
@@ -101,7 +105,7 @@ def _plan(cfg: TeacherConfig, recipe: Recipe, data: DataSplits, position: int) -
 
         session = open_session(Path(cfg.model))
         return Teacher(f"onnx {cfg.model}", cfg.weight, session=session, identity=sha256_file(Path(cfg.model)))
-    spec = ModelSpec(cfg.model, dict(cfg.args), data.input_shape, data.num_classes)
+    spec = ModelSpec(cfg.model, dict(cfg.args), data.input_shape, data.num_classes, data.inputs, data.vocab_size)
     if cfg.checkpoint is not None:
         payload = read_checkpoint(cfg.checkpoint)
         if "spec" in payload:
@@ -111,7 +115,7 @@ def _plan(cfg: TeacherConfig, recipe: Recipe, data: DataSplits, position: int) -
         return Teacher(f"checkpoint {cfg.checkpoint}", cfg.weight, model=model.eval(), spec=spec, identity=_weights_hash(model))
     seed = cfg.seed if cfg.seed is not None else recipe.distill.seed + position
     settings = TrainSettings(epochs=cfg.epochs, batch_size=recipe.distill.batch_size, lr=cfg.lr, seed=seed,
-                             augment=cfg.augment, max_shift=cfg.max_shift)
+                             augment=cfg.augment, max_shift=cfg.max_shift, finetune=cfg.finetune)
     cached = cache_dir() / "teachers" / f"{_cache_key(spec, settings, data)}.pt"
     torch.manual_seed(seed)
     model = build_model(spec)
@@ -132,6 +136,11 @@ def train_teachers(teachers: TeacherSet, data: DataSplits, run_dir: Path, resume
             continue
         label = "teacher" if len(teachers.members) == 1 else f"teacher {index + 1}"
         name = "teacher.ckpt" if index == 0 else f"teacher{index + 1}.ckpt"
+        if teacher.spec.model.startswith("hf:") and not teacher.settings.finetune:
+            from edgekd.models.text import freeze_encoder
+
+            trainable = freeze_encoder(teacher.model)
+            say(f"{label}: training the head of {teacher.spec.model} ({trainable:,} parameters; the encoder stays frozen — [teacher] finetune = true trains it too)")
         result = fit(teacher.model, data.x_train, data.y_train, data.x_val, data.y_val, teacher.settings,
                      label=label, checkpoint=run_dir / "checkpoints" / name, resume=resume)
         teacher.model.load_state_dict(result.best_state)
@@ -154,7 +163,7 @@ def cache_teacher_logits(teachers: TeacherSet, data: DataSplits, enabled: bool, 
         say(f"teacher outputs: not cached — {teachers.cache_note[5:]}")
         return teachers
     splits = {"train": data.x_train, **({"unlabeled": data.x_unlabeled} if data.x_unlabeled is not None else {})}
-    identity = {"teachers": [m.identity for m in teachers.members], "data": {k: hashlib.sha256(np.ascontiguousarray(v).tobytes()).hexdigest() for k, v in splits.items()}}
+    identity = {"teachers": [m.identity for m in teachers.members], "data": {k: v.sha256() for k, v in splits.items()}}
     key = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:24]
     path = cache_dir() / "teacher-logits" / f"{key}.npz"
     if path.is_file():

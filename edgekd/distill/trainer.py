@@ -26,6 +26,10 @@ from edgekd._progress import bar, say
 from edgekd.distill import distributed
 from edgekd.distill.losses import MixedLabels
 from edgekd.errors import TrainingError
+from edgekd.inputs import MASK, Inputs, as_inputs
+from edgekd.models.call import Batch, accuracy, forward, predict, take, to_tensors, trim
+
+__all__ = ["EpochRecord", "FitResult", "TrainSettings", "accuracy", "fit", "predict"]
 
 if TYPE_CHECKING:
     from edgekd.distill.teacher import TeacherSet
@@ -47,6 +51,7 @@ class TrainSettings:
     mixup: float = 0.0  # mixup α (0: off): each input blended with another of its batch
     amp: bool = False  # CUDA only
     compile: bool = False  # CUDA only
+    finetune: bool = False  # hf encoder teachers: train the encoder too, not only the new head
 
 
 @dataclass(frozen=True)
@@ -69,18 +74,21 @@ class FitResult:
 
 def fit(
     model: nn.Module,
-    x_train: np.ndarray,
+    x_train: Inputs | np.ndarray,
     y_train: np.ndarray,
-    x_val: np.ndarray,
+    x_val: Inputs | np.ndarray,
     y_val: np.ndarray,
     settings: TrainSettings,
     label: str,
     checkpoint: Path | None = None,
     resume: bool = False,
     teachers: TeacherSet | None = None,
-    x_unlabeled: np.ndarray | None = None,
+    x_unlabeled: Inputs | np.ndarray | None = None,
 ) -> FitResult:
-    """Train `model` in place (ending at its last-epoch weights); returns history and best weights."""
+    """Train `model` in place (ending at its last-epoch weights); returns history and best weights.
+
+    Inputs are named arrays (a bare array is the one-input case); each batch is cut to its own
+    longest sequence. Frozen parameters (requires_grad False) are not optimised."""
     from edgekd.distill.objective import Objective
 
     distributed.setup()
@@ -90,14 +98,19 @@ def fit(
     for member in teachers.members if teachers else []:
         if member.model is not None:
             member.model.to(device).eval()
-    x_tr, y_tr = torch.as_tensor(x_train, device=device), torch.as_tensor(y_train, device=device)
-    x_un = torch.as_tensor(x_unlabeled, device=device) if x_unlabeled is not None and teachers else None
+    x_train = as_inputs(x_train)
+    _check_transforms(x_train, settings, label)
+    spec = x_train.spec
+    x_tr, y_tr = to_tensors(x_train, device), torch.as_tensor(y_train, device=device)
+    x_un = to_tensors(as_inputs(x_unlabeled), device) if x_unlabeled is not None and teachers else None
     terms = list(settings.terms) if teachers else []
     objective = Objective(terms, settings.ce_weight, settings.temperature, model,
-                          teachers.feature_teacher if teachers else None, teachers.weights if teachers else [], x_tr[:2])
+                          teachers.feature_teacher if teachers else None, teachers.weights if teachers else [],
+                          trim(take(x_tr, slice(0, 2)), spec))
     trainable = _Trainable(model, objective.adapters).to(device)
-    optimizer = torch.optim.Adam(trainable.parameters(), lr=settings.lr)
-    steps = math.ceil(len(distributed.shard(torch.arange(len(x_tr)))) / settings.batch_size)
+    optimizer = torch.optim.Adam([p for p in trainable.parameters() if p.requires_grad], lr=settings.lr)
+    samples = len(y_tr)
+    steps = math.ceil(len(distributed.shard(torch.arange(samples))) / settings.batch_size)
     scheduler = _scheduler(optimizer, settings, steps)
     scaler = torch.amp.GradScaler("cuda", enabled=settings.amp and cuda)
     if (settings.amp or settings.compile) and not cuda:
@@ -116,19 +129,20 @@ def fit(
             for epoch in range(start + 1, settings.epochs + 1):
                 began = time.perf_counter()
                 torch.manual_seed(settings.seed * 1_000_003 + epoch)  # shuffling, augmentation, dropout of this epoch
-                order = distributed.shard(torch.randperm(len(x_tr), device=device))
-                order_un = torch.randint(0, len(x_un), (len(order),), device=device) if x_un is not None else None
+                order = distributed.shard(torch.randperm(samples, device=device))
+                order_un = torch.randint(0, len(next(iter(x_un.values()))), (len(order),), device=device) if x_un is not None else None
                 lr = optimizer.param_groups[0]["lr"]
                 sums: dict[str, float] = {}
                 trainable.train()
                 for step in range(steps):
                     idx = order[step * settings.batch_size : (step + 1) * settings.batch_size]
-                    xb, yb = _student_inputs(x_tr[idx], y_tr[idx], settings)
+                    xb, yb = _student_inputs(trim(take(x_tr, idx), spec), y_tr[idx], settings)
                     with torch.autocast(device.type, dtype=torch.float16, enabled=settings.amp and cuda):
                         loss, parts = _batch_loss(wrapped, objective, teachers, xb, yb, idx, "train")
                         if order_un is not None:
                             uidx = order_un[step * settings.batch_size : (step + 1) * settings.batch_size]
-                            u_loss, u_parts = _batch_loss(wrapped, objective, teachers, _student_inputs(x_un[uidx], None, settings)[0], None, uidx, "unlabeled")
+                            ub = _student_inputs(trim(take(x_un, uidx), spec), None, settings)[0]
+                            u_loss, u_parts = _batch_loss(wrapped, objective, teachers, ub, None, uidx, "unlabeled")
                             loss = loss + u_loss
                             parts.update({f"{k} (unlabeled)": v for k, v in u_parts.items()})
                     if not torch.isfinite(loss):
@@ -170,18 +184,18 @@ def fit(
     return FitResult(history, best_epoch, best_state, copy.deepcopy(model.state_dict()))
 
 
-def _batch_loss(wrapped, objective, teachers, xb, yb, idx, split):
+def _batch_loss(wrapped, objective, teachers, xb: Batch, yb, idx, split):
     """Student forward (hooks capture its features), teacher outputs, then the objective."""
     teacher_logits = None
     if teachers is not None and (objective.needs_teacher_logits or objective.needs_teacher_features):
         if objective.needs_teacher_features:
             with torch.no_grad():
-                out = teachers.feature_teacher(xb)  # fills the teacher's feature hooks
+                out = forward(teachers.feature_teacher, xb)  # fills the teacher's feature hooks
             if len(teachers.members) == 1 and teachers.cached is None:
                 teacher_logits = [out]  # the same forward pass gives the logits
         if objective.needs_teacher_logits and teacher_logits is None:
             teacher_logits = teachers.logits(xb, idx, split)
-    return objective(wrapped(xb), teacher_logits, yb)
+    return objective(wrapped(xb), teacher_logits, yb, mask=xb.get(MASK))
 
 
 class _Trainable(nn.Module):
@@ -192,8 +206,8 @@ class _Trainable(nn.Module):
         self.student = student
         self.adapters = adapters
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.student(x)
+    def forward(self, batch: Batch) -> torch.Tensor:
+        return forward(self.student, batch)
 
 
 def _wrap(trainable: _Trainable, settings: TrainSettings, cuda: bool) -> nn.Module:
@@ -230,9 +244,21 @@ def _augment(x: torch.Tensor, enabled: bool, max_shift: int | None = None) -> to
     return padded[batch, :, rows, cols].permute(0, 3, 1, 2)  # advanced indexing puts channels last
 
 
-def _student_inputs(x: torch.Tensor, y: torch.Tensor | None, settings: TrainSettings) -> tuple[torch.Tensor, torch.Tensor | MixedLabels | None]:
+def _check_transforms(x: Inputs, settings: TrainSettings, label: str) -> None:
+    """Shifts and mixup are image transforms: blending or shifting token ids would corrupt them."""
+    if (settings.augment or settings.mixup > 0) and not x.is_image:
+        kinds = ", ".join(f"{s.name} ({s.dtype})" for s in x.spec)
+        raise TrainingError(f"{label}: augment and mixup transform single float images; these inputs are {kinds}: "
+                            "set [data] augment = false and mixup = 0 (and [teacher] augment = false)")
+
+
+def _student_inputs(xb: Batch, y: torch.Tensor | None, settings: TrainSettings) -> tuple[Batch, torch.Tensor | MixedLabels | None]:
     """The batch as the student trains on it: shifted ([data] augment), then blended ([data] mixup)."""
-    return _mixup(_augment(x, settings.augment, settings.max_shift), y, settings.mixup)
+    if not settings.augment and settings.mixup <= 0:
+        return xb, y
+    (name, x), = xb.items()  # _check_transforms let only one float image input through
+    shifted, labels = _mixup(_augment(x, settings.augment, settings.max_shift), y, settings.mixup)
+    return {name: shifted}, labels
 
 
 def _mixup(x: torch.Tensor, y: torch.Tensor | None, alpha: float) -> tuple[torch.Tensor, torch.Tensor | MixedLabels | None]:
@@ -247,21 +273,6 @@ def _mixup(x: torch.Tensor, y: torch.Tensor | None, alpha: float) -> tuple[torch
     s = share.view(-1, *([1] * (x.ndim - 1)))
     mixed = s * x + (1 - s) * x[partner]
     return mixed, (MixedLabels(y, y[partner], share) if y is not None else None)
-
-
-@torch.no_grad()
-def predict(model: nn.Module, x: np.ndarray, batch_size: int = 512) -> np.ndarray:
-    """Logits of `model` in eval mode, as a numpy array (the model's train/eval mode is restored)."""
-    device = next(model.parameters()).device
-    was_training = model.training
-    model.eval()
-    chunks = [model(torch.as_tensor(x[i : i + batch_size], device=device)).float().cpu() for i in range(0, len(x), batch_size)]
-    model.train(was_training)
-    return torch.cat(chunks).numpy()
-
-
-def accuracy(model: nn.Module, x: np.ndarray, y: np.ndarray) -> float:
-    return float((predict(model, x).argmax(axis=1) == y).mean())
 
 
 def _settings_dict(settings: TrainSettings) -> dict[str, Any]:

@@ -1,7 +1,9 @@
-"""PyTorch → ONNX with a dynamic batch axis, and a parity check on real inputs.
+"""PyTorch → ONNX with named inputs, dynamic batch and sequence axes, and a parity check on real inputs.
 
-torch's dynamo exporter is tried first; when it fails, the TorchScript exporter is the recorded
-fallback, and the first error is kept in the result so a user knows why.
+The example inputs come from real data and the ONNX inputs are named after the model's input
+spec; every symbolic dim (`batch`, `sequence`) becomes a dynamic axis. torch's dynamo exporter is
+tried first; when it fails, the TorchScript exporter is the recorded fallback, and the first
+error is kept in the result so a user knows why.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import numpy as np
 from edgekd._io import atomic_path
 from edgekd._ort import fixed_batch, open_session, run_batches
 from edgekd.errors import OnnxModelError, ParityError
+from edgekd.inputs import BATCH, Inputs, as_inputs, image_spec
 from edgekd.targets import ExportConfig
 
 INPUT_NAME = "input"
@@ -41,31 +44,48 @@ class Parity:
     samples: int
 
 
-def export_onnx(model, input_shape: tuple[int, ...], path: Path, opset: int, batch: int | None = None) -> OnnxExport:
+def export_onnx(model, example: Inputs | np.ndarray | tuple[int, ...], path: Path, opset: int, batch: int | None = None,
+                output_names: tuple[str, ...] = (OUTPUT_NAME,)) -> OnnxExport:
     """Export `model` (eval mode) to `path`, checked by onnx.checker.
 
-    `batch=None` gives a dynamic batch axis; an integer fixes it (mobile EPs need fixed shapes).
+    `example` is real inputs (their first rows are traced) or, for the one-input case, a per-sample
+    shape (zeros are traced). `batch=None` gives a dynamic batch axis; an integer fixes it
+    (mobile EPs need fixed shapes). Sequence axes stay dynamic either way.
     """
     import onnx
     import torch
 
     model = model.eval().cpu()
-    example = (torch.zeros((batch or 2, *input_shape)),)  # dynamic: batch 2, as 1 would be specialised away
-    dynamic_shapes = None if batch else ({0: torch.export.Dim("batch")},)
-    dynamic_axes = None if batch else {INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}}
+    rows = batch or 2  # dynamic: batch 2, as 1 would be specialised away
+    if isinstance(example, tuple) and all(isinstance(d, int) for d in example):
+        inputs = Inputs({INPUT_NAME: np.zeros((rows, *example), np.float32)}, image_spec(example))
+    else:
+        inputs = as_inputs(example)
+        inputs = inputs[np.resize(np.arange(len(inputs)), rows)].trimmed()
+        if any(s.is_sequence for s in inputs.spec):
+            inputs = inputs.at_length(max(2, inputs[inputs.names[0]].shape[1]))  # length 1 would be specialised too
+    names = inputs.names
+    tensors = {name: torch.as_tensor(inputs[name]) for name in names}
+    axes = {s.name: {i: str(d) for i, d in enumerate(s.dims) if isinstance(d, str) and not (batch and d == BATCH)} for s in inputs.spec}
+    dims = {label: torch.export.Dim(label) for label in {d for a in axes.values() for d in a.values()}}
+    dynamic_shapes = {name: {i: dims[d] for i, d in axes[name].items()} or None for name in names}
+    dynamic_axes = {**{n: a for n, a in axes.items() if a}, **({} if batch else {out: {0: BATCH} for out in output_names})}
+    args, kwargs = ((tensors[names[0]],), {}) if len(names) == 1 else ((), tensors)
+    if len(names) == 1:
+        dynamic_shapes = (dynamic_shapes[names[0]],)
     fallback_reason = None
     with atomic_path(Path(path)) as tmp, _quiet_exporter():
         try:
             torch.onnx.export(
-                model, example, str(tmp), dynamo=True, external_data=False, verbose=False, opset_version=opset,
-                input_names=[INPUT_NAME], output_names=[OUTPUT_NAME], dynamic_shapes=dynamic_shapes,
+                model, args, str(tmp), kwargs=kwargs, dynamo=True, external_data=False, verbose=False, opset_version=opset,
+                input_names=names, output_names=list(output_names), dynamic_shapes=dynamic_shapes,
             )
             exporter = "dynamo"
         except Exception as exc:  # the dynamo exporter raises many error types
             fallback_reason = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ''}"
             torch.onnx.export(
-                model, example, str(tmp), dynamo=False, opset_version=opset,
-                input_names=[INPUT_NAME], output_names=[OUTPUT_NAME], dynamic_axes=dynamic_axes,
+                model, args + tuple(kwargs.values()), str(tmp), dynamo=False, opset_version=opset,
+                input_names=names, output_names=list(output_names), dynamic_axes=dynamic_axes or None,
             )
             exporter = "torchscript"
         proto = onnx.load(str(tmp))
@@ -76,21 +96,26 @@ def export_onnx(model, input_shape: tuple[int, ...], path: Path, opset: int, bat
     return OnnxExport(str(path), exporter, fallback_reason, opset, len(proto.graph.node), Path(path).stat().st_size)
 
 
-def check_parity(model, onnx_path: Path, x: np.ndarray, cfg: ExportConfig, label: str) -> Parity:
+def check_parity(model, onnx_path: Path, x: Inputs | np.ndarray, cfg: ExportConfig, label: str,
+                 lengths: tuple[int, ...] = ()) -> Parity:
     """Compare PyTorch and ONNX Runtime on real inputs; raise ParityError beyond the thresholds.
 
-    A dynamic-batch model also runs at batch 1 and 64, to prove the axis really is dynamic.
+    A dynamic-batch model also runs at batch 1 and 64, to prove the axis really is dynamic; a
+    sequence model is also compared with its inputs cut or padded to each of `lengths` tokens
+    (e.g. 1, the median, max_length).
     """
-    from edgekd.distill.trainer import predict
+    from edgekd.models.call import predict
 
+    x = as_inputs(x)
     session = open_session(onnx_path)
-    expected = predict(model.cpu(), x)
-    got = run_batches(session, x)
+    probes = [x] + [x[: min(len(x), 64)].at_length(n) for n in lengths if any(s.is_sequence for s in x.spec)]
+    expected = np.concatenate([predict(model.cpu(), p) for p in probes])
+    got = np.concatenate([run_batches(session, p) for p in probes])
     if fixed_batch(session) is None:
         for batch in (1, 64):
-            run_batches(session, np.resize(x, (batch, *x.shape[1:])), batch_size=batch)
+            run_batches(session, x[np.resize(np.arange(len(x)), batch)], batch_size=batch)
     diff = np.abs(expected - got)
-    parity = Parity(float(diff.max()), float(diff.mean()), float((expected.argmax(1) == got.argmax(1)).mean()), len(x))
+    parity = Parity(float(diff.max()), float(diff.mean()), float((expected.argmax(1) == got.argmax(1)).mean()), len(expected))
     if parity.max_abs > cfg.parity_max_abs:
         raise ParityError(label, "max |Δ|", parity.max_abs, cfg.parity_max_abs)
     if parity.mean_abs > cfg.parity_max_mean_abs:

@@ -1,7 +1,9 @@
 """Quantization with ONNX Runtime's own tooling — static QDQ, dynamic, fp16 — and `auto`.
 
-ONNX Runtime's `quant_pre_process` runs first, as its documentation recommends. Static QDQ is
-calibrated on *training* images. When int8 costs more validation accuracy than the target allows,
+ONNX Runtime's `quant_pre_process` runs first, as its documentation recommends; when it fails
+(its symbolic shape inference gives up on dynamic-sequence transformer exports), it is retried
+without symbolic shape inference, then skipped, and the result records why. Static QDQ is
+calibrated on *training* inputs. When int8 costs more validation accuracy than the target allows,
 nodes are ranked by their quantization error (ORT's QDQ debugging tools compare the fp32 and the
 quantized activations) and excluded from quantization one at a time, worst first, until the budget
 holds or `max_excluded_nodes` is reached. `auto` produces every candidate, times them interleaved
@@ -11,6 +13,8 @@ quantizes by hand.
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import functools
 import shutil
 import tempfile
@@ -21,11 +25,12 @@ from typing import Any
 import numpy as np
 
 from edgekd._io import atomic_path
-from edgekd._ort import fixed_batch, input_name, open_session
+from edgekd._ort import feeds, fixed_batch, open_session
 from edgekd._platform import cpu_info
 from edgekd.bench.accuracy import file_top1
 from edgekd._progress import say
 from edgekd.errors import TargetError
+from edgekd.inputs import Inputs, as_inputs
 from edgekd.targets import CalibrationMethod, QuantizationConfig, QuantType, RuntimeConfig, Scheme
 
 ARTIFACTS = {
@@ -76,30 +81,34 @@ class QuantizeResult:
     warnings: list[str] = field(default_factory=list)
     nodes: int = 0
     bytes: int = 0
+    preprocess: str = "quant_pre_process"  # what preparation ran, or why ORT's pre-processing was skipped
 
 
 def quantize(
     source: Path,
     out_dir: Path,
     cfg: QuantizationConfig,
-    calibration: np.ndarray,
-    x_val: np.ndarray,
+    calibration: Inputs | np.ndarray,
+    x_val: Inputs | np.ndarray,
     y_val: np.ndarray,
     providers: list[str] | None = None,
     runtime: RuntimeConfig | None = None,
 ) -> QuantizeResult:
     """Quantize the fp32 model `source` as `cfg` says; write the artifact into `out_dir`."""
     source, out_dir = Path(source), Path(out_dir)
+    calibration, x_val = as_inputs(calibration), as_inputs(x_val)
     fp32_accuracy = file_top1(source, x_val, y_val)
     if cfg.scheme is Scheme.none:
         return QuantizeResult("none", "none", None, {}, 0, fp32_accuracy, fp32_accuracy, 0.0, cfg.max_drop_vs_fp32, True, cpu=cpu_info())
     with tempfile.TemporaryDirectory(prefix=".edgekd-quant-", dir=out_dir) as work_dir:
         work = Path(work_dir)
-        prepared = _prepare(source, work)
+        prepared, preprocess = _prepare(source, work)
         if cfg.scheme is Scheme.auto:
-            return _auto(prepared, source, out_dir, work, cfg, calibration, x_val, y_val, fp32_accuracy, providers, runtime)
-        settings = _settings(cfg.scheme, cfg)
-        return _finish(prepared, out_dir, work, cfg.scheme, settings, cfg, calibration, x_val, y_val, fp32_accuracy, requested=cfg.scheme.value)
+            result = _auto(prepared, source, out_dir, work, cfg, calibration, x_val, y_val, fp32_accuracy, providers, runtime)
+        else:
+            settings = _settings(cfg.scheme, cfg)
+            result = _finish(prepared, out_dir, work, cfg.scheme, settings, cfg, calibration, x_val, y_val, fp32_accuracy, requested=cfg.scheme.value)
+        return dataclasses.replace(result, preprocess=preprocess)
 
 
 def _finish(prepared, out_dir, work, scheme, settings, cfg, calibration, x_val, y_val, fp32_accuracy, requested, candidates=(), fp32_p50=None, warnings=()):
@@ -230,17 +239,16 @@ def _auto(prepared, source, out_dir, work, cfg, calibration, x_val, y_val, fp32_
                    requested="auto", candidates=candidates, fp32_p50=p50["fp32"], warnings=warnings)
 
 
-def _feed(prepared: Path) -> tuple[str, int]:
-    """The prepared model's input name and the batch to feed it (its fixed batch, or 32), read
-    once per file version rather than at every exclusion step and candidate."""
+def _session(prepared: Path):
+    """A session of the prepared model (for its input names, types and fixed batch), opened once
+    per file version rather than at every exclusion step and candidate."""
     stat = Path(prepared).stat()
-    return _feed_of(str(prepared), stat.st_mtime_ns, stat.st_size)
+    return _session_of(str(prepared), stat.st_mtime_ns, stat.st_size)
 
 
 @functools.lru_cache(maxsize=8)
-def _feed_of(path: str, _mtime_ns: int, _size: int) -> tuple[str, int]:
-    session = open_session(Path(path))
-    return input_name(session), fixed_batch(session) or 32
+def _session_of(path: str, _mtime_ns: int, _size: int):
+    return open_session(Path(path))
 
 
 def _settings(scheme: Scheme, cfg: QuantizationConfig) -> dict[str, Any]:
@@ -255,13 +263,30 @@ def _settings(scheme: Scheme, cfg: QuantizationConfig) -> dict[str, Any]:
     return {}
 
 
-def _prepare(source: Path, work: Path) -> Path:
-    """ORT's quant_pre_process (shape inference, optimisation), then name every node for exclusion."""
+def _prepare(source: Path, work: Path) -> tuple[Path, str]:
+    """ORT's quant_pre_process (shape inference, optimisation), then name every node for exclusion.
+
+    Returns the prepared file and what preparation ran: its symbolic shape inference fails on
+    dynamic-sequence transformer graphs, so it is retried without it, then skipped (the model
+    is quantized as exported), and the reason is kept for the result."""
     import onnx
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     prepared = work / "prepared.onnx"
-    quant_pre_process(str(source), str(prepared))
+    note = "quant_pre_process"
+    try:
+        with _quiet_ort():
+            quant_pre_process(str(source), str(prepared))
+    except Exception as exc:  # ORT raises plain Exceptions from its shape inference
+        first = _reason(exc)
+        try:
+            with _quiet_ort():
+                quant_pre_process(str(source), str(prepared), skip_symbolic_shape=True)
+            note = f"quant_pre_process without symbolic shape inference (it failed: {first})"
+        except Exception as again:
+            shutil.copyfile(source, prepared)
+            note = f"skipped: quant_pre_process failed ({first}; without symbolic shapes: {_reason(again)})"
+        say(f"quantize: {note}")
     model = onnx.load(str(prepared))
     seen: set[str] = set()
     for index, node in enumerate(model.graph.node):
@@ -269,10 +294,30 @@ def _prepare(source: Path, work: Path) -> Path:
             node.name = f"{node.op_type}_{index}"
         seen.add(node.name)
     onnx.save(model, str(prepared))
-    return prepared
+    return prepared, note
 
 
-def _produce(prepared: Path, dest: Path, scheme: Scheme, settings: dict[str, Any], calibration: np.ndarray, exclude: list[str]) -> None:
+def _reason(exc: Exception) -> str:
+    return str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+
+
+@contextlib.contextmanager
+def _quiet_ort():
+    """quant_pre_process logs and prints its shape-inference failures; the result says them once."""
+    import io
+    import logging
+
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.CRITICAL)
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            yield
+    finally:
+        root.setLevel(level)
+
+
+def _produce(prepared: Path, dest: Path, scheme: Scheme, settings: dict[str, Any], calibration: Inputs, exclude: list[str]) -> None:
     """Write one quantized variant of `prepared` to `dest` with ONNX Runtime's quantizers."""
     from onnxruntime.quantization import CalibrationMethod as OrtCalibration
     from onnxruntime.quantization import QuantFormat, quantize_dynamic, quantize_static
@@ -308,12 +353,14 @@ def _produce(prepared: Path, dest: Path, scheme: Scheme, settings: dict[str, Any
 
 
 class _Batches:
-    """Calibration/activation data for ORT: the images in batches the model accepts."""
+    """Calibration/activation data for ORT: the inputs in batches the model accepts, fed by name."""
 
-    def __init__(self, prepared: Path, x: np.ndarray) -> None:
-        name, batch = _feed(prepared)
+    def __init__(self, prepared: Path, x: Inputs) -> None:
+        session = _session(prepared)
+        batch = fixed_batch(session) or 32
         count = len(x) // batch if len(x) >= batch else 1
-        self._batches = iter([{name: np.resize(x[i * batch : (i + 1) * batch], (batch, *x.shape[1:])).astype(np.float32)} for i in range(count)])
+        rows = [np.resize(np.arange(i * batch, min(len(x), (i + 1) * batch)), batch) for i in range(count)]
+        self._batches = iter([feeds(session, x[r].trimmed()) for r in rows])
 
     def get_next(self):
         return next(self._batches, None)

@@ -15,6 +15,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 
 from edgekd import runfolder
 from edgekd._io import write_json
@@ -76,15 +77,16 @@ def export(run_dir: Path, target: Target | str | Path | None = None, scheme: Sch
     cfg = target.export
 
     student, _ = load_model(student_pt)
+    lengths = parity_lengths(data.x_test, recipe.data.max_length)
     if onnx_teacher:  # the teacher was an ONNX file already: it is the reference as it is
         runfolder.artifact(run_dir, TEACHER_ONNX, "export")
         teacher_onnx, teacher_parity = None, None
     else:
         teacher, _ = load_model(teacher_pt)
-        teacher_onnx = export_onnx(teacher, data.input_shape, run_dir / TEACHER_ONNX, cfg.opset, cfg.fixed_batch)
-        teacher_parity = check_parity(teacher, run_dir / TEACHER_ONNX, data.x_test, cfg, "teacher")
-    student_onnx = export_onnx(student, data.input_shape, run_dir / STUDENT_ONNX, cfg.opset, cfg.fixed_batch)
-    student_parity = check_parity(student, run_dir / STUDENT_ONNX, data.x_test, cfg, "student")
+        teacher_onnx = export_onnx(teacher, data.x_test, run_dir / TEACHER_ONNX, cfg.opset, cfg.fixed_batch)
+        teacher_parity = check_parity(teacher, run_dir / TEACHER_ONNX, data.x_test, cfg, "teacher", lengths)
+    student_onnx = export_onnx(student, data.x_test, run_dir / STUDENT_ONNX, cfg.opset, cfg.fixed_batch)
+    student_parity = check_parity(student, run_dir / STUDENT_ONNX, data.x_test, cfg, "student", lengths)
     teacher_note = f"teacher {teacher_parity.max_abs:.2e}, " if teacher_parity else "teacher given as ONNX, "
     say(f"export: ONNX parity max |Δ| {teacher_note}student {student_parity.max_abs:.2e} "
         f"({student_onnx.exporter} exporter, opset {cfg.opset}, batch {cfg.fixed_batch or 'dynamic'})")
@@ -110,6 +112,8 @@ def export(run_dir: Path, target: Target | str | Path | None = None, scheme: Sch
     say(f"export: simplified {simplified.nodes_before} → {simplified.nodes_after} nodes; deployed {deployed} "
         f"({quantized.scheme}, {(run_dir / deployed).stat().st_size / 1024:.1f} KiB), "
         f"test accuracy {fp32_accuracy:.2%} fp32 → {deployed_accuracy:.2%} deployed")
+    if quantized.preprocess != "quant_pre_process":
+        say(f"export: quantization pre-processing: {quantized.preprocess}")
     if quantized.excluded_nodes:
         say(f"export: kept {len(quantized.excluded_nodes)} node(s) in fp32 to stay within the accuracy budget: {', '.join(quantized.excluded_nodes)}")
 
@@ -124,6 +128,14 @@ def export(run_dir: Path, target: Target | str | Path | None = None, scheme: Sch
     write_json(run_dir / RESULT, result)
     runfolder.record(run_dir, "export", written + [RESULT], target=target)
     return result
+
+
+def parity_lengths(x, max_length: int) -> tuple[int, ...]:
+    """Text: parity at 1 token, the median real length and max_length (none for fixed-shape inputs)."""
+    lengths = x.lengths()
+    if lengths is None:
+        return ()
+    return tuple(sorted({1, max(1, int(np.median(lengths))), int(max_length)}))
 
 
 def _resolve_target(target: Target | str | Path | None, recipe) -> Target:

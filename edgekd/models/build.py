@@ -1,7 +1,11 @@
-"""Turn a model spec (family or `package.module:factory`, plus args) into an `nn.Module`.
+"""Turn a model spec (family, `hf:FOLDER` or `package.module:factory`, plus args) into an `nn.Module`.
 
-A `ModelSpec` is stored inside every edgekd checkpoint, so a checkpoint alone is enough to rebuild
-its model in any later stage or run.
+A `ModelSpec` is stored inside every edgekd checkpoint, with the model's named, typed inputs, so
+a checkpoint alone is enough to rebuild its model and feed it in any later stage or run.
+
+What edgekd knows about the data (`input_shape`, `num_classes`, `vocab_size`) is passed only to
+parameters a factory names: a factory's `**kwargs` often forwards to a class that rejects
+unknown keywords (torchvision's builders do).
 """
 
 from __future__ import annotations
@@ -15,26 +19,47 @@ from torch import nn
 
 from edgekd.data.sources import import_object
 from edgekd.errors import ModelError
+from edgekd.inputs import TensorSpec, image_spec
 from edgekd.models.zoo import FAMILIES
+
+HF_PREFIX = "hf:"
 
 
 @dataclass(frozen=True)
 class ModelSpec:
-    model: str  # built-in family name or "package.module:factory"
+    model: str  # built-in family name, "hf:FOLDER" or "package.module:factory"
     args: dict[str, Any] = field(default_factory=dict)  # keyword arguments for it
-    input_shape: tuple[int, ...] = ()  # one sample's shape, without the batch axis
+    input_shape: tuple[int, ...] = ()  # one sample's shape of the first input, without the batch axis
     num_classes: int = 0  # outputs of the classifier
+    inputs: tuple[TensorSpec, ...] = ()  # named, typed inputs; empty: one float32 input of input_shape
+    vocab_size: int | None = None  # text models: rows of the embedding table (the tokenizer's vocabulary)
+    outputs: tuple[str, ...] = ("logits",)  # named outputs; the first is the one scored
+
+    def __post_init__(self) -> None:
+        if not self.inputs:  # the one-input case: a float32 input of input_shape
+            object.__setattr__(self, "inputs", image_spec(self.input_shape))
+
+    @property
+    def input_spec(self) -> tuple[TensorSpec, ...]:
+        return self.inputs
 
     def to_dict(self) -> dict[str, Any]:
-        return {"model": self.model, "args": dict(self.args), "input_shape": list(self.input_shape), "num_classes": self.num_classes}
+        return {"model": self.model, "args": dict(self.args), "input_shape": list(self.input_shape), "num_classes": self.num_classes,
+                "inputs": [s.to_dict() for s in self.input_spec], "vocab_size": self.vocab_size, "outputs": list(self.outputs)}
 
     @staticmethod
     def from_dict(data: dict[str, Any]) -> "ModelSpec":
-        return ModelSpec(data["model"], dict(data.get("args", {})), tuple(data["input_shape"]), int(data["num_classes"]))
+        inputs = tuple(TensorSpec.from_dict(s) for s in data.get("inputs") or [])  # older checkpoints: one float input
+        return ModelSpec(data["model"], dict(data.get("args", {})), tuple(data["input_shape"]), int(data["num_classes"]),
+                         inputs, data.get("vocab_size"), tuple(data.get("outputs") or ("logits",)))
 
 
 def build_model(spec: ModelSpec) -> nn.Module:
     """Build the module a spec names; unknown families and arguments raise with the valid ones."""
+    if spec.model.startswith(HF_PREFIX):
+        from edgekd.models.text import hf_model
+
+        return hf_model(spec.model[len(HF_PREFIX):], spec.num_classes, **spec.args)
     if ":" in spec.model:
         factory = import_object(spec.model, ModelError, "model factory")
     elif spec.model in FAMILIES:
@@ -44,17 +69,23 @@ def build_model(spec: ModelSpec) -> nn.Module:
         hint = f" — did you mean '{close[0]}'?" if close else ""
         raise ModelError(
             f"unknown model family '{spec.model}'{hint}; built-in families: {', '.join(FAMILIES)}, "
-            f"or give 'package.module:factory'"
+            f"or give 'package.module:factory' or 'hf:FOLDER'"
         )
+    context = {"input_shape": spec.input_shape, "num_classes": spec.num_classes, "vocab_size": spec.vocab_size}
     params = inspect.signature(factory).parameters
-    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
-    unknown = [k for k in spec.args if k not in params and not takes_any]
+    named = {k for k, p in params.items() if p.kind is not inspect.Parameter.VAR_KEYWORD}
+    takes_any = len(named) < len(params)
+    unknown = [k for k in spec.args if k not in named and not takes_any]
     if unknown:
-        valid = [k for k in params if k not in ("input_shape", "num_classes")]
+        valid = [k for k in named if k not in context]
         raise ModelError(f"model '{spec.model}' has no argument '{unknown[0]}'; valid arguments: {', '.join(valid) or 'none'}")
     kwargs = dict(spec.args)
-    for name, value in (("input_shape", spec.input_shape), ("num_classes", spec.num_classes)):
-        if (name in params or takes_any) and name not in kwargs:
+    for name, value in context.items():
+        if name in named and name not in kwargs:  # never through **kwargs: it may reach a class that rejects it
+            if value is None and params[name].default is not inspect.Parameter.empty:
+                continue
+            if value is None:
+                raise ModelError(f"model '{spec.model}' needs {name}, which this data does not give (text models need a text:PATH source with a tokenizer)")
             kwargs[name] = value
     try:
         model = factory(**kwargs)

