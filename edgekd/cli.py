@@ -153,7 +153,9 @@ def export(
 @app.command()
 def bench(
     model: Annotated[Optional[Path], typer.Argument(help="A run folder, or one .onnx/.ort file.", show_default=False)] = None,
-    data: Annotated[Optional[str], typer.Option("--data", "-d", help='Test data: "digits", "npz:PATH" (x_test, y_test) or "package.module:function"; default: the run\'s own data.', show_default=False)] = None,
+    data: Annotated[Optional[str], typer.Option("--data", "-d", help='Test data: "digits", "npz:PATH" (x_test, y_test), "text:FILE" (csv/tsv/jsonl with text and label columns; every row is scored; needs --tokenizer) or "package.module:function"; default: the run\'s own data.', show_default=False)] = None,
+    tokenizer: Annotated[Optional[str], typer.Option("--tokenizer", help='With --data text:FILE: the tokenizer the model was trained with (a Hugging Face tokenizer folder, "minilm", or package.module:function).', show_default=False)] = None,
+    max_length: Annotated[int, typer.Option("--max-length", help="With --data text:FILE: tokens kept per text; also the longest length the latency sweep tries.")] = 128,
     target: TargetOpt = None,
     teacher: Annotated[Optional[Path], typer.Option("--teacher", help="Reference ONNX model for the accuracy-drop and compression budgets when benching a bare file.", show_default=False)] = None,
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Folder for bench.json, bench.md and bench.png; default: the run folder, or the model's folder.", show_default=False)] = None,
@@ -186,7 +188,8 @@ def bench(
             raise _Usage("give a run folder or an ONNX file to bench (or --compare A.json B.json); see edgekd bench --help")
         from edgekd.bench.stage import bench as run_bench
 
-        report = run_bench(model, data=data, target=target, teacher=teacher, out=out, providers=_split(providers), junit=junit)
+        report = run_bench(model, data=data, target=target, teacher=teacher, out=out, providers=_split(providers), junit=junit,
+                           tokenizer=tokenizer, max_length=max_length)
     if as_json:
         _print_json(report)
     else:
@@ -282,11 +285,11 @@ def _print_distill(result) -> None:
     out_console.print(f"distillation gain on test: {result.kd_gain * 100:+.2f} points vs the same student without the teacher{closed}")
     paired = result.kd_gain_test
     if paired is not None:
-        out_console.print(f"paired on the {result.split_sizes['test']:,} test images: {paired.only_first} right only with the teacher, "
+        out_console.print(f"paired on the {result.split_sizes['test']:,} test samples: {paired.only_first} right only with the teacher, "
                           f"{paired.only_second} only without; exact McNemar p = {paired.p_value:.2g}")
     if paired is not None and paired.p_value >= 0.05:
         out_console.print("the difference is within chance (p ≥ 0.05): this run cannot tell the two students apart; "
-                          "more test images or several seeds (tools/kd_table.py) can")
+                          "more test samples or several seeds (tools/kd_table.py) can")
     elif result.kd_gain < 0:
         out_console.print("the teacher did not help this student here: try --sweep, other terms, or keep the scratch student (student.scratch.pt)")
 

@@ -183,14 +183,14 @@ def test_compiled_student_keeps_feature_hooks_losses_and_adapter_gradients():
     teacher = build_model(ModelSpec("cnn", {"channels": [8, 16], "hidden": 32}, (1, 8, 8), 10)).eval()
     x, y = torch.randn(16, 1, 8, 8), torch.randint(0, 10, (16,))
     terms = [LossTerm(method="kd", weight=0.5), LossTerm(method="hint", weight=1.0, teacher_layer="features.3", student_layer="features.3")]
-    objective = Objective(terms, 0.5, 4.0, student, teacher, [1.0], x[:2])
+    objective = Objective(terms, 0.5, 4.0, student, teacher, [1.0], {"input": x[:2]})
     trainable = trainer._Trainable(student, objective.adapters)
     with torch.no_grad():
         teacher_logits = [teacher(x)]  # also fills the teacher's feature hooks
-    eager_loss, eager_parts = objective(trainable(x), teacher_logits, y)
+    eager_loss, eager_parts = objective(trainable({"input": x}), teacher_logits, y)
     compiled = trainer._wrap(trainable, TrainSettings(1, 16, 1e-3, 0, compile=True), cuda=True)
     assert compiled is not trainable
-    loss, parts = objective(compiled(x), teacher_logits, y)
+    loss, parts = objective(compiled({"input": x}), teacher_logits, y)
     assert torch.allclose(loss, eager_loss, atol=1e-5)
     assert parts.keys() == eager_parts.keys() and all(abs(parts[k] - eager_parts[k]) < 1e-5 for k in parts)
     loss.backward()

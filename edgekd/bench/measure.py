@@ -46,13 +46,17 @@ def measure_variants(
     cfg: BenchConfig,
     providers: list[str],
     memory: bool = True,
+    max_length: int | None = None,
 ) -> list[VariantReport]:
     """Figures for every session in `sessions` (named like `files`), measured interleaved.
 
     Text models are timed at `sequence_length` tokens (the target's, else the median test text)
-    and swept over `sweep_lengths` as well as over batch sizes."""
+    and swept over `sweep_lengths` up to `max_length` (the longest input the data keeps) as well as
+    over batch sizes."""
     x = as_inputs(x)
     length = sequence_length(x, cfg)
+    if length and max_length:
+        length = min(length, max_length)
     scores = {n: top_k(s, x, y, n) if y is not None else (None, None) for n, s in sessions.items()}
     batch = {n: fixed_batch(s) or cfg.latency_batch for n, s in sessions.items()}  # fixed shapes run their own batch
     bulk_batch = {n: fixed_batch(s) or cfg.throughput_batch for n, s in sessions.items()}
@@ -60,10 +64,11 @@ def measure_variants(
     throughput_runs = max(10, cfg.runs // 10)
     bulk = time_interleaved(_calls(sessions, x, bulk_batch, providers, length), 2, throughput_runs)
     sweep = _sweep(sessions, x, cfg, providers, length)
-    length_sweep = _length_sweep(sessions, x, cfg, providers, batch) if length else {}
+    lengths = [n for n in cfg.sweep_lengths if not max_length or n <= max_length]
+    length_sweep = _length_sweep(sessions, x, lengths, cfg, providers, batch) if length else {}
     reports = []
     for name, session in sessions.items():
-        profile = read_profile(files[name])
+        profile = read_profile(files[name], length)
         throughput = bulk_batch[name] * throughput_runs / (sum(bulk[name]) / 1e9)
         reports.append(VariantReport(
             name=name,
@@ -91,15 +96,33 @@ def sequence_length(x: Inputs, cfg: BenchConfig) -> int | None:
     return cfg.sequence_length or max(1, int(np.median(lengths)))
 
 
-def _length_sweep(sessions, x: Inputs, cfg: BenchConfig, providers, batch) -> dict[str, dict[str, LatencyStats]]:
+def _length_sweep(sessions, x: Inputs, lengths: list[int], cfg: BenchConfig, providers, batch) -> dict[str, dict[str, LatencyStats]]:
     """p50 and intervals at each sweep length, at the latency batch."""
     result: dict[str, dict[str, LatencyStats]] = {n: {} for n in sessions}
     runs = max(30, cfg.runs // 3)
-    for length in cfg.sweep_lengths:
+    for length in _runnable(sessions, x, lengths, batch):
         times = time_interleaved(_calls(sessions, x, batch, providers, length), max(2, cfg.warmup_runs // 4), runs)
         for name in sessions:
             result[name][str(length)] = summarize(times[name], batch[name])
     return result
+
+
+def _runnable(sessions, x: Inputs, lengths: list[int], batch) -> list[int]:
+    """The sweep lengths every model can run: a bare ONNX file does not say how many positions it has."""
+    from edgekd._progress import say
+
+    ok = []
+    for length in lengths:
+        for name, session in sessions.items():
+            try:
+                session_call(session, x, batch[name], length)(0)
+            except Exception as exc:  # ORT raises its own pybind types for shapes a model cannot take
+                reason = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
+                say(f"bench: {name} cannot run {length} tokens ({reason}); the length sweep leaves {length} out")
+                break
+        else:
+            ok.append(length)
+    return ok
 
 
 def _sweep(sessions, x, cfg: BenchConfig, providers, length: int | None) -> dict[str, dict[str, LatencyStats]]:

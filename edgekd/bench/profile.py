@@ -26,8 +26,10 @@ class GraphProfile:
     embedding_bytes: int = 0
 
 
-def read_profile(path: Path) -> GraphProfile:
-    """Figures of an ONNX file; for an .ort file, its size with the graph of the .onnx beside it."""
+def read_profile(path: Path, sequence_length: int | None = None) -> GraphProfile:
+    """Figures of an ONNX file; for an .ort file, its size with the graph of the .onnx beside it.
+
+    MACs are per sample, at `sequence_length` tokens for a model with a free sequence axis."""
     import onnx
     from onnx import TensorProto
 
@@ -50,7 +52,7 @@ def read_profile(path: Path) -> GraphProfile:
             continue
         parameters += int(np.prod(init.dims)) if len(init.dims) else 1
     ops = Counter(node.op_type for node in graph.node)
-    return GraphProfile(size, parameters, len(graph.node), dict(sorted(ops.items())), path.name, _macs(model), _embedding_bytes(graph))
+    return GraphProfile(size, parameters, len(graph.node), dict(sorted(ops.items())), path.name, _macs(model, sequence_length or 1), _embedding_bytes(graph))
 
 
 def _embedding_bytes(graph) -> int:
@@ -82,18 +84,19 @@ _MATMUL_OPS = {"MatMul", "MatMulInteger", "QLinearMatMul", "Gemm", "QGemm"}
 _CONV_OPS = {"Conv", "ConvInteger", "QLinearConv"}
 
 
-def _macs(model) -> int:
-    """Multiply-accumulates of one sample, from shapes inferred with the batch axis set to 1."""
+def _macs(model, length: int = 1) -> int:
+    """Multiply-accumulates of one sample, from shapes inferred with the batch axis set to 1 and
+    any other free axis (a sequence) to `length`."""
     import onnx
 
     model = onnx.ModelProto.FromString(model.SerializeToString())
     _sort_topologically(model.graph)
     for value in model.graph.input:
-        dims = value.type.tensor_type.shape.dim
-        if len(dims) and not dims[0].HasField("dim_value"):
-            dims[0].dim_value = 1
+        for axis, dim in enumerate(value.type.tensor_type.shape.dim):
+            if not dim.HasField("dim_value"):
+                dim.dim_value = 1 if axis == 0 else length
     try:
-        model = onnx.shape_inference.infer_shapes(model, strict_mode=False)
+        model = onnx.shape_inference.infer_shapes(model, strict_mode=False, data_prop=True)
     except Exception:  # an unknown contrib op stops inference: count what can be counted
         pass
     shapes = {}

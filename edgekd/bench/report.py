@@ -58,6 +58,21 @@ def sweep_rows(report) -> tuple[list[str], list[list[str]]]:
     return header, rows
 
 
+def text_rows(report) -> tuple[list[str], list[list[str]]]:
+    """Text models: the file split into embedding table and the rest, and p50 per sequence length."""
+    if not any(v.sequence_length for v in report.variants):
+        return [], []
+    lengths = sorted({int(n) for v in report.variants for n in v.length_sweep})
+    header = ["model", "embedding KiB", "rest KiB", "embedding share"] + [f"p50 ms @ {n} tokens" for n in lengths]
+    rows = []
+    for v in report.variants:
+        embedding = v.profile.embedding_bytes
+        rows.append([v.name, f"{embedding / 1024:.1f}", f"{(v.profile.bytes - embedding) / 1024:.1f}",
+                     f"{embedding / max(1, v.profile.bytes):.0%}"]
+                    + [f"{v.length_sweep[str(n)].p50_ms:.4f}" if str(n) in v.length_sweep else "—" for n in lengths])
+    return header, rows
+
+
 def verdict_rows(report) -> list[list[str]]:
     rows = []
     for v in report.verdicts:
@@ -83,10 +98,12 @@ def verdict_line(report) -> str:
 def to_markdown(report) -> str:
     deployed = next(v for v in report.variants if v.name == report.deployed)
     sweep_header, sweep = sweep_rows(report)
+    text_header, text = text_rows(report)
+    tokens = f" and {deployed.sequence_length} tokens per input" if deployed.sequence_length else ""
     lines = [
         f"# edgekd bench — target `{report.target}`",
         "",
-        f"Latency at batch {deployed.latency.batch} over {deployed.latency.runs} timed runs after {report.warmup_runs} "
+        f"Latency at batch {deployed.latency.batch}{tokens} over {deployed.latency.runs} timed runs after {report.warmup_runs} "
         f"warm-up runs, models interleaved; 95% intervals by bootstrap. Throughput at batch {deployed.throughput_batch}. "
         f"Session memory: peak resident-set growth in a child process. Inputs: {report.inputs}. "
         f"Providers: {', '.join(report.providers)}"
@@ -97,6 +114,10 @@ def to_markdown(report) -> str:
     ]
     if sweep:
         lines += ["## Batch sweep", "", _table(sweep_header, sweep), ""]
+    if text:
+        lines += ["## Text model: size split and sequence-length sweep", "",
+                  f"Embedding: the bytes of the tables that token lookups (Gather) read. Sweep at batch {deployed.latency.batch}.", "",
+                  _table(text_header, text), ""]
     lines += [
         "## Budgets",
         "",

@@ -58,13 +58,14 @@ def bench(
     memory: bool = True,
     junit: Path | None = None,
     tokenizer: str | None = None,
+    max_length: int = 128,
 ) -> BenchReport:
     """Bench a run folder or an ONNX file; write bench.json and bench.md; return the report.
 
     `providers` overrides the target's execution providers (e.g. to take host figures for a
     mobile target: the report names the providers used). `memory=False` skips the per-model
     child processes that measure session memory. `tokenizer` tokenizes `data = "text:PATH"`
-    (every row is test data) for a bare text classifier ONNX file.
+    (every row is test data, truncated at `max_length` tokens) for a bare text classifier ONNX file.
     """
     model = Path(model)
     coverage = None
@@ -86,12 +87,14 @@ def bench(
         from edgekd.export.mobile import mobile_coverage
 
         coverage = mobile_coverage(files[deployed])
-    x, y, inputs = _inputs(source, sessions[deployed], tokenizer)
+    x, y, inputs = _inputs(source, sessions[deployed], tokenizer, max_length)
+    if source is not None and not isinstance(source, str):
+        max_length = source.max_length  # a run folder's recipe says how long its texts may be
 
     cfg = target.bench
     say(f"bench: timing {len(sessions)} model(s), {cfg.warmup_runs} warm-up + {cfg.runs} runs each, interleaved; "
         f"sweep over batches {cfg.sweep_batches}; session memory in child processes")
-    variants = measure_variants(files, sessions, x, y, cfg, providers, memory=memory)
+    variants = measure_variants(files, sessions, x, y, cfg, providers, memory=memory, max_length=max_length)
     by_name = {v.name: v for v in variants}
     reference = by_name.get("teacher fp32")
     shipped = by_name[deployed]
@@ -165,7 +168,7 @@ def _mobile_figures(target: Target, providers: list[str], coverage) -> MobileFig
     return MobileFigures(ep, found.coverage, found.partitions, found.error)
 
 
-def _inputs(source, session, tokenizer: str | None = None) -> tuple[Inputs | np.ndarray, np.ndarray | None, str]:
+def _inputs(source, session, tokenizer: str | None = None, max_length: int = 128) -> tuple[Inputs | np.ndarray, np.ndarray | None, str]:
     """Real test samples (a source string, or a run's [data] section), or random inputs shaped
     like the model's input when no data is given."""
     if source is not None:
@@ -174,7 +177,7 @@ def _inputs(source, session, tokenizer: str | None = None) -> tuple[Inputs | np.
 
             if source.startswith("text:") and not tokenizer:
                 raise DataError("text data needs the tokenizer the model was trained with: pass --tokenizer DIR")
-            x, y = load_test_split(source, DataConfig(source=source, tokenizer=tokenizer))
+            x, y = load_test_split(source, DataConfig(source=source, tokenizer=tokenizer, max_length=max_length))
             name = source
         else:
             splits = load_recipe_data(source)

@@ -1,0 +1,103 @@
+"""Small real text data made in the test: review-like sentences and a WordPiece tokenizer trained on them.
+
+The label is carried by sentiment words placed among neutral ones, with some noise words on
+both sides, so a small transformer learns it in a few epochs but not from the first token alone.
+Nothing is downloaded: `tokenizers` trains the vocabulary in well under a second.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+
+POSITIVE = ["great", "wonderful", "moving", "funny", "brilliant", "charming", "sharp", "gripping"]
+NEGATIVE = ["dull", "boring", "clumsy", "tedious", "awful", "bland", "messy", "hollow"]
+NEUTRAL = ["the", "film", "movie", "story", "a", "is", "was", "and", "plot", "cast", "its", "this", "with",
+           "director", "scenes", "ending", "music", "of", "at", "times", "overall", "really", "quite"]
+
+
+def sentences(count: int, seed: int = 0, classes: tuple[str, ...] = ("fresh", "rotten")) -> list[tuple[str, str]]:
+    """(text, label) pairs; lengths vary from 3 to about 40 words."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for i in range(count):
+        label = int(rng.integers(0, len(classes)))
+        cue = POSITIVE if label == 0 else NEGATIVE
+        other = NEGATIVE if label == 0 else POSITIVE
+        words = list(rng.choice(NEUTRAL, size=int(rng.integers(2, 36))))
+        for _ in range(int(rng.integers(1, 4))):
+            words.insert(int(rng.integers(0, len(words) + 1)), str(rng.choice(cue)))
+        if rng.random() < 0.3:  # a contrary word now and then: the majority decides
+            words.insert(int(rng.integers(0, len(words) + 1)), str(rng.choice(other)))
+        rows.append((" ".join(words) + f" {i % 97}", classes[label]))
+    return rows
+
+
+def write_csv(path: Path, rows: list[tuple[str, str]], delimiter: str = ",") -> Path:
+    with open(path, "w", newline="", encoding="utf-8") as fh:
+        writer = csv.writer(fh, delimiter=delimiter)
+        writer.writerow(["text", "label"])
+        writer.writerows(rows)
+    return path
+
+
+def write_jsonl(path: Path, rows: list[tuple[str, object]]) -> Path:
+    path.write_text("".join(json.dumps({"text": t, "label": y}) + "\n" for t, y in rows), encoding="utf-8")
+    return path
+
+
+def train_tokenizer(folder: Path, texts: list[str]) -> Path:
+    """A BERT-style WordPiece tokenizer ([CLS] ... [SEP], lower case), saved as a transformers folder."""
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tokenizer = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+    tokenizer.normalizer = normalizers.BertNormalizer(lowercase=True)
+    tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    tokenizer.train_from_iterator(texts, trainers.WordPieceTrainer(vocab_size=300, special_tokens=["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]))
+    cls, sep = tokenizer.token_to_id("[CLS]"), tokenizer.token_to_id("[SEP]")
+    tokenizer.post_processor = processors.TemplateProcessing(single="[CLS] $A [SEP]", special_tokens=[("[CLS]", cls), ("[SEP]", sep)])
+    tokenizer.decoder = decoders.WordPiece()
+    fast = PreTrainedTokenizerFast(tokenizer_object=tokenizer, unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]",
+                                   sep_token="[SEP]", mask_token="[MASK]")
+    fast.save_pretrained(str(folder))
+    return folder
+
+
+def make_corpus(folder: Path, count: int = 600, seed: int = 0) -> tuple[Path, Path]:
+    """A csv of `count` labelled sentences and the tokenizer folder trained on them."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rows = sentences(count, seed)
+    csv_path = write_csv(folder / "reviews.csv", rows)
+    tokenizer = train_tokenizer(folder / "tokenizer", [t for t, _ in rows])
+    return csv_path, tokenizer
+
+
+TEXT_RECIPE = """
+[data]
+source = "text:{csv}"
+tokenizer = "{tokenizer}"
+max_length = 48
+
+[teacher]
+model = "transformer"
+args = {{ layers = 2, hidden = 64, heads = 4, intermediate = 128, max_position = 64 }}
+epochs = 6
+lr = 3e-3
+
+[student]
+model = "transformer"
+args = {{ layers = 1, hidden = 32, heads = 2, intermediate = 64, max_position = 64 }}
+
+[distill]
+epochs = 6
+batch_size = 32
+lr = 3e-3
+temperature = 2.0
+
+[target]
+name = "x86-cpu-text"
+"""
