@@ -115,10 +115,10 @@ def test_help_explains_every_command_and_imports_no_torch():
         "    r = CliRunner().invoke(app, [*cmd, '--help'])\n"
         "    assert r.exit_code == 0, r.output\n"
         "    print(r.output)\n"
-        "print('TORCH', 'torch' in sys.modules)\n"
+        "print('TORCH', 'torch' in sys.modules, 'transformers' in sys.modules)\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    assert "TORCH False" in out
+    assert "TORCH False False" in out
     for option in ("--target", "--json", "--resume", "--data", "--teacher", "--out"):
         assert option in out
 
