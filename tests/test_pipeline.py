@@ -14,7 +14,7 @@ def test_edgekd_run_default_end_to_end(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "edgekd", "run", "--out", str(out)], capture_output=True, text=True, cwd=tmp_path)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "PASS: all 4 budgets of target x86-cpu met" in proc.stdout
-    assert "test images:" in proc.stdout and "exact McNemar p =" in proc.stdout
+    assert "test samples:" in proc.stdout and "exact McNemar p =" in proc.stdout
 
     manifest = json.loads((out / "manifest.json").read_text())
     for name, entry in manifest["files"].items():

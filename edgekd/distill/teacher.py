@@ -119,6 +119,11 @@ def _plan(cfg: TeacherConfig, recipe: Recipe, data: DataSplits, position: int) -
     cached = cache_dir() / "teachers" / f"{_cache_key(spec, settings, data)}.pt"
     torch.manual_seed(seed)
     model = build_model(spec)
+    if spec.model.startswith("hf:") and not cfg.finetune:
+        from edgekd.models.text import has_frozen_head_path
+
+        if not has_frozen_head_path(model):  # a folder with its own classification head: trained already
+            return Teacher(f"pretrained {spec.model}", cfg.weight, model=model.eval(), spec=spec, identity=_weights_hash(model))
     if cached.is_file():
         payload = read_checkpoint(cached)
         load_weights(model, payload["state_dict"], cached)
@@ -137,13 +142,11 @@ def train_teachers(teachers: TeacherSet, data: DataSplits, run_dir: Path, resume
         label = "teacher" if len(teachers.members) == 1 else f"teacher {index + 1}"
         name = "teacher.ckpt" if index == 0 else f"teacher{index + 1}.ckpt"
         if teacher.spec.model.startswith("hf:") and not teacher.settings.finetune:
-            from edgekd.models.text import freeze_encoder
-
-            trainable = freeze_encoder(teacher.model)
-            say(f"{label}: training the head of {teacher.spec.model} ({trainable:,} parameters; the encoder stays frozen — [teacher] finetune = true trains it too)")
-        result = fit(teacher.model, data.x_train, data.y_train, data.x_val, data.y_val, teacher.settings,
-                     label=label, checkpoint=run_dir / "checkpoints" / name, resume=resume)
-        teacher.model.load_state_dict(result.best_state)
+            result = _train_head(teacher, data, label, run_dir / "checkpoints" / name, resume)
+        else:
+            result = fit(teacher.model, data.x_train, data.y_train, data.x_val, data.y_val, teacher.settings,
+                         label=label, checkpoint=run_dir / "checkpoints" / name, resume=resume)
+            teacher.model.load_state_dict(result.best_state)
         if distributed.is_main():
             save_checkpoint(teacher.model, teacher.spec, teacher.cache_path, extra={"history": [asdict(r) for r in result.history]})
         distributed.barrier()
@@ -151,6 +154,24 @@ def train_teachers(teachers: TeacherSet, data: DataSplits, run_dir: Path, resume
         teacher.source, teacher.history, teacher.settings = "trained", result.history, None
         teacher.identity = _weights_hash(teacher.model)
     return teachers
+
+
+def _train_head(teacher: Teacher, data: DataSplits, label: str, checkpoint: Path, resume: bool):
+    """A pretrained encoder's new head, trained alone (a linear probe) on the frozen encoder's pooled
+    features, computed once; the encoder's weights stay as they were published."""
+    from edgekd.models.text import freeze_encoder, pooled_features
+
+    model = teacher.model
+    trainable = freeze_encoder(model)
+    say(f"{label}: training the head of {teacher.spec.model} on its frozen encoder's pooled features "
+        f"({trainable:,} parameters; [teacher] finetune = true trains the encoder too)")
+    say(f"{label}: encoding {len(data.x_train) + len(data.x_val):,} texts once")
+    features = {split: pooled_features(model, getattr(data, f"x_{split}")) for split in ("train", "val")}
+    head = model.head()
+    result = fit(head, features["train"], data.y_train, features["val"], data.y_val, teacher.settings,
+                 label=f"{label} (head)", checkpoint=checkpoint, resume=resume)
+    head.load_state_dict(result.best_state)  # shares its parameters with the teacher
+    return result
 
 
 def cache_teacher_logits(teachers: TeacherSet, data: DataSplits, enabled: bool, augment: bool) -> TeacherSet:

@@ -73,7 +73,7 @@ def build_model(spec: ModelSpec) -> nn.Module:
         )
     context = {"input_shape": spec.input_shape, "num_classes": spec.num_classes, "vocab_size": spec.vocab_size}
     params = inspect.signature(factory).parameters
-    named = {k for k, p in params.items() if p.kind is not inspect.Parameter.VAR_KEYWORD}
+    named = [k for k, p in params.items() if p.kind is not inspect.Parameter.VAR_KEYWORD]
     takes_any = len(named) < len(params)
     unknown = [k for k in spec.args if k not in named and not takes_any]
     if unknown:

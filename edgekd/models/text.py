@@ -37,14 +37,20 @@ class SequenceClassifier(nn.Module):
         self.dropout = nn.Dropout(dropout)
         self.classifier = nn.Linear(hidden, num_classes)
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    def pool(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """The pooled hidden state the head classifies."""
         hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
         if self.pooling == "first":
-            pooled = hidden[:, 0]
-        else:
-            mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
-            pooled = (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp_min(1.0)
-        return self.classifier(self.dropout(pooled))
+            return hidden[:, 0]
+        mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+        return (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp_min(1.0)
+
+    def head(self) -> nn.Module:
+        """Dropout and the linear layer, sharing this model's parameters (trained alone on pooled features)."""
+        return nn.Sequential(self.dropout, self.classifier)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.dropout(self.pool(input_ids, attention_mask)))
 
 
 class _HeadLogits(nn.Module):
@@ -116,6 +122,28 @@ def hf_model(folder: str, num_classes: int, pooling: str = "mean", dropout: floa
     if getattr(encoder, "pooler", None) is not None:
         encoder.pooler = None  # unused: the head pools the hidden states itself
     return SequenceClassifier(encoder, int(encoder.config.hidden_size), num_classes, pooling, dropout)
+
+
+@torch.no_grad()
+def pooled_features(model: SequenceClassifier, inputs, batch_size: int = 128) -> "np.ndarray":
+    """The frozen encoder's pooled features of every input, computed once: a head-only teacher
+    trains on these (a linear probe) instead of running the encoder again every epoch."""
+    import numpy as np
+
+    from edgekd.models.call import to_tensors
+
+    was = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    chunks = [model.pool(**to_tensors(inputs[i : i + batch_size].trimmed(), device)).float().cpu().numpy()
+              for i in range(0, len(inputs), batch_size)]
+    model.train(was)
+    return np.concatenate(chunks)
+
+
+def has_frozen_head_path(model: nn.Module) -> bool:
+    """An encoder with edgekd's own head: its head can be trained on pooled features."""
+    return isinstance(model, SequenceClassifier)
 
 
 def freeze_encoder(model: nn.Module) -> int:
