@@ -26,7 +26,7 @@ def _main_rank() -> bool:
 def say(message: str) -> None:
     """One status line on stderr (silenced with set_quiet / EDGEKD_QUIET=1)."""
     if not _quiet and _main_rank():
-        console.print(message, soft_wrap=True)
+        console.print(message, soft_wrap=True, markup=False)  # messages name [sections]: not rich markup
 
 
 def bar() -> Progress:

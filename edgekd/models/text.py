@@ -22,6 +22,7 @@ def _transformers():
     except ImportError:
         raise ModelError("text models need the text extra: pip install 'edgekd[text]'") from None
     transformers.logging.set_verbosity_error()  # load reports and tips are not the user's problem
+    transformers.logging.disable_progress_bar()  # edgekd reports progress itself, on its own terms
     return transformers
 
 
@@ -132,11 +133,17 @@ def pooled_features(model: SequenceClassifier, inputs, batch_size: int = 128) ->
 
     from edgekd.models.call import to_tensors
 
+    from edgekd._progress import bar
+
     was = model.training
     model.eval()
     device = next(model.parameters()).device
-    chunks = [model.pool(**to_tensors(inputs[i : i + batch_size].trimmed(), device)).float().cpu().numpy()
-              for i in range(0, len(inputs), batch_size)]
+    chunks = []
+    with bar() as progress:
+        task = progress.add_task("encoding", total=len(inputs), info="")
+        for i in range(0, len(inputs), batch_size):
+            chunks.append(model.pool(**to_tensors(inputs[i : i + batch_size].trimmed(), device)).float().cpu().numpy())
+            progress.update(task, advance=min(batch_size, len(inputs) - i))
     model.train(was)
     return np.concatenate(chunks)
 
