@@ -380,3 +380,62 @@ def test_encoder_teacher_trains_only_its_head_on_pooled_features(tmp_path, corpu
     assert torch.equal(saved["encoder.embeddings.word_embeddings.weight"], encoder.embeddings.word_embeddings.weight), "encoder frozen"
     again = distill(recipe, tmp_path / "again")
     assert again.teachers[0].source.startswith("cache "), "a trained head is cached like any trained teacher"
+
+
+def test_torchscript_fallback_keeps_the_sequence_axis_dynamic(tmp_path, text_data):
+    """A data-dependent branch stops the dynamo exporter; the TorchScript fallback must still give a
+    model that runs at any batch and sequence length."""
+    from edgekd._ort import open_session, run_batches
+    from edgekd.export.onnx import export_onnx
+    from edgekd.models.call import predict
+
+    class Branchy(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.inner = build_model(_spec(text_data))
+
+        def forward(self, input_ids, attention_mask):
+            logits = self.inner(input_ids, attention_mask)
+            return logits if attention_mask.sum() >= 0 else -logits
+
+    torch.manual_seed(0)
+    model = Branchy().eval()
+    info = export_onnx(model, text_data.x_test, tmp_path / "b.onnx", 18)
+    assert info.exporter == "torchscript" and info.fallback_reason
+    session = open_session(tmp_path / "b.onnx")
+    assert [i.shape for i in session.get_inputs()] == [["batch", "sequence"], ["batch", "sequence"]]
+    for rows, length in ((1, 1), (5, 7), (3, 128)):
+        x = text_data.x_test[:rows].at_length(length)
+        assert np.abs(run_batches(session, x) - predict(model, x)).max() < 1e-4
+
+
+def test_an_onnx_text_teacher_is_fed_by_name(tmp_path, text_run, corpus):
+    from edgekd.distill.stage import distill
+
+    text = TEXT_RECIPE.format(csv=corpus[0], tokenizer=corpus[1])
+    text = text.replace('model = "transformer"\nargs = { layers = 2, hidden = 64, heads = 4, intermediate = 128, max_position = 64 }\nepochs = 6',
+                        f'model = "{text_run / "teacher.onnx"}"').replace("[distill]\nepochs = 6", "[distill]\nepochs = 1")
+    recipe = tmp_path / "r.toml"
+    recipe.write_text(text)
+    result = distill(recipe, tmp_path / "run")
+    assert result.teachers[0].source.startswith("onnx ")
+    exported = json.loads((text_run / "distill.json").read_text())
+    assert abs(result.teacher_scores.test - exported["teacher_scores"]["test"]) < 0.02, "the same teacher, through ONNX Runtime"
+    assert json.loads((text_run / "export.json").read_text())["inputs"][0] == {"name": "input_ids", "dtype": "int64", "dims": ["batch", "sequence"]}
+
+
+@pytest.mark.slow
+def test_auto_on_a_text_model_measures_static_dynamic_and_fused_candidates(tmp_path, text_run):
+    """Static QDQ is tried and measured, not assumed; ORT's transformer fusions are one more candidate."""
+    import shutil
+
+    from edgekd.export.stage import export
+
+    run = tmp_path / "run"
+    shutil.copytree(text_run, run)
+    result = export(run, "x86-cpu-text", scheme="auto")
+    names = {c.name for c in result.quantized.candidates}
+    assert {"static-qdq per-channel", "dynamic", "dynamic + transformer fusions"} <= names
+    kept = next(c for c in result.quantized.candidates if c.kept)
+    assert kept.drop <= 0.01 and result.quantized.scheme == kept.scheme
+    assert result.quantized.settings.get("fusions", False) == (kept.name == "dynamic + transformer fusions")

@@ -206,6 +206,8 @@ def _auto(prepared, source, out_dir, work, cfg, calibration, x_val, y_val, fp32_
         ("static-qdq per-channel reduce-range", Scheme.static_qdq, {**_settings(Scheme.static_qdq, cfg), "per_channel": True, "reduce_range": True}),
         ("dynamic", Scheme.dynamic, _settings(Scheme.dynamic, cfg)),
     ]
+    if _is_transformer(prepared):  # ORT's offline transformer fusions: a candidate, kept only if it pays
+        candidates_spec.append(("dynamic + transformer fusions", Scheme.dynamic, {**_settings(Scheme.dynamic, cfg), "fusions": True}))
     if usable[0] in _GPU_PROVIDERS:
         candidates_spec.append(("fp16", Scheme.fp16, {}))
     files, accuracy = {}, {}
@@ -339,8 +341,9 @@ def _produce(prepared: Path, dest: Path, scheme: Scheme, settings: dict[str, Any
             nodes_to_exclude=list(exclude),
         )
     elif scheme is Scheme.dynamic:
+        source = _fused(prepared) if settings.get("fusions") else prepared
         quantize_dynamic(
-            str(prepared), str(dest), per_channel=settings["per_channel"], reduce_range=settings["reduce_range"],
+            str(source), str(dest), per_channel=settings["per_channel"], reduce_range=settings["reduce_range"],
             weight_type=types[settings["weight_type"]],
         )
     elif scheme is Scheme.fp16:
@@ -350,6 +353,26 @@ def _produce(prepared: Path, dest: Path, scheme: Scheme, settings: dict[str, Any
         onnx.save(convert_float_to_float16(onnx.load(str(prepared)), keep_io_types=True), str(dest))
     else:
         shutil.copyfile(prepared, dest)
+
+
+def _is_transformer(prepared: Path) -> bool:
+    """Softmax over MatMul scores beside LayerNormalization: the graphs ORT's transformer optimizer fuses."""
+    import onnx
+
+    ops = {node.op_type for node in onnx.load(str(prepared), load_external_data=False).graph.node}
+    return {"Softmax", "MatMul", "LayerNormalization"} <= ops
+
+
+def _fused(prepared: Path) -> Path:
+    """The prepared model after ONNX Runtime's transformer optimizer (LayerNorm, Gelu, attention fusions
+    where its patterns match), written beside it once."""
+    fused = prepared.with_name(prepared.stem + ".fused.onnx")
+    if not fused.is_file():
+        from onnxruntime.transformers.optimizer import optimize_model
+
+        with _quiet_ort():
+            optimize_model(str(prepared), model_type="bert", num_heads=0, hidden_size=0).save_model_to_file(str(fused))
+    return fused
 
 
 class _Batches:

@@ -26,6 +26,7 @@ from edgekd.export.mobile import EpCoverage, OrtPackage, mobile_coverage, packag
 from edgekd.export.onnx import OnnxExport, Parity, check_parity, export_onnx
 from edgekd.export.quantize import QuantizeResult, quantize
 from edgekd.export.simplify import SimplifyResult, simplify
+from edgekd.inputs import TensorSpec
 from edgekd.runfolder import load_run_recipe
 from edgekd.targets import ArtifactFormat, Scheme, Target, load_target
 
@@ -52,7 +53,9 @@ class ExportResult:
     mobile: list[EpCoverage]  # NNAPI / CoreML coverage of the deployed model
     ort: OrtPackage | None  # ORT-format package, for targets whose format is "ort"
     seconds: float
-    schema_version: int = 3
+    inputs: list[TensorSpec] = dataclasses.field(default_factory=list)  # the student's named, typed inputs (ONNX input names)
+    outputs: list[str] = dataclasses.field(default_factory=list)  # its named outputs; the first (logits) is scored
+    schema_version: int = 4
 
 
 def export(run_dir: Path, target: Target | str | Path | None = None, scheme: Scheme | str | None = None) -> ExportResult:
@@ -76,7 +79,7 @@ def export(run_dir: Path, target: Target | str | Path | None = None, scheme: Sch
     data = load_recipe_data(recipe.data)
     cfg = target.export
 
-    student, _ = load_model(student_pt)
+    student, student_spec = load_model(student_pt)
     lengths = parity_lengths(data.x_test, recipe.data.max_length)
     if onnx_teacher:  # the teacher was an ONNX file already: it is the reference as it is
         runfolder.artifact(run_dir, TEACHER_ONNX, "export")
@@ -124,6 +127,7 @@ def export(run_dir: Path, target: Target | str | Path | None = None, scheme: Sch
         simplified=simplified, quantized=quantized,
         fp32_test_accuracy=fp32_accuracy, deployed_test_accuracy=deployed_accuracy,
         deployed=deployed, mobile=coverage, ort=package, seconds=time.perf_counter() - began,
+        inputs=list(student_spec.input_spec), outputs=list(student_spec.outputs),
     )
     write_json(run_dir / RESULT, result)
     runfolder.record(run_dir, "export", written + [RESULT], target=target)
