@@ -53,6 +53,16 @@ def text_run(tmp_path_factory, corpus) -> Path:
     return folder / "run"
 
 
+def _one_epoch_recipe(folder: Path, corpus, teacher: str) -> Path:
+    """The tiny text recipe with another [teacher] (its model lines) and one distillation epoch."""
+    text = TEXT_RECIPE.format(csv=corpus[0], tokenizer=corpus[1])
+    tiny_teacher = 'model = "transformer"\nargs = { layers = 2, hidden = 64, heads = 4, intermediate = 128, max_position = 64 }\nepochs = 6'
+    assert tiny_teacher in text
+    path = folder / "r.toml"
+    path.write_text(text.replace(tiny_teacher, teacher).replace("[distill]\nepochs = 6", "[distill]\nepochs = 1"))
+    return path
+
+
 def _spec(data, **args) -> ModelSpec:
     return ModelSpec("transformer", {**TINY, **args}, data.input_shape, data.num_classes, data.inputs, data.vocab_size)
 
@@ -311,6 +321,18 @@ def test_text_run_exports_quantizes_dynamic_int8_and_keeps_accuracy(text_run):
     assert json.loads((text_run / "labels.json").read_text()) == {"classes": ["fresh", "rotten"]}
 
 
+def test_bench_of_a_text_run_names_its_classes(text_run, tmp_path):
+    from edgekd.bench.stage import bench
+
+    report = bench(text_run, out=tmp_path, memory=False)
+    assert report.classes == ["fresh", "rotten"] and "0 = fresh, 1 = rotten" in (tmp_path / "bench.md").read_text()
+    from edgekd.data import load_recipe_data
+    from edgekd.runfolder import load_run_recipe
+
+    test_texts = load_recipe_data(load_run_recipe(text_run).data).x_test
+    assert report.variants[-1].sequence_length == int(np.median(test_texts.lengths())), "latency at the median test text"
+
+
 def test_bench_a_text_onnx_file_with_data_and_tokenizer(text_run, corpus, tmp_path):
     from typer.testing import CliRunner
 
@@ -367,11 +389,7 @@ def test_encoder_teacher_trains_only_its_head_on_pooled_features(tmp_path, corpu
     torch.manual_seed(0)
     encoder = BertModel(BertConfig(vocab_size=300, hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64))
     encoder.save_pretrained(tmp_path / "enc")
-    text = TEXT_RECIPE.format(csv=corpus[0], tokenizer=corpus[1])
-    text = text.replace('model = "transformer"\nargs = { layers = 2, hidden = 64, heads = 4, intermediate = 128, max_position = 64 }\nepochs = 6',
-                        f'model = "hf:{tmp_path / "enc"}"\nepochs = 3').replace("[distill]\nepochs = 6", "[distill]\nepochs = 1")
-    recipe = tmp_path / "r.toml"
-    recipe.write_text(text)
+    recipe = _one_epoch_recipe(tmp_path, corpus, f'model = "hf:{tmp_path / "enc"}"\nepochs = 3')
     result = distill(recipe, tmp_path / "run")
     assert result.teachers[0].source == "trained" and result.history["teacher"], "the head was trained"
     from edgekd.models.checkpoint import read_checkpoint
@@ -412,11 +430,7 @@ def test_torchscript_fallback_keeps_the_sequence_axis_dynamic(tmp_path, text_dat
 def test_an_onnx_text_teacher_is_fed_by_name(tmp_path, text_run, corpus):
     from edgekd.distill.stage import distill
 
-    text = TEXT_RECIPE.format(csv=corpus[0], tokenizer=corpus[1])
-    text = text.replace('model = "transformer"\nargs = { layers = 2, hidden = 64, heads = 4, intermediate = 128, max_position = 64 }\nepochs = 6',
-                        f'model = "{text_run / "teacher.onnx"}"').replace("[distill]\nepochs = 6", "[distill]\nepochs = 1")
-    recipe = tmp_path / "r.toml"
-    recipe.write_text(text)
+    recipe = _one_epoch_recipe(tmp_path, corpus, f'model = "{text_run / "teacher.onnx"}"')
     result = distill(recipe, tmp_path / "run")
     assert result.teachers[0].source.startswith("onnx ")
     exported = json.loads((text_run / "distill.json").read_text())

@@ -107,7 +107,8 @@ def to_markdown(report) -> str:
         f"warm-up runs, models interleaved; 95% intervals by bootstrap. Throughput at batch {deployed.throughput_batch}. "
         f"Session memory: peak resident-set growth in a child process. Inputs: {report.inputs}. "
         f"Providers: {', '.join(report.providers)}"
-        + (f" (not installed: {', '.join(report.missing_providers)})" if report.missing_providers else "") + ".",
+        + (f" (not installed: {', '.join(report.missing_providers)})" if report.missing_providers else "") + "."
+        + (f" Classes: {', '.join(f'{i} = {c}' for i, c in enumerate(report.classes))}." if report.classes else ""),
         "",
         _table(VARIANT_HEADER, variant_rows(report)),
         "",

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import platform
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
@@ -45,6 +45,7 @@ class BenchReport:
     missing_providers: list[str]  # listed by the target but not in this onnxruntime build
     environment: dict[str, str]
     created: str
+    classes: list[str] = field(default_factory=list)  # label names by class index (a run's labels.json), when known
     schema_version: int = SCHEMA_VERSION
 
 
@@ -69,8 +70,12 @@ def bench(
     """
     model = Path(model)
     coverage = None
+    classes: list[str] = []
     if model.is_dir():
         files, default_source, default_target, coverage = _from_run_folder(model)
+        labels = model / "labels.json"
+        if labels.is_file():
+            classes = [str(c) for c in json.loads(labels.read_text(encoding="utf-8")).get("classes", [])]
         out = out or model
     elif model.is_file():
         files = {**({"teacher fp32": Path(teacher)} if teacher else {}), model.name: model}
@@ -93,7 +98,7 @@ def bench(
 
     cfg = target.bench
     say(f"bench: timing {len(sessions)} model(s), {cfg.warmup_runs} warm-up + {cfg.runs} runs each, interleaved; "
-        f"sweep over batches {cfg.sweep_batches}; session memory in child processes")
+        f"sweep over batches {cfg.sweep_batches}" + ("; session memory in child processes" if memory else ""))
     variants = measure_variants(files, sessions, x, y, cfg, providers, memory=memory, max_length=max_length)
     by_name = {v.name: v for v in variants}
     reference = by_name.get("teacher fp32")
@@ -121,6 +126,7 @@ def bench(
         providers=providers,
         missing_providers=missing,
         environment=environment(target, providers),
+        classes=classes,
         created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
     )
     written = write_reports(report, out)

@@ -115,8 +115,6 @@ def export(run_dir: Path, target: Target | str | Path | None = None, scheme: Sch
     say(f"export: simplified {simplified.nodes_before} → {simplified.nodes_after} nodes; deployed {deployed} "
         f"({quantized.scheme}, {(run_dir / deployed).stat().st_size / 1024:.1f} KiB), "
         f"test accuracy {fp32_accuracy:.2%} fp32 → {deployed_accuracy:.2%} deployed")
-    if quantized.preprocess != "quant_pre_process":
-        say(f"export: quantization pre-processing: {quantized.preprocess}")
     if quantized.excluded_nodes:
         say(f"export: kept {len(quantized.excluded_nodes)} node(s) in fp32 to stay within the accuracy budget: {', '.join(quantized.excluded_nodes)}")
 
