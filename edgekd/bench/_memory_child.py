@@ -1,5 +1,8 @@
 """Child process of edgekd.bench.memory: run by path so it imports numpy and onnxruntime only.
 
+Its inputs are a real batch that the parent's feeds builder wrote to an .npz file; without one
+(a direct call) it makes inputs of the declared types.
+
 Prints one JSON line: the resident set before the session, and its peak while loading and
 running it. On Linux the peak counter is reset after the imports (/proc/self/clear_refs), so
 import-time spikes do not hide the session's own cost.
@@ -49,11 +52,15 @@ def _feed(session, batch: int, length: int) -> dict:
     return feed
 
 
-def main(path: str, providers: str, batch: int, runs: int, length: int) -> None:
+def main(path: str, providers: str, batch: int, runs: int, length: int, feed_file: str = "") -> None:
+    given = {}
+    if feed_file:  # a real batch from edgekd's feeds builder, loaded before the baseline is taken
+        with np.load(feed_file, allow_pickle=False) as archive:
+            given = {name: archive[name] for name in archive.files}
     reset = _reset_peak()
     baseline = _status_mb("VmRSS") if reset else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     session = ort.InferenceSession(path, providers=providers.split(","))
-    feed = _feed(session, batch, length)
+    feed = given or _feed(session, batch, length)
     for _ in range(runs):
         session.run(None, feed)
     peak = (_status_mb("VmHWM") if reset else None) or resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -61,4 +68,5 @@ def main(path: str, providers: str, batch: int, runs: int, length: int) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]) if len(sys.argv) > 5 else 128)
+    main(sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]) if len(sys.argv) > 5 else 128,
+         sys.argv[6] if len(sys.argv) > 6 else "")

@@ -80,12 +80,18 @@ def measure_variants(
             throughput=throughput,
             throughput_batch=bulk_batch[name],
             gflops=2 * profile.macs * throughput / 1e9,
-            memory=session_memory(files[name], providers, bulk_batch[name], length or 128) if memory else None,
+            memory=_memory(files[name], session, x, providers, bulk_batch[name], length) if memory else None,
             sweep=sweep.get(name, {}),
             sequence_length=length,
             length_sweep=length_sweep.get(name, {}),
         ))
     return reports
+
+
+def _memory(path, session, x: Inputs, providers, batch: int, length: int | None) -> MemoryStats:
+    """Session memory on one real batch at the throughput batch (and the bench's sequence length)."""
+    rows = x[np.resize(np.arange(len(x)), batch)]
+    return session_memory(path, providers, batch, length or 128, feed=feeds(session, rows.at_length(length) if length else rows))
 
 
 def sequence_length(x: Inputs, cfg: BenchConfig) -> int | None:

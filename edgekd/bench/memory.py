@@ -10,8 +10,11 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+
+import numpy as np
 
 from edgekd.errors import OnnxModelError
 
@@ -23,12 +26,20 @@ class MemoryStats:
     growth_mb: float  # what the session itself cost: peak − baseline
 
 
-def session_memory(path: Path, providers: list[str], batch: int, length: int = 128, runs: int = 20) -> MemoryStats:
-    """Measure `path` in a child process that imports numpy and onnxruntime only; free dims other
-    than the batch (a text model's sequence) get `length`."""
+def session_memory(path: Path, providers: list[str], batch: int, length: int = 128, runs: int = 20,
+                   feed: dict[str, np.ndarray] | None = None) -> MemoryStats:
+    """Measure `path` in a child process that imports numpy and onnxruntime only.
+
+    `feed` is one real batch as the feeds builder made it (passed through an .npz file); without
+    it the child makes inputs of the declared types, free dims other than the batch = `length`."""
     child = Path(__file__).with_name("_memory_child.py")
-    command = [sys.executable, str(child), str(path), ",".join(providers), str(batch), str(runs), str(length)]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    with tempfile.TemporaryDirectory(prefix="edgekd-memory-") as folder:
+        feed_file = Path(folder) / "feed.npz"
+        if feed is not None:
+            np.savez(feed_file, **feed)
+        command = [sys.executable, str(child), str(path), ",".join(providers), str(batch), str(runs), str(length),
+                   str(feed_file) if feed is not None else ""]
+        done = subprocess.run(command, capture_output=True, text=True, timeout=600)
     if done.returncode != 0:
         reason = (done.stderr.strip().splitlines() or ["no output"])[-1][:200]
         raise OnnxModelError(f"{path}: measuring session memory failed ({reason})")
