@@ -67,7 +67,7 @@ def run(
     if "distill" in finished:
         distilled = _load_result(out / "distill.json", "DistillResult")
     else:
-        distilled = distill(recipe_obj, out, resume=resume, force=force, sweep=sweep)
+        distilled = distill(recipe_obj, out, resume=resume, force=force, sweep=sweep, target=target_obj)
     if "export" in finished and scheme is None and runfolder.load_manifest(out).get("target", {}).get("name") == target_obj.name:
         exported = _load_result(out / "export.json", "ExportResult")
     else:

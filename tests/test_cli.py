@@ -135,7 +135,7 @@ def test_export_parity_failure_exits_2_with_the_figures(exported_run, tmp_path):
     run = tmp_path / "run"
     shutil.copytree(exported_run, run)
     target = tmp_path / "strict.toml"
-    target.write_text('description = "x"\n[export]\nparity_max_abs = 1e-12\n')
+    target.write_text('description = "x"\n[export]\nparity_max_abs = 1e-12\nparity_max_rel = 1e-15\n')
     _assert_one_line_error(_invoke("export", run, "--target", target), "teacher: ONNX Runtime vs PyTorch max |Δ| =", "allowed 1e-12")
     assert not list(run.glob(".*.tmp"))
 

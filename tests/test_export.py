@@ -42,8 +42,8 @@ def test_parity_on_real_digits_directly(exported_run):
 @pytest.mark.parametrize(
     "cfg,measure",
     [
-        (ExportConfig(parity_max_abs=1e-12), "max |Δ|"),
-        (ExportConfig(parity_max_mean_abs=1e-12), "mean |Δ|"),
+        (ExportConfig(parity_max_abs=1e-12, parity_max_rel=1e-15), "max |Δ|"),  # both limits: a failure beyond each
+        (ExportConfig(parity_max_mean_abs=1e-12, parity_max_rel=1e-15), "mean |Δ|"),
     ],
 )
 def test_parity_failure_raises_with_the_numbers(exported_run, cfg, measure):
@@ -174,3 +174,51 @@ def test_builtin_conv_families_export_with_parity(tmp_path, family):
     info = export_onnx(model, (1, 8, 8), tmp_path / f"{family}.onnx", 18)
     parity = check_parity(model, tmp_path / f"{family}.onnx", load_data("digits").x_test, ExportConfig(), family)
     assert info.exporter == "dynamo" and parity.max_abs <= 1e-4 and parity.argmax_agreement == 1.0
+
+
+def test_parity_is_judged_against_the_logits_scale(tmp_path):
+    """Logits in the hundreds: fp32 kernel differences pass by their size relative to the logits; the
+    relative limit really decides (a tiny one fails the same export)."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 256), torch.nn.ReLU(), torch.nn.Linear(256, 10)).eval()
+    with torch.no_grad():
+        for layer in (model[1], model[3]):
+            layer.weight.mul_(40.0)
+    export_onnx(model, (1, 8, 8), tmp_path / "big.onnx", 18)
+    strict_abs = ExportConfig(parity_max_abs=1e-12, parity_max_mean_abs=1e-12)
+    parity = check_parity(model, tmp_path / "big.onnx", load_data("digits").x_test, strict_abs, "big")
+    assert parity.scale > 100 and parity.max_rel < 1e-4
+    with pytest.raises(ParityError):
+        check_parity(model, tmp_path / "big.onnx", load_data("digits").x_test,
+                     ExportConfig(parity_max_abs=1e-12, parity_max_mean_abs=1e-12, parity_max_rel=1e-15), "big")
+
+
+def test_a_student_that_cannot_be_exported_fails_before_training(tmp_path, monkeypatch):
+    from edgekd.distill.stage import distill
+
+    (tmp_path / "branchy.py").write_text(
+        "import torch\n"
+        "class Branchy(torch.nn.Module):\n"
+        "    def __init__(self, num_classes):\n"
+        "        super().__init__(); self.fc = torch.nn.Linear(64, num_classes)\n"
+        "    def forward(self, x):\n"
+        "        h = self.fc(x.flatten(1))\n"
+        "        return h if x.sum() > 42 else -h  # batches of real digits fall either side: tracing records one branch\n"
+        "def make(num_classes):\n"
+        "    return Branchy(num_classes)\n"
+    )
+    (tmp_path / "r.toml").write_text('[student]\nmodel = "branchy:make"\n')
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ParityError, match="initialised student"):
+        distill(tmp_path / "r.toml", tmp_path / "out")
+    assert not (tmp_path / "out").exists(), "no run folder claimed"
+
+
+def test_a_wrong_hint_path_fails_before_training_and_claims_no_folder(tmp_path):
+    from edgekd.distill.stage import distill
+    from edgekd.errors import ModelError
+
+    (tmp_path / "r.toml").write_text('[[distill.loss]]\nmethod = "hint"\nteacher_layer = "features.3"\nstudent_layer = "features.9"\n')
+    with pytest.raises(ModelError, match="student has no layer 'features.9'"):
+        distill(tmp_path / "r.toml", tmp_path / "out")
+    assert not (tmp_path / "out").exists()

@@ -31,11 +31,12 @@ from edgekd.distill.paired import PairedTest, paired_test
 from edgekd.distill.teacher import TeacherSet, cache_teacher_logits, plan_teachers, train_teachers
 from edgekd.distill.trainer import EpochRecord, FitResult, TrainSettings, fit
 from edgekd.models.call import accuracy, predict
-from edgekd.errors import ModelError, OnnxModelError, RecipeError, RunFolderError
+from edgekd.errors import EdgekdError, ModelError, OnnxModelError, RecipeError, RunFolderError
 from edgekd.models.build import ModelSpec, build_model
 from edgekd.models.checkpoint import load_weights, read_checkpoint, save_checkpoint
 from edgekd.recipe import LossTerm, Recipe, load_recipe, teacher_configs
 from edgekd.runfolder import RECIPE, load_run_recipe
+from edgekd.targets import Target
 
 RESULT = "distill.json"
 LABELS = "labels.json"  # label names by class index, for sources that name their labels
@@ -105,8 +106,13 @@ def distill(
     resume: bool = False,
     force: bool = False,
     sweep: bool = False,
+    target: Target | str | Path | None = None,
 ) -> DistillResult:
-    """Prepare the teachers, then train the scratch and the distilled student; write them to `out`."""
+    """Prepare the teachers, then train the scratch and the distilled student; write them to `out`.
+
+    Before anything is written or trained, the loss terms' layer paths are proven on every teacher
+    and the initialised student is exported and checked against PyTorch with `target`'s export
+    settings (default: the recipe's target), so a student that cannot ship fails in seconds."""
     began = time.perf_counter()
     out = Path(out)
     recipe = _resolve_recipe(recipe, out, resume)
@@ -117,9 +123,11 @@ def distill(
     student_spec = ModelSpec(recipe.student.model, dict(recipe.student.args), data.input_shape, data.num_classes, data.inputs, data.vocab_size)
     _check_transforms(recipe, data)  # every check runs before anything is written
     teachers = plan_teachers(recipe, data)
-    _fresh_student(recipe, student_spec, data, teachers)
+    initial = _fresh_student(recipe, student_spec, data, teachers)
     for index, member in enumerate(teachers.members):
         _check_fits(member.predict, f"teacher {index + 1}" if len(teachers.members) > 1 else "teacher", data)
+    if not resume:
+        _preflight(recipe, initial, data, teachers, target)
     if distributed.is_main():
         _claim_folder(out, resume, force)
         write_json(out / RECIPE, recipe)
@@ -186,6 +194,38 @@ def distill(
     say(f"distill: teacher {teacher_scores.test:.2%}, scratch student {scratch_scores.best.test:.2%}, "
         f"distilled student {distilled_scores.best.test:.2%} (test, best-on-val weights)")
     return result
+
+
+def _preflight(recipe: Recipe, student: nn.Module, data: DataSplits, teachers: TeacherSet, target) -> None:
+    """What would otherwise fail after training: every hint/at layer path (with shapes and adapters, on
+    a dry batch), and the initialised student's ONNX export and parity with the target's settings."""
+    import tempfile
+
+    from edgekd.distill.objective import Objective
+    from edgekd.export.onnx import check_parity, export_onnx
+    from edgekd.export.stage import parity_lengths
+    from edgekd.models.call import take, to_tensors, trim
+    from edgekd.targets import load_target
+
+    terms = recipe.distill.terms()
+    if any(t.method in ("hint", "at") for t in terms):
+        sample = trim(take(to_tensors(data.x_train), slice(0, 2)), data.inputs)
+        Objective(terms, recipe.distill.ce_weight, recipe.distill.temperature, student, teachers.feature_teacher,
+                  teachers.weights, sample).close()
+    if target is None:
+        target = recipe.target.path or recipe.target.name or "x86-cpu"
+    cfg = (target if isinstance(target, Target) else load_target(target)).export
+    probe = data.x_test[: min(64, len(data.x_test))]
+    with tempfile.TemporaryDirectory(prefix="edgekd-preflight-") as folder:
+        path = Path(folder) / "student.initial.onnx"
+        try:
+            export_onnx(student, probe, path, cfg.opset, cfg.fixed_batch)
+            check_parity(student, path, probe, cfg, "the initialised student", parity_lengths(probe, recipe.data.max_length))
+        except EdgekdError:
+            raise
+        except Exception as exc:  # the exporters raise many types: before training, that is a model problem
+            reason = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
+            raise ModelError(f"the student cannot be exported to ONNX ({reason}); fix the model before training it") from None
 
 
 def _describe_inputs(data: DataSplits) -> str:
