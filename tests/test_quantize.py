@@ -7,7 +7,7 @@ import pytest
 
 from edgekd._ort import open_session, run_batches
 from edgekd.data import load_data
-from edgekd.export.quantize import ARTIFACTS, quantize, rank_nodes_by_error
+from edgekd.export.quantize import ARTIFACTS, FP32_CANDIDATE, quantize, rank_nodes_by_error
 from edgekd.targets import QuantizationConfig, Scheme
 
 DIGITS = load_data("digits")
@@ -79,12 +79,38 @@ def test_impossible_budget_stops_with_a_verdict(exported_run, tmp_path):
 def test_auto_times_every_candidate_and_keeps_the_fastest_within_budget(exported_run, tmp_path):
     result = _quantize(exported_run, tmp_path, scheme=Scheme.auto, max_drop_vs_fp32=0.02)
     names = [c.name for c in result.candidates]
-    assert names == ["static-qdq per-tensor", "static-qdq per-channel", "static-qdq per-channel reduce-range", "dynamic"]
+    assert names == ["static-qdq per-tensor", "static-qdq per-channel", "static-qdq per-channel reduce-range", "dynamic", FP32_CANDIDATE]
     assert result.requested == "auto" and sum(c.kept for c in result.candidates) == 1
     kept = next(c for c in result.candidates if c.kept)
     within = [c for c in result.candidates if c.drop <= 0.02]
-    assert kept.p50_ms == min(c.p50_ms for c in within)
+    assert kept.p50_ms == min(c.p50_ms for c in within), "fp32 is a candidate: nothing slower than it ships"
     assert result.scheme == kept.scheme and result.fp32_p50_ms > 0
     assert result.cpu["int8_dot_product"] in ("yes", "no")
-    if kept.p50_ms > result.fp32_p50_ms:
-        assert any("slower than fp32" in w for w in result.warnings)
+    if kept.name == FP32_CANDIDATE:
+        assert result.path is None and any("deploying the fp32 model" in w for w in result.warnings)
+
+
+@pytest.mark.parametrize("fastest", ["fp32", "static-qdq per-channel"])
+def test_auto_ships_int8_only_when_it_is_faster_than_fp32(exported_run, tmp_path, monkeypatch, fastest):
+    """The choice, with timings fixed (tests check logic, not wall-clock): the fastest model within budget ships."""
+    import edgekd.bench.latency as latency
+
+    def fixed_times(calls, warmup, runs, min_seconds=0.0):
+        return {name: [1_000 if name == fastest else 2_000] * runs for name in calls}
+
+    monkeypatch.setattr(latency, "time_interleaved", fixed_times)
+    result = _quantize(exported_run, tmp_path, scheme=Scheme.auto, max_drop_vs_fp32=1.0)
+    kept = next(c for c in result.candidates if c.kept)
+    if fastest == "fp32":
+        assert kept.name == FP32_CANDIDATE and result.scheme == "none" and result.path is None
+    else:
+        assert kept.name == fastest and result.scheme == "static-qdq" and result.path
+
+
+def test_auto_does_not_try_dynamic_int8_on_a_convolution_dominated_graph(exported_run, tmp_path):
+    cfg = QuantizationConfig(scheme=Scheme.auto, max_drop_vs_fp32=1.0, calibration_samples=32)
+    source = tmp_path / "teacher.onnx"  # the CNN teacher: Conv layers outnumber its Gemms
+    shutil.copyfile(exported_run / "teacher.onnx", source)
+    result = quantize(source, tmp_path, cfg, DIGITS.calibration(32), DIGITS.x_val, DIGITS.y_val)
+    assert "dynamic" not in {c.name for c in result.candidates}
+    assert any("convolution-dominated" in w for w in result.warnings)

@@ -87,6 +87,12 @@ _CONV_OPS = {"Conv", "ConvInteger", "QLinearConv"}
 def _macs(model, length: int = 1) -> int:
     """Multiply-accumulates of one sample, from shapes inferred with the batch axis set to 1 and
     any other free axis (a sequence) to `length`."""
+    return sum(macs_by_kind(model, length).values())
+
+
+def macs_by_kind(model, length: int = 1) -> dict[str, int]:
+    """Multiply-accumulates of one sample split into "conv" and "matmul" (MatMul, Gemm and their
+    quantized forms): what decides whether an int8 scheme that only quantizes MatMul can pay."""
     import onnx
 
     model = onnx.ModelProto.FromString(model.SerializeToString())
@@ -105,7 +111,7 @@ def _macs(model, length: int = 1) -> int:
         shapes[value.name] = [d.dim_value if d.HasField("dim_value") else 0 for d in dims]
     for init in model.graph.initializer:
         shapes[init.name] = list(init.dims)
-    total = 0
+    total = {"conv": 0, "matmul": 0}
     for node in model.graph.node:
         out = shapes.get(node.output[0], [])
         if not out or 0 in out:
@@ -113,12 +119,12 @@ def _macs(model, length: int = 1) -> int:
         if node.op_type in _CONV_OPS:
             weight = shapes.get(node.input[3 if node.op_type == "QLinearConv" else 1], [])
             if len(weight) >= 3:  # (C_out, C_in / groups, *kernel): each output does C_in/g × kernel MACs
-                total += int(np.prod(out)) * int(np.prod(weight[1:]))
+                total["conv"] += int(np.prod(out)) * int(np.prod(weight[1:]))
         elif node.op_type in _MATMUL_OPS:
             a = shapes.get(node.input[0], [])
             if len(a) >= 1 and a[-1]:
                 inner = a[-2] if node.op_type in ("Gemm", "QGemm") and _attr(node, "transA") and len(a) >= 2 else a[-1]
-                total += int(np.prod(out)) * int(inner)
+                total["matmul"] += int(np.prod(out)) * int(inner)
     return total
 
 

@@ -39,6 +39,7 @@ ARTIFACTS = {
     Scheme.fp16: "student.fp16.onnx",
 }
 _WEIGHT_OPS = {"Conv", "ConvTranspose", "Gemm", "MatMul"}
+FP32_CANDIDATE = "fp32 (not quantized)"
 _GPU_PROVIDERS = {"CUDAExecutionProvider", "TensorrtExecutionProvider", "DmlExecutionProvider", "CoreMLExecutionProvider"}
 
 
@@ -204,8 +205,14 @@ def _auto(prepared, source, out_dir, work, cfg, calibration, x_val, y_val, fp32_
         ("static-qdq per-tensor", Scheme.static_qdq, {**_settings(Scheme.static_qdq, cfg), "per_channel": False, "reduce_range": False}),
         ("static-qdq per-channel", Scheme.static_qdq, {**_settings(Scheme.static_qdq, cfg), "per_channel": True, "reduce_range": False}),
         ("static-qdq per-channel reduce-range", Scheme.static_qdq, {**_settings(Scheme.static_qdq, cfg), "per_channel": True, "reduce_range": True}),
-        ("dynamic", Scheme.dynamic, _settings(Scheme.dynamic, cfg)),
     ]
+    warnings = []
+    convs, matmuls = _op_counts(prepared)
+    if convs > matmuls:  # ORT's dynamic int8 quantizes MatMul/Gemm only: around convolutions it adds cost, not speed
+        warnings.append(f"auto: dynamic int8 not tried: the graph is convolution-dominated ({convs:,} MACs in Conv vs {matmuls:,} in MatMul/Gemm), "
+                        "where ONNX Runtime's dynamic int8 is usually several times slower than fp32; --scheme dynamic measures it")
+    else:
+        candidates_spec.append(("dynamic", Scheme.dynamic, _settings(Scheme.dynamic, cfg)))
     if _is_transformer(prepared):  # ORT's offline transformer fusions: a candidate, kept only if it pays
         candidates_spec.append(("dynamic + transformer fusions", Scheme.dynamic, {**_settings(Scheme.dynamic, cfg), "fusions": True}))
     if usable[0] in _GPU_PROVIDERS:
@@ -221,22 +228,24 @@ def _auto(prepared, source, out_dir, work, cfg, calibration, x_val, y_val, fp32_
     times = time_interleaved({n: session_call(s, x_val, batch) for n, s in sessions.items()}, warmup=20, runs=200)
     p50 = {n: float(np.median(t)) / 1e6 for n, t in times.items()}
     within = [n for n in files if fp32_accuracy - accuracy[n] <= cfg.max_drop_vs_fp32]
-    chosen = min(within, key=lambda n: p50[n]) if within else max(files, key=lambda n: accuracy[n])
-    warnings = []
-    if not within:
-        warnings.append(f"auto: no candidate stays within {cfg.max_drop_vs_fp32:.2%} of fp32 accuracy; kept the most accurate, {chosen}")
-    if p50[chosen] > p50["fp32"]:
-        warnings.append(
-            f"auto: the kept {chosen} model is slower than fp32 ({p50[chosen]:.4f} ms vs {p50['fp32']:.4f} ms p50) on this CPU "
-            f"(int8 dot-product instructions: {cpu_info()['int8_dot_product']}); it is smaller, not faster"
-        )
+    chosen = min(within + ["fp32"], key=lambda n: p50[n])  # fp32 is a candidate: int8 ships only when it pays
+    if chosen == "fp32":
+        why = "no quantized candidate stays within the accuracy budget" if not within else \
+            f"fp32 is the fastest ({p50['fp32']:.4f} ms p50 vs {min(p50[n] for n in within):.4f} ms for the best int8 within budget)"
+        warnings.append(f"auto: deploying the fp32 model: {why} on this CPU (int8 dot-product instructions: {cpu_info()['int8_dot_product']})")
     candidates = [
         Candidate(n, s.value, st, accuracy[n], fp32_accuracy - accuracy[n], p50[n], files[n].stat().st_size, n == chosen)
         for n, s, st in candidates_spec
-    ]
-    scheme, settings = next((s, st) for n, s, st in candidates_spec if n == chosen)
+    ] + [Candidate(FP32_CANDIDATE, Scheme.none.value, {}, fp32_accuracy, 0.0, p50["fp32"], Path(source).stat().st_size, chosen == "fp32")]
     for w in warnings:
         say(f"warning: {w}")
+    if chosen == "fp32":
+        import onnx
+
+        return QuantizeResult("auto", Scheme.none.value, None, {}, 0, fp32_accuracy, fp32_accuracy, 0.0, cfg.max_drop_vs_fp32, True,
+                              candidates=candidates, fp32_p50_ms=p50["fp32"], cpu=cpu_info(), warnings=warnings,
+                              nodes=len(onnx.load(str(source)).graph.node), bytes=Path(source).stat().st_size)
+    scheme, settings = next((s, st) for n, s, st in candidates_spec if n == chosen)
     return _finish(prepared, out_dir, work, scheme, settings, cfg, calibration, x_val, y_val, fp32_accuracy,
                    requested="auto", candidates=candidates, fp32_p50=p50["fp32"], warnings=warnings)
 
@@ -353,6 +362,16 @@ def _produce(prepared: Path, dest: Path, scheme: Scheme, settings: dict[str, Any
         onnx.save(convert_float_to_float16(onnx.load(str(prepared)), keep_io_types=True), str(dest))
     else:
         shutil.copyfile(prepared, dest)
+
+
+def _op_counts(prepared: Path) -> tuple[int, int]:
+    """Per-sample MACs in (convolutions, matrix products): what decides whether dynamic int8 can pay."""
+    import onnx
+
+    from edgekd.bench.profile import macs_by_kind
+
+    macs = macs_by_kind(onnx.load(str(prepared), load_external_data=False))
+    return macs["conv"], macs["matmul"]
 
 
 def _is_transformer(prepared: Path) -> bool:
