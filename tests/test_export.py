@@ -161,7 +161,7 @@ def test_corrupt_onnx_file(tmp_path):
         open_session(path)
 
 
-@pytest.mark.parametrize("family", ["resnet", "mobilenetv2"])
+@pytest.mark.parametrize("family", ["resnet", "mobilenetv2", "mobilenetv3"])
 def test_builtin_conv_families_export_with_parity(tmp_path, family):
     from edgekd.models import ModelSpec, build_model
 
@@ -222,3 +222,26 @@ def test_a_wrong_hint_path_fails_before_training_and_claims_no_folder(tmp_path):
     with pytest.raises(ModelError, match="student has no layer 'features.9'"):
         distill(tmp_path / "r.toml", tmp_path / "out")
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("size", [32, 224])
+def test_mobilenetv3_exports_with_parity_at_32_and_224(tmp_path, size):
+    """The MobileNetV3-style family (hardswish, squeeze-excite) at CIFAR and ImageNet sizes, BatchNorm
+    statistics as after training, on random RGB images."""
+    import numpy as np
+
+    from edgekd.models import ModelSpec, build_model
+
+    torch.manual_seed(0)
+    model = build_model(ModelSpec("mobilenetv3", {}, (3, size, size), 10)).eval()
+    for module in model.modules():
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.running_mean.uniform_(-0.5, 0.5)
+            module.running_var.uniform_(0.5, 2.0)
+    x = np.random.default_rng(0).standard_normal((8, 3, size, size)).astype(np.float32)
+    info = export_onnx(model, x, tmp_path / "m3.onnx", 18)
+    parity = check_parity(model, tmp_path / "m3.onnx", x, ExportConfig(), "mobilenetv3")
+    assert parity.argmax_agreement == 1.0 and parity.max_rel < 1e-4
+    ops = {n.op_type for n in __import__("onnx").load(str(tmp_path / "m3.onnx")).graph.node}
+    assert {"HardSwish", "HardSigmoid"} <= ops or "HardSwish" in ops, f"hardswish exported as such: {sorted(ops)}"
+    assert info.exporter in ("dynamo", "torchscript")

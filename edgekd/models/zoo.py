@@ -165,5 +165,89 @@ def mobilenetv2(
     return model
 
 
+def _divisible(channels: float, by: int = 8) -> int:
+    """Channel counts rounded to a multiple of 8 (never down by more than 10%), as the MobileNets do."""
+    rounded = max(by, int(channels + by / 2) // by * by)
+    return rounded + by if rounded < 0.9 * channels else rounded
+
+
+class _SqueezeExcite(nn.Module):
+    """Channel attention (Hu et al. 2018) as MobileNetV3 uses it: pooled → 1×1 → ReLU → 1×1 → hard sigmoid → scale."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        squeezed = _divisible(channels / 4)
+        self.gate = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Conv2d(channels, squeezed, 1), nn.ReLU(),
+                                  nn.Conv2d(squeezed, channels, 1), nn.Hardsigmoid())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.gate(x)
+
+
+class _Bneck(nn.Module):
+    """MobileNetV3 block: 1×1 expansion, k×k depthwise, optional squeeze-excite, 1×1 linear projection."""
+
+    def __init__(self, in_channels: int, kernel: int, expanded: int, out_channels: int, se: bool, activation: str, stride: int) -> None:
+        super().__init__()
+        act = nn.Hardswish if activation == "hswish" else nn.ReLU
+        layers: list[nn.Module] = []
+        if expanded != in_channels:
+            layers += [nn.Conv2d(in_channels, expanded, 1, bias=False), nn.BatchNorm2d(expanded), act()]
+        layers += [nn.Conv2d(expanded, expanded, kernel, stride=stride, padding=kernel // 2, groups=expanded, bias=False),
+                   nn.BatchNorm2d(expanded), act()]
+        if se:
+            layers.append(_SqueezeExcite(expanded))
+        layers += [nn.Conv2d(expanded, out_channels, 1, bias=False), nn.BatchNorm2d(out_channels)]
+        self.body = nn.Sequential(*layers)
+        self.residual = stride == 1 and in_channels == out_channels
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.body(x) if self.residual else self.body(x)
+
+
+# MobileNetV3-Small's blocks (Howard et al. 2019, table 2): kernel, expansion, output channels, SE, activation, stride.
+MOBILENETV3_SMALL = (
+    (3, 16, 16, True, "relu", 2), (3, 72, 24, False, "relu", 2), (3, 88, 24, False, "relu", 1),
+    (5, 96, 40, True, "hswish", 2), (5, 240, 40, True, "hswish", 1), (5, 240, 40, True, "hswish", 1),
+    (5, 120, 48, True, "hswish", 1), (5, 144, 48, True, "hswish", 1), (5, 288, 96, True, "hswish", 2),
+    (5, 576, 96, True, "hswish", 1), (5, 576, 96, True, "hswish", 1),
+)
+
+
+def mobilenetv3(
+    input_shape: Sequence[int],
+    num_classes: int,
+    width: float = 1.0,
+    blocks: Sequence[Sequence] = MOBILENETV3_SMALL,
+    last: int = 1024,
+    dropout: float = 0.2,
+) -> nn.Module:
+    """A MobileNetV3-Small-style net (hardswish, squeeze-excite): the usual edge student and the usual
+    int8 trouble-maker. `width` scales every channel count; a stride applies only while the feature
+    map is at least 2 pixels, and the stem strides only from 64×64 up, so 8×8 to 224×224 inputs all fit."""
+    if len(input_shape) != 3:
+        raise ModelError(f"mobilenetv3 needs image inputs shaped (channels, height, width); the data has {tuple(input_shape)}")
+    size = min(int(input_shape[1]), int(input_shape[2]))
+    stem = _divisible(16 * width)
+    stem_stride = 2 if size >= 64 else 1
+    layers: list[nn.Module] = [nn.Conv2d(int(input_shape[0]), stem, 3, stride=stem_stride, padding=1, bias=False),
+                               nn.BatchNorm2d(stem), nn.Hardswish()]
+    size = -(-size // stem_stride)
+    channels = stem
+    for kernel, expanded, out, se, activation, stride in blocks:
+        stride = int(stride) if size >= 2 else 1
+        size = -(-size // stride)
+        layers.append(_Bneck(channels, int(kernel), _divisible(expanded * width), _divisible(out * width), bool(se), str(activation), stride))
+        channels = _divisible(out * width)
+    head = _divisible(6 * channels)
+    layers += [nn.Conv2d(channels, head, 1, bias=False), nn.BatchNorm2d(head), nn.Hardswish()]
+    hidden = _divisible(last * width)
+    model = nn.Sequential()
+    model.add_module("features", nn.Sequential(*layers))
+    model.add_module("classifier", nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(head, hidden), nn.Hardswish(),
+                                                 nn.Dropout(dropout), nn.Linear(hidden, num_classes)))
+    return model
+
+
 # "transformer" (models/text.py) is the BERT-style text student; it imports transformers only when built.
-FAMILIES = {"mlp": mlp, "cnn": cnn, "resnet": resnet, "mobilenetv2": mobilenetv2, "transformer": transformer}
+FAMILIES = {"mlp": mlp, "cnn": cnn, "resnet": resnet, "mobilenetv2": mobilenetv2, "mobilenetv3": mobilenetv3, "transformer": transformer}
