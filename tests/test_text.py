@@ -398,6 +398,10 @@ def test_encoder_teacher_trains_only_its_head_on_pooled_features(tmp_path, corpu
     assert torch.equal(saved["encoder.embeddings.word_embeddings.weight"], encoder.embeddings.word_embeddings.weight), "encoder frozen"
     again = distill(recipe, tmp_path / "again")
     assert again.teachers[0].source.startswith("cache "), "a trained head is cached like any trained teacher"
+    with torch.no_grad():
+        encoder.embeddings.word_embeddings.weight.add_(0.1)
+    encoder.save_pretrained(tmp_path / "enc")  # new weights, same folder: not the cached teacher
+    assert distill(recipe, tmp_path / "changed").teachers[0].source == "trained"
 
 
 def test_torchscript_fallback_keeps_the_sequence_axis_dynamic(tmp_path, text_data):

@@ -116,14 +116,16 @@ def _plan(cfg: TeacherConfig, recipe: Recipe, data: DataSplits, position: int) -
     seed = cfg.seed if cfg.seed is not None else recipe.distill.seed + position
     settings = TrainSettings(epochs=cfg.epochs, batch_size=recipe.distill.batch_size, lr=cfg.lr, seed=seed,
                              augment=cfg.augment, max_shift=cfg.max_shift, finetune=cfg.finetune)
-    cached = cache_dir() / "teachers" / f"{_cache_key(spec, settings, data)}.pt"
     torch.manual_seed(seed)
     model = build_model(spec)
-    if spec.model.startswith("hf:") and not cfg.finetune:
+    pretrained = None
+    if spec.model.startswith("hf:"):
         from edgekd.models.text import has_frozen_head_path
 
-        if not has_frozen_head_path(model):  # a folder with its own classification head: trained already
-            return Teacher(f"pretrained {spec.model}", cfg.weight, model=model.eval(), spec=spec, identity=_weights_hash(model))
+        pretrained = _weights_hash(model)  # the folder's weights as loaded: new weights in the same folder, a new key
+        if not cfg.finetune and not has_frozen_head_path(model):  # a folder with its own classification head: trained already
+            return Teacher(f"pretrained {spec.model}", cfg.weight, model=model.eval(), spec=spec, identity=pretrained)
+    cached = cache_dir() / "teachers" / f"{_cache_key(spec, settings, data, pretrained)}.pt"
     if cached.is_file():
         payload = read_checkpoint(cached)
         load_weights(model, payload["state_dict"], cached)
@@ -214,9 +216,10 @@ def _weights_hash(model: nn.Module) -> str:
     return digest.hexdigest()
 
 
-def _cache_key(spec: ModelSpec, settings: TrainSettings, data: DataSplits) -> str:
+def _cache_key(spec: ModelSpec, settings: TrainSettings, data: DataSplits, pretrained: str | None = None) -> str:
     identity = {
         "spec": spec.to_dict(),
+        **({"pretrained": pretrained} if pretrained else {}),  # hf: teachers start from a folder's weights
         "settings": asdict(settings),
         "data": data.fingerprint(("train", "val")),
         "edgekd": __version__,  # a new release may train differently: do not reuse its cache
