@@ -42,8 +42,8 @@ class DataConfig:
     grayscale: bool = Field(False, description="imagefolder: convert images to one channel")
     mean: Optional[list[float]] = Field(None, description="imagefolder: per-channel mean to subtract (after scaling to 0..1)")
     std: Optional[list[float]] = Field(None, description="imagefolder: per-channel std to divide by")
-    # Unlabelled inputs (an .npz with x_unlabeled, or an image folder) used with teacher soft targets only.
-    unlabeled: Optional[str] = Field(None, description="npz:PATH (x_unlabeled) or imagefolder:DIR of unlabelled inputs")
+    # Unlabelled inputs (an .npz with x_unlabeled, an image folder, or a text file) used with teacher soft targets only.
+    unlabeled: Optional[str] = Field(None, description="npz:PATH (x_unlabeled), imagefolder:DIR or text:PATH (its text column) of unlabelled inputs")
     # Random translations (up to 1/8 of the image size, or max_shift pixels), drawn per image, while the students
     # train (the scratch baseline and the distilled student alike; the teacher: [teacher] augment).
     augment: bool = Field(False, description="random shifts of the students' training images (disables teacher-output caching)")

@@ -457,3 +457,16 @@ def test_auto_on_a_text_model_measures_static_dynamic_and_fused_candidates(tmp_p
     kept = next(c for c in result.quantized.candidates if c.kept)
     assert kept.drop <= 0.01 and result.quantized.scheme == kept.scheme
     assert result.quantized.settings.get("fusions", False) == (kept.name == "dynamic + transformer fusions")
+
+
+def test_unlabeled_text_is_a_transfer_set_for_the_teacher(tmp_path, corpus):
+    """[data] unlabeled = "text:PATH": texts without labels, tokenized like the labelled ones, that the
+    distilled student learns from through the teacher's soft targets alone."""
+    from edgekd.distill.stage import distill
+
+    write_jsonl(tmp_path / "more.jsonl", [(text, None) for text, _ in sentences(50, seed=9)])
+    recipe = _one_epoch_recipe(tmp_path, corpus, 'model = "transformer"\nargs = { layers = 1, hidden = 32, heads = 2, intermediate = 64, max_position = 64 }\nepochs = 1')
+    recipe.write_text(recipe.read_text().replace("max_length = 48", f'max_length = 48\nunlabeled = "text:{tmp_path / "more.jsonl"}"'))
+    result = distill(recipe, tmp_path / "run")
+    assert result.split_sizes["unlabeled"] == 50
+    assert any("(unlabeled)" in key for key in result.history["distilled"][0].terms), "the student saw the unlabelled texts"

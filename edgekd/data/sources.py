@@ -171,7 +171,7 @@ def read_npz(path: Path) -> dict[str, np.ndarray]:
         raise DataError(f"{path}: not a readable .npz file ({exc}); save arrays with numpy.savez") from None
 
 
-def _unlabeled(cfg: DataConfig) -> np.ndarray:
+def _unlabeled(cfg: DataConfig) -> np.ndarray | Inputs:
     kind, arg = _parse(cfg.unlabeled)
     if kind == "npz":
         arrays = read_npz(Path(arg))
@@ -180,7 +180,11 @@ def _unlabeled(cfg: DataConfig) -> np.ndarray:
         return arrays["x_unlabeled"]
     if kind == "imagefolder":
         return read_image_folder(Path(arg), cfg.image_size, cfg.grayscale, cfg.mean, cfg.std, labelled=False)[0]
-    raise DataError(f"[data] unlabeled must be npz:PATH (with x_unlabeled) or imagefolder:DIR; got '{cfg.unlabeled}'")
+    if kind == "text":
+        from edgekd.data.text import read_unlabeled_texts
+
+        return read_unlabeled_texts(Path(arg), cfg)
+    raise DataError(f"[data] unlabeled must be npz:PATH (with x_unlabeled), imagefolder:DIR or text:PATH; got '{cfg.unlabeled}'")
 
 
 def _dataset_arrays(dataset, name: str, labelled: bool = True) -> tuple[np.ndarray | Inputs, np.ndarray | None]:

@@ -122,6 +122,17 @@ def read_text_table(path: Path, text_column: str, label_column: str, labels: lis
                      len(keep) - len(unique), dropped_labels)
 
 
+def read_unlabeled_texts(path: Path, cfg: Any) -> Inputs:
+    """`[data] unlabeled = "text:PATH"`: the text column of every row (labels, if any, unused), duplicates
+    dropped, tokenized like the labelled texts: a transfer set for the teachers' soft targets."""
+    rows = _rows(Path(path))
+    if not rows or cfg.text_column not in rows[0]:
+        columns = ", ".join(rows[0]) if rows else "none"
+        raise DataError(f"{path}: no column '{cfg.text_column}' (columns: {columns}); set [data] text_column")
+    texts = list(dict.fromkeys(str(row[cfg.text_column]) for row in rows if str(row.get(cfg.text_column) or "").strip()))
+    return tokenize(load_tokenizer(cfg.tokenizer), texts, cfg.max_length)
+
+
 def tokenize(tokenizer, texts: list[str], max_length: int) -> Inputs:
     """int64 input_ids + attention_mask, truncated at max_length, padded to the longest text."""
     if not texts:
