@@ -470,3 +470,25 @@ def test_unlabeled_text_is_a_transfer_set_for_the_teacher(tmp_path, corpus):
     result = distill(recipe, tmp_path / "run")
     assert result.split_sizes["unlabeled"] == 50
     assert any("(unlabeled)" in key for key in result.history["distilled"][0].terms), "the student saw the unlabelled texts"
+
+
+def test_quantizing_a_text_model_leaves_the_working_folder_alone(text_run, tmp_path, monkeypatch):
+    """ORT's symbolic shape inference fails on dynamic-sequence transformers and dumps
+    sym_shape_infer_temp.onnx into the current folder; edgekd's pre-processing runs in its work folder."""
+    import shutil
+
+    from edgekd.export.quantize import quantize
+    from edgekd.targets import QuantizationConfig, Scheme
+
+    out, cwd = tmp_path / "out", tmp_path / "cwd"
+    out.mkdir(), cwd.mkdir()
+    shutil.copyfile(text_run / "student.sim.onnx", out / "student.sim.onnx")
+    monkeypatch.chdir(cwd)
+    from edgekd.data import load_recipe_data
+    from edgekd.runfolder import load_run_recipe
+
+    splits = load_recipe_data(load_run_recipe(text_run).data)
+    result = quantize(out / "student.sim.onnx", out, QuantizationConfig(scheme=Scheme.dynamic), splits.calibration(8), splits.x_val, splits.y_val)
+    assert "symbolic" in result.preprocess, "the failing path ran"
+    assert list(cwd.iterdir()) == [], "nothing written to the working folder"
+    assert sorted(p.name for p in out.iterdir()) == ["student.int8-dynamic.onnx", "student.sim.onnx"]

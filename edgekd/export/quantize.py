@@ -286,12 +286,12 @@ def _prepare(source: Path, work: Path) -> tuple[Path, str]:
     prepared = work / "prepared.onnx"
     note = "quant_pre_process"
     try:
-        with _quiet_ort():
+        with _quiet_ort(work):
             quant_pre_process(str(source), str(prepared))
     except Exception as exc:  # ORT raises plain Exceptions from its shape inference
         first = _reason(exc)
         try:
-            with _quiet_ort():
+            with _quiet_ort(work):
                 quant_pre_process(str(source), str(prepared), skip_symbolic_shape=True)
             note = f"quant_pre_process without symbolic shape inference (it failed: {first})"
         except Exception as again:
@@ -313,18 +313,25 @@ def _reason(exc: Exception) -> str:
 
 
 @contextlib.contextmanager
-def _quiet_ort():
-    """quant_pre_process logs and prints its shape-inference failures; the result says them once."""
+def _quiet_ort(work: Path | None = None):
+    """ORT's tools log and print what the result already says; `work` becomes the working folder,
+    because its symbolic shape inference dumps sym_shape_infer_temp.onnx into the current folder
+    when it fails (it does on dynamic-sequence transformers): the dump goes with the work folder."""
     import io
     import logging
+    import os
 
     root = logging.getLogger()
     level = root.level
     root.setLevel(logging.CRITICAL)
+    before = os.getcwd()
     try:
+        if work is not None:
+            os.chdir(work)
         with contextlib.redirect_stdout(io.StringIO()):
             yield
     finally:
+        os.chdir(before)
         root.setLevel(level)
 
 
