@@ -100,10 +100,6 @@ def feeds(session, inputs: Inputs | np.ndarray) -> dict[str, np.ndarray]:
     return out
 
 
-def input_names(session) -> list[str]:
-    return [meta.name for meta in session.get_inputs()]
-
-
 def fixed_batch(session) -> int | None:
     """The batch size a model was exported with, or None when its batch axis is dynamic."""
     first = session.get_inputs()[0].shape[0]

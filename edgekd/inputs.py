@@ -100,14 +100,23 @@ class Inputs(Mapping):
         return next(iter(self._arrays.values()))
 
     @property
-    def is_image(self) -> bool:
-        """One float input with fixed (channels, height, width) dims: what shifts and mixup work on."""
+    def one_float_input(self) -> bool:
+        """One float input of fixed dims (an image or a table row): what shifts and mixup may transform."""
         return len(self.spec) == 1 and np.issubdtype(np.dtype(self.spec[0].dtype), np.floating) and not self.spec[0].is_sequence
 
     @property
     def per_sample_shape(self) -> tuple[int, ...]:
-        """The first input's shape without the sample axis (an image net's input_shape)."""
-        return tuple(int(d) for d in next(iter(self._arrays.values())).shape[1:])
+        """The first input's fixed dims without the sample axis (an image net's input_shape); () for sequences."""
+        first = self.spec[0]
+        return () if first.is_sequence else tuple(int(d) for d in first.dims[1:])
+
+    def rows(self, start: int, size: int) -> "Inputs":
+        """Exactly `size` samples from `start` on, wrapping round to the first: a full batch from any data."""
+        return self[np.arange(start, start + size) % len(self)]
+
+    def sized(self, length: int | None) -> "Inputs":
+        """Sequence inputs at a stated `length`, or (None) cut to this batch's longest row."""
+        return self.at_length(length) if length else self.trimmed()
 
     def lengths(self) -> np.ndarray | None:
         """Real tokens per sample (from attention_mask), or None without sequence inputs."""
@@ -173,10 +182,3 @@ def as_inputs(x: Inputs | np.ndarray | Mapping[str, np.ndarray]) -> Inputs:
         return Inputs(x)
     return Inputs({DEFAULT_INPUT: np.asarray(x)})
 
-
-def concat(parts: list[Inputs]) -> Inputs:
-    """Samples of several batches in one `Inputs`, sequence inputs padded to the longest."""
-    longest = max((p[s.name].shape[1] for p in parts for s in p.spec if s.is_sequence), default=0)
-    if longest:
-        parts = [p.at_length(longest) for p in parts]
-    return Inputs({s.name: np.concatenate([p[s.name] for p in parts]) for s in parts[0].spec}, parts[0].spec)

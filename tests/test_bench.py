@@ -211,9 +211,12 @@ def test_session_options_come_from_the_target(exported_run):
 
 
 def test_session_memory_is_measured(exported_run):
+    from edgekd._ort import feeds, open_session
     from edgekd.bench.memory import session_memory
 
-    stats = session_memory(exported_run / "teacher.onnx", ["CPUExecutionProvider"], 64)
+    path = exported_run / "teacher.onnx"
+    feed = feeds(open_session(path), load_data("digits").x_test.rows(0, 64))
+    stats = session_memory(path, ["CPUExecutionProvider"], feed)
     assert stats.baseline_mb > 10 and stats.peak_mb >= stats.baseline_mb and stats.growth_mb > 0
 
 

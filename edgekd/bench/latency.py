@@ -85,8 +85,6 @@ def session_call(session, x: Inputs | np.ndarray, batch: int, length: int | None
 
     x = as_inputs(x)
     count = max(1, len(x) // batch)
-    rows = [np.resize(np.arange(k * batch, min(len(x), (k + 1) * batch)), batch) for k in range(count)]
-    batches = [x[r].at_length(length) if length else x[r].trimmed() for r in rows]
-    prepared = [feeds(session, b) for b in batches]  # built once: the timed call does nothing but run()
+    prepared = [feeds(session, x.rows(k * batch, batch).sized(length)) for k in range(count)]  # built once: the timed call does nothing but run()
     run, count = session.run, len(prepared)
     return lambda i: run(None, prepared[i % count])

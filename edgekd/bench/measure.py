@@ -90,8 +90,7 @@ def measure_variants(
 
 def _memory(path, session, x: Inputs, providers, batch: int, length: int | None) -> MemoryStats:
     """Session memory on one real batch at the throughput batch (and the bench's sequence length)."""
-    rows = x[np.resize(np.arange(len(x)), batch)]
-    return session_memory(path, providers, batch, length or 128, feed=feeds(session, rows.at_length(length) if length else rows))
+    return session_memory(path, providers, feeds(session, x.rows(0, batch).sized(length)))
 
 
 def sequence_length(x: Inputs, cfg: BenchConfig) -> int | None:
@@ -158,9 +157,8 @@ def bound_call(session, x: Inputs | np.ndarray, batch: int, device: str = "cuda"
     count = max(1, len(x) // batch)
     bindings = []
     for k in range(count):
-        rows = x[np.resize(np.arange(k * batch, min(len(x), (k + 1) * batch)), batch)]
         binding = session.io_binding()
-        for name, array in feeds(session, rows.at_length(length) if length else rows.trimmed()).items():
+        for name, array in feeds(session, x.rows(k * batch, batch).sized(length)).items():
             binding.bind_ortvalue_input(name, ort.OrtValue.ortvalue_from_numpy(array, device, 0))
         for output in session.get_outputs():
             binding.bind_output(output.name, device)

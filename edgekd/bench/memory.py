@@ -26,19 +26,14 @@ class MemoryStats:
     growth_mb: float  # what the session itself cost: peak − baseline
 
 
-def session_memory(path: Path, providers: list[str], batch: int, length: int = 128, runs: int = 20,
-                   feed: dict[str, np.ndarray] | None = None) -> MemoryStats:
-    """Measure `path` in a child process that imports numpy and onnxruntime only.
-
-    `feed` is one real batch as the feeds builder made it (passed through an .npz file); without
-    it the child makes inputs of the declared types, free dims other than the batch = `length`."""
+def session_memory(path: Path, providers: list[str], feed: dict[str, np.ndarray], runs: int = 20) -> MemoryStats:
+    """Measure `path` in a child process that imports numpy and onnxruntime only, running `feed`:
+    one real batch as the feeds builder made it, passed to the child through an .npz file."""
     child = Path(__file__).with_name("_memory_child.py")
     with tempfile.TemporaryDirectory(prefix="edgekd-memory-") as folder:
         feed_file = Path(folder) / "feed.npz"
-        if feed is not None:
-            np.savez(feed_file, **feed)
-        command = [sys.executable, str(child), str(path), ",".join(providers), str(batch), str(runs), str(length),
-                   str(feed_file) if feed is not None else ""]
+        np.savez(feed_file, **feed)
+        command = [sys.executable, str(child), str(path), ",".join(providers), str(feed_file), str(runs)]
         done = subprocess.run(command, capture_output=True, text=True, timeout=600)
     if done.returncode != 0:
         reason = (done.stderr.strip().splitlines() or ["no output"])[-1][:200]

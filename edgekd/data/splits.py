@@ -84,7 +84,6 @@ def checked_splits(name: str, arrays: dict, val_fraction: float, seed: int, clas
     if len({_layout(x) for x in (x_train, x_val, x_test)}) != 1:
         shapes = sorted({_shapes(x) for x in (x_train, x_val, x_test)})
         raise DataError(f"{name}: train/val/test inputs have different shapes {shapes}; all must match")
-    x_val, x_test = (Inputs(dict(x.items()), x_train.spec) for x in (x_val, x_test))
     num_classes = int(y_train.max()) + 1
     for split, labels in (("val", y_val), ("test", y_test)):
         if len(labels) and labels.max() >= num_classes:
@@ -97,7 +96,6 @@ def checked_splits(name: str, arrays: dict, val_fraction: float, seed: int, clas
         x_unlabeled = _checked_inputs(name, x_unlabeled, "unlabeled")
         if _layout(x_unlabeled) != _layout(x_train):
             raise DataError(f"{name}: unlabeled inputs have shape {_shapes(x_unlabeled)} per sample but the labelled ones {_shapes(x_train)}; they must match")
-        x_unlabeled = Inputs(dict(x_unlabeled.items()), x_train.spec)
     return DataSplits(name, x_train, y_train, x_val, y_val, x_test, y_test, num_classes, x_unlabeled, tuple(classes), vocab_size)
 
 

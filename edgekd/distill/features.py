@@ -66,7 +66,7 @@ def make_adapter(student_shape: torch.Size, teacher_shape: torch.Size) -> nn.Mod
             else:
                 layers.append(nn.AdaptiveAvgPool2d(t[1:]))
         return nn.Sequential(*layers)
-    if len(s) == 2 and len(t) == 2:  # transformer hidden states (sequence, hidden): one linear map per token
+    if len(s) == 2 and len(t) == 2 and s[0] == t[0]:  # hidden states (sequence, hidden) of the same tokens: one map per token
         return nn.Linear(s[1], t[1])
     if len(t) == 1:
         return nn.Sequential(nn.Flatten(), nn.Linear(int(torch.tensor(s).prod()), t[0]))

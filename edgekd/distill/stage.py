@@ -202,8 +202,7 @@ def _preflight(recipe: Recipe, student: nn.Module, data: DataSplits, teachers: T
     import tempfile
 
     from edgekd.distill.objective import Objective
-    from edgekd.export.onnx import check_parity, export_onnx
-    from edgekd.export.stage import parity_lengths
+    from edgekd.export.onnx import check_parity, export_onnx, parity_lengths
     from edgekd.models.call import take, to_tensors, trim
     from edgekd.targets import load_target
 
@@ -239,14 +238,14 @@ def _describe_inputs(data: DataSplits) -> str:
 def _check_transforms(recipe: Recipe, data: DataSplits) -> None:
     """Shifts and mixup transform images: never token ids. `augment` must leave some of each image in view."""
     input_shape = data.input_shape
-    if recipe.data.mixup > 0 and not data.x_train.is_image:
+    if recipe.data.mixup > 0 and not data.x_train.one_float_input:
         raise RecipeError(f"[data] mixup blends float images, but the inputs are {', '.join(f'{s.name} ({s.dtype})' for s in data.inputs)}: "
                           "set mixup = 0 for text or integer inputs")
     tables = [("data", recipe.data)] + [("teachers" if recipe.teachers else "teacher", t) for t in teacher_configs(recipe)]
     for table, cfg in tables:
         if not cfg.augment:
             continue
-        if not data.x_train.is_image or len(input_shape) != 3:
+        if not data.x_train.one_float_input or len(input_shape) != 3:
             raise RecipeError(f"[{table}] augment shifts images, but the inputs have shape {tuple(input_shape)}: "
                               "remove augment = true for inputs that are not (channels, height, width) images")
         height, width = input_shape[1:]

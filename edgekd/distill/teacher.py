@@ -120,10 +120,10 @@ def _plan(cfg: TeacherConfig, recipe: Recipe, data: DataSplits, position: int) -
     model = build_model(spec)
     pretrained = None
     if spec.model.startswith("hf:"):
-        from edgekd.models.text import has_frozen_head_path
+        from edgekd.models.text import SequenceClassifier
 
         pretrained = _weights_hash(model)  # the folder's weights as loaded: new weights in the same folder, a new key
-        if not cfg.finetune and not has_frozen_head_path(model):  # a folder with its own classification head: trained already
+        if not cfg.finetune and not isinstance(model, SequenceClassifier):  # its own classification head: trained already
             return Teacher(f"pretrained {spec.model}", cfg.weight, model=model.eval(), spec=spec, identity=pretrained)
     cached = cache_dir() / "teachers" / f"{_cache_key(spec, settings, data, pretrained)}.pt"
     if cached.is_file():

@@ -102,7 +102,8 @@ def fit(
     _check_transforms(x_train, settings, label)
     spec = x_train.spec
     x_tr, y_tr = to_tensors(x_train, device), torch.as_tensor(y_train, device=device)
-    x_un = to_tensors(as_inputs(x_unlabeled), device) if x_unlabeled is not None and teachers else None
+    x_unlabeled = as_inputs(x_unlabeled) if x_unlabeled is not None and teachers else None
+    x_un = to_tensors(x_unlabeled, device) if x_unlabeled is not None else None
     terms = list(settings.terms) if teachers else []
     objective = Objective(terms, settings.ce_weight, settings.temperature, model,
                           teachers.feature_teacher if teachers else None, teachers.weights if teachers else [],
@@ -130,7 +131,7 @@ def fit(
                 began = time.perf_counter()
                 torch.manual_seed(settings.seed * 1_000_003 + epoch)  # shuffling, augmentation, dropout of this epoch
                 order = distributed.shard(torch.randperm(samples, device=device))
-                order_un = torch.randint(0, len(next(iter(x_un.values()))), (len(order),), device=device) if x_un is not None else None
+                order_un = torch.randint(0, len(x_unlabeled), (len(order),), device=device) if x_un is not None else None
                 lr = optimizer.param_groups[0]["lr"]
                 sums: dict[str, float] = {}
                 trainable.train()
@@ -245,8 +246,8 @@ def _augment(x: torch.Tensor, enabled: bool, max_shift: int | None = None) -> to
 
 
 def _check_transforms(x: Inputs, settings: TrainSettings, label: str) -> None:
-    """Shifts and mixup are image transforms: blending or shifting token ids would corrupt them."""
-    if (settings.augment or settings.mixup > 0) and not x.is_image:
+    """Shifts and mixup transform float images (and mixup table rows): blending or shifting token ids would corrupt them."""
+    if (settings.augment or settings.mixup > 0) and not x.one_float_input:
         kinds = ", ".join(f"{s.name} ({s.dtype})" for s in x.spec)
         raise TrainingError(f"{label}: augment and mixup transform single float images; these inputs are {kinds}: "
                             "set [data] augment = false and mixup = 0 (and [teacher] augment = false)")

@@ -62,8 +62,7 @@ def export_onnx(model, example: Inputs | np.ndarray | tuple[int, ...], path: Pat
     if isinstance(example, tuple) and all(isinstance(d, int) for d in example):
         inputs = Inputs({INPUT_NAME: np.zeros((rows, *example), np.float32)}, image_spec(example))
     else:
-        inputs = as_inputs(example)
-        inputs = inputs[np.resize(np.arange(len(inputs)), rows)].trimmed()
+        inputs = as_inputs(example).rows(0, rows).trimmed()
         if any(s.is_sequence for s in inputs.spec):
             inputs = inputs.at_length(max(2, inputs[inputs.names[0]].shape[1]))  # length 1 would be specialised too
     names = inputs.names
@@ -119,7 +118,7 @@ def check_parity(model, onnx_path: Path, x: Inputs | np.ndarray, cfg: ExportConf
     got = np.concatenate([run_batches(session, p) for p in probes])
     if fixed_batch(session) is None:
         for batch in (1, 64):
-            run_batches(session, x[np.resize(np.arange(len(x)), batch)], batch_size=batch)
+            run_batches(session, x.rows(0, batch), batch_size=batch)
     diff = np.abs(expected - got)
     scale = float(np.abs(expected).max()) or 1.0
     parity = Parity(float(diff.max()), float(diff.mean()), float((expected.argmax(1) == got.argmax(1)).mean()), len(expected),
@@ -132,6 +131,14 @@ def check_parity(model, onnx_path: Path, x: Inputs | np.ndarray, cfg: ExportConf
     if parity.argmax_agreement < cfg.parity_min_agreement:
         raise ParityError(label, "top-1 agreement", parity.argmax_agreement, cfg.parity_min_agreement)
     return parity
+
+
+def parity_lengths(x, max_length: int) -> tuple[int, ...]:
+    """Text: parity at 1 token, the median real length and max_length (none for fixed-shape inputs)."""
+    lengths = x.lengths()
+    if lengths is None:
+        return ()
+    return tuple(sorted({1, max(1, int(np.median(lengths))), int(max_length)}))
 
 
 @contextlib.contextmanager

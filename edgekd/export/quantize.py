@@ -194,6 +194,8 @@ def rank_nodes_by_error(prepared: Path, qdq: Path, inputs: np.ndarray, work: Pat
 
 def _auto(prepared, source, out_dir, work, cfg, calibration, x_val, y_val, fp32_accuracy, providers, runtime) -> QuantizeResult:
     """Produce every candidate, time them with the fp32 model on the target's provider, keep one."""
+    import onnx
+
     from edgekd._ort import usable_providers
     from edgekd.bench.latency import session_call, time_interleaved
 
@@ -207,13 +209,14 @@ def _auto(prepared, source, out_dir, work, cfg, calibration, x_val, y_val, fp32_
         ("static-qdq per-channel reduce-range", Scheme.static_qdq, {**_settings(Scheme.static_qdq, cfg), "per_channel": True, "reduce_range": True}),
     ]
     warnings = []
-    convs, matmuls = _op_counts(prepared)
+    graph = onnx.load(str(prepared), load_external_data=False)
+    convs, matmuls = _op_counts(graph)
     if convs > matmuls:  # ORT's dynamic int8 quantizes MatMul/Gemm only: around convolutions it adds cost, not speed
         warnings.append(f"auto: dynamic int8 not tried: the graph is convolution-dominated ({convs:,} MACs in Conv vs {matmuls:,} in MatMul/Gemm), "
                         "where ONNX Runtime's dynamic int8 is usually several times slower than fp32; --scheme dynamic measures it")
     else:
         candidates_spec.append(("dynamic", Scheme.dynamic, _settings(Scheme.dynamic, cfg)))
-    if _is_transformer(prepared):  # ORT's offline transformer fusions: a candidate, kept only if it pays
+    if _is_transformer(graph):  # ORT's offline transformer fusions: a candidate, kept only if it pays
         candidates_spec.append(("dynamic + transformer fusions", Scheme.dynamic, {**_settings(Scheme.dynamic, cfg), "fusions": True}))
     if usable[0] in _GPU_PROVIDERS:
         candidates_spec.append(("fp16", Scheme.fp16, {}))
@@ -240,8 +243,6 @@ def _auto(prepared, source, out_dir, work, cfg, calibration, x_val, y_val, fp32_
     for w in warnings:
         say(f"warning: {w}")
     if chosen == "fp32":
-        import onnx
-
         return QuantizeResult("auto", Scheme.none.value, None, {}, 0, fp32_accuracy, fp32_accuracy, 0.0, cfg.max_drop_vs_fp32, True,
                               candidates=candidates, fp32_p50_ms=p50["fp32"], cpu=cpu_info(), warnings=warnings,
                               nodes=len(onnx.load(str(source)).graph.node), bytes=Path(source).stat().st_size)
@@ -371,22 +372,17 @@ def _produce(prepared: Path, dest: Path, scheme: Scheme, settings: dict[str, Any
         shutil.copyfile(prepared, dest)
 
 
-def _op_counts(prepared: Path) -> tuple[int, int]:
+def _op_counts(model) -> tuple[int, int]:
     """Per-sample MACs in (convolutions, matrix products): what decides whether dynamic int8 can pay."""
-    import onnx
-
     from edgekd.bench.profile import macs_by_kind
 
-    macs = macs_by_kind(onnx.load(str(prepared), load_external_data=False))
+    macs = macs_by_kind(model)
     return macs["conv"], macs["matmul"]
 
 
-def _is_transformer(prepared: Path) -> bool:
+def _is_transformer(model) -> bool:
     """Softmax over MatMul scores beside LayerNormalization: the graphs ORT's transformer optimizer fuses."""
-    import onnx
-
-    ops = {node.op_type for node in onnx.load(str(prepared), load_external_data=False).graph.node}
-    return {"Softmax", "MatMul", "LayerNormalization"} <= ops
+    return {"Softmax", "MatMul", "LayerNormalization"} <= {node.op_type for node in model.graph.node}
 
 
 def _fused(prepared: Path) -> Path:
@@ -408,8 +404,7 @@ class _Batches:
         session = _session(prepared)
         batch = fixed_batch(session) or 32
         count = len(x) // batch if len(x) >= batch else 1
-        rows = [np.resize(np.arange(i * batch, min(len(x), (i + 1) * batch)), batch) for i in range(count)]
-        self._batches = iter([feeds(session, x[r].trimmed()) for r in rows])
+        self._batches = iter([feeds(session, x.rows(i * batch, batch).trimmed()) for i in range(count)])
 
     def get_next(self):
         return next(self._batches, None)

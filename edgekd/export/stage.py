@@ -15,15 +15,13 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-
 from edgekd import runfolder
 from edgekd._io import write_json
 from edgekd.bench.accuracy import file_top1
 from edgekd._progress import say
 from edgekd.data import load_recipe_data
 from edgekd.export.mobile import EpCoverage, OrtPackage, mobile_coverage, package_ort
-from edgekd.export.onnx import OnnxExport, Parity, check_parity, export_onnx
+from edgekd.export.onnx import OnnxExport, Parity, check_parity, export_onnx, parity_lengths
 from edgekd.export.quantize import QuantizeResult, quantize
 from edgekd.export.simplify import SimplifyResult, simplify
 from edgekd.inputs import TensorSpec
@@ -130,14 +128,6 @@ def export(run_dir: Path, target: Target | str | Path | None = None, scheme: Sch
     write_json(run_dir / RESULT, result)
     runfolder.record(run_dir, "export", written + [RESULT], target=target)
     return result
-
-
-def parity_lengths(x, max_length: int) -> tuple[int, ...]:
-    """Text: parity at 1 token, the median real length and max_length (none for fixed-shape inputs)."""
-    lengths = x.lengths()
-    if lengths is None:
-        return ()
-    return tuple(sorted({1, max(1, int(np.median(lengths))), int(max_length)}))
 
 
 def _resolve_target(target: Target | str | Path | None, recipe) -> Target:

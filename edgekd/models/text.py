@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -126,14 +127,11 @@ def hf_model(folder: str, num_classes: int, pooling: str = "mean", dropout: floa
 
 
 @torch.no_grad()
-def pooled_features(model: SequenceClassifier, inputs, batch_size: int = 128) -> "np.ndarray":
+def pooled_features(model: SequenceClassifier, inputs, batch_size: int = 128) -> np.ndarray:
     """The frozen encoder's pooled features of every input, computed once: a head-only teacher
     trains on these (a linear probe) instead of running the encoder again every epoch."""
-    import numpy as np
-
-    from edgekd.models.call import to_tensors
-
     from edgekd._progress import bar
+    from edgekd.models.call import to_tensors
 
     was = model.training
     model.eval()
@@ -146,11 +144,6 @@ def pooled_features(model: SequenceClassifier, inputs, batch_size: int = 128) ->
             progress.update(task, advance=min(batch_size, len(inputs) - i))
     model.train(was)
     return np.concatenate(chunks)
-
-
-def has_frozen_head_path(model: nn.Module) -> bool:
-    """An encoder with edgekd's own head: its head can be trained on pooled features."""
-    return isinstance(model, SequenceClassifier)
 
 
 def freeze_encoder(model: nn.Module) -> int:
