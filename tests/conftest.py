@@ -51,6 +51,32 @@ def _private_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
     set_quiet(True)
 
 
+def _litter(folder: Path, before: set[str]) -> list[str]:
+    return sorted(set(os.listdir(folder)) - before - {".pytest_cache"})
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _working_folder_left_alone_by_the_session():
+    """Shared fixtures (the trained runs) included: the suite leaves nothing in the working folder."""
+    folder = Path.cwd()
+    before = set(os.listdir(folder))
+    yield
+    new = _litter(folder, before)
+    assert not new, f"the test session left files in the working folder {folder}: {new[:5]}"
+
+
+@pytest.fixture(autouse=True)
+def _working_folder_left_alone():
+    """No test, and so no stage it drives, leaves files in the working folder: a user's current folder
+    is not edgekd's (ONNX Runtime's failing symbolic shape inference, for one, dumps files there)."""
+    folder = Path.cwd()
+    before = set(os.listdir(folder))
+    yield
+    if Path.cwd() == folder:  # tests that chdir (monkeypatch) are checked in their own folder
+        new = _litter(folder, before)
+        assert not new, f"left in the working folder {folder}: {new[:5]}"
+
+
 @pytest.fixture(scope="session")
 def tiny_recipe(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("recipe") / "tiny.toml"
