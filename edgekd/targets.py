@@ -28,6 +28,14 @@ class Scheme(str, Enum):
     auto = "auto"  # bench the candidates on the target's provider, keep the fastest within budget
 
 
+class SlowerPolicy(str, Enum):
+    """What a quantized artifact that is slower or larger than its fp32 model leads to."""
+
+    warn = "warn"  # deploy it; export warns and the bench reports the verdict without failing the run
+    fallback = "fallback"  # deploy the fp32 model instead (export measures on this machine)
+    fail = "fail"  # deploy it, and the bench fails the run (exit 1)
+
+
 class ArtifactFormat(str, Enum):
     onnx = "onnx"  # a .onnx file, for any ONNX Runtime build
     ort = "ort"  # ONNX Runtime's mobile format + the operator list for a reduced-size build
@@ -102,6 +110,9 @@ class QuantizationConfig:
     # At most this many nodes are excluded before giving up (an int8 model that is mostly fp32
     # is no longer worth deploying).
     max_excluded_nodes: int = Field(8, ge=0)
+    # A fixed scheme's artifact is timed against the fp32 model (interleaved, this machine, the
+    # target's provider); when it is slower or larger, "warn", "fallback" to fp32, or "fail" the bench.
+    if_slower_than_fp32: SlowerPolicy = SlowerPolicy.warn
     why: str = ""
 
 

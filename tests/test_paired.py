@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from edgekd.distill.paired import mcnemar_exact, paired_test
+from edgekd.paired import mcnemar_exact, paired_test
 
 
 @pytest.mark.parametrize(

@@ -64,10 +64,33 @@ def test_nodes_ranked_worst_first(exported_run, tmp_path):
 def test_tight_budget_excludes_nodes_until_it_holds(exported_run, tmp_path):
     # One calibration image gives poor activation ranges: int8 loses accuracy that exclusion recovers.
     result = _quantize(exported_run, tmp_path, scheme=Scheme.static_qdq, calibration_samples=1, max_drop_vs_fp32=0.0)
-    assert result.steps[0].drop > 0 and result.steps[0].excluded == []
-    assert result.excluded_nodes and result.budget_met and result.drop_vs_fp32 <= 0.0
+    first, last = result.steps[0], result.steps[-1]
+    assert first.drop > 0 and first.excluded == [] and first.p_value < 0.05, "the loop starts only on a real drop"
+    assert result.excluded_nodes and result.budget_met and last.drop < first.drop
+    assert last.drop <= 0.0 or last.p_value >= 0.05, "it stops once the drop is within budget or no longer distinguishable from noise"
+    assert all(s.p_value < 0.05 for s in result.steps[:-1]), "it goes on only while the drop is real"
     assert [len(s.excluded) for s in result.steps] == list(range(len(result.steps)))
-    assert result.steps[-1].excluded == result.excluded_nodes
+    assert last.excluded == result.excluded_nodes
+    assert result.drop_interval == last.drop_interval and result.drop_interval[0] <= result.drop_vs_fp32 <= result.drop_interval[1]
+
+
+def test_a_drop_of_a_few_images_is_too_close_to_call_and_excludes_nothing(exported_run, tmp_path):
+    """Two validation images lost of 40 is beyond a zero budget, but it is noise: nothing is excluded."""
+    import numpy as np
+
+    from edgekd.bench.accuracy import file_correct
+
+    raw = _quantize(exported_run, tmp_path, scheme=Scheme.static_qdq, calibration_samples=1, max_excluded_nodes=0)
+    fp32_hits = file_correct(tmp_path / "student.sim.onnx", DIGITS.x_val, DIGITS.y_val)
+    int8_hits = file_correct(raw.path, DIGITS.x_val, DIGITS.y_val)
+    lost, both = np.flatnonzero(fp32_hits & ~int8_hits), np.flatnonzero(fp32_hits & int8_hits)
+    assert len(lost) >= 2, "one calibration image makes int8 lose some validation images"
+    subset = np.concatenate([lost[:2], both[:38]])
+    cfg = QuantizationConfig(scheme=Scheme.static_qdq, calibration_samples=1, max_drop_vs_fp32=0.0)
+    result = quantize(tmp_path / "student.sim.onnx", tmp_path, cfg, DIGITS.calibration(1), DIGITS.x_val[subset], DIGITS.y_val[subset])
+    assert result.drop_vs_fp32 == 2 / 40 and result.drop_p_value == 0.5
+    assert result.too_close_to_call and result.budget_met and result.excluded_nodes == [] and len(result.steps) == 1
+    assert any("too close to call" in w for w in result.warnings)
 
 
 def test_impossible_budget_stops_with_a_verdict(exported_run, tmp_path):
@@ -114,3 +137,91 @@ def test_auto_does_not_try_dynamic_int8_on_a_convolution_dominated_graph(exporte
     result = quantize(source, tmp_path, cfg, DIGITS.calibration(32), DIGITS.x_val, DIGITS.y_val)
     assert "dynamic" not in {c.name for c in result.candidates}
     assert any("convolution-dominated" in w for w in result.warnings)
+
+
+@pytest.mark.parametrize("policy", ["warn", "fallback", "fail"])
+def test_a_fixed_scheme_slower_than_fp32_is_measured_and_acted_on(exported_run, tmp_path, monkeypatch, policy):
+    """Timings fixed (tests check logic, not wall-clock): int8 three times slower than fp32."""
+    import edgekd.bench.latency as latency
+
+    def fixed_times(calls, warmup, runs, min_seconds=0.0):
+        return {name: [1_000 if name == "fp32" else 3_000] * runs for name in calls}
+
+    monkeypatch.setattr(latency, "time_interleaved", fixed_times)
+    result = _quantize(exported_run, tmp_path, scheme=Scheme.static_qdq, if_slower_than_fp32=policy)
+    versus = result.versus_fp32
+    assert versus.slower and not versus.larger and versus.p50_ms == 3 * versus.fp32_p50_ms and versus.provider == "CPUExecutionProvider"
+    assert versus.fp32_bytes == (tmp_path / "student.sim.onnx").stat().st_size
+    if policy == "fallback":
+        assert result.scheme == "none" and result.path is None and "slower" in result.fell_back
+        assert not (tmp_path / ARTIFACTS[Scheme.static_qdq]).exists(), "the int8 file that does not pay is not left behind"
+        assert result.val_accuracy == result.fp32_val_accuracy and result.bytes == versus.fp32_bytes
+    else:
+        assert result.scheme == "static-qdq" and result.path and not result.fell_back
+        assert any("slower" in w for w in result.warnings)
+
+
+def test_a_fixed_scheme_that_pays_is_recorded_without_a_warning(exported_run, tmp_path, monkeypatch):
+    import edgekd.bench.latency as latency
+
+    monkeypatch.setattr(latency, "time_interleaved", lambda calls, warmup, runs, min_seconds=0.0: {n: [2_000 if n == "fp32" else 1_000] * runs for n in calls})
+    result = _quantize(exported_run, tmp_path, scheme=Scheme.static_qdq, if_slower_than_fp32="fallback")
+    assert result.scheme == "static-qdq" and not result.versus_fp32.slower and not result.versus_fp32.larger
+    assert not any("than the fp32 model" in w for w in result.warnings)
+
+
+_RANK_IN_CHILD = """
+import json, resource, sys
+from pathlib import Path
+import numpy as np
+from edgekd.export.quantize import rank_nodes_by_error
+work, count = Path(sys.argv[1]), int(sys.argv[2])
+x = np.load(work / "inputs.npy")[:count]
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+ranking = rank_nodes_by_error(work / "prepared.onnx", work / "qdq.onnx", x, work)
+print(json.dumps({"peak_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, "before_kib": before, "ranked": len(ranking)}))
+"""
+
+
+def test_ranking_memory_is_bounded_by_the_model_not_by_the_images(tmp_path):
+    """Peak RSS of the ranking, measured in child processes, at 16 and at 256 inputs of a net with
+    many large activations. Holding every tensor of every input (as ORT's collect_activations does)
+    would add ~240 × one input's activations; accumulating input by input adds nothing."""
+    import json
+    import subprocess
+    import sys
+
+    import numpy as np
+    import onnxruntime as ort
+    import torch
+
+    from edgekd.export.onnx import export_onnx
+    from edgekd.export.quantize import _prepare, _produce
+    from edgekd.inputs import as_inputs
+    from edgekd.models import ModelSpec, build_model
+
+    torch.manual_seed(0)
+    model = build_model(ModelSpec("mobilenetv2", {}, [3, 64, 64], 10)).eval()
+    x = np.random.default_rng(0).standard_normal((256, 3, 64, 64)).astype(np.float32)
+    export_onnx(model, x[:4], tmp_path / "fp32.onnx", 18)
+    prepared, _ = _prepare(tmp_path / "fp32.onnx", tmp_path)
+    qdq = tmp_path / "qdq.onnx"
+    _produce(prepared, qdq, Scheme.static_qdq, {"per_channel": False, "reduce_range": False, "activation_type": "int8",
+                                                "weight_type": "int8", "calibration_method": "minmax"}, as_inputs(x[:8]), exclude=[])
+    np.save(tmp_path / "inputs.npy", x)
+    from onnxruntime.quantization.qdq_loss_debug import modify_model_output_intermediate_tensors
+
+    modify_model_output_intermediate_tensors(str(qdq), str(tmp_path / "aug.onnx"))
+    augmented = ort.InferenceSession(str(tmp_path / "aug.onnx"), providers=["CPUExecutionProvider"])
+    per_input_kib = sum(o.nbytes for o in augmented.run(None, {augmented.get_inputs()[0].name: x[:1]})) / 1024
+    assert per_input_kib > 1024, "the test needs activations large enough to show"
+
+    def peak(count: int) -> dict:
+        done = subprocess.run([sys.executable, "-c", _RANK_IN_CHILD, str(tmp_path), str(count)], capture_output=True, text=True, check=True)
+        return json.loads(done.stdout.strip().splitlines()[-1])
+
+    few, many = peak(16), peak(256)
+    assert few["ranked"] == many["ranked"] > 30, "every node ranked"
+    growth_kib = many["peak_kib"] - few["peak_kib"]
+    print(f"peak RSS {few['peak_kib']:,} KiB at 16 inputs, {many['peak_kib']:,} KiB at 256; one input's activations {per_input_kib:,.0f} KiB")
+    assert growth_kib < 0.1 * 240 * per_input_kib, f"peak RSS grew {growth_kib:,} KiB from 16 to 256 inputs (keeping them would be ~{240 * per_input_kib:,.0f} KiB)"

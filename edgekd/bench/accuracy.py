@@ -10,9 +10,14 @@ from edgekd.inputs import Inputs
 
 
 def top1(session, x: Inputs | np.ndarray, y: np.ndarray, label: str) -> float:
+    return float(correct(session, x, y, label).mean())
+
+
+def correct(session, x: Inputs | np.ndarray, y: np.ndarray, label: str) -> np.ndarray:
+    """Whether the model's top-1 class is right, sample by sample: what a paired comparison needs."""
     logits = run_batches(session, x)
     _check(logits, y, label)
-    return float((logits.argmax(axis=1) == y).mean())
+    return logits.argmax(axis=1) == y
 
 
 def _check(logits: np.ndarray, y: np.ndarray, label: str) -> None:
@@ -35,8 +40,13 @@ def top_k(session, x: Inputs | np.ndarray, y: np.ndarray, label: str, k: int = 5
 
 def file_top1(path, x: Inputs | np.ndarray, y: np.ndarray) -> float:
     """Top-1 of an ONNX/ORT file on the CPU provider: what export and quantize compare."""
+    return float(file_correct(path, x, y).mean())
+
+
+def file_correct(path, x: Inputs | np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Per-sample top-1 hits of an ONNX/ORT file on the CPU provider."""
     from pathlib import Path
 
     from edgekd._ort import open_session
 
-    return top1(open_session(path), x, y, Path(path).name)
+    return correct(open_session(path), x, y, Path(path).name)

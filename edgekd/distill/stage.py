@@ -27,7 +27,7 @@ from edgekd._io import atomic_path, write_json
 from edgekd._progress import say
 from edgekd.data import DataSplits, load_recipe_data
 from edgekd.distill import distributed
-from edgekd.distill.paired import PairedTest, paired_test
+from edgekd.paired import PairedTest, paired_test
 from edgekd.distill.teacher import TeacherSet, cache_teacher_logits, plan_teachers, train_teachers
 from edgekd.distill.trainer import EpochRecord, FitResult, TrainSettings, fit
 from edgekd.models.call import accuracy, predict

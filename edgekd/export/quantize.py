@@ -3,12 +3,16 @@
 ONNX Runtime's `quant_pre_process` runs first, as its documentation recommends; when it fails
 (its symbolic shape inference gives up on dynamic-sequence transformer exports), it is retried
 without symbolic shape inference, then skipped, and the result records why. Static QDQ is
-calibrated on *training* inputs. When int8 costs more validation accuracy than the target allows,
-nodes are ranked by their quantization error (ORT's QDQ debugging tools compare the fp32 and the
-quantized activations) and excluded from quantization one at a time, worst first, until the budget
-holds or `max_excluded_nodes` is reached. `auto` produces every candidate, times them interleaved
-on the target's provider, and keeps the fastest one within the accuracy budget. Nothing here
-quantizes by hand.
+calibrated on *training* inputs. When int8 costs more validation accuracy than the target allows
+— beyond the budget *and* really worse than fp32 by the paired test on the validation images, not a
+few images of noise — nodes are ranked by their quantization error (each activation before and
+after its QuantizeLinear/DequantizeLinear pair, accumulated image by image so memory is bounded by
+the model, not by the images) and excluded from quantization one at a time, worst first, until the
+budget holds or `max_excluded_nodes` is reached. A fixed scheme's artifact is then timed
+interleaved with the fp32 model on the target's provider: one that is slower or larger is a
+warning, falls back to fp32, or is left for the bench to fail, as the target's
+`if_slower_than_fp32` says. `auto` produces every candidate, times them with fp32 the same way,
+and keeps the fastest one within the accuracy budget (fp32 included). Nothing here quantizes by hand.
 """
 
 from __future__ import annotations
@@ -27,11 +31,12 @@ import numpy as np
 from edgekd._io import atomic_path
 from edgekd._ort import feeds, fixed_batch, open_session
 from edgekd._platform import cpu_info
-from edgekd.bench.accuracy import file_top1
 from edgekd._progress import say
+from edgekd.bench.accuracy import file_correct
 from edgekd.errors import TargetError
 from edgekd.inputs import Inputs, as_inputs
-from edgekd.targets import CalibrationMethod, QuantizationConfig, QuantType, RuntimeConfig, Scheme
+from edgekd.paired import PairedDrop, paired_drop
+from edgekd.targets import CalibrationMethod, QuantizationConfig, QuantType, RuntimeConfig, Scheme, SlowerPolicy
 
 ARTIFACTS = {
     Scheme.static_qdq: "student.int8.onnx",
@@ -48,6 +53,24 @@ class ExclusionStep:
     excluded: list[str]  # nodes kept in fp32 so far, worst quantization error first
     val_accuracy: float
     drop: float  # fp32 val accuracy − this model's
+    drop_interval: list[float] = field(default_factory=list)  # 95% CI of the drop (paired, validation images)
+    p_value: float = 1.0  # exact McNemar test against fp32 on the same images
+    seconds: float = 0.0  # since quantization of this scheme began
+
+
+@dataclass(frozen=True)
+class VersusFp32:
+    """A quantized artifact's cost against the fp32 model it came from, timed interleaved in one process."""
+
+    provider: str  # where it was timed (this machine's CPU for a CPU provider)
+    p50_ms: float
+    p50_ci95_ms: list[float]
+    fp32_p50_ms: float
+    fp32_p50_ci95_ms: list[float]
+    bytes: int
+    fp32_bytes: int
+    slower: bool  # the whole 95% interval of its p50 lies above fp32's
+    larger: bool
 
 
 @dataclass(frozen=True)
@@ -83,6 +106,11 @@ class QuantizeResult:
     nodes: int = 0
     bytes: int = 0
     preprocess: str = "quant_pre_process"  # what preparation ran, or why ORT's pre-processing was skipped
+    drop_interval: list[float] = field(default_factory=list)  # 95% CI of drop_vs_fp32, paired on the validation images
+    drop_p_value: float = 1.0  # exact McNemar test of the deployed model against fp32 on those images
+    too_close_to_call: bool = False  # the drop exceeds the budget but is not distinguishable from noise
+    versus_fp32: VersusFp32 | None = None  # a fixed scheme's artifact timed against fp32 (None: not measured, see warnings)
+    fell_back: str = ""  # why fp32 was deployed instead of the requested scheme
 
 
 def quantize(
@@ -98,106 +126,193 @@ def quantize(
     """Quantize the fp32 model `source` as `cfg` says; write the artifact into `out_dir`."""
     source, out_dir = Path(source), Path(out_dir)
     calibration, x_val = as_inputs(calibration), as_inputs(x_val)
-    fp32_accuracy = file_top1(source, x_val, y_val)
+    fp32_correct = file_correct(source, x_val, y_val)
     if cfg.scheme is Scheme.none:
-        return QuantizeResult("none", "none", None, {}, 0, fp32_accuracy, fp32_accuracy, 0.0, cfg.max_drop_vs_fp32, True, cpu=cpu_info())
+        return _fp32_result("none", source, float(fp32_correct.mean()), cfg)
     with tempfile.TemporaryDirectory(prefix=".edgekd-quant-", dir=out_dir) as work_dir:
         work = Path(work_dir)
         prepared, preprocess = _prepare(source, work)
         if cfg.scheme is Scheme.auto:
-            result = _auto(prepared, source, out_dir, work, cfg, calibration, x_val, y_val, fp32_accuracy, providers, runtime)
+            result = _auto(prepared, source, out_dir, work, cfg, calibration, x_val, y_val, fp32_correct, providers, runtime)
         else:
             settings = _settings(cfg.scheme, cfg)
-            result = _finish(prepared, out_dir, work, cfg.scheme, settings, cfg, calibration, x_val, y_val, fp32_accuracy, requested=cfg.scheme.value)
+            result = _finish(prepared, out_dir, work, cfg.scheme, settings, cfg, calibration, x_val, y_val, fp32_correct, requested=cfg.scheme.value)
+            result = _against_fp32(result, source, cfg, x_val, providers, runtime)
         return dataclasses.replace(result, preprocess=preprocess)
 
 
-def _finish(prepared, out_dir, work, scheme, settings, cfg, calibration, x_val, y_val, fp32_accuracy, requested, candidates=(), fp32_p50=None, warnings=()):
+def _fp32_result(requested: str, source: Path, accuracy: float, cfg: QuantizationConfig, **more) -> QuantizeResult:
+    """The result that deploys the fp32 model itself (scheme none, auto's choice, or a fallback)."""
+    import onnx
+
+    return QuantizeResult(requested, Scheme.none.value, None, {}, 0, accuracy, accuracy, 0.0, cfg.max_drop_vs_fp32, True,
+                          cpu=cpu_info(), nodes=len(onnx.load(str(source), load_external_data=False).graph.node),
+                          bytes=Path(source).stat().st_size, drop_interval=[0.0, 0.0], **more)
+
+
+def _against_fp32(result: QuantizeResult, source: Path, cfg: QuantizationConfig, x_val: Inputs, providers, runtime) -> QuantizeResult:
+    """Time a fixed scheme's artifact against fp32; if it does not pay, act as the target says."""
+    from edgekd._ort import usable_providers
+
+    try:
+        usable, _ = usable_providers(list(providers or ["CPUExecutionProvider"]))
+    except TargetError as exc:
+        return dataclasses.replace(result, warnings=[*result.warnings, f"{result.scheme} not timed against fp32: {exc}"])
+    stats = time_against_fp32(source, {"quantized": Path(result.path)}, x_val, usable, runtime)
+    mine, fp32 = stats["quantized"], stats["fp32"]
+    versus = VersusFp32(usable[0], mine.p50_ms, mine.ci95_ms["p50"], fp32.p50_ms, fp32.ci95_ms["p50"],
+                        result.bytes, Path(source).stat().st_size,
+                        slower=mine.ci95_ms["p50"][0] > fp32.ci95_ms["p50"][1], larger=result.bytes > Path(source).stat().st_size)
+    result = dataclasses.replace(result, versus_fp32=versus, fp32_p50_ms=fp32.p50_ms)
+    if not (versus.slower or versus.larger):
+        return result
+    costs = " and ".join(c for c, bad in ((f"slower ({versus.p50_ms:.4g} vs {versus.fp32_p50_ms:.4g} ms p50 on {versus.provider}, "
+                                           f"int8 dot product: {cpu_info()['int8_dot_product']})", versus.slower),
+                                          (f"larger ({versus.bytes:,} vs {versus.fp32_bytes:,} bytes)", versus.larger)) if bad)
+    what = f"{result.scheme} is {costs} than the fp32 model"
+    if cfg.if_slower_than_fp32 is SlowerPolicy.fallback:
+        say(f"quantize: {what}: deploying fp32 instead (the target's if_slower_than_fp32 = \"fallback\")")
+        Path(result.path).unlink()
+        return _fp32_result(result.requested, source, result.fp32_val_accuracy, cfg, versus_fp32=versus, fp32_p50_ms=versus.fp32_p50_ms,
+                            fell_back=what, warnings=[*result.warnings, f"{what}; deployed fp32 instead"])
+    action = "the bench fails it" if cfg.if_slower_than_fp32 is SlowerPolicy.fail else "deployed anyway (if_slower_than_fp32 = \"warn\")"
+    say(f"warning: {what}; {action}")
+    return dataclasses.replace(result, warnings=[*result.warnings, f"{what}; {action}"])
+
+
+def _finish(prepared, out_dir, work, scheme, settings, cfg, calibration, x_val, y_val, fp32_correct, requested, candidates=(), fp32_p50=None, warnings=()):
     """Produce the chosen scheme's artifact (accuracy-aware for static QDQ) and describe it."""
     import onnx
 
     dest = out_dir / ARTIFACTS[scheme]
     with atomic_path(dest) as tmp:
-        excluded, steps = _produce_within_budget(prepared, tmp, work, scheme, settings, cfg, calibration, x_val, y_val, fp32_accuracy)
-    accuracy = steps[-1].val_accuracy
-    drop = fp32_accuracy - accuracy
+        excluded, steps, drop = _produce_within_budget(prepared, tmp, work, scheme, settings, cfg, calibration, x_val, y_val, fp32_correct)
     warnings = list(warnings)
-    if drop > cfg.max_drop_vs_fp32:
+    beyond = drop.significantly_beyond(cfg.max_drop_vs_fp32)
+    close = drop.drop > cfg.max_drop_vs_fp32 and not beyond
+    if beyond:
         warnings.append(
-            f"{scheme.value}: validation accuracy drops {drop:.2%} vs fp32 (budget {cfg.max_drop_vs_fp32:.2%}) "
-            f"even with {len(excluded)} node(s) excluded; consider scheme 'none' or a larger calibration set"
+            f"{scheme.value}: validation accuracy drops {drop.drop:.2%} vs fp32 (95% CI {drop.interval[0]:.2%} to {drop.interval[1]:.2%}; "
+            f"budget {cfg.max_drop_vs_fp32:.2%}) even with {len(excluded)} node(s) excluded; consider scheme 'none' or a larger calibration set"
+        )
+    elif close:
+        warnings.append(
+            f"{scheme.value}: validation accuracy drops {drop.drop:.2%} vs fp32 (budget {cfg.max_drop_vs_fp32:.2%}), but that is "
+            f"{drop.only_first} image(s) lost and {drop.only_second} gained of {drop.images} (paired test p = {drop.p_value:.2g}): "
+            "too close to call, so no node was excluded for it; a larger validation split would tell"
         )
     return QuantizeResult(
         requested=requested, scheme=scheme.value, path=str(dest), settings=settings,
         calibration_samples=len(calibration) if scheme is Scheme.static_qdq else 0,
-        fp32_val_accuracy=fp32_accuracy, val_accuracy=accuracy, drop_vs_fp32=drop,
-        budget=cfg.max_drop_vs_fp32, budget_met=drop <= cfg.max_drop_vs_fp32,
+        fp32_val_accuracy=float(fp32_correct.mean()), val_accuracy=steps[-1].val_accuracy, drop_vs_fp32=drop.drop,
+        budget=cfg.max_drop_vs_fp32, budget_met=not beyond,
         excluded_nodes=excluded, steps=steps, candidates=list(candidates), fp32_p50_ms=fp32_p50,
         cpu=cpu_info(), warnings=warnings, nodes=len(onnx.load(str(dest)).graph.node), bytes=dest.stat().st_size,
+        drop_interval=drop.interval, drop_p_value=drop.p_value, too_close_to_call=close,
     )
 
 
-def _produce_within_budget(prepared, dest, work, scheme, settings, cfg, calibration, x_val, y_val, fp32_accuracy):
-    """Write `scheme` to `dest`; for static QDQ, exclude worst nodes until the budget holds."""
-    _produce(prepared, dest, scheme, settings, calibration, exclude=[])
-    steps = [ExclusionStep([], (acc := file_top1(dest, x_val, y_val)), fp32_accuracy - acc)]
-    if scheme is not Scheme.static_qdq or steps[-1].drop <= cfg.max_drop_vs_fp32 or cfg.max_excluded_nodes == 0:
-        return [], steps
+def _produce_within_budget(prepared, dest, work, scheme, settings, cfg, calibration, x_val, y_val, fp32_correct):
+    """Write `scheme` to `dest`; for static QDQ, exclude worst nodes while int8 is really beyond the budget.
+
+    "Really beyond" is the paired test on the validation images: with a few hundred of them a
+    1-point budget is 2–3 images, and excluding nodes to chase them would chase noise."""
+    import time
+
+    began = time.perf_counter()
+
+    def step(excluded: list[str]) -> tuple[ExclusionStep, PairedDrop]:
+        _produce(prepared, dest, scheme, settings, calibration, exclude=excluded)
+        drop = paired_drop(fp32_correct, file_correct(dest, x_val, y_val))
+        return ExclusionStep(list(excluded), float(fp32_correct.mean()) - drop.drop, drop.drop, drop.interval, drop.p_value,
+                             time.perf_counter() - began), drop
+
+    first, drop = step([])
+    steps = [first]
+    if scheme is not Scheme.static_qdq or not drop.significantly_beyond(cfg.max_drop_vs_fp32) or cfg.max_excluded_nodes == 0:
+        return [], steps, drop
+    say(f"quantize: int8 costs {drop.drop:.2%} validation accuracy (budget {cfg.max_drop_vs_fp32:.2%}, paired p = {drop.p_value:.2g}); "
+        f"ranking nodes by quantization error over {len(calibration)} calibration input(s)")
     ranking = rank_nodes_by_error(prepared, dest, calibration, work)
-    say(f"quantize: int8 costs {steps[-1].drop:.2%} validation accuracy (budget {cfg.max_drop_vs_fp32:.2%}); "
-        f"excluding nodes, worst quantization error first")
     excluded: list[str] = []
     for node, _sqnr in ranking[: cfg.max_excluded_nodes]:
         excluded.append(node)
-        _produce(prepared, dest, scheme, settings, calibration, exclude=excluded)
-        accuracy = file_top1(dest, x_val, y_val)
-        steps.append(ExclusionStep(list(excluded), accuracy, fp32_accuracy - accuracy))
-        if steps[-1].drop <= cfg.max_drop_vs_fp32:
+        latest, drop = step(excluded)
+        steps.append(latest)
+        say(f"quantize: {len(excluded)} node(s) kept in fp32 ({node}): validation accuracy {latest.val_accuracy:.2%}, drop {drop.drop:.2%}")
+        if not drop.significantly_beyond(cfg.max_drop_vs_fp32):
             break
-    return excluded, steps
+    return excluded, steps, drop
 
 
-def rank_nodes_by_error(prepared: Path, qdq: Path, inputs: np.ndarray, work: Path) -> list[tuple[str, float]]:
-    """Every node of `prepared`, those whose activations lose most in `qdq` first (lowest SQNR).
+def rank_nodes_by_error(prepared: Path, qdq: Path, inputs: Inputs | np.ndarray, work: Path) -> list[tuple[str, float]]:
+    """Every node of `prepared`, those whose output activations lose most in `qdq` first (lowest SQNR).
 
-    Uses ONNX Runtime's QDQ debugging tools: both models are augmented to output every
-    intermediate tensor, run on the same inputs, and matched tensor by tensor. Nodes without a
+    Each activation is compared just before and just after its QuantizeLinear/DequantizeLinear
+    pair in the QDQ model (the error quantization adds there), as ONNX Runtime's QDQ debugging
+    tools pair them, but the signal and noise energies are summed input by input rather than
+    every intermediate tensor of every input kept: memory is one input's activations, whatever
+    the number of inputs (ORT's `collect_activations` would hold ~25 GB for MobileNetV2 at 224
+    with 256 images). SQNR = 10·log10(Σ signal² / Σ (signal − dequantized)²). Nodes without a
     measured output of their own (e.g. a Gemm fused with its Relu) follow, weight-bearing ops
     first, with an SQNR of +inf, so exclusion can go on until nothing is left.
     """
     import onnx
-    from onnxruntime.quantization.qdq_loss_debug import (
-        collect_activations,
-        compute_activation_error,
-        create_activation_matching,
-        modify_model_output_intermediate_tensors,
-    )
 
-    float_aug, qdq_aug = work / "float.aug.onnx", work / "qdq.aug.onnx"
-    modify_model_output_intermediate_tensors(str(prepared), str(float_aug))
-    modify_model_output_intermediate_tensors(str(qdq), str(qdq_aug))
-    float_acts = collect_activations(str(float_aug), _Batches(prepared, inputs))
-    qdq_acts = collect_activations(str(qdq_aug), _Batches(prepared, inputs))
-    errors = compute_activation_error(create_activation_matching(qdq_acts, float_acts))
-    nodes = list(onnx.load(str(prepared)).graph.node)
+    signal, noise = activation_error_energies(qdq, inputs, work, prepared)
+    nodes = list(onnx.load(str(prepared), load_external_data=False).graph.node)
     producer = {out: node.name for node in nodes for out in node.output}
+    tiny = np.finfo(np.float64).tiny
     ranked: dict[str, float] = {}
-    for tensor, err in errors.items():
+    for tensor in signal:
         node = producer.get(tensor)
-        sqnr = float(np.asarray(err.get("qdq_err", np.inf)).mean())
+        sqnr = 10 * np.log10(max(signal[tensor], tiny) / max(noise[tensor], tiny))
         if node and np.isfinite(sqnr):
-            ranked[node] = min(sqnr, ranked.get(node, np.inf))
+            ranked[node] = min(float(sqnr), ranked.get(node, np.inf))
     measured = sorted(ranked.items(), key=lambda item: item[1])
     rest = sorted((n for n in nodes if n.name not in ranked), key=lambda n: n.op_type not in _WEIGHT_OPS)
     return measured + [(n.name, float("inf")) for n in rest]
 
 
-def _auto(prepared, source, out_dir, work, cfg, calibration, x_val, y_val, fp32_accuracy, providers, runtime) -> QuantizeResult:
+def activation_error_energies(qdq: Path, inputs: Inputs | np.ndarray, work: Path, prepared: Path | None = None) -> tuple[dict[str, float], dict[str, float]]:
+    """Σ activation² and Σ (activation − its quantize-dequantized value)² per float tensor of `qdq`,
+    accumulated one input (or the model's fixed batch) at a time."""
+    import onnxruntime as ort
+    from onnxruntime.quantization.qdq_loss_debug import modify_model_output_intermediate_tensors
+    from onnxruntime.quantization.quant_utils import DEQUANT_OUTPUT_SUFFIX, QUANT_INPUT_SUFFIX
+
+    augmented = work / "qdq.aug.onnx"
+    with _quiet_ort(work):
+        modify_model_output_intermediate_tensors(str(qdq), str(augmented))
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL  # keep every named tensor
+    session = ort.InferenceSession(str(augmented), options, providers=["CPUExecutionProvider"])
+    saved = "_ReshapedSavedOutput"  # the suffix ORT's augmentation gives the tensors it exposes
+    index = {o.name[: -len(saved)]: i for i, o in enumerate(session.get_outputs()) if o.name.endswith(saved)}
+    pairs: dict[str, tuple[int, int]] = {}  # activation → (before Q/DQ, after Q/DQ) output positions
+    for name, position in index.items():
+        for suffix, before_is_this in ((QUANT_INPUT_SUFFIX, True), (DEQUANT_OUTPUT_SUFFIX, False), (DEQUANT_OUTPUT_SUFFIX + "_1", False)):
+            if name.endswith(suffix) and name[: -len(suffix)] in index:
+                activation = name[: -len(suffix)]
+                other = index[activation]
+                pairs.setdefault(activation, (position, other) if before_is_this else (other, position))
+    signal = dict.fromkeys(pairs, 0.0)
+    noise = dict.fromkeys(pairs, 0.0)
+    for feed in _Batches(prepared or qdq, as_inputs(inputs), batch=1):
+        outputs = session.run(None, feed)
+        for activation, (before, after) in pairs.items():
+            x = outputs[before].astype(np.float64, copy=False)
+            signal[activation] += float(np.dot(x, x))
+            diff = x - outputs[after]
+            noise[activation] += float(np.dot(diff, diff))
+    return signal, noise
+
+
+def _auto(prepared, source, out_dir, work, cfg, calibration, x_val, y_val, fp32_correct, providers, runtime) -> QuantizeResult:
     """Produce every candidate, time them with the fp32 model on the target's provider, keep one."""
     import onnx
 
     from edgekd._ort import usable_providers
-    from edgekd.bench.latency import session_call, time_interleaved
 
     try:
         usable, _ = usable_providers(list(providers or ["CPUExecutionProvider"]))
@@ -220,35 +335,43 @@ def _auto(prepared, source, out_dir, work, cfg, calibration, x_val, y_val, fp32_
         candidates_spec.append(("dynamic + transformer fusions", Scheme.dynamic, {**_settings(Scheme.dynamic, cfg), "fusions": True}))
     if usable[0] in _GPU_PROVIDERS:
         candidates_spec.append(("fp16", Scheme.fp16, {}))
-    files, accuracy = {}, {}
+    files, drops = {}, {}
     for index, (name, scheme, settings) in enumerate(candidates_spec):
         path = work / f"candidate{index}.onnx"
         _produce(prepared, path, scheme, settings, calibration, exclude=[])
-        files[name], accuracy[name] = path, file_top1(path, x_val, y_val)
-    sessions = {"fp32": open_session(source, usable, runtime), **{n: open_session(p, usable, runtime) for n, p in files.items()}}
-    batch = fixed_batch(sessions["fp32"]) or 1
+        files[name], drops[name] = path, paired_drop(fp32_correct, file_correct(path, x_val, y_val))
     say(f"quantize: timing {len(files)} candidates against fp32 on {usable[0]}")
-    times = time_interleaved({n: session_call(s, x_val, batch) for n, s in sessions.items()}, warmup=20, runs=200)
-    p50 = {n: float(np.median(t)) / 1e6 for n, t in times.items()}
-    within = [n for n in files if fp32_accuracy - accuracy[n] <= cfg.max_drop_vs_fp32]
+    p50 = {n: stats.p50_ms for n, stats in time_against_fp32(source, files, x_val, usable, runtime).items()}
+    within = [n for n in files if not drops[n].significantly_beyond(cfg.max_drop_vs_fp32)]
     chosen = min(within + ["fp32"], key=lambda n: p50[n])  # fp32 is a candidate: int8 ships only when it pays
     if chosen == "fp32":
         why = "no quantized candidate stays within the accuracy budget" if not within else \
             f"fp32 is the fastest ({p50['fp32']:.4f} ms p50 vs {min(p50[n] for n in within):.4f} ms for the best int8 within budget)"
         warnings.append(f"auto: deploying the fp32 model: {why} on this CPU (int8 dot-product instructions: {cpu_info()['int8_dot_product']})")
+    fp32_accuracy = float(fp32_correct.mean())
     candidates = [
-        Candidate(n, s.value, st, accuracy[n], fp32_accuracy - accuracy[n], p50[n], files[n].stat().st_size, n == chosen)
+        Candidate(n, s.value, st, fp32_accuracy - drops[n].drop, drops[n].drop, p50[n], files[n].stat().st_size, n == chosen)
         for n, s, st in candidates_spec
     ] + [Candidate(FP32_CANDIDATE, Scheme.none.value, {}, fp32_accuracy, 0.0, p50["fp32"], Path(source).stat().st_size, chosen == "fp32")]
     for w in warnings:
         say(f"warning: {w}")
     if chosen == "fp32":
-        return QuantizeResult("auto", Scheme.none.value, None, {}, 0, fp32_accuracy, fp32_accuracy, 0.0, cfg.max_drop_vs_fp32, True,
-                              candidates=candidates, fp32_p50_ms=p50["fp32"], cpu=cpu_info(), warnings=warnings,
-                              nodes=len(onnx.load(str(source)).graph.node), bytes=Path(source).stat().st_size)
+        return _fp32_result("auto", source, fp32_accuracy, cfg, candidates=candidates, fp32_p50_ms=p50["fp32"], warnings=warnings)
     scheme, settings = next((s, st) for n, s, st in candidates_spec if n == chosen)
-    return _finish(prepared, out_dir, work, scheme, settings, cfg, calibration, x_val, y_val, fp32_accuracy,
+    return _finish(prepared, out_dir, work, scheme, settings, cfg, calibration, x_val, y_val, fp32_correct,
                    requested="auto", candidates=candidates, fp32_p50=p50["fp32"], warnings=warnings)
+
+
+def time_against_fp32(source: Path, files: dict[str, Path], x: Inputs, providers: list[str], runtime: RuntimeConfig | None,
+                      warmup: int = 20, runs: int = 200) -> dict:
+    """Latency of each file and of the fp32 `source` ("fp32"), timed interleaved in this process on
+    `providers` at the model's fixed batch (else 1): ratios that hold on a noisy machine."""
+    from edgekd.bench.latency import session_call, summarize, time_interleaved
+
+    sessions = {"fp32": open_session(source, providers, runtime), **{n: open_session(p, providers, runtime) for n, p in files.items()}}
+    batch = fixed_batch(sessions["fp32"]) or 1
+    times = time_interleaved({n: session_call(s, x, batch) for n, s in sessions.items()}, warmup=warmup, runs=runs)
+    return {n: summarize(t, batch) for n, t in times.items()}
 
 
 def _session(prepared: Path):
@@ -400,11 +523,11 @@ def _fused(prepared: Path) -> Path:
 class _Batches:
     """Calibration/activation data for ORT: the inputs in batches the model accepts, fed by name."""
 
-    def __init__(self, prepared: Path, x: Inputs) -> None:
+    def __init__(self, prepared: Path, x: Inputs, batch: int = 32) -> None:
         session = _session(prepared)
-        batch = fixed_batch(session) or 32
+        batch = fixed_batch(session) or batch
         count = len(x) // batch if len(x) >= batch else 1
-        self._batches = iter([feeds(session, x.rows(i * batch, batch).trimmed()) for i in range(count)])
+        self._batches = (feeds(session, x.rows(i * batch, batch).trimmed()) for i in range(count))  # built as consumed
 
     def get_next(self):
         return next(self._batches, None)
