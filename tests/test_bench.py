@@ -74,7 +74,13 @@ def test_bench_run_folder(exported_run, tmp_path):
     assert names == ["teacher fp32", "student fp32", "student int8"] and report.deployed == "student int8"
     assert all(v.accuracy > 0.5 for v in report.variants)  # 4-epoch tiny models; chance is 0.1
     assert all(v.latency.runs == 300 and v.latency.p50_ms <= v.latency.p90_ms <= v.latency.p99_ms for v in report.variants)
-    assert {v.budget for v in report.verdicts} == {"max_size_kb", "max_latency_ms", "max_accuracy_drop", "min_compression"}
+    assert {v.budget for v in report.verdicts} == {"max_size_kb", "max_latency_ms", "max_accuracy_drop", "min_compression",
+                                                   "deployed_vs_fp32_latency", "deployed_vs_fp32_size"}
+    drop = next(v for v in report.verdicts if v.budget == "max_accuracy_drop")
+    low, high = drop.interval
+    assert low <= drop.measured <= high and "paired test images" in drop.unit, "the drop vs the teacher carries its paired interval"
+    size = next(v for v in report.verdicts if v.budget == "deployed_vs_fp32_size")
+    assert size.passed and size.measured < 1 and not size.blocking, "x86-cpu only warns when int8 does not pay"
     data = json.loads((tmp_path / "bench.json").read_text())
     assert data["schema_version"] == 1 and data["environment"]["onnxruntime"]
     assert "| student int8 (deployed) |" in (tmp_path / "bench.md").read_text()
@@ -229,3 +235,52 @@ def test_io_binding_path_gives_the_same_outputs(exported_run):
     binding = bound_call(session, x, batch=8, device="cpu")(0)
     bound = binding.copy_outputs_to_cpu()[0]
     assert np.allclose(bound, session.run(None, {"input": np.asarray(x)})[0], atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("lost", "gained", "passed", "close"),
+    [(10, 0, True, False),  # 2.5% of 400 images (95% CI about 1.1% to 3.9%) within a 5% budget
+     (20, 0, True, True),  # 5% lost: the interval straddles 5%
+     (40, 0, False, False)],  # 10% lost: the whole interval lies above
+)
+def test_accuracy_drop_fails_only_when_its_paired_interval_lies_beyond_the_budget(lost, gained, passed, close):
+    from edgekd.paired import paired_drop
+
+    teacher = np.ones(400, bool)
+    student = teacher.copy()
+    student[:lost] = False
+    drop = paired_drop(teacher, student)
+    (verdict,) = check_budgets(Budgets(max_accuracy_drop=0.05), 1024, 1.0, float(student.mean()), 1.0, None, drop=drop)
+    assert verdict.passed is passed and verdict.too_close_to_call is close
+    assert verdict.measured == lost / 400 and verdict.interval == drop.interval
+
+
+@pytest.mark.parametrize("policy", ["warn", "fail", "fallback"])
+def test_a_deployed_model_slower_than_fp32_is_a_verdict_the_target_decides(policy):
+    from edgekd.bench.report import verdict_line
+    from edgekd.bench.verify import VersusFp32Figures
+    from edgekd.targets import SlowerPolicy
+
+    figures = VersusFp32Figures(p50_ms=2.0, p50_ci95=[1.9, 2.1], fp32_p50_ms=1.0, fp32_p50_ci95=[0.95, 1.05],
+                                bytes=500, fp32_bytes=1000, policy=SlowerPolicy(policy))
+    latency, size = check_budgets(Budgets(), 500, 2.0, None, None, None, versus_fp32=figures)
+    assert latency.passed is False and latency.measured == 2.0 and "slower than the fp32 student" in latency.note
+    assert size.passed and size.measured == 0.5
+    assert latency.blocking is (policy != "warn")
+
+    class Report:
+        target, verdicts = "x", [latency, size]
+
+    line = verdict_line(Report())
+    assert line.startswith("FAIL") is (policy != "warn")
+    if policy == "warn":
+        assert "warning: deployed_vs_fp32_latency" in line
+
+
+def test_overlapping_latency_against_fp32_is_too_close_to_call():
+    from edgekd.bench.verify import VersusFp32Figures
+    from edgekd.targets import SlowerPolicy
+
+    figures = VersusFp32Figures(1.02, [0.98, 1.06], 1.0, [0.97, 1.03], 900, 1000, SlowerPolicy.fail)
+    latency, _ = check_budgets(Budgets(), 900, 1.02, None, None, None, versus_fp32=figures)
+    assert latency.passed and latency.too_close_to_call

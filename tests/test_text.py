@@ -375,7 +375,7 @@ def test_edgekd_run_on_text_end_to_end(tmp_path, corpus):
     assert result["distill"]["classes"] == ["fresh", "rotten"]
     assert result["export"]["student_parity"]["argmax_agreement"] == 1.0
     assert result["bench"]["deployed"] == "student int8 dynamic"
-    assert {v["budget"] for v in result["bench"]["verdicts"]} == {"max_size_kb", "max_latency_ms", "max_accuracy_drop", "min_compression"}
+    assert {v["budget"] for v in result["bench"]["verdicts"]} >= {"max_size_kb", "max_latency_ms", "max_accuracy_drop", "min_compression"}
     assert "paired on the" not in done.stdout  # --json: tables stay off stdout
 
 

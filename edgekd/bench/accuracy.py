@@ -29,13 +29,19 @@ def _check(logits: np.ndarray, y: np.ndarray, label: str) -> None:
 
 def top_k(session, x: Inputs | np.ndarray, y: np.ndarray, label: str, k: int = 5) -> tuple[float, float | None]:
     """(top-1, top-k) accuracy; top-k is None when the model has no more than k classes."""
+    hits, topk = hits_top_k(session, x, y, label, k)
+    return float(hits.mean()), topk
+
+
+def hits_top_k(session, x: Inputs | np.ndarray, y: np.ndarray, label: str, k: int = 5) -> tuple[np.ndarray, float | None]:
+    """(per-sample top-1 hits, top-k accuracy); top-k is None when the model has no more than k classes."""
     logits = run_batches(session, x)
     _check(logits, y, label)
-    top1_hit = logits.argmax(axis=1) == y
+    hits = logits.argmax(axis=1) == y
     if logits.shape[1] <= k:
-        return float(top1_hit.mean()), None
+        return hits, None
     best = np.argpartition(-logits, k - 1, axis=1)[:, :k]
-    return float(top1_hit.mean()), float((best == y[:, None]).any(axis=1).mean())
+    return hits, float((best == y[:, None]).any(axis=1).mean())
 
 
 def file_top1(path, x: Inputs | np.ndarray, y: np.ndarray) -> float:

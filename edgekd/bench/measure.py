@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from edgekd._ort import feeds, fixed_batch
-from edgekd.bench.accuracy import top_k
+from edgekd.bench.accuracy import hits_top_k
 from edgekd.bench.latency import LatencyStats, session_call, summarize, time_interleaved
 from edgekd.bench.memory import MemoryStats, session_memory
 from edgekd.bench.profile import GraphProfile, read_profile
@@ -47,8 +47,9 @@ def measure_variants(
     providers: list[str],
     memory: bool = True,
     max_length: int | None = None,
-) -> list[VariantReport]:
-    """Figures for every session in `sessions` (named like `files`), measured interleaved.
+) -> tuple[list[VariantReport], dict[str, np.ndarray | None]]:
+    """Figures for every session in `sessions` (named like `files`), measured interleaved, and each
+    model's per-sample top-1 hits (None without labels) for paired comparisons.
 
     Text models are timed at `sequence_length` tokens (the target's, else the median test text)
     and swept over `sweep_lengths` up to `max_length` (the longest input the data keeps) as well as
@@ -57,7 +58,7 @@ def measure_variants(
     length = sequence_length(x, cfg)
     if length and max_length:
         length = min(length, max_length)
-    scores = {n: top_k(s, x, y, n) if y is not None else (None, None) for n, s in sessions.items()}
+    scores = {n: hits_top_k(s, x, y, n) if y is not None else (None, None) for n, s in sessions.items()}
     batch = {n: fixed_batch(s) or cfg.latency_batch for n, s in sessions.items()}  # fixed shapes run their own batch
     bulk_batch = {n: fixed_batch(s) or cfg.throughput_batch for n, s in sessions.items()}
     latency = time_interleaved(_calls(sessions, x, batch, providers, length), cfg.warmup_runs, cfg.runs, cfg.min_seconds)
@@ -74,7 +75,7 @@ def measure_variants(
             name=name,
             file=str(files[name]),
             profile=profile,
-            accuracy=scores[name][0],
+            accuracy=None if scores[name][0] is None else float(scores[name][0].mean()),
             top5=scores[name][1],
             latency=summarize(latency[name], batch[name]),
             throughput=throughput,
@@ -85,7 +86,7 @@ def measure_variants(
             sequence_length=length,
             length_sweep=length_sweep.get(name, {}),
         ))
-    return reports
+    return reports, {n: hits for n, (hits, _) in scores.items()}
 
 
 def _memory(path, session, x: Inputs, providers, batch: int, length: int | None) -> MemoryStats:

@@ -79,20 +79,23 @@ def verdict_rows(report) -> list[list[str]]:
         if v.passed is None:
             rows.append([v.budget, "—", _fmt(v.allowed), "—", v.note])
             continue
-        verdict = ("pass" if v.passed else "FAIL") + (f" — {v.note}" if v.note else "")
+        verdict = ("pass" if v.passed else "FAIL" if v.blocking else "warning") + (f" — {v.note}" if v.note else "")
         rows.append([v.budget, f"{_fmt(v.measured)} {v.unit}", _fmt(v.allowed), f"{v.margin:+.4g}", verdict])
     return rows
 
 
 def verdict_line(report) -> str:
-    failed = [v for v in report.verdicts if v.passed is False]
+    failed = [v for v in report.verdicts if v.passed is False and v.blocking]
+    warned = [v for v in report.verdicts if v.passed is False and not v.blocking]
     checked = [v for v in report.verdicts if v.passed is not None]
     if failed:
         return "FAIL: " + "; ".join(f"{v.budget} measured {_fmt(v.measured)} {v.unit}, allowed {_fmt(v.allowed)}" for v in failed)
     skipped = len(report.verdicts) - len(checked)
     close = sum(v.too_close_to_call for v in report.verdicts)
-    extra = (f" ({skipped} not checked)" if skipped else "") + (f" ({close} too close to call)" if close else "")
-    return f"PASS: all {len(checked)} budgets of target {report.target} met{extra}"
+    extra = (f" ({skipped} not checked)" if skipped else "") + (f" ({close} too close to call)" if close else "") + \
+        "".join(f"; warning: {v.budget} {_fmt(v.measured)} {v.unit} ({v.note})" for v in warned)
+    return f"PASS: {len(checked) - len(warned)} of {len(checked)} checks of target {report.target} met{extra}" if warned else \
+        f"PASS: all {len(checked)} budgets of target {report.target} met{extra}"
 
 
 def to_markdown(report) -> str:
@@ -136,7 +139,7 @@ def to_markdown(report) -> str:
 
 def write_junit(report, path: Path) -> Path:
     """One <testcase> per budget: CI systems show each budget as its own passed/failed check."""
-    failures = sum(v.passed is False for v in report.verdicts)
+    failures = sum(v.passed is False and v.blocking for v in report.verdicts)
     skipped = sum(v.passed is None for v in report.verdicts)
     suite = ElementTree.Element("testsuite", name=f"edgekd budgets ({report.target})", tests=str(len(report.verdicts)),
                                 failures=str(failures), skipped=str(skipped), errors="0", timestamp=report.created)
@@ -146,7 +149,7 @@ def write_junit(report, path: Path) -> Path:
     for v in report.verdicts:
         case = ElementTree.SubElement(suite, "testcase", classname=f"edgekd.{report.target}", name=v.budget)
         detail = f"{v.budget}: measured {_fmt(v.measured)} {v.unit}, allowed {_fmt(v.allowed)}" + (f"; {v.note}" if v.note else "")
-        if v.passed is False:
+        if v.passed is False and v.blocking:
             ElementTree.SubElement(case, "failure", message=detail).text = detail
         elif v.passed is None:
             ElementTree.SubElement(case, "skipped", message=v.note)

@@ -22,10 +22,11 @@ from edgekd._ort import open_session, usable_providers
 from edgekd._progress import say
 from edgekd.bench.measure import VariantReport, measure_variants
 from edgekd.bench.report import verdict_line, write_junit, write_reports
-from edgekd.bench.verify import MobileFigures, Verdict, check_budgets
+from edgekd.bench.verify import MobileFigures, Verdict, VersusFp32Figures, check_budgets
 from edgekd.data import load_recipe_data, load_test_split
 from edgekd.errors import DataError, OnnxModelError, TargetError
 from edgekd.inputs import Inputs
+from edgekd.paired import paired_drop
 from edgekd.targets import Target, load_target
 
 SCHEMA_VERSION = 1
@@ -99,10 +100,11 @@ def bench(
     cfg = target.bench
     say(f"bench: timing {len(sessions)} model(s), {cfg.warmup_runs} warm-up + {cfg.runs} runs each, interleaved; "
         f"sweep over batches {cfg.sweep_batches}" + ("; session memory in child processes" if memory else ""))
-    variants = measure_variants(files, sessions, x, y, cfg, providers, memory=memory, max_length=max_length)
+    variants, hits = measure_variants(files, sessions, x, y, cfg, providers, memory=memory, max_length=max_length)
     by_name = {v.name: v for v in variants}
     reference = by_name.get("teacher fp32")
     shipped = by_name[deployed]
+    fp32 = by_name.get("student fp32")
     verdicts = check_budgets(
         target.budgets,
         size_bytes=shipped.profile.bytes,
@@ -113,11 +115,15 @@ def bench(
         teacher_bytes=reference.profile.bytes if reference else None,
         throughput=shipped.throughput,
         mobile=_mobile_figures(target, providers, coverage),
+        drop=paired_drop(hits["teacher fp32"], hits[deployed]) if reference and hits.get(deployed) is not None else None,
+        versus_fp32=None if fp32 is None or fp32 is shipped else VersusFp32Figures(
+            shipped.latency.p50_ms, shipped.latency.ci95_ms["p50"], fp32.latency.p50_ms, fp32.latency.ci95_ms["p50"],
+            shipped.profile.bytes, fp32.profile.bytes, target.quantization.if_slower_than_fp32),
     )
     report = BenchReport(
         target=target.name,
         deployed=deployed,
-        passed=all(v.passed is not False for v in verdicts),
+        passed=all(v.passed is not False or not v.blocking for v in verdicts),
         verdicts=verdicts,
         variants=variants,
         inputs=inputs,

@@ -1,14 +1,19 @@
 """Budgets of a target against measured figures → one verdict per budget.
 
 A budget that cannot be measured (no labels, no teacher to compare with) is reported as not
-checked, with the reason, and does not pass or fail the run.
+checked, with the reason, and does not pass or fail the run. Figures with an interval (latency,
+the accuracy drop against the teacher on the same images) fail only when the whole interval lies
+beyond the budget, and say "too close to call" when it straddles. A quantized artifact that is
+slower or larger than its fp32 student is a verdict too; the target's `if_slower_than_fp32` says
+whether it fails the run or only warns.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from edgekd.targets import Budgets
+from edgekd.paired import PairedDrop
+from edgekd.targets import Budgets, SlowerPolicy
 
 
 @dataclass(frozen=True)
@@ -22,6 +27,20 @@ class Verdict:
     note: str = ""
     interval: list[float] | None = None  # 95% confidence interval of the measured figure, if known
     too_close_to_call: bool = False  # the interval straddles the budget: passed, but not for sure
+    blocking: bool = True  # False: a failure only warns (the target's if_slower_than_fp32 = "warn")
+
+
+@dataclass(frozen=True)
+class VersusFp32Figures:
+    """The deployed quantized student and its fp32 original, benched side by side in one run."""
+
+    p50_ms: float
+    p50_ci95: list[float]
+    fp32_p50_ms: float
+    fp32_p50_ci95: list[float]
+    bytes: int
+    fp32_bytes: int
+    policy: SlowerPolicy
 
 
 def check_budgets(
@@ -34,19 +53,30 @@ def check_budgets(
     throughput: float | None = None,
     mobile: MobileFigures | None = None,
     latency_ci: list[float] | None = None,
+    drop: PairedDrop | None = None,
+    versus_fp32: VersusFp32Figures | None = None,
 ) -> list[Verdict]:
-    """Compare the deployed model's figures with every budget the target sets."""
+    """Compare the deployed model's figures with every budget the target sets.
+
+    `drop` is the teacher-to-deployed accuracy drop paired on the test images (its interval
+    decides); `versus_fp32` the deployed quantized student against its fp32 original."""
     verdicts: list[Verdict] = []
     if budgets.max_size_kb is not None:
         verdicts.append(_at_most("max_size_kb", size_bytes / 1024, budgets.max_size_kb, "KiB"))
     if budgets.max_latency_ms is not None:
-        verdicts.append(_latency(latency_ms, latency_ci, budgets))
+        verdicts.append(_within_interval("max_latency_ms", latency_ms, latency_ci, budgets.max_latency_ms,
+                                         f"ms (p{budgets.latency_percentile})", "rerun with more runs or on a quiet machine"))
     if budgets.max_accuracy_drop is not None:
         if accuracy is None or teacher_accuracy is None:
             why = "no labelled test data" if accuracy is None else "no teacher to compare with (pass --teacher)"
             verdicts.append(Verdict("max_accuracy_drop", budgets.max_accuracy_drop, None, "", None, None, f"not checked: {why}"))
-        else:
+        elif drop is None:
             verdicts.append(_at_most("max_accuracy_drop", teacher_accuracy - accuracy, budgets.max_accuracy_drop, "top-1"))
+        else:
+            verdicts.append(_within_interval("max_accuracy_drop", drop.drop, drop.interval, budgets.max_accuracy_drop,
+                                             f"top-1 ({drop.images} paired test images)", "more test images would tell"))
+    if versus_fp32 is not None:
+        verdicts += _versus_fp32(versus_fp32)
     if budgets.min_compression is not None:
         if teacher_bytes is None:
             verdicts.append(Verdict("min_compression", budgets.min_compression, None, "×", None, None, "not checked: no teacher to compare with (pass --teacher)"))
@@ -75,20 +105,37 @@ class MobileFigures:
     error: str | None = None  # why coverage is unknown
 
 
-def _latency(measured: float, interval: list[float] | None, budgets: Budgets) -> Verdict:
-    """Fail only when the whole confidence interval lies beyond the budget; say when it straddles."""
-    allowed = budgets.max_latency_ms
-    unit = f"ms (p{budgets.latency_percentile})"
+def _within_interval(name: str, measured: float, interval: list[float] | None, allowed: float, unit: str, advice: str) -> Verdict:
+    """Fail only when the whole 95% interval lies beyond the budget; say when it straddles."""
     if interval is None:
-        return _at_most("max_latency_ms", measured, allowed, unit)
+        return _at_most(name, measured, allowed, unit)
     low, high = interval
     if low > allowed:
-        return Verdict("max_latency_ms", allowed, measured, unit, allowed - measured, False, f"95% CI [{low:.4g}, {high:.4g}] lies above the budget", interval)
+        return Verdict(name, allowed, measured, unit, allowed - measured, False, f"95% CI [{low:.4g}, {high:.4g}] lies above the budget", interval)
     if high <= allowed:
-        return Verdict("max_latency_ms", allowed, measured, unit, allowed - measured, True, "", interval)
-    return Verdict("max_latency_ms", allowed, measured, unit, allowed - measured, True,
-                   f"too close to call: 95% CI [{low:.4g}, {high:.4g}] straddles the budget; rerun with more runs or on a quiet machine",
+        return Verdict(name, allowed, measured, unit, allowed - measured, True, "", interval)
+    return Verdict(name, allowed, measured, unit, allowed - measured, True,
+                   f"too close to call: 95% CI [{low:.4g}, {high:.4g}] straddles the budget; {advice}",
                    interval, too_close_to_call=True)
+
+
+def _versus_fp32(f: VersusFp32Figures) -> list[Verdict]:
+    """The deployed quantized student may be neither slower (whole p50 intervals apart) nor larger than fp32."""
+    blocking = f.policy is not SlowerPolicy.warn
+    why = {SlowerPolicy.warn: 'warning only: the target says if_slower_than_fp32 = "warn"',
+           SlowerPolicy.fail: 'the target says if_slower_than_fp32 = "fail"',
+           SlowerPolicy.fallback: 'the target says if_slower_than_fp32 = "fallback": export again on this machine to deploy fp32'}[f.policy]
+    ratio = f.p50_ms / f.fp32_p50_ms
+    interval = [f.p50_ci95[0] / f.fp32_p50_ci95[1], f.p50_ci95[1] / f.fp32_p50_ci95[0]]
+    slower = f.p50_ci95[0] > f.fp32_p50_ci95[1]
+    close = not slower and ratio > 1
+    note = (f"slower than the fp32 student ({f.p50_ms:.4g} vs {f.fp32_p50_ms:.4g} ms p50); {why}" if slower else
+            f"too close to call: p50 intervals of deployed and fp32 overlap ({f.p50_ms:.4g} vs {f.fp32_p50_ms:.4g} ms)" if close else "")
+    latency = Verdict("deployed_vs_fp32_latency", 1.0, ratio, "× fp32 student p50", 1.0 - ratio, not slower, note, interval,
+                      too_close_to_call=close, blocking=blocking)
+    size = f.bytes / f.fp32_bytes
+    size_note = f"larger than the fp32 student ({f.bytes:,} vs {f.fp32_bytes:,} bytes); {why}" if size > 1 else ""
+    return [latency, Verdict("deployed_vs_fp32_size", 1.0, size, "× fp32 student bytes", 1.0 - size, size <= 1, size_note, blocking=blocking)]
 
 
 def _at_most(name: str, measured: float, allowed: float, unit: str) -> Verdict:
