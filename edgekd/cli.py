@@ -274,6 +274,8 @@ def _print_distill(result) -> None:
     table.add_row(f"teacher ({names})", f"{params:,}" if params else "—", f"{result.teacher_scores.val:.2%}", f"{result.teacher_scores.test:.2%}")
     terms = ", ".join(f"{t['method']}×{t['weight']:g}" for t in result.objective["terms"]) or "none"
     for label, phase in ((f"student, scratch ({result.student.spec['model']})", result.scratch), (f"student, distilled ({terms})", result.distilled)):
+        if phase is None:
+            continue
         table.add_row(label, f"{result.student.parameters:,}", f"{phase.best.val:.2%}", f"{phase.best.test:.2%} ({phase.last.test:.2%}) ep {phase.best_epoch}")
     out_console.print(table)
     if result.sweep:
@@ -281,6 +283,9 @@ def _print_distill(result) -> None:
         for trial in result.sweep:
             sweep.add_row(f"{trial.temperature:g}", f"{trial.kd_weight:g}", f"{trial.ce_weight:g}", f"{trial.best_val:.2%}", str(trial.best_epoch), "✓" if trial.kept else "")
         out_console.print(sweep)
+    if result.kd_gain is None:
+        out_console.print('distillation gain not measured: [distill] baseline = "none" trained no scratch student to compare with')
+        return
     closed = f"; {result.gap_closed:.0%} of the student→teacher gap closed" if result.gap_closed is not None else ""
     out_console.print(f"distillation gain on test: {result.kd_gain * 100:+.2f} points vs the same student without the teacher{closed}")
     paired = result.kd_gain_test

@@ -126,6 +126,9 @@ class DistillConfig:
     kd_weight: float = Field(0.7, ge=0, description="weight of the soft-target (KL) term")
     ce_weight: float = Field(0.3, ge=0, description="weight of the hard-label cross-entropy term")
     epochs: int = Field(40, ge=1, description="training epochs (the scratch baseline uses the same)")
+    # "scratch" also trains the same student without the teachers (same seed, weights, batches), to
+    # measure what distillation gained; "none" skips it and halves training for a large student.
+    baseline: Literal["scratch", "none"] = Field("scratch", description='"scratch" trains the student without the teachers too, to measure the gain; "none" skips it')
     batch_size: int = Field(64, ge=1, description="mini-batch size")
     lr: float = Field(3e-3, gt=0, description="peak learning rate (Adam)")
     seed: int = Field(0, description="seed for initialisation and shuffling")

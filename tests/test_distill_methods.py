@@ -92,6 +92,23 @@ def test_best_and_last_epoch_are_both_reported(tmp_path):
     assert 0.0 < paired.p_value <= 1.0
 
 
+def test_baseline_none_trains_no_scratch_student(tmp_path):
+    """The scratch twin doubles training: a large student may skip it, and then no gain is claimed."""
+    from typer.testing import CliRunner
+
+    from edgekd.cli import app
+
+    recipe = tmp_path / "r.toml"
+    recipe.write_text(BASE.replace("[distill]\n", '[distill]\nbaseline = "none"\n'))
+    result = CliRunner().invoke(app, ["distill", str(recipe), "--out", str(tmp_path / "run")])
+    assert result.exit_code == 0, result.output
+    assert "distillation gain not measured" in result.stdout and "scratch" not in result.stdout.split("distillation gain")[0]
+    saved = json.loads((tmp_path / "run" / "distill.json").read_text())
+    assert saved["scratch"] is None and saved["kd_gain"] is None and saved["kd_gain_test"] is None
+    assert set(saved["history"]) == {"teacher", "distilled"}
+    assert (tmp_path / "run" / "student.pt").is_file() and not (tmp_path / "run" / "student.scratch.pt").exists()
+
+
 def test_two_teachers_average_their_soft_targets(tmp_path):
     recipe = _recipe(tmp_path, base="""
 [[teachers]]

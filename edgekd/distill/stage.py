@@ -84,9 +84,9 @@ class DistillResult:
     teachers: list[ModelSummary]
     student: ModelSummary
     teacher_scores: Scores  # the teachers' averaged prediction
-    scratch: PhaseScores  # the student trained without the teachers
+    scratch: PhaseScores | None  # the student trained without the teachers (None: [distill] baseline = "none")
     distilled: PhaseScores  # the student trained with them
-    kd_gain: float  # distilled − scratch test accuracy, best-on-val weights
+    kd_gain: float | None  # distilled − scratch test accuracy, best-on-val weights (None: no baseline trained)
     gap_closed: float | None  # kd_gain / (teacher − scratch): share of the gap distillation closed
     objective: dict[str, Any]  # ce_weight and the loss terms used
     teacher_cache: str  # what happened with the teacher-output cache
@@ -142,9 +142,11 @@ def distill(
     base = TrainSettings(cfg.epochs, cfg.batch_size, cfg.lr, cfg.seed, schedule=cfg.schedule, grad_clip=cfg.grad_clip,
                          augment=recipe.data.augment, max_shift=recipe.data.max_shift, mixup=recipe.data.mixup,
                          amp=cfg.amp, compile=cfg.compile, temperature=cfg.temperature)
-    scratch = _fresh_student(recipe, student_spec, data, teachers)
-    scratch_fit = fit(scratch, data.x_train, data.y_train, data.x_val, data.y_val, base,
-                      label="student (scratch)", checkpoint=out / "checkpoints" / "scratch.ckpt", resume=resume)
+    scratch, scratch_fit = None, None
+    if cfg.baseline == "scratch":
+        scratch = _fresh_student(recipe, student_spec, data, teachers)
+        scratch_fit = fit(scratch, data.x_train, data.y_train, data.x_val, data.y_val, base,
+                          label="student (scratch)", checkpoint=out / "checkpoints" / "scratch.ckpt", resume=resume)
     trials: list[SweepTrial] = []
     if sweep:
         kd_settings, student, student_fit, trials = _sweep(recipe, student_spec, data, base, teachers)
@@ -156,11 +158,13 @@ def distill(
                           teachers=teachers, x_unlabeled=data.x_unlabeled)
 
     teacher_scores = _ensemble_scores(teachers, data)
-    scratch_scores, scratch_hits = _phase_scores(scratch, scratch_fit, data)
     distilled_scores, distilled_hits = _phase_scores(student, student_fit, data)
-    gain = distilled_scores.best.test - scratch_scores.best.test
-    gain_test = paired_test(distilled_hits, scratch_hits)
-    gap = teacher_scores.test - scratch_scores.best.test
+    scratch_scores, gain, gain_test, gap = None, None, None, 0.0
+    if scratch is not None:
+        scratch_scores, scratch_hits = _phase_scores(scratch, scratch_fit, data)
+        gain = distilled_scores.best.test - scratch_scores.best.test
+        gain_test = paired_test(distilled_hits, scratch_hits)
+        gap = teacher_scores.test - scratch_scores.best.test
     result = DistillResult(
         run_dir=str(out),
         data=data.name,
@@ -172,14 +176,15 @@ def distill(
         scratch=scratch_scores,
         distilled=distilled_scores,
         kd_gain=gain,
-        gap_closed=gain / gap if gap > 0 else None,
+        gap_closed=gain / gap if gain is not None and gap > 0 else None,
         objective={"ce_weight": kd_settings.ce_weight, "terms": [asdict(t) for t in kd_settings.terms]},
         teacher_cache=teachers.cache_note,
         settings=asdict(recipe.distill),
         sweep=trials,
         kd_gain_test=gain_test,
         classes=list(data.classes),
-        history={"teacher": teachers.members[0].history, "scratch": scratch_fit.history, "distilled": student_fit.history},
+        history={"teacher": teachers.members[0].history, **({"scratch": scratch_fit.history} if scratch_fit else {}),
+                 "distilled": student_fit.history},
         seconds=time.perf_counter() - began,
     )
     if distributed.is_main():
@@ -191,8 +196,8 @@ def distill(
         runfolder.record(out, "distill", [RECIPE, *files, RESULT], recipe=recipe)
         shutil.rmtree(out / "checkpoints", ignore_errors=True)  # the run finished: resume state is spent
     distributed.barrier()
-    say(f"distill: teacher {teacher_scores.test:.2%}, scratch student {scratch_scores.best.test:.2%}, "
-        f"distilled student {distilled_scores.best.test:.2%} (test, best-on-val weights)")
+    baseline = f"scratch student {scratch_scores.best.test:.2%}, " if scratch_scores else ""
+    say(f"distill: teacher {teacher_scores.test:.2%}, {baseline}distilled student {distilled_scores.best.test:.2%} (test, best-on-val weights)")
     return result
 
 
@@ -298,7 +303,7 @@ def _ensemble_scores(teachers: TeacherSet, data: DataSplits) -> Scores:
 
 
 def _write_models(out: Path, teachers: TeacherSet, student, student_fit, scratch, scratch_fit, spec) -> list[str]:
-    """teacher.pt (or teacher.onnx for an ONNX teacher), student.pt (best-on-val), student.last.pt, student.scratch.pt."""
+    """teacher.pt (or teacher.onnx for an ONNX teacher), student.pt (best-on-val), student.last.pt, student.scratch.pt (with a baseline)."""
     first = teachers.members[0]
     if first.model is not None:
         save_checkpoint(first.model.cpu(), first.spec, out / "teacher.pt")
@@ -313,6 +318,8 @@ def _write_models(out: Path, teachers: TeacherSet, student, student_fit, scratch
     last = build_model(spec)
     last.load_state_dict(student_fit.last_state)
     save_checkpoint(last, spec, out / "student.last.pt", extra={"epoch": len(student_fit.history)})
+    if scratch is None:
+        return files + ["student.pt", "student.last.pt"]
     scratch.cpu().load_state_dict(scratch_fit.best_state)
     save_checkpoint(scratch, spec, out / "student.scratch.pt", extra={"epoch": scratch_fit.best_epoch})
     return files + ["student.pt", "student.last.pt", "student.scratch.pt"]
