@@ -128,8 +128,61 @@ epochs = 3
 """)
     result = distill(recipe, tmp_path / "run")
     assert [t.weight for t in result.teachers] == [2.0, 1.0]
-    assert result.teachers[0].checkpoint == "teacher.pt" and result.teachers[1].checkpoint is None
+    assert all(t.checkpoint is None for t in result.teachers) and "ensemble of 2 teachers" in result.reference
     assert 0.3 < result.teacher_scores.test <= 1.0
+
+
+def test_the_budget_reference_of_several_teachers_is_their_ensemble(tmp_path):
+    """teacher.pt holds the weighted average the student learnt from; export and bench use it as the teacher."""
+    from edgekd.bench.stage import bench
+    from edgekd.export.stage import export
+    from edgekd.models.checkpoint import load_model
+    from edgekd.models.call import predict
+
+    recipe = _recipe(tmp_path, base="""
+[[teachers]]
+model = "cnn"
+args = { channels = [8, 16], hidden = 32 }
+epochs = 2
+weight = 3.0
+[[teachers]]
+model = "mlp"
+args = { hidden = [32] }
+epochs = 2
+[student]
+model = "mlp"
+args = { hidden = [16] }
+[distill]
+epochs = 1
+baseline = "none"
+""")
+    run = tmp_path / "run"
+    result = distill(recipe, run)
+    ensemble, spec = load_model(run / "teacher.pt")
+    assert spec.model == "ensemble" and [m["model"] for m in spec.args["members"]] == ["cnn", "mlp"]
+    data = load_recipe_data(recipe.data)
+    logits = predict(ensemble, data.x_test)
+    assert np.allclose(np.exp(logits).sum(1), 1.0, atol=1e-5), "log-probabilities of the averaged distribution"
+    assert float((logits.argmax(1) == data.y_test).mean()) == pytest.approx(result.teacher_scores.test)
+    plan = plan_teachers(recipe, data)
+    cnn, mlp = (torch.softmax(torch.as_tensor(predict(m.model, data.x_test[:8])), 1) for m in distill_teachers(plan, run))
+    assert np.allclose(np.exp(logits[:8]), (0.75 * cnn + 0.25 * mlp).numpy(), atol=1e-5), "weights 3:1, normalised"
+    exported = export(run, scheme="none")
+    assert exported.teacher_parity.argmax_agreement == 1.0
+    report = bench(run, memory=False)
+    teacher = next(v for v in report.variants if v.name == "teacher fp32")
+    assert teacher.accuracy == pytest.approx(result.teacher_scores.test)
+    assert "ensemble of 2 teachers" in report.reference and "ensemble of 2 teachers" in (run / "bench.md").read_text()
+
+
+def distill_teachers(plan, run):
+    """The ensemble's members with the weights distillation used (read back from teacher.pt)."""
+    from edgekd.models.checkpoint import load_model
+
+    ensemble, _ = load_model(run / "teacher.pt")
+    for member, model in zip(plan.members, ensemble.members):
+        member.model = model.eval()
+    return plan.members
 
 
 def test_identical_teachers_are_trained_from_different_seeds(tmp_path):

@@ -111,7 +111,8 @@ def to_markdown(report) -> str:
         f"Session memory: peak resident-set growth in a child process. Inputs: {report.inputs}. "
         f"Providers: {', '.join(report.providers)}"
         + (f" (not installed: {', '.join(report.missing_providers)})" if report.missing_providers else "") + "."
-        + (f" Classes: {', '.join(f'{i} = {c}' for i, c in enumerate(report.classes))}." if report.classes else ""),
+        + (f" Classes: {', '.join(f'{i} = {c}' for i, c in enumerate(report.classes))}." if report.classes else "")
+        + (f" Budget reference (teacher fp32): {report.reference}." if report.reference else ""),
         "",
         _table(VARIANT_HEADER, variant_rows(report)),
         "",

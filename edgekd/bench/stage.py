@@ -47,6 +47,7 @@ class BenchReport:
     environment: dict[str, str]
     created: str
     classes: list[str] = field(default_factory=list)  # label names by class index (a run's labels.json), when known
+    reference: str = ""  # what "teacher fp32" is (the teacher, the teachers' ensemble, a --teacher file): the budgets' reference
     schema_version: int = SCHEMA_VERSION
 
 
@@ -72,11 +73,14 @@ def bench(
     model = Path(model)
     coverage = None
     classes: list[str] = []
+    reference_note = f"the --teacher model {Path(teacher).name}" if teacher else ""
     if model.is_dir():
         files, default_source, default_target, coverage = _from_run_folder(model)
         labels = model / "labels.json"
         if labels.is_file():
             classes = [str(c) for c in json.loads(labels.read_text(encoding="utf-8")).get("classes", [])]
+        distilled = model / "distill.json"
+        reference_note = json.loads(distilled.read_text(encoding="utf-8")).get("reference", "the teacher") if distilled.is_file() else "the teacher"
         out = out or model
     elif model.is_file():
         files = {**({"teacher fp32": Path(teacher)} if teacher else {}), model.name: model}
@@ -133,6 +137,7 @@ def bench(
         missing_providers=missing,
         environment=environment(target, providers),
         classes=classes,
+        reference=reference_note,
         created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
     )
     written = write_reports(report, out)

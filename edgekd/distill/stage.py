@@ -94,6 +94,7 @@ class DistillResult:
     sweep: list[SweepTrial] = field(default_factory=list)
     # Distilled (first) vs scratch (second) student, image by image on the test split: is kd_gain chance?
     kd_gain_test: PairedTest | None = None
+    reference: str = "the teacher"  # what teacher.pt / teacher.onnx holds: the budgets' reference
     classes: list[str] = field(default_factory=list)  # label names by class index (also in labels.json)
     history: dict[str, list[EpochRecord]] = field(default_factory=dict)
     seconds: float = 0.0
@@ -170,7 +171,7 @@ def distill(
         data=data.name,
         split_sizes={"train": len(data.x_train), "val": len(data.x_val), "test": len(data.x_test),
                      **({"unlabeled": len(data.x_unlabeled)} if data.x_unlabeled is not None else {})},
-        teachers=[_summary(m, "teacher.pt" if i == 0 else None) for i, m in enumerate(teachers.members)],
+        teachers=[_summary(m, "teacher.pt" if i == 0 and not _ensemble_reference(teachers) else None) for i, m in enumerate(teachers.members)],
         student=ModelSummary(student_spec.to_dict(), _count(student), "student.pt", "trained"),
         teacher_scores=teacher_scores,
         scratch=scratch_scores,
@@ -182,6 +183,7 @@ def distill(
         settings=asdict(recipe.distill),
         sweep=trials,
         kd_gain_test=gain_test,
+        reference=_reference_note(teachers),
         classes=list(data.classes),
         history={"teacher": teachers.members[0].history, **({"scratch": scratch_fit.history} if scratch_fit else {}),
                  "distilled": student_fit.history},
@@ -305,7 +307,17 @@ def _ensemble_scores(teachers: TeacherSet, data: DataSplits) -> Scores:
 def _write_models(out: Path, teachers: TeacherSet, student, student_fit, scratch, scratch_fit, spec) -> list[str]:
     """teacher.pt (or teacher.onnx for an ONNX teacher), student.pt (best-on-val), student.last.pt, student.scratch.pt (with a baseline)."""
     first = teachers.members[0]
-    if first.model is not None:
+    if _ensemble_reference(teachers):
+        from edgekd.models.build import ENSEMBLE
+        from edgekd.models.ensemble import Ensemble, ensemble_args
+
+        members = [m.model.cpu() for m in teachers.members]
+        spec_of = teachers.members[0].spec
+        ensemble_spec = ModelSpec(ENSEMBLE, ensemble_args([m.spec.to_dict() for m in teachers.members], teachers.weights),
+                                  spec_of.input_shape, spec_of.num_classes, spec_of.inputs, spec_of.vocab_size)
+        save_checkpoint(Ensemble(members, teachers.weights), ensemble_spec, out / "teacher.pt")
+        files = ["teacher.pt"]
+    elif first.model is not None:
         save_checkpoint(first.model.cpu(), first.spec, out / "teacher.pt")
         files = ["teacher.pt"]
     else:
@@ -323,6 +335,23 @@ def _write_models(out: Path, teachers: TeacherSet, student, student_fit, scratch
     scratch.cpu().load_state_dict(scratch_fit.best_state)
     save_checkpoint(scratch, spec, out / "student.scratch.pt", extra={"epoch": scratch_fit.best_epoch})
     return files + ["student.pt", "student.last.pt", "student.scratch.pt"]
+
+
+def _ensemble_reference(teachers: TeacherSet) -> bool:
+    """Several PyTorch teachers are saved as one model (their averaged probabilities): the budget reference."""
+    return len(teachers.members) > 1 and all(m.model is not None for m in teachers.members)
+
+
+def _reference_note(teachers: TeacherSet) -> str:
+    """What teacher.pt / teacher.onnx is, for the result and the reports."""
+    count = len(teachers.members)
+    if count == 1:
+        return "the teacher"
+    weights = "/".join(f"{w / sum(teachers.weights):.2g}" for w in teachers.weights)
+    if _ensemble_reference(teachers):
+        return f"the ensemble of {count} teachers (weighted average of probabilities, weights {weights}), saved as one model"
+    return (f"the first of {count} teachers only: ONNX teachers cannot be combined into one reference model, "
+            "so the budgets compare with it rather than with the ensemble the student learnt from")
 
 
 def _summary(member, checkpoint: str | None) -> ModelSummary:

@@ -23,6 +23,7 @@ from edgekd.inputs import TensorSpec, image_spec
 from edgekd.models.zoo import FAMILIES
 
 HF_PREFIX = "hf:"
+ENSEMBLE = "ensemble"  # edgekd's own checkpoint of several teachers (models/ensemble.py)
 
 
 @dataclass(frozen=True)
@@ -56,6 +57,10 @@ class ModelSpec:
 
 def build_model(spec: ModelSpec) -> nn.Module:
     """Build the module a spec names; unknown families and arguments raise with the valid ones."""
+    if spec.model == ENSEMBLE:  # several teachers saved as one reference model
+        from edgekd.models.ensemble import build_ensemble
+
+        return build_ensemble(spec.args)
     if spec.model.startswith(HF_PREFIX):
         from edgekd.models.text import hf_model
 
