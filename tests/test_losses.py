@@ -36,7 +36,7 @@ LABELS = [1, 2]
 @pytest.mark.parametrize("temperature", [1.0, 2.0, 4.0, 20.0])
 def test_kd_loss_matches_hand_computed(temperature):
     got = kd_loss(torch.tensor(STUDENT, dtype=torch.float64), torch.tensor(TEACHER, dtype=torch.float64), temperature)
-    assert float(got) == pytest.approx(_hand_kd(STUDENT, TEACHER, temperature), rel=1e-5)
+    assert float(got.detach()) == pytest.approx(_hand_kd(STUDENT, TEACHER, temperature), rel=1e-5)
 
 
 def test_kd_loss_known_value():
@@ -44,7 +44,7 @@ def test_kd_loss_known_value():
     # p_t = softmax([1, 2, -0.5]) = (0.25372, 0.68967, 0.05661);
     # KL(p_t ‖ p_s) = Σ p_t (log p_t − log p_s) = 0.134370; × T² = 0.537480.
     got = kd_loss(torch.tensor(STUDENT[:1]), torch.tensor(TEACHER[:1]), 2.0)
-    assert float(got) == pytest.approx(0.5374797, rel=1e-5)
+    assert float(got.detach()) == pytest.approx(0.5374797, rel=1e-5)
 
 
 def _objective(kd_weight, ce_weight, temperature):
@@ -86,7 +86,7 @@ def test_no_gradient_flows_into_the_teacher():
 
 # --- hint, attention transfer, decoupled KD, several teachers -----------------------------------
 
-from edgekd.distill.losses import at_loss, attention_map, dkd_loss, hint_loss, kd_loss_from_probs, soft_targets  # noqa: E402
+from edgekd.distill.losses import at_loss, attention_map, dkd_loss, hint_loss, kd_loss_from_probs, soft_log_targets, soft_targets  # noqa: E402
 
 
 def test_hint_loss_is_mean_squared_error():
@@ -128,9 +128,9 @@ def test_dkd_matches_hand_computed(temperature, alpha, beta):
     s = torch.tensor(STUDENT, dtype=torch.float64)
     t = torch.tensor(TEACHER, dtype=torch.float64)
     y = torch.tensor(LABELS)
-    got = dkd_loss(s, soft_targets([t], temperature), y, temperature, alpha, beta)
+    got = dkd_loss(s, soft_log_targets([t], temperature), y, temperature, alpha, beta)
     expected = sum(_hand_dkd(STUDENT[i], TEACHER[i], LABELS[i], temperature, alpha, beta) for i in range(2)) / 2
-    assert float(got) == pytest.approx(expected, rel=1e-6)
+    assert float(got.detach()) == pytest.approx(expected, rel=1e-6)
 
 
 def test_dkd_reduces_to_kd():
@@ -140,7 +140,7 @@ def test_dkd_reduces_to_kd():
     y = torch.tensor(LABELS[:1])
     temp = 3.0
     p_target = float(soft_targets([t], temp)[0, LABELS[0]])
-    assert float(dkd_loss(s, soft_targets([t], temp), y, temp, 1.0, 1 - p_target)) == pytest.approx(float(kd_loss(s, t, temp)), rel=1e-6)
+    assert float(dkd_loss(s, soft_log_targets([t], temp), y, temp, 1.0, 1 - p_target)) == pytest.approx(float(kd_loss(s, t, temp)), rel=1e-6)
 
 
 def test_several_teachers_average_their_soft_targets_not_their_logits():
@@ -153,6 +153,48 @@ def test_several_teachers_average_their_soft_targets_not_their_logits():
     s = torch.tensor([[1.0, 1.0, 0.0]], dtype=torch.float64)
     hand = 4.0 * sum(p * (math.log(p) - math.log(q)) for p, q in zip(expected, _softmax([1, 1, 0], 2.0)))
     assert float(kd_loss_from_probs(s, averaged, 2.0)) == pytest.approx(hand, rel=1e-6)
+
+
+def _dkd_float64_reference(student: torch.Tensor, teacher: torch.Tensor, label: int, temp: float, alpha: float, beta: float) -> torch.Tensor:
+    """DKD of one sample straight from its definition, in float64 (exact at these gaps: exp(−100) is a normal float64)."""
+    ls, lt = torch.log_softmax(student / temp, 0), torch.log_softmax(teacher / temp, 0)
+    others = [i for i in range(len(student)) if i != label]
+    b_s = torch.stack([ls[label], torch.logsumexp(ls[others], 0)])
+    b_t = torch.stack([lt[label], torch.logsumexp(lt[others], 0)])
+    tckd = (b_t.exp() * (b_t - b_s)).sum()
+    q_s, q_t = torch.log_softmax(student[others] / temp, 0), torch.log_softmax(teacher[others] / temp, 0)
+    nckd = (q_t.exp() * (q_t - q_s)).sum()
+    return (alpha * tckd + beta * nckd) * temp**2
+
+
+@pytest.mark.parametrize("gap", [1.0, 10.0, 30.0, 60.0, 100.0])
+@pytest.mark.parametrize("temperature", [1.0, 4.0])
+def test_dkd_matches_an_exact_reference_at_large_logit_gaps(gap, temperature):
+    """Confident teachers and students (gaps up to 100·T) in float32: no clamp bends the value or kills the gradient."""
+    student64 = torch.tensor([[gap * temperature, 0.0, -0.5 * gap * temperature, 1.0],
+                              [0.0, 2.0, gap * temperature, -gap * temperature]], dtype=torch.float64)
+    teacher64 = torch.tensor([[0.3 * gap * temperature, gap * temperature, 0.0, -1.0],
+                              [gap * temperature, 0.0, 0.5, -3.0]], dtype=torch.float64)
+    labels = torch.tensor([1, 0])
+    reference = torch.stack([_dkd_float64_reference(student64[i], teacher64[i], int(labels[i]), temperature, 1.0, 8.0) for i in range(2)]).mean()
+    student32 = student64.float().requires_grad_(True)
+    got = dkd_loss(student32, soft_log_targets([teacher64.float()], temperature), labels, temperature, 1.0, 8.0)
+    assert float(got.detach()) == pytest.approx(float(reference), rel=1e-4, abs=1e-6)
+    assert float(got.detach()) >= 0, "a KL divergence is never negative"
+    student_ref = student64.clone().requires_grad_(True)
+    torch.stack([_dkd_float64_reference(student_ref[i], teacher64[i], int(labels[i]), temperature, 1.0, 8.0) for i in range(2)]).mean().backward()
+    got.backward()
+    assert torch.isfinite(student32.grad).all()
+    assert torch.allclose(student32.grad.double(), student_ref.grad, rtol=1e-3, atol=1e-5), "the gradient survives large gaps"
+
+
+def test_averaged_teachers_stay_exact_in_log_space():
+    t1 = torch.tensor([[400.0, 0.0, 0.0]])
+    t2 = torch.tensor([[0.0, 400.0, 0.0]])
+    log_avg = soft_log_targets([t1, t2], 1.0, weights=[3.0, 1.0])
+    assert torch.allclose(log_avg[0, :2], torch.log(torch.tensor([0.75, 0.25])))
+    assert float(log_avg[0, 2]) == pytest.approx(-400.0 + math.log(0.75) + math.log1p(math.exp(math.log(1 / 3))), rel=1e-4), \
+        "a probability of e^-400 is kept as its logarithm, not rounded to 0"
 
 
 def test_mixup_cross_entropy_blends_the_two_labels_per_input():

@@ -15,12 +15,16 @@
   target/non-target distributions, TCKD) and a non-target term (distribution among the other
   classes, NCKD), weighted α·TCKD + β·NCKD, each scaled by T².
 
-Teacher targets are passed as probabilities where several teachers may be averaged: the average
-of the teachers' softened distributions, not of their logits.
+Teacher targets are passed as *log*-probabilities where several teachers may be averaged: the
+average of the teachers' softened distributions (not of their logits), kept in log space
+(logsumexp) so that a confident teacher's small probabilities never round to 0 and no term needs an
+epsilon clamp: at logit gaps of 100·T, exp(−100) is below float32's normal range, and a clamp at
+1e-12 would turn a 2.33 DKD term into −0.54 and cut its gradient.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -51,23 +55,36 @@ def hard_label_loss(student_logits: torch.Tensor, labels: torch.Tensor | MixedLa
     return F.cross_entropy(logits, labels)
 
 
-def soft_targets(teacher_logits: list[torch.Tensor], temperature: float, weights: list[float] | None = None) -> torch.Tensor:
-    """Σ_i w_i · softmax(z_i / T) with Σ w_i = 1: one teacher's p_T, or several teachers' average."""
+def soft_log_targets(teacher_logits: list[torch.Tensor], temperature: float, weights: list[float] | None = None) -> torch.Tensor:
+    """log Σ_i w_i · softmax(z_i / T) with Σ w_i = 1, as logsumexp_i(log w_i + log_softmax(z_i / T)):
+    one teacher's log p_T, or the log of several teachers' average."""
     weights = weights or [1.0] * len(teacher_logits)
     total = float(sum(weights))
-    probs = [w / total * F.softmax(_wide(z.detach()) / temperature, dim=-1) for w, z in zip(weights, teacher_logits)]
-    return torch.stack(probs).sum(0)
+    logs = [math.log(w / total) + F.log_softmax(_wide(z.detach()) / temperature, dim=-1) for w, z in zip(weights, teacher_logits) if w > 0]
+    return torch.logsumexp(torch.stack(logs), dim=0)
+
+
+def soft_targets(teacher_logits: list[torch.Tensor], temperature: float, weights: list[float] | None = None) -> torch.Tensor:
+    """Σ_i w_i · softmax(z_i / T) with Σ w_i = 1: one teacher's p_T, or several teachers' average."""
+    return soft_log_targets(teacher_logits, temperature, weights).exp()
 
 
 def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:
     """T² · KL(softmax(teacher/T) ‖ softmax(student/T)), averaged over the batch."""
-    return kd_loss_from_probs(student_logits, soft_targets([teacher_logits], temperature), temperature)
+    return kd_loss_from_log_probs(student_logits, soft_log_targets([teacher_logits], temperature), temperature)
 
 
 def kd_loss_from_probs(student_logits: torch.Tensor, teacher_probs: torch.Tensor, temperature: float) -> torch.Tensor:
     """T² · KL(p_teacher ‖ softmax(student/T)) for given teacher probabilities p_teacher."""
     log_p_student = F.log_softmax(_wide(student_logits) / temperature, dim=-1)
     kl = F.kl_div(log_p_student, teacher_probs.detach(), reduction="batchmean")
+    return kl * temperature**2
+
+
+def kd_loss_from_log_probs(student_logits: torch.Tensor, teacher_log_probs: torch.Tensor, temperature: float) -> torch.Tensor:
+    """T² · KL(p_teacher ‖ softmax(student/T)) for given teacher log-probabilities (exact where p underflows)."""
+    log_p_student = F.log_softmax(_wide(student_logits) / temperature, dim=-1)
+    kl = F.kl_div(log_p_student, teacher_log_probs.detach(), reduction="batchmean", log_target=True)
     return kl * temperature**2
 
 
@@ -112,7 +129,7 @@ def at_loss(student_feature: torch.Tensor, teacher_feature: torch.Tensor, mask: 
 
 def dkd_loss(
     student_logits: torch.Tensor,
-    teacher_probs: torch.Tensor,
+    teacher_log_probs: torch.Tensor,
     labels: torch.Tensor,
     temperature: float,
     alpha: float = 1.0,
@@ -122,18 +139,32 @@ def dkd_loss(
 
     TCKD = KL(b_T ‖ b_S) with b = (p_target, 1 − p_target); NCKD = KL(p̂_T ‖ p̂_S) with p̂ the
     distribution among the non-target classes (p renormalised with the target class removed).
+    Everything stays in log space: log(1 − p_target) is the logsumexp of the non-target
+    log-probabilities, p̂ is a log-softmax over the non-target classes, and terms whose teacher
+    probability is exactly 0 contribute 0 (the limit of p·log p), without epsilons.
     """
     t = temperature
     target = F.one_hot(labels, student_logits.shape[-1]).bool()
-    p_student = F.softmax(_wide(student_logits) / t, dim=-1)
-    p_teacher = teacher_probs.detach()
-    eps = 1e-12
-    b_student = torch.stack([(p_student * target).sum(1), (p_student * ~target).sum(1)], dim=1)
-    b_teacher = torch.stack([(p_teacher * target).sum(1), (p_teacher * ~target).sum(1)], dim=1)
-    tckd = (b_teacher * (torch.log(b_teacher + eps) - torch.log(b_student + eps))).sum(1).mean()
-    # Non-target distributions: log-softmax over the other classes only (target masked to -inf).
-    log_q_student = F.log_softmax((_wide(student_logits) / t).masked_fill(target, float("-inf")), dim=-1)
-    q_teacher = (p_teacher * ~target) / (p_teacher * ~target).sum(1, keepdim=True).clamp_min(eps)
-    nckd_terms = torch.where(~target, q_teacher * (torch.log(q_teacher + eps) - log_q_student), torch.zeros_like(q_teacher))
-    nckd = nckd_terms.sum(1).mean()
+    log_p_student = F.log_softmax(_wide(student_logits) / t, dim=-1)
+    log_p_teacher = _wide(teacher_log_probs.detach())
+    minus_inf = torch.finfo(log_p_student.dtype).min
+
+    def binary(log_p: torch.Tensor) -> torch.Tensor:  # (N, 2): log p_target, log(1 − p_target)
+        on_target = log_p.masked_fill(~target, float("-inf")).logsumexp(1)
+        off_target = log_p.masked_fill(target, float("-inf")).logsumexp(1)
+        return torch.stack([on_target, off_target], dim=1)
+
+    def kl(log_p: torch.Tensor, log_q: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+        """Σ p (log p − log q) over `keep`, with 0 · log 0 = 0 and no NaN gradients from −inf entries."""
+        present = keep & torch.isfinite(log_p)
+        safe_p = torch.where(present, log_p, torch.zeros_like(log_p))
+        safe_q = torch.where(present, log_q, torch.zeros_like(log_q))
+        return torch.where(present, safe_p.exp() * (safe_p - safe_q), torch.zeros_like(log_p)).sum(1)
+
+    b_teacher, b_student = binary(log_p_teacher), binary(log_p_student)
+    tckd = kl(b_teacher, b_student, torch.ones_like(b_teacher, dtype=torch.bool)).mean()
+    others = ~target
+    log_q_teacher = log_p_teacher - b_teacher[:, 1:2]  # renormalised over the non-target classes
+    log_q_student = F.log_softmax((_wide(student_logits) / t).masked_fill(target, minus_inf), dim=-1)
+    nckd = kl(log_q_teacher, log_q_student, others).mean()
     return (alpha * tckd + beta * nckd) * t**2

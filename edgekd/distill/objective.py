@@ -17,8 +17,8 @@ from edgekd.distill.losses import (
     dkd_loss,
     hard_label_loss,
     hint_loss,
-    kd_loss_from_probs,
-    soft_targets,
+    kd_loss_from_log_probs,
+    soft_log_targets,
 )
 from edgekd.errors import ModelError
 from edgekd.models.call import Batch, forward
@@ -92,13 +92,13 @@ class Objective:
                 continue
             temperature = term.temperature or self.default_temperature
             if term.method == "kd":
-                value = kd_loss_from_probs(student_logits, soft_targets(teacher_logits, temperature, self.teacher_weights), temperature)
+                value = kd_loss_from_log_probs(student_logits, soft_log_targets(teacher_logits, temperature, self.teacher_weights), temperature)
             elif term.method == "dkd":
                 if labels is None:
                     continue
                 if isinstance(labels, MixedLabels):
                     raise ValueError("dkd needs each input's one true class; mixup batches have two")
-                value = dkd_loss(student_logits, soft_targets(teacher_logits, temperature, self.teacher_weights), labels, temperature, term.alpha, term.beta)
+                value = dkd_loss(student_logits, soft_log_targets(teacher_logits, temperature, self.teacher_weights), labels, temperature, term.alpha, term.beta)
             else:
                 s = self.student_tap.outputs[term.student_layer]
                 t = self.teacher_tap.outputs[term.teacher_layer]
