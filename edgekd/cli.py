@@ -1,7 +1,10 @@
 """The `edgekd` command: a thin typer shell that parses, calls the library, and prints.
 
-Exit codes: 0 done and every budget met; 1 a budget missed (the report names it); 2 bad input or
-usage (one line on stderr, no traceback). Progress goes to stderr so `--json` output stays clean.
+Exit codes: 0 done and every budget met; 1 a budget missed (the report names it); 2 bad input,
+usage or environment — a full disk, a read-only folder — (one line on stderr, no traceback); 3 an
+internal error: a bug, never a verdict (one line naming the file the full traceback went to), so
+a build pipeline never reads a crash as "budget missed". Progress goes to stderr so `--json`
+output stays clean.
 Torch is imported only by the commands that train or export.
 """
 
@@ -50,26 +53,85 @@ SweepOpt = Annotated[bool, typer.Option("--sweep", help="Try temperature × weig
 ForceOpt = Annotated[bool, typer.Option("--force", help="Start over in an --out folder that already holds a run.")]
 
 
+INTERNAL_ERROR = 3
+_FILE_SYSTEM_ERRNOS = {"ENOSPC", "EROFS", "EACCES", "EPERM", "EDQUOT", "ENOTDIR", "EISDIR", "ENAMETOOLONG", "EEXIST", "ENOENT"}
+
+
 @contextlib.contextmanager
 def _guard(resume_hint: str | None = None) -> Iterator[None]:
-    """User errors → one line on stderr and exit 2; Ctrl-C → how to resume, exit 130."""
+    """User errors → one line on stderr and exit 2; Ctrl-C → how to resume, exit 130; anything
+    else is a bug → one line naming the traceback file, exit 3."""
+    hint = f"; continue with: {resume_hint}" if resume_hint else ""
     try:
         yield
+    except (typer.Exit, typer.Abort, SystemExit):
+        raise
     except EdgekdError as exc:
         err_console.print(f"error: {exc}", soft_wrap=True, markup=False)
         raise typer.Exit(2) from None
     except KeyboardInterrupt:
-        hint = f"; continue with: {resume_hint}" if resume_hint else ""
         err_console.print(f"interrupted{hint}", soft_wrap=True, markup=False)
         raise typer.Exit(130) from None
+    except Exception as exc:  # noqa: BLE001 - the last line of defence: classify, never let a crash read as a verdict
+        problem = _file_system_problem(exc)
+        if problem:
+            err_console.print(f"error: {problem}{'; after freeing space or fixing permissions' + hint if hint else ''}", soft_wrap=True, markup=False)
+            raise typer.Exit(2) from None
+        path = _write_crash_report(exc)
+        first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
+        err_console.print(f"internal error ({type(exc).__name__}{': ' + first if first else ''}); this is a bug in edgekd, not a verdict — "
+                          f"the full traceback is in {path}; please report it", soft_wrap=True, markup=False)
+        raise typer.Exit(INTERNAL_ERROR) from None
 
 
-def _run_dir(out: Path | None, recipe: Path | None, command: str) -> tuple[Path, str]:
-    """The run folder (fresh by default) and the command that resumes it after Ctrl-C."""
+def _file_system_problem(exc: BaseException) -> str | None:
+    """A full disk, a read-only folder, a missing permission: one line naming the path, or None."""
+    import errno
+    import os
+
+    if isinstance(exc, OSError) and exc.errno is not None and errno.errorcode.get(exc.errno) in _FILE_SYSTEM_ERRNOS:
+        where = f" {exc.filename}" if exc.filename else ""
+        return f"cannot write or read{where}: {os.strerror(exc.errno)} (free space, fix permissions, or choose another --out)"
+    text = str(exc)
+    if "PytorchStreamWriter failed" in text or "No space left on device" in text:  # torch's zip writer on a full disk
+        return "a checkpoint could not be written: the disk is full or the folder is not writable (free space, or choose another --out)"
+    return None
+
+
+def _write_crash_report(exc: BaseException) -> Path:
+    """The whole traceback, with versions, in a file the one-line message names."""
+    import platform
+    import tempfile
+    import time
+    import traceback
+
+    path = Path(tempfile.gettempdir()) / f"edgekd-crash-{time.strftime('%Y%m%d-%H%M%S')}-{__import__('os').getpid()}.txt"
+    text = (f"edgekd {__version__}, Python {platform.python_version()}, {platform.platform()}\n"
+            f"command: {' '.join(sys.argv)}\n\n" + "".join(traceback.format_exception(exc)))
+    try:
+        path.write_text(text, encoding="utf-8")
+    except OSError:
+        sys.stderr.write(text)
+        return Path("(stderr: the temporary folder is not writable)")
+    return path
+
+
+def _run_dir(out: Path | None, recipe: Path | None, command: str, **options) -> tuple[Path, str]:
+    """The run folder (fresh by default) and the command that resumes it after Ctrl-C: every
+    option the interrupted command had (`options`, by parameter name) is repeated."""
+    import shlex
+
     from edgekd.pipeline import default_run_dir
 
     out = out or default_run_dir(recipe)
-    return out, " ".join(["edgekd", command, *([str(recipe)] if recipe else []), "--resume", "--out", str(out)])
+    words = ["edgekd", command, *([str(recipe)] if recipe else [])]
+    for name, value in options.items():
+        flag = "--" + name.replace("_", "-")
+        if value is True:
+            words.append(flag)
+        elif value not in (None, False):
+            words += [flag, str(getattr(value, "value", value))]
+    return out, shlex.join([*words, "--resume", "--out", str(out)])
 
 
 def _version(value: bool) -> None:
@@ -99,7 +161,7 @@ def distill(
 
     Runs unchanged under torchrun for several GPUs or machines:
     torchrun --nproc_per_node=N -m edgekd distill RECIPE --out DIR"""
-    out, hint = _run_dir(out, recipe, "distill")
+    out, hint = _run_dir(out, recipe, "distill", sweep=sweep, json=as_json)
     with _guard(hint):
         from edgekd.distill.stage import distill as run_distill
 
@@ -220,7 +282,7 @@ def run(
     as_json: JsonOpt = False,
 ) -> None:
     """distill → export → bench in one folder; exit 0 when every budget of the target holds, 1 when one is missed."""
-    out, hint = _run_dir(out, recipe, "run")
+    out, hint = _run_dir(out, recipe, "run", target=target, scheme=scheme, providers=providers, sweep=sweep, json=as_json)
     with _guard(hint):
         from edgekd.pipeline import run as run_pipeline
 
@@ -329,7 +391,8 @@ def _print_bench(report) -> None:
 
 
 def main() -> None:
-    app()
+    with _guard():
+        app()
 
 
 if __name__ == "__main__":

@@ -168,3 +168,74 @@ def test_damaged_recipe_in_run_folder(exported_run, tmp_path):
     shutil.copytree(exported_run, run)
     (run / "recipe.json").write_text("{not json")
     _assert_one_line_error(_invoke("export", run), "recipe.json: not valid JSON")
+
+
+def test_an_internal_error_exits_3_and_names_the_traceback_file(tmp_path):
+    """A bug is never read as a verdict (1) or a pass (0): exit 3, one line, the traceback in a file."""
+    code = ("import sys, edgekd.schema as s\n"
+            "def broken(kind):\n    raise ZeroDivisionError('division by zero in a deliberately broken build')\n"
+            "s.json_schema = broken\n"
+            "from edgekd.cli import main\n"
+            "sys.argv = ['edgekd', 'schema', 'recipe']\n"
+            "main()\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env={**__import__("os").environ, "TMPDIR": str(tmp_path)})
+    assert done.returncode == 3, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("internal error (ZeroDivisionError: division by zero"), done.stderr
+    assert "Traceback" not in done.stderr
+    crash = next(tmp_path.glob("edgekd-crash-*.txt"))
+    assert str(crash) in lines[0]
+    text = crash.read_text()
+    assert "Traceback (most recent call last)" in text and "deliberately broken" in text and "command: edgekd schema recipe" in text
+
+
+@pytest.mark.parametrize("errno_name", ["ENOSPC", "EROFS"])
+def test_a_full_disk_or_read_only_folder_is_one_line_and_exit_2(tmp_path, monkeypatch, errno_name):
+    import errno
+
+    import edgekd.schema
+
+    def full(kind):
+        raise OSError(getattr(errno, errno_name), __import__("os").strerror(getattr(errno, errno_name)), str(tmp_path / "run" / "student.pt"))
+
+    monkeypatch.setattr(edgekd.schema, "json_schema", full)
+    result = _invoke("schema", "recipe")
+    _assert_one_line_error(result, str(tmp_path / "run" / "student.pt"))
+
+
+def test_torchs_full_disk_message_is_one_line_and_exit_2(monkeypatch):
+    import edgekd.schema
+
+    def full(kind):
+        raise RuntimeError("[enforce fail at inline_container.cc:664] . unexpected pos 64 vs 0: PytorchStreamWriter failed writing file data/0")
+
+    monkeypatch.setattr(edgekd.schema, "json_schema", full)
+    _assert_one_line_error(_invoke("schema", "recipe"), "disk is full")
+
+
+def test_ctrl_c_resume_hint_repeats_every_option(tmp_path, monkeypatch):
+    import edgekd.pipeline
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(edgekd.pipeline, "run", interrupted)
+    result = _invoke("run", "--target", "arm64-cpu", "--scheme", "dynamic", "--providers", "CPUExecutionProvider", "--sweep", "--out", tmp_path / "r")
+    assert result.exit_code == 130
+    hint = result.stderr.strip().split("continue with: ", 1)[1]
+    assert hint == f"edgekd run --target arm64-cpu --scheme dynamic --providers CPUExecutionProvider --sweep --resume --out {tmp_path / 'r'}"
+
+
+@pytest.mark.parametrize("kind", ["model", "data"])
+def test_user_code_that_raises_is_named_in_one_line(tmp_path, monkeypatch, kind):
+    module = tmp_path / "user_code_raises.py"
+    module.write_text("def factory(input_shape, num_classes):\n    raise RuntimeError('weights server unreachable')\n"
+                      "def data():\n    raise KeyError('x_train')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    recipe = tmp_path / "r.toml"
+    recipe.write_text('[student]\nmodel = "user_code_raises:factory"\n' if kind == "model" else '[data]\nsource = "user_code_raises:data"\n')
+    result = _invoke("distill", recipe, "--out", tmp_path / "run")
+    fragment = "model factory 'user_code_raises:factory' raised RuntimeError: weights server unreachable" if kind == "model" \
+        else "data source user_code_raises:data raised KeyError"
+    _assert_one_line_error(result, fragment)
+    assert not (tmp_path / "run").exists()

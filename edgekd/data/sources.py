@@ -96,7 +96,11 @@ def _factory(arg: str, cfg: DataConfig) -> dict[str, np.ndarray]:
     """A user function `package.module:function` returning a dict with the npz array names, or
     torch datasets: a dict with "train", "test" (and "val", "unlabeled") or a (train, test) pair."""
     fn = import_object(arg, DataError, "data source")
-    result = fn()
+    try:
+        result = fn()
+    except Exception as exc:  # the user's own code failed: say whose, not a traceback of ours
+        message = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else "(no message)"
+        raise DataError(f"data source {arg} raised {type(exc).__name__}: {message}; fix the function") from None
     if isinstance(result, tuple) and len(result) in (2, 3):
         result = dict(zip(("train", "test", "val"), result))
     if not isinstance(result, Mapping):
