@@ -10,9 +10,9 @@ import dataclasses
 import difflib
 import typing
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
-from pydantic import TypeAdapter, ValidationError
+from pydantic import Field, Strict, TypeAdapter, ValidationError
 
 try:
     import tomllib
@@ -23,7 +23,15 @@ from edgekd.errors import EdgekdError
 
 T = TypeVar("T")
 
-CONFIG = {"extra": "forbid", "frozen": True}
+# Unknown keys are errors, and so are inf and nan: no recipe or target number may be non-finite.
+CONFIG = {"extra": "forbid", "frozen": True, "allow_inf_nan": False}
+
+# Field types that take a TOML value only as what it is: `epochs = true` is not one epoch, and
+# `per_channel = 1` is not true (pydantic's lax mode would convert both). Floats take integers.
+Int = Annotated[int, Strict()]
+Float = Annotated[float, Strict()]
+Bool = Annotated[bool, Strict()]
+Count = Annotated[int, Strict(), Field(ge=1)]  # a batch size, a sweep entry: at least 1
 
 
 def read_toml(path: Path, error: type[EdgekdError], what: str) -> dict[str, Any]:
@@ -46,7 +54,11 @@ def validate(cls: type[T], data: dict[str, Any], source: str, error: type[Edgekd
 
 def _describe(cls: type, exc: ValidationError) -> str:
     first = exc.errors()[0]
-    loc = [str(part) for part in first["loc"]]
+    parts = list(first["loc"])
+    index = ""
+    while parts and isinstance(parts[-1], int):  # an entry of a list: sweep_batches[0]
+        index = f"[{parts.pop()}]" + index
+    loc = [str(part) for part in parts]
     key = loc[-1] if loc else "?"
     section = ".".join(loc[:-1])
     where = f"[{section}] " if section else ""
@@ -58,7 +70,7 @@ def _describe(cls: type, exc: ValidationError) -> str:
     if first["type"] == "missing":
         return f"{where}missing required key '{key}'"
     got = repr(first.get("input"))
-    return f"{where}{key}: {first['msg']} (got {got if len(got) <= 60 else got[:57] + '...'})"
+    return f"{where}{key}{index}: {first['msg']} (got {got if len(got) <= 60 else got[:57] + '...'})"
 
 
 def _valid_keys(cls: type, section: list[str]) -> list[str]:

@@ -14,7 +14,7 @@ from typing import Any, Literal, Optional
 from pydantic import Field, model_validator
 from pydantic.dataclasses import dataclass
 
-from edgekd._config import CONFIG, read_toml, validate
+from edgekd._config import CONFIG, Bool, Count, Float, Int, read_toml, validate
 from edgekd.errors import RecipeError
 from edgekd.targets import Scheme
 
@@ -24,36 +24,36 @@ class DataConfig:
     # Where the data comes from: "digits", "npz:PATH", "text:PATH", ... or "package.module:function".
     source: str = Field("digits", description='"digits", "npz:PATH", "idx:DIR", "csv:PATH", "imagefolder:DIR", "text:PATH" or "package.module:function"')
     # Seed of the stratified split, so every stage and every rerun sees the same split.
-    split_seed: int = Field(0, description="seed of the stratified train/val/test split")
+    split_seed: Int = Field(0, ge=0, le=2**32 - 1, description="seed of the stratified train/val/test split")
     # Share of the labelled training data held out for validation when the source has no val split.
-    val_fraction: float = Field(0.15, gt=0, lt=0.5, description="validation share, when the source has none")
+    val_fraction: Float = Field(0.15, gt=0, lt=0.5, description="validation share, when the source has none")
     # Share held out for testing when the source has no test split (digits).
-    test_fraction: float = Field(0.2, gt=0, lt=0.5, description="test share, when the source has none")
+    test_fraction: Float = Field(0.2, gt=0, lt=0.5, description="test share, when the source has none")
     # csv: the column that holds the class labels (the other numeric columns are the features).
     label_column: Optional[str] = Field(None, description='csv / text: name of the label column (text default: "label")')
     # text:PATH (csv, tsv or jsonl): the column with the text, the tokenizer, the longest sequence kept.
     text_column: str = Field("text", description="text: name of the text column")
     tokenizer: Optional[str] = Field(None, description='text: a Hugging Face tokenizer folder, "minilm", or "package.module:function"')
-    max_length: int = Field(128, ge=2, le=8192, description="text: tokens kept per text (longer texts are truncated)")
+    max_length: Int = Field(128, ge=2, le=8192, description="text: tokens kept per text (longer texts are truncated)")
     # text: keep only these labels, in this class order (e.g. ["fresh", "rotten"]); default: all, sorted.
     labels: Optional[list[str]] = Field(None, min_length=2, description="text: the labels to keep, in class-index order")
     # imagefolder: resize to (height, width), optionally to one grey channel, then normalise.
-    image_size: Optional[list[int]] = Field(None, description="imagefolder: [height, width]")
-    grayscale: bool = Field(False, description="imagefolder: convert images to one channel")
-    mean: Optional[list[float]] = Field(None, description="imagefolder: per-channel mean to subtract (after scaling to 0..1)")
-    std: Optional[list[float]] = Field(None, description="imagefolder: per-channel std to divide by")
+    image_size: Optional[list[Count]] = Field(None, description="imagefolder: [height, width]")
+    grayscale: Bool = Field(False, description="imagefolder: convert images to one channel")
+    mean: Optional[list[Float]] = Field(None, description="imagefolder: per-channel mean to subtract (after scaling to 0..1)")
+    std: Optional[list[Float]] = Field(None, description="imagefolder: per-channel std to divide by")
     # Unlabelled inputs (an .npz with x_unlabeled, an image folder, or a text file) used with teacher soft targets only.
     unlabeled: Optional[str] = Field(None, description="npz:PATH (x_unlabeled), imagefolder:DIR or text:PATH (its text column) of unlabelled inputs")
     # Random translations (up to 1/8 of the image size, or max_shift pixels), drawn per image, while the students
     # train (the scratch baseline and the distilled student alike; the teacher: [teacher] augment).
-    augment: bool = Field(False, description="random shifts of the students' training images (disables teacher-output caching)")
+    augment: Bool = Field(False, description="random shifts of the students' training images (disables teacher-output caching)")
     # Largest shift in pixels, up and down and sideways (Hinton et al. 2015 used 2 on MNIST's 28×28).
-    max_shift: Optional[int] = Field(None, ge=1, description="largest shift in pixels with augment = true (default: 1/8 of the height and width)")
+    max_shift: Optional[Int] = Field(None, ge=1, description="largest shift in pixels with augment = true (default: 1/8 of the height and width)")
     # Mixup (Zhang et al. 2018) while the students train: each image is blended with another of
     # its batch, share ~ Beta(α, α) per image; the hard-label loss is blended the same way. The
     # teacher sees the very same blended image, so distillation matches the teacher's function
     # beyond the training images ("function matching", Beyer et al. 2022). 0 turns it off.
-    mixup: float = Field(0.0, ge=0, description="mixup α of the students' training images, e.g. 0.4 (0: off; disables teacher-output caching)")
+    mixup: Float = Field(0.0, ge=0, description="mixup α of the students' training images, e.g. 0.4 (0: off; disables teacher-output caching)")
 
 
 @dataclass(config=CONFIG)
@@ -69,20 +69,20 @@ class TeacherConfig:
     # Without one, edgekd trains the teacher first and caches it for later runs.
     checkpoint: Optional[Path] = Field(None, description="trained weights; without them edgekd trains the teacher")
     # Epochs and learning rate used only when edgekd trains the teacher itself.
-    epochs: int = Field(30, ge=1, description="epochs when edgekd trains the teacher")
-    lr: float = Field(2e-3, gt=0, description="learning rate when edgekd trains the teacher")
+    epochs: Int = Field(30, ge=1, description="epochs when edgekd trains the teacher")
+    lr: Float = Field(2e-3, gt=0, description="learning rate when edgekd trains the teacher")
     # Random shifts while edgekd trains the teacher (Hinton et al. 2015 jittered their MNIST
     # teacher, not the student): the students' inputs follow [data] augment.
-    augment: bool = Field(False, description="random shifts of the images while edgekd trains this teacher")
-    max_shift: Optional[int] = Field(None, ge=1, description="largest shift in pixels with augment = true (default: 1/8 of the height and width)")
+    augment: Bool = Field(False, description="random shifts of the images while edgekd trains this teacher")
+    max_shift: Optional[Int] = Field(None, ge=1, description="largest shift in pixels with augment = true (default: 1/8 of the height and width)")
     # hf: encoders without a head: train the encoder too, not the new head alone (slower).
-    finetune: bool = Field(False, description="hf encoder: fine-tune the encoder with its new head (default: head only)")
+    finetune: Bool = Field(False, description="hf encoder: fine-tune the encoder with its new head (default: head only)")
     # With several teachers: this one's share of the averaged soft targets.
-    weight: float = Field(1.0, gt=0, description="weight in the teachers' averaged soft targets")
+    weight: Float = Field(1.0, gt=0, description="weight in the teachers' averaged soft targets")
     # Initialisation and shuffling seed when edgekd trains this teacher. By default [distill] seed
     # plus the teacher's position among [[teachers]] (0 for the first), so that an ensemble of
     # identical configurations gets independently trained members, not copies of one model.
-    seed: Optional[int] = Field(None, description="seed when edgekd trains this teacher; default [distill] seed + its position")
+    seed: Optional[Int] = Field(None, ge=0, le=2**32 - 1, description="seed when edgekd trains this teacher; default [distill] seed + its position")
 
 
 @dataclass(config=CONFIG)
@@ -94,19 +94,19 @@ class StudentConfig:
     checkpoint: Optional[Path] = Field(None, description="optional initial weights for the student")
     # transformer students: copy the (first PyTorch) teacher's embeddings and every k-th layer
     # where the shapes agree, as DistilBERT was initialised (Sanh et al. 2019).
-    init_from_teacher: bool = Field(False, description="transformer: start from the teacher's embeddings and every k-th layer")
+    init_from_teacher: Bool = Field(False, description="transformer: start from the teacher's embeddings and every k-th layer")
 
 
 @dataclass(config=CONFIG)
 class LossTerm:
     # One weighted term of the distillation objective ([[distill.loss]] tables).
     method: Literal["kd", "hint", "at", "dkd"] = Field(description="kd (Hinton), hint (FitNets), at (attention transfer), dkd (decoupled KD)")
-    weight: float = Field(1.0, ge=0, description="the term's weight in the sum")
-    temperature: Optional[float] = Field(None, gt=0, description="kd/dkd: softmax temperature; default [distill] temperature")
+    weight: Float = Field(1.0, ge=0, description="the term's weight in the sum")
+    temperature: Optional[Float] = Field(None, gt=0, description="kd/dkd: softmax temperature; default [distill] temperature")
     teacher_layer: Optional[str] = Field(None, description='hint/at: teacher module path, e.g. "features.3"')
     student_layer: Optional[str] = Field(None, description='hint/at: student module path, e.g. "features.1"')
-    alpha: float = Field(1.0, ge=0, description="dkd: weight of the target-class term (TCKD)")
-    beta: float = Field(8.0, ge=0, description="dkd: weight of the non-target term (NCKD)")
+    alpha: Float = Field(1.0, ge=0, description="dkd: weight of the target-class term (TCKD)")
+    beta: Float = Field(8.0, ge=0, description="dkd: weight of the non-target term (NCKD)")
 
     @model_validator(mode="after")
     def _layers(self) -> "LossTerm":
@@ -121,26 +121,26 @@ class LossTerm:
 @dataclass(config=CONFIG)
 class DistillConfig:
     # Softmax temperature T of Hinton et al. (2015); the KL term is scaled by T².
-    temperature: float = Field(4.0, gt=0, description="softmax temperature T; the KL term is scaled by T²")
+    temperature: Float = Field(4.0, gt=0, description="softmax temperature T; the KL term is scaled by T²")
     # Explicit weights of the two terms: kd_weight·T²·KL(p_T^teacher ‖ p_T^student) + ce_weight·CE.
-    kd_weight: float = Field(0.7, ge=0, description="weight of the soft-target (KL) term")
-    ce_weight: float = Field(0.3, ge=0, description="weight of the hard-label cross-entropy term")
-    epochs: int = Field(40, ge=1, description="training epochs (the scratch baseline uses the same)")
+    kd_weight: Float = Field(0.7, ge=0, description="weight of the soft-target (KL) term")
+    ce_weight: Float = Field(0.3, ge=0, description="weight of the hard-label cross-entropy term")
+    epochs: Int = Field(40, ge=1, description="training epochs (the scratch baseline uses the same)")
     # "scratch" also trains the same student without the teachers (same seed, weights, batches), to
     # measure what distillation gained; "none" skips it and halves training for a large student.
     baseline: Literal["scratch", "none"] = Field("scratch", description='"scratch" trains the student without the teachers too, to measure the gain; "none" skips it')
-    batch_size: int = Field(64, ge=1, description="mini-batch size")
-    lr: float = Field(3e-3, gt=0, description="peak learning rate (Adam)")
-    seed: int = Field(0, description="seed for initialisation and shuffling")
+    batch_size: Int = Field(64, ge=1, description="mini-batch size")
+    lr: Float = Field(3e-3, gt=0, description="peak learning rate (Adam)")
+    seed: Int = Field(0, ge=0, le=2**32 - 1, description="seed for initialisation and shuffling")
     # The objective: ce_weight·CE + Σ weight·term. Without [[distill.loss]] tables it is the
     # single Hinton term kd_weight·T²·KL; with them, kd_weight is not used.
     loss: list[LossTerm] = Field(default_factory=list, description="[[distill.loss]] terms; default: one kd term")
     schedule: Literal["cosine", "onecycle", "constant"] = Field("cosine", description="learning-rate schedule")
-    grad_clip: Optional[float] = Field(None, gt=0, description="clip the gradient norm to this value")
-    amp: bool = Field(False, description="mixed precision (CUDA only; ignored on the CPU)")
-    compile: bool = Field(False, description="torch.compile the student (CUDA only; ignored on the CPU)")
+    grad_clip: Optional[Float] = Field(None, gt=0, description="clip the gradient norm to this value")
+    amp: Bool = Field(False, description="mixed precision (CUDA only; ignored on the CPU)")
+    compile: Bool = Field(False, description="torch.compile the student (CUDA only; ignored on the CPU)")
     # Compute teacher logits once per (teachers, data) and reuse them from disk.
-    cache_teacher: bool = Field(True, description="cache teacher outputs on disk (off when inputs are augmented)")
+    cache_teacher: Bool = Field(True, description="cache teacher outputs on disk (off when inputs are augmented)")
 
     def terms(self) -> list[LossTerm]:
         """The loss terms in force: the [[distill.loss]] tables, or the single Hinton kd term."""

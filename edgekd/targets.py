@@ -16,7 +16,7 @@ from typing import Literal, Optional
 from pydantic import Field, model_validator
 from pydantic.dataclasses import dataclass
 
-from edgekd._config import CONFIG, read_toml, validate
+from edgekd._config import CONFIG, Bool, Count, Float, Int, read_toml, validate
 from edgekd.errors import TargetError
 
 
@@ -57,8 +57,8 @@ class RuntimeConfig:
     # ONNX Runtime execution providers in preference order; the first must be installed.
     providers: list[str] = Field(default_factory=lambda: ["CPUExecutionProvider"])
     # Intra-op threads of the session (0 lets ONNX Runtime pick: all cores).
-    intra_op_threads: int = Field(1, ge=0)
-    inter_op_threads: int = Field(1, ge=0)
+    intra_op_threads: Int = Field(1, ge=0)
+    inter_op_threads: Int = Field(1, ge=0)
     # ONNX Runtime's graph optimisation level for the session.
     graph_optimization: Literal["disable", "basic", "extended", "all"] = "all"
     # "parallel" runs independent branches of the graph concurrently (inter_op_threads).
@@ -80,36 +80,36 @@ class RuntimeConfig:
 @dataclass(config=CONFIG)
 class ExportConfig:
     # ONNX opset to export with (18 is what torch's dynamo exporter targets natively).
-    opset: int = Field(18, ge=13, le=23)
+    opset: Int = Field(18, ge=13, le=23)
     # Largest |PyTorch − ONNX Runtime| output difference accepted on real inputs. A difference
     # beyond it still passes when it is small against the outputs' scale (largest |logit|):
     # fp32 kernels of a large net differ by ~1e-7 of its logits, a wrong export by ~1.
-    parity_max_abs: float = Field(1e-4, gt=0)
-    parity_max_mean_abs: float = Field(1e-5, gt=0)
-    parity_max_rel: float = Field(1e-4, gt=0, description="max |Δ| / largest |logit| accepted when max |Δ| exceeds parity_max_abs")
+    parity_max_abs: Float = Field(1e-4, gt=0)
+    parity_max_mean_abs: Float = Field(1e-5, gt=0)
+    parity_max_rel: Float = Field(1e-4, gt=0, description="max |Δ| / largest |logit| accepted when max |Δ| exceeds parity_max_abs")
     # Share of samples whose top-1 class must agree between PyTorch and ONNX Runtime.
-    parity_min_agreement: float = Field(1.0, ge=0, le=1)
+    parity_min_agreement: Float = Field(1.0, ge=0, le=1)
     # A fixed batch size instead of a dynamic batch axis (mobile EPs need fixed shapes).
-    fixed_batch: Optional[int] = Field(None, ge=1)
+    fixed_batch: Optional[Int] = Field(None, ge=1)
 
 
 @dataclass(config=CONFIG)
 class QuantizationConfig:
     scheme: Scheme = Scheme.static_qdq
-    per_channel: bool = True
+    per_channel: Bool = True
     activation_type: QuantType = QuantType.int8
     weight_type: QuantType = QuantType.int8
     calibration_method: CalibrationMethod = CalibrationMethod.minmax
     # Quantize weights to 7 bits: avoids u8·s8 overflow in AVX2/AVX-512 kernels without VNNI.
-    reduce_range: bool = False
+    reduce_range: Bool = False
     # Training images used to calibrate activation ranges (never test images).
-    calibration_samples: int = Field(256, ge=1)
+    calibration_samples: Int = Field(256, ge=1)
     # Largest validation top-1 drop vs the fp32 student that quantization may cost; beyond it,
     # nodes are excluded from quantization, worst quantization error first.
-    max_drop_vs_fp32: float = Field(0.01, ge=0, le=1)
+    max_drop_vs_fp32: Float = Field(0.01, ge=0, le=1)
     # At most this many nodes are excluded before giving up (an int8 model that is mostly fp32
     # is no longer worth deploying).
-    max_excluded_nodes: int = Field(8, ge=0)
+    max_excluded_nodes: Int = Field(8, ge=0)
     # A fixed scheme's artifact is timed against the fp32 model (interleaved, this machine, the
     # target's provider); when it is slower or larger, "warn", "fallback" to fp32, or "fail" the bench.
     if_slower_than_fp32: SlowerPolicy = SlowerPolicy.warn
@@ -119,35 +119,35 @@ class QuantizationConfig:
 @dataclass(config=CONFIG)
 class BenchConfig:
     # Batch size for the latency figures, and for throughput.
-    latency_batch: int = Field(1, ge=1)
-    throughput_batch: int = Field(64, ge=1)
+    latency_batch: Int = Field(1, ge=1)
+    throughput_batch: Int = Field(64, ge=1)
     # Runs before timing starts (excluded from statistics), then timed runs.
-    warmup_runs: int = Field(20, ge=0)
-    runs: int = Field(300, ge=10)
+    warmup_runs: Int = Field(20, ge=0)
+    runs: Int = Field(300, ge=10)
     # Keep timing until at least this many seconds have passed (0: the run count alone decides).
-    min_seconds: float = Field(0.0, ge=0)
+    min_seconds: Float = Field(0.0, ge=0)
     # Batch sizes for the latency sweep (p50 and its interval at each).
-    sweep_batches: list[int] = Field(default_factory=lambda: [1, 8, 64])
+    sweep_batches: list[Count] = Field(default_factory=lambda: [1, 8, 64])
     # Text models: tokens per input for the latency, throughput and batch-sweep figures (default:
     # the median length of the real test texts), and the lengths of the sequence sweep.
-    sequence_length: Optional[int] = Field(None, ge=1, description="text: tokens per input for latency (default: median test length)")
-    sweep_lengths: list[int] = Field(default_factory=lambda: [16, 64, 128], description="text: sequence lengths of the latency sweep")
+    sequence_length: Optional[Int] = Field(None, ge=1, description="text: tokens per input for latency (default: median test length)")
+    sweep_lengths: list[Count] = Field(default_factory=lambda: [16, 64, 128], description="text: sequence lengths of the latency sweep")
 
 
 @dataclass(config=CONFIG)
 class Budgets:
     # Each budget is optional; an absent one is not checked.
-    max_size_kb: Optional[float] = Field(None, gt=0, description="deployed file size, KiB")
-    max_latency_ms: Optional[float] = Field(None, gt=0, description="latency at [bench] latency_batch, ms, at latency_percentile")
+    max_size_kb: Optional[Float] = Field(None, gt=0, description="deployed file size, KiB")
+    max_latency_ms: Optional[Float] = Field(None, gt=0, description="latency at [bench] latency_batch, ms, at latency_percentile")
     latency_percentile: Literal[50, 90, 99] = Field(90, description="which percentile max_latency_ms limits")
-    max_accuracy_drop: Optional[float] = Field(None, ge=0, le=1, description="teacher top-1 minus deployed top-1 (0.02 = 2 points)")
-    min_compression: Optional[float] = Field(None, gt=0, description="teacher fp32 bytes / deployed bytes")
-    min_throughput: Optional[float] = Field(None, gt=0, description="samples/s at the throughput batch")
+    max_accuracy_drop: Optional[Float] = Field(None, ge=0, le=1, description="teacher top-1 minus deployed top-1 (0.02 = 2 points)")
+    min_compression: Optional[Float] = Field(None, gt=0, description="teacher fp32 bytes / deployed bytes")
+    min_throughput: Optional[Float] = Field(None, gt=0, description="samples/s at the throughput batch")
     # Coverage budgets apply to this mobile EP; default: the first NNAPI or CoreML provider listed.
     mobile_ep: Optional[Literal["NNAPI", "CoreML"]] = None
     # From ONNX Runtime's usability check of the deployed model (the export stage records it).
-    min_mobile_coverage: Optional[float] = Field(None, ge=0, le=1, description="share of nodes the mobile EP takes")
-    max_mobile_partitions: Optional[int] = Field(None, ge=1, description="partitions the mobile EP splits the graph into")
+    min_mobile_coverage: Optional[Float] = Field(None, ge=0, le=1, description="share of nodes the mobile EP takes")
+    max_mobile_partitions: Optional[Int] = Field(None, ge=1, description="partitions the mobile EP splits the graph into")
 
 
 @dataclass(config=CONFIG)

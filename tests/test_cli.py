@@ -239,3 +239,35 @@ def test_user_code_that_raises_is_named_in_one_line(tmp_path, monkeypatch, kind)
         else "data source user_code_raises:data raised KeyError"
     _assert_one_line_error(result, fragment)
     assert not (tmp_path / "run").exists()
+
+
+BAD_NUMBERS = {
+    "epochs_bool": ("[distill]\nepochs = true\n", "[distill] epochs: Input should be a valid integer (got True)"),
+    "temperature_inf": ("[distill]\ntemperature = inf\n", "[distill] temperature: Input should be a finite number"),
+    "kd_weight_inf": ("[distill]\nkd_weight = inf\n", "[distill] kd_weight: Input should be a finite number"),
+    "lr_nan": ("[distill]\nlr = nan\n", "[distill] lr: Input should be a finite number"),
+    "negative_split_seed": ("[data]\nsplit_seed = -1\n", "[data] split_seed: Input should be greater than or equal to 0"),
+    "augment_int": ("[data]\naugment = 1\n", "[data] augment: Input should be a valid boolean"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_NUMBERS))
+def test_non_finite_numbers_and_booleans_as_integers_are_refused_at_the_door(tmp_path, case):
+    text, fragment = BAD_NUMBERS[case]
+    recipe = tmp_path / "r.toml"
+    recipe.write_text(text)
+    _assert_one_line_error(_invoke("distill", recipe, "--out", tmp_path / "run"), fragment)
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize(("text", "fragment"), [
+    ("[bench]\nsweep_batches = [0]\n", "[bench] sweep_batches[0]: Input should be greater than or equal to 1"),
+    ("[bench]\nsweep_batches = [8, -4]\n", "[bench] sweep_batches[1]: Input should be greater than or equal to 1"),
+    ("[quantization]\nper_channel = 1\n", "[quantization] per_channel: Input should be a valid boolean"),
+    ("[budgets]\nmax_latency_ms = inf\n", "[budgets] max_latency_ms: Input should be a finite number"),
+])
+def test_target_fields_are_range_checked(exported_run, tmp_path, text, fragment):
+    target = tmp_path / "t.toml"
+    target.write_text('description = "x"\n' + text)
+    _assert_one_line_error(_invoke("bench", exported_run, "--target", target, "--out", tmp_path), fragment)
+    assert not (tmp_path / "bench.json").exists()
