@@ -68,11 +68,12 @@ def run(
         distilled = _load_result(out / "distill.json", "DistillResult")
     else:
         distilled = distill(recipe_obj, out, resume=resume, force=force, sweep=sweep, target=target_obj)
-    if "export" in finished and scheme is None and runfolder.load_manifest(out).get("target", {}).get("name") == target_obj.name:
-        exported = _load_result(out / "export.json", "ExportResult")
-    else:
-        exported = export(out, target_obj, scheme)
-    report = bench(out, target=target_obj, providers=providers)
+    with runfolder.locked(out):  # distill held it while it wrote; export and bench hold it together
+        if "export" in finished and scheme is None and runfolder.load_manifest(out).get("target", {}).get("name") == target_obj.name:
+            exported = _load_result(out / "export.json", "ExportResult")
+        else:
+            exported = export(out, target_obj, scheme)
+        report = bench(out, target=target_obj, providers=providers)
     return RunResult(str(out), distilled, exported, report, report.passed, time.perf_counter() - began)
 
 

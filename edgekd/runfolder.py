@@ -7,7 +7,9 @@ stage left, and can tell when an artifact was changed behind its back.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import platform
 from datetime import datetime, timezone
 from importlib import metadata
@@ -20,8 +22,54 @@ from edgekd.recipe import Recipe, recipe_from_dict
 
 MANIFEST = "manifest.json"
 RECIPE = "recipe.json"
+LOCK = ".edgekd.lock"
+_HELD: dict[str, int] = {}  # run folders this process holds the lock of, with the nesting depth
 SCHEMA_VERSION = 1
 _PACKAGES = ("edgekd", "torch", "onnx", "onnxruntime", "onnxsim", "numpy", "scikit-learn")
+
+
+@contextlib.contextmanager
+def locked(run_dir: Path, create: bool = False):
+    """Only one edgekd process writes a run folder at a time: a second one (two `edgekd run --out X`
+    at once) gets a one-line error instead of interleaving files. An advisory lock (flock) on
+    `.edgekd.lock` in the folder, released when the stage ends or the process dies; re-entrant
+    within one process (`edgekd run` holds it across distill, export and bench). A folder that does
+    not exist is created only with `create` (distill); otherwise the stage reports it missing."""
+    run_dir = Path(run_dir)
+    key = str(run_dir.resolve())
+    if key in _HELD:
+        _HELD[key] += 1
+        try:
+            yield
+        finally:
+            _HELD[key] -= 1
+        return
+    try:
+        import fcntl
+    except ImportError:  # Windows: no flock; the folder is not locked there
+        fcntl = None
+    if fcntl is None or not (create or run_dir.is_dir()):
+        yield
+        return
+    run_dir.mkdir(parents=True, exist_ok=True)
+    fd = os.open(run_dir / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "unknown"
+            raise RunFolderError(f"{run_dir} is being written by another edgekd process (pid {holder}); "
+                                 "wait for it to finish, or choose another --out") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        _HELD[key] = 1
+        try:
+            yield
+        finally:
+            del _HELD[key]
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
 
 
 def versions() -> dict[str, str]:

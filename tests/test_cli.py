@@ -271,3 +271,35 @@ def test_target_fields_are_range_checked(exported_run, tmp_path, text, fragment)
     target.write_text('description = "x"\n' + text)
     _assert_one_line_error(_invoke("bench", exported_run, "--target", target, "--out", tmp_path), fragment)
     assert not (tmp_path / "bench.json").exists()
+
+
+_HOLD_LOCK = """
+import sys, time
+from pathlib import Path
+from edgekd import runfolder
+with runfolder.locked(Path(sys.argv[1])):
+    print("holding", flush=True)
+    time.sleep(float(sys.argv[2]))
+"""
+
+
+def test_a_second_writer_of_a_run_folder_gets_exit_2(exported_run, tmp_path):
+    """Two edgekd processes on one --out: the second is refused in one line, and the first's files are untouched."""
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(exported_run, run)
+    before = {p.name: p.stat().st_mtime_ns for p in run.iterdir() if p.name != ".edgekd.lock"}
+    holder = subprocess.Popen([sys.executable, "-c", _HOLD_LOCK, str(run), "60"], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "holding"
+        _assert_one_line_error(_invoke("export", run), "is being written by another edgekd process", f"pid {holder.pid}")
+        _assert_one_line_error(_invoke("bench", run), "is being written by another edgekd process")
+        assert {p.name: p.stat().st_mtime_ns for p in run.iterdir() if p.name != ".edgekd.lock"} == before
+    finally:
+        holder.kill()
+        holder.wait()
+    from edgekd import runfolder
+
+    with runfolder.locked(run):  # the lock died with its process
+        pass

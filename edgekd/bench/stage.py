@@ -6,6 +6,8 @@ optional `--data` and `--teacher`. Imports no torch: a build machine needs onnxr
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import json
 import platform
 from dataclasses import dataclass, field
@@ -51,7 +53,7 @@ class BenchReport:
     schema_version: int = SCHEMA_VERSION
 
 
-def bench(
+def _bench(
     model: Path,
     data: str | None = None,
     target: Target | str | Path | None = None,
@@ -226,3 +228,10 @@ def environment(target: Target, providers: list[str]) -> dict[str, str]:
         "onnxruntime": metadata.version("onnxruntime"),
         "intra_op_threads": str(target.runtime.intra_op_threads),
     }
+
+
+@functools.wraps(_bench)
+def bench(model: Path, *args, **kwargs) -> BenchReport:
+    """`_bench`, with a run folder locked while it is benched (see runfolder.locked)."""
+    with runfolder.locked(Path(model)) if Path(model).is_dir() else contextlib.nullcontext():
+        return _bench(model, *args, **kwargs)

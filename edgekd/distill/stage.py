@@ -9,6 +9,7 @@ split and keeps the best — distillation does not always help, and the tool mus
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import shutil
 import time
@@ -129,78 +130,79 @@ def distill(
         _check_fits(member.predict, f"teacher {index + 1}" if len(teachers.members) > 1 else "teacher", data)
     if not resume:
         _preflight(recipe, initial, data, teachers, target)
-    if distributed.is_main():
-        _claim_folder(out, resume, force)
-        write_json(out / RECIPE, recipe)
-    distributed.setup()
-    distributed.barrier()
-    say(f"data: {data.name} — {len(data.x_train)} train / {len(data.x_val)} val / {len(data.x_test)} test"
-        + (f" / {len(data.x_unlabeled)} unlabeled" if data.x_unlabeled is not None else "")
-        + f", {data.num_classes} classes, inputs {_describe_inputs(data)}")
-    teachers = train_teachers(teachers, data, out, resume)
-    teachers = cache_teacher_logits(teachers, data, cfg.cache_teacher, recipe.data.augment or recipe.data.mixup > 0)
+    with runfolder.locked(out, create=True) if distributed.is_main() else contextlib.nullcontext():
+        if distributed.is_main():
+            _claim_folder(out, resume, force)
+            write_json(out / RECIPE, recipe)
+        distributed.setup()
+        distributed.barrier()
+        say(f"data: {data.name} — {len(data.x_train)} train / {len(data.x_val)} val / {len(data.x_test)} test"
+            + (f" / {len(data.x_unlabeled)} unlabeled" if data.x_unlabeled is not None else "")
+            + f", {data.num_classes} classes, inputs {_describe_inputs(data)}")
+        teachers = train_teachers(teachers, data, out, resume)
+        teachers = cache_teacher_logits(teachers, data, cfg.cache_teacher, recipe.data.augment or recipe.data.mixup > 0)
 
-    base = TrainSettings(cfg.epochs, cfg.batch_size, cfg.lr, cfg.seed, schedule=cfg.schedule, grad_clip=cfg.grad_clip,
-                         augment=recipe.data.augment, max_shift=recipe.data.max_shift, mixup=recipe.data.mixup,
-                         amp=cfg.amp, compile=cfg.compile, temperature=cfg.temperature)
-    scratch, scratch_fit = None, None
-    if cfg.baseline == "scratch":
-        scratch = _fresh_student(recipe, student_spec, data, teachers)
-        scratch_fit = fit(scratch, data.x_train, data.y_train, data.x_val, data.y_val, base,
-                          label="student (scratch)", checkpoint=out / "checkpoints" / "scratch.ckpt", resume=resume)
-    trials: list[SweepTrial] = []
-    if sweep:
-        kd_settings, student, student_fit, trials = _sweep(recipe, student_spec, data, base, teachers)
-    else:
-        kd_settings = replace(base, ce_weight=cfg.ce_weight, terms=tuple(cfg.terms()))
-        student = _fresh_student(recipe, student_spec, data, teachers)
-        student_fit = fit(student, data.x_train, data.y_train, data.x_val, data.y_val, kd_settings,
-                          label="student (distilled)", checkpoint=out / "checkpoints" / "distilled.ckpt", resume=resume,
-                          teachers=teachers, x_unlabeled=data.x_unlabeled)
+        base = TrainSettings(cfg.epochs, cfg.batch_size, cfg.lr, cfg.seed, schedule=cfg.schedule, grad_clip=cfg.grad_clip,
+                             augment=recipe.data.augment, max_shift=recipe.data.max_shift, mixup=recipe.data.mixup,
+                             amp=cfg.amp, compile=cfg.compile, temperature=cfg.temperature)
+        scratch, scratch_fit = None, None
+        if cfg.baseline == "scratch":
+            scratch = _fresh_student(recipe, student_spec, data, teachers)
+            scratch_fit = fit(scratch, data.x_train, data.y_train, data.x_val, data.y_val, base,
+                              label="student (scratch)", checkpoint=out / "checkpoints" / "scratch.ckpt", resume=resume)
+        trials: list[SweepTrial] = []
+        if sweep:
+            kd_settings, student, student_fit, trials = _sweep(recipe, student_spec, data, base, teachers)
+        else:
+            kd_settings = replace(base, ce_weight=cfg.ce_weight, terms=tuple(cfg.terms()))
+            student = _fresh_student(recipe, student_spec, data, teachers)
+            student_fit = fit(student, data.x_train, data.y_train, data.x_val, data.y_val, kd_settings,
+                              label="student (distilled)", checkpoint=out / "checkpoints" / "distilled.ckpt", resume=resume,
+                              teachers=teachers, x_unlabeled=data.x_unlabeled)
 
-    teacher_scores = _ensemble_scores(teachers, data)
-    distilled_scores, distilled_hits = _phase_scores(student, student_fit, data)
-    scratch_scores, gain, gain_test, gap = None, None, None, 0.0
-    if scratch is not None:
-        scratch_scores, scratch_hits = _phase_scores(scratch, scratch_fit, data)
-        gain = distilled_scores.best.test - scratch_scores.best.test
-        gain_test = paired_test(distilled_hits, scratch_hits)
-        gap = teacher_scores.test - scratch_scores.best.test
-    result = DistillResult(
-        run_dir=str(out),
-        data=data.name,
-        split_sizes={"train": len(data.x_train), "val": len(data.x_val), "test": len(data.x_test),
-                     **({"unlabeled": len(data.x_unlabeled)} if data.x_unlabeled is not None else {})},
-        teachers=[_summary(m, "teacher.pt" if i == 0 and not _ensemble_reference(teachers) else None) for i, m in enumerate(teachers.members)],
-        student=ModelSummary(student_spec.to_dict(), _count(student), "student.pt", "trained"),
-        teacher_scores=teacher_scores,
-        scratch=scratch_scores,
-        distilled=distilled_scores,
-        kd_gain=gain,
-        gap_closed=gain / gap if gain is not None and gap > 0 else None,
-        objective={"ce_weight": kd_settings.ce_weight, "terms": [asdict(t) for t in kd_settings.terms]},
-        teacher_cache=teachers.cache_note,
-        settings=asdict(recipe.distill),
-        sweep=trials,
-        kd_gain_test=gain_test,
-        reference=_reference_note(teachers),
-        classes=list(data.classes),
-        history={"teacher": teachers.members[0].history, **({"scratch": scratch_fit.history} if scratch_fit else {}),
-                 "distilled": student_fit.history},
-        seconds=time.perf_counter() - began,
-    )
-    if distributed.is_main():
-        files = _write_models(out, teachers, student, student_fit, scratch, scratch_fit, student_spec)
-        if data.classes:
-            write_json(out / LABELS, {"classes": list(data.classes)})
-            files.append(LABELS)
-        write_json(out / RESULT, result)
-        runfolder.record(out, "distill", [RECIPE, *files, RESULT], recipe=recipe)
-        shutil.rmtree(out / "checkpoints", ignore_errors=True)  # the run finished: resume state is spent
-    distributed.barrier()
-    baseline = f"scratch student {scratch_scores.best.test:.2%}, " if scratch_scores else ""
-    say(f"distill: teacher {teacher_scores.test:.2%}, {baseline}distilled student {distilled_scores.best.test:.2%} (test, best-on-val weights)")
-    return result
+        teacher_scores = _ensemble_scores(teachers, data)
+        distilled_scores, distilled_hits = _phase_scores(student, student_fit, data)
+        scratch_scores, gain, gain_test, gap = None, None, None, 0.0
+        if scratch is not None:
+            scratch_scores, scratch_hits = _phase_scores(scratch, scratch_fit, data)
+            gain = distilled_scores.best.test - scratch_scores.best.test
+            gain_test = paired_test(distilled_hits, scratch_hits)
+            gap = teacher_scores.test - scratch_scores.best.test
+        result = DistillResult(
+            run_dir=str(out),
+            data=data.name,
+            split_sizes={"train": len(data.x_train), "val": len(data.x_val), "test": len(data.x_test),
+                         **({"unlabeled": len(data.x_unlabeled)} if data.x_unlabeled is not None else {})},
+            teachers=[_summary(m, "teacher.pt" if i == 0 and not _ensemble_reference(teachers) else None) for i, m in enumerate(teachers.members)],
+            student=ModelSummary(student_spec.to_dict(), _count(student), "student.pt", "trained"),
+            teacher_scores=teacher_scores,
+            scratch=scratch_scores,
+            distilled=distilled_scores,
+            kd_gain=gain,
+            gap_closed=gain / gap if gain is not None and gap > 0 else None,
+            objective={"ce_weight": kd_settings.ce_weight, "terms": [asdict(t) for t in kd_settings.terms]},
+            teacher_cache=teachers.cache_note,
+            settings=asdict(recipe.distill),
+            sweep=trials,
+            kd_gain_test=gain_test,
+            reference=_reference_note(teachers),
+            classes=list(data.classes),
+            history={"teacher": teachers.members[0].history, **({"scratch": scratch_fit.history} if scratch_fit else {}),
+                     "distilled": student_fit.history},
+            seconds=time.perf_counter() - began,
+        )
+        if distributed.is_main():
+            files = _write_models(out, teachers, student, student_fit, scratch, scratch_fit, student_spec)
+            if data.classes:
+                write_json(out / LABELS, {"classes": list(data.classes)})
+                files.append(LABELS)
+            write_json(out / RESULT, result)
+            runfolder.record(out, "distill", [RECIPE, *files, RESULT], recipe=recipe)
+            shutil.rmtree(out / "checkpoints", ignore_errors=True)  # the run finished: resume state is spent
+        distributed.barrier()
+        baseline = f"scratch student {scratch_scores.best.test:.2%}, " if scratch_scores else ""
+        say(f"distill: teacher {teacher_scores.test:.2%}, {baseline}distilled student {distilled_scores.best.test:.2%} (test, best-on-val weights)")
+        return result
 
 
 def _preflight(recipe: Recipe, student: nn.Module, data: DataSplits, teachers: TeacherSet, target) -> None:

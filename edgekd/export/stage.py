@@ -61,6 +61,11 @@ def export(run_dir: Path, target: Target | str | Path | None = None, scheme: Sch
 
     `scheme` overrides the target's quantization scheme (as `edgekd export --scheme` does).
     """
+    with runfolder.locked(Path(run_dir)):
+        return _export(run_dir, target, scheme)
+
+
+def _export(run_dir: Path, target: Target | str | Path | None, scheme: Scheme | str | None) -> ExportResult:
     from edgekd.models.checkpoint import load_model
 
     began = time.perf_counter()
