@@ -148,6 +148,9 @@ class Budgets:
     # From ONNX Runtime's usability check of the deployed model (the export stage records it).
     min_mobile_coverage: Optional[Float] = Field(None, ge=0, le=1, description="share of nodes the mobile EP takes")
     max_mobile_partitions: Optional[Int] = Field(None, ge=1, description="partitions the mobile EP splits the graph into")
+    # A budget that cannot be checked (no teacher, no labels, the mobile checker failed) fails the
+    # run — a gate must not pass on what it did not see — unless this says it may pass.
+    allow_unchecked: Bool = Field(False, description="let budgets that could not be checked pass instead of failing the run")
 
 
 @dataclass(config=CONFIG)

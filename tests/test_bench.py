@@ -62,10 +62,24 @@ def test_budget_boundaries(budgets, passed):
     assert (verdict.margin >= 0) is passed
 
 
-def test_unmeasurable_budgets_are_reported_not_passed():
+def test_unmeasurable_budgets_fail_closed_unless_the_target_allows_them():
+    from edgekd.bench.verify import run_passed
+
     verdicts = check_budgets(Budgets(max_accuracy_drop=0.01, min_compression=2), 1024, 1.0, None, None, None)
-    assert [v.passed for v in verdicts] == [None, None]
-    assert all(v.note.startswith("not checked") for v in verdicts)
+    assert [v.passed for v in verdicts] == [None, None] and all(v.blocking for v in verdicts)
+    assert all(v.note.startswith("not checked") and "fails closed" in v.note for v in verdicts)
+    assert not run_passed(verdicts), "a gate does not pass on what it did not see"
+    allowed = check_budgets(Budgets(max_accuracy_drop=0.01, min_compression=2, allow_unchecked=True), 1024, 1.0, None, None, None)
+    assert [v.passed for v in allowed] == [None, None] and not any(v.blocking for v in allowed) and run_passed(allowed)
+
+
+def test_a_failing_mobile_checker_is_named_and_fails_closed():
+    from edgekd.bench.verify import MobileFigures, run_passed
+
+    verdicts = check_budgets(Budgets(min_mobile_coverage=0.9), 1024, 1.0, None, None, None,
+                             mobile=MobileFigures("NNAPI", 0.0, 0, error="checker raised KeyError: 'Conv'"))
+    assert "ONNX Runtime's NNAPI usability checker failed (checker raised KeyError: 'Conv')" in verdicts[0].note
+    assert not run_passed(verdicts)
 
 
 def test_bench_run_folder(exported_run, tmp_path):
@@ -75,7 +89,9 @@ def test_bench_run_folder(exported_run, tmp_path):
     assert all(v.accuracy > 0.5 for v in report.variants)  # 4-epoch tiny models; chance is 0.1
     assert all(v.latency.runs == 300 and v.latency.p50_ms <= v.latency.p90_ms <= v.latency.p99_ms for v in report.variants)
     assert {v.budget for v in report.verdicts} == {"max_size_kb", "max_latency_ms", "max_accuracy_drop", "min_compression",
-                                                   "deployed_vs_fp32_latency", "deployed_vs_fp32_size"}
+                                                   "deployed_vs_fp32_latency", "deployed_vs_fp32_size", "max_drop_vs_fp32"}
+    quantization = next(v for v in report.verdicts if v.budget == "max_drop_vs_fp32")
+    assert quantization.allowed == 0.01 and quantization.interval and quantization.blocking, "the quantization drop is a verdict, not a dropped warning"
     drop = next(v for v in report.verdicts if v.budget == "max_accuracy_drop")
     low, high = drop.interval
     assert low <= drop.measured <= high and "paired test images" in drop.unit, "the drop vs the teacher carries its paired interval"

@@ -77,7 +77,7 @@ def verdict_rows(report) -> list[list[str]]:
     rows = []
     for v in report.verdicts:
         if v.passed is None:
-            rows.append([v.budget, "—", _fmt(v.allowed), "—", v.note])
+            rows.append([v.budget, "—", _fmt(v.allowed), "—", ("FAIL — " if v.blocking else "") + v.note])
             continue
         verdict = ("pass" if v.passed else "FAIL" if v.blocking else "warning") + (f" — {v.note}" if v.note else "")
         rows.append([v.budget, f"{_fmt(v.measured)} {v.unit}", _fmt(v.allowed), f"{v.margin:+.4g}", verdict])
@@ -86,10 +86,12 @@ def verdict_rows(report) -> list[list[str]]:
 
 def verdict_line(report) -> str:
     failed = [v for v in report.verdicts if v.passed is False and v.blocking]
+    unchecked = [v for v in report.verdicts if v.passed is None and v.blocking]
     warned = [v for v in report.verdicts if v.passed is False and not v.blocking]
     checked = [v for v in report.verdicts if v.passed is not None]
-    if failed:
-        return "FAIL: " + "; ".join(f"{v.budget} measured {_fmt(v.measured)} {v.unit}, allowed {_fmt(v.allowed)}" for v in failed)
+    if failed or unchecked:
+        return "FAIL: " + "; ".join([f"{v.budget} measured {_fmt(v.measured)} {v.unit}, allowed {_fmt(v.allowed)}" for v in failed]
+                                    + [f"{v.budget} {v.note}" for v in unchecked])
     skipped = len(report.verdicts) - len(checked)
     close = sum(v.too_close_to_call for v in report.verdicts)
     extra = (f" ({skipped} not checked)" if skipped else "") + (f" ({close} too close to call)" if close else "") + \
@@ -140,8 +142,8 @@ def to_markdown(report) -> str:
 
 def write_junit(report, path: Path) -> Path:
     """One <testcase> per budget: CI systems show each budget as its own passed/failed check."""
-    failures = sum(v.passed is False and v.blocking for v in report.verdicts)
-    skipped = sum(v.passed is None for v in report.verdicts)
+    failures = sum(v.passed is not True and v.blocking for v in report.verdicts)
+    skipped = sum(v.passed is None and not v.blocking for v in report.verdicts)
     suite = ElementTree.Element("testsuite", name=f"edgekd budgets ({report.target})", tests=str(len(report.verdicts)),
                                 failures=str(failures), skipped=str(skipped), errors="0", timestamp=report.created)
     properties = ElementTree.SubElement(suite, "properties")
@@ -150,7 +152,7 @@ def write_junit(report, path: Path) -> Path:
     for v in report.verdicts:
         case = ElementTree.SubElement(suite, "testcase", classname=f"edgekd.{report.target}", name=v.budget)
         detail = f"{v.budget}: measured {_fmt(v.measured)} {v.unit}, allowed {_fmt(v.allowed)}" + (f"; {v.note}" if v.note else "")
-        if v.passed is False and v.blocking:
+        if v.passed is not True and v.blocking:
             ElementTree.SubElement(case, "failure", message=detail).text = detail
         elif v.passed is None:
             ElementTree.SubElement(case, "skipped", message=v.note)

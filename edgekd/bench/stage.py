@@ -24,7 +24,7 @@ from edgekd._ort import open_session, usable_providers
 from edgekd._progress import say
 from edgekd.bench.measure import VariantReport, measure_variants
 from edgekd.bench.report import verdict_line, write_junit, write_reports
-from edgekd.bench.verify import MobileFigures, Verdict, VersusFp32Figures, check_budgets
+from edgekd.bench.verify import MobileFigures, Verdict, VersusFp32Figures, check_budgets, run_passed
 from edgekd.data import load_recipe_data, load_test_split
 from edgekd.errors import DataError, OnnxModelError, TargetError
 from edgekd.inputs import Inputs
@@ -125,11 +125,13 @@ def _bench(
         versus_fp32=None if fp32 is None or fp32 is shipped else VersusFp32Figures(
             shipped.latency.p50_ms, shipped.latency.ci95_ms["p50"], fp32.latency.p50_ms, fp32.latency.ci95_ms["p50"],
             shipped.profile.bytes, fp32.profile.bytes, target.quantization.if_slower_than_fp32),
+        quantization_drop=None if fp32 is None or fp32 is shipped or hits.get(deployed) is None else (
+            paired_drop(hits["student fp32"], hits[deployed]), target.quantization.max_drop_vs_fp32),
     )
     report = BenchReport(
         target=target.name,
         deployed=deployed,
-        passed=all(v.passed is not False or not v.blocking for v in verdicts),
+        passed=run_passed(verdicts),
         verdicts=verdicts,
         variants=variants,
         inputs=inputs,

@@ -1,7 +1,8 @@
 """Budgets of a target against measured figures → one verdict per budget.
 
-A budget that cannot be measured (no labels, no teacher to compare with) is reported as not
-checked, with the reason, and does not pass or fail the run. Figures with an interval (latency,
+A budget that cannot be measured (no labels, no teacher to compare with, ONNX Runtime's mobile
+checker failing) is reported as not checked, with the reason, and fails the run — a gate must not
+pass on what it did not see — unless the target says `allow_unchecked = true`. Figures with an interval (latency,
 the accuracy drop against the teacher on the same images) fail only when the whole interval lies
 beyond the budget, and say "too close to call" when it straddles. A quantized artifact that is
 slower or larger than its fp32 student is a verdict too; the target's `if_slower_than_fp32` says
@@ -10,6 +11,7 @@ whether it fails the run or only warns.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 from edgekd.paired import PairedDrop
@@ -23,11 +25,11 @@ class Verdict:
     measured: float | None  # None: not measured (see note)
     unit: str
     margin: float | None  # room left: positive passes, negative fails
-    passed: bool | None  # None: not checked
+    passed: bool | None  # None: not checked (then `blocking` says whether that fails the run)
     note: str = ""
     interval: list[float] | None = None  # 95% confidence interval of the measured figure, if known
     too_close_to_call: bool = False  # the interval straddles the budget: passed, but not for sure
-    blocking: bool = True  # False: a failure only warns (the target's if_slower_than_fp32 = "warn")
+    blocking: bool = True  # False: a failure only warns (if_slower_than_fp32 = "warn"), or an unchecked budget may pass (allow_unchecked)
 
 
 @dataclass(frozen=True)
@@ -55,11 +57,13 @@ def check_budgets(
     latency_ci: list[float] | None = None,
     drop: PairedDrop | None = None,
     versus_fp32: VersusFp32Figures | None = None,
+    quantization_drop: tuple[PairedDrop, float] | None = None,
 ) -> list[Verdict]:
     """Compare the deployed model's figures with every budget the target sets.
 
     `drop` is the teacher-to-deployed accuracy drop paired on the test images (its interval
-    decides); `versus_fp32` the deployed quantized student against its fp32 original."""
+    decides); `versus_fp32` the deployed quantized student against its fp32 original, and
+    `quantization_drop` its accuracy drop from that original with the target's max_drop_vs_fp32."""
     verdicts: list[Verdict] = []
     if budgets.max_size_kb is not None:
         verdicts.append(_at_most("max_size_kb", size_bytes / 1024, budgets.max_size_kb, "KiB"))
@@ -75,8 +79,6 @@ def check_budgets(
         else:
             verdicts.append(_within_interval("max_accuracy_drop", drop.drop, drop.interval, budgets.max_accuracy_drop,
                                              f"top-1 ({drop.images} paired test images)", "more test images would tell"))
-    if versus_fp32 is not None:
-        verdicts += _versus_fp32(versus_fp32)
     if budgets.min_compression is not None:
         if teacher_bytes is None:
             verdicts.append(Verdict("min_compression", budgets.min_compression, None, "×", None, None, "not checked: no teacher to compare with (pass --teacher)"))
@@ -88,13 +90,32 @@ def check_budgets(
         if allowed is None:
             continue
         if mobile is None or mobile.error:
-            why = mobile.error if mobile else "no NNAPI/CoreML coverage known (set [budgets] mobile_ep, bench a run folder or an .onnx file)"
+            why = (f"ONNX Runtime's {mobile.ep} usability checker failed ({mobile.error})" if mobile
+                   else "no NNAPI/CoreML coverage known (set [budgets] mobile_ep, bench a run folder or an .onnx file)")
             verdicts.append(Verdict(name, allowed, None, "", None, None, f"not checked: {why}"))
         elif name == "min_mobile_coverage":
             verdicts.append(_at_least(name, mobile.coverage, allowed, f"of nodes on {mobile.ep}"))
         else:
             verdicts.append(_at_most(name, mobile.partitions, allowed, f"partitions on {mobile.ep}"))
-    return verdicts
+    if versus_fp32 is not None:
+        verdicts += _versus_fp32(versus_fp32)
+    if quantization_drop is not None:
+        drop, allowed = quantization_drop
+        verdicts.append(_within_interval("max_drop_vs_fp32", drop.drop, drop.interval, allowed,
+                                         f"top-1 vs the fp32 student ({drop.images} paired test images)", "more test images would tell"))
+    return [_unchecked(v, budgets.allow_unchecked) if v.passed is None else v for v in verdicts]
+
+
+def run_passed(verdicts: list[Verdict]) -> bool:
+    """The run passes when every blocking verdict passed: failures that only warn, and unchecked
+    budgets the target allows, do not fail it."""
+    return all(v.passed is True or not v.blocking for v in verdicts)
+
+
+def _unchecked(v: Verdict, allowed: bool) -> Verdict:
+    if allowed:
+        return dataclasses.replace(v, blocking=False, note=f"{v.note} (allowed: allow_unchecked = true)")
+    return dataclasses.replace(v, note=f"{v.note}; fails closed: fix the cause, or set [budgets] allow_unchecked = true to let it pass")
 
 
 @dataclass(frozen=True)
