@@ -60,8 +60,7 @@ def _describe(cls: type, exc: ValidationError) -> str:
         index = f"[{parts.pop()}]" + index
     loc = [str(part) for part in parts]
     key = loc[-1] if loc else "?"
-    section = ".".join(loc[:-1])
-    where = f"[{section}] " if section else ""
+    where = _where(loc[:-1])
     if first["type"] in ("unexpected_keyword_argument", "extra_forbidden"):
         valid = _valid_keys(cls, loc[:-1])
         close = difflib.get_close_matches(key, valid, n=1)
@@ -73,13 +72,37 @@ def _describe(cls: type, exc: ValidationError) -> str:
     return f"{where}{key}{index}: {first['msg']} (got {got if len(got) <= 60 else got[:57] + '...'})"
 
 
+def _where(section: list[str]) -> str:
+    """'[data] ', '[[teachers]] #2 ' (an entry of an array of tables) or '' for the top level."""
+    names = [part for part in section if not part.isdigit()]
+    entries = [int(part) + 1 for part in section if part.isdigit()]
+    if entries:
+        return f"[[{'.'.join(names)}]] #{entries[-1]} "
+    return f"[{'.'.join(names)}] " if names else ""
+
+
 def _valid_keys(cls: type, section: list[str]) -> list[str]:
-    """Field names of the nested dataclass that `section` points at."""
+    """Field names of the nested dataclass that `section` points at (through lists of tables,
+    such as [[teachers]] and [[distill.loss]], and optional ones)."""
     current: Any = cls
     for part in section:
+        current = _table_type(current)
+        if part.isdigit():  # an entry of an array of tables
+            continue
         if not dataclasses.is_dataclass(current):
             return []
         current = typing.get_type_hints(current).get(part)
+    current = _table_type(current)
     if not dataclasses.is_dataclass(current):
         return []
     return [f.name for f in dataclasses.fields(current)]
+
+
+def _table_type(hint: Any) -> Any:
+    """The dataclass inside list[...] / Optional[...] / Annotated[...], or the hint itself."""
+    while typing.get_origin(hint) in (list, typing.Union, typing.Annotated) or type(hint).__name__ == "UnionType":
+        args = [a for a in typing.get_args(hint) if a is not type(None)]
+        if not args:
+            break
+        hint = args[0]
+    return hint

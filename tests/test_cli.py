@@ -32,6 +32,8 @@ BAD_RECIPES = {
     "unknown_family": ('[student]\nmodel = "vit"\n', "unknown model family 'vit'"),
     "class_mismatch": ('[teacher]\nargs = { num_classes = 5 }\n', "10 classes"),
     "bad_shape": ('[student]\nmodel = "tests_fixture_missing:factory"\n', "cannot import module"),
+    "teachers_unknown_key": ('[[teachers]]\nmodel = "cnn"\nwieght = 2\n', "[[teachers]] #1 unknown key 'wieght' — did you mean 'weight'? valid keys: model, args"),
+    "loss_unknown_key": ('[[distill.loss]]\nmethod = "kd"\ntemprature = 2\n', "[[distill.loss]] #1 unknown key 'temprature' — did you mean 'temperature'?"),
 }
 
 
