@@ -55,10 +55,19 @@ def test_bench_needs_only_the_test_arrays(tmp_path):
         ({"y_train": np.array([0, 1, 1]), "x_test": np.zeros((2, 2)), "y_test": np.array([0])}, "y_test has shape"),
         ({"y_train": np.array([0, -1, 1]), "x_test": np.zeros((2, 2)), "y_test": np.array([0, 1])}, "negative labels"),
         ({"y_train": np.array([0.5, 1, 1]), "x_test": np.zeros((2, 2)), "y_test": np.array([0, 1])}, "integer class indices"),
+        ({"y_train": np.array([3, 3, 3]), "x_test": np.zeros((2, 2)), "y_test": np.array([3, 3])}, "every training label is 3; a classifier needs at least two"),
+        ({"y_train": np.array([20, 21, 22]), "x_test": np.zeros((2, 2)), "y_test": np.array([20, 21])},
+         r"use 3 of the 23 classes 0\.\.22 they imply; remap them to 0\.\.2"),
+        ({"y_train": np.array([0, 1, 10**9]), "x_test": np.zeros((2, 2)), "y_test": np.array([0, 1])}, "use 3 of the 1000000001 classes"),
+        ({"x_train": np.zeros((3, 2), np.complex64), "y_train": np.array([0, 1, 1]), "x_test": np.zeros((2, 2)), "y_test": np.array([0, 1])},
+         "x_train holds complex numbers"),
+        ({"x_train": np.array([["a", "b"]] * 3), "y_train": np.array([0, 1, 1]), "x_test": np.zeros((2, 2)), "y_test": np.array([0, 1])},
+         "x_train has dtype <U1; expected numbers"),
     ],
 )
 def test_bad_labels(tmp_path, arrays, expected):
-    source = _npz(tmp_path, x_train=np.zeros((3, 2)), x_val=np.zeros((3, 2)), y_val=np.array([0, 1, 1]), **arrays)
+    arrays = {"x_train": np.zeros((3, 2)), **arrays}
+    source = _npz(tmp_path, x_val=np.zeros((3, 2)), y_val=arrays["y_train"], **arrays)
     with pytest.raises(DataError, match=expected):
         load_data(source)
 

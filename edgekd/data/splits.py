@@ -84,7 +84,7 @@ def checked_splits(name: str, arrays: dict, val_fraction: float, seed: int, clas
     if len({_layout(x) for x in (x_train, x_val, x_test)}) != 1:
         shapes = sorted({_shapes(x) for x in (x_train, x_val, x_test)})
         raise DataError(f"{name}: train/val/test inputs have different shapes {shapes}; all must match")
-    num_classes = int(y_train.max()) + 1
+    num_classes = _checked_classes(name, y_train)
     for split, labels in (("val", y_val), ("test", y_test)):
         if len(labels) and labels.max() >= num_classes:
             raise DataError(
@@ -97,6 +97,20 @@ def checked_splits(name: str, arrays: dict, val_fraction: float, seed: int, clas
         if _layout(x_unlabeled) != _layout(x_train):
             raise DataError(f"{name}: unlabeled inputs have shape {_shapes(x_unlabeled)} per sample but the labelled ones {_shapes(x_train)}; they must match")
     return DataSplits(name, x_train, y_train, x_val, y_val, x_test, y_test, num_classes, x_unlabeled, tuple(classes), vocab_size)
+
+
+def _checked_classes(name: str, y_train: np.ndarray) -> int:
+    """The number of classes the labels make: 1 + the largest. One class, or labels that leave
+    most of 0..max empty (20, 21, 22 would make a 23-class model), are refused with the remap."""
+    present = np.unique(y_train)
+    if len(present) < 2:
+        raise DataError(f"{name}: every training label is {int(present[0])}; a classifier needs at least two classes")
+    num_classes = int(present[-1]) + 1
+    if len(present) < num_classes / 2:
+        shown = ", ".join(str(int(c)) for c in present[:5]) + (", ..." if len(present) > 5 else "")
+        raise DataError(f"{name}: the training labels ({shown}) use {len(present)} of the {num_classes} classes 0..{num_classes - 1} "
+                        f"they imply; remap them to 0..{len(present) - 1} (numpy: np.unique(y, return_inverse=True)[1])")
+    return num_classes
 
 
 def _layout(x: Inputs) -> tuple:
@@ -117,6 +131,8 @@ def _checked_inputs(name: str, x, split: str) -> Inputs:
         inputs = as_inputs(x)
     else:
         x = np.asarray(x)
+        if np.iscomplexobj(x):
+            raise DataError(f"{name}: x_{split} holds complex numbers; give real-valued inputs (e.g. magnitude and phase as two features)")
         if x.ndim < 2:
             raise DataError(f"{name}: x_{split} has shape {x.shape}; expected (samples, features...)")
         if not np.issubdtype(x.dtype, np.number):
@@ -125,6 +141,8 @@ def _checked_inputs(name: str, x, split: str) -> Inputs:
     for key, array in inputs.items():
         if array.ndim < 2:
             raise DataError(f"{name}: x_{split} input '{key}' has shape {array.shape}; expected (samples, features...)")
+        if np.iscomplexobj(array):
+            raise DataError(f"{name}: x_{split} input '{key}' holds complex numbers; give real-valued inputs")
         if not (np.issubdtype(array.dtype, np.number) or array.dtype == np.bool_):
             raise DataError(f"{name}: x_{split} input '{key}' has dtype {array.dtype}; expected numbers")
         if np.issubdtype(array.dtype, np.floating) and not np.isfinite(array).all():
@@ -144,7 +162,7 @@ def checked_pair(name: str, arrays: dict[str, np.ndarray | None], split: str, re
     y = np.asarray(y)
     if y.ndim != 1 or len(y) != len(x):
         raise DataError(f"{name}: y_{split} has shape {y.shape} but x_{split} has {len(x)} samples; expected ({len(x)},)")
-    if not (np.issubdtype(y.dtype, np.integer) or (np.issubdtype(y.dtype, np.floating) and np.all(y == np.round(y)))):
+    if np.iscomplexobj(y) or not (np.issubdtype(y.dtype, np.integer) or (np.issubdtype(y.dtype, np.floating) and np.all(y == np.round(y)))):
         raise DataError(f"{name}: y_{split} must hold integer class indices (got dtype {y.dtype})")
     y = y.astype(np.int64)
     if len(y) and y.min() < 0:
