@@ -95,6 +95,47 @@ def test_compare_bad_file(tmp_path):
     assert result.exit_code == 2 and "not an edgekd bench report" in result.stderr
 
 
+def _broken(report: dict, case: str):
+    if case == "no_latency":
+        del report["variants"][0]["latency"]
+        return report, "not a valid bench report"
+    if case == "variants_is_a_number":
+        report["variants"] = 5
+        return report, "not a valid bench report"
+    if case == "other_schema_version":
+        report["schema_version"] = 99
+        return report, "schema_version 99, but this edgekd reads version 1"
+    raise AssertionError(case)
+
+
+@pytest.mark.parametrize("case", ["no_latency", "variants_is_a_number", "other_schema_version", "binary"])
+def test_compare_validates_reports_before_reading_them(report_dir, tmp_path, case):
+    good = tmp_path / "good.json"
+    good.write_text((report_dir / "bench.json").read_text())
+    bad = tmp_path / "bad.json"
+    if case == "binary":
+        bad.write_bytes(bytes(range(256)) * 4)
+        expected = "not a text file"
+    else:
+        report, expected = _broken(json.loads(good.read_text()), case)
+        bad.write_text(json.dumps(report))
+    result = runner.invoke(app, ["-q", "bench", "--compare", str(good), str(bad)])
+    assert result.exit_code == 2, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and expected in lines[0] and "Traceback" not in result.output
+
+
+def test_compare_refuses_reports_that_share_no_model(report_dir, tmp_path):
+    before = json.loads((report_dir / "bench.json").read_text())
+    after = json.loads((report_dir / "bench.json").read_text())
+    for v in after["variants"]:
+        v["name"] = "other " + v["name"]
+    (tmp_path / "a.json").write_text(json.dumps(before))
+    (tmp_path / "b.json").write_text(json.dumps(after))
+    result = runner.invoke(app, ["-q", "bench", "--compare", str(tmp_path / "a.json"), str(tmp_path / "b.json")])
+    assert result.exit_code == 2 and "share no model" in result.stderr
+
+
 @pytest.mark.parametrize("kind", ["recipe", "target", "bench"])
 def test_schema_command(kind):
     result = runner.invoke(app, ["schema", kind])

@@ -57,19 +57,32 @@ def compare_reports(before: Path, after: Path, max_latency_increase: float = 0.1
             delta = vb["accuracy"] - va["accuracy"]
             verdict = "worse" if delta < -max_accuracy_drop else "better" if delta > max_accuracy_drop else "same"
             changes.append(Change(va["name"], "top-1", va["accuracy"], vb["accuracy"], delta, verdict))
+    if not changes:
+        raise EdgekdError(f"the two reports share no model ({before}: {', '.join(v['name'] for v in a['variants'])}; "
+                          f"{after}: {', '.join(b_variants)}); compare two benches of the same run folder or of files with the same names")
     keys = ("cpu", "cores", "onnxruntime", "intra_op_threads", "providers_used")
     differ = [k for k in keys if a.get("environment", {}).get(k) != b.get("environment", {}).get(k)]
     return Comparison(str(before), str(after), changes, any(c.verdict == "worse" for c in changes), differ)
 
 
 def _load(path: Path) -> dict:
+    """A bench report, checked against its own schema (and schema_version) before any figure is read."""
+    from edgekd._config import validate
+    from edgekd.bench.stage import SCHEMA_VERSION, BenchReport
+
     path = Path(path)
     if not path.is_file():
         raise EdgekdError(f"bench report not found: {path} (give two bench.json files)")
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(path.read_bytes().decode("utf-8"))
+    except UnicodeDecodeError:
+        raise EdgekdError(f"{path}: not a text file; give a bench.json written by edgekd bench") from None
     except json.JSONDecodeError as exc:
         raise EdgekdError(f"{path}: not valid JSON ({exc}); give a bench.json written by edgekd bench") from None
     if not isinstance(data, dict) or "variants" not in data or data.get("schema_version") is None:
         raise EdgekdError(f"{path}: not an edgekd bench report (no schema_version/variants)")
+    if data["schema_version"] != SCHEMA_VERSION:
+        raise EdgekdError(f"{path}: bench report schema_version {data['schema_version']!r}, but this edgekd reads version {SCHEMA_VERSION}; "
+                          "bench both models with the same edgekd version")
+    validate(BenchReport, data, f"{path}: not a valid bench report:", EdgekdError)
     return data
