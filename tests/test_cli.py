@@ -305,3 +305,26 @@ def test_a_second_writer_of_a_run_folder_gets_exit_2(exported_run, tmp_path):
 
     with runfolder.locked(run):  # the lock died with its process
         pass
+
+
+def test_unsafe_loading_advice_is_never_passed_on(tmp_path):
+    """torch and numpy suggest weights_only=False / allow_pickle=True; edgekd says how to save the file safely instead."""
+    import collections
+
+    import torch
+
+    from edgekd.data import load_data
+    from edgekd.errors import DataError, ModelError
+    from edgekd.models.checkpoint import read_checkpoint
+
+    torch.save({"weights": collections.OrderedDict(), "args": __import__("argparse").Namespace(lr=0.1)}, tmp_path / "m.pt")
+    with pytest.raises(ModelError) as caught:
+        read_checkpoint(tmp_path / "m.pt")
+    message = str(caught.value)
+    assert "weights_only=True only" in message and "torch.save(model.state_dict(), PATH)" in message
+    assert "weights_only=False" not in message and "trust" not in message
+    np.savez(tmp_path / "d.npz", x_train=np.array([{"a": 1}] * 3, dtype=object), y_train=np.array([0, 1, 1]),
+             x_test=np.zeros((2, 2)), y_test=np.array([0, 1]))
+    with pytest.raises(DataError) as caught:
+        load_data(f"npz:{tmp_path / 'd.npz'}")
+    assert "object arrays" in str(caught.value) and "allow_pickle=True" not in str(caught.value)

@@ -33,6 +33,10 @@ def read_checkpoint(path: Path) -> dict[str, Any]:
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for corrupt or unsafe files
+        if "Weights only load failed" in str(exc) or type(exc).__name__ == "UnpicklingError":
+            # torch's own message suggests weights_only=False: edgekd never unpickles a file it was given
+            raise ModelError(f"{path}: holds Python objects besides tensors, and edgekd loads checkpoints with weights_only=True only; "
+                             "save the weights alone: torch.save(model.state_dict(), PATH)") from None
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ModelError(f"{path}: not a loadable weights-only PyTorch checkpoint ({first_line})") from None
     if isinstance(payload, dict) and payload.get("format") == FORMAT:
