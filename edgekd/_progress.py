@@ -15,8 +15,23 @@ _quiet = os.environ.get("EDGEKD_QUIET") == "1"
 
 
 def set_quiet(quiet: bool) -> None:
+    """Silence edgekd's status lines and progress bars, and the libraries' warnings and logs with them
+    (Python warnings, ONNX Runtime's native log below errors): `-q` means quiet."""
     global _quiet
     _quiet = quiet
+    if quiet:
+        import logging
+        import warnings
+
+        warnings.filterwarnings("ignore")
+        logging.getLogger().setLevel(logging.ERROR)
+        os.environ.setdefault("ORT_LOGGING_LEVEL", "3")
+        try:
+            import onnxruntime
+
+            onnxruntime.set_default_logger_severity(3)
+        except ImportError:
+            pass
 
 
 def _main_rank() -> bool:

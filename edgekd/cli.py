@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+from typer.core import TyperGroup
 from rich.console import Console
 from rich.table import Table
 
@@ -27,8 +28,43 @@ from edgekd._progress import set_quiet
 from edgekd.errors import EdgekdError
 from edgekd.targets import Scheme
 
+class _Commands(TyperGroup):
+    """click's command group with one-line usage errors (click prints usage, a hint and the error
+    on three lines), and `-q` accepted after the subcommand as well as before it."""
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        errors = _click_errors()
+        args = list(sys.argv[1:] if args is None else args)
+        cut = args.index("--") if "--" in args else len(args)
+        quiet = [a for a in args[:cut] if a in ("-q", "--quiet")]
+        args = quiet[:1] + [a for a in args[:cut] if a not in ("-q", "--quiet")] + args[cut:]
+        try:
+            code = super().main(args=args, prog_name=prog_name, complete_var=complete_var, standalone_mode=False, **extra)
+        except errors.UsageError as exc:
+            where = exc.ctx.command_path if exc.ctx else "edgekd"
+            sys.stderr.write(f"error: {exc.format_message()} (see `{where} --help`)\n")
+            code = 2
+        except errors.ClickException as exc:
+            sys.stderr.write(f"error: {exc.format_message()}\n")
+            code = exc.exit_code
+        except errors.Abort:
+            sys.stderr.write("interrupted\n")
+            code = 130
+        sys.exit(code if isinstance(code, int) else 0)
+
+
+def _click_errors():
+    """The exception classes of the click that typer runs on (recent typer versions vendor it)."""
+    try:
+        from typer._click import exceptions
+    except ImportError:
+        from click import exceptions
+    return exceptions
+
+
 app = typer.Typer(
     name="edgekd",
+    cls=_Commands,
     help="Distill a PyTorch teacher into a small student, export it to ONNX, simplify and quantize it, "
     "and verify it against a deployment target's budgets.\n\nStart with `edgekd run`: the built-in demo "
     "(digits, CNN teacher → MLP student, x86-cpu target) in about a minute.",
@@ -391,8 +427,11 @@ def _print_bench(report) -> None:
 
 
 def main() -> None:
-    with _guard():
-        app()
+    try:
+        with _guard():
+            app()
+    except typer.Exit as exc:  # raised by _guard outside a command (click turns it into an exit code inside one)
+        sys.exit(exc.exit_code)
 
 
 if __name__ == "__main__":

@@ -328,3 +328,23 @@ def test_unsafe_loading_advice_is_never_passed_on(tmp_path):
     with pytest.raises(DataError) as caught:
         load_data(f"npz:{tmp_path / 'd.npz'}")
     assert "object arrays" in str(caught.value) and "allow_pickle=True" not in str(caught.value)
+
+
+@pytest.mark.parametrize(("args", "fragment"), [
+    (["run", "--scheme", "int4"], "Invalid value for '--scheme'"),
+    (["bogus"], "No such command 'bogus'"),
+    (["bench", "--no-such-option"], "No such option: --no-such-option"),
+])
+def test_usage_errors_are_one_line_and_exit_2(args, fragment):
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and fragment in lines[0] and "--help" in lines[0], result.stderr
+
+
+def test_quiet_works_after_the_subcommand_too(exported_run, tmp_path):
+    before = runner.invoke(app, ["-q", "targets"])
+    after = runner.invoke(app, ["targets", "-q"])
+    assert before.exit_code == after.exit_code == 0 and before.stdout == after.stdout
+    result = runner.invoke(app, ["bench", str(exported_run), "--out", str(tmp_path), "-q"])
+    assert result.exit_code in (0, 1) and result.stderr.strip() == "", "no status lines, no library warnings"
