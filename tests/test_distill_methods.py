@@ -356,3 +356,15 @@ def test_mixup_trains_both_students_on_blends_and_runs_the_teacher_live(tmp_path
 def test_mixup_with_dkd_is_a_recipe_error(tmp_path):
     with pytest.raises(RecipeError, match=r"mixup.*dkd|dkd.*mixup"):
         _recipe(tmp_path, '[[distill.loss]]\nmethod = "dkd"\n', base=BASE.replace("[teacher]", "[data]\nmixup = 0.4\n[teacher]"))
+
+
+def test_the_same_recipe_and_seed_give_byte_identical_checkpoints(tmp_path):
+    """The manifests' sha256s match across runs: no temporary file name inside the .pt zip."""
+    recipe = _recipe(tmp_path, base=BASE.replace("epochs = 3", "epochs = 1"))
+    first, second = tmp_path / "a", tmp_path / "b"
+    distill(recipe, first)
+    distill(recipe, second)
+    for name in ("teacher.pt", "student.pt", "student.last.pt", "student.scratch.pt"):
+        assert (first / name).read_bytes() == (second / name).read_bytes(), name
+    sha = lambda run: {f: e["sha256"] for f, e in json.loads((run / "manifest.json").read_text())["files"].items() if f.endswith(".pt")}  # noqa: E731
+    assert sha(first) == sha(second)

@@ -21,13 +21,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from edgekd._io import atomic_path
 from edgekd._progress import bar, say
 from edgekd.distill import distributed
 from edgekd.distill.losses import MixedLabels
 from edgekd.errors import TrainingError
 from edgekd.inputs import MASK, Inputs, as_inputs
 from edgekd.models.call import Batch, accuracy, forward, predict, take, to_tensors, trim
+from edgekd.models.checkpoint import save_torch
 
 __all__ = ["EpochRecord", "FitResult", "TrainSettings", "accuracy", "fit", "predict"]
 
@@ -292,8 +292,7 @@ def _save(path: Path, trainable, optimizer, scheduler, settings, history, best_e
         "best_epoch": best_epoch,
         "best_state": best_state,
     }
-    with atomic_path(path) as tmp:
-        torch.save(state, tmp)
+    save_torch(state, path)
 
 
 def _restore(path: Path, trainable, optimizer, scheduler, settings, label, device):

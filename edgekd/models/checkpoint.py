@@ -21,8 +21,19 @@ FORMAT = "edgekd.checkpoint/1"
 
 def save_checkpoint(model: nn.Module, spec: ModelSpec, path: Path, extra: dict[str, Any] | None = None) -> None:
     payload = {"format": FORMAT, "spec": spec.to_dict(), "state_dict": model.state_dict(), **(extra or {})}
+    save_torch(payload, Path(path))
+
+
+def save_torch(payload: Any, path: Path) -> None:
+    """torch.save, byte for byte the same for the same tensors: torch names the zip's inner folder
+    after the file it writes, so saving straight to a temporary file (for the atomic rename) would
+    put its random name inside every checkpoint and change the sha256 the manifest records."""
+    import io
+
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)  # inner folder "archive", whatever the destination is called
     with atomic_path(Path(path)) as tmp:
-        torch.save(payload, tmp)
+        tmp.write_bytes(buffer.getbuffer())
 
 
 def read_checkpoint(path: Path) -> dict[str, Any]:
