@@ -109,7 +109,7 @@ def _guard(resume_hint: str | None = None) -> Iterator[None]:
         err_console.print(f"interrupted{hint}", soft_wrap=True, markup=False)
         raise typer.Exit(130) from None
     except Exception as exc:  # noqa: BLE001 - the last line of defence: classify, never let a crash read as a verdict
-        problem = _file_system_problem(exc)
+        problem = _missing_extra(exc) or _file_system_problem(exc)
         if problem:
             err_console.print(f"error: {problem}{'; after freeing space or fixing permissions' + hint if hint else ''}", soft_wrap=True, markup=False)
             raise typer.Exit(2) from None
@@ -118,6 +118,18 @@ def _guard(resume_hint: str | None = None) -> Iterator[None]:
         err_console.print(f"internal error ({type(exc).__name__}{': ' + first if first else ''}); this is a bug in edgekd, not a verdict — "
                           f"the full traceback is in {path}; please report it", soft_wrap=True, markup=False)
         raise typer.Exit(INTERNAL_ERROR) from None
+
+
+_EXTRAS = {"torch": "train", "onnxscript": "train", "onnxsim": "train", "transformers": "text", "tokenizers": "text"}
+
+
+def _missing_extra(exc: BaseException) -> str | None:
+    """A command that needs the training stack on a bench-only install: which extra to add."""
+    if isinstance(exc, ModuleNotFoundError) and (exc.name or "").split(".")[0] in _EXTRAS:
+        name = exc.name.split(".")[0]
+        return (f"this command needs {name}, which a bench-only install leaves out: pip install 'edgekd[{_EXTRAS[name]}]' "
+                "(torch's CPU wheel: add torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu)")
+    return None
 
 
 def _file_system_problem(exc: BaseException) -> str | None:

@@ -300,3 +300,45 @@ def test_overlapping_latency_against_fp32_is_too_close_to_call():
     figures = VersusFp32Figures(1.02, [0.98, 1.06], 1.0, [0.97, 1.03], 900, 1000, SlowerPolicy.fail)
     latency, _ = check_budgets(Budgets(), 900, 1.02, None, None, None, versus_fp32=figures)
     assert latency.passed and latency.too_close_to_call
+
+
+def test_the_core_install_needs_no_torch():
+    """pip install edgekd (no extra) pulls ONNX Runtime, not torch: the training stack is the [train] extra."""
+    from importlib.metadata import requires
+
+    core = [r for r in requires("edgekd") if "extra ==" not in r]
+    assert not any(r.split(">")[0].split("=")[0].strip() in ("torch", "onnxsim", "onnxscript", "transformers") for r in core), core
+    assert any(r.startswith("onnxruntime") for r in core)
+    train = [r for r in requires("edgekd") if r.replace('"', "'").endswith("extra == 'train'")]
+    assert {r.split(">")[0] for r in train} == {"torch", "onnxscript", "onnxsim"}
+
+
+_WITHOUT_TORCH = """
+import sys
+for name in ("torch", "onnxsim", "onnxscript", "transformers"):
+    sys.modules[name] = None  # `import torch` raises ImportError, as on a device without it
+from edgekd.cli import main
+sys.argv = ["edgekd", "-q", "bench", sys.argv[1], "--data", sys.argv[2], "--teacher", sys.argv[3], "--junit", sys.argv[4]]
+main()
+"""
+
+
+@pytest.mark.slow
+def test_bench_with_npz_and_junit_runs_without_torch(exported_run, tmp_path):
+    """A device or build step with ONNX Runtime only: bench an ONNX file on real data, JUnit out, exit 0/1."""
+    digits = load_data("digits")
+    np.savez(tmp_path / "test.npz", x_test=np.asarray(digits.x_test), y_test=digits.y_test)
+    model = tmp_path / "student.int8.onnx"
+    model.write_bytes((exported_run / "student.int8.onnx").read_bytes())
+    done = subprocess.run([sys.executable, "-c", _WITHOUT_TORCH, str(model), f"npz:{tmp_path / 'test.npz'}",
+                           str(exported_run / "teacher.onnx"), str(tmp_path / "junit.xml")], capture_output=True, text=True)
+    assert done.returncode in (0, 1), done.stderr
+    assert (tmp_path / "bench.json").is_file() and "<testsuite" in (tmp_path / "junit.xml").read_text()
+
+
+def test_distill_without_torch_names_the_extra(tmp_path):
+    code = ("import sys\nsys.modules['torch'] = None\nfrom edgekd.cli import main\n"
+            f"sys.argv = ['edgekd', '-q', 'distill', '--out', r'{tmp_path / 'run'}']\nmain()\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.strip().splitlines() == [done.stderr.strip()] and "pip install 'edgekd[train]'" in done.stderr
