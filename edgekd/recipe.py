@@ -216,17 +216,19 @@ def recipe_from_dict(data: dict[str, Any], source: str = "recipe") -> Recipe:
 
 
 def _resolve_paths(data: dict[str, Any], base: Path) -> None:
-    """Make the recipe's relative paths absolute, relative to the recipe's folder."""
-    source = (data.get("data") or {}).get("source")
+    """Make the recipe's relative paths absolute, relative to the recipe's folder. Tables of the
+    wrong type are left alone for validation to name."""
+    section = data.get("data") if isinstance(data.get("data"), dict) else {}
+    source = section.get("source")
     if isinstance(source, str) and source.startswith("npz:"):
-        data["data"]["source"] = "npz:" + str(base / Path(source[4:]).expanduser())
-    tables = [data.get("teacher"), data.get("student"), *(data.get("teachers") or [])]
+        section["source"] = "npz:" + str(base / Path(source[4:]).expanduser())
+    teachers = data.get("teachers") if isinstance(data.get("teachers"), list) else []
+    tables = [data.get("teacher"), data.get("student"), *teachers]
     for table in tables:
         if isinstance(table, dict) and isinstance(table.get("checkpoint"), str):
             table["checkpoint"] = str(base / Path(table["checkpoint"]).expanduser())
         if isinstance(table, dict) and isinstance(table.get("model"), str) and table["model"].endswith(".onnx"):
             table["model"] = str(base / Path(table["model"]).expanduser())
-    section = data.get("data") or {}
     tokenizer = section.get("tokenizer")
     if isinstance(tokenizer, str) and (base / Path(tokenizer).expanduser()).is_dir():
         section["tokenizer"] = str(base / Path(tokenizer).expanduser())

@@ -7,9 +7,13 @@ as skipped otherwise, never silently dropped.
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
+
+# Hypothesis keeps its example database (and failure patches) out of the working folder.
+os.environ.setdefault("HYPOTHESIS_STORAGE_DIRECTORY", tempfile.mkdtemp(prefix="edgekd-hypothesis-"))
 
 TINY_RECIPE = """
 [teacher]
