@@ -20,10 +20,12 @@ once (fixed seed, cached). Student: MobileNetV3-Small-style (width 0.5, 256-wide
 kd 0.7 / ce 0.3; its scratch twin has the same initial weights, batches and epochs. Every seed's
 student is exported with static QDQ int8 *per-tensor* (the int8-fragile setting) and a 1-point
 validation budget: the table shows what the exclusion loop excluded, the accuracy at each step and
-the time it took.
+the time it took. Part 3 (`--part exclusion`, on part 2's run folders) pushes the loop to work:
+a zero-drop budget, so nodes are excluded for as long as int8 is significantly worse than fp32.
 
-    python tools/vision_table.py                        # both parts (about 60 minutes on 2 cores)
+    python tools/vision_table.py --out runs/vision       # all parts (about 60 minutes on 2 cores)
     python tools/vision_table.py --part quant --runs 50 # a quick look at part 1
+    python tools/vision_table.py --part exclusion --out runs/vision   # part 3 on part 2's run folders
 """
 
 from __future__ import annotations
@@ -236,9 +238,52 @@ def distill_part(args) -> None:
               f"{q.drop_vs_fp32:+.2%} | {', '.join(q.excluded_nodes) or 'none'} | {steps} | {q.steps[-1].seconds:.0f} s |")
 
 
+def exclusion_part(args) -> None:
+    """The accuracy-aware loop pushed to work: each seed's distilled student (the run folders part 2
+    left in --out) quantized per-tensor with a zero-drop budget, so nodes are excluded for as long
+    as int8 is *significantly* worse than fp32 on the validation images (paired test), up to 8."""
+    import resource
+
+    from edgekd._ort import open_session
+    from edgekd.bench.accuracy import file_top1
+    from edgekd.data import load_data
+    from edgekd.export.quantize import quantize
+    from edgekd.recipe import DataConfig
+    from edgekd.targets import QuantizationConfig, Scheme
+
+    if args.out is None:
+        raise SystemExit("--part exclusion reads the run folders of --part distill: pass the same --out")
+    with tempfile.TemporaryDirectory() as folder:
+        source = write_fashion32(Path(folder), args.train)
+        data = load_data(f"npz:{source}", DataConfig(source=f"npz:{source}", val_fraction=0.1))
+        print(f"\n## Exclusion at work: per-tensor static int8, max_drop_vs_fp32 = 0 (exclude while the paired drop is significant), "
+              f"at most 8 nodes; {len(data.x_val):,} validation images, 256 calibration images\n")
+        print("| seed | val top-1 at each step (fp32 → int8 → …) | drop, p at the start → end | nodes kept in fp32 | test top-1 fp32 / int8 / final | time |")
+        print("|---|---|---|---|---|---|")
+        for seed in args.seeds:
+            run = args.out / f"fashion32-seed{seed}"
+            work = Path(folder) / f"seed{seed}"
+            work.mkdir()
+            cfg = QuantizationConfig(scheme=Scheme.static_qdq, per_channel=False, max_drop_vs_fp32=0.0, max_excluded_nodes=8)
+            t0 = time.perf_counter()
+            result = quantize(run / "student.sim.onnx", work, cfg, data.calibration(256, seed=0), data.x_val, data.y_val)
+            seconds = time.perf_counter() - t0
+            first, last = result.steps[0], result.steps[-1]
+            raw = QuantizationConfig(scheme=Scheme.static_qdq, per_channel=False, max_excluded_nodes=0)
+            (work / "raw").mkdir()
+            plain = quantize(run / "student.sim.onnx", work / "raw", raw, data.calibration(256, seed=0), data.x_val, data.y_val)
+            tests = [file_top1(run / "student.sim.onnx", data.x_test, data.y_test), file_top1(plain.path, data.x_test, data.y_test),
+                     file_top1(result.path, data.x_test, data.y_test)]
+            steps = " → ".join([f"{result.fp32_val_accuracy:.2%}"] + [f"{s.val_accuracy:.2%}" for s in result.steps])
+            print(f"| {seed} | {steps} | {first.drop:+.2%} (p = {first.p_value:.2g}) → {last.drop:+.2%} (p = {last.p_value:.2g}) | "
+                  f"{', '.join(result.excluded_nodes) or 'none'} | {tests[0]:.2%} / {tests[1]:.2%} / {tests[2]:.2%} | {seconds:.0f} s |", flush=True)
+        print(f"\npeak RSS of this process: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--part", choices=["quant", "distill", "both"], default="both")
+    parser.add_argument("--part", choices=["quant", "distill", "exclusion", "both"], default="both",
+                        help="both = quant + distill + exclusion")
     parser.add_argument("--runs", type=int, default=100, help="timed runs per variant in part 1")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--train", type=int, default=20_000, help="training images in part 2 (stratified subset of 60,000)")
@@ -255,6 +300,8 @@ def main() -> None:
         quant_part(args)
     if args.part in ("distill", "both"):
         distill_part(args)
+    if args.part in ("exclusion", "both") and args.out is not None:
+        exclusion_part(args)
     print(f"\n{time.perf_counter() - began:.0f} s in all")
 
 
