@@ -234,78 +234,118 @@ def _produce_within_budget(prepared, dest, work, scheme, settings, cfg, calibrat
     say(f"quantize: int8 costs {drop.drop:.2%} validation accuracy (budget {cfg.max_drop_vs_fp32:.2%}, paired p = {drop.p_value:.2g}); "
         f"ranking nodes by quantization error over {len(calibration)} calibration input(s)")
     ranking = rank_nodes_by_error(prepared, dest, calibration, work)
+    consumers = _consumers(prepared)
     excluded: list[str] = []
-    for node, _sqnr in ranking[: cfg.max_excluded_nodes]:
-        excluded.append(node)
+    for node, _lost in ranking:
+        # The node and every consumer of its outputs stay fp32, so its outputs carry no Q/DQ pair
+        # at all: excluding a ReLU alone leaves its output quantized for the convolution it feeds.
+        group = list(dict.fromkeys(n for n in [node, *consumers.get(node, [])] if n not in excluded))
+        group = group[: cfg.max_excluded_nodes - len(excluded)]  # the node first, its consumers as far as the limit allows
+        if not group:
+            if len(excluded) >= cfg.max_excluded_nodes:
+                break
+            continue
+        excluded += group
         latest, drop = step(excluded)
         steps.append(latest)
-        say(f"quantize: {len(excluded)} node(s) kept in fp32 ({node}): validation accuracy {latest.val_accuracy:.2%}, drop {drop.drop:.2%}")
+        say(f"quantize: {len(excluded)} node(s) kept in fp32 (+{', '.join(group)}): validation accuracy {latest.val_accuracy:.2%}, drop {drop.drop:.2%}")
         if not drop.significantly_beyond(cfg.max_drop_vs_fp32):
             break
     return excluded, steps, drop
 
 
-def rank_nodes_by_error(prepared: Path, qdq: Path, inputs: Inputs | np.ndarray, work: Path) -> list[tuple[str, float]]:
-    """Every node of `prepared`, those whose output activations lose most in `qdq` first (lowest SQNR).
+def _consumers(prepared: Path) -> dict[str, list[str]]:
+    """node → the nodes that read any of its outputs."""
+    import onnx
 
-    Each activation is compared just before and just after its QuantizeLinear/DequantizeLinear
-    pair in the QDQ model (the error quantization adds there), as ONNX Runtime's QDQ debugging
-    tools pair them, but the signal and noise energies are summed input by input rather than
-    every intermediate tensor of every input kept: memory is one input's activations, whatever
-    the number of inputs (ORT's `collect_activations` would hold ~25 GB for MobileNetV2 at 224
-    with 256 images). SQNR = 10·log10(Σ signal² / Σ (signal − dequantized)²). Nodes without a
-    measured output of their own (e.g. a Gemm fused with its Relu) follow, weight-bearing ops
-    first, with an SQNR of +inf, so exclusion can go on until nothing is left.
+    nodes = list(onnx.load(str(prepared), load_external_data=False).graph.node)
+    readers: dict[str, list[str]] = {}
+    for node in nodes:
+        for tensor in node.input:
+            readers.setdefault(tensor, []).append(node.name)
+    return {node.name: [r for t in node.output for r in readers.get(t, [])] for node in nodes}
+
+
+def rank_nodes_by_error(prepared: Path, qdq: Path, inputs: Inputs | np.ndarray, work: Path) -> list[tuple[str, float]]:
+    """Every node of `prepared`, those across which the int8 model loses most accuracy first.
+
+    For every activation, the int8 model's value (after its QuantizeLinear/DequantizeLinear pair,
+    matched as ONNX Runtime's QDQ debugging tools match them) is compared with the fp32 model's:
+    SQNR = 10·log10(Σ fp32² / Σ (fp32 − int8)²), the energies summed input by input, so memory is
+    one input's activations whatever the number of inputs (ORT's `collect_activations` keeps them
+    all: ~25 GB for MobileNetV2 at 224 with 256 images). A node's score is the SQNR lost across it
+    (its worst input's minus its worst output's, in dB): where the error is *added*, not where it
+    merely arrives, nor where one tensor is coarsely rounded but nothing downstream cares (the
+    first ranking, by the local error of each Q/DQ pair alone, picked the ReLUs of squeeze-excite
+    gates on a MobileNetV3 student, and excluding them recovered nothing). Nodes without a
+    measured output follow, weight-bearing ops first, with a score of −inf.
     """
     import onnx
 
-    signal, noise = activation_error_energies(qdq, inputs, work, prepared)
-    nodes = list(onnx.load(str(prepared), load_external_data=False).graph.node)
-    producer = {out: node.name for node in nodes for out in node.output}
+    energies = activation_error_energies(qdq, inputs, work, prepared)
     tiny = np.finfo(np.float64).tiny
-    ranked: dict[str, float] = {}
-    for tensor in signal:
-        node = producer.get(tensor)
-        sqnr = 10 * np.log10(max(signal[tensor], tiny) / max(noise[tensor], tiny))
-        if node and np.isfinite(sqnr):
-            ranked[node] = min(float(sqnr), ranked.get(node, np.inf))
-    measured = sorted(ranked.items(), key=lambda item: item[1])
-    rest = sorted((n for n in nodes if n.name not in ranked), key=lambda n: n.op_type not in _WEIGHT_OPS)
-    return measured + [(n.name, float("inf")) for n in rest]
+    sqnr = {t: 10 * np.log10(max(energies.signal[t], tiny) / max(energies.noise[t], tiny)) for t in energies.signal}
+    finite = [v for v in sqnr.values() if np.isfinite(v)]
+    ceiling = max(finite) if finite else 100.0  # the SQNR of an input nothing measured: the best seen
+    nodes = list(onnx.load(str(prepared), load_external_data=False).graph.node)
+    scores: dict[str, float] = {}
+    for node in nodes:
+        outs = [sqnr[t] for t in node.output if t in sqnr and np.isfinite(sqnr[t])]
+        if not outs:
+            continue
+        ins = [sqnr[t] for t in node.input if t in sqnr and np.isfinite(sqnr[t])]
+        scores[node.name] = float((min(ins) if ins else ceiling) - min(outs))
+    measured = sorted(scores.items(), key=lambda item: -item[1])
+    rest = sorted((n for n in nodes if n.name not in scores), key=lambda n: n.op_type not in _WEIGHT_OPS)
+    return measured + [(n.name, float("-inf")) for n in rest]
 
 
-def activation_error_energies(qdq: Path, inputs: Inputs | np.ndarray, work: Path, prepared: Path | None = None) -> tuple[dict[str, float], dict[str, float]]:
-    """Σ activation² and Σ (activation − its quantize-dequantized value)² per float tensor of `qdq`,
-    accumulated one input (or the model's fixed batch) at a time."""
+@dataclass(frozen=True)
+class ErrorEnergies:
+    signal: dict[str, float]  # Σ fp32 activation², per activation (a tensor name of the fp32 model)
+    noise: dict[str, float]  # Σ (fp32 activation − the int8 model's, after its Q/DQ)²
+
+
+def activation_error_energies(qdq: Path, inputs: Inputs | np.ndarray, work: Path, prepared: Path) -> ErrorEnergies:
+    """The fp32 (`prepared`) and int8 (`qdq`) models run side by side on each input (or fixed
+    batch) in turn, every intermediate tensor exposed; only running sums are kept."""
     import onnxruntime as ort
     from onnxruntime.quantization.qdq_loss_debug import modify_model_output_intermediate_tensors
     from onnxruntime.quantization.quant_utils import DEQUANT_OUTPUT_SUFFIX, QUANT_INPUT_SUFFIX
 
-    augmented = work / "qdq.aug.onnx"
-    with _quiet_ort(work):
-        modify_model_output_intermediate_tensors(str(qdq), str(augmented))
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL  # keep every named tensor
-    session = ort.InferenceSession(str(augmented), options, providers=["CPUExecutionProvider"])
     saved = "_ReshapedSavedOutput"  # the suffix ORT's augmentation gives the tensors it exposes
-    index = {o.name[: -len(saved)]: i for i, o in enumerate(session.get_outputs()) if o.name.endswith(saved)}
-    pairs: dict[str, tuple[int, int]] = {}  # activation → (before Q/DQ, after Q/DQ) output positions
-    for name, position in index.items():
-        for suffix, before_is_this in ((QUANT_INPUT_SUFFIX, True), (DEQUANT_OUTPUT_SUFFIX, False), (DEQUANT_OUTPUT_SUFFIX + "_1", False)):
-            if name.endswith(suffix) and name[: -len(suffix)] in index:
-                activation = name[: -len(suffix)]
-                other = index[activation]
-                pairs.setdefault(activation, (position, other) if before_is_this else (other, position))
+    sessions, index = {}, {}
+    for name, model in (("fp32", prepared), ("int8", qdq)):
+        augmented = work / f"{name}.aug.onnx"
+        with _quiet_ort(work):
+            modify_model_output_intermediate_tensors(str(model), str(augmented))
+        sessions[name] = ort.InferenceSession(str(augmented), options, providers=["CPUExecutionProvider"])
+        index[name] = {o.name[: -len(saved)]: i for i, o in enumerate(sessions[name].get_outputs()) if o.name.endswith(saved)}
+    after: dict[str, int] = {}  # fp32 activation → position of the int8 model's value of it, after its Q/DQ
+    for name, position in index["int8"].items():
+        for suffix in (DEQUANT_OUTPUT_SUFFIX, DEQUANT_OUTPUT_SUFFIX + "_1"):
+            if name.endswith(suffix):
+                after[name[: -len(suffix)]] = position
+        if name.endswith(QUANT_INPUT_SUFFIX) and name[: -len(QUANT_INPUT_SUFFIX)] in index["int8"]:
+            activation = name[: -len(QUANT_INPUT_SUFFIX)]
+            after[activation] = index["int8"][activation]  # the producer's output was renamed; the DQ output kept the name
+    for activation, position in index["int8"].items():  # tensors without Q/DQ: compared as they are
+        after.setdefault(activation, position)
+    pairs = {a: (index["fp32"][a], q) for a, q in after.items() if a in index["fp32"]}
     signal = dict.fromkeys(pairs, 0.0)
     noise = dict.fromkeys(pairs, 0.0)
-    for feed in _Batches(prepared or qdq, as_inputs(inputs), batch=1):
-        outputs = session.run(None, feed)
-        for activation, (before, after) in pairs.items():
-            x = outputs[before].astype(np.float64, copy=False)
+    for feed in _Batches(prepared, as_inputs(inputs), batch=1):
+        reference, quantized = sessions["fp32"].run(None, feed), sessions["int8"].run(None, feed)
+        for activation, (f, q) in pairs.items():
+            x = reference[f].astype(np.float64, copy=False)
+            if x.shape != quantized[q].shape:
+                continue
             signal[activation] += float(np.dot(x, x))
-            diff = x - outputs[after]
+            diff = x - quantized[q]
             noise[activation] += float(np.dot(diff, diff))
-    return signal, noise
+    return ErrorEnergies(signal, noise)
 
 
 def _auto(prepared, source, out_dir, work, cfg, calibration, x_val, y_val, fp32_correct, providers, runtime) -> QuantizeResult:
