@@ -56,9 +56,13 @@ def test_nodes_ranked_worst_first(exported_run, tmp_path):
     ranking = rank_nodes_by_error(prepared, bad.path, DIGITS.calibration(64), tmp_path)
     names = {n.name for n in onnx.load(str(prepared)).graph.node}
     assert {node for node, _ in ranking} == names, "every node can be excluded"
-    lost = [value for _, value in ranking]
-    assert lost == sorted(lost, reverse=True), "the node across which the int8 model loses most SQNR first"
-    assert lost[0] > 0 and lost[0] < float("inf"), "measured nodes come first, and the worst one loses accuracy"
+    ops = {n.name: n.op_type for n in onnx.load(str(prepared)).graph.node}
+    weight = [value for node, value in ranking if ops[node] in ("Conv", "Gemm", "MatMul") and value > float("-inf")]
+    other = [value for node, value in ranking if ops[node] not in ("Conv", "Gemm", "MatMul") and value > float("-inf")]
+    kinds = [ops[node] in ("Conv", "Gemm", "MatMul") for node, value in ranking if value > float("-inf")]
+    assert kinds == sorted(kinds, reverse=True), "weight-bearing nodes first: their rounding goes only with them"
+    assert weight == sorted(weight, reverse=True) and other == sorted(other, reverse=True), "then by the SQNR lost across each node"
+    assert weight and weight[0] > 0, "measured nodes come first, and the worst one loses accuracy"
 
 
 def test_tight_budget_excludes_nodes_until_it_holds(exported_run, tmp_path):
