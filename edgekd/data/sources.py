@@ -172,10 +172,10 @@ def read_npz(path: Path) -> dict[str, np.ndarray]:
         with np.load(path, allow_pickle=False) as archive:  # never unpickle user files
             return {key: archive[key] for key in archive.files if key in _NPZ_KEYS}
     except ValueError as exc:
-        if "allow_pickle" in str(exc):  # numpy's message suggests allow_pickle=True: edgekd never unpickles user files
+        if "allow_pickle" in str(exc) and zipfile.is_zipfile(path):  # numpy suggests allow_pickle=True: edgekd never unpickles user files
             raise DataError(f"{path}: holds object arrays (pickled Python objects), which edgekd does not load; "
                             "save numeric arrays: numpy.savez(PATH, x_train=x.astype('float32'), ...)") from None
-        raise DataError(f"{path}: not a readable .npz file ({exc}); save arrays with numpy.savez") from None
+        raise DataError(f"{path}: not a readable .npz file; save arrays with numpy.savez") from None
     except (zipfile.BadZipFile, OSError) as exc:
         raise DataError(f"{path}: not a readable .npz file ({exc}); save arrays with numpy.savez") from None
 
