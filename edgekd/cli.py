@@ -111,7 +111,7 @@ def _guard(resume_hint: str | None = None) -> Iterator[None]:
     except Exception as exc:  # noqa: BLE001 - the last line of defence: classify, never let a crash read as a verdict
         problem = _missing_extra(exc) or _file_system_problem(exc)
         if problem:
-            err_console.print(f"error: {problem}{'; after freeing space or fixing permissions' + hint if hint else ''}", soft_wrap=True, markup=False)
+            err_console.print(f"error: {problem}", soft_wrap=True, markup=False)
             raise typer.Exit(2) from None
         path = _write_crash_report(exc)
         first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
@@ -172,6 +172,9 @@ def _run_dir(out: Path | None, recipe: Path | None, command: str, **options) -> 
     from edgekd.pipeline import default_run_dir
 
     out = out or default_run_dir(recipe)
+    if out.exists() and not out.is_dir():
+        err_console.print(f"error: --out {out} is a file, not a folder; choose a folder for the run (it is created if missing)", soft_wrap=True, markup=False)
+        raise typer.Exit(2)
     words = ["edgekd", command, *([str(recipe)] if recipe else [])]
     for name, value in options.items():
         flag = "--" + name.replace("_", "-")

@@ -348,3 +348,10 @@ def test_quiet_works_after_the_subcommand_too(exported_run, tmp_path):
     assert before.exit_code == after.exit_code == 0 and before.stdout == after.stdout
     result = runner.invoke(app, ["bench", str(exported_run), "--out", str(tmp_path), "-q"])
     assert result.exit_code in (0, 1) and result.stderr.strip() == "", "no status lines, no library warnings"
+
+
+@pytest.mark.parametrize("command", ["distill", "run"])
+def test_out_naming_a_file_is_one_line(tmp_path, command):
+    (tmp_path / "afile").write_text("keep me")
+    _assert_one_line_error(_invoke(command, "--out", tmp_path / "afile"), "is a file, not a folder")
+    assert (tmp_path / "afile").read_text() == "keep me"
