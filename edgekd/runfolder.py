@@ -34,7 +34,8 @@ def locked(run_dir: Path, create: bool = False):
     at once) gets a one-line error instead of interleaving files. An advisory lock (flock) on
     `.edgekd.lock` in the folder, released when the stage ends or the process dies; re-entrant
     within one process (`edgekd run` holds it across distill, export and bench). A folder that does
-    not exist is created only with `create` (distill); otherwise the stage reports it missing."""
+    not exist is created only with `create` (distill); a folder that is not a run folder (no
+    manifest) gets no lock file: the stage reports what it lacks."""
     run_dir = Path(run_dir)
     key = str(run_dir.resolve())
     if key in _HELD:
@@ -48,7 +49,7 @@ def locked(run_dir: Path, create: bool = False):
         import fcntl
     except ImportError:  # Windows: no flock; the folder is not locked there
         fcntl = None
-    if fcntl is None or not (create or run_dir.is_dir()):
+    if fcntl is None or not (create or (run_dir / MANIFEST).is_file()):  # only run folders get a lock file
         yield
         return
     run_dir.mkdir(parents=True, exist_ok=True)
