@@ -53,23 +53,38 @@ def locked(run_dir: Path, create: bool = False):
         yield
         return
     run_dir.mkdir(parents=True, exist_ok=True)
-    fd = os.open(run_dir / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+    fd = _acquire(run_dir / LOCK, run_dir, fcntl)
+    _HELD[key] = 1
     try:
+        yield
+    finally:
+        del _HELD[key]
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(run_dir / LOCK)  # while still locked: the folder is left as it was
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
+
+
+def _acquire(path: Path, run_dir: Path, fcntl) -> int:
+    """Lock `path`, retrying when the file was removed by its previous holder between our open and
+    our lock (then our lock is on a file nobody else will open)."""
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "unknown"
+            os.close(fd)
             raise RunFolderError(f"{run_dir} is being written by another edgekd process (pid {holder}); "
                                  "wait for it to finish, or choose another --out") from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, str(os.getpid()).encode(), 0)
-        _HELD[key] = 1
         try:
-            yield
-        finally:
-            del _HELD[key]
-            fcntl.flock(fd, fcntl.LOCK_UN)
-    finally:
+            same = os.fstat(fd).st_ino == os.stat(path).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, str(os.getpid()).encode(), 0)
+            return fd
         os.close(fd)
 
 
