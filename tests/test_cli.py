@@ -355,3 +355,14 @@ def test_out_naming_a_file_is_one_line(tmp_path, command):
     (tmp_path / "afile").write_text("keep me")
     _assert_one_line_error(_invoke(command, "--out", tmp_path / "afile"), "is a file, not a folder")
     assert (tmp_path / "afile").read_text() == "keep me"
+
+
+def test_a_diverging_run_says_what_it_kept_and_how_to_start_over(tmp_path):
+    """The teacher's checkpoint stays; the message must not say that nothing was written beside it."""
+    recipe = tmp_path / "r.toml"
+    recipe.write_text('[teacher]\nmodel = "cnn"\nargs = { channels = [8, 16], hidden = 32 }\nepochs = 1\n'
+                      '[student]\nmodel = "mlp"\nargs = { hidden = [16] }\n[distill]\nepochs = 2\nlr = 1e30\n')
+    result = _invoke("distill", recipe, "--out", tmp_path / "run")
+    _assert_one_line_error(result, "student (scratch): loss became nan", "no checkpoint of student (scratch) was written yet",
+                           "start over with --force")
+    assert not (tmp_path / "run" / "student.pt").exists() and not (tmp_path / "run" / "manifest.json").exists()

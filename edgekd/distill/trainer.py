@@ -147,10 +147,12 @@ def fit(
                             loss = loss + u_loss
                             parts.update({f"{k} (unlabeled)": v for k, v in u_parts.items()})
                     if not torch.isfinite(loss):
-                        kept = f"the last good checkpoint (epoch {epoch - 1}) is kept at {checkpoint}" if checkpoint and epoch > 1 else "no checkpoint was written yet"
+                        kept = (f"its last good checkpoint (epoch {epoch - 1}) is kept at {checkpoint}" if checkpoint and epoch > 1
+                                else f"no checkpoint of {label} was written yet (those of earlier phases stay in the run folder)")
                         raise TrainingError(
                             f"{label}: loss became {float(loss.detach())} at epoch {epoch}, step {step + 1}; {kept} — "
-                            f"lower the learning rate (now {settings.lr:g}) or check the inputs for extreme values"
+                            f"lower the learning rate (now {settings.lr:g}) or check the inputs for extreme values, then start over "
+                            "with --force (a teacher trained here is cached and not trained again)"
                         )
                     optimizer.zero_grad(set_to_none=True)
                     scaler.scale(loss).backward()
