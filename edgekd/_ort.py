@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgekd.errors import OnnxModelError, TargetError
+from edgekd.errors import OnnxModelError, TargetError, first_line
 from edgekd.inputs import Inputs, as_inputs
 from edgekd.targets import RuntimeConfig
 
@@ -62,7 +62,7 @@ def open_session(path: Path, providers: list[str] | None = None, runtime: Runtim
     try:
         return ort.InferenceSession(str(path), options, providers=providers or ["CPUExecutionProvider"])
     except Exception as exc:  # ORT raises its own pybind exception types for bad models
-        reason = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
+        reason = first_line(exc, 300)
         raise OnnxModelError(f"{path}: ONNX Runtime cannot load it ({reason}); re-export the model") from None
 
 
@@ -129,6 +129,6 @@ def run_batches(session, x: Inputs | np.ndarray, batch_size: int = 256) -> np.nd
     except Exception as exc:
         expected = ", ".join(f"{m.name} {m.shape}" for m in session.get_inputs())
         given = ", ".join(f"{k} {list(v.shape[1:])}" for k, v in x.items())
-        reason = str(exc).strip().splitlines()[0][:200]
+        reason = first_line(exc)
         raise OnnxModelError(f"the model expects inputs {expected} but got {given} per sample ({reason}); use data that fits the model") from None
     return np.concatenate(outs)

@@ -25,7 +25,7 @@ from rich.table import Table
 from edgekd import __version__
 from edgekd._io import to_jsonable
 from edgekd._progress import set_quiet
-from edgekd.errors import EdgekdError
+from edgekd.errors import EdgekdError, first_line
 from edgekd.targets import Scheme
 
 class _Commands(TyperGroup):
@@ -114,8 +114,8 @@ def _guard(resume_hint: str | None = None) -> Iterator[None]:
             err_console.print(f"error: {problem}", soft_wrap=True, markup=False)
             raise typer.Exit(2) from None
         path = _write_crash_report(exc)
-        first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
-        err_console.print(f"internal error ({type(exc).__name__}{': ' + first if first else ''}); this is a bug in edgekd, not a verdict — "
+        first = f": {first_line(exc)}" if str(exc).strip() else ""
+        err_console.print(f"internal error ({type(exc).__name__}{first}); this is a bug in edgekd, not a verdict — "
                           f"the full traceback is in {path}; please report it", soft_wrap=True, markup=False)
         raise typer.Exit(INTERNAL_ERROR) from None
 

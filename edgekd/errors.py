@@ -8,6 +8,13 @@ them instead of parsing text.
 from __future__ import annotations
 
 
+def first_line(exc: BaseException, limit: int = 200) -> str:
+    """The first line of an exception's message (at most `limit` characters), or its type's name
+    when it has none: what a one-line error quotes from a library or user code that failed."""
+    text = str(exc).strip()
+    return text.splitlines()[0][:limit] if text else type(exc).__name__
+
+
 class EdgekdError(Exception):
     """A problem with the user's input or environment, with the fix in the message."""
 

@@ -17,6 +17,7 @@ from edgekd.bench.accuracy import hits_top_k
 from edgekd.bench.latency import LatencyStats, session_call, summarize, time_interleaved
 from edgekd.bench.memory import MemoryStats, session_memory
 from edgekd.bench.profile import GraphProfile, read_profile
+from edgekd.errors import first_line
 from edgekd.inputs import Inputs, as_inputs
 from edgekd.targets import BenchConfig
 
@@ -123,7 +124,7 @@ def _runnable(sessions, x: Inputs, lengths: list[int], batch) -> list[int]:
             try:
                 session_call(session, x, batch[name], length)(0)
             except Exception as exc:  # ORT raises its own pybind types for shapes a model cannot take
-                reason = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
+                reason = first_line(exc, 160)
                 say(f"bench: {name} cannot run {length} tokens ({reason}); the length sweep leaves {length} out")
                 break
         else:

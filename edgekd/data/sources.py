@@ -17,7 +17,7 @@ import numpy as np
 
 from edgekd.data.files import read_csv, read_idx_dir, read_image_folder
 from edgekd.data.splits import DataSplits, checked_pair, checked_splits, stratified_split
-from edgekd.errors import DataError
+from edgekd.errors import DataError, first_line
 from edgekd.inputs import Inputs
 
 if TYPE_CHECKING:
@@ -99,8 +99,7 @@ def _factory(arg: str, cfg: DataConfig) -> dict[str, np.ndarray]:
     try:
         result = fn()
     except Exception as exc:  # the user's own code failed: say whose, not a traceback of ours
-        message = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else "(no message)"
-        raise DataError(f"data source {arg} raised {type(exc).__name__}: {message}; fix the function") from None
+        raise DataError(f"data source {arg} raised {type(exc).__name__}: {first_line(exc)}; fix the function") from None
     if isinstance(result, tuple) and len(result) in (2, 3):
         result = dict(zip(("train", "test", "val"), result))
     if not isinstance(result, Mapping):

@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from edgekd.errors import DataError
+from edgekd.errors import DataError, first_line
 from edgekd.inputs import Inputs
 
 # Pretrained folders that pip packages ship (no hub, no network): name → (package, sub-folder).
@@ -80,7 +80,7 @@ def load_tokenizer(spec: str | None):
     try:
         return AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
     except Exception as exc:  # transformers raises OSError, ValueError, ... for bad folders
-        raise DataError(f"{folder}: not a loadable tokenizer folder ({str(exc).strip().splitlines()[0][:200]})") from None
+        raise DataError(f"{folder}: not a loadable tokenizer folder ({first_line(exc)})") from None
 
 
 def read_text_table(path: Path, text_column: str, label_column: str, labels: list[str] | None = None) -> TextTable:

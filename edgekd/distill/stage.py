@@ -32,7 +32,7 @@ from edgekd.paired import PairedTest, paired_test
 from edgekd.distill.teacher import TeacherSet, cache_teacher_logits, plan_teachers, train_teachers
 from edgekd.distill.trainer import EpochRecord, FitResult, TrainSettings, fit
 from edgekd.models.call import accuracy, predict
-from edgekd.errors import EdgekdError, ModelError, OnnxModelError, RecipeError, RunFolderError
+from edgekd.errors import EdgekdError, ModelError, OnnxModelError, RecipeError, RunFolderError, first_line
 from edgekd.models.build import ModelSpec, build_model
 from edgekd.models.checkpoint import load_weights, read_checkpoint, save_checkpoint
 from edgekd.recipe import LossTerm, Recipe, load_recipe, teacher_configs
@@ -232,7 +232,7 @@ def _preflight(recipe: Recipe, student: nn.Module, data: DataSplits, teachers: T
         except EdgekdError:
             raise
         except Exception as exc:  # the exporters raise many types: before training, that is a model problem
-            reason = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
+            reason = first_line(exc, 300)
             raise ModelError(f"the student cannot be exported to ONNX ({reason}); fix the model before training it") from None
 
 
@@ -401,7 +401,7 @@ def _check_fits(logits_of: Callable[[np.ndarray], np.ndarray], role: str, data: 
     try:
         out = logits_of(data.x_train[:2])
     except (RuntimeError, TypeError, IndexError, OnnxModelError) as exc:
-        reason = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
+        reason = first_line(exc, 300)
         raise ModelError(f"{role} does not accept the data's inputs {_describe_inputs(data)} ({reason}); fix the model args or the data") from None
     if out.ndim != 2 or out.shape[1] != data.num_classes:
         raise ModelError(

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from edgekd._io import atomic_path
-from edgekd.errors import OnnxModelError
+from edgekd.errors import OnnxModelError, first_line
 
 MOBILE_PROVIDERS = {"NnapiExecutionProvider": "NNAPI", "CoreMLExecutionProvider": "CoreML"}
 
@@ -72,7 +72,7 @@ def mobile_coverage(path: Path) -> list[EpCoverage]:
 
 
 def _unknown(ep: str, exc: Exception) -> EpCoverage:
-    reason = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+    reason = first_line(exc)
     return EpCoverage(ep, 0, 0, 0.0, 0, [], "UNKNOWN", f"ONNX Runtime's usability checker failed: {reason}")
 
 
@@ -93,7 +93,7 @@ def package_ort(source: Path, out_dir: Path, providers: list[str], platform: str
             with _quiet():
                 convert_onnx_models_to_ort(work / source.name, output_dir=work / "out", optimization_styles=[style], target_platform=platform)
         except Exception as exc:
-            raise OnnxModelError(f"{source}: ONNX Runtime cannot convert it to ORT format ({str(exc).strip().splitlines()[0][:200]})") from None
+            raise OnnxModelError(f"{source}: ONNX Runtime cannot convert it to ORT format ({first_line(exc)})") from None
         produced = {p.suffix: p for p in (work / "out").iterdir()}
         ort_file, config = out_dir / f"{source.stem}.ort", out_dir / f"{source.stem}.required_operators.config"
         for built, dest in ((produced[".ort"], ort_file), (produced[".config"], config)):

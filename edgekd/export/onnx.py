@@ -18,7 +18,7 @@ import numpy as np
 
 from edgekd._io import atomic_path
 from edgekd._ort import fixed_batch, open_session, run_batches
-from edgekd.errors import OnnxModelError, ParityError
+from edgekd.errors import OnnxModelError, ParityError, first_line
 from edgekd.inputs import BATCH, Inputs, as_inputs, image_spec
 from edgekd.targets import ExportConfig
 
@@ -83,7 +83,7 @@ def export_onnx(model, example: Inputs | np.ndarray | tuple[int, ...], path: Pat
             )
             exporter = "dynamo"
         except Exception as exc:  # the dynamo exporter raises many error types
-            fallback_reason = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ''}"
+            fallback_reason = f"{type(exc).__name__}: {first_line(exc, 300)}"
             torch.onnx.export(
                 model, args + tuple(kwargs.values()), str(tmp), dynamo=False, opset_version=opset,
                 input_names=names, output_names=list(output_names), dynamic_axes=dynamic_axes or None,

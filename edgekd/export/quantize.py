@@ -33,7 +33,7 @@ from edgekd._ort import feeds, fixed_batch, open_session
 from edgekd._platform import cpu_info
 from edgekd._progress import say
 from edgekd.bench.accuracy import file_correct
-from edgekd.errors import TargetError
+from edgekd.errors import TargetError, first_line
 from edgekd.inputs import Inputs, as_inputs
 from edgekd.paired import PairedDrop, paired_drop
 from edgekd.targets import CalibrationMethod, QuantizationConfig, QuantType, RuntimeConfig, Scheme, SlowerPolicy
@@ -465,14 +465,14 @@ def _prepare(source: Path, work: Path) -> tuple[Path, str]:
         with _quiet_ort(work):
             quant_pre_process(str(source), str(prepared))
     except Exception as exc:  # ORT raises plain Exceptions from its shape inference
-        first = _reason(exc)
+        first = first_line(exc)
         try:
             with _quiet_ort(work):
                 quant_pre_process(str(source), str(prepared), skip_symbolic_shape=True)
             note = f"quant_pre_process without symbolic shape inference (it failed: {first})"
         except Exception as again:
             shutil.copyfile(source, prepared)
-            note = f"skipped: quant_pre_process failed ({first}; without symbolic shapes: {_reason(again)})"
+            note = f"skipped: quant_pre_process failed ({first}; without symbolic shapes: {first_line(again)})"
         say(f"quantize: {note}")
     model = onnx.load(str(prepared))
     seen: set[str] = set()
@@ -482,10 +482,6 @@ def _prepare(source: Path, work: Path) -> tuple[Path, str]:
         seen.add(node.name)
     onnx.save(model, str(prepared))
     return prepared, note
-
-
-def _reason(exc: Exception) -> str:
-    return str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
 
 
 @contextlib.contextmanager

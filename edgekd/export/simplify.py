@@ -14,6 +14,7 @@ import numpy as np
 
 from edgekd._io import atomic_path
 from edgekd._ort import open_session, run_batches
+from edgekd.errors import first_line
 
 
 @dataclass(frozen=True)
@@ -41,7 +42,7 @@ def simplify(source: Path, dest: Path, x_check: np.ndarray, tolerance: float) ->
             simplified, ok = onnxsim.simplify(original)
             reason = None if ok else "onnxsim's own check failed"
         except Exception as exc:  # onnxsim raises RuntimeError and others from its C++ core
-            simplified, reason = None, f"onnxsim failed: {str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__}"
+            simplified, reason = None, f"onnxsim failed: {first_line(exc, 300)}"
         if reason is None:
             onnx.save(simplified, str(tmp))
             reference = run_batches(open_session(source), x_check)

@@ -18,7 +18,7 @@ from typing import Any
 from torch import nn
 
 from edgekd.data.sources import import_object
-from edgekd.errors import ModelError
+from edgekd.errors import ModelError, first_line
 from edgekd.inputs import TensorSpec, image_spec
 from edgekd.models.zoo import FAMILIES
 
@@ -99,12 +99,8 @@ def build_model(spec: ModelSpec) -> nn.Module:
     except (TypeError, ValueError) as exc:
         raise ModelError(f"model '{spec.model}' could not be built with args {spec.args}: {exc}") from None
     except Exception as exc:  # the user's own code failed: say whose, not a traceback of ours
-        raise ModelError(f"model factory '{spec.model}' raised {type(exc).__name__}: {_first_line(exc)}; fix the factory or its args") from None
+        raise ModelError(f"model factory '{spec.model}' raised {type(exc).__name__}: {first_line(exc)}; fix the factory or its args") from None
     if not isinstance(model, nn.Module):
         raise ModelError(f"model factory '{spec.model}' returned {type(model).__name__}, not a torch.nn.Module")
     return model
 
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0][:200] if text else "(no message)"

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from edgekd._io import atomic_path
-from edgekd.errors import ModelError
+from edgekd.errors import ModelError, first_line
 from edgekd.models.build import ModelSpec, build_model
 
 FORMAT = "edgekd.checkpoint/1"
@@ -48,8 +48,7 @@ def read_checkpoint(path: Path) -> dict[str, Any]:
             # torch's own message suggests weights_only=False: edgekd never unpickles a file it was given
             raise ModelError(f"{path}: holds Python objects besides tensors, and edgekd loads checkpoints with weights_only=True only; "
                              "save the weights alone: torch.save(model.state_dict(), PATH)") from None
-        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ModelError(f"{path}: not a loadable weights-only PyTorch checkpoint ({first_line})") from None
+        raise ModelError(f"{path}: not a loadable weights-only PyTorch checkpoint ({first_line(exc, 300)})") from None
     if isinstance(payload, dict) and payload.get("format") == FORMAT:
         return payload
     if isinstance(payload, dict) and all(isinstance(v, torch.Tensor) for v in payload.values()):

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from edgekd.errors import ModelError
+from edgekd.errors import ModelError, first_line
 
 
 def _transformers():
@@ -120,7 +120,7 @@ def hf_model(folder: str, num_classes: int, pooling: str = "mean", dropout: floa
     except ModelError:
         raise
     except Exception as exc:  # transformers raises OSError, ValueError, KeyError, ... for bad folders
-        raise ModelError(f"hf:{folder}: transformers cannot load it ({str(exc).strip().splitlines()[0][:200]})") from None
+        raise ModelError(f"hf:{folder}: transformers cannot load it ({first_line(exc)})") from None
     if getattr(encoder, "pooler", None) is not None:
         encoder.pooler = None  # unused: the head pools the hidden states itself
     return SequenceClassifier(encoder, int(encoder.config.hidden_size), num_classes, pooling, dropout)
