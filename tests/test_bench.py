@@ -273,13 +273,18 @@ def test_accuracy_drop_fails_only_when_its_paired_interval_lies_beyond_the_budge
 
 @pytest.mark.parametrize("policy", ["warn", "fail", "fallback"])
 def test_a_deployed_model_slower_than_fp32_is_a_verdict_the_target_decides(policy):
+    from edgekd.bench.latency import LatencyStats
     from edgekd.bench.report import verdict_line
-    from edgekd.bench.verify import VersusFp32Figures
-    from edgekd.targets import SlowerPolicy
+    from edgekd.bench.verify import versus_fp32
+    from edgekd.targets import QuantizationConfig
 
-    figures = VersusFp32Figures(p50_ms=2.0, p50_ci95=[1.9, 2.1], fp32_p50_ms=1.0, fp32_p50_ci95=[0.95, 1.05],
-                                bytes=500, fp32_bytes=1000, policy=SlowerPolicy(policy))
-    latency, size = check_budgets(Budgets(), 500, 2.0, None, None, None, versus_fp32=figures)
+    def stats(p50, ci):
+        return LatencyStats(1, 300, p50, p50, p50, p50, 0.0, {"p50": ci})
+
+    figures = versus_fp32("CPUExecutionProvider", stats(2.0, [1.9, 2.1]), stats(1.0, [0.95, 1.05]), 500, 1000)
+    assert figures.slower and not figures.larger
+    latency, size = check_budgets(Budgets(), 500, 2.0, None, None, None, versus_fp32=figures,
+                                  quantization=QuantizationConfig(if_slower_than_fp32=policy))
     assert latency.passed is False and latency.measured == 2.0 and "slower than the fp32 student" in latency.note
     assert size.passed and size.measured == 0.5
     assert latency.blocking is (policy != "warn")
@@ -294,11 +299,12 @@ def test_a_deployed_model_slower_than_fp32_is_a_verdict_the_target_decides(polic
 
 
 def test_overlapping_latency_against_fp32_is_too_close_to_call():
-    from edgekd.bench.verify import VersusFp32Figures
-    from edgekd.targets import SlowerPolicy
+    from edgekd.bench.verify import VersusFp32
+    from edgekd.targets import QuantizationConfig
 
-    figures = VersusFp32Figures(1.02, [0.98, 1.06], 1.0, [0.97, 1.03], 900, 1000, SlowerPolicy.fail)
-    latency, _ = check_budgets(Budgets(), 900, 1.02, None, None, None, versus_fp32=figures)
+    figures = VersusFp32("CPUExecutionProvider", 1.02, [0.98, 1.06], 1.0, [0.97, 1.03], 900, 1000, slower=False, larger=False)
+    latency, _ = check_budgets(Budgets(), 900, 1.02, None, None, None, versus_fp32=figures,
+                               quantization=QuantizationConfig(if_slower_than_fp32="fail"))
     assert latency.passed and latency.too_close_to_call
 
 

@@ -11,6 +11,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from edgekd.bench.latency import interval_above
 from edgekd.errors import EdgekdError
 
 
@@ -44,8 +45,8 @@ def compare_reports(before: Path, after: Path, max_latency_increase: float = 0.1
         la, lb = va["latency"], vb["latency"]
         rel = lb["p50_ms"] / la["p50_ms"] - 1
         ci_a, ci_b = la.get("ci95_ms", {}).get("p50"), lb.get("ci95_ms", {}).get("p50")
-        separated_up = ci_a is not None and ci_b is not None and ci_b[0] > ci_a[1]
-        separated_down = ci_a is not None and ci_b is not None and ci_b[1] < ci_a[0]
+        separated_up = ci_a is not None and ci_b is not None and interval_above(ci_b, ci_a)
+        separated_down = ci_a is not None and ci_b is not None and interval_above(ci_a, ci_b)
         if rel > max_latency_increase:
             verdict = "worse" if separated_up or ci_a is None else "too close to call"
         elif rel < -max_latency_increase and (separated_down or ci_a is None):

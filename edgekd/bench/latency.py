@@ -35,6 +35,11 @@ class LatencyStats:
         return {50: self.p50_ms, 90: self.p90_ms, 99: self.p99_ms}[p]
 
 
+def interval_above(interval: list[float], other: list[float]) -> bool:
+    """The whole of `interval` lies above `other`: a difference the timing noise cannot explain."""
+    return interval[0] > other[1]
+
+
 def summarize(times_ns: list[int] | np.ndarray, batch: int, seed: int = 0) -> LatencyStats:
     """Percentiles (numpy's linear interpolation) of timed runs in ms, with bootstrap 95% CIs.
 

@@ -24,7 +24,7 @@ from edgekd._ort import open_session, usable_providers
 from edgekd._progress import say
 from edgekd.bench.measure import VariantReport, measure_variants
 from edgekd.bench.report import verdict_line, write_junit, write_reports
-from edgekd.bench.verify import MobileFigures, Verdict, VersusFp32Figures, check_budgets, run_passed
+from edgekd.bench.verify import MobileFigures, Verdict, check_budgets, run_passed, versus_fp32
 from edgekd.data import load_recipe_data, load_test_split
 from edgekd.errors import DataError, OnnxModelError, TargetError
 from edgekd.inputs import Inputs
@@ -111,6 +111,8 @@ def _bench(
     reference = by_name.get("teacher fp32")
     shipped = by_name[deployed]
     fp32 = by_name.get("student fp32")
+    quantized = fp32 is not None and fp32 is not shipped  # a run folder whose deployed model is not its fp32 student
+    labelled = hits.get(deployed) is not None
     verdicts = check_budgets(
         target.budgets,
         size_bytes=shipped.profile.bytes,
@@ -121,12 +123,10 @@ def _bench(
         teacher_bytes=reference.profile.bytes if reference else None,
         throughput=shipped.throughput,
         mobile=_mobile_figures(target, providers, coverage),
-        drop=paired_drop(hits["teacher fp32"], hits[deployed]) if reference and hits.get(deployed) is not None else None,
-        versus_fp32=None if fp32 is None or fp32 is shipped else VersusFp32Figures(
-            shipped.latency.p50_ms, shipped.latency.ci95_ms["p50"], fp32.latency.p50_ms, fp32.latency.ci95_ms["p50"],
-            shipped.profile.bytes, fp32.profile.bytes, target.quantization.if_slower_than_fp32),
-        quantization_drop=None if fp32 is None or fp32 is shipped or hits.get(deployed) is None else (
-            paired_drop(hits["student fp32"], hits[deployed]), target.quantization.max_drop_vs_fp32),
+        drop=paired_drop(hits["teacher fp32"], hits[deployed]) if reference and labelled else None,
+        versus_fp32=versus_fp32(providers[0], shipped.latency, fp32.latency, shipped.profile.bytes, fp32.profile.bytes) if quantized else None,
+        quantization_drop=paired_drop(hits["student fp32"], hits[deployed]) if quantized and labelled else None,
+        quantization=target.quantization,
     )
     report = BenchReport(
         target=target.name,

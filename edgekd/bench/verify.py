@@ -14,8 +14,9 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
+from edgekd.bench.latency import LatencyStats, interval_above
 from edgekd.paired import PairedDrop
-from edgekd.targets import Budgets, SlowerPolicy
+from edgekd.targets import Budgets, QuantizationConfig, SlowerPolicy
 
 
 @dataclass(frozen=True)
@@ -33,16 +34,24 @@ class Verdict:
 
 
 @dataclass(frozen=True)
-class VersusFp32Figures:
-    """The deployed quantized student and its fp32 original, benched side by side in one run."""
+class VersusFp32:
+    """A quantized model against the fp32 model it came from, timed interleaved in one process
+    (by export, to act on the target's if_slower_than_fp32, and by the bench, as a verdict)."""
 
+    provider: str  # where it was timed (this machine's CPU for a CPU provider)
     p50_ms: float
-    p50_ci95: list[float]
+    p50_ci95_ms: list[float]
     fp32_p50_ms: float
-    fp32_p50_ci95: list[float]
+    fp32_p50_ci95_ms: list[float]
     bytes: int
     fp32_bytes: int
-    policy: SlowerPolicy
+    slower: bool  # the whole 95% interval of its p50 lies above fp32's
+    larger: bool
+
+
+def versus_fp32(provider: str, mine: LatencyStats, fp32: LatencyStats, size: int, fp32_size: int) -> VersusFp32:
+    return VersusFp32(provider, mine.p50_ms, mine.ci95_ms["p50"], fp32.p50_ms, fp32.ci95_ms["p50"], size, fp32_size,
+                      slower=interval_above(mine.ci95_ms["p50"], fp32.ci95_ms["p50"]), larger=size > fp32_size)
 
 
 def check_budgets(
@@ -56,14 +65,17 @@ def check_budgets(
     mobile: MobileFigures | None = None,
     latency_ci: list[float] | None = None,
     drop: PairedDrop | None = None,
-    versus_fp32: VersusFp32Figures | None = None,
-    quantization_drop: tuple[PairedDrop, float] | None = None,
+    versus_fp32: VersusFp32 | None = None,
+    quantization_drop: PairedDrop | None = None,
+    quantization: QuantizationConfig | None = None,
 ) -> list[Verdict]:
     """Compare the deployed model's figures with every budget the target sets.
 
     `drop` is the teacher-to-deployed accuracy drop paired on the test images (its interval
     decides); `versus_fp32` the deployed quantized student against its fp32 original, and
-    `quantization_drop` its accuracy drop from that original with the target's max_drop_vs_fp32."""
+    `quantization_drop` its accuracy drop from that original, judged by the target's
+    `quantization` (if_slower_than_fp32, max_drop_vs_fp32)."""
+    quantization = quantization or QuantizationConfig()
     verdicts: list[Verdict] = []
     if budgets.max_size_kb is not None:
         verdicts.append(_at_most("max_size_kb", size_bytes / 1024, budgets.max_size_kb, "KiB"))
@@ -98,11 +110,10 @@ def check_budgets(
         else:
             verdicts.append(_at_most(name, mobile.partitions, allowed, f"partitions on {mobile.ep}"))
     if versus_fp32 is not None:
-        verdicts += _versus_fp32(versus_fp32)
+        verdicts += _versus_fp32(versus_fp32, quantization.if_slower_than_fp32)
     if quantization_drop is not None:
-        drop, allowed = quantization_drop
-        verdicts.append(_within_interval("max_drop_vs_fp32", drop.drop, drop.interval, allowed,
-                                         f"top-1 vs the fp32 student ({drop.images} paired test images)", "more test images would tell"))
+        verdicts.append(_within_interval("max_drop_vs_fp32", quantization_drop.drop, quantization_drop.interval, quantization.max_drop_vs_fp32,
+                                         f"top-1 vs the fp32 student ({quantization_drop.images} paired test images)", "more test images would tell"))
     return [_unchecked(v, budgets.allow_unchecked) if v.passed is None else v for v in verdicts]
 
 
@@ -140,23 +151,22 @@ def _within_interval(name: str, measured: float, interval: list[float] | None, a
                    interval, too_close_to_call=True)
 
 
-def _versus_fp32(f: VersusFp32Figures) -> list[Verdict]:
+def _versus_fp32(f: VersusFp32, policy: SlowerPolicy) -> list[Verdict]:
     """The deployed quantized student may be neither slower (whole p50 intervals apart) nor larger than fp32."""
-    blocking = f.policy is not SlowerPolicy.warn
+    blocking = policy is not SlowerPolicy.warn
     why = {SlowerPolicy.warn: 'warning only: the target says if_slower_than_fp32 = "warn"',
            SlowerPolicy.fail: 'the target says if_slower_than_fp32 = "fail"',
-           SlowerPolicy.fallback: 'the target says if_slower_than_fp32 = "fallback": export again on this machine to deploy fp32'}[f.policy]
+           SlowerPolicy.fallback: 'the target says if_slower_than_fp32 = "fallback": export again on this machine to deploy fp32'}[policy]
     ratio = f.p50_ms / f.fp32_p50_ms
-    interval = [f.p50_ci95[0] / f.fp32_p50_ci95[1], f.p50_ci95[1] / f.fp32_p50_ci95[0]]
-    slower = f.p50_ci95[0] > f.fp32_p50_ci95[1]
-    close = not slower and ratio > 1
-    note = (f"slower than the fp32 student ({f.p50_ms:.4g} vs {f.fp32_p50_ms:.4g} ms p50); {why}" if slower else
+    interval = [f.p50_ci95_ms[0] / f.fp32_p50_ci95_ms[1], f.p50_ci95_ms[1] / f.fp32_p50_ci95_ms[0]]
+    close = not f.slower and ratio > 1
+    note = (f"slower than the fp32 student ({f.p50_ms:.4g} vs {f.fp32_p50_ms:.4g} ms p50); {why}" if f.slower else
             f"too close to call: p50 intervals of deployed and fp32 overlap ({f.p50_ms:.4g} vs {f.fp32_p50_ms:.4g} ms)" if close else "")
-    latency = Verdict("deployed_vs_fp32_latency", 1.0, ratio, "× fp32 student p50", 1.0 - ratio, not slower, note, interval,
+    latency = Verdict("deployed_vs_fp32_latency", 1.0, ratio, "× fp32 student p50", 1.0 - ratio, not f.slower, note, interval,
                       too_close_to_call=close, blocking=blocking)
     size = f.bytes / f.fp32_bytes
-    size_note = f"larger than the fp32 student ({f.bytes:,} vs {f.fp32_bytes:,} bytes); {why}" if size > 1 else ""
-    return [latency, Verdict("deployed_vs_fp32_size", 1.0, size, "× fp32 student bytes", 1.0 - size, size <= 1, size_note, blocking=blocking)]
+    size_note = f"larger than the fp32 student ({f.bytes:,} vs {f.fp32_bytes:,} bytes); {why}" if f.larger else ""
+    return [latency, Verdict("deployed_vs_fp32_size", 1.0, size, "× fp32 student bytes", 1.0 - size, not f.larger, size_note, blocking=blocking)]
 
 
 def _at_most(name: str, measured: float, allowed: float, unit: str) -> Verdict:

@@ -5,10 +5,10 @@ ONNX Runtime's `quant_pre_process` runs first, as its documentation recommends; 
 without symbolic shape inference, then skipped, and the result records why. Static QDQ is
 calibrated on *training* inputs. When int8 costs more validation accuracy than the target allows
 — beyond the budget *and* really worse than fp32 by the paired test on the validation images, not a
-few images of noise — nodes are ranked by their quantization error (each activation before and
-after its QuantizeLinear/DequantizeLinear pair, accumulated image by image so memory is bounded by
-the model, not by the images) and excluded from quantization one at a time, worst first, until the
-budget holds or `max_excluded_nodes` is reached. A fixed scheme's artifact is then timed
+few images of noise — nodes are ranked by the error against the fp32 model added across them
+(weight-bearing nodes first; the fp32 and int8 models run side by side input by input, so memory
+is bounded by the model, not by the inputs) and kept in fp32, worst first, while the drop is real
+or until `max_excluded_nodes` is reached. A fixed scheme's artifact is then timed
 interleaved with the fp32 model on the target's provider: one that is slower or larger is a
 warning, falls back to fp32, or is left for the bench to fail, as the target's
 `if_slower_than_fp32` says. `auto` produces every candidate, times them with fp32 the same way,
@@ -33,6 +33,7 @@ from edgekd._ort import feeds, fixed_batch, open_session
 from edgekd._platform import cpu_info
 from edgekd._progress import say
 from edgekd.bench.accuracy import file_correct
+from edgekd.bench.verify import VersusFp32, versus_fp32
 from edgekd.errors import TargetError, first_line
 from edgekd.inputs import Inputs, as_inputs
 from edgekd.paired import PairedDrop, paired_drop
@@ -56,21 +57,6 @@ class ExclusionStep:
     drop_interval: list[float] = field(default_factory=list)  # 95% CI of the drop (paired, validation images)
     p_value: float = 1.0  # exact McNemar test against fp32 on the same images
     seconds: float = 0.0  # since quantization of this scheme began
-
-
-@dataclass(frozen=True)
-class VersusFp32:
-    """A quantized artifact's cost against the fp32 model it came from, timed interleaved in one process."""
-
-    provider: str  # where it was timed (this machine's CPU for a CPU provider)
-    p50_ms: float
-    p50_ci95_ms: list[float]
-    fp32_p50_ms: float
-    fp32_p50_ci95_ms: list[float]
-    bytes: int
-    fp32_bytes: int
-    slower: bool  # the whole 95% interval of its p50 lies above fp32's
-    larger: bool
 
 
 @dataclass(frozen=True)
@@ -159,11 +145,8 @@ def _against_fp32(result: QuantizeResult, source: Path, cfg: QuantizationConfig,
     except TargetError as exc:
         return dataclasses.replace(result, warnings=[*result.warnings, f"{result.scheme} not timed against fp32: {exc}"])
     stats = time_against_fp32(source, {"quantized": Path(result.path)}, x_val, usable, runtime)
-    mine, fp32 = stats["quantized"], stats["fp32"]
-    versus = VersusFp32(usable[0], mine.p50_ms, mine.ci95_ms["p50"], fp32.p50_ms, fp32.ci95_ms["p50"],
-                        result.bytes, Path(source).stat().st_size,
-                        slower=mine.ci95_ms["p50"][0] > fp32.ci95_ms["p50"][1], larger=result.bytes > Path(source).stat().st_size)
-    result = dataclasses.replace(result, versus_fp32=versus, fp32_p50_ms=fp32.p50_ms)
+    versus = versus_fp32(usable[0], stats["quantized"], stats["fp32"], result.bytes, Path(source).stat().st_size)
+    result = dataclasses.replace(result, versus_fp32=versus, fp32_p50_ms=versus.fp32_p50_ms)
     if not (versus.slower or versus.larger):
         return result
     costs = " and ".join(c for c, bad in ((f"slower ({versus.p50_ms:.4g} vs {versus.fp32_p50_ms:.4g} ms p50 on {versus.provider}, "
@@ -233,9 +216,12 @@ def _produce_within_budget(prepared, dest, work, scheme, settings, cfg, calibrat
         return [], steps, drop
     say(f"quantize: int8 costs {drop.drop:.2%} validation accuracy (budget {cfg.max_drop_vs_fp32:.2%}, paired p = {drop.p_value:.2g}); "
         f"ranking nodes by quantization error over {len(calibration)} calibration input(s)")
-    ranking = rank_nodes_by_error(prepared, dest, calibration, work)
-    consumers = _consumers(prepared)
-    weight_ops = _weight_ops(prepared)
+    import onnx
+
+    nodes = list(onnx.load(str(prepared), load_external_data=False).graph.node)
+    ranking = rank_nodes_by_error(prepared, dest, calibration, work, nodes)
+    consumers = _consumers(nodes)
+    weight_ops = {n.name for n in nodes if n.op_type in _WEIGHT_OPS}
     excluded: list[str] = []
     for node, _lost in ranking:
         # The node and every consumer of its outputs stay fp32, so its outputs carry no Q/DQ pair
@@ -256,17 +242,8 @@ def _produce_within_budget(prepared, dest, work, scheme, settings, cfg, calibrat
     return excluded, steps, drop
 
 
-def _weight_ops(prepared: Path) -> set[str]:
-    import onnx
-
-    return {n.name for n in onnx.load(str(prepared), load_external_data=False).graph.node if n.op_type in _WEIGHT_OPS}
-
-
-def _consumers(prepared: Path) -> dict[str, list[str]]:
-    """node → the nodes that read any of its outputs."""
-    import onnx
-
-    nodes = list(onnx.load(str(prepared), load_external_data=False).graph.node)
+def _consumers(nodes) -> dict[str, list[str]]:
+    """node name → the names of the nodes that read any of its outputs."""
     readers: dict[str, list[str]] = {}
     for node in nodes:
         for tensor in node.input:
@@ -274,7 +251,7 @@ def _consumers(prepared: Path) -> dict[str, list[str]]:
     return {node.name: [r for t in node.output for r in readers.get(t, [])] for node in nodes}
 
 
-def rank_nodes_by_error(prepared: Path, qdq: Path, inputs: Inputs | np.ndarray, work: Path) -> list[tuple[str, float]]:
+def rank_nodes_by_error(prepared: Path, qdq: Path, inputs: Inputs | np.ndarray, work: Path, nodes=None) -> list[tuple[str, float]]:
     """Every node of `prepared`, those across which the int8 model loses most accuracy first.
 
     For every activation, the int8 model's value (after its QuantizeLinear/DequantizeLinear pair,
@@ -291,11 +268,12 @@ def rank_nodes_by_error(prepared: Path, qdq: Path, inputs: Inputs | np.ndarray, 
     import onnx
 
     energies = activation_error_energies(qdq, inputs, work, prepared)
+    if nodes is None:
+        nodes = list(onnx.load(str(prepared), load_external_data=False).graph.node)
     tiny = np.finfo(np.float64).tiny
     sqnr = {t: 10 * np.log10(max(energies.signal[t], tiny) / max(energies.noise[t], tiny)) for t in energies.signal}
     finite = [v for v in sqnr.values() if np.isfinite(v)]
     ceiling = max(finite) if finite else 100.0  # the SQNR of an input nothing measured: the best seen
-    nodes = list(onnx.load(str(prepared), load_external_data=False).graph.node)
     scores: dict[str, float] = {}
     for node in nodes:
         outs = [sqnr[t] for t in node.output if t in sqnr and np.isfinite(sqnr[t])]
