@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
-FAMILY = "ensemble"
+from edgekd.distill.losses import soft_log_targets
 
 
 class Ensemble(nn.Module):
@@ -22,14 +22,12 @@ class Ensemble(nn.Module):
         super().__init__()
         if len(members) != len(weights) or not members:
             raise ValueError("an ensemble needs one weight per member, and at least one member")
-        total = float(sum(weights))
         self.members = nn.ModuleList(members)
-        self.register_buffer("weights", torch.tensor([w / total for w in weights], dtype=torch.float32))
+        self.weights = [float(w) for w in weights]  # kept in the checkpoint's spec (ensemble_args), not its state
 
     def forward(self, *args: Any, **kwargs: Any) -> torch.Tensor:
-        # log Σ w_i softmax(z_i) = logsumexp_i(log w_i + log_softmax(z_i)): no probability underflows to log 0
-        log_probs = torch.stack([torch.log_softmax(member(*args, **kwargs).float(), dim=-1) for member in self.members])
-        return torch.logsumexp(torch.log(self.weights).view(-1, 1, 1) + log_probs, dim=0)
+        # The very soft targets distillation used, at T = 1: log Σ w_i softmax(z_i), in log space.
+        return soft_log_targets([member(*args, **kwargs) for member in self.members], 1.0, self.weights)
 
 
 def ensemble_args(member_specs: list[dict[str, Any]], weights: list[float]) -> dict[str, Any]:
