@@ -23,7 +23,7 @@ from edgekd.recipe import Recipe, recipe_from_dict
 MANIFEST = "manifest.json"
 RECIPE = "recipe.json"
 LOCK = ".edgekd.lock"
-_HELD: dict[str, int] = {}  # run folders this process holds the lock of, with the nesting depth
+_HELD: set[str] = set()  # run folders this process holds the lock of (nested holds pass through)
 SCHEMA_VERSION = 1
 _PACKAGES = ("edgekd", "torch", "onnx", "onnxruntime", "onnxsim", "numpy", "scikit-learn")
 
@@ -39,11 +39,7 @@ def locked(run_dir: Path, create: bool = False):
     run_dir = Path(run_dir)
     key = str(run_dir.resolve())
     if key in _HELD:
-        _HELD[key] += 1
-        try:
-            yield
-        finally:
-            _HELD[key] -= 1
+        yield
         return
     try:
         import fcntl
@@ -54,11 +50,11 @@ def locked(run_dir: Path, create: bool = False):
         return
     run_dir.mkdir(parents=True, exist_ok=True)
     fd = _acquire(run_dir / LOCK, run_dir, fcntl)
-    _HELD[key] = 1
+    _HELD.add(key)
     try:
         yield
     finally:
-        del _HELD[key]
+        _HELD.discard(key)
         with contextlib.suppress(FileNotFoundError):
             os.unlink(run_dir / LOCK)  # while still locked: the folder is left as it was
         fcntl.flock(fd, fcntl.LOCK_UN)
@@ -99,14 +95,19 @@ def versions() -> dict[str, str]:
     return found
 
 
+def read_json(path: Path) -> Any:
+    """A JSON file of a run folder; a damaged one is a one-line RunFolderError naming it."""
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise RunFolderError(f"{path}: not valid JSON ({exc}); the run folder is damaged — rerun the stage that wrote it") from None
+
+
 def load_manifest(run_dir: Path) -> dict[str, Any]:
     path = Path(run_dir) / MANIFEST
     if not path.is_file():
         return {"schema_version": SCHEMA_VERSION, "files": {}, "stages": {}}
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise RunFolderError(f"{path}: not valid JSON ({exc}); the run folder is damaged — rerun the stage that wrote it") from None
+    return read_json(path)
 
 
 def record(run_dir: Path, stage: str, files: list[str], **context: Any) -> None:
@@ -144,8 +145,4 @@ def load_run_recipe(run_dir: Path) -> Recipe:
     path = Path(run_dir) / RECIPE
     if not path.is_file():
         raise RunFolderError(f"{run_dir} has no {RECIPE}; it is not an edgekd run folder (run `edgekd distill --out {run_dir}` first)")
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise RunFolderError(f"{path}: not valid JSON ({exc}); the run folder is damaged — rerun `edgekd distill` into a new folder") from None
-    return recipe_from_dict(data, str(path))
+    return recipe_from_dict(read_json(path), str(path))

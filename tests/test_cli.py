@@ -366,3 +366,12 @@ def test_a_diverging_run_says_what_it_kept_and_how_to_start_over(tmp_path):
     _assert_one_line_error(result, "student (scratch): loss became nan", "no checkpoint of student (scratch) was written yet",
                            "start over with --force")
     assert not (tmp_path / "run" / "student.pt").exists() and not (tmp_path / "run" / "manifest.json").exists()
+
+
+def test_a_damaged_json_file_in_a_run_folder_is_one_line(exported_run, tmp_path):
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(exported_run, run)
+    (run / "distill.json").write_text('{"reference": ')
+    _assert_one_line_error(_invoke("bench", run, "--out", tmp_path), "distill.json: not valid JSON", "the run folder is damaged")

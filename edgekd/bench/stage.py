@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import json
 import platform
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -80,9 +79,9 @@ def _bench(
         files, default_source, default_target, coverage = _from_run_folder(model)
         labels = model / "labels.json"
         if labels.is_file():
-            classes = [str(c) for c in json.loads(labels.read_text(encoding="utf-8")).get("classes", [])]
+            classes = [str(c) for c in runfolder.read_json(labels).get("classes", [])]
         distilled = model / "distill.json"
-        reference_note = json.loads(distilled.read_text(encoding="utf-8")).get("reference", "the teacher") if distilled.is_file() else "the teacher"
+        reference_note = runfolder.read_json(distilled).get("reference", "the teacher") if distilled.is_file() else "the teacher"
         out = out or model
     elif model.is_file():
         files = {**({"teacher fp32": Path(teacher)} if teacher else {}), model.name: model}
@@ -158,7 +157,7 @@ def _from_run_folder(run_dir: Path):
     from edgekd.export.mobile import EpCoverage
     from edgekd.export.stage import RESULT, STUDENT_SIMPLIFIED, TEACHER_ONNX
 
-    exported = json.loads(runfolder.artifact(run_dir, RESULT, "bench").read_text(encoding="utf-8"))
+    exported = runfolder.read_json(runfolder.artifact(run_dir, RESULT, "bench"))
     deployed = exported["deployed"]
     files = {
         "teacher fp32": runfolder.artifact(run_dir, TEACHER_ONNX, "bench"),
