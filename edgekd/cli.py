@@ -25,7 +25,7 @@ from rich.table import Table
 from edgekd import __version__
 from edgekd._io import to_jsonable
 from edgekd._progress import set_quiet
-from edgekd.errors import EdgekdError, first_line
+from edgekd.errors import EdgekdError, RunFolderError, first_line
 from edgekd.targets import Scheme
 
 class _Commands(TyperGroup):
@@ -127,8 +127,7 @@ def _missing_extra(exc: BaseException) -> str | None:
     """A command that needs the training stack on a bench-only install: which extra to add."""
     if isinstance(exc, ModuleNotFoundError) and (exc.name or "").split(".")[0] in _EXTRAS:
         name = exc.name.split(".")[0]
-        return (f"this command needs {name}, which a bench-only install leaves out: pip install 'edgekd[{_EXTRAS[name]}]' "
-                "(torch's CPU wheel: add torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu)")
+        return f"this command needs {name}, which a bench-only install leaves out: pip install 'edgekd[{_EXTRAS[name]}]'"
     return None
 
 
@@ -148,12 +147,13 @@ def _file_system_problem(exc: BaseException) -> str | None:
 
 def _write_crash_report(exc: BaseException) -> Path:
     """The whole traceback, with versions, in a file the one-line message names."""
+    import os
     import platform
     import tempfile
     import time
     import traceback
 
-    path = Path(tempfile.gettempdir()) / f"edgekd-crash-{time.strftime('%Y%m%d-%H%M%S')}-{__import__('os').getpid()}.txt"
+    path = Path(tempfile.gettempdir()) / f"edgekd-crash-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.txt"
     text = (f"edgekd {__version__}, Python {platform.python_version()}, {platform.platform()}\n"
             f"command: {' '.join(sys.argv)}\n\n" + "".join(traceback.format_exception(exc)))
     try:
@@ -173,8 +173,7 @@ def _run_dir(out: Path | None, recipe: Path | None, command: str, **options) -> 
 
     out = out or default_run_dir(recipe)
     if out.exists() and not out.is_dir():
-        err_console.print(f"error: --out {out} is a file, not a folder; choose a folder for the run (it is created if missing)", soft_wrap=True, markup=False)
-        raise typer.Exit(2)
+        raise RunFolderError(f"--out {out} is a file, not a folder; choose a folder for the run (it is created if missing)")
     words = ["edgekd", command, *([str(recipe)] if recipe else [])]
     for name, value in options.items():
         flag = "--" + name.replace("_", "-")
@@ -212,7 +211,8 @@ def distill(
 
     Runs unchanged under torchrun for several GPUs or machines:
     torchrun --nproc_per_node=N -m edgekd distill RECIPE --out DIR"""
-    out, hint = _run_dir(out, recipe, "distill", sweep=sweep, json=as_json)
+    with _guard():
+        out, hint = _run_dir(out, recipe, "distill", sweep=sweep, json=as_json)
     with _guard(hint):
         from edgekd.distill.stage import distill as run_distill
 
@@ -283,9 +283,7 @@ def bench(
     if compare is not None:
         with _guard():
             if model is not None:
-                from edgekd.errors import EdgekdError as _Usage
-
-                raise _Usage("give either a model to measure or --compare A.json B.json, not both")
+                raise EdgekdError("give either a model to measure or --compare A.json B.json, not both")
             from edgekd.bench.compare import compare_reports
 
             comparison = compare_reports(compare[0], compare[1], max_latency_increase, max_accuracy_drop)
@@ -296,9 +294,7 @@ def bench(
         raise typer.Exit(1 if comparison.regressed else 0)
     with _guard():
         if model is None:
-            from edgekd.errors import EdgekdError as _Usage
-
-            raise _Usage("give a run folder or an ONNX file to bench (or --compare A.json B.json); see edgekd bench --help")
+            raise EdgekdError("give a run folder or an ONNX file to bench (or --compare A.json B.json); see edgekd bench --help")
         from edgekd.bench.stage import bench as run_bench
 
         report = run_bench(model, data=data, target=target, teacher=teacher, out=out, providers=_split(providers), junit=junit,
@@ -333,7 +329,8 @@ def run(
     as_json: JsonOpt = False,
 ) -> None:
     """distill → export → bench in one folder; exit 0 when every budget of the target holds, 1 when one is missed."""
-    out, hint = _run_dir(out, recipe, "run", target=target, scheme=scheme, providers=providers, sweep=sweep, json=as_json)
+    with _guard():
+        out, hint = _run_dir(out, recipe, "run", target=target, scheme=scheme, providers=providers, sweep=sweep, json=as_json)
     with _guard(hint):
         from edgekd.pipeline import run as run_pipeline
 

@@ -98,7 +98,10 @@ def build_model(spec: ModelSpec) -> nn.Module:
         raise
     except (TypeError, ValueError) as exc:
         raise ModelError(f"model '{spec.model}' could not be built with args {spec.args}: {exc}") from None
-    except Exception as exc:  # the user's own code failed: say whose, not a traceback of ours
+    except Exception as exc:
+        if spec.model in FAMILIES:  # edgekd's own family failed: a bug (exit 3), not a user error
+            raise
+        # the user's own factory failed: say whose, not a traceback of ours
         raise ModelError(f"model factory '{spec.model}' raised {type(exc).__name__}: {first_line(exc)}; fix the factory or its args") from None
     if not isinstance(model, nn.Module):
         raise ModelError(f"model factory '{spec.model}' returned {type(model).__name__}, not a torch.nn.Module")
