@@ -32,6 +32,7 @@ Int = Annotated[int, Strict()]
 Float = Annotated[float, Strict()]
 Bool = Annotated[bool, Strict()]
 Count = Annotated[int, Strict(), Field(ge=1)]  # a batch size, a sweep entry: at least 1
+Seed = Annotated[int, Strict(), Field(ge=0, le=2**32 - 1)]  # what numpy's and torch's generators accept
 
 
 def read_toml(path: Path, error: type[EdgekdError], what: str) -> dict[str, Any]:

@@ -14,7 +14,7 @@ from typing import Any, Literal, Optional
 from pydantic import Field, model_validator
 from pydantic.dataclasses import dataclass
 
-from edgekd._config import CONFIG, Bool, Count, Float, Int, read_toml, validate
+from edgekd._config import CONFIG, Bool, Count, Float, Int, Seed, read_toml, validate
 from edgekd.errors import RecipeError
 from edgekd.targets import Scheme
 
@@ -24,7 +24,7 @@ class DataConfig:
     # Where the data comes from: "digits", "npz:PATH", "text:PATH", ... or "package.module:function".
     source: str = Field("digits", description='"digits", "npz:PATH", "idx:DIR", "csv:PATH", "imagefolder:DIR", "text:PATH" or "package.module:function"')
     # Seed of the stratified split, so every stage and every rerun sees the same split.
-    split_seed: Int = Field(0, ge=0, le=2**32 - 1, description="seed of the stratified train/val/test split")
+    split_seed: Seed = Field(0, description="seed of the stratified train/val/test split")
     # Share of the labelled training data held out for validation when the source has no val split.
     val_fraction: Float = Field(0.15, gt=0, lt=0.5, description="validation share, when the source has none")
     # Share held out for testing when the source has no test split (digits).
@@ -82,7 +82,7 @@ class TeacherConfig:
     # Initialisation and shuffling seed when edgekd trains this teacher. By default [distill] seed
     # plus the teacher's position among [[teachers]] (0 for the first), so that an ensemble of
     # identical configurations gets independently trained members, not copies of one model.
-    seed: Optional[Int] = Field(None, ge=0, le=2**32 - 1, description="seed when edgekd trains this teacher; default [distill] seed + its position")
+    seed: Optional[Seed] = Field(None, description="seed when edgekd trains this teacher; default [distill] seed + its position")
 
 
 @dataclass(config=CONFIG)
@@ -131,7 +131,7 @@ class DistillConfig:
     baseline: Literal["scratch", "none"] = Field("scratch", description='"scratch" trains the student without the teachers too, to measure the gain; "none" skips it')
     batch_size: Int = Field(64, ge=1, description="mini-batch size")
     lr: Float = Field(3e-3, gt=0, description="peak learning rate (Adam)")
-    seed: Int = Field(0, ge=0, le=2**32 - 1, description="seed for initialisation and shuffling")
+    seed: Seed = Field(0, description="seed for initialisation and shuffling")
     # The objective: ce_weight·CE + Σ weight·term. Without [[distill.loss]] tables it is the
     # single Hinton term kd_weight·T²·KL; with them, kd_weight is not used.
     loss: list[LossTerm] = Field(default_factory=list, description="[[distill.loss]] terms; default: one kd term")
