@@ -12,8 +12,9 @@ from pathlib import Path
 
 import pytest
 
-# Hypothesis keeps its example database (and failure patches) out of the working folder.
-os.environ.setdefault("HYPOTHESIS_STORAGE_DIRECTORY", tempfile.mkdtemp(prefix="edgekd-hypothesis-"))
+# Hypothesis keeps its example database (and failure patches) out of the working folder, in one
+# folder that later runs reuse (it replays the examples that failed before).
+os.environ.setdefault("HYPOTHESIS_STORAGE_DIRECTORY", os.path.join(tempfile.gettempdir(), "edgekd-hypothesis"))
 
 TINY_RECIPE = """
 [teacher]

@@ -15,9 +15,7 @@ def top1(session, x: Inputs | np.ndarray, y: np.ndarray, label: str) -> float:
 
 def correct(session, x: Inputs | np.ndarray, y: np.ndarray, label: str) -> np.ndarray:
     """Whether the model's top-1 class is right, sample by sample: what a paired comparison needs."""
-    logits = run_batches(session, x)
-    _check(logits, y, label)
-    return logits.argmax(axis=1) == y
+    return hits_top_k(session, x, y, label)[0]
 
 
 def _check(logits: np.ndarray, y: np.ndarray, label: str) -> None:

@@ -33,6 +33,7 @@ from edgekd._ort import feeds, fixed_batch, open_session
 from edgekd._platform import cpu_info
 from edgekd._progress import say
 from edgekd.bench.accuracy import file_correct
+from edgekd.bench.latency import LatencyStats
 from edgekd.bench.verify import VersusFp32, versus_fp32
 from edgekd.errors import TargetError, first_line
 from edgekd.inputs import Inputs, as_inputs
@@ -393,7 +394,7 @@ def _auto(prepared, source, out_dir, work, cfg, calibration, x_val, y_val, fp32_
 
 
 def time_against_fp32(source: Path, files: dict[str, Path], x: Inputs, providers: list[str], runtime: RuntimeConfig | None,
-                      warmup: int = 20, runs: int = 200) -> dict:
+                      warmup: int = 20, runs: int = 200) -> dict[str, LatencyStats]:
     """Latency of each file and of the fp32 `source` ("fp32"), timed interleaved in this process on
     `providers` at the model's fixed batch (else 1): ratios that hold on a noisy machine."""
     from edgekd.bench.latency import session_call, summarize, time_interleaved

@@ -120,7 +120,8 @@ def _export(run_dir: Path, target: Target | str | Path | None, scheme: Scheme | 
         f"test accuracy {fp32_accuracy:.2%} fp32 → {deployed_accuracy:.2%} deployed")
     if quantized.versus_fp32:
         v = quantized.versus_fp32
-        say(f"export: {quantized.fell_back and 'the requested scheme' or quantized.scheme} against fp32 on {v.provider}: "
+        measured = "the requested scheme" if quantized.fell_back else quantized.scheme
+        say(f"export: {measured} against fp32 on {v.provider}: "
             f"p50 {v.p50_ms / v.fp32_p50_ms:.2f}×, size {v.bytes / v.fp32_bytes:.2f}× (timed interleaved on this machine)")
     if quantized.excluded_nodes:
         say(f"export: kept {len(quantized.excluded_nodes)} node(s) in fp32 to stay within the accuracy budget: {', '.join(quantized.excluded_nodes)}")
