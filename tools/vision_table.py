@@ -1,5 +1,5 @@
 """Vision models, measured: what each int8 scheme costs and gains at 224×224, and one distillation
-at 3×32×32 Fashion-MNIST whose per-tensor int8 student needs the accuracy-aware exclusion loop.
+at 3×32×32 Fashion-MNIST whose per-tensor int8 student is put through the accuracy-aware exclusion loop.
 
 Part 1 — quantization at 3×224×224 (`--part quant`). The zoo's ResNet-, MobileNetV2- and
 MobileNetV3-style nets (default arguments, random initial weights: latency and size do not depend
@@ -77,10 +77,10 @@ def quant_part(args) -> None:
 
     from edgekd._ort import feeds, open_session
     from edgekd._platform import cpu_info
-    from edgekd.bench.latency import session_call, summarize, time_interleaved
     from edgekd.export.onnx import export_onnx
-    from edgekd.export.quantize import quantize
+    from edgekd.export.quantize import quantize, time_against_fp32
     from edgekd.export.simplify import simplify
+    from edgekd.inputs import as_inputs
     from edgekd.models import ModelSpec, build_model
     from edgekd.targets import QuantizationConfig, RuntimeConfig, Scheme
 
@@ -131,9 +131,9 @@ def quant_part(args) -> None:
                             calibrate_method=CalibrationMethod.MinMax)
             began["plain ORT recipe (QDQ per-channel MinMax)"] = time.perf_counter() - t0
             files["plain ORT recipe (QDQ per-channel MinMax)"] = work / "plain.int8.onnx"
-            sessions = {n: open_session(p, ["CPUExecutionProvider"], RuntimeConfig(intra_op_threads=1)) for n, p in files.items()}
-            times = time_interleaved({n: session_call(s, calibration, 1) for n, s in sessions.items()}, 20, args.runs)
-            stats = {n: summarize(t, 1) for n, t in times.items()}
+            variants = {n: p for n, p in files.items() if n != "fp32"}
+            stats = time_against_fp32(files["fp32"], variants, as_inputs(calibration), ["CPUExecutionProvider"],
+                                      RuntimeConfig(intra_op_threads=1), warmup=20, runs=args.runs)
             params = sum(p.numel() for p in model.parameters())
             from edgekd.bench.profile import read_profile
 
@@ -248,7 +248,6 @@ def exclusion_part(args) -> None:
     as int8 is *significantly* worse than fp32 on the validation images (paired test), up to 8."""
     import resource
 
-    from edgekd._ort import open_session
     from edgekd.bench.accuracy import file_top1
     from edgekd.data import load_data
     from edgekd.export.quantize import quantize
