@@ -25,7 +25,6 @@ def set_quiet(quiet: bool) -> None:
 
         warnings.filterwarnings("ignore")
         logging.getLogger().setLevel(logging.ERROR)
-        os.environ.setdefault("ORT_LOGGING_LEVEL", "3")
         try:
             import onnxruntime
 
