@@ -109,23 +109,28 @@ def test_baseline_none_trains_no_scratch_student(tmp_path):
     assert (tmp_path / "run" / "student.pt").is_file() and not (tmp_path / "run" / "student.scratch.pt").exists()
 
 
-def test_two_teachers_average_their_soft_targets(tmp_path):
-    recipe = _recipe(tmp_path, base="""
+def _cnn_and_mlp_teachers(cnn_weight: float, mlp_hidden: int, epochs: int, distill: str) -> str:
+    """A recipe with two [[teachers]] (a weighted CNN and an MLP) and an MLP student."""
+    return f"""
 [[teachers]]
 model = "cnn"
-args = { channels = [8, 16], hidden = 32 }
-epochs = 3
-weight = 2.0
+args = {{ channels = [8, 16], hidden = 32 }}
+epochs = {epochs}
+weight = {cnn_weight}
 [[teachers]]
 model = "mlp"
-args = { hidden = [64] }
-epochs = 3
+args = {{ hidden = [{mlp_hidden}] }}
+epochs = {epochs}
 [student]
 model = "mlp"
-args = { hidden = [16] }
+args = {{ hidden = [16] }}
 [distill]
-epochs = 3
-""")
+{distill}
+"""
+
+
+def test_two_teachers_average_their_soft_targets(tmp_path):
+    recipe = _recipe(tmp_path, base=_cnn_and_mlp_teachers(cnn_weight=2.0, mlp_hidden=64, epochs=3, distill="epochs = 3"))
     result = distill(recipe, tmp_path / "run")
     assert [t.weight for t in result.teachers] == [2.0, 1.0]
     assert all(t.checkpoint is None for t in result.teachers) and "ensemble of 2 teachers" in result.reference
@@ -139,23 +144,7 @@ def test_the_budget_reference_of_several_teachers_is_their_ensemble(tmp_path):
     from edgekd.models.checkpoint import load_model
     from edgekd.models.call import predict
 
-    recipe = _recipe(tmp_path, base="""
-[[teachers]]
-model = "cnn"
-args = { channels = [8, 16], hidden = 32 }
-epochs = 2
-weight = 3.0
-[[teachers]]
-model = "mlp"
-args = { hidden = [32] }
-epochs = 2
-[student]
-model = "mlp"
-args = { hidden = [16] }
-[distill]
-epochs = 1
-baseline = "none"
-""")
+    recipe = _recipe(tmp_path, base=_cnn_and_mlp_teachers(cnn_weight=3.0, mlp_hidden=32, epochs=2, distill='epochs = 1\nbaseline = "none"'))
     run = tmp_path / "run"
     result = distill(recipe, run)
     ensemble, spec = load_model(run / "teacher.pt")
