@@ -67,6 +67,8 @@ def _describe(cls: type, exc: ValidationError) -> str:
         close = difflib.get_close_matches(key, valid, n=1)
         hint = f"did you mean '{close[0]}'? " if close else ""
         return f"{where}unknown key '{key}' — {hint}valid keys: {', '.join(valid)}"
+    if first["type"] == "value_error" and _valid_keys(cls, loc):  # a check across a section's keys
+        return f"{_where(loc)}{first['ctx']['error']}"
     if first["type"] == "missing":
         return f"{where}missing required key '{key}'"
     got = repr(first.get("input"))

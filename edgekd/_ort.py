@@ -5,6 +5,7 @@ No torch here: a build machine that only benches an ONNX file needs onnxruntime 
 
 from __future__ import annotations
 
+import difflib
 from pathlib import Path
 
 import numpy as np
@@ -20,12 +21,31 @@ def available_providers() -> list[str]:
     return list(ort.get_available_providers())
 
 
+def provider_names_problem(names: list[str]) -> str | None:
+    """What is wrong with a list of provider names, or None. A misspelt name is refused with the
+    name it is closest to; a name ONNX Runtime does not know at all may be a plugin provider, which
+    the session check decides on."""
+    import onnxruntime as ort
+
+    known = list(ort.get_all_providers())
+    for name in names:
+        close = [] if name in known else difflib.get_close_matches(name, known, n=1, cutoff=0.75)
+        if close:
+            return f"unknown execution provider '{name}' — did you mean '{close[0]}'?"
+    if len(set(names)) != len(names):
+        return "an execution provider is listed twice; list each once, in preference order"
+    return None
+
+
 def usable_providers(wanted: list[str]) -> tuple[list[str], list[str]]:
     """Split the target's providers into (installed, missing); the first one must be installed.
 
     A missing preferred provider is an error, never silently replaced by another: a figure
     measured on the CPU must not pass for an NNAPI or CUDA figure.
     """
+    problem = provider_names_problem(wanted)
+    if problem:
+        raise TargetError(problem)
     have = available_providers()
     usable = [p for p in wanted if p in have]
     missing = [p for p in wanted if p not in have]

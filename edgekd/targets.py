@@ -11,13 +11,21 @@ from __future__ import annotations
 import difflib
 from enum import Enum
 from pathlib import Path
-from typing import Literal, Optional
+from typing import Annotated, Literal, Optional
 
-from pydantic import Field, model_validator
+from pydantic import Field, Strict, model_validator
 from pydantic.dataclasses import dataclass
 
-from edgekd._config import CONFIG, Bool, Count, Float, Int, read_toml, validate
+from edgekd._config import CONFIG, Bool, Float, Int, read_toml, validate
 from edgekd.errors import TargetError
+
+
+# Upper bounds are sanity limits: far beyond any real setting, they catch a slip of the keyboard
+# (`runs = 3000000`) before it becomes a bench that never ends.
+Threads = Annotated[int, Strict(), Field(ge=0, le=1024)]
+Batch = Annotated[int, Strict(), Field(ge=1, le=65536)]
+Tokens = Annotated[int, Strict(), Field(ge=1, le=1_000_000)]
+Provider = Annotated[str, Field(min_length=1)]
 
 
 class Scheme(str, Enum):
@@ -55,10 +63,10 @@ class CalibrationMethod(str, Enum):
 @dataclass(config=CONFIG)
 class RuntimeConfig:
     # ONNX Runtime execution providers in preference order; the first must be installed.
-    providers: list[str] = Field(default_factory=lambda: ["CPUExecutionProvider"])
+    providers: list[Provider] = Field(default_factory=lambda: ["CPUExecutionProvider"], min_length=1)
     # Intra-op threads of the session (0 lets ONNX Runtime pick: all cores).
-    intra_op_threads: Int = Field(1, ge=0)
-    inter_op_threads: Int = Field(1, ge=0)
+    intra_op_threads: Threads = 1
+    inter_op_threads: Threads = 1
     # ONNX Runtime's graph optimisation level for the session.
     graph_optimization: Literal["disable", "basic", "extended", "all"] = "all"
     # "parallel" runs independent branches of the graph concurrently (inter_op_threads).
@@ -74,6 +82,13 @@ class RuntimeConfig:
         if self.execution_mode == "parallel" and self.inter_op_threads == 1:
             # ONNX Runtime would silently run it sequentially: the figures would lie about the setting.
             raise ValueError('execution_mode "parallel" needs inter_op_threads other than 1 (0 lets ONNX Runtime pick)')
+        if self.ort_platform is not None and self.format is not ArtifactFormat.ort:
+            raise ValueError('ort_platform applies only to format = "ort"; remove it or set format = "ort"')
+        from edgekd._ort import provider_names_problem  # _ort builds sessions from this config
+
+        problem = provider_names_problem(self.providers)
+        if problem:
+            raise ValueError(problem)
         return self
 
 
@@ -86,11 +101,11 @@ class ExportConfig:
     # fp32 kernels of a large net differ by ~1e-7 of its logits, a wrong export by ~1.
     parity_max_abs: Float = Field(1e-4, gt=0)
     parity_max_mean_abs: Float = Field(1e-5, gt=0)
-    parity_max_rel: Float = Field(1e-4, gt=0, description="max |Δ| / largest |logit| accepted when max |Δ| exceeds parity_max_abs")
+    parity_max_rel: Float = Field(1e-4, gt=0, le=1, description="max |Δ| / largest |logit| accepted when max |Δ| exceeds parity_max_abs")
     # Share of samples whose top-1 class must agree between PyTorch and ONNX Runtime.
     parity_min_agreement: Float = Field(1.0, ge=0, le=1)
     # A fixed batch size instead of a dynamic batch axis (mobile EPs need fixed shapes).
-    fixed_batch: Optional[Int] = Field(None, ge=1)
+    fixed_batch: Optional[Batch] = None
 
 
 @dataclass(config=CONFIG)
@@ -103,13 +118,13 @@ class QuantizationConfig:
     # Quantize weights to 7 bits: avoids u8·s8 overflow in AVX2/AVX-512 kernels without VNNI.
     reduce_range: Bool = False
     # Training images used to calibrate activation ranges (never test images).
-    calibration_samples: Int = Field(256, ge=1)
+    calibration_samples: Int = Field(256, ge=1, le=1_000_000)
     # Largest validation top-1 drop vs the fp32 student that quantization may cost; beyond it,
     # nodes are excluded from quantization, worst quantization error first.
     max_drop_vs_fp32: Float = Field(0.01, ge=0, le=1)
     # At most this many nodes are excluded before giving up (an int8 model that is mostly fp32
     # is no longer worth deploying).
-    max_excluded_nodes: Int = Field(8, ge=0)
+    max_excluded_nodes: Int = Field(8, ge=0, le=100_000)
     # A fixed scheme's artifact is timed against the fp32 model (interleaved, this machine, the
     # target's provider); when it is slower or larger, "warn", "fallback" to fp32, or "fail" the bench.
     if_slower_than_fp32: SlowerPolicy = SlowerPolicy.warn
@@ -119,19 +134,26 @@ class QuantizationConfig:
 @dataclass(config=CONFIG)
 class BenchConfig:
     # Batch size for the latency figures, and for throughput.
-    latency_batch: Int = Field(1, ge=1)
-    throughput_batch: Int = Field(64, ge=1)
+    latency_batch: Batch = 1
+    throughput_batch: Batch = 64
     # Runs before timing starts (excluded from statistics), then timed runs.
-    warmup_runs: Int = Field(20, ge=0)
-    runs: Int = Field(300, ge=10)
+    warmup_runs: Int = Field(20, ge=0, le=1_000_000)
+    runs: Int = Field(300, ge=10, le=1_000_000)
     # Keep timing until at least this many seconds have passed (0: the run count alone decides).
-    min_seconds: Float = Field(0.0, ge=0)
+    min_seconds: Float = Field(0.0, ge=0, le=3600)
     # Batch sizes for the latency sweep (p50 and its interval at each).
-    sweep_batches: list[Count] = Field(default_factory=lambda: [1, 8, 64])
+    sweep_batches: list[Batch] = Field(default_factory=lambda: [1, 8, 64])
     # Text models: tokens per input for the latency, throughput and batch-sweep figures (default:
     # the median length of the real test texts), and the lengths of the sequence sweep.
-    sequence_length: Optional[Int] = Field(None, ge=1, description="text: tokens per input for latency (default: median test length)")
-    sweep_lengths: list[Count] = Field(default_factory=lambda: [16, 64, 128], description="text: sequence lengths of the latency sweep")
+    sequence_length: Optional[Tokens] = Field(None, description="text: tokens per input for latency (default: median test length)")
+    sweep_lengths: list[Tokens] = Field(default_factory=lambda: [16, 64, 128], description="text: sequence lengths of the latency sweep")
+
+    @model_validator(mode="after")
+    def _sweeps_list_each_once(self) -> "BenchConfig":
+        for key, values in (("sweep_batches", self.sweep_batches), ("sweep_lengths", self.sweep_lengths)):
+            if len(set(values)) != len(values):
+                raise ValueError(f"{key} lists a value twice ({values}); list each once")
+        return self
 
 
 @dataclass(config=CONFIG)
@@ -155,7 +177,7 @@ class Budgets:
 
 @dataclass(config=CONFIG)
 class Target:
-    name: str
+    name: Annotated[str, Field(min_length=1)]
     description: str
     runtime: RuntimeConfig = Field(default_factory=RuntimeConfig)
     export: ExportConfig = Field(default_factory=ExportConfig)

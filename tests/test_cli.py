@@ -131,6 +131,12 @@ def test_run_for_a_device_this_machine_is_not_fails_before_training(tmp_path):
     assert not (tmp_path / "o").exists()
 
 
+def test_misspelt_providers_option_is_refused_before_anything_runs(tmp_path):
+    result = _invoke("run", "--providers", "CPUExecutionProvider,CUDAExecutonProvider", "--out", tmp_path / "o")
+    _assert_one_line_error(result, "did you mean 'CUDAExecutionProvider'?")
+    assert not (tmp_path / "o").exists()
+
+
 def test_export_parity_failure_exits_2_with_the_figures(exported_run, tmp_path):
     import shutil
 
