@@ -9,9 +9,9 @@ recipe are resolved against the recipe file's folder, so a recipe works from any
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal, Optional
+from typing import Annotated, Any, Literal, Optional
 
-from pydantic import Field, model_validator
+from pydantic import Field, Strict, model_validator
 from pydantic.dataclasses import dataclass
 
 from edgekd._config import CONFIG, Bool, Count, Float, Int, Seed, read_toml, validate
@@ -38,10 +38,10 @@ class DataConfig:
     # text: keep only these labels, in this class order (e.g. ["fresh", "rotten"]); default: all, sorted.
     labels: Optional[list[str]] = Field(None, min_length=2, description="text: the labels to keep, in class-index order")
     # imagefolder: resize to (height, width), optionally to one grey channel, then normalise.
-    image_size: Optional[list[Count]] = Field(None, description="imagefolder: [height, width]")
+    image_size: Optional[list[Count]] = Field(None, min_length=2, max_length=2, description="imagefolder: [height, width]")
     grayscale: Bool = Field(False, description="imagefolder: convert images to one channel")
     mean: Optional[list[Float]] = Field(None, description="imagefolder: per-channel mean to subtract (after scaling to 0..1)")
-    std: Optional[list[Float]] = Field(None, description="imagefolder: per-channel std to divide by")
+    std: Optional[list[Annotated[float, Strict(), Field(gt=0)]]] = Field(None, description="imagefolder: per-channel std to divide by")
     # Unlabelled inputs (an .npz with x_unlabeled, an image folder, or a text file) used with teacher soft targets only.
     unlabeled: Optional[str] = Field(None, description="npz:PATH (x_unlabeled), imagefolder:DIR or text:PATH (its text column) of unlabelled inputs")
     # Random translations (up to 1/8 of the image size, or max_shift pixels), drawn per image, while the students
@@ -69,7 +69,7 @@ class TeacherConfig:
     # Without one, edgekd trains the teacher first and caches it for later runs.
     checkpoint: Optional[Path] = Field(None, description="trained weights; without them edgekd trains the teacher")
     # Epochs and learning rate used only when edgekd trains the teacher itself.
-    epochs: Int = Field(30, ge=1, description="epochs when edgekd trains the teacher")
+    epochs: Int = Field(30, ge=1, le=100_000, description="epochs when edgekd trains the teacher")
     lr: Float = Field(2e-3, gt=0, description="learning rate when edgekd trains the teacher")
     # Random shifts while edgekd trains the teacher (Hinton et al. 2015 jittered their MNIST
     # teacher, not the student): the students' inputs follow [data] augment.
@@ -125,7 +125,7 @@ class DistillConfig:
     # Explicit weights of the two terms: kd_weight·T²·KL(p_T^teacher ‖ p_T^student) + ce_weight·CE.
     kd_weight: Float = Field(0.7, ge=0, description="weight of the soft-target (KL) term")
     ce_weight: Float = Field(0.3, ge=0, description="weight of the hard-label cross-entropy term")
-    epochs: Int = Field(40, ge=1, description="training epochs (the scratch baseline uses the same)")
+    epochs: Int = Field(40, ge=1, le=100_000, description="training epochs (the scratch baseline uses the same)")
     # "scratch" also trains the same student without the teachers (same seed, weights, batches), to
     # measure what distillation gained; "none" skips it and halves training for a large student.
     baseline: Literal["scratch", "none"] = Field("scratch", description='"scratch" trains the student without the teachers too, to measure the gain; "none" skips it')

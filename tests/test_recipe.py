@@ -21,6 +21,9 @@ def test_every_key_is_optional(tmp_path):
     "text,expected",
     [
         ("[distill]\ntemprature = 3\n", "[distill] unknown key 'temprature' — did you mean 'temperature'?"),
+        ("[data]\nstd = [0.0]\n", "[data] std[0]"),
+        ("[data]\nimage_size = [32]\n", "[data] image_size"),
+        ("[distill]\nepochs = 100000000\n", "[distill] epochs"),
         ("[studnet]\nmodel = 'mlp'\n", "unknown key 'studnet' — did you mean 'student'?"),
         ("[distill]\ntemperature = -1\n", "[distill] temperature"),
         ("[distill]\nepochs = 'many'\n", "[distill] epochs"),
