@@ -4,6 +4,7 @@ import json
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -319,27 +320,71 @@ def test_the_core_install_needs_no_torch():
     assert {r.split(">")[0] for r in train} == {"torch", "onnxscript", "onnxsim"}
 
 
-_WITHOUT_TORCH = """
-import sys
-for name in ("torch", "onnxsim", "onnxscript", "transformers"):
-    sys.modules[name] = None  # `import torch` raises ImportError, as on a device without it
-from edgekd.cli import main
-sys.argv = ["edgekd", "-q", "bench", sys.argv[1], "--data", sys.argv[2], "--teacher", sys.argv[3], "--junit", sys.argv[4]]
-main()
-"""
+def _core_distributions() -> set[str]:
+    """edgekd's core requirements and theirs, recursively: what `pip install edgekd` pulls."""
+    from importlib.metadata import PackageNotFoundError, distribution
+
+    from packaging.requirements import Requirement
+
+    names, todo = set(), ["edgekd"]
+    while todo:
+        name = todo.pop()
+        try:
+            dist = distribution(name)
+        except PackageNotFoundError:  # an optional dependency of a dependency that is not installed
+            continue
+        key = dist.metadata["Name"].lower().replace("_", "-")
+        if key in names:
+            continue
+        names.add(key)
+        for text in dist.requires or []:
+            req = Requirement(text)
+            if req.marker is None or req.marker.evaluate({"extra": ""}):
+                todo.append(req.name)
+    return names
+
+
+def _venv_with_core_install(root: Path) -> Path:
+    """A real virtual environment holding edgekd's core install and nothing else (no torch): its
+    distributions are linked from this environment's, so it builds offline in seconds."""
+    from importlib.metadata import distribution
+
+    import edgekd
+
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(root)], check=True)
+    python = root / "bin" / "python"
+    site = Path(subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                               capture_output=True, text=True, check=True).stdout.strip())
+    for name in _core_distributions() - {"edgekd"}:
+        dist = distribution(name)
+        for top in {f.parts[0] for f in dist.files or [] if f.parts[0] != ".." and not str(f).endswith(".pth")}:
+            source = Path(dist.locate_file(top))
+            if source.exists() and not (site / top).exists():
+                (site / top).symlink_to(source)
+    (site / "edgekd").symlink_to(Path(edgekd.__file__).resolve().parent)  # this checkout, not an installed copy
+    return python
 
 
 @pytest.mark.slow
-def test_bench_with_npz_and_junit_runs_without_torch(exported_run, tmp_path):
-    """A device or build step with ONNX Runtime only: bench an ONNX file on real data, JUnit out, exit 0/1."""
+def test_bench_with_npz_and_junit_runs_in_a_venv_without_torch(exported_run, tmp_path):
+    """A device or build step with the core install only: bench an ONNX file on real data, JUnit out, exit 0/1."""
+    python = _venv_with_core_install(tmp_path / "venv")
+    for module in ("torch", "onnxsim", "onnxscript", "transformers"):
+        probe = subprocess.run([str(python), "-c", f"import {module}"], capture_output=True, text=True)
+        assert probe.returncode != 0, f"{module} is importable in the core venv"
     digits = load_data("digits")
     np.savez(tmp_path / "test.npz", x_test=np.asarray(digits.x_test), y_test=digits.y_test)
     model = tmp_path / "student.int8.onnx"
     model.write_bytes((exported_run / "student.int8.onnx").read_bytes())
-    done = subprocess.run([sys.executable, "-c", _WITHOUT_TORCH, str(model), f"npz:{tmp_path / 'test.npz'}",
-                           str(exported_run / "teacher.onnx"), str(tmp_path / "junit.xml")], capture_output=True, text=True)
+    done = subprocess.run([str(python), "-m", "edgekd", "-q", "bench", str(model), "--data", f"npz:{tmp_path / 'test.npz'}",
+                           "--teacher", str(exported_run / "teacher.onnx"), "--junit", str(tmp_path / "junit.xml")],
+                          capture_output=True, text=True, cwd=tmp_path)
     assert done.returncode in (0, 1), done.stderr
     assert (tmp_path / "bench.json").is_file() and "<testsuite" in (tmp_path / "junit.xml").read_text()
+    distill = subprocess.run([str(python), "-m", "edgekd", "-q", "distill", "--out", str(tmp_path / "run")],
+                             capture_output=True, text=True, cwd=tmp_path)
+    assert distill.returncode == 2 and "pip install 'edgekd[train]'" in distill.stderr, distill.stderr
+    assert not (tmp_path / "run").exists()
 
 
 def test_distill_without_torch_names_the_extra(tmp_path):
