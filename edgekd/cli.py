@@ -94,10 +94,18 @@ _FILE_SYSTEM_ERRNOS = {"ENOSPC", "EROFS", "EACCES", "EPERM", "EDQUOT", "ENOTDIR"
 
 
 @contextlib.contextmanager
-def _guard(resume_hint: str | None = None) -> Iterator[None]:
+def _guard(resume_hint: str | None = None, out: Path | None = None) -> Iterator[None]:
     """User errors → one line on stderr and exit 2; Ctrl-C → how to resume, exit 130; anything
-    else is a bug → one line naming the traceback file, exit 3."""
-    hint = f"; continue with: {resume_hint}" if resume_hint else ""
+    else is a bug → one line naming the traceback file, exit 3. With `out` (a run folder), what
+    a failure kept there decides the advice: a stage that fails keeps only resumable state."""
+
+    def kept() -> str:
+        if not resume_hint:
+            return ""
+        if out is None or (out / "checkpoints").is_dir() or (out / "manifest.json").is_file():
+            return f"; complete checkpoints are kept: continue with: {resume_hint}"
+        return "; nothing was kept: run the same command again"
+
     try:
         yield
     except (typer.Exit, typer.Abort, SystemExit):
@@ -106,10 +114,12 @@ def _guard(resume_hint: str | None = None) -> Iterator[None]:
         err_console.print(f"error: {exc}", soft_wrap=True, markup=False)
         raise typer.Exit(2) from None
     except KeyboardInterrupt:
-        err_console.print(f"interrupted{hint}", soft_wrap=True, markup=False)
+        err_console.print(f"interrupted{kept()}", soft_wrap=True, markup=False)
         raise typer.Exit(130) from None
     except Exception as exc:  # noqa: BLE001 - the last line of defence: classify, never let a crash read as a verdict
-        problem = _missing_extra(exc) or _file_system_problem(exc)
+        problem = _missing_extra(exc)
+        if not problem and _file_system_problem(exc):
+            problem = _file_system_problem(exc) + kept()
         if problem:
             err_console.print(f"error: {problem}", soft_wrap=True, markup=False)
             raise typer.Exit(2) from None
@@ -213,7 +223,7 @@ def distill(
     torchrun --nproc_per_node=N -m edgekd distill RECIPE --out DIR"""
     with _guard():
         out, hint = _run_dir(out, recipe, "distill", sweep=sweep, json=as_json)
-    with _guard(hint):
+    with _guard(hint, out):
         from edgekd.distill.stage import distill as run_distill
 
         result = run_distill(recipe, out, resume=resume, force=force, sweep=sweep)
@@ -331,7 +341,7 @@ def run(
     """distill → export → bench in one folder; exit 0 when every budget of the target holds, 1 when one is missed."""
     with _guard():
         out, hint = _run_dir(out, recipe, "run", target=target, scheme=scheme, providers=providers, sweep=sweep, json=as_json)
-    with _guard(hint):
+    with _guard(hint, out):
         from edgekd.pipeline import run as run_pipeline
 
         result = run_pipeline(recipe, target, out, resume=resume, force=force, scheme=scheme, providers=_split(providers), sweep=sweep)

@@ -11,6 +11,9 @@ import contextlib
 import json
 import os
 import platform
+import shutil
+import tempfile
+from collections.abc import Callable, Collection
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
@@ -48,8 +51,13 @@ def locked(run_dir: Path, create: bool = False):
     if fcntl is None or not (create or (run_dir / MANIFEST).is_file()):  # only run folders get a lock file
         yield
         return
+    created = not run_dir.exists()
     run_dir.mkdir(parents=True, exist_ok=True)
-    fd = _acquire(run_dir / LOCK, run_dir, fcntl)
+    try:
+        fd = _acquire(run_dir / LOCK, run_dir, fcntl)
+    except BaseException:
+        _remove_if_empty(run_dir, created)
+        raise
     _HELD.add(key)
     try:
         yield
@@ -59,6 +67,53 @@ def locked(run_dir: Path, create: bool = False):
             os.unlink(run_dir / LOCK)  # while still locked: the folder is left as it was
         fcntl.flock(fd, fcntl.LOCK_UN)
         os.close(fd)
+        _remove_if_empty(run_dir, created)  # a run that failed before writing anything leaves no folder
+
+
+def _remove_if_empty(folder: Path, created: bool) -> None:
+    if created:
+        with contextlib.suppress(OSError):  # not empty (or another process is in it): it stays
+            folder.rmdir()
+
+
+@contextlib.contextmanager
+def rollback_on_failure(folder: Path, names: Collection[str] | None = None, keep: Callable[[str], bool] = lambda name: False):
+    """On any failure, Ctrl-C included, put `folder` back as the stage found it: entries the stage
+    added are removed and files it replaced get their earlier contents back, except what `keep`
+    names (a resumable checkpoint). `names` limits this to those entries (a bench writing into a
+    folder of the user's); None means the whole folder (a run folder the stage holds the lock of).
+
+    Every writer replaces a file by renaming a new one onto it, so a hard link taken on entry keeps
+    the earlier contents at no cost (a copy where the file system has no hard links)."""
+    folder = Path(folder)
+    if names is None and not folder.is_dir():  # no run folder yet: the stage itself says so
+        yield
+        return
+    created = not folder.exists()
+    folder.mkdir(parents=True, exist_ok=True)
+    backup = Path(tempfile.mkdtemp(prefix=".edgekd-rollback-", dir=folder))
+    watched = (lambda name: name in names) if names is not None else (lambda name: name != backup.name and name != LOCK)
+    before = {p.name for p in folder.iterdir() if watched(p.name)}
+    try:
+        for name in before:
+            path = folder / name
+            if path.is_file() and not path.is_symlink():
+                try:
+                    os.link(path, backup / name)
+                except OSError:
+                    shutil.copy2(path, backup / name)
+        yield
+    except BaseException:
+        for path in folder.iterdir():
+            if watched(path.name) and path.name not in before and not keep(path.name):
+                shutil.rmtree(path) if path.is_dir() and not path.is_symlink() else path.unlink()
+        for saved in backup.iterdir():
+            os.replace(saved, folder / saved.name)
+        shutil.rmtree(backup, ignore_errors=True)
+        _remove_if_empty(folder, created)
+        raise
+    finally:
+        shutil.rmtree(backup, ignore_errors=True)
 
 
 def _acquire(path: Path, run_dir: Path, fcntl) -> int:

@@ -225,13 +225,27 @@ def test_ctrl_c_resume_hint_repeats_every_option(tmp_path, monkeypatch):
     import edgekd.pipeline
 
     def interrupted(*args, **kwargs):
+        (tmp_path / "r" / "checkpoints").mkdir(parents=True)  # what a run interrupted mid-training keeps
         raise KeyboardInterrupt
 
     monkeypatch.setattr(edgekd.pipeline, "run", interrupted)
     result = _invoke("run", "--target", "arm64-cpu", "--scheme", "dynamic", "--providers", "CPUExecutionProvider", "--sweep", "--out", tmp_path / "r")
     assert result.exit_code == 130
+    assert "complete checkpoints are kept" in result.stderr
     hint = result.stderr.strip().split("continue with: ", 1)[1]
     assert hint == f"edgekd run --target arm64-cpu --scheme dynamic --providers CPUExecutionProvider --sweep --resume --out {tmp_path / 'r'}"
+
+
+def test_ctrl_c_before_anything_was_kept_says_so(tmp_path, monkeypatch):
+    import edgekd.distill.stage
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(edgekd.distill.stage, "distill", interrupted)
+    result = _invoke("distill", "--out", tmp_path / "r")
+    assert result.exit_code == 130
+    assert result.stderr.strip() == "interrupted; nothing was kept: run the same command again"
 
 
 @pytest.mark.parametrize("kind", ["model", "data"])

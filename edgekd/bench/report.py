@@ -13,15 +13,18 @@ _COMPACT = [0, 1, 2, 4, 6, 7, 8, 9, 11]  # the terminal's columns: bench.md and 
 VERDICT_HEADER = ["budget", "measured", "allowed", "margin", "verdict"]
 
 
+REPORT_FILES = ("bench.json", "bench.md", "bench.png")
+
+
 def write_reports(report, out_dir: Path, plot: bool = True) -> list[Path]:
     out_dir = Path(out_dir)
-    written = [out_dir / "bench.json", out_dir / "bench.md"]
+    written = [out_dir / name for name in REPORT_FILES[:2]]
     write_json(written[0], report)
     write_text(written[1], to_markdown(report))
     if plot:
         from edgekd.bench.plot import write_plot
 
-        written.append(write_plot(report, out_dir / "bench.png"))
+        written.append(write_plot(report, out_dir / REPORT_FILES[2]))
     return written
 
 

@@ -22,7 +22,7 @@ from edgekd._platform import cpu_info
 from edgekd._ort import open_session, usable_providers
 from edgekd._progress import say
 from edgekd.bench.measure import VariantReport, measure_variants
-from edgekd.bench.report import verdict_line, write_junit, write_reports
+from edgekd.bench.report import REPORT_FILES, verdict_line, write_junit, write_reports
 from edgekd.bench.verify import MobileFigures, Verdict, check_budgets, run_passed, versus_fp32
 from edgekd.data import load_recipe_data, load_test_split
 from edgekd.errors import DataError, OnnxModelError, TargetError
@@ -143,11 +143,15 @@ def _bench(
         reference=reference_note,
         created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
     )
-    written = write_reports(report, out)
-    if junit is not None:
-        write_junit(report, junit)
-    if model.is_dir() and Path(out).resolve() == model.resolve():
-        runfolder.record(model, "bench", [p.name for p in written])
+    with contextlib.ExitStack() as all_or_nothing:  # a failed write leaves every output as it was
+        all_or_nothing.enter_context(runfolder.rollback_on_failure(Path(out), REPORT_FILES + (runfolder.MANIFEST,)))
+        if junit is not None:
+            all_or_nothing.enter_context(runfolder.rollback_on_failure(Path(junit).parent, (Path(junit).name,)))
+        written = write_reports(report, out)
+        if junit is not None:
+            write_junit(report, junit)
+        if model.is_dir() and Path(out).resolve() == model.resolve():
+            runfolder.record(model, "bench", [p.name for p in written])
     say(f"bench: {verdict_line(report)}")
     return report
 

@@ -130,9 +130,12 @@ def distill(
         _check_fits(member.predict, f"teacher {index + 1}" if len(teachers.members) > 1 else "teacher", data)
     if not resume:
         _preflight(recipe, initial, data, teachers, target)
-    with runfolder.locked(out, create=True) if distributed.is_main() else contextlib.nullcontext():
+    with contextlib.ExitStack() as stage:
         if distributed.is_main():
+            stage.enter_context(runfolder.locked(out, create=True))
             _claim_folder(out, resume, force)
+            # A failure leaves only what --resume continues from: the recipe and complete checkpoints.
+            stage.enter_context(runfolder.rollback_on_failure(out, keep=lambda name: _resume_state(out, name)))
             write_json(out / RECIPE, recipe)
         distributed.setup()
         distributed.barrier()
@@ -371,13 +374,22 @@ def _resolve_recipe(recipe: Recipe | Path | None, out: Path, resume: bool) -> Re
 
 
 def _claim_folder(out: Path, resume: bool, force: bool) -> None:
-    """Refuse to overwrite an earlier run unless asked: a rerun must not silently lose work."""
+    """Refuse to overwrite an earlier run unless asked: a rerun must not silently lose work. With
+    --force the earlier run's recorded files go first, so a new run that fails cannot leave its
+    recipe beside the old run's models."""
     used = (out / runfolder.MANIFEST).exists() or (out / "checkpoints").exists()
     if used and not (resume or force):
         raise RunFolderError(f"{out} already holds a run; pass --resume to continue it, --force to start over, or choose another --out")
     if force and not resume:
         shutil.rmtree(out / "checkpoints", ignore_errors=True)
+        for name in [*runfolder.load_manifest(out)["files"], runfolder.MANIFEST]:
+            (out / name).unlink(missing_ok=True)
     out.mkdir(parents=True, exist_ok=True)
+
+
+def _resume_state(out: Path, name: str) -> bool:
+    """What a failed run keeps: its checkpoints, and the recipe that --resume continues them with."""
+    return name == "checkpoints" or (name == RECIPE and (out / "checkpoints").is_dir())
 
 
 def _fresh_student(recipe: Recipe, spec: ModelSpec, data: DataSplits, teachers: TeacherSet) -> nn.Module:

@@ -61,8 +61,8 @@ def export(run_dir: Path, target: Target | str | Path | None = None, scheme: Sch
 
     `scheme` overrides the target's quantization scheme (as `edgekd export --scheme` does).
     """
-    with runfolder.locked(Path(run_dir)):
-        return _export(run_dir, target, scheme)
+    with runfolder.locked(Path(run_dir)), runfolder.rollback_on_failure(Path(run_dir)):
+        return _export(run_dir, target, scheme)  # a failed export leaves the folder as it found it
 
 
 def _export(run_dir: Path, target: Target | str | Path | None, scheme: Scheme | str | None) -> ExportResult:
