@@ -268,6 +268,7 @@ BAD_NUMBERS = {
     "temperature_inf": ("[distill]\ntemperature = inf\n", "[distill] temperature: Input should be a finite number"),
     "kd_weight_inf": ("[distill]\nkd_weight = inf\n", "[distill] kd_weight: Input should be a finite number"),
     "lr_nan": ("[distill]\nlr = nan\n", "[distill] lr: Input should be a finite number"),
+    "lr_inf": ("[distill]\nlr = inf\n", "[distill] lr: Input should be a finite number"),
     "negative_split_seed": ("[data]\nsplit_seed = -1\n", "[data] split_seed: Input should be greater than or equal to 0"),
     "augment_int": ("[data]\naugment = 1\n", "[data] augment: Input should be a valid boolean"),
 }
