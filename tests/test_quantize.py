@@ -38,6 +38,15 @@ def test_scheme_none_deploys_fp32(exported_run, tmp_path):
     assert result.path is None and result.budget_met and result.drop_vs_fp32 == 0
 
 
+def test_relative_paths_get_ort_pre_processing(exported_run, tmp_path, monkeypatch):
+    """ORT's tools run inside the work folder: a relative path must not silently skip pre-processing."""
+    shutil.copyfile(exported_run / "student.sim.onnx", tmp_path / "student.sim.onnx")
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "out").mkdir()
+    result = quantize("student.sim.onnx", "out", QuantizationConfig(scheme=Scheme.static_qdq), DIGITS.calibration(64), DIGITS.x_val, DIGITS.y_val)
+    assert result.preprocess == "quant_pre_process", result.preprocess
+
+
 def test_calibration_and_types_are_recorded(exported_run, tmp_path):
     result = _quantize(exported_run, tmp_path, scheme=Scheme.static_qdq, activation_type="uint8", weight_type="uint8",
                        per_channel=False, calibration_method="percentile", calibration_samples=64)

@@ -117,7 +117,7 @@ def quantize(
     if cfg.scheme is Scheme.none:
         return _fp32_result("none", source, float(fp32_correct.mean()), cfg)
     with tempfile.TemporaryDirectory(prefix=".edgekd-quant-", dir=out_dir) as work_dir:
-        work = Path(work_dir)
+        work = Path(work_dir).resolve()  # absolute: ORT's tools run with the work folder as the working folder
         prepared, preprocess = _prepare(source, work)
         if cfg.scheme is Scheme.auto:
             result = _auto(prepared, source, out_dir, work, cfg, calibration, x_val, y_val, fp32_correct, providers, runtime)
@@ -438,6 +438,7 @@ def _prepare(source: Path, work: Path) -> tuple[Path, str]:
     import onnx
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
+    source = Path(source).resolve()  # _quiet_ort changes the working folder
     prepared = work / "prepared.onnx"
     note = "quant_pre_process"
     try:
