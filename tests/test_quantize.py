@@ -1,6 +1,7 @@
 """Every scheme through ONNX Runtime's quantizers, the accuracy-aware loop, and `auto`."""
 
 import shutil
+from pathlib import Path
 
 import onnx
 import pytest
@@ -72,6 +73,24 @@ def test_nodes_ranked_worst_first(exported_run, tmp_path):
     assert kinds == sorted(kinds, reverse=True), "weight-bearing nodes first: their rounding goes only with them"
     assert weight == sorted(weight, reverse=True) and other == sorted(other, reverse=True), "then by the SQNR lost across each node"
     assert weight and weight[0] > 0, "measured nodes come first, and the worst one loses accuracy"
+
+
+def test_output_effect_ranks_what_brings_the_logits_nearest_fp32_first(exported_run, tmp_path):
+    from edgekd.export.quantize import _prepare, _produce, rank_by_output_effect
+
+    bad = _quantize(exported_run, tmp_path, scheme=Scheme.static_qdq, calibration_samples=1, max_excluded_nodes=0)
+    prepared, _ = _prepare(tmp_path / "student.sim.onnx", tmp_path)
+    nodes = [n.name for n in onnx.load(str(prepared)).graph.node]
+    settings = {"per_channel": True, "reduce_range": False, "activation_type": "int8", "weight_type": "int8", "calibration_method": "minmax"}
+    groups = [[name] for name in nodes] + [nodes]  # each node alone, and everything: the fp32 model itself
+
+    def produce(path, group):
+        _produce(prepared, path, Scheme.static_qdq, settings, DIGITS.calibration(1), exclude=group)
+
+    ranked = rank_by_output_effect(prepared, Path(bad.path), groups, tmp_path, produce, DIGITS.x_val)
+    gains = [gain for _, gain in ranked]
+    assert sorted(map(tuple, (g for g, _ in ranked))) == sorted(map(tuple, groups)) and gains == sorted(gains, reverse=True)
+    assert ranked[0][0] == nodes and gains[0] > 60, "nothing quantized: the logits are fp32's (to float rounding)"
 
 
 def test_tight_budget_excludes_nodes_until_it_holds(exported_run, tmp_path):
