@@ -8,7 +8,8 @@ import pytest
 
 from edgekd._ort import open_session, run_batches
 from edgekd.data import load_data
-from edgekd.export.quantize import ARTIFACTS, FP32_CANDIDATE, quantize, rank_nodes_by_error
+from edgekd.export.exclusion import rank_nodes_by_error
+from edgekd.export.quantize import ARTIFACTS, FP32_CANDIDATE, quantize
 from edgekd.targets import QuantizationConfig, Scheme
 
 DIGITS = load_data("digits")
@@ -76,7 +77,8 @@ def test_nodes_ranked_worst_first(exported_run, tmp_path):
 
 
 def test_output_effect_ranks_what_brings_the_logits_nearest_fp32_first(exported_run, tmp_path):
-    from edgekd.export.quantize import _prepare, _produce, rank_by_output_effect
+    from edgekd.export.exclusion import rank_by_output_effect
+    from edgekd.export.quantize import _prepare, _produce
 
     bad = _quantize(exported_run, tmp_path, scheme=Scheme.static_qdq, calibration_samples=1, max_excluded_nodes=0)
     prepared, _ = _prepare(tmp_path / "student.sim.onnx", tmp_path)
@@ -207,7 +209,7 @@ _RANK_IN_CHILD = """
 import json, resource, sys
 from pathlib import Path
 import numpy as np
-from edgekd.export.quantize import rank_nodes_by_error
+from edgekd.export.exclusion import rank_nodes_by_error
 work, count = Path(sys.argv[1]), int(sys.argv[2])
 x = np.load(work / "inputs.npy")[:count]
 before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss

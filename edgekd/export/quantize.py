@@ -5,11 +5,8 @@ ONNX Runtime's `quant_pre_process` runs first, as its documentation recommends; 
 without symbolic shape inference, then skipped, and the result records why. Static QDQ is
 calibrated on *training* inputs. When int8 costs more validation accuracy than the target allows
 — beyond the budget *and* really worse than fp32 by the paired test on the validation images, not a
-few images of noise — nodes are ranked by the error against the fp32 model added across them
-(weight-bearing nodes first; the fp32 and int8 models run side by side input by input, so memory
-is bounded by the model, not by the inputs); the worst-ranked are then each kept in fp32 alone to
-measure how much nearer fp32 the logits come, and kept in fp32 in that order while the drop is real
-or until `max_excluded_nodes` is reached. A fixed scheme's artifact is then timed
+few images of noise — nodes are kept in fp32 as `exclusion.py` decides, up to `max_excluded_nodes`.
+A fixed scheme's artifact is then timed
 interleaved with the fp32 model on the target's provider: one that is slower or larger is a
 warning, falls back to fp32, or is left for the bench to fail, as the target's
 `if_slower_than_fp32` says. `auto` produces every candidate, times them with fp32 the same way,
@@ -18,9 +15,7 @@ and keeps the fastest one within the accuracy budget (fp32 included). Nothing he
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import functools
 import shutil
 import tempfile
 from dataclasses import dataclass, field
@@ -30,15 +25,17 @@ from typing import Any
 import numpy as np
 
 from edgekd._io import atomic_path
-from edgekd._ort import feeds, fixed_batch, open_session
+from edgekd._ort import fixed_batch, open_session
 from edgekd._platform import cpu_info
 from edgekd._progress import say
 from edgekd.bench.accuracy import file_correct
 from edgekd.bench.latency import LatencyStats
 from edgekd.bench.verify import VersusFp32, versus_fp32
 from edgekd.errors import TargetError, first_line
+from edgekd.export._ortquant import Batches, quiet_ort
+from edgekd.export.exclusion import ExclusionStep, produce_within_budget
 from edgekd.inputs import Inputs, as_inputs
-from edgekd.paired import PairedDrop, paired_drop
+from edgekd.paired import paired_drop
 from edgekd.targets import CalibrationMethod, QuantizationConfig, QuantType, RuntimeConfig, Scheme, SlowerPolicy
 
 ARTIFACTS = {
@@ -46,23 +43,8 @@ ARTIFACTS = {
     Scheme.dynamic: "student.int8-dynamic.onnx",
     Scheme.fp16: "student.fp16.onnx",
 }
-_WEIGHT_OPS = {"Conv", "ConvTranspose", "Gemm", "MatMul"}
-# The exclusion loop measures the output effect of the first (this × max_excluded_nodes) nodes of
-# the activation ranking, each excluded alone, on this many validation inputs.
-SENSITIVITY_SHORTLIST = 3
-SENSITIVITY_PROBES = 1000
 FP32_CANDIDATE = "fp32 (not quantized)"
 _GPU_PROVIDERS = {"CUDAExecutionProvider", "TensorrtExecutionProvider", "DmlExecutionProvider", "CoreMLExecutionProvider"}
-
-
-@dataclass(frozen=True)
-class ExclusionStep:
-    excluded: list[str]  # nodes kept in fp32 so far, worst quantization error first
-    val_accuracy: float
-    drop: float  # fp32 val accuracy − this model's
-    drop_interval: list[float] = field(default_factory=list)  # 95% CI of the drop (paired, validation images)
-    p_value: float = 1.0  # exact McNemar test against fp32 on the same images
-    seconds: float = 0.0  # since quantization of this scheme began
 
 
 @dataclass(frozen=True)
@@ -175,7 +157,9 @@ def _finish(prepared, out_dir, work, scheme, settings, cfg, calibration, x_val, 
 
     dest = out_dir / ARTIFACTS[scheme]
     with atomic_path(dest) as tmp:
-        excluded, steps, drop = _produce_within_budget(prepared, tmp, work, scheme, settings, cfg, calibration, x_val, y_val, fp32_correct)
+        excluded, steps, drop = produce_within_budget(
+            prepared, tmp, work, lambda path, exclude: _produce(prepared, path, scheme, settings, calibration, exclude),
+            cfg, calibration, x_val, y_val, fp32_correct, may_exclude=scheme is Scheme.static_qdq)
     warnings = list(warnings)
     beyond = drop.significantly_beyond(cfg.max_drop_vs_fp32)
     close = drop.drop > cfg.max_drop_vs_fp32 and not beyond
@@ -199,190 +183,6 @@ def _finish(prepared, out_dir, work, scheme, settings, cfg, calibration, x_val, 
         cpu=cpu_info(), warnings=warnings, nodes=len(onnx.load(str(dest)).graph.node), bytes=dest.stat().st_size,
         drop_interval=drop.interval, drop_p_value=drop.p_value, too_close_to_call=close,
     )
-
-
-def _produce_within_budget(prepared, dest, work, scheme, settings, cfg, calibration, x_val, y_val, fp32_correct):
-    """Write `scheme` to `dest`; for static QDQ, exclude worst nodes while int8 is really beyond the budget.
-
-    "Really beyond" is the paired test on the validation images: with a few hundred of them a
-    1-point budget is 2–3 images, and excluding nodes to chase them would chase noise."""
-    import time
-
-    began = time.perf_counter()
-
-    def step(excluded: list[str]) -> tuple[ExclusionStep, PairedDrop]:
-        _produce(prepared, dest, scheme, settings, calibration, exclude=excluded)
-        drop = paired_drop(fp32_correct, file_correct(dest, x_val, y_val))
-        return ExclusionStep(list(excluded), float(fp32_correct.mean()) - drop.drop, drop.drop, drop.interval, drop.p_value,
-                             time.perf_counter() - began), drop
-
-    first, drop = step([])
-    steps = [first]
-    if scheme is not Scheme.static_qdq or not drop.significantly_beyond(cfg.max_drop_vs_fp32) or cfg.max_excluded_nodes == 0:
-        return [], steps, drop
-    say(f"quantize: int8 costs {drop.drop:.2%} validation accuracy (budget {cfg.max_drop_vs_fp32:.2%}, paired p = {drop.p_value:.2g}); "
-        f"ranking nodes by quantization error over {len(calibration)} calibration input(s)")
-    import onnx
-
-    nodes = list(onnx.load(str(prepared), load_external_data=False).graph.node)
-    groups = _exclusion_groups(nodes, rank_nodes_by_error(prepared, dest, calibration, work, nodes))
-    shortlist = groups[: SENSITIVITY_SHORTLIST * cfg.max_excluded_nodes]
-    say(f"quantize: measuring the output effect of keeping each of the {len(shortlist)} worst-ranked node(s) in fp32 alone")
-    helped = rank_by_output_effect(prepared, dest, shortlist, work, lambda path, group: _produce(prepared, path, scheme, settings, calibration, exclude=group), x_val)
-    ordered = [g for g, gain in helped if gain > 0] + [g for g, gain in helped if gain <= 0] + groups[len(shortlist):]
-    excluded: list[str] = []
-    for candidate in ordered:
-        group = [n for n in candidate if n not in excluded][: cfg.max_excluded_nodes - len(excluded)]  # the node first, its consumers as far as the limit allows
-        if not group:
-            if len(excluded) >= cfg.max_excluded_nodes:
-                break
-            continue
-        excluded += group
-        latest, drop = step(excluded)
-        steps.append(latest)
-        say(f"quantize: {len(excluded)} node(s) kept in fp32 (+{', '.join(group)}): validation accuracy {latest.val_accuracy:.2%}, drop {drop.drop:.2%}")
-        if not drop.significantly_beyond(cfg.max_drop_vs_fp32):
-            break
-    return excluded, steps, drop
-
-
-def _exclusion_groups(nodes, ranking: list[tuple[str, float]]) -> list[list[str]]:
-    """What excluding each ranked node means: a weight-bearing node alone (its own rounding goes
-    with it); any other node with every consumer of its outputs, so its outputs carry no Q/DQ pair
-    at all (excluding a ReLU alone leaves its output quantized for the convolution it feeds)."""
-    consumers = _consumers(nodes)
-    weight_ops = {n.name for n in nodes if n.op_type in _WEIGHT_OPS}
-    return [list(dict.fromkeys([node, *([] if node in weight_ops else consumers.get(node, []))])) for node, _lost in ranking]
-
-
-def rank_by_output_effect(prepared: Path, quantized: Path, groups: list[list[str]], work: Path, produce, x_val: Inputs) -> list[tuple[list[str], float]]:
-    """Each group kept in fp32 alone (`produce(path, group)` writes that model), and how much nearer
-    the fp32 model's logits that brings the int8 model's on up to SENSITIVITY_PROBES validation
-    inputs, in dB of output SQNR gained; largest gain first.
-
-    The activation ranking says where error is added; this says whether the output cares. On a
-    MobileNetV3-style student, excluding in the activation ranking's order recovered a fifth of the
-    drop with 8 nodes: error added early is partly washed out, and some of what the SQNR ranking put
-    first never reached the logits."""
-    from edgekd._ort import run_batches
-
-    x_val = as_inputs(x_val)
-    probes = x_val[np.unique(np.linspace(0, len(x_val) - 1, min(SENSITIVITY_PROBES, len(x_val))).astype(int))]
-    reference = run_batches(open_session(prepared), probes).astype(np.float64)
-    signal = float(np.sum(reference**2))
-
-    def output_sqnr(path: Path) -> float:
-        return _db(signal, float(np.sum((reference - run_batches(open_session(path), probes)) ** 2)))
-
-    base = output_sqnr(quantized)
-    probe = work / "sensitivity.onnx"
-    gains = []
-    for group in groups:
-        produce(probe, group)
-        gains.append((group, output_sqnr(probe) - base))
-    return sorted(gains, key=lambda item: -item[1])
-
-
-def _db(signal: float, noise: float) -> float:
-    """10·log10(signal / noise), in logs so that no ratio overflows; an exact zero counts as the
-    smallest positive float."""
-    tiny = np.finfo(np.float64).tiny
-    return float(10 * (np.log10(max(signal, tiny)) - np.log10(max(noise, tiny))))
-
-
-def _consumers(nodes) -> dict[str, list[str]]:
-    """node name → the names of the nodes that read any of its outputs."""
-    readers: dict[str, list[str]] = {}
-    for node in nodes:
-        for tensor in node.input:
-            readers.setdefault(tensor, []).append(node.name)
-    return {node.name: [r for t in node.output for r in readers.get(t, [])] for node in nodes}
-
-
-def rank_nodes_by_error(prepared: Path, qdq: Path, inputs: Inputs | np.ndarray, work: Path, nodes=None) -> list[tuple[str, float]]:
-    """Every node of `prepared`, those across which the int8 model loses most accuracy first.
-
-    For every activation, the int8 model's value (after its QuantizeLinear/DequantizeLinear pair,
-    matched as ONNX Runtime's QDQ debugging tools match them) is compared with the fp32 model's:
-    SQNR = 10·log10(Σ fp32² / Σ (fp32 − int8)²), the energies summed input by input, so memory is
-    one input's activations whatever the number of inputs (ORT's `collect_activations` keeps them
-    all: ~25 GB for MobileNetV2 at 224 with 256 images). A node's score is the SQNR lost across it
-    (its worst input's minus its worst output's, in dB): where the error is *added*, not where it
-    merely arrives, nor where one tensor is coarsely rounded but nothing downstream cares (the
-    first ranking, by the local error of each Q/DQ pair alone, picked the ReLUs of squeeze-excite
-    gates on a MobileNetV3 student, and excluding them recovered nothing). Nodes without a
-    measured output follow, weight-bearing ops first, with a score of −inf.
-    """
-    import onnx
-
-    energies = activation_error_energies(qdq, inputs, work, prepared)
-    if nodes is None:
-        nodes = list(onnx.load(str(prepared), load_external_data=False).graph.node)
-    sqnr = {t: _db(energies.signal[t], energies.noise[t]) for t in energies.signal}
-    finite = [v for v in sqnr.values() if np.isfinite(v)]
-    ceiling = max(finite) if finite else 100.0  # the SQNR of an input nothing measured: the best seen
-    scores: dict[str, float] = {}
-    for node in nodes:
-        outs = [sqnr[t] for t in node.output if t in sqnr and np.isfinite(sqnr[t])]
-        if not outs:
-            continue
-        ins = [sqnr[t] for t in node.input if t in sqnr and np.isfinite(sqnr[t])]
-        scores[node.name] = float((min(ins) if ins else ceiling) - min(outs))
-    weights = {n.name for n in nodes if n.op_type in _WEIGHT_OPS}
-    # Weight-bearing nodes first: their weights' rounding is error no other node can undo, and
-    # keeping one in fp32 removes it (per-tensor scales on depthwise convolutions are the classic
-    # MobileNet int8 loss); then the other nodes, each by the dB lost across it.
-    measured = sorted(scores.items(), key=lambda item: (item[0] not in weights, -item[1]))
-    rest = sorted((n for n in nodes if n.name not in scores), key=lambda n: n.op_type not in _WEIGHT_OPS)
-    return measured + [(n.name, float("-inf")) for n in rest]
-
-
-@dataclass(frozen=True)
-class ErrorEnergies:
-    signal: dict[str, float]  # Σ fp32 activation², per activation (a tensor name of the fp32 model)
-    noise: dict[str, float]  # Σ (fp32 activation − the int8 model's, after its Q/DQ)²
-
-
-def activation_error_energies(qdq: Path, inputs: Inputs | np.ndarray, work: Path, prepared: Path) -> ErrorEnergies:
-    """The fp32 (`prepared`) and int8 (`qdq`) models run side by side on each input (or fixed
-    batch) in turn, every intermediate tensor exposed; only running sums are kept."""
-    import onnxruntime as ort
-    from onnxruntime.quantization.qdq_loss_debug import modify_model_output_intermediate_tensors
-    from onnxruntime.quantization.quant_utils import DEQUANT_OUTPUT_SUFFIX, QUANT_INPUT_SUFFIX
-
-    options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL  # keep every named tensor
-    saved = "_ReshapedSavedOutput"  # the suffix ORT's augmentation gives the tensors it exposes
-    sessions, index = {}, {}
-    for name, model in (("fp32", prepared), ("int8", qdq)):
-        augmented = work / f"{name}.aug.onnx"
-        with _quiet_ort(work):
-            modify_model_output_intermediate_tensors(str(model), str(augmented))
-        sessions[name] = ort.InferenceSession(str(augmented), options, providers=["CPUExecutionProvider"])
-        index[name] = {o.name[: -len(saved)]: i for i, o in enumerate(sessions[name].get_outputs()) if o.name.endswith(saved)}
-    after: dict[str, int] = {}  # fp32 activation → position of the int8 model's value of it, after its Q/DQ
-    for name, position in index["int8"].items():
-        for suffix in (DEQUANT_OUTPUT_SUFFIX, DEQUANT_OUTPUT_SUFFIX + "_1"):
-            if name.endswith(suffix):
-                after[name[: -len(suffix)]] = position
-        if name.endswith(QUANT_INPUT_SUFFIX) and name[: -len(QUANT_INPUT_SUFFIX)] in index["int8"]:
-            activation = name[: -len(QUANT_INPUT_SUFFIX)]
-            after[activation] = index["int8"][activation]  # the producer's output was renamed; the DQ output kept the name
-    for activation, position in index["int8"].items():  # tensors without Q/DQ: compared as they are
-        after.setdefault(activation, position)
-    pairs = {a: (index["fp32"][a], q) for a, q in after.items() if a in index["fp32"]}
-    signal = dict.fromkeys(pairs, 0.0)
-    noise = dict.fromkeys(pairs, 0.0)
-    for feed in _Batches(prepared, as_inputs(inputs), batch=1):
-        reference, quantized = sessions["fp32"].run(None, feed), sessions["int8"].run(None, feed)
-        for activation, (f, q) in pairs.items():
-            x = reference[f].astype(np.float64, copy=False)
-            if x.shape != quantized[q].shape:
-                continue
-            signal[activation] += float(np.dot(x, x))
-            diff = x - quantized[q]
-            noise[activation] += float(np.dot(diff, diff))
-    return ErrorEnergies(signal, noise)
 
 
 def _auto(prepared, source, out_dir, work, cfg, calibration, x_val, y_val, fp32_correct, providers, runtime) -> QuantizeResult:
@@ -451,18 +251,6 @@ def time_against_fp32(source: Path, files: dict[str, Path], x: Inputs, providers
     return {n: summarize(t, batch) for n, t in times.items()}
 
 
-def _session(prepared: Path):
-    """A session of the prepared model (for its input names, types and fixed batch), opened once
-    per file version rather than at every exclusion step and candidate."""
-    stat = Path(prepared).stat()
-    return _session_of(str(prepared), stat.st_mtime_ns, stat.st_size)
-
-
-@functools.lru_cache(maxsize=8)
-def _session_of(path: str, _mtime_ns: int, _size: int):
-    return open_session(Path(path))
-
-
 def _settings(scheme: Scheme, cfg: QuantizationConfig) -> dict[str, Any]:
     if scheme is Scheme.static_qdq:
         return {
@@ -484,16 +272,16 @@ def _prepare(source: Path, work: Path) -> tuple[Path, str]:
     import onnx
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    source = Path(source).resolve()  # _quiet_ort changes the working folder
+    source = Path(source).resolve()  # quiet_ort changes the working folder
     prepared = work / "prepared.onnx"
     note = "quant_pre_process"
     try:
-        with _quiet_ort(work):
+        with quiet_ort(work):
             quant_pre_process(str(source), str(prepared))
     except Exception as exc:  # ORT raises plain Exceptions from its shape inference
         first = first_line(exc)
         try:
-            with _quiet_ort(work):
+            with quiet_ort(work):
                 quant_pre_process(str(source), str(prepared), skip_symbolic_shape=True)
             note = f"quant_pre_process without symbolic shape inference (it failed: {first})"
         except Exception as again:
@@ -510,29 +298,6 @@ def _prepare(source: Path, work: Path) -> tuple[Path, str]:
     return prepared, note
 
 
-@contextlib.contextmanager
-def _quiet_ort(work: Path | None = None):
-    """ORT's tools log and print what the result already says; `work` becomes the working folder,
-    because its symbolic shape inference dumps sym_shape_infer_temp.onnx into the current folder
-    when it fails (it does on dynamic-sequence transformers): the dump goes with the work folder."""
-    import io
-    import logging
-    import os
-
-    root = logging.getLogger()
-    level = root.level
-    root.setLevel(logging.CRITICAL)
-    before = os.getcwd()
-    try:
-        if work is not None:
-            os.chdir(work)
-        with contextlib.redirect_stdout(io.StringIO()):
-            yield
-    finally:
-        os.chdir(before)
-        root.setLevel(level)
-
-
 def _produce(prepared: Path, dest: Path, scheme: Scheme, settings: dict[str, Any], calibration: Inputs, exclude: list[str]) -> None:
     """Write one quantized variant of `prepared` to `dest` with ONNX Runtime's quantizers."""
     from onnxruntime.quantization import CalibrationMethod as OrtCalibration
@@ -547,7 +312,7 @@ def _produce(prepared: Path, dest: Path, scheme: Scheme, settings: dict[str, Any
             CalibrationMethod.percentile.value: OrtCalibration.Percentile,
         }
         quantize_static(
-            str(prepared), str(dest), _Batches(prepared, calibration),
+            str(prepared), str(dest), Batches(prepared, calibration),
             quant_format=QuantFormat.QDQ,
             per_channel=settings["per_channel"], reduce_range=settings["reduce_range"],
             activation_type=types[settings["activation_type"]], weight_type=types[settings["weight_type"]],
@@ -589,23 +354,7 @@ def _fused(prepared: Path) -> Path:
     if not fused.is_file():
         from onnxruntime.transformers.optimizer import optimize_model
 
-        with _quiet_ort():
+        with quiet_ort():
             optimize_model(str(prepared), model_type="bert", num_heads=0, hidden_size=0).save_model_to_file(str(fused))
     return fused
-
-
-class _Batches:
-    """Calibration/activation data for ORT: the inputs in batches the model accepts, fed by name."""
-
-    def __init__(self, prepared: Path, x: Inputs, batch: int = 32) -> None:
-        session = _session(prepared)
-        batch = fixed_batch(session) or batch
-        count = len(x) // batch if len(x) >= batch else 1
-        self._batches = (feeds(session, x.rows(i * batch, batch).trimmed()) for i in range(count))  # built as consumed
-
-    def get_next(self):
-        return next(self._batches, None)
-
-    def __iter__(self):  # ORT's QDQ debugging tools iterate the reader
-        return self._batches
 
