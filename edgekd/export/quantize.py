@@ -272,7 +272,7 @@ def _prepare(source: Path, work: Path) -> tuple[Path, str]:
     import onnx
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    source = Path(source).resolve()  # quiet_ort changes the working folder
+    source, work = Path(source).resolve(), Path(work).resolve()  # quiet_ort changes the working folder
     prepared = work / "prepared.onnx"
     note = "quant_pre_process"
     try:
