@@ -47,6 +47,10 @@ class TrainingError(EdgekdError):
     """Training diverged (NaN/inf loss); the last good checkpoint is kept."""
 
 
+class QadError(EdgekdError):
+    """Quantization-aware distillation cannot run on this student or target as it is."""
+
+
 class ParityError(EdgekdError):
     """The exported model's outputs differ from PyTorch's by more than the allowed tolerance."""
 

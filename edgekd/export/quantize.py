@@ -298,8 +298,12 @@ def _prepare(source: Path, work: Path) -> tuple[Path, str]:
     return prepared, note
 
 
-def _produce(prepared: Path, dest: Path, scheme: Scheme, settings: dict[str, Any], calibration: Inputs, exclude: list[str]) -> None:
-    """Write one quantized variant of `prepared` to `dest` with ONNX Runtime's quantizers."""
+def _produce(prepared: Path, dest: Path, scheme: Scheme, settings: dict[str, Any], calibration: Inputs, exclude: list[str],
+             scales: dict[str, tuple[float, int]] | None = None) -> None:
+    """Write one quantized variant of `prepared` to `dest` with ONNX Runtime's quantizers.
+
+    `scales` (static QDQ) fixes activation tensors' (scale, zero point) instead of calibrating
+    them: how quantization-aware training's learned scales reach the file."""
     from onnxruntime.quantization import CalibrationMethod as OrtCalibration
     from onnxruntime.quantization import QuantFormat, quantize_dynamic, quantize_static
     from onnxruntime.quantization import QuantType as OrtQuantType
@@ -318,6 +322,7 @@ def _produce(prepared: Path, dest: Path, scheme: Scheme, settings: dict[str, Any
             activation_type=types[settings["activation_type"]], weight_type=types[settings["weight_type"]],
             calibrate_method=methods[settings["calibration_method"]],
             nodes_to_exclude=list(exclude),
+            extra_options={"TensorQuantOverrides": _overrides(scales, settings["activation_type"])} if scales else None,
         )
     elif scheme is Scheme.dynamic:
         source = _fused(prepared) if settings.get("fusions") else prepared
@@ -332,6 +337,11 @@ def _produce(prepared: Path, dest: Path, scheme: Scheme, settings: dict[str, Any
         onnx.save(convert_float_to_float16(onnx.load(str(prepared)), keep_io_types=True), str(dest))
     else:
         shutil.copyfile(prepared, dest)
+
+
+def _overrides(scales: dict[str, tuple[float, int]], activation_type: str) -> dict[str, list[dict[str, Any]]]:
+    dtype = np.int8 if activation_type == QuantType.int8.value else np.uint8
+    return {name: [{"scale": np.array(scale, dtype=np.float32), "zero_point": np.array(zero, dtype=dtype)}] for name, (scale, zero) in scales.items()}
 
 
 def _op_counts(model) -> tuple[int, int]:

@@ -1,0 +1,211 @@
+"""The quantization-aware phase: fine-tune an exported student through its int8 model, against the teacher.
+
+Reads a run folder that `edgekd export` left (the simplified fp32 student, the teacher, the recipe),
+quantizes the student post-training with the target's static QDQ settings, as export does, and
+fine-tunes the weights and activation scales of that very int8 model (`FakeQuantGraph`) with the
+distillation objective against the fp32 teacher: a few epochs at a lower learning rate, the same
+trainer (checkpoints, resume, DDP, the teacher-logit cache). The honest comparison trains the same
+model on labels alone (quantization-aware training without the teacher). Each result is exported
+by ONNX Runtime with the learned scales (no recalibration) and checked against the fake-quantized
+model; accuracies are paired against the fp32 student on the same images.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+
+from edgekd import runfolder
+from edgekd._io import atomic_path, sha256_file, write_json
+from edgekd._progress import say
+from edgekd.bench.accuracy import file_correct
+from edgekd.errors import QadError
+from edgekd.paired import PairedDrop, paired_drop
+from edgekd.targets import QuantizationConfig, Scheme, Target, load_target
+
+RESULT = "qad.json"
+ARTIFACTS = {"qad": "student.int8-qad.onnx", "qat": "student.int8-qat.onnx"}
+PARITY_MIN_AGREEMENT = 0.99  # top-1 agreement between the fake-quantized model and ORT's int8 run
+PARITY_MAX_MEAN_REL = 1e-3  # mean |Δ| over the largest |logit|: a few rounding steps, not a wrong graph
+
+
+@dataclass(frozen=True)
+class QadParity:
+    """The fake-quantized PyTorch model against ONNX Runtime's int8 execution of the exported file."""
+
+    max_abs: float
+    mean_abs: float
+    largest_logit: float
+    agreement: float  # share of test inputs with the same top-1
+
+
+@dataclass(frozen=True)
+class QadVariant:
+    name: str  # "post-training int8", "quantization-aware training", "quantization-aware distillation"
+    file: str
+    val_accuracy: float
+    test_accuracy: float
+    drop_vs_fp32: PairedDrop  # test images, paired against the fp32 student
+    bytes: int
+    parity: QadParity | None = None  # None for the post-training model (ORT made it, nothing to compare)
+    history: list = field(default_factory=list)
+    best_epoch: int = 0
+
+
+@dataclass(frozen=True)
+class QadResult:
+    run_dir: str
+    target: str
+    settings: dict  # epochs, lr, batch size, objective
+    fp32_val_accuracy: float
+    fp32_test_accuracy: float
+    variants: list[QadVariant]
+    seconds: float
+    schema_version: int = 1
+
+
+def quantization_aware(run_dir: Path, target: Target | str | Path | None = None, epochs: int = 3, lr_scale: float = 0.1,
+                       baseline: bool = True, resume: bool = False) -> QadResult:
+    """Fine-tune the run folder's student through its int8 model; write the QDQ files and qad.json."""
+    run_dir = Path(run_dir)
+    with runfolder.locked(run_dir), runfolder.rollback_on_failure(run_dir, keep=lambda name: name == "checkpoints"):
+        return _quantization_aware(run_dir, target, epochs, lr_scale, baseline, resume)
+
+
+def _quantization_aware(run_dir: Path, target, epochs: int, lr_scale: float, baseline: bool, resume: bool) -> QadResult:
+    import torch
+
+    from edgekd.data import load_recipe_data
+    from edgekd.distill.teacher import Teacher, TeacherSet, cache_teacher_logits
+    from edgekd.distill.trainer import TrainSettings, fit
+    from edgekd.export.quantize import _prepare, _produce, _settings
+    from edgekd.qad.graph import FakeQuantGraph, read_plan
+
+    began = time.perf_counter()
+    simplified = runfolder.artifact(run_dir, "student.sim.onnx", "quantization-aware distillation (run `edgekd export` first)")
+    recipe = runfolder.load_run_recipe(run_dir)
+    target = target if isinstance(target, Target) else load_target(target or recipe.target.path or recipe.target.name or "x86-cpu")
+    qcfg = _static(target.quantization)
+    teacher = _teacher(run_dir)
+    data = load_recipe_data(recipe.data)
+    calibration = data.calibration(qcfg.calibration_samples, seed=recipe.data.split_seed)
+    fp32_val = file_correct(simplified, data.x_val, data.y_val)
+    fp32_test = file_correct(simplified, data.x_test, data.y_test)
+    cfg = recipe.distill
+    kd_terms = tuple(t for t in cfg.terms() if t.method in ("kd", "dkd"))
+    if not kd_terms:
+        raise QadError("quantization-aware distillation distils logits: the recipe's [[distill.loss]] has no kd or dkd term")
+    base = TrainSettings(epochs, cfg.batch_size, cfg.lr * lr_scale, cfg.seed, schedule="cosine", grad_clip=cfg.grad_clip,
+                         temperature=cfg.temperature)
+    settings = _settings(Scheme.static_qdq, qcfg)
+    with tempfile.TemporaryDirectory(prefix=".edgekd-qad-", dir=run_dir) as folder:
+        work = Path(folder).resolve()
+        prepared, _ = _prepare(simplified, work)
+        ptq = work / "ptq.onnx"
+        _produce(prepared, ptq, Scheme.static_qdq, settings, calibration, [])
+        plan = read_plan(ptq)
+        FakeQuantGraph(prepared, plan)  # refuses unsupported operators before anything trains
+        say(f"qad: {len(plan.activations)} activation and {len(plan.weights)} weight quantizers, as ONNX Runtime placed them "
+            f"(scales from {len(calibration)} calibration inputs)")
+        variants = [_variant("post-training int8", ptq, data, fp32_test, bytes_=ptq.stat().st_size)]
+        teachers = cache_teacher_logits(TeacherSet([teacher]), data, cfg.cache_teacher, augment=False)
+        phases = [("qad", "quantization-aware distillation", replace(base, ce_weight=cfg.ce_weight, terms=kd_terms), teachers)]
+        if baseline:
+            phases.insert(0, ("qat", "quantization-aware training", replace(base, ce_weight=1.0, terms=()), None))
+        for key, name, phase_settings, phase_teachers in phases:
+            graph = FakeQuantGraph(prepared, plan)
+            torch.manual_seed(cfg.seed)
+            outcome = fit(graph, data.x_train, data.y_train, data.x_val, data.y_val, phase_settings, label=f"{name}",
+                          checkpoint=run_dir / "checkpoints" / f"{key}.ckpt", resume=resume, teachers=phase_teachers)
+            graph.load_state_dict(outcome.best_state)
+            dest = run_dir / ARTIFACTS[key]
+            with atomic_path(dest) as tmp:
+                export_qdq(graph, prepared, tmp, settings, calibration, work)
+            parity = check_qad_parity(graph.eval(), dest, data.x_test)
+            variants.append(_variant(name, dest, data, fp32_test, bytes_=dest.stat().st_size, parity=parity,
+                                     history=outcome.history, best_epoch=outcome.best_epoch))
+    result = QadResult(
+        run_dir=str(run_dir), target=target.name,
+        settings={"epochs": epochs, "lr": base.lr, "batch_size": base.batch_size, "ce_weight": cfg.ce_weight,
+                  "terms": [t.method for t in kd_terms], "temperature": cfg.temperature, **settings},
+        fp32_val_accuracy=float(fp32_val.mean()), fp32_test_accuracy=float(fp32_test.mean()),
+        variants=variants, seconds=time.perf_counter() - began,
+    )
+    write_json(run_dir / RESULT, result)
+    runfolder.record(run_dir, "qad", [ARTIFACTS[k] for k, *_ in phases] + [RESULT])
+    import shutil
+
+    shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)  # finished: resume state is spent
+    for v in variants:
+        say(f"qad: {v.name}: test top-1 {v.test_accuracy:.2%} (fp32 student {result.fp32_test_accuracy:.2%}, "
+            f"drop {v.drop_vs_fp32.drop:+.2%}, paired p = {v.drop_vs_fp32.p_value:.2g})")
+    return result
+
+
+def export_qdq(graph, prepared: Path, dest: Path, settings: dict, calibration, work: Path) -> None:
+    """The trained weights written into the fp32 graph, quantized by ONNX Runtime with the learned
+    activation scales fixed (a few calibration inputs only satisfy its API: no range is calibrated)."""
+    import onnx
+    from onnx import numpy_helper
+
+    from edgekd.export.quantize import _produce
+
+    model = onnx.load(str(prepared))
+    trained = graph.weight_arrays()
+    for index, tensor in enumerate(model.graph.initializer):
+        if tensor.name in trained:
+            model.graph.initializer[index].CopyFrom(numpy_helper.from_array(trained[tensor.name].astype(np.float32), tensor.name))
+    weights = work / "trained.onnx"
+    onnx.save(model, str(weights))
+    _produce(weights, dest, Scheme.static_qdq, settings, calibration[: min(8, len(calibration))], [], scales=graph.learned_scales())
+
+
+def check_qad_parity(graph, path: Path, x) -> QadParity:
+    """The fake-quantized model and ORT's int8 run of the exported file agree to a few rounding steps."""
+    from edgekd._ort import open_session, run_batches
+    from edgekd.models.call import predict
+
+    ours, theirs = predict(graph, x), run_batches(open_session(path), x)
+    diff = np.abs(ours - theirs)
+    parity = QadParity(float(diff.max()), float(diff.mean()), float(np.abs(theirs).max()), float((ours.argmax(1) == theirs.argmax(1)).mean()))
+    if parity.agreement < PARITY_MIN_AGREEMENT or parity.mean_abs > PARITY_MAX_MEAN_REL * max(parity.largest_logit, 1e-12):
+        raise QadError(f"{path.name}: ONNX Runtime's int8 run differs from the fake-quantized model (mean |Δ| {parity.mean_abs:.3g} "
+                       f"on logits up to {parity.largest_logit:.3g}, top-1 agreement {parity.agreement:.2%}); this is a bug in edgekd's "
+                       "mirror of ORT's quantization: deploy post-training int8 and report it")
+    return parity
+
+
+def _variant(name, path, data, fp32_test, bytes_, parity=None, history=(), best_epoch=0) -> QadVariant:
+    val, test = file_correct(path, data.x_val, data.y_val), file_correct(path, data.x_test, data.y_test)
+    return QadVariant(name, Path(path).name if parity else "(post-training, not kept)", float(val.mean()), float(test.mean()),
+                      paired_drop(fp32_test, test), bytes_, parity, list(history), best_epoch)
+
+
+def _static(cfg: QuantizationConfig) -> QuantizationConfig:
+    """QAD mirrors static QDQ int8: the target's type and per-channel choice, never 7-bit weights."""
+    if cfg.reduce_range:
+        raise QadError("quantization-aware training mirrors full-range int8 weights; set [quantization] reduce_range = false in the target")
+    if cfg.scheme not in (Scheme.static_qdq, Scheme.auto):
+        raise QadError(f"quantization-aware distillation trains for static QDQ int8; the target deploys '{cfg.scheme.value}': "
+                       'set [quantization] scheme = "static-qdq"')
+    return cfg
+
+
+def _teacher(run_dir: Path):
+    """The run's teacher as distillation used it: teacher.pt (or an ONNX teacher), frozen."""
+    from edgekd.distill.teacher import Teacher
+    from edgekd.models.checkpoint import load_model
+
+    manifest = runfolder.load_manifest(run_dir)
+    if "teacher.onnx" in manifest.get("stages", {}).get("distill", {}).get("files", []):
+        from edgekd._ort import open_session
+
+        path = runfolder.artifact(run_dir, "teacher.onnx", "quantization-aware distillation")
+        return Teacher(f"onnx {path}", 1.0, session=open_session(path), identity=sha256_file(path))
+    path = runfolder.artifact(run_dir, "teacher.pt", "quantization-aware distillation")
+    model, spec = load_model(path)
+    return Teacher(f"checkpoint {path}", 1.0, model=model.eval(), spec=spec, identity=sha256_file(path))
