@@ -216,17 +216,29 @@ def distill(
     force: ForceOpt = False,
     sweep: SweepOpt = False,
     as_json: JsonOpt = False,
+    qad: Annotated[bool, typer.Option("--qad", help="Quantization-aware distillation of the exported run folder in --out: fine-tune its student "
+                                      "through the target's int8 model (ONNX Runtime's own Q/DQ placement and calibration) against the teacher, "
+                                      "beside the same training on labels alone; writes student.int8-qad.onnx, student.int8-qat.onnx and qad.json.")] = False,
+    target: TargetOpt = None,
+    qad_epochs: Annotated[int, typer.Option("--qad-epochs", min=1, max=1000, help="Epochs of the quantization-aware phase (at 1/10 of the recipe's learning rate).")] = 3,
 ) -> None:
     """Train (or load) the teachers, then the student with and without them; write checkpoints and distill.json.
 
     Runs unchanged under torchrun for several GPUs or machines:
     torchrun --nproc_per_node=N -m edgekd distill RECIPE --out DIR"""
     with _guard():
-        out, hint = _run_dir(out, recipe, "distill", sweep=sweep, json=as_json)
+        if qad and (out is None or not out.is_dir()):
+            raise RunFolderError("--qad fine-tunes an exported run: pass --out with the folder `edgekd distill` and `edgekd export` wrote")
+        out, hint = _run_dir(out, recipe, "distill", sweep=sweep, json=as_json, qad=qad, target=target, qad_epochs=qad_epochs if qad else None)
     with _guard(hint, out):
-        from edgekd.distill.stage import distill as run_distill
+        if qad:
+            from edgekd.qad.stage import quantization_aware
 
-        result = run_distill(recipe, out, resume=resume, force=force, sweep=sweep)
+            result = quantization_aware(out, target, epochs=qad_epochs, resume=resume)
+        else:
+            from edgekd.distill.stage import distill as run_distill
+
+            result = run_distill(recipe, out, resume=resume, force=force, sweep=sweep, target=target)
     from edgekd.distill import distributed
 
     if not distributed.is_main():
@@ -234,7 +246,7 @@ def distill(
     if as_json:
         _print_json(result)
         return
-    _print_distill(result)
+    _print_qad(result) if qad else _print_distill(result)
 
 
 @app.command()
@@ -384,6 +396,23 @@ def _split(providers: str | None) -> list[str] | None:
 
 def _print_json(obj: object) -> None:
     sys.stdout.write(json.dumps(to_jsonable(obj), indent=2) + "\n")
+
+
+def _print_qad(result) -> None:
+    table = Table("model", "test top-1", "drop vs fp32 [95% CI], p", "val top-1", "KiB", "file",
+                  title=f"quantization-aware phase ({result.settings['epochs']} epochs at lr {result.settings['lr']:g}; "
+                        f"fp32 student: {result.fp32_test_accuracy:.2%} test)")
+    for column in table.columns:
+        column.overflow = "fold"  # file names whole, never cut to "…"
+    for v in result.variants:
+        d = v.drop_vs_fp32
+        table.add_row(v.name, f"{v.test_accuracy:.2%}", f"{d.drop:+.2%} [{d.interval[0]:+.2%}, {d.interval[1]:+.2%}], {d.p_value:.2g}",
+                      f"{v.val_accuracy:.2%}", f"{v.bytes / 1024:.1f}", v.file)
+    out_console.print(table)
+    for v in result.variants:
+        if v.parity:
+            out_console.print(f"{v.file}: ONNX Runtime's int8 run against the fake-quantized model: top-1 agreement {v.parity.agreement:.2%}, "
+                              f"mean |Δ| {v.parity.mean_abs:.2g} (logits up to {v.parity.largest_logit:.3g})")
 
 
 def _print_distill(result) -> None:

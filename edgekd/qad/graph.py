@@ -32,6 +32,7 @@ from edgekd.errors import QadError
 
 _WEIGHT_OPS = {"Conv", "Gemm", "MatMul", "ConvTranspose"}
 QUANT_INPUT_SUFFIX = "_QuantizeLinear_Input"  # ORT's name for a quantized graph output's producer output
+_SMALLEST_SCALE = 1e-8
 _RANGES = {np.dtype(np.int8): (-128, 127), np.dtype(np.uint8): (0, 255)}
 
 
@@ -125,8 +126,8 @@ class FakeQuantGraph(nn.Module):
                 self.register_buffer(key, value)
         self.plan = plan
         self.fake_quant = fake_quant
-        self.log_scales = nn.ParameterDict({  # learned in log space: a scale stays positive
-            f"a{index}": nn.Parameter(torch.tensor(np.log(q.scale), dtype=torch.float32))
+        self.scales = nn.ParameterDict({  # the calibration's float32 values exactly, then learned
+            f"a{index}": nn.Parameter(torch.tensor(q.scale, dtype=torch.float32))
             for index, q in enumerate(plan.activations.values())
         })
         self.scale_slots = {name: f"a{index}" for index, name in enumerate(plan.activations)}
@@ -138,7 +139,7 @@ class FakeQuantGraph(nn.Module):
         return self.params[key] if key in self.params else getattr(self, key)
 
     def activation_scale(self, name: str) -> torch.Tensor:
-        return self.log_scales[self.scale_slots[name]].exp()
+        return self.scales[self.scale_slots[name]].clamp_min(_SMALLEST_SCALE)  # a step may not push a scale to 0 or below
 
     def learned_scales(self) -> dict[str, tuple[float, int]]:
         """tensor → (scale, zero point) as the QDQ export must write them."""

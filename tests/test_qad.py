@@ -1,0 +1,146 @@
+"""Quantization-aware distillation: the fake-quantized model is ORT's int8 model, the export keeps
+the learned scales, a resumed phase ends where an uninterrupted one does, and a short phase wins
+back accuracy that post-training int8 lost."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from onnx import numpy_helper
+from typer.testing import CliRunner
+
+from edgekd import runfolder
+from edgekd._ort import open_session, run_batches
+from edgekd.cli import app
+from edgekd.data import load_data
+from edgekd.errors import QadError
+from edgekd.export.quantize import _prepare, _produce, _settings
+from edgekd.qad.graph import FakeQuantGraph, read_plan
+from edgekd.qad.stage import check_qad_parity, export_qdq, quantization_aware
+from edgekd.targets import QuantizationConfig, Scheme
+
+DIGITS = load_data("digits")
+# Per-tensor weights and one calibration image: activation ranges that clip, an int8-fragile model.
+_FRAGILE = 'description = "fragile int8"\n[quantization]\nper_channel = false\ncalibration_samples = 1\n'
+
+
+def _ptq(run: Path, work: Path, **settings) -> tuple[Path, Path, dict]:
+    prepared, _ = _prepare(run / "student.sim.onnx", work)
+    chosen = _settings(Scheme.static_qdq, QuantizationConfig(**settings))
+    _produce(prepared, work / "ptq.onnx", Scheme.static_qdq, chosen, DIGITS.calibration(settings.get("calibration_samples", 64)), [])
+    return prepared, work / "ptq.onnx", chosen
+
+
+@pytest.mark.parametrize("per_channel", [True, False])
+def test_the_fake_quantized_graph_is_ort_s_int8_model(exported_run, tmp_path, per_channel):
+    prepared, ptq, _ = _ptq(exported_run, tmp_path, per_channel=per_channel)
+    graph = FakeQuantGraph(prepared, read_plan(ptq)).eval()
+    parity = check_qad_parity(graph, ptq, DIGITS.x_test)
+    assert parity.agreement == 1.0 and parity.max_abs <= 1e-5 * parity.largest_logit
+    plain = FakeQuantGraph(prepared, read_plan(ptq), fake_quant=False).eval()  # the same graph in fp32
+    fp32 = run_batches(open_session(prepared), DIGITS.x_test)
+    from edgekd.models.call import predict
+
+    assert np.abs(predict(plain, DIGITS.x_test) - fp32).max() < 1e-4
+    assert np.abs(predict(graph, DIGITS.x_test) - fp32).max() > 10 * parity.max_abs, "int8 is not fp32: the test can tell them apart"
+
+
+def test_the_export_writes_the_learned_scales_and_ort_runs_it_as_int8(exported_run, tmp_path):
+    prepared, ptq, settings = _ptq(exported_run, tmp_path)
+    graph = FakeQuantGraph(prepared, read_plan(ptq))
+    with torch.no_grad():
+        for scale in graph.scales.values():
+            scale.mul_(1.3)  # as if training had moved every activation scale
+    export_qdq(graph, prepared, tmp_path / "qad.onnx", settings, DIGITS.calibration(64), tmp_path)
+    model = onnx.load(str(tmp_path / "qad.onnx"))
+    init = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+    written = {n.input[0].removesuffix("_QuantizeLinear_Input"): float(init[n.input[1]])
+               for n in model.graph.node if n.op_type == "QuantizeLinear"}
+    learned = graph.learned_scales()
+    assert set(written) == set(learned)
+    assert all(np.isclose(written[name], scale, rtol=1e-6) for name, (scale, _) in learned.items())
+    session = open_session(tmp_path / "qad.onnx")
+    assert session.get_providers() == ["CPUExecutionProvider"]
+    check_qad_parity(graph.eval(), tmp_path / "qad.onnx", DIGITS.x_test)
+
+
+def test_an_unsupported_operator_is_refused_before_training(exported_run, tmp_path):
+    prepared, ptq, _ = _ptq(exported_run, tmp_path)
+    model = onnx.load(str(prepared))
+    model.graph.node[0].op_type = "Einsum"
+    onnx.save(model, str(tmp_path / "odd.onnx"))
+    with pytest.raises(QadError, match="cannot run Einsum"):
+        FakeQuantGraph(tmp_path / "odd.onnx", read_plan(ptq))
+
+
+def _fragile_run(exported_run: Path, tmp_path: Path) -> tuple[Path, Path]:
+    run = tmp_path / "run"
+    shutil.copytree(exported_run, run)
+    (tmp_path / "fragile.toml").write_text(_FRAGILE)
+    return run, tmp_path / "fragile.toml"
+
+
+def test_a_short_phase_wins_back_what_post_training_int8_lost(exported_run, tmp_path):
+    run, target = _fragile_run(exported_run, tmp_path)
+    result = quantization_aware(run, target, epochs=2, baseline=True)
+    ptq, qat, qad = result.variants
+    assert [v.name for v in result.variants] == ["post-training int8", "quantization-aware training", "quantization-aware distillation"]
+    assert ptq.drop_vs_fp32.drop > 0.03, "the fixture must be int8-fragile for this test to mean anything"
+    assert qad.test_accuracy > ptq.test_accuracy + 0.02  # a loose bound: tools/qad_table.py measures the gain
+    assert qad.parity.agreement >= 0.99 and (run / qad.file).is_file() and (run / qat.file).is_file()
+    manifest = runfolder.load_manifest(run)
+    assert {"student.int8-qad.onnx", "student.int8-qat.onnx", "qad.json"} <= set(manifest["stages"]["qad"]["files"])
+    assert not (run / "checkpoints").exists()
+
+
+def test_a_resumed_phase_ends_with_the_weights_of_an_uninterrupted_one(exported_run, tmp_path, monkeypatch):
+    from edgekd.distill import trainer
+
+    straight, target = _fragile_run(exported_run, tmp_path / "a")
+    quantization_aware(straight, target, epochs=3, baseline=False)
+    interrupted, _ = _fragile_run(exported_run, tmp_path / "b")
+    real, calls = trainer.accuracy, {"n": 0}
+
+    def stop_in_the_second_epoch(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(trainer, "accuracy", stop_in_the_second_epoch)
+    with pytest.raises(KeyboardInterrupt):
+        quantization_aware(interrupted, target, epochs=3, baseline=False)
+    assert (interrupted / "checkpoints" / "qad.ckpt").is_file() and not (interrupted / "qad.json").exists()
+    monkeypatch.setattr(trainer, "accuracy", real)
+    quantization_aware(interrupted, target, epochs=3, baseline=False, resume=True)
+
+    def weights(path: Path) -> dict[str, np.ndarray]:
+        return {i.name: numpy_helper.to_array(i) for i in onnx.load(str(path)).graph.initializer}
+
+    a, b = weights(straight / "student.int8-qad.onnx"), weights(interrupted / "student.int8-qad.onnx")
+    assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
+
+
+def test_distill_qad_on_the_command_line(exported_run, tmp_path):
+    run, target = _fragile_run(exported_run, tmp_path)
+    result = CliRunner().invoke(app, ["distill", "--qad", "--out", str(run), "--target", str(target), "--qad-epochs", "1", "--json"])
+    assert result.exit_code == 0, result.output
+    printed = json.loads(result.stdout)
+    assert [v["name"] for v in printed["variants"]][-1] == "quantization-aware distillation" and printed["settings"]["epochs"] == 1
+    assert json.loads((run / "qad.json").read_text()) == printed
+    table = CliRunner().invoke(app, ["distill", "--qad", "--out", str(run), "--target", str(target), "--qad-epochs", "1"])
+    assert table.exit_code == 0 and "student.int8-qad.onnx" in table.stdout, table.output
+
+
+def test_distill_qad_before_export_says_what_to_run(tiny_recipe, exported_run, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(exported_run, run)
+    (run / "student.sim.onnx").unlink()
+    result = CliRunner().invoke(app, ["distill", "--qad", "--out", str(run)])
+    assert result.exit_code == 2 and "edgekd export" in result.stderr, result.output
