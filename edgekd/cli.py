@@ -220,7 +220,7 @@ def distill(
                                       "through the target's int8 model (ONNX Runtime's own Q/DQ placement and calibration) against the teacher, "
                                       "beside the same training on labels alone; writes student.int8-qad.onnx, student.int8-qat.onnx and qad.json.")] = False,
     target: TargetOpt = None,
-    qad_epochs: Annotated[int, typer.Option("--qad-epochs", min=1, max=1000, help="Epochs of the quantization-aware phase (at 1/10 of the recipe's learning rate).")] = 3,
+    qad_epochs: Annotated[Optional[int], typer.Option("--qad-epochs", min=1, max=1000, help="Epochs of the quantization-aware phase; default: the recipe's [qad] epochs (3).", show_default=False)] = None,
 ) -> None:
     """Train (or load) the teachers, then the student with and without them; write checkpoints and distill.json.
 
@@ -229,7 +229,7 @@ def distill(
     with _guard():
         if qad and (out is None or not out.is_dir()):
             raise RunFolderError("--qad fine-tunes an exported run: pass --out with the folder `edgekd distill` and `edgekd export` wrote")
-        out, hint = _run_dir(out, recipe, "distill", sweep=sweep, json=as_json, qad=qad, target=target, qad_epochs=qad_epochs if qad else None)
+        out, hint = _run_dir(out, recipe, "distill", sweep=sweep, json=as_json, qad=qad, target=target, qad_epochs=qad_epochs)
     with _guard(hint, out):
         if qad:
             from edgekd.qad.stage import quantization_aware
@@ -409,6 +409,7 @@ def _print_qad(result) -> None:
         table.add_row(v.name, f"{v.test_accuracy:.2%}", f"{d.drop:+.2%} [{d.interval[0]:+.2%}, {d.interval[1]:+.2%}], {d.p_value:.2g}",
                       f"{v.val_accuracy:.2%}", f"{v.bytes / 1024:.1f}", v.file)
     out_console.print(table)
+    out_console.print(f"deployed: {result.deployed} ({result.deployed_because})")
     for v in result.variants:
         if v.parity:
             out_console.print(f"{v.file}: ONNX Runtime's int8 run against the fake-quantized model: top-1 agreement {v.parity.agreement:.2%}, "

@@ -13,7 +13,7 @@ from edgekd.recipe import Recipe, load_recipe
 from edgekd import runfolder
 from edgekd._progress import say
 from edgekd.runfolder import RECIPE, load_run_recipe
-from edgekd.targets import Target, load_target
+from edgekd.targets import Scheme, Target, load_target
 
 
 @dataclass(frozen=True)
@@ -24,6 +24,7 @@ class RunResult:
     bench: BenchReport
     passed: bool  # every budget of the target holds
     seconds: float
+    qad: "QadResult | None" = None  # noqa: F821 - the quantization-aware phase, when it ran
 
 
 def default_run_dir(recipe_path: Path | None, root: Path = Path("runs")) -> Path:
@@ -73,8 +74,26 @@ def run(
             exported = _load_result(out / "export.json", "ExportResult")
         else:
             exported = export(out, target_obj, scheme)
+        qad = None
+        if _wants_qad(recipe_obj, target_obj, exported) and "qad" not in runfolder.load_manifest(out).get("stages", {}):
+            from edgekd.qad.stage import quantization_aware
+
+            say("qad: post-training int8 misses the accuracy budget; fine-tuning the student through its int8 model against the teacher"
+                if recipe_obj.qad.when == "if-int8-misses" and not target_obj.quantization.quantization_aware
+                else "qad: the recipe or target asks for quantization-aware distillation")
+            qad = quantization_aware(out, target_obj, resume=resume)
         report = bench(out, target=target_obj, providers=providers)
-    return RunResult(str(out), distilled, exported, report, report.passed, time.perf_counter() - began)
+    return RunResult(str(out), distilled, exported, report, report.passed, time.perf_counter() - began, qad)
+
+
+def _wants_qad(recipe: Recipe, target: Target, exported) -> bool:
+    """Quantization-aware distillation in `edgekd run`: when the target or recipe asks for it, or
+    (the default) when post-training static int8 stays significantly beyond max_drop_vs_fp32."""
+    if recipe.qad.when == "never":
+        return False
+    quantized = exported.quantized
+    static = quantized.scheme == Scheme.static_qdq.value
+    return static and (recipe.qad.when == "always" or target.quantization.quantization_aware or not quantized.budget_met)
 
 
 def _load_result(path: Path, kind: str):

@@ -162,6 +162,17 @@ class ExportOverrides:
 
 
 @dataclass(config=CONFIG)
+class QadConfig:
+    # When `edgekd run` fine-tunes the exported student through its int8 model against the teacher
+    # (quantization-aware distillation); `edgekd distill --qad` runs it on demand.
+    when: Literal["never", "if-int8-misses", "always"] = Field(
+        "if-int8-misses", description='"if-int8-misses": when post-training static int8 misses the target\'s max_drop_vs_fp32; "always"; "never"')
+    epochs: Int = Field(3, ge=1, le=1000, description="epochs of the quantization-aware phase")
+    lr_scale: Float = Field(0.1, gt=0, le=1, description="its learning rate as a share of [distill] lr")
+    baseline: Literal["qat", "none"] = Field("qat", description='"qat" also trains the int8 model on labels alone, for the honest comparison')
+
+
+@dataclass(config=CONFIG)
 class TargetRef:
     # A target shipped with edgekd ("x86-cpu") or a path to the user's own TOML file.
     name: Optional[str] = Field("x86-cpu", description="a built-in target name")
@@ -177,6 +188,7 @@ class Recipe:
     student: StudentConfig = Field(default_factory=StudentConfig)
     distill: DistillConfig = Field(default_factory=DistillConfig)
     export: ExportOverrides = Field(default_factory=ExportOverrides)
+    qad: QadConfig = Field(default_factory=QadConfig)
     target: TargetRef = Field(default_factory=TargetRef)
 
     @model_validator(mode="after")

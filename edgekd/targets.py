@@ -128,6 +128,9 @@ class QuantizationConfig:
     # A fixed scheme's artifact is timed against the fp32 model (interleaved, this machine, the
     # target's provider); when it is slower or larger, "warn", "fallback" to fp32, or "fail" the bench.
     if_slower_than_fp32: SlowerPolicy = SlowerPolicy.warn
+    # Always fine-tune the student through this int8 model against the teacher in `edgekd run`
+    # (quantization-aware distillation), not only when post-training int8 misses max_drop_vs_fp32.
+    quantization_aware: Bool = False
     why: str = ""
 
 

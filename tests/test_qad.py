@@ -99,6 +99,31 @@ def test_a_short_phase_wins_back_what_post_training_int8_lost(exported_run, tmp_
     assert not (run / "checkpoints").exists()
 
 
+def test_the_bench_shows_every_int8_model_side_by_side_and_ships_the_chosen_one(exported_run, tmp_path):
+    from edgekd.bench.stage import bench
+
+    run, target = _fragile_run(exported_run, tmp_path)
+    result = quantization_aware(run, target, epochs=2)
+    report = bench(run, target=target, memory=False)
+    names = [v.name for v in report.variants]
+    assert result.deployed == "student.int8-qad.onnx", result.deployed_because
+    assert names == ["teacher fp32", "student fp32", "student int8 (post-training)", "student int8 QAT (labels only)", "student int8 QAD"]
+    assert report.deployed == "student int8 QAD"
+    assert any(v.budget == "deployed_vs_fp32_latency" for v in report.verdicts)
+
+
+@pytest.mark.slow
+def test_run_fine_tunes_through_int8_when_the_recipe_asks(tmp_path):
+    from edgekd.pipeline import run
+
+    recipe = tmp_path / "r.toml"
+    recipe.write_text('[teacher]\nmodel = "cnn"\nargs = { channels = [8, 16], hidden = 32 }\nepochs = 2\n'
+                      '[student]\nmodel = "mlp"\nargs = { hidden = [32] }\n[distill]\nepochs = 2\n[qad]\nwhen = "always"\nepochs = 1\n')
+    result = run(recipe, out=tmp_path / "run")
+    assert result.qad is not None and (tmp_path / "run" / "qad.json").is_file()
+    assert "student int8 QAD" in [v.name for v in result.bench.variants]
+
+
 def test_a_resumed_phase_ends_with_the_weights_of_an_uninterrupted_one(exported_run, tmp_path, monkeypatch):
     from edgekd.distill import trainer
 

@@ -172,11 +172,28 @@ def _from_run_folder(run_dir: Path):
         if deployed.endswith(".ort"):
             label += " (ORT format)"
         files[label] = runfolder.artifact(run_dir, deployed, "bench")
+    files = _with_quantization_aware(run_dir, files, deployed)
     recipe = runfolder.load_run_recipe(run_dir)
     saved = runfolder.load_manifest(run_dir).get("target")
     target = validate(Target, saved, f"{run_dir}/manifest.json target", TargetError) if saved else None
     coverage = [EpCoverage(**c) for c in exported.get("mobile", [])]
     return files, recipe.data, target, coverage
+
+
+def _with_quantization_aware(run_dir: Path, files: dict[str, Path], deployed: str) -> dict[str, Path]:
+    """The quantization-aware phase's models beside post-training int8, the shipped one last."""
+    if "qad" not in runfolder.load_manifest(run_dir).get("stages", {}):
+        return files
+    qad = runfolder.read_json(runfolder.artifact(run_dir, "qad.json", "bench"))
+    labels = {"quantization-aware training": "student int8 QAT (labels only)", "quantization-aware distillation": "student int8 QAD"}
+    extra = {labels[v["name"]]: runfolder.artifact(run_dir, v["file"], "bench") for v in qad["variants"] if v["name"] in labels}
+    ships = qad.get("deployed", deployed)
+    if ships == deployed:
+        *before, shipped = files.items()
+        return {**dict(before), **extra, shipped[0]: shipped[1]}
+    shipped = next(label for label, path in extra.items() if path.name == ships)
+    renamed = {("student int8 (post-training)" if path.name == deployed else label): path for label, path in files.items()}
+    return {**renamed, **{k: v for k, v in extra.items() if k != shipped}, shipped: extra[shipped]}
 
 
 def _mobile_figures(target: Target, providers: list[str], coverage) -> MobileFigures | None:

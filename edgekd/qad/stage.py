@@ -65,22 +65,28 @@ class QadResult:
     fp32_test_accuracy: float
     variants: list[QadVariant]
     seconds: float
+    deployed: str = ""  # the file the run ships after this phase: the QAD file, or export's deployed artifact
+    deployed_because: str = ""
     schema_version: int = 1
 
 
-def quantization_aware(run_dir: Path, target: Target | str | Path | None = None, epochs: int = 3, lr_scale: float = 0.1,
-                       baseline: bool = True, resume: bool = False) -> QadResult:
-    """Fine-tune the run folder's student through its int8 model; write the QDQ files and qad.json."""
+def quantization_aware(run_dir: Path, target: Target | str | Path | None = None, epochs: int | None = None, lr_scale: float | None = None,
+                       baseline: bool | None = None, resume: bool = False) -> QadResult:
+    """Fine-tune the run folder's student through its int8 model; write the QDQ files and qad.json.
+
+    `epochs`, `lr_scale` and `baseline` default to the recipe's [qad] section."""
     run_dir = Path(run_dir)
     with runfolder.locked(run_dir), runfolder.rollback_on_failure(run_dir, keep=lambda name: name == "checkpoints"):
-        return _quantization_aware(run_dir, target, epochs, lr_scale, baseline, resume)
+        qad = runfolder.load_run_recipe(run_dir).qad
+        return _quantization_aware(run_dir, target, epochs or qad.epochs, lr_scale or qad.lr_scale,
+                                   qad.baseline == "qat" if baseline is None else baseline, resume)
 
 
 def _quantization_aware(run_dir: Path, target, epochs: int, lr_scale: float, baseline: bool, resume: bool) -> QadResult:
     import torch
 
     from edgekd.data import load_recipe_data
-    from edgekd.distill.teacher import Teacher, TeacherSet, cache_teacher_logits
+    from edgekd.distill.teacher import TeacherSet, cache_teacher_logits
     from edgekd.distill.trainer import TrainSettings, fit
     from edgekd.export.quantize import _prepare, _produce, _settings
     from edgekd.qad.graph import FakeQuantGraph, read_plan
@@ -128,8 +134,9 @@ def _quantization_aware(run_dir: Path, target, epochs: int, lr_scale: float, bas
             parity = check_qad_parity(graph.eval(), dest, data.x_test)
             variants.append(_variant(name, dest, data, fp32_test, bytes_=dest.stat().st_size, parity=parity,
                                      history=outcome.history, best_epoch=outcome.best_epoch))
+    deployed, why = _deployment(run_dir, variants[-1])
     result = QadResult(
-        run_dir=str(run_dir), target=target.name,
+        run_dir=str(run_dir), target=target.name, deployed=deployed, deployed_because=why,
         settings={"epochs": epochs, "lr": base.lr, "batch_size": base.batch_size, "ce_weight": cfg.ce_weight,
                   "terms": [t.method for t in kd_terms], "temperature": cfg.temperature, **settings},
         fp32_val_accuracy=float(fp32_val.mean()), fp32_test_accuracy=float(fp32_test.mean()),
@@ -140,6 +147,7 @@ def _quantization_aware(run_dir: Path, target, epochs: int, lr_scale: float, bas
     import shutil
 
     shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)  # finished: resume state is spent
+    say(f"qad: deploying {deployed}: {why}")
     for v in variants:
         say(f"qad: {v.name}: test top-1 {v.test_accuracy:.2%} (fp32 student {result.fp32_test_accuracy:.2%}, "
             f"drop {v.drop_vs_fp32.drop:+.2%}, paired p = {v.drop_vs_fp32.p_value:.2g})")
@@ -177,6 +185,22 @@ def check_qad_parity(graph, path: Path, x) -> QadParity:
                        f"on logits up to {parity.largest_logit:.3g}, top-1 agreement {parity.agreement:.2%}); this is a bug in edgekd's "
                        "mirror of ORT's quantization: deploy post-training int8 and report it")
     return parity
+
+
+def _deployment(run_dir: Path, qad: QadVariant) -> tuple[str, str]:
+    """The quantization-aware model ships when export shipped static int8 and it is at least as
+    accurate on the validation images; otherwise export's choice stands (an fp32 artifact chosen
+    for speed stays fp32: this int8 model would be as slow)."""
+    exported = runfolder.read_json(runfolder.artifact(run_dir, "export.json", "quantization-aware distillation"))
+    quantized = exported["quantized"]
+    if quantized["scheme"] != Scheme.static_qdq.value:
+        return exported["deployed"], f"export deployed {quantized['scheme']}, not static int8"
+    if exported["deployed"].endswith(".ort"):
+        return exported["deployed"], "the target ships ONNX Runtime's mobile format, which this phase does not package yet"
+    if qad.val_accuracy >= quantized["val_accuracy"]:
+        return qad.file, (f"validation top-1 {qad.val_accuracy:.2%} against post-training int8's {quantized['val_accuracy']:.2%}"
+                          + (f" with {len(quantized['excluded_nodes'])} node(s) in fp32" if quantized["excluded_nodes"] else ""))
+    return exported["deployed"], f"post-training int8 is more accurate on the validation images ({quantized['val_accuracy']:.2%} vs {qad.val_accuracy:.2%})"
 
 
 def _variant(name, path, data, fp32_test, bytes_, parity=None, history=(), best_epoch=0) -> QadVariant:
