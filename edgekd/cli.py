@@ -229,6 +229,10 @@ def distill(
     with _guard():
         if qad and (out is None or not out.is_dir()):
             raise RunFolderError("--qad fine-tunes an exported run: pass --out with the folder `edgekd distill` and `edgekd export` wrote")
+        if qad and (recipe or sweep or force):
+            raise RunFolderError("--qad uses the run folder's own recipe: drop the RECIPE argument, --sweep and --force")
+        if not qad and qad_epochs is not None:
+            raise RunFolderError("--qad-epochs applies to --qad only")
         out, hint = _run_dir(out, recipe, "distill", sweep=sweep, json=as_json, qad=qad, target=target, qad_epochs=qad_epochs)
     with _guard(hint, out):
         if qad:

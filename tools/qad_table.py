@@ -25,6 +25,7 @@ latency of the fully quantized model.
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 import statistics
 import tempfile
@@ -47,6 +48,7 @@ def main() -> None:
 
     import dataclasses
 
+    from edgekd._io import sha256_file
     from edgekd._progress import set_quiet
     from edgekd.bench.accuracy import file_correct
     from edgekd.data import load_data
@@ -59,7 +61,8 @@ def main() -> None:
     target = per_tensor_target()
     rows: dict[str, list[tuple[float, float, float, float, int]]] = {}
     with tempfile.TemporaryDirectory() as folder:
-        data = load_data(f"npz:{write_fashion32(Path(folder), args.train)}", val_fraction=0.1)
+        npz = write_fashion32(Path(folder), args.train)
+        data = load_data(f"npz:{npz}", val_fraction=0.1)
         images, labels = fashion("train")
         unused = np.setdiff1d(np.arange(len(labels)), _subset(labels, args.train))
         x_val, y_val = rgb(images[unused], 32), labels[unused]
@@ -73,6 +76,12 @@ def main() -> None:
                 raise SystemExit(f"{source} not found: run `python tools/vision_table.py --part distill --out {args.out} --seeds {seed}` first")
             run = Path(folder) / f"seed{seed}"
             shutil.copytree(source, run)
+            recipe = json.loads((run / "recipe.json").read_text())
+            recipe["data"]["source"] = f"npz:{npz}"  # the same data; part 2's temporary copy is gone
+            (run / "recipe.json").write_text(json.dumps(recipe))
+            manifest = json.loads((run / "manifest.json").read_text())
+            manifest["files"]["recipe.json"]["sha256"] = sha256_file(run / "recipe.json")
+            (run / "manifest.json").write_text(json.dumps(manifest))
             began = time.perf_counter()
             qad = quantization_aware(run, target, epochs=args.epochs, baseline=True)
             qad_seconds = time.perf_counter() - began

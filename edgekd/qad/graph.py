@@ -189,7 +189,7 @@ class FakeQuantGraph(nn.Module):
         """The bias as ORT stores it: int32 at (input scale × weight scale), per channel."""
         x_name, w_name = inputs[0], inputs[1]
         b = values[2]
-        if x_name not in self.plan.activations:
+        if x_name not in self.plan.activations or w_name not in self.plan.weights:
             return b
         step = self.activation_scale(x_name).detach() * _weight_scale(self.plan.weights[w_name], self.initializer(w_name))
         return b + (torch.round(b / step) * step - b).detach()  # rounded forward, identity backward

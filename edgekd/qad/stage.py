@@ -75,6 +75,10 @@ def quantization_aware(run_dir: Path, target: Target | str | Path | None = None,
     """Fine-tune the run folder's student through its int8 model; write the QDQ files and qad.json.
 
     `epochs`, `lr_scale` and `baseline` default to the recipe's [qad] section."""
+    from edgekd.distill import distributed
+
+    if distributed.world_size() > 1:
+        raise QadError("the quantization-aware phase runs in one process for now: launch `edgekd distill --qad` without torchrun")
     run_dir = Path(run_dir)
     with runfolder.locked(run_dir), runfolder.rollback_on_failure(run_dir, keep=lambda name: name == "checkpoints"):
         qad = runfolder.load_run_recipe(run_dir).qad
