@@ -110,7 +110,7 @@ def main() -> None:
                 drop = paired_drop(fp32_hits, hits)
                 ratio = stats[name].p50_ms / stats["fp32"].p50_ms if name != "fp32 student" else 1.0
                 spent = next((f"{s:.0f} s" for prefix, s in times.items() if name.startswith(prefix)), "")
-                rows.setdefault(name.split(",")[0], []).append((float(hits.mean()), drop.drop, ratio, path.stat().st_size / 1024, len(excluded.excluded_nodes)))
+                rows.setdefault("post-training int8 + exclusions" if "excluded" in name else name, []).append((float(hits.mean()), drop.drop, ratio, path.stat().st_size / 1024, len(excluded.excluded_nodes)))
                 print(f"| {seed} | {name} | {hits.mean():.2%} | {drop.drop:+.2%} [{drop.interval[0]:+.2%}, {drop.interval[1]:+.2%}], p = {drop.p_value:.2g} | "
                       f"{path.stat().st_size / 1024:.0f} | {ratio:.2f} | {spent} |", flush=True)
             print(f"| {seed} | (deployed by the QAD phase: {qad.deployed}) | | | | | |", flush=True)
