@@ -253,7 +253,7 @@ def distill_part(args) -> None:
     print(f"| student, distilled, fp32 in ONNX Runtime | {first.student.parameters:,} | {summary([r[2].fp32_test_accuracy for r in rows])} |")
     print(f"| student, deployed: static int8 per-tensor + exclusions | {first.student.parameters:,} | {summary([r[2].deployed_test_accuracy for r in rows])} |")
     print("\n| seed | distilled vs scratch: only distilled / only scratch right, McNemar p | int8 val drop before → after | "
-          "excluded (worst SQNR first) | steps: val top-1 | exclusion time |")
+          "excluded (in the order kept in fp32) | steps: val top-1 | exclusion time |")
     print("|---|---|---|---|---|---|")
     for seed, result, exported, _ in rows:
         q, p = exported.quantized, result.kd_gain_test
