@@ -20,7 +20,7 @@ from edgekd._ort import open_session, run_batches
 from edgekd.cli import app
 from edgekd.data import load_data
 from edgekd.errors import QadError
-from edgekd.export.quantize import _prepare, _produce, _settings
+from edgekd.export.quantize import prepare, produce_variant, scheme_settings
 from edgekd.qad.graph import FakeQuantGraph, read_plan
 from edgekd.qad.stage import check_qad_parity, export_qdq, quantization_aware
 from edgekd.targets import QuantizationConfig, Scheme
@@ -31,9 +31,9 @@ _FRAGILE = 'description = "fragile int8"\n[quantization]\nper_channel = false\nc
 
 
 def _ptq(run: Path, work: Path, **settings) -> tuple[Path, Path, dict]:
-    prepared, _ = _prepare(run / "student.sim.onnx", work)
-    chosen = _settings(Scheme.static_qdq, QuantizationConfig(**settings))
-    _produce(prepared, work / "ptq.onnx", Scheme.static_qdq, chosen, DIGITS.calibration(settings.get("calibration_samples", 64)), [])
+    prepared, _ = prepare(run / "student.sim.onnx", work)
+    chosen = scheme_settings(Scheme.static_qdq, QuantizationConfig(**settings))
+    produce_variant(prepared, work / "ptq.onnx", Scheme.static_qdq, chosen, DIGITS.calibration(settings.get("calibration_samples", 64)), [])
     return prepared, work / "ptq.onnx", chosen
 
 

@@ -61,9 +61,9 @@ def test_calibration_and_types_are_recorded(exported_run, tmp_path):
 
 def test_nodes_ranked_worst_first(exported_run, tmp_path):
     bad = _quantize(exported_run, tmp_path, scheme=Scheme.static_qdq, calibration_samples=1, max_excluded_nodes=0)
-    from edgekd.export.quantize import _prepare
+    from edgekd.export.quantize import prepare
 
-    prepared, _ = _prepare(tmp_path / "student.sim.onnx", tmp_path)
+    prepared, _ = prepare(tmp_path / "student.sim.onnx", tmp_path)
     ranking = rank_nodes_by_error(prepared, bad.path, DIGITS.calibration(64), tmp_path)
     names = {n.name for n in onnx.load(str(prepared)).graph.node}
     assert {node for node, _ in ranking} == names, "every node can be excluded"
@@ -78,16 +78,16 @@ def test_nodes_ranked_worst_first(exported_run, tmp_path):
 
 def test_output_effect_ranks_what_brings_the_logits_nearest_fp32_first(exported_run, tmp_path):
     from edgekd.export.exclusion import rank_by_output_effect
-    from edgekd.export.quantize import _prepare, _produce
+    from edgekd.export.quantize import prepare, produce_variant
 
     bad = _quantize(exported_run, tmp_path, scheme=Scheme.static_qdq, calibration_samples=1, max_excluded_nodes=0)
-    prepared, _ = _prepare(tmp_path / "student.sim.onnx", tmp_path)
+    prepared, _ = prepare(tmp_path / "student.sim.onnx", tmp_path)
     nodes = [n.name for n in onnx.load(str(prepared)).graph.node]
     settings = {"per_channel": True, "reduce_range": False, "activation_type": "int8", "weight_type": "int8", "calibration_method": "minmax"}
     groups = [[name] for name in nodes] + [nodes]  # each node alone, and everything: the fp32 model itself
 
     def produce(path, group):
-        _produce(prepared, path, Scheme.static_qdq, settings, DIGITS.calibration(1), exclude=group)
+        produce_variant(prepared, path, Scheme.static_qdq, settings, DIGITS.calibration(1), exclude=group)
 
     ranked = rank_by_output_effect(prepared, Path(bad.path), groups, tmp_path, produce, DIGITS.x_val)
     gains = [gain for _, gain in ranked]
@@ -231,7 +231,7 @@ def test_ranking_memory_is_bounded_by_the_model_not_by_the_images(tmp_path):
     import torch
 
     from edgekd.export.onnx import export_onnx
-    from edgekd.export.quantize import _prepare, _produce
+    from edgekd.export.quantize import prepare, produce_variant
     from edgekd.inputs import as_inputs
     from edgekd.models import ModelSpec, build_model
 
@@ -239,9 +239,9 @@ def test_ranking_memory_is_bounded_by_the_model_not_by_the_images(tmp_path):
     model = build_model(ModelSpec("mobilenetv2", {}, [3, 64, 64], 10)).eval()
     x = np.random.default_rng(0).standard_normal((256, 3, 64, 64)).astype(np.float32)
     export_onnx(model, x[:4], tmp_path / "fp32.onnx", 18)
-    prepared, _ = _prepare(tmp_path / "fp32.onnx", tmp_path)
+    prepared, _ = prepare(tmp_path / "fp32.onnx", tmp_path)
     qdq = tmp_path / "qdq.onnx"
-    _produce(prepared, qdq, Scheme.static_qdq, {"per_channel": False, "reduce_range": False, "activation_type": "int8",
+    produce_variant(prepared, qdq, Scheme.static_qdq, {"per_channel": False, "reduce_range": False, "activation_type": "int8",
                                                 "weight_type": "int8", "calibration_method": "minmax"}, as_inputs(x[:8]), exclude=[])
     np.save(tmp_path / "inputs.npy", x)
     from onnxruntime.quantization.qdq_loss_debug import modify_model_output_intermediate_tensors

@@ -105,11 +105,11 @@ def quantize(
         return _fp32_result("none", source, float(fp32_correct.mean()), cfg)
     with tempfile.TemporaryDirectory(prefix=".edgekd-quant-", dir=out_dir) as work_dir:
         work = Path(work_dir).resolve()  # absolute: ORT's tools run with the work folder as the working folder
-        prepared, preprocess = _prepare(source, work)
+        prepared, preprocess = prepare(source, work)
         if cfg.scheme is Scheme.auto:
             result = _auto(prepared, source, out_dir, work, cfg, calibration, x_val, y_val, fp32_correct, providers, runtime)
         else:
-            settings = _settings(cfg.scheme, cfg)
+            settings = scheme_settings(cfg.scheme, cfg)
             result = _finish(prepared, out_dir, work, cfg.scheme, settings, cfg, calibration, x_val, y_val, fp32_correct, requested=cfg.scheme.value)
             result = _against_fp32(result, source, cfg, x_val, providers, runtime)
         return dataclasses.replace(result, preprocess=preprocess)
@@ -158,7 +158,7 @@ def _finish(prepared, out_dir, work, scheme, settings, cfg, calibration, x_val, 
     dest = out_dir / ARTIFACTS[scheme]
     with atomic_path(dest) as tmp:
         excluded, steps, drop = produce_within_budget(
-            prepared, tmp, work, lambda path, exclude: _produce(prepared, path, scheme, settings, calibration, exclude),
+            prepared, tmp, work, lambda path, exclude: produce_variant(prepared, path, scheme, settings, calibration, exclude),
             cfg, calibration, x_val, y_val, fp32_correct, may_exclude=scheme is Scheme.static_qdq)
     warnings = list(warnings)
     beyond = drop.significantly_beyond(cfg.max_drop_vs_fp32)
@@ -196,9 +196,9 @@ def _auto(prepared, source, out_dir, work, cfg, calibration, x_val, y_val, fp32_
     except TargetError as exc:
         raise TargetError(f"scheme 'auto' times the candidates on the target's provider: {exc}") from None
     candidates_spec = [
-        ("static-qdq per-tensor", Scheme.static_qdq, {**_settings(Scheme.static_qdq, cfg), "per_channel": False, "reduce_range": False}),
-        ("static-qdq per-channel", Scheme.static_qdq, {**_settings(Scheme.static_qdq, cfg), "per_channel": True, "reduce_range": False}),
-        ("static-qdq per-channel reduce-range", Scheme.static_qdq, {**_settings(Scheme.static_qdq, cfg), "per_channel": True, "reduce_range": True}),
+        ("static-qdq per-tensor", Scheme.static_qdq, {**scheme_settings(Scheme.static_qdq, cfg), "per_channel": False, "reduce_range": False}),
+        ("static-qdq per-channel", Scheme.static_qdq, {**scheme_settings(Scheme.static_qdq, cfg), "per_channel": True, "reduce_range": False}),
+        ("static-qdq per-channel reduce-range", Scheme.static_qdq, {**scheme_settings(Scheme.static_qdq, cfg), "per_channel": True, "reduce_range": True}),
     ]
     warnings = []
     graph = onnx.load(str(prepared), load_external_data=False)
@@ -207,15 +207,15 @@ def _auto(prepared, source, out_dir, work, cfg, calibration, x_val, y_val, fp32_
         warnings.append(f"auto: dynamic int8 not tried: the graph is convolution-dominated ({convs:,} MACs in Conv vs {matmuls:,} in MatMul/Gemm), "
                         "where ONNX Runtime's dynamic int8 is usually several times slower than fp32; --scheme dynamic measures it")
     else:
-        candidates_spec.append(("dynamic", Scheme.dynamic, _settings(Scheme.dynamic, cfg)))
+        candidates_spec.append(("dynamic", Scheme.dynamic, scheme_settings(Scheme.dynamic, cfg)))
     if _is_transformer(graph):  # ORT's offline transformer fusions: a candidate, kept only if it pays
-        candidates_spec.append(("dynamic + transformer fusions", Scheme.dynamic, {**_settings(Scheme.dynamic, cfg), "fusions": True}))
+        candidates_spec.append(("dynamic + transformer fusions", Scheme.dynamic, {**scheme_settings(Scheme.dynamic, cfg), "fusions": True}))
     if usable[0] in _GPU_PROVIDERS:
         candidates_spec.append(("fp16", Scheme.fp16, {}))
     files, drops = {}, {}
     for index, (name, scheme, settings) in enumerate(candidates_spec):
         path = work / f"candidate{index}.onnx"
-        _produce(prepared, path, scheme, settings, calibration, exclude=[])
+        produce_variant(prepared, path, scheme, settings, calibration, exclude=[])
         files[name], drops[name] = path, paired_drop(fp32_correct, file_correct(path, x_val, y_val))
     say(f"quantize: timing {len(files)} candidates against fp32 on {usable[0]}")
     p50 = {n: stats.p50_ms for n, stats in time_against_fp32(source, files, x_val, usable, runtime).items()}
@@ -251,7 +251,7 @@ def time_against_fp32(source: Path, files: dict[str, Path], x: Inputs, providers
     return {n: summarize(t, batch) for n, t in times.items()}
 
 
-def _settings(scheme: Scheme, cfg: QuantizationConfig) -> dict[str, Any]:
+def scheme_settings(scheme: Scheme, cfg: QuantizationConfig) -> dict[str, Any]:
     if scheme is Scheme.static_qdq:
         return {
             "per_channel": cfg.per_channel, "reduce_range": cfg.reduce_range,
@@ -263,7 +263,7 @@ def _settings(scheme: Scheme, cfg: QuantizationConfig) -> dict[str, Any]:
     return {}
 
 
-def _prepare(source: Path, work: Path) -> tuple[Path, str]:
+def prepare(source: Path, work: Path) -> tuple[Path, str]:
     """ORT's quant_pre_process (shape inference, optimisation), then name every node for exclusion.
 
     Returns the prepared file and what preparation ran: its symbolic shape inference fails on
@@ -298,7 +298,7 @@ def _prepare(source: Path, work: Path) -> tuple[Path, str]:
     return prepared, note
 
 
-def _produce(prepared: Path, dest: Path, scheme: Scheme, settings: dict[str, Any], calibration: Inputs, exclude: list[str],
+def produce_variant(prepared: Path, dest: Path, scheme: Scheme, settings: dict[str, Any], calibration: Inputs, exclude: list[str],
              scales: dict[str, tuple[float, int]] | None = None) -> None:
     """Write one quantized variant of `prepared` to `dest` with ONNX Runtime's quantizers.
 

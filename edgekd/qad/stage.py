@@ -92,7 +92,7 @@ def _quantization_aware(run_dir: Path, target, epochs: int, lr_scale: float, bas
     from edgekd.data import load_recipe_data
     from edgekd.distill.teacher import TeacherSet, cache_teacher_logits
     from edgekd.distill.trainer import TrainSettings, fit
-    from edgekd.export.quantize import _prepare, _produce, _settings
+    from edgekd.export.quantize import prepare, produce_variant, scheme_settings
     from edgekd.qad.graph import FakeQuantGraph, read_plan
 
     began = time.perf_counter()
@@ -111,12 +111,12 @@ def _quantization_aware(run_dir: Path, target, epochs: int, lr_scale: float, bas
         raise QadError("quantization-aware distillation distils logits: the recipe's [[distill.loss]] has no kd or dkd term")
     base = TrainSettings(epochs, cfg.batch_size, cfg.lr * lr_scale, cfg.seed, schedule="cosine", grad_clip=cfg.grad_clip,
                          temperature=cfg.temperature)
-    settings = _settings(Scheme.static_qdq, qcfg)
+    settings = scheme_settings(Scheme.static_qdq, qcfg)
     with tempfile.TemporaryDirectory(prefix=".edgekd-qad-", dir=run_dir) as folder:
         work = Path(folder).resolve()
-        prepared, _ = _prepare(simplified, work)
+        prepared, _ = prepare(simplified, work)
         ptq = work / "ptq.onnx"
-        _produce(prepared, ptq, Scheme.static_qdq, settings, calibration, [])
+        produce_variant(prepared, ptq, Scheme.static_qdq, settings, calibration, [])
         plan = read_plan(ptq)
         FakeQuantGraph(prepared, plan)  # refuses unsupported operators before anything trains
         say(f"qad: {len(plan.activations)} activation and {len(plan.weights)} weight quantizers, as ONNX Runtime placed them "
@@ -164,7 +164,7 @@ def export_qdq(graph, prepared: Path, dest: Path, settings: dict, calibration, w
     import onnx
     from onnx import numpy_helper
 
-    from edgekd.export.quantize import _produce
+    from edgekd.export.quantize import produce_variant
 
     model = onnx.load(str(prepared))
     trained = graph.weight_arrays()
@@ -173,7 +173,7 @@ def export_qdq(graph, prepared: Path, dest: Path, settings: dict, calibration, w
             model.graph.initializer[index].CopyFrom(numpy_helper.from_array(trained[tensor.name].astype(np.float32), tensor.name))
     weights = work / "trained.onnx"
     onnx.save(model, str(weights))
-    _produce(weights, dest, Scheme.static_qdq, settings, calibration[: min(8, len(calibration))], [], scales=graph.learned_scales())
+    produce_variant(weights, dest, Scheme.static_qdq, settings, calibration[: min(8, len(calibration))], [], scales=graph.learned_scales())
 
 
 def check_qad_parity(graph, path: Path, x) -> QadParity:
