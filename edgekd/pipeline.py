@@ -9,11 +9,11 @@ from pathlib import Path
 
 from edgekd._ort import usable_providers
 from edgekd.bench.stage import BenchReport, bench
-from edgekd.recipe import Recipe, load_recipe
+from edgekd.recipe import Recipe, load_recipe, recipe_target
 from edgekd import runfolder
 from edgekd._progress import say
 from edgekd.runfolder import RECIPE, load_run_recipe
-from edgekd.targets import Scheme, Target, load_target
+from edgekd.targets import Scheme, Target
 
 
 @dataclass(frozen=True)
@@ -60,9 +60,7 @@ def run(
         recipe_obj = load_run_recipe(out)  # resuming: the folder's own recipe
     else:
         recipe_obj = load_recipe(recipe)
-    if target is None:
-        target = recipe_obj.target.path or recipe_obj.target.name or "x86-cpu"
-    target_obj = target if isinstance(target, Target) else load_target(target)  # fail before training on a bad target
+    target_obj = recipe_target(recipe_obj, target)  # fail before training on a bad target
     usable_providers(list(providers or target_obj.runtime.providers))  # ... or on a provider this machine lacks
     finished = runfolder.load_manifest(out).get("stages", {}) if resume else {}
     if "distill" in finished:

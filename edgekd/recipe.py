@@ -16,7 +16,7 @@ from pydantic.dataclasses import dataclass
 
 from edgekd._config import CONFIG, Bool, Count, Float, Int, Seed, read_toml, validate
 from edgekd.errors import RecipeError
-from edgekd.targets import Scheme
+from edgekd.targets import Scheme, Target, load_target
 
 
 @dataclass(config=CONFIG)
@@ -205,6 +205,14 @@ class Recipe:
                 raise ValueError(f"[{table}] max_shift = {cfg.max_shift} has no effect without [{table}] augment = true: "
                                  "add augment = true or remove max_shift")
         return self
+
+
+def recipe_target(recipe: Recipe, target: Target | str | Path | None = None) -> Target:
+    """The target a stage works for: the one given (a Target, a built-in name or a file), else the
+    recipe's [target]."""
+    if isinstance(target, Target):
+        return target
+    return load_target(target or recipe.target.path or recipe.target.name or "x86-cpu")
 
 
 def teacher_configs(recipe: Recipe) -> list[TeacherConfig]:

@@ -35,7 +35,7 @@ from edgekd.models.call import accuracy, predict
 from edgekd.errors import EdgekdError, ModelError, OnnxModelError, RecipeError, RunFolderError, first_line
 from edgekd.models.build import ModelSpec, build_model
 from edgekd.models.checkpoint import load_weights, read_checkpoint, save_checkpoint
-from edgekd.recipe import LossTerm, Recipe, load_recipe, teacher_configs
+from edgekd.recipe import LossTerm, Recipe, load_recipe, recipe_target, teacher_configs
 from edgekd.runfolder import RECIPE, load_run_recipe
 from edgekd.targets import Target
 
@@ -216,16 +216,13 @@ def _preflight(recipe: Recipe, student: nn.Module, data: DataSplits, teachers: T
     from edgekd.distill.objective import Objective
     from edgekd.export.onnx import check_parity, export_onnx, parity_lengths
     from edgekd.models.call import take, to_tensors, trim
-    from edgekd.targets import load_target
 
     terms = recipe.distill.terms()
     if any(t.method in ("hint", "at") for t in terms):
         sample = trim(take(to_tensors(data.x_train), slice(0, 2)), data.inputs)
         Objective(terms, recipe.distill.ce_weight, recipe.distill.temperature, student, teachers.feature_teacher,
                   teachers.weights, sample).close()
-    if target is None:
-        target = recipe.target.path or recipe.target.name or "x86-cpu"
-    cfg = (target if isinstance(target, Target) else load_target(target)).export
+    cfg = recipe_target(recipe, target).export
     probe = data.x_test[: min(64, len(data.x_test))]
     with tempfile.TemporaryDirectory(prefix="edgekd-preflight-") as folder:
         path = Path(folder) / "student.initial.onnx"

@@ -25,8 +25,9 @@ from edgekd.export.onnx import OnnxExport, Parity, check_parity, export_onnx, pa
 from edgekd.export.quantize import QuantizeResult, quantize
 from edgekd.export.simplify import SimplifyResult, simplify
 from edgekd.inputs import TensorSpec
+from edgekd.recipe import recipe_target
 from edgekd.runfolder import load_run_recipe
-from edgekd.targets import ArtifactFormat, Scheme, Target, load_target
+from edgekd.targets import ArtifactFormat, Scheme, Target
 
 RESULT = "export.json"
 TEACHER_ONNX = "teacher.onnx"
@@ -74,7 +75,7 @@ def _export(run_dir: Path, target: Target | str | Path | None, scheme: Scheme | 
     teacher_pt = None if onnx_teacher else runfolder.artifact(run_dir, "teacher.pt", "export")
     student_pt = runfolder.artifact(run_dir, "student.pt", "export")
     recipe = load_run_recipe(run_dir)
-    target = _resolve_target(target, recipe)
+    target = recipe_target(recipe, target)
     qcfg = target.quantization
     scheme = scheme if scheme is not None else recipe.export.scheme
     if scheme is not None:
@@ -138,12 +139,4 @@ def _export(run_dir: Path, target: Target | str | Path | None, scheme: Scheme | 
     write_json(run_dir / RESULT, result)
     runfolder.record(run_dir, "export", written + [RESULT], target=target)
     return result
-
-
-def _resolve_target(target: Target | str | Path | None, recipe) -> Target:
-    if isinstance(target, Target):
-        return target
-    if target is not None:
-        return load_target(target)
-    return load_target(recipe.target.path or recipe.target.name or "x86-cpu")
 
