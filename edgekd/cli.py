@@ -22,7 +22,7 @@ from typer.core import TyperGroup
 from rich.console import Console
 from rich.table import Table
 
-from edgekd import __version__
+from edgekd import __version__, runfolder
 from edgekd._io import to_jsonable
 from edgekd._progress import set_quiet
 from edgekd.errors import EdgekdError, RunFolderError, first_line
@@ -102,7 +102,7 @@ def _guard(resume_hint: str | None = None, out: Path | None = None) -> Iterator[
     def kept() -> str:
         if not resume_hint:
             return ""
-        if out is None or (out / "checkpoints").is_dir() or (out / "manifest.json").is_file():
+        if out is None or runfolder.holds_resume_state(out):
             return f"; complete checkpoints are kept: continue with: {resume_hint}"
         return "; nothing was kept: run the same command again"
 

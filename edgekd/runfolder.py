@@ -26,6 +26,7 @@ from edgekd.recipe import Recipe, recipe_from_dict
 MANIFEST = "manifest.json"
 RECIPE = "recipe.json"
 LOCK = ".edgekd.lock"
+CHECKPOINTS = "checkpoints"  # epoch checkpoints of unfinished training: what --resume continues from
 _HELD: set[str] = set()  # run folders this process holds the lock of (nested holds pass through)
 SCHEMA_VERSION = 1
 _PACKAGES = ("edgekd", "torch", "onnx", "onnxruntime", "onnxsim", "numpy", "scikit-learn")
@@ -114,6 +115,11 @@ def rollback_on_failure(folder: Path, names: Collection[str] | None = None, keep
         raise
     finally:
         shutil.rmtree(backup, ignore_errors=True)
+
+
+def holds_resume_state(run_dir: Path) -> bool:
+    """The folder holds something --resume continues from: checkpoints, or finished stages."""
+    return (Path(run_dir) / CHECKPOINTS).is_dir() or (Path(run_dir) / MANIFEST).is_file()
 
 
 def _acquire(path: Path, run_dir: Path, fcntl) -> int:

@@ -152,7 +152,7 @@ def distill(
         if cfg.baseline == "scratch":
             scratch = _fresh_student(recipe, student_spec, data, teachers)
             scratch_fit = fit(scratch, data.x_train, data.y_train, data.x_val, data.y_val, base,
-                              label="student (scratch)", checkpoint=out / "checkpoints" / "scratch.ckpt", resume=resume)
+                              label="student (scratch)", checkpoint=out / runfolder.CHECKPOINTS / "scratch.ckpt", resume=resume)
         trials: list[SweepTrial] = []
         if sweep:
             kd_settings, student, student_fit, trials = _sweep(recipe, student_spec, data, base, teachers)
@@ -160,7 +160,7 @@ def distill(
             kd_settings = replace(base, ce_weight=cfg.ce_weight, terms=tuple(cfg.terms()))
             student = _fresh_student(recipe, student_spec, data, teachers)
             student_fit = fit(student, data.x_train, data.y_train, data.x_val, data.y_val, kd_settings,
-                              label="student (distilled)", checkpoint=out / "checkpoints" / "distilled.ckpt", resume=resume,
+                              label="student (distilled)", checkpoint=out / runfolder.CHECKPOINTS / "distilled.ckpt", resume=resume,
                               teachers=teachers, x_unlabeled=data.x_unlabeled)
 
         teacher_scores = _ensemble_scores(teachers, data)
@@ -201,7 +201,7 @@ def distill(
                 files.append(LABELS)
             write_json(out / RESULT, result)
             runfolder.record(out, "distill", [RECIPE, *files, RESULT], recipe=recipe)
-            shutil.rmtree(out / "checkpoints", ignore_errors=True)  # the run finished: resume state is spent
+            shutil.rmtree(out / runfolder.CHECKPOINTS, ignore_errors=True)  # the run finished: resume state is spent
         distributed.barrier()
         baseline = f"scratch student {scratch_scores.best.test:.2%}, " if scratch_scores else ""
         say(f"distill: teacher {teacher_scores.test:.2%}, {baseline}distilled student {distilled_scores.best.test:.2%} (test, best-on-val weights)")
@@ -374,11 +374,10 @@ def _claim_folder(out: Path, resume: bool, force: bool) -> None:
     """Refuse to overwrite an earlier run unless asked: a rerun must not silently lose work. With
     --force the earlier run's recorded files go first, so a new run that fails cannot leave its
     recipe beside the old run's models."""
-    used = (out / runfolder.MANIFEST).exists() or (out / "checkpoints").exists()
-    if used and not (resume or force):
+    if runfolder.holds_resume_state(out) and not (resume or force):
         raise RunFolderError(f"{out} already holds a run; pass --resume to continue it, --force to start over, or choose another --out")
     if force and not resume:
-        shutil.rmtree(out / "checkpoints", ignore_errors=True)
+        shutil.rmtree(out / runfolder.CHECKPOINTS, ignore_errors=True)
         for name in [*runfolder.load_manifest(out)["files"], runfolder.MANIFEST]:
             (out / name).unlink(missing_ok=True)
     out.mkdir(parents=True, exist_ok=True)
@@ -386,7 +385,7 @@ def _claim_folder(out: Path, resume: bool, force: bool) -> None:
 
 def _resume_state(out: Path, name: str) -> bool:
     """What a failed run keeps: its checkpoints, and the recipe that --resume continues them with."""
-    return name == "checkpoints" or (name == RECIPE and (out / "checkpoints").is_dir())
+    return name == runfolder.CHECKPOINTS or (name == RECIPE and (out / runfolder.CHECKPOINTS).is_dir())
 
 
 def _fresh_student(recipe: Recipe, spec: ModelSpec, data: DataSplits, teachers: TeacherSet) -> nn.Module:

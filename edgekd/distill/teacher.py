@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from edgekd import __version__
+from edgekd import __version__, runfolder
 from edgekd._io import atomic_path
 from edgekd._progress import say
 from edgekd.data import DataSplits
@@ -144,10 +144,10 @@ def train_teachers(teachers: TeacherSet, data: DataSplits, run_dir: Path, resume
         label = "teacher" if len(teachers.members) == 1 else f"teacher {index + 1}"
         name = "teacher.ckpt" if index == 0 else f"teacher{index + 1}.ckpt"
         if teacher.spec.model.startswith("hf:") and not teacher.settings.finetune:
-            result = _train_head(teacher, data, label, run_dir / "checkpoints" / name, resume)
+            result = _train_head(teacher, data, label, run_dir / runfolder.CHECKPOINTS / name, resume)
         else:
             result = fit(teacher.model, data.x_train, data.y_train, data.x_val, data.y_val, teacher.settings,
-                         label=label, checkpoint=run_dir / "checkpoints" / name, resume=resume)
+                         label=label, checkpoint=run_dir / runfolder.CHECKPOINTS / name, resume=resume)
             teacher.model.load_state_dict(result.best_state)
         if distributed.is_main():
             save_checkpoint(teacher.model, teacher.spec, teacher.cache_path, extra={"history": [asdict(r) for r in result.history]})
