@@ -411,7 +411,7 @@ def _print_qad(result) -> None:
     for v in result.variants:
         d = v.drop_vs_fp32
         table.add_row(v.name, f"{v.test_accuracy:.2%}", f"{d.drop:+.2%} [{d.interval[0]:+.2%}, {d.interval[1]:+.2%}], {d.p_value:.2g}",
-                      f"{v.val_accuracy:.2%}", f"{v.bytes / 1024:.1f}", v.file)
+                      f"{v.val_accuracy:.2%}", f"{v.bytes / 1024:.1f}", v.file or "(not kept)")
     out_console.print(table)
     out_console.print(f"deployed: {result.deployed} ({result.deployed_because})")
     for v in result.variants:

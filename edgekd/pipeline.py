@@ -73,7 +73,7 @@ def run(
         else:
             exported = export(out, target_obj, scheme)
         qad = None
-        if _wants_qad(recipe_obj, target_obj, exported) and "qad" not in runfolder.load_manifest(out).get("stages", {}):
+        if _wants_qad(recipe_obj, target_obj, exported) and not runfolder.stage_files(out, "qad"):
             from edgekd.qad.stage import quantization_aware
 
             say("qad: post-training int8 misses the accuracy budget; fine-tuning the student through its int8 model against the teacher"

@@ -171,6 +171,11 @@ def load_manifest(run_dir: Path) -> dict[str, Any]:
     return read_json(path)
 
 
+def stage_files(run_dir: Path, stage: str) -> list[str]:
+    """The files a finished stage recorded (none when it has not run)."""
+    return load_manifest(run_dir).get("stages", {}).get(stage, {}).get("files", [])
+
+
 def record(run_dir: Path, stage: str, files: list[str], **context: Any) -> None:
     """Add `files` (names inside run_dir) as written by `stage`; `context` sets recipe/target."""
     run_dir = Path(run_dir)

@@ -79,6 +79,22 @@ def test_an_unsupported_operator_is_refused_before_training(exported_run, tmp_pa
         FakeQuantGraph(tmp_path / "odd.onnx", read_plan(ptq))
 
 
+def test_an_ensemble_teacher_gives_its_members_soft_targets_not_its_average_softened_again(exported_run, tmp_path):
+    from edgekd.models.build import ENSEMBLE, ModelSpec
+    from edgekd.models.checkpoint import load_model, save_checkpoint
+    from edgekd.models.ensemble import Ensemble, ensemble_args
+    from edgekd.qad.stage import _teachers
+
+    run = tmp_path / "run"
+    shutil.copytree(exported_run, run)
+    teacher, spec = load_model(run / "teacher.pt")
+    ensemble = ModelSpec(ENSEMBLE, ensemble_args([spec.to_dict(), spec.to_dict()], [1.0, 3.0]), spec.input_shape, spec.num_classes, spec.inputs)
+    save_checkpoint(Ensemble([teacher, teacher], [1.0, 3.0]), ensemble, run / "teacher.pt")  # as distill writes several teachers
+    runfolder.record(run, "distill", ["teacher.pt"])
+    teachers = _teachers(run)
+    assert teachers.weights == [1.0, 3.0] and all(m.model is not None for m in teachers.members)
+
+
 def _fragile_run(exported_run: Path, tmp_path: Path) -> tuple[Path, Path]:
     run = tmp_path / "run"
     shutil.copytree(exported_run, run)

@@ -182,11 +182,11 @@ def _from_run_folder(run_dir: Path):
 
 def _with_quantization_aware(run_dir: Path, files: dict[str, Path], deployed: str) -> dict[str, Path]:
     """The quantization-aware phase's models beside post-training int8, the shipped one last."""
-    if "qad" not in runfolder.load_manifest(run_dir).get("stages", {}):
+    if not runfolder.stage_files(run_dir, "qad"):
         return files
     qad = runfolder.read_json(runfolder.artifact(run_dir, "qad.json", "bench"))
-    labels = {"quantization-aware training": "student int8 QAT (labels only)", "quantization-aware distillation": "student int8 QAD"}
-    extra = {labels[v["name"]]: runfolder.artifact(run_dir, v["file"], "bench") for v in qad["variants"] if v["name"] in labels}
+    labels = {"qat": "student int8 QAT (labels only)", "qad": "student int8 QAD"}
+    extra = {labels[v["role"]]: runfolder.artifact(run_dir, v["file"], "bench") for v in qad["variants"] if v["role"] in labels}
     ships = qad.get("deployed", deployed)
     if ships == deployed:
         *before, shipped = files.items()

@@ -71,7 +71,7 @@ def _export(run_dir: Path, target: Target | str | Path | None, scheme: Scheme | 
 
     began = time.perf_counter()
     run_dir = Path(run_dir)
-    onnx_teacher = "teacher.onnx" in runfolder.load_manifest(run_dir).get("stages", {}).get("distill", {}).get("files", [])
+    onnx_teacher = TEACHER_ONNX in runfolder.stage_files(run_dir, "distill")
     teacher_pt = None if onnx_teacher else runfolder.artifact(run_dir, "teacher.pt", "export")
     student_pt = runfolder.artifact(run_dir, "student.pt", "export")
     recipe = load_run_recipe(run_dir)

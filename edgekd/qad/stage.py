@@ -12,6 +12,7 @@ model; accuracies are paired against the fp32 student on the same images.
 
 from __future__ import annotations
 
+import shutil
 import tempfile
 import time
 from dataclasses import dataclass, field, replace
@@ -24,11 +25,15 @@ from edgekd._io import atomic_path, sha256_file, write_json
 from edgekd._progress import say
 from edgekd.bench.accuracy import file_correct
 from edgekd.errors import QadError
+from edgekd.export.stage import RESULT as EXPORT_RESULT
+from edgekd.export.stage import STUDENT_SIMPLIFIED, TEACHER_ONNX
 from edgekd.paired import PairedDrop, paired_drop
-from edgekd.targets import QuantizationConfig, Scheme, Target, load_target
+from edgekd.recipe import Recipe, recipe_target
+from edgekd.targets import QuantizationConfig, Scheme, Target
 
 RESULT = "qad.json"
-ARTIFACTS = {"qad": "student.int8-qad.onnx", "qat": "student.int8-qat.onnx"}
+ARTIFACTS = {"qat": "student.int8-qat.onnx", "qad": "student.int8-qad.onnx"}  # role → file
+NAMES = {"post-training": "post-training int8", "qat": "quantization-aware training", "qad": "quantization-aware distillation"}
 PARITY_MIN_AGREEMENT = 0.99  # top-1 agreement between the fake-quantized model and ORT's int8 run
 PARITY_MAX_MEAN_REL = 1e-3  # mean |Δ| over the largest |logit|: a few rounding steps, not a wrong graph
 
@@ -45,8 +50,9 @@ class QadParity:
 
 @dataclass(frozen=True)
 class QadVariant:
-    name: str  # "post-training int8", "quantization-aware training", "quantization-aware distillation"
-    file: str
+    role: str  # "post-training", "qat" (labels only) or "qad" (against the teacher)
+    name: str  # what the tables call it (NAMES[role])
+    file: str  # the file in the run folder; "" for the post-training model, which export's own artifact stands for
     val_accuracy: float
     test_accuracy: float
     drop_vs_fp32: PairedDrop  # test images, paired against the fp32 student
@@ -80,27 +86,25 @@ def quantization_aware(run_dir: Path, target: Target | str | Path | None = None,
     if distributed.world_size() > 1:
         raise QadError("the quantization-aware phase runs in one process for now: launch `edgekd distill --qad` without torchrun")
     run_dir = Path(run_dir)
-    with runfolder.locked(run_dir), runfolder.rollback_on_failure(run_dir, keep=lambda name: name == "checkpoints"):
-        qad = runfolder.load_run_recipe(run_dir).qad
-        return _quantization_aware(run_dir, target, epochs or qad.epochs, lr_scale or qad.lr_scale,
-                                   qad.baseline == "qat" if baseline is None else baseline, resume)
+    with runfolder.locked(run_dir), runfolder.rollback_on_failure(run_dir, keep=lambda name: name == runfolder.CHECKPOINTS):
+        recipe = runfolder.load_run_recipe(run_dir)
+        return _quantization_aware(run_dir, recipe, recipe_target(recipe, target), epochs or recipe.qad.epochs,
+                                   lr_scale or recipe.qad.lr_scale, recipe.qad.baseline == "qat" if baseline is None else baseline, resume)
 
 
-def _quantization_aware(run_dir: Path, target, epochs: int, lr_scale: float, baseline: bool, resume: bool) -> QadResult:
+def _quantization_aware(run_dir: Path, recipe: Recipe, target: Target, epochs: int, lr_scale: float, baseline: bool, resume: bool) -> QadResult:
     import torch
 
     from edgekd.data import load_recipe_data
-    from edgekd.distill.teacher import TeacherSet, cache_teacher_logits
+    from edgekd.distill.teacher import cache_teacher_logits
     from edgekd.distill.trainer import TrainSettings, fit
     from edgekd.export.quantize import prepare, produce_variant, scheme_settings
     from edgekd.qad.graph import FakeQuantGraph, read_plan
 
     began = time.perf_counter()
-    simplified = runfolder.artifact(run_dir, "student.sim.onnx", "quantization-aware distillation (run `edgekd export` first)")
-    recipe = runfolder.load_run_recipe(run_dir)
-    target = target if isinstance(target, Target) else load_target(target or recipe.target.path or recipe.target.name or "x86-cpu")
+    simplified = runfolder.artifact(run_dir, STUDENT_SIMPLIFIED, "quantization-aware distillation (run `edgekd export` first)")
     qcfg = _static(target.quantization)
-    teacher = _teacher(run_dir)
+    teachers = _teachers(run_dir)
     data = load_recipe_data(recipe.data)
     calibration = data.calibration(qcfg.calibration_samples, seed=recipe.data.split_seed)
     fp32_val = file_correct(simplified, data.x_val, data.y_val)
@@ -121,23 +125,22 @@ def _quantization_aware(run_dir: Path, target, epochs: int, lr_scale: float, bas
         FakeQuantGraph(prepared, plan)  # refuses unsupported operators before anything trains
         say(f"qad: {len(plan.activations)} activation and {len(plan.weights)} weight quantizers, as ONNX Runtime placed them "
             f"(scales from {len(calibration)} calibration inputs)")
-        variants = [_variant("post-training int8", ptq, data, fp32_test, bytes_=ptq.stat().st_size)]
-        teachers = cache_teacher_logits(TeacherSet([teacher]), data, cfg.cache_teacher, augment=False)
-        phases = [("qad", "quantization-aware distillation", replace(base, ce_weight=cfg.ce_weight, terms=kd_terms), teachers)]
+        variants = [_variant("post-training", ptq, data, fp32_test)]
+        teachers = cache_teacher_logits(teachers, data, cfg.cache_teacher, augment=False)
+        phases = [("qad", replace(base, ce_weight=cfg.ce_weight, terms=kd_terms), teachers)]
         if baseline:
-            phases.insert(0, ("qat", "quantization-aware training", replace(base, ce_weight=1.0, terms=()), None))
-        for key, name, phase_settings, phase_teachers in phases:
+            phases.insert(0, ("qat", replace(base, ce_weight=1.0, terms=()), None))
+        for role, phase_settings, phase_teachers in phases:
             graph = FakeQuantGraph(prepared, plan)
             torch.manual_seed(cfg.seed)
-            outcome = fit(graph, data.x_train, data.y_train, data.x_val, data.y_val, phase_settings, label=f"{name}",
-                          checkpoint=run_dir / "checkpoints" / f"{key}.ckpt", resume=resume, teachers=phase_teachers)
+            outcome = fit(graph, data.x_train, data.y_train, data.x_val, data.y_val, phase_settings, label=NAMES[role],
+                          checkpoint=run_dir / runfolder.CHECKPOINTS / f"{role}.ckpt", resume=resume, teachers=phase_teachers)
             graph.load_state_dict(outcome.best_state)
-            dest = run_dir / ARTIFACTS[key]
+            dest = run_dir / ARTIFACTS[role]
             with atomic_path(dest) as tmp:
                 export_qdq(graph, prepared, tmp, settings, calibration, work)
             parity = check_qad_parity(graph.eval(), dest, data.x_test)
-            variants.append(_variant(name, dest, data, fp32_test, bytes_=dest.stat().st_size, parity=parity,
-                                     history=outcome.history, best_epoch=outcome.best_epoch))
+            variants.append(_variant(role, dest, data, fp32_test, parity=parity, history=outcome.history, best_epoch=outcome.best_epoch))
     deployed, why = _deployment(run_dir, variants[-1])
     result = QadResult(
         run_dir=str(run_dir), target=target.name, deployed=deployed, deployed_because=why,
@@ -147,10 +150,8 @@ def _quantization_aware(run_dir: Path, target, epochs: int, lr_scale: float, bas
         variants=variants, seconds=time.perf_counter() - began,
     )
     write_json(run_dir / RESULT, result)
-    runfolder.record(run_dir, "qad", [ARTIFACTS[k] for k, *_ in phases] + [RESULT])
-    import shutil
-
-    shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)  # finished: resume state is spent
+    runfolder.record(run_dir, "qad", [ARTIFACTS[role] for role, *_ in phases] + [RESULT])
+    shutil.rmtree(run_dir / runfolder.CHECKPOINTS, ignore_errors=True)  # finished: resume state is spent
     say(f"qad: deploying {deployed}: {why}")
     for v in variants:
         say(f"qad: {v.name}: test top-1 {v.test_accuracy:.2%} (fp32 student {result.fp32_test_accuracy:.2%}, "
@@ -195,7 +196,7 @@ def _deployment(run_dir: Path, qad: QadVariant) -> tuple[str, str]:
     """The quantization-aware model ships when export shipped static int8 and it is at least as
     accurate on the validation images; otherwise export's choice stands (an fp32 artifact chosen
     for speed stays fp32: this int8 model would be as slow)."""
-    exported = runfolder.read_json(runfolder.artifact(run_dir, "export.json", "quantization-aware distillation"))
+    exported = runfolder.read_json(runfolder.artifact(run_dir, EXPORT_RESULT, "quantization-aware distillation"))
     quantized = exported["quantized"]
     if quantized["scheme"] != Scheme.static_qdq.value:
         return exported["deployed"], f"export deployed {quantized['scheme']}, not static int8"
@@ -207,10 +208,10 @@ def _deployment(run_dir: Path, qad: QadVariant) -> tuple[str, str]:
     return exported["deployed"], f"post-training int8 is more accurate on the validation images ({quantized['val_accuracy']:.2%} vs {qad.val_accuracy:.2%})"
 
 
-def _variant(name, path, data, fp32_test, bytes_, parity=None, history=(), best_epoch=0) -> QadVariant:
+def _variant(role: str, path: Path, data, fp32_test, parity=None, history=(), best_epoch=0) -> QadVariant:
     val, test = file_correct(path, data.x_val, data.y_val), file_correct(path, data.x_test, data.y_test)
-    return QadVariant(name, Path(path).name if parity else "(post-training, not kept)", float(val.mean()), float(test.mean()),
-                      paired_drop(fp32_test, test), bytes_, parity, list(history), best_epoch)
+    return QadVariant(role, NAMES[role], ARTIFACTS.get(role, ""), float(val.mean()), float(test.mean()),
+                      paired_drop(fp32_test, test), path.stat().st_size, parity, list(history), best_epoch)
 
 
 def _static(cfg: QuantizationConfig) -> QuantizationConfig:
@@ -223,17 +224,23 @@ def _static(cfg: QuantizationConfig) -> QuantizationConfig:
     return cfg
 
 
-def _teacher(run_dir: Path):
-    """The run's teacher as distillation used it: teacher.pt (or an ONNX teacher), frozen."""
-    from edgekd.distill.teacher import Teacher
+def _teachers(run_dir: Path):
+    """The soft targets distillation used: an ONNX teacher, teacher.pt, or, when teacher.pt is an
+    ensemble, its members with their weights (averaged at T as distillation averaged them, not the
+    ensemble's T = 1 average softened once more)."""
+    from edgekd.distill.teacher import Teacher, TeacherSet
     from edgekd.models.checkpoint import load_model
+    from edgekd.models.ensemble import Ensemble
 
-    manifest = runfolder.load_manifest(run_dir)
-    if "teacher.onnx" in manifest.get("stages", {}).get("distill", {}).get("files", []):
+    if TEACHER_ONNX in runfolder.stage_files(run_dir, "distill"):
         from edgekd._ort import open_session
 
-        path = runfolder.artifact(run_dir, "teacher.onnx", "quantization-aware distillation")
-        return Teacher(f"onnx {path}", 1.0, session=open_session(path), identity=sha256_file(path))
+        path = runfolder.artifact(run_dir, TEACHER_ONNX, "quantization-aware distillation")
+        return TeacherSet([Teacher(f"onnx {path}", 1.0, session=open_session(path), identity=sha256_file(path))])
     path = runfolder.artifact(run_dir, "teacher.pt", "quantization-aware distillation")
     model, spec = load_model(path)
-    return Teacher(f"checkpoint {path}", 1.0, model=model.eval(), spec=spec, identity=sha256_file(path))
+    identity = sha256_file(path)
+    if isinstance(model, Ensemble):
+        return TeacherSet([Teacher(f"{path} member {i + 1}", weight, model=member.eval(), identity=f"{identity}:{i}")
+                           for i, (member, weight) in enumerate(zip(model.members, model.weights))])
+    return TeacherSet([Teacher(f"checkpoint {path}", 1.0, model=model.eval(), spec=spec, identity=identity)])
