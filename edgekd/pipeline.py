@@ -73,25 +73,40 @@ def run(
         else:
             exported = export(out, target_obj, scheme)
         qad = None
-        if _wants_qad(recipe_obj, target_obj, exported) and not runfolder.stage_files(out, "qad"):
-            from edgekd.qad.stage import quantization_aware
-
-            say("qad: post-training int8 misses the accuracy budget; fine-tuning the student through its int8 model against the teacher"
-                if recipe_obj.qad.when == "if-int8-misses" and not target_obj.quantization.quantization_aware
-                else "qad: the recipe or target asks for quantization-aware distillation")
-            qad = quantization_aware(out, target_obj, resume=resume)
+        why = _qad_reason(recipe_obj, target_obj, exported)
+        if why and not runfolder.stage_files(out, "qad"):
+            qad = _quantization_aware(out, target_obj, resume, why)
         report = bench(out, target=target_obj, providers=providers)
     return RunResult(str(out), distilled, exported, report, report.passed, time.perf_counter() - began, qad)
 
 
-def _wants_qad(recipe: Recipe, target: Target, exported) -> bool:
-    """Quantization-aware distillation in `edgekd run`: when the target or recipe asks for it, or
-    (the default) when post-training static int8 stays significantly beyond max_drop_vs_fp32."""
-    if recipe.qad.when == "never":
-        return False
-    quantized = exported.quantized
-    static = quantized.scheme == Scheme.static_qdq.value
-    return static and (recipe.qad.when == "always" or target.quantization.quantization_aware or not quantized.budget_met)
+def _qad_reason(recipe: Recipe, target: Target, exported) -> str | None:
+    """Why `edgekd run` fine-tunes through int8 (quantization-aware distillation), or None: the
+    recipe or target asks for it, or (the default) post-training static int8 stays significantly
+    beyond max_drop_vs_fp32."""
+    if recipe.qad.when == "never" or exported.quantized.scheme != Scheme.static_qdq.value:
+        return None
+    if recipe.qad.when == "always" or target.quantization.quantization_aware:
+        return "asked"
+    return None if exported.quantized.budget_met else "int8 misses"
+
+
+def _quantization_aware(out: Path, target: Target, resume: bool, why: str):
+    """The phase, run as asked; when only the default trigger started it, a student or target it
+    cannot handle yet (e.g. a text student) keeps post-training int8 with a warning instead of
+    failing a run that export already finished."""
+    from edgekd.errors import QadError
+    from edgekd.qad.stage import quantization_aware
+
+    if why == "asked":
+        say("qad: the recipe or target asks for quantization-aware distillation")
+        return quantization_aware(out, target, resume=resume)
+    say("qad: post-training int8 misses the accuracy budget; fine-tuning the student through its int8 model against the teacher")
+    try:
+        return quantization_aware(out, target, resume=resume)
+    except QadError as exc:
+        say(f"warning: quantization-aware distillation skipped ({exc}); post-training int8 stays deployed")
+        return None
 
 
 def _load_result(path: Path, kind: str):

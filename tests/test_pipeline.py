@@ -64,3 +64,23 @@ def test_run_resume_skips_finished_stages(exported_run, tmp_path):
     assert ((folder / "student.pt").read_bytes(), (folder / "student.int8.onnx").read_bytes()) == before
     assert result.distill.teacher_scores.test > 0 and result.export.deployed == "student.int8.onnx"
     assert (folder / "bench.json").is_file()
+
+
+@pytest.mark.parametrize("why", ["int8 misses", "asked"])
+def test_qad_that_cannot_run_fails_only_when_asked_for(tmp_path, monkeypatch, why):
+    """The default trigger keeps post-training int8 (a warning); a recipe or target that asks for
+    quantization-aware distillation gets its one-line error."""
+    import edgekd.qad.stage
+    from edgekd.errors import QadError
+    from edgekd.pipeline import _quantization_aware
+    from edgekd.targets import load_target
+
+    def unsupported(*args, **kwargs):
+        raise QadError("quantization-aware training cannot run Gather yet")
+
+    monkeypatch.setattr(edgekd.qad.stage, "quantization_aware", unsupported)
+    if why == "asked":
+        with pytest.raises(QadError, match="Gather"):
+            _quantization_aware(tmp_path, load_target("x86-cpu"), False, why)
+    else:
+        assert _quantization_aware(tmp_path, load_target("x86-cpu"), False, why) is None
