@@ -29,9 +29,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from edgekd.errors import QadError
+from edgekd.export.exclusion import WEIGHT_OPS
 
-_WEIGHT_OPS = {"Conv", "Gemm", "MatMul", "ConvTranspose"}
-QUANT_INPUT_SUFFIX = "_QuantizeLinear_Input"  # ORT's name for a quantized graph output's producer output
 _SMALLEST_SCALE = 1e-8
 _RANGES = {np.dtype(np.int8): (-128, 127), np.dtype(np.uint8): (0, 255)}
 
@@ -66,6 +65,7 @@ def read_plan(qdq_path: Path) -> QuantPlan:
     """The quantized tensors of ORT's QDQ model, by their names in the fp32 graph ORT was given."""
     import onnx
     from onnx import numpy_helper
+    from onnxruntime.quantization.quant_utils import QUANT_INPUT_SUFFIX, TENSOR_NAME_QUANT_SUFFIX
 
     model = onnx.load(str(qdq_path))
     init = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
@@ -83,7 +83,7 @@ def read_plan(qdq_path: Path) -> QuantPlan:
             if stored.dtype == np.int32:
                 biases.add(node.output[0])  # ORT names the bias DQ's output after the fp32 bias
                 continue
-            name = node.input[0].removesuffix("_quantized")
+            name = node.input[0].removesuffix(TENSOR_NAME_QUANT_SUFFIX)
             per_channel = init[node.input[1]].size > 1
             axis = next((a.i for a in node.attribute if a.name == "axis"), 1) if per_channel else None
             if stored.dtype != np.int8:
@@ -113,7 +113,7 @@ class FakeQuantGraph(nn.Module):
         if unsupported:
             raise QadError(f"quantization-aware training cannot run {', '.join(unsupported)} yet (it runs {', '.join(sorted(_OPS))}); "
                            "deploy post-training int8 for this student")
-        trainable = {n.input[i] for n in model.graph.node if n.op_type in _WEIGHT_OPS for i in (1, 2) if len(n.input) > i}
+        trainable = {n.input[i] for n in model.graph.node if n.op_type in WEIGHT_OPS for i in (1, 2) if len(n.input) > i}
         self.slots: dict[str, str] = {}  # ONNX name → attribute name of its parameter or buffer
         self.params = nn.ParameterDict()
         for index, tensor in enumerate(model.graph.initializer):
@@ -130,16 +130,16 @@ class FakeQuantGraph(nn.Module):
             f"a{index}": nn.Parameter(torch.tensor(q.scale, dtype=torch.float32))
             for index, q in enumerate(plan.activations.values())
         })
-        self.scale_slots = {name: f"a{index}" for index, name in enumerate(plan.activations)}
-        self.bias_inputs = {n.input[2]: (n.input[0], n.input[1]) for n in model.graph.node
-                            if n.op_type in _WEIGHT_OPS and len(n.input) > 2 and n.input[2] in plan.biases}
+        self.activation_index = {name: index for index, name in enumerate(plan.activations)}  # scales[f"a{i}"], zero_points[i]
+        # Zero points as a buffer: made once, moved with the module, not rebuilt at every activation of every batch.
+        self.register_buffer("zero_points", torch.tensor([float(q.zero_point) for q in plan.activations.values()]))
 
     def initializer(self, name: str) -> torch.Tensor:
         key = self.slots[name]
         return self.params[key] if key in self.params else getattr(self, key)
 
     def activation_scale(self, name: str) -> torch.Tensor:
-        return self.scales[self.scale_slots[name]].clamp_min(_SMALLEST_SCALE)  # a step may not push a scale to 0 or below
+        return self.scales[f"a{self.activation_index[name]}"].clamp_min(_SMALLEST_SCALE)  # a step may not push a scale to 0 or below
 
     def learned_scales(self) -> dict[str, tuple[float, int]]:
         """tensor → (scale, zero point) as the QDQ export must write them."""
@@ -156,9 +156,9 @@ class FakeQuantGraph(nn.Module):
             env[name] = self._activation(name, env[name])
         for op, inputs, outputs, attrs in self.nodes:
             values = [self._value(name, env) if name else None for name in inputs]
-            if self.fake_quant and op in _WEIGHT_OPS and len(inputs) > 1 and inputs[1] in self.plan.weights:
+            if self.fake_quant and op in WEIGHT_OPS and len(inputs) > 1 and inputs[1] in self.plan.weights:
                 values[1] = self._weight(inputs[1], values[1])
-                if len(inputs) > 2 and inputs[2] in self.bias_inputs:
+                if len(inputs) > 2 and inputs[2] in self.plan.biases:
                     values[2] = self._bias(inputs, values)
             result = _OPS[op](values, attrs)
             for name, value in zip(outputs, result if isinstance(result, tuple) else (result,)):
@@ -173,7 +173,8 @@ class FakeQuantGraph(nn.Module):
         if q is None or not self.fake_quant or not x.is_floating_point():
             return x
         scale = self.activation_scale(name).reshape(1)
-        zero = torch.tensor([float(q.zero_point)], device=x.device)
+        index = self.activation_index[name]
+        zero = self.zero_points[index : index + 1]
         grad_factor = 1.0 / float(np.sqrt(x.numel() * q.qmax))  # LSQ's step-size gradient scale
         return torch._fake_quantize_learnable_per_tensor_affine(x, scale, zero, q.qmin, q.qmax, grad_factor)
 
