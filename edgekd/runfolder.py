@@ -95,6 +95,7 @@ def rollback_on_failure(folder: Path, names: Collection[str] | None = None, keep
     backup = Path(tempfile.mkdtemp(prefix=".edgekd-rollback-", dir=folder))
     watched = (lambda name: name in names) if names is not None else (lambda name: name != backup.name and name != LOCK)
     before = {p.name for p in folder.iterdir() if watched(p.name)}
+    failed = False
     try:
         for name in before:
             path = folder / name
@@ -105,16 +106,17 @@ def rollback_on_failure(folder: Path, names: Collection[str] | None = None, keep
                     shutil.copy2(path, backup / name)
         yield
     except BaseException:
+        failed = True
         for path in folder.iterdir():
             if watched(path.name) and path.name not in before and not keep(path.name):
                 shutil.rmtree(path) if path.is_dir() and not path.is_symlink() else path.unlink()
         for saved in backup.iterdir():
             os.replace(saved, folder / saved.name)
-        shutil.rmtree(backup, ignore_errors=True)
-        _remove_if_empty(folder, created)
         raise
     finally:
         shutil.rmtree(backup, ignore_errors=True)
+        if failed:
+            _remove_if_empty(folder, created)
 
 
 def holds_resume_state(run_dir: Path) -> bool:

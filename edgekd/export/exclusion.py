@@ -36,7 +36,7 @@ Produce = Callable[[Path, list[str]], None]  # writes the quantized model to a p
 
 @dataclass(frozen=True)
 class ExclusionStep:
-    excluded: list[str]  # nodes kept in fp32 so far, worst quantization error first
+    excluded: list[str]  # nodes kept in fp32 so far, in the order they were kept
     val_accuracy: float
     drop: float  # fp32 val accuracy − this model's
     drop_interval: list[float] = field(default_factory=list)  # 95% CI of the drop (paired, validation images)
@@ -72,7 +72,7 @@ def produce_within_budget(prepared: Path, dest: Path, work: Path, produce: Produ
     shortlist = groups[: SENSITIVITY_SHORTLIST * cfg.max_excluded_nodes]
     say(f"quantize: measuring the output effect of keeping each of the {len(shortlist)} worst-ranked node(s) in fp32 alone")
     helped = rank_by_output_effect(prepared, dest, shortlist, work, produce, x_val)
-    ordered = [g for g, gain in helped if gain > 0] + [g for g, gain in helped if gain <= 0] + groups[len(shortlist):]
+    ordered = [group for group, _gain in helped] + groups[len(shortlist):]  # largest gain first
     excluded: list[str] = []
     for candidate in ordered:
         group = [n for n in candidate if n not in excluded][: cfg.max_excluded_nodes - len(excluded)]  # the node first, its consumers as far as the limit allows
@@ -103,10 +103,9 @@ def rank_by_output_effect(prepared: Path, quantized: Path, groups: list[list[str
     the fp32 model's logits that brings the int8 model's on up to SENSITIVITY_PROBES validation
     inputs, in dB of output SQNR gained; largest gain first.
 
-    The activation ranking says where error is added; this says whether the output cares. On a
-    MobileNetV3-style student, excluding in the activation ranking's order recovered a fifth of the
-    drop with 8 nodes: error added early is partly washed out, and some of what the SQNR ranking put
-    first never reached the logits."""
+    The activation ranking says where error is added; this says whether the output cares: error
+    added early is partly washed out downstream, and a node the activation ranking puts first may
+    barely move the logits."""
     x_val = as_inputs(x_val)
     probes = x_val[np.unique(np.linspace(0, len(x_val) - 1, min(SENSITIVITY_PROBES, len(x_val))).astype(int))]
     reference = run_batches(open_session(prepared), probes).astype(np.float64)
