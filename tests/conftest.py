@@ -112,3 +112,23 @@ def android_run(tmp_path_factory: pytest.TempPathFactory, exported_run: Path) ->
     shutil.copytree(exported_run, run_dir)
     export(run_dir, "android-arm64")
     return run_dir
+
+
+@pytest.fixture
+def interrupt_at_validation(monkeypatch: pytest.MonkeyPatch):
+    """`interrupt_at_validation(n)`: Ctrl-C arrives during the trainer's n-th validation pass (the
+    end of epoch n); `monkeypatch.undo()` gives the trainer back its own."""
+    from edgekd.distill import trainer
+
+    def arm(call: int) -> None:
+        real, calls = trainer.accuracy, {"n": 0}
+
+        def stop(*args, **kwargs):
+            calls["n"] += 1
+            if calls["n"] == call:
+                raise KeyboardInterrupt
+            return real(*args, **kwargs)
+
+        monkeypatch.setattr(trainer, "accuracy", stop)
+
+    return arm

@@ -140,25 +140,15 @@ def test_run_fine_tunes_through_int8_when_the_recipe_asks(tmp_path):
     assert "student int8 QAD" in [v.name for v in result.bench.variants]
 
 
-def test_a_resumed_phase_ends_with_the_weights_of_an_uninterrupted_one(exported_run, tmp_path, monkeypatch):
-    from edgekd.distill import trainer
-
+def test_a_resumed_phase_ends_with_the_weights_of_an_uninterrupted_one(exported_run, tmp_path, monkeypatch, interrupt_at_validation):
     straight, target = _fragile_run(exported_run, tmp_path / "a")
     quantization_aware(straight, target, epochs=3, baseline=False)
     interrupted, _ = _fragile_run(exported_run, tmp_path / "b")
-    real, calls = trainer.accuracy, {"n": 0}
-
-    def stop_in_the_second_epoch(*args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == 2:
-            raise KeyboardInterrupt
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(trainer, "accuracy", stop_in_the_second_epoch)
+    interrupt_at_validation(2)
     with pytest.raises(KeyboardInterrupt):
         quantization_aware(interrupted, target, epochs=3, baseline=False)
     assert (interrupted / "checkpoints" / "qad.ckpt").is_file() and not (interrupted / "qad.json").exists()
-    monkeypatch.setattr(trainer, "accuracy", real)
+    monkeypatch.undo()
     quantization_aware(interrupted, target, epochs=3, baseline=False, resume=True)
 
     def weights(path: Path) -> dict[str, np.ndarray]:

@@ -19,7 +19,7 @@ def _model():
     return build_model(SPEC)
 
 
-def test_interrupted_then_resumed_equals_uninterrupted(tmp_path, monkeypatch):
+def test_interrupted_then_resumed_equals_uninterrupted(tmp_path, monkeypatch, interrupt_at_validation):
     data = load_data("digits")
     settings = TrainSettings(epochs=5, batch_size=64, lr=3e-3, seed=1)
     args = (data.x_train, data.y_train, data.x_val, data.y_val, settings)
@@ -28,19 +28,10 @@ def test_interrupted_then_resumed_equals_uninterrupted(tmp_path, monkeypatch):
     fit(straight, *args, label="straight")
 
     interrupted = _model()
-    calls = {"n": 0}
-    real_accuracy = trainer.accuracy
-
-    def stop_after_three(*a, **k):  # Ctrl-C arrives during the 4th validation pass
-        calls["n"] += 1
-        if calls["n"] == 4:
-            raise KeyboardInterrupt
-        return real_accuracy(*a, **k)
-
-    monkeypatch.setattr(trainer, "accuracy", stop_after_three)
+    interrupt_at_validation(4)  # three epochs checkpointed, Ctrl-C in the fourth's validation
     with pytest.raises(KeyboardInterrupt):
         fit(interrupted, *args, label="interrupted", checkpoint=tmp_path / "ck.pt")
-    monkeypatch.setattr(trainer, "accuracy", real_accuracy)
+    monkeypatch.undo()
 
     resumed = _model()  # a fresh process would start from new weights; resume must restore them
     history = fit(resumed, *args, label="resumed", checkpoint=tmp_path / "ck.pt", resume=True).history
