@@ -22,7 +22,7 @@ from typer.core import TyperGroup
 from rich.console import Console
 from rich.table import Table
 
-from edgekd import __version__, runfolder
+from edgekd import __version__
 from edgekd._io import to_jsonable
 from edgekd._progress import set_quiet
 from edgekd.errors import EdgekdError, RunFolderError, first_line
@@ -100,6 +100,8 @@ def _guard(resume_hint: str | None = None, out: Path | None = None) -> Iterator[
     a failure kept there decides the advice: a stage that fails keeps only resumable state."""
 
     def kept() -> str:
+        from edgekd import runfolder  # only when something failed: --help stays light
+
         if not resume_hint:
             return ""
         if out is None or runfolder.holds_resume_state(out):
