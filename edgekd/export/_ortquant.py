@@ -27,11 +27,15 @@ def _cached_session(path: str, _mtime_ns: int, _size: int):
 def quiet_ort(work: Path | None = None):
     """ORT's tools log and print what the result already says; `work` becomes the working folder,
     because its symbolic shape inference dumps sym_shape_infer_temp.onnx into the current folder
-    when it fails (it does on dynamic-sequence transformers): the dump goes with the work folder."""
+    when it fails (it does on dynamic-sequence transformers): the dump goes with the work folder.
+    Every path the tools are given must then be absolute (a relative one once made ORT's
+    pre-processing fail silently)."""
     import io
     import logging
     import os
 
+    if work is not None and not Path(work).is_absolute():  # relative paths would point elsewhere once inside
+        raise ValueError(f"quiet_ort needs an absolute work folder, got {work}: resolve the caller's paths first")
     root = logging.getLogger()
     level = root.level
     root.setLevel(logging.CRITICAL)
