@@ -19,6 +19,7 @@ trained weights into the fp32 graph and has ORT quantize it with these scales as
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,7 +30,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from edgekd.errors import QadError
-from edgekd.export.exclusion import WEIGHT_OPS
 
 _SMALLEST_SCALE = 1e-8
 _RANGES = {np.dtype(np.int8): (-128, 127), np.dtype(np.uint8): (0, 255)}
@@ -46,10 +46,14 @@ class ActivationQuant:
 
 @dataclass(frozen=True)
 class WeightQuant:
+    """A constant ORT stores quantized: a layer's weights, an embedding table, a LayerNorm scale, a
+    scalar factor. Its scale and zero point follow from its current values by ORT's formula."""
+
     tensor: str  # the fp32 initializer
     axis: int | None  # per-channel axis; None: per tensor
-    qmin: int
-    qmax: int  # symmetric int8: scale = max|w| / 127, zero point 0
+    scale: tuple[float, ...]  # what ORT's post-training model stores: the formula must reproduce it
+    zero_point: tuple[int, ...]
+    elem_type: int  # ONNX type of the stored integers (INT8, UINT8)
 
 
 @dataclass(frozen=True)
@@ -64,7 +68,7 @@ class QuantPlan:
 def read_plan(qdq_path: Path) -> QuantPlan:
     """The quantized tensors of ORT's QDQ model, by their names in the fp32 graph ORT was given."""
     import onnx
-    from onnx import numpy_helper
+    from onnx import helper, numpy_helper
     from onnxruntime.quantization.quant_utils import QUANT_INPUT_SUFFIX, TENSOR_NAME_QUANT_SUFFIX
 
     model = onnx.load(str(qdq_path))
@@ -84,21 +88,28 @@ def read_plan(qdq_path: Path) -> QuantPlan:
                 biases.add(node.output[0])  # ORT names the bias DQ's output after the fp32 bias
                 continue
             name = node.input[0].removesuffix(TENSOR_NAME_QUANT_SUFFIX)
-            per_channel = init[node.input[1]].size > 1
-            axis = next((a.i for a in node.attribute if a.name == "axis"), 1) if per_channel else None
-            if stored.dtype != np.int8:
-                raise QadError(f"quantization-aware training mirrors symmetric int8 weights; this target quantizes weights to {stored.dtype}: "
-                               'set [quantization] weight_type = "int8"')
-            weights[name] = WeightQuant(name, axis, -127, 127)
+            scale, zero = init[node.input[1]], init[node.input[2]]
+            axis = next((a.i for a in node.attribute if a.name == "axis"), 1) if scale.size > 1 else None
+            weights[name] = WeightQuant(name, axis, tuple(float(v) for v in scale.ravel()), tuple(int(v) for v in zero.ravel()),
+                                        helper.np_dtype_to_tensor_dtype(stored.dtype))
     return QuantPlan(activations, weights, biases)
+
+
+@dataclass(frozen=True)
+class ConstantRule:
+    """How ORT derives a constant's scale and zero point from its values (`constant_scale`)."""
+
+    symmetric: bool
+    qmin: int
+    qmax: int
 
 
 class FakeQuantGraph(nn.Module):
     """The prepared fp32 ONNX graph run in PyTorch, fake-quantized where `plan` says.
 
-    Float initializers of weight-bearing ops (and their biases) are trainable parameters; every
-    other initializer is a constant. Inputs are taken by position in the graph's input order, or
-    by name."""
+    The learned tensors of layers (weights and biases of Conv / Gemm / MatMul, embedding tables,
+    LayerNorm's scale and shift) are trainable parameters; every other initializer is a constant.
+    Inputs are taken by position in the graph's input order, or by name."""
 
     def __init__(self, prepared: Path, plan: QuantPlan, fake_quant: bool = True) -> None:
         super().__init__()
@@ -113,7 +124,7 @@ class FakeQuantGraph(nn.Module):
         if unsupported:
             raise QadError(f"quantization-aware training cannot run {', '.join(unsupported)} yet (it runs {', '.join(sorted(_OPS))}); "
                            "deploy post-training int8 for this student")
-        trainable = {n.input[i] for n in model.graph.node if n.op_type in WEIGHT_OPS for i in (1, 2) if len(n.input) > i}
+        trainable = _learned_initializers(model.graph)
         self.slots: dict[str, str] = {}  # ONNX name → attribute name of its parameter or buffer
         self.params = nn.ParameterDict()
         for index, tensor in enumerate(model.graph.initializer):
@@ -126,6 +137,7 @@ class FakeQuantGraph(nn.Module):
                 self.register_buffer(key, value)
         self.plan = plan
         self.fake_quant = fake_quant
+        self.constant_rules = {name: _identify_rule(q, self.initializer(name)) for name, q in plan.weights.items()}
         self.scales = nn.ParameterDict({  # the calibration's float32 values exactly, then learned
             f"a{index}": nn.Parameter(torch.tensor(q.scale, dtype=torch.float32))
             for index, q in enumerate(plan.activations.values())
@@ -156,17 +168,18 @@ class FakeQuantGraph(nn.Module):
             env[name] = self._activation(name, env[name])
         for op, inputs, outputs, attrs in self.nodes:
             values = [self._value(name, env) if name else None for name in inputs]
-            if self.fake_quant and op in WEIGHT_OPS and len(inputs) > 1 and inputs[1] in self.plan.weights:
-                values[1] = self._weight(inputs[1], values[1])
-                if len(inputs) > 2 and inputs[2] in self.plan.biases:
-                    values[2] = self._bias(inputs, values)
+            if self.fake_quant and len(inputs) > 2 and inputs[2] in self.plan.biases:
+                values[2] = self._bias(inputs, values)
             result = _OPS[op](values, attrs)
             for name, value in zip(outputs, result if isinstance(result, tuple) else (result,)):
                 env[name] = self._activation(name, value)
         return env[self.output_name]
 
     def _value(self, name: str, env: dict[str, Any]):
-        return env[name] if name in env else self.initializer(name)
+        if name not in env:  # an initializer: fake-quantized once per forward pass where ORT stores it quantized
+            value = self.initializer(name)
+            env[name] = self._constant(name, value) if self.fake_quant and name in self.plan.weights else value
+        return env[name]
 
     def _activation(self, name: str, x: torch.Tensor) -> torch.Tensor:
         q = self.plan.activations.get(name)
@@ -178,13 +191,13 @@ class FakeQuantGraph(nn.Module):
         grad_factor = 1.0 / float(np.sqrt(x.numel() * q.qmax))  # LSQ's step-size gradient scale
         return torch._fake_quantize_learnable_per_tensor_affine(x, scale, zero, q.qmin, q.qmax, grad_factor)
 
-    def _weight(self, name: str, w: torch.Tensor) -> torch.Tensor:
-        q = self.plan.weights[name]
-        scale = _weight_scale(q, w)
+    def _constant(self, name: str, w: torch.Tensor) -> torch.Tensor:
+        """ORT's quantization of the constant's current values, passed straight through backwards."""
+        q, rule = self.plan.weights[name], self.constant_rules[name]
+        scale, zero = constant_scale(w, q.axis, rule)
         if q.axis is None:
-            return torch.fake_quantize_per_tensor_affine(w, float(scale), 0, q.qmin, q.qmax)
-        zeros = torch.zeros_like(scale, dtype=torch.int32)
-        return torch.fake_quantize_per_channel_affine(w, scale, zeros, q.axis % w.ndim, q.qmin, q.qmax)
+            return torch.fake_quantize_per_tensor_affine(w, float(scale), int(zero), rule.qmin, rule.qmax)
+        return torch.fake_quantize_per_channel_affine(w, scale, zero.to(torch.int32), q.axis % w.ndim, rule.qmin, rule.qmax)
 
     def _bias(self, inputs: list[str], values: list) -> torch.Tensor:
         """The bias as ORT stores it: int32 at (input scale × weight scale), per channel."""
@@ -192,17 +205,56 @@ class FakeQuantGraph(nn.Module):
         b = values[2]
         if x_name not in self.plan.activations or w_name not in self.plan.weights:
             return b
-        step = self.activation_scale(x_name).detach() * _weight_scale(self.plan.weights[w_name], self.initializer(w_name))
+        w_scale, _ = constant_scale(self.initializer(w_name), self.plan.weights[w_name].axis, self.constant_rules[w_name])
+        step = self.activation_scale(x_name).detach() * w_scale
         return b + (torch.round(b / step) * step - b).detach()  # rounded forward, identity backward
 
 
-def _weight_scale(q: WeightQuant, w: torch.Tensor) -> torch.Tensor:
-    """ORT's symmetric int8 weight scale: max |w| / 127, per channel along `q.axis` or per tensor."""
-    w = w.detach().abs()
-    if q.axis is None:
-        return (w.max() / q.qmax).clamp_min(1e-12)
-    dims = [d for d in range(w.ndim) if d != q.axis % w.ndim]
-    return (w.amax(dim=dims) / q.qmax).clamp_min(1e-12)
+def constant_scale(w: torch.Tensor, axis: int | None, rule: ConstantRule) -> tuple[torch.Tensor, torch.Tensor]:
+    """ORT's `compute_scale_zp` on a constant's current values, per channel along `axis` or per tensor:
+    the range widened to hold 0 (and made symmetric when the rule is), scale = range / (qmax − qmin)
+    computed in float64 and stored as float32, zero point rounded half to even."""
+    w = w.detach().double()
+    dims = [d for d in range(w.ndim) if axis is None or d != axis % w.ndim]
+    rmin = (w.amin(dim=dims) if dims else w).clamp_max(0.0)
+    rmax = (w.amax(dim=dims) if dims else w).clamp_min(0.0)
+    if rule.symmetric:
+        rmax = torch.maximum(rmin.abs(), rmax)
+        rmin = -rmax
+    scale = (rmax - rmin) / (rule.qmax - rule.qmin)
+    degenerate = scale < np.finfo(np.float32).tiny  # an all-zero constant: ORT stores scale 1, zero point 0
+    if rule.symmetric:
+        zero = torch.full_like(scale, round((rule.qmin + rule.qmax) / 2))
+    else:
+        zero = torch.round(rule.qmin - rmin / torch.where(degenerate, 1.0, scale))
+    return torch.where(degenerate, 1.0, scale).float(), torch.where(degenerate, 0.0, zero)
+
+
+def _identify_rule(q: WeightQuant, value: torch.Tensor) -> ConstantRule:
+    """Which of ORT's formulas made this constant's stored scale and zero point: symmetric or not,
+    full or reduced range. Found by reproducing the stored numbers, so the mirror is checked, not assumed."""
+    from onnxruntime.quantization.quant_utils import get_qmin_qmax_for_qType
+
+    for symmetric in (True, False):
+        for reduce_range in (False, True):
+            qmin, qmax = (int(v) for v in get_qmin_qmax_for_qType(q.elem_type, reduce_range=reduce_range, symmetric=symmetric))
+            rule = ConstantRule(symmetric, qmin, qmax)
+            scale, zero = constant_scale(value, q.axis, rule)
+            if (np.allclose(scale.numpy().ravel(), q.scale, rtol=1e-6, atol=0)
+                    and np.array_equal(zero.numpy().ravel().astype(np.int64), np.asarray(q.zero_point))):
+                return rule
+    raise QadError(f"quantization-aware training cannot reproduce how ONNX Runtime quantized {q.tensor!r} "
+                   f"(stored scale {q.scale[:3]}…, zero point {q.zero_point[:3]}…); deploy post-training int8 for this student")
+
+
+def _learned_initializers(graph) -> set[str]:
+    """The initializers a PyTorch module would hold as parameters: layers' weights and biases,
+    embedding tables (Gather's data), LayerNorm's scale and shift, and a bias added to a MatMul."""
+    learned = {"Conv": (1, 2), "ConvTranspose": (1, 2), "Gemm": (1, 2), "MatMul": (1,), "Gather": (0,), "LayerNormalization": (1, 2)}
+    names = {n.input[i] for n in graph.node for i in learned.get(n.op_type, ()) if len(n.input) > i}
+    matmul_outputs = {n.output[0] for n in graph.node if n.op_type == "MatMul"}
+    names |= {i for n in graph.node if n.op_type == "Add" and set(n.input) & matmul_outputs for i in n.input}
+    return names
 
 
 def _attributes(node) -> dict[str, Any]:
@@ -293,6 +345,99 @@ def _squeeze(v, a):
     return v[0].squeeze() if axes is None else v[0].squeeze(tuple(axes))
 
 
+def _shape(v, a):
+    x = v[0]
+    dims = list(x.shape)[a.get("start", 0) : a.get("end", None)]
+    return torch.tensor(dims, dtype=torch.int64, device=x.device)
+
+
+def _slice(v, a):
+    x = v[0]
+    starts, ends = v[1].tolist(), v[2].tolist()
+    axes = v[3].tolist() if len(v) > 3 and v[3] is not None else list(range(len(starts)))
+    steps = v[4].tolist() if len(v) > 4 and v[4] is not None else [1] * len(starts)
+    for start, end, axis, step in zip(starts, ends, axes, steps):
+        axis %= x.ndim
+        size = x.shape[axis]
+        start, end = (s + size if s < 0 else s for s in (start, end))
+        if step > 0:  # ONNX clamps a forward slice to [0, size]
+            x = x[(slice(None),) * axis + (slice(min(max(start, 0), size), min(max(end, 0), size), step),)]
+        else:  # and a backward one to [-1, size - 1]
+            x = x.index_select(axis, torch.arange(min(max(start, -1), size - 1), min(max(end, -1), size - 1), step, device=x.device))
+    return x
+
+
+def _gather(v, a):
+    x, index = v[0], v[1]
+    axis = a.get("axis", 0) % x.ndim
+    index = torch.where(index < 0, index + x.shape[axis], index)
+    if axis == 0 and x.is_floating_point() and index.ndim > 0:
+        return F.embedding(index, x) if x.ndim == 2 else x[index]
+    return x[(slice(None),) * axis + (index,)]
+
+
+def _gather_elements(v, a):
+    x, index = v[0], v[1]
+    axis = a.get("axis", 0) % x.ndim
+    return torch.gather(x, axis, torch.where(index < 0, index + x.shape[axis], index))
+
+
+def _gather_nd(v, a):
+    x, index = v[0], v[1]
+    batch = a.get("batch_dims", 0)
+    if batch:
+        raise QadError("GatherND with batch_dims > 0 is not supported yet")
+    depth = index.shape[-1]
+    index = torch.where(index < 0, index + torch.tensor(x.shape[:depth], device=index.device), index)
+    return x[tuple(index[..., i] for i in range(depth))]
+
+
+def _expand(v, a):
+    shape = torch.broadcast_shapes(tuple(v[0].shape), tuple(int(s) for s in v[1].tolist()))
+    return v[0].expand(shape)
+
+
+def _reduce(fn):
+    def run(v, a):
+        axes = _axes(v, a)
+        keep = bool(a.get("keepdims", 1))
+        if not axes:
+            if a.get("noop_with_empty_axes", 0):
+                return v[0]
+            axes = list(range(v[0].ndim))
+        return fn(v[0], tuple(axes), keep)
+
+    return run
+
+
+def _range(v, a):
+    start, limit, delta = (t.item() for t in v[:3])
+    return torch.arange(start, limit, delta, dtype=v[0].dtype, device=v[0].device)
+
+
+def _layer_norm(v, a):
+    x = v[0]
+    axis = a.get("axis", -1) % x.ndim
+    return F.layer_norm(x, x.shape[axis:], v[1], v[2] if len(v) > 2 else None, a.get("epsilon", 1e-5))
+
+
+def _constant_of_shape(v, a):
+    from onnx import numpy_helper
+
+    fill = torch.from_numpy(numpy_helper.to_array(a["value"]).copy()) if "value" in a else torch.zeros(1)
+    return fill.to(v[0].device).reshape(()).expand(*[int(s) for s in v[0].tolist()]).clone()
+
+
+def _cast(v, a):
+    from onnx import helper
+
+    return v[0].to(torch.from_numpy(np.zeros(0, dtype=helper.tensor_dtype_to_np_dtype(a["to"]))).dtype)
+
+
+def _gelu(v, a):
+    return F.gelu(v[0], approximate="tanh" if a.get("approximate", "none") in ("tanh", b"tanh") else "none")
+
+
 _OPS = {
     "Conv": _conv,
     "Gemm": _gemm,
@@ -320,4 +465,36 @@ _OPS = {
     "Squeeze": _squeeze,
     "Identity": lambda v, a: v[0],
     "Softmax": lambda v, a: torch.softmax(v[0], dim=a.get("axis", -1)),
+    # what a transformer adds: embeddings, LayerNorm, GELU, masks, and the shape arithmetic around them
+    "Gather": _gather,
+    "GatherElements": _gather_elements,
+    "GatherND": _gather_nd,
+    "LayerNormalization": _layer_norm,
+    "Erf": lambda v, a: torch.erf(v[0]),
+    "Gelu": _gelu,
+    "Pow": lambda v, a: torch.pow(v[0], v[1]),
+    "Sqrt": lambda v, a: torch.sqrt(v[0]),
+    "Exp": lambda v, a: torch.exp(v[0]),
+    "Neg": lambda v, a: -v[0],
+    "Abs": lambda v, a: v[0].abs(),
+    "Max": lambda v, a: functools.reduce(torch.maximum, v),
+    "Min": lambda v, a: functools.reduce(torch.minimum, v),
+    "ReduceSum": _reduce(lambda x, axes, keep: x.sum(dim=axes, keepdim=keep)),
+    "ReduceMax": _reduce(lambda x, axes, keep: x.amax(dim=axes, keepdim=keep)),
+    "Where": lambda v, a: torch.where(v[0], v[1], v[2]),
+    "Equal": lambda v, a: v[0] == v[1],
+    "Greater": lambda v, a: v[0] > v[1],
+    "GreaterOrEqual": lambda v, a: v[0] >= v[1],
+    "Less": lambda v, a: v[0] < v[1],
+    "LessOrEqual": lambda v, a: v[0] <= v[1],
+    "And": lambda v, a: v[0] & v[1],
+    "Or": lambda v, a: v[0] | v[1],
+    "Not": lambda v, a: ~v[0],
+    "IsNaN": lambda v, a: torch.isnan(v[0]),
+    "Cast": _cast,
+    "Shape": _shape,
+    "Slice": _slice,
+    "Expand": _expand,
+    "Range": _range,
+    "ConstantOfShape": _constant_of_shape,
 }
