@@ -42,6 +42,10 @@ class ActivationQuant:
     zero_point: int
     qmin: int
     qmax: int
+    # ORT gives the output of a data-movement op (Reshape, Transpose, Gather…) its input's scale and
+    # zero point: tensors that share them are one quantizer, keyed by ORT's scale initializer.
+    shared: str = ""
+    follows: str = ""  # a constant whose own scale this tensor takes (an embedding table's, for its Gather)
 
 
 @dataclass(frozen=True)
@@ -76,12 +80,15 @@ def read_plan(qdq_path: Path) -> QuantPlan:
     activations: dict[str, ActivationQuant] = {}
     weights: dict[str, WeightQuant] = {}
     biases: set[str] = set()
+    constant_scales = {n.input[1]: n.input[0].removesuffix(TENSOR_NAME_QUANT_SUFFIX) for n in model.graph.node
+                       if n.op_type == "DequantizeLinear" and n.input[0] in init}
     for node in model.graph.node:
         if node.op_type == "QuantizeLinear" and node.input[0] not in init:
             # A graph output keeps its name on the DequantizeLinear; ORT renames its producer's output.
             name = node.input[0].removesuffix(QUANT_INPUT_SUFFIX)
             zero = init[node.input[2]]
-            activations.setdefault(name, ActivationQuant(name, float(init[node.input[1]]), int(zero), *_RANGES[zero.dtype]))
+            activations.setdefault(name, ActivationQuant(name, float(init[node.input[1]]), int(zero), *_RANGES[zero.dtype],
+                                                         shared=node.input[1], follows=constant_scales.get(node.input[1], "")))
         elif node.op_type == "DequantizeLinear" and node.input[0] in init:
             stored = init[node.input[0]]
             if stored.dtype == np.int32:
@@ -138,13 +145,18 @@ class FakeQuantGraph(nn.Module):
         self.plan = plan
         self.fake_quant = fake_quant
         self.constant_rules = {name: _identify_rule(q, self.initializer(name)) for name, q in plan.weights.items()}
+        for q in plan.activations.values():
+            if q.follows and plan.weights[q.follows].axis is not None:
+                raise QadError(f"{q.tensor!r} takes the per-channel quantization of {q.follows!r}, which quantization-aware training "
+                               "does not mirror yet; deploy post-training int8 for this student")
+        learned = {q.shared or name: q for name, q in plan.activations.items() if not q.follows}  # one per shared quantizer
         self.scales = nn.ParameterDict({  # the calibration's float32 values exactly, then learned
-            f"a{index}": nn.Parameter(torch.tensor(q.scale, dtype=torch.float32))
-            for index, q in enumerate(plan.activations.values())
+            f"a{index}": nn.Parameter(torch.tensor(q.scale, dtype=torch.float32)) for index, q in enumerate(learned.values())
         })
-        self.activation_index = {name: index for index, name in enumerate(plan.activations)}  # scales[f"a{i}"], zero_points[i]
+        group = {key: index for index, key in enumerate(learned)}
+        self.activation_index = {name: group[q.shared or name] for name, q in plan.activations.items() if not q.follows}
         # Zero points as a buffer: made once, moved with the module, not rebuilt at every activation of every batch.
-        self.register_buffer("zero_points", torch.tensor([float(q.zero_point) for q in plan.activations.values()]))
+        self.register_buffer("zero_points", torch.tensor([float(q.zero_point) for q in learned.values()]))
 
     def initializer(self, name: str) -> torch.Tensor:
         key = self.slots[name]
@@ -154,8 +166,10 @@ class FakeQuantGraph(nn.Module):
         return self.scales[f"a{self.activation_index[name]}"].clamp_min(_SMALLEST_SCALE)  # a step may not push a scale to 0 or below
 
     def learned_scales(self) -> dict[str, tuple[float, int]]:
-        """tensor → (scale, zero point) as the QDQ export must write them."""
-        return {name: (float(self.activation_scale(name).detach()), q.zero_point) for name, q in self.plan.activations.items()}
+        """tensor → (scale, zero point) as the QDQ export must write them (not the tensors that take a
+        constant's: ORT derives those from the trained constant)."""
+        return {name: (float(self.activation_scale(name).detach()), q.zero_point) for name, q in self.plan.activations.items()
+                if not q.follows}
 
     def weight_arrays(self) -> dict[str, np.ndarray]:
         """The trainable initializers' current values, by ONNX name (what the export writes back)."""
@@ -185,6 +199,9 @@ class FakeQuantGraph(nn.Module):
         q = self.plan.activations.get(name)
         if q is None or not self.fake_quant or not x.is_floating_point():
             return x
+        if q.follows:  # the constant's current scale and zero point, as ORT will derive them from it
+            scale, zero = constant_scale(self.initializer(q.follows), None, self.constant_rules[q.follows])
+            return torch.fake_quantize_per_tensor_affine(x, float(scale), int(zero), q.qmin, q.qmax)
         scale = self.activation_scale(name).reshape(1)
         index = self.activation_index[name]
         zero = self.zero_points[index : index + 1]
