@@ -1,4 +1,4 @@
-"""Shared fixtures: a private teacher cache, a tiny fast recipe, and one trained run folder.
+"""Shared fixtures: a private teacher cache, a tiny fast recipe, trained run folders (image and text).
 
 Slow end-to-end tests are marked `slow` and run with `--slow` (CI passes it); they are reported
 as skipped otherwise, never silently dropped.
@@ -7,10 +7,14 @@ as skipped otherwise, never silently dropped.
 from __future__ import annotations
 
 import os
+import sys
 import tempfile
 from pathlib import Path
 
 import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+from text_data import TEXT_RECIPE, make_corpus  # noqa: E402
 
 # Hypothesis keeps its example database (and failure patches) out of the working folder, in one
 # folder that later runs reuse (it replays the examples that failed before).
@@ -112,6 +116,26 @@ def android_run(tmp_path_factory: pytest.TempPathFactory, exported_run: Path) ->
     shutil.copytree(exported_run, run_dir)
     export(run_dir, "android-arm64")
     return run_dir
+
+
+@pytest.fixture(scope="session")
+def corpus(tmp_path_factory) -> tuple[Path, Path]:
+    return make_corpus(tmp_path_factory.mktemp("text"))
+
+
+@pytest.fixture(scope="session")
+def text_run(tmp_path_factory, corpus) -> Path:
+    """distill + export of the tiny text recipe for the x86-cpu-text target (shared: read, never modify)."""
+    from edgekd.distill.stage import distill
+    from edgekd.export.stage import export
+
+    csv_path, tokenizer = corpus
+    folder = tmp_path_factory.mktemp("textrun")
+    recipe = folder / "text.toml"
+    recipe.write_text(TEXT_RECIPE.format(csv=csv_path, tokenizer=tokenizer))
+    distill(recipe, folder / "run")
+    export(folder / "run", "x86-cpu-text")
+    return folder / "run"
 
 
 @pytest.fixture

@@ -37,9 +37,11 @@ def _ptq(run: Path, work: Path, **settings) -> tuple[Path, Path, dict]:
     return prepared, work / "ptq.onnx", chosen
 
 
-@pytest.mark.parametrize("per_channel", [True, False])
-def test_the_fake_quantized_graph_is_ort_s_int8_model(exported_run, tmp_path, per_channel):
-    prepared, ptq, _ = _ptq(exported_run, tmp_path, per_channel=per_channel)
+@pytest.mark.parametrize("settings", [{"per_channel": True}, {"per_channel": False}, {"weight_type": "uint8", "activation_type": "uint8"},
+                                      {"reduce_range": True}, {"activation_type": "uint8", "per_channel": False}],
+                         ids=["per-channel", "per-tensor", "uint8-weights", "reduce-range", "uint8-activations"])
+def test_the_fake_quantized_graph_is_ort_s_int8_model(exported_run, tmp_path, settings):
+    prepared, ptq, _ = _ptq(exported_run, tmp_path, **settings)
     graph = FakeQuantGraph(prepared, read_plan(ptq)).eval()
     parity = check_qad_parity(graph, ptq, DIGITS.x_test)
     assert parity.agreement == 1.0 and parity.max_abs <= 1e-5 * parity.largest_logit
@@ -175,3 +177,45 @@ def test_distill_qad_before_export_says_what_to_run(tiny_recipe, exported_run, t
     (run / "student.sim.onnx").unlink()
     result = CliRunner().invoke(app, ["distill", "--qad", "--out", str(run)])
     assert result.exit_code == 2 and "edgekd export" in result.stderr, result.output
+
+
+def test_a_mobile_target_gets_its_qad_model_in_ort_format_checked_as_it_ships(android_run, tmp_path):
+    """android-arm64: uint8 weights and activations per tensor, a fixed batch of 1, ORT format."""
+    run = tmp_path / "run"
+    shutil.copytree(android_run, run)
+    result = quantization_aware(run, "android-arm64", epochs=1, baseline=False)
+    qad = result.variants[-1]
+    assert qad.file == "student.int8-qad.ort" and qad.parity.agreement >= 0.99
+    assert (run / "student.int8-qad.required_operators.config").is_file()
+    assert result.deployed in ("student.int8-qad.ort", "student.int8.ort"), result.deployed_because
+    assert {"student.int8-qad.onnx", "student.int8-qad.ort", "qad.json"} <= set(runfolder.load_manifest(run)["stages"]["qad"]["files"])
+    plan = read_plan(run / "student.int8-qad.onnx")
+    assert {str(numpy_helper.to_array(i).dtype) for i in onnx.load(str(run / "student.int8-qad.onnx")).graph.initializer
+            if i.name.endswith("_quantized") and i.name.removesuffix("_quantized") in plan.weights} == {"uint8"}
+
+
+def test_a_transformer_student_is_mirrored_exactly_and_keeps_parity_after_training(text_run, tmp_path):
+    """Embeddings (Gather), LayerNorm, GELU (Erf), attention masks and the shape arithmetic; tensors
+    that share a scale in ORT's model (a Reshape's input and output, a Gather and its table) stay
+    shared when training moves them apart."""
+    from edgekd.data import load_recipe_data
+
+    data = load_recipe_data(runfolder.load_run_recipe(text_run).data)
+    prepared, _ = prepare(text_run / "student.sim.onnx", tmp_path)
+    settings = scheme_settings(Scheme.static_qdq, QuantizationConfig(scheme=Scheme.static_qdq, per_channel=False))
+    produce_variant(prepared, tmp_path / "ptq.onnx", Scheme.static_qdq, settings, data.calibration(64), [])
+    plan = read_plan(tmp_path / "ptq.onnx")
+    assert any(q.follows for q in plan.activations.values()), "a Gather output takes its table's scale"
+    assert len({q.shared for q in plan.activations.values()}) < len(plan.activations), "some tensors share one scale"
+    graph = FakeQuantGraph(prepared, plan).eval()
+    parity = check_qad_parity(graph, tmp_path / "ptq.onnx", data.x_test)
+    assert parity.agreement == 1.0 and parity.max_abs <= 1e-5 * parity.largest_logit
+    torch.manual_seed(0)
+    with torch.no_grad():  # as if training had moved everything: each shared scale and every weight its own way
+        for scale in graph.scales.values():
+            scale.mul_(float(torch.empty(()).uniform_(0.7, 1.4)))
+        for weight in graph.params.values():
+            weight.add_(0.02 * torch.randn_like(weight))
+    export_qdq(graph, prepared, tmp_path / "qad.onnx", settings, data.calibration(64), tmp_path)
+    moved = check_qad_parity(graph, tmp_path / "qad.onnx", data.x_test)
+    assert moved.agreement == 1.0 and moved.max_abs <= 1e-5 * moved.largest_logit

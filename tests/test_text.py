@@ -16,7 +16,7 @@ import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from text_data import TEXT_RECIPE, make_corpus, sentences, write_csv, write_jsonl  # noqa: E402
+from text_data import TEXT_RECIPE, sentences, write_csv, write_jsonl  # noqa: E402
 
 from edgekd.data import load_data  # noqa: E402
 from edgekd.errors import DataError, ModelError, RecipeError  # noqa: E402
@@ -28,29 +28,9 @@ TINY = {"layers": 2, "hidden": 32, "heads": 2, "intermediate": 64, "max_position
 
 
 @pytest.fixture(scope="session")
-def corpus(tmp_path_factory) -> tuple[Path, Path]:
-    return make_corpus(tmp_path_factory.mktemp("text"))
-
-
-@pytest.fixture(scope="session")
 def text_data(corpus):
     csv_path, tokenizer = corpus
     return load_data(f"text:{csv_path}", options=DataConfig(tokenizer=str(tokenizer), max_length=48))
-
-
-@pytest.fixture(scope="session")
-def text_run(tmp_path_factory, corpus) -> Path:
-    """distill + export of the tiny text recipe for the x86-cpu-text target (shared: read, never modify)."""
-    from edgekd.distill.stage import distill
-    from edgekd.export.stage import export
-
-    csv_path, tokenizer = corpus
-    folder = tmp_path_factory.mktemp("textrun")
-    recipe = folder / "text.toml"
-    recipe.write_text(TEXT_RECIPE.format(csv=csv_path, tokenizer=tokenizer))
-    distill(recipe, folder / "run")
-    export(folder / "run", "x86-cpu-text")
-    return folder / "run"
 
 
 def _one_epoch_recipe(folder: Path, corpus, teacher: str) -> Path:

@@ -107,8 +107,10 @@ class ConstantRule:
     """How ORT derives a constant's scale and zero point from its values (`constant_scale`)."""
 
     symmetric: bool
-    qmin: int
+    qmin: int  # the range the scale maps onto (symmetric int8: ±127; reduced: ±64)
     qmax: int
+    low: int  # what ORT clips the stored integers to: the type's whole range
+    high: int
 
 
 class FakeQuantGraph(nn.Module):
@@ -124,7 +126,10 @@ class FakeQuantGraph(nn.Module):
         from onnx import numpy_helper
 
         model = onnx.load(str(prepared))
-        self.input_names = [i.name for i in model.graph.input if i.name not in {t.name for t in model.graph.initializer}]
+        inputs = [i for i in model.graph.input if i.name not in {t.name for t in model.graph.initializer}]
+        self.input_names = [i.name for i in inputs]
+        # Exported for a fixed batch of 1 (a mobile target): its Reshapes may bake the 1 in, so a batch runs row by row.
+        self.one_row_at_a_time = all(i.type.tensor_type.shape.dim[0].dim_value == 1 for i in inputs if i.type.tensor_type.shape.dim)
         self.output_name = model.graph.output[0].name
         self.nodes = [(n.op_type, list(n.input), list(n.output), _attributes(n)) for n in model.graph.node]
         unsupported = sorted({op for op, *_ in self.nodes if op not in _OPS})
@@ -176,12 +181,19 @@ class FakeQuantGraph(nn.Module):
         return {name: self.params[key].detach().cpu().numpy() for name, key in self.slots.items() if key in self.params}
 
     def forward(self, *args: torch.Tensor, **named: torch.Tensor) -> torch.Tensor:
-        env: dict[str, Any] = dict(zip(self.input_names, args))
-        env.update(named)
+        feeds: dict[str, torch.Tensor] = {**dict(zip(self.input_names, args)), **named}
+        rows = next(iter(feeds.values())).shape[0]
+        constants: dict[str, torch.Tensor] = {}  # initializers, fake-quantized once per call
+        if self.one_row_at_a_time and rows > 1:
+            return torch.cat([self._run({k: v[i : i + 1] for k, v in feeds.items()}, constants) for i in range(rows)])
+        return self._run(feeds, constants)
+
+    def _run(self, feeds: dict[str, torch.Tensor], constants: dict[str, torch.Tensor]) -> torch.Tensor:
+        env: dict[str, Any] = dict(feeds)
         for name in self.input_names:
             env[name] = self._activation(name, env[name])
         for op, inputs, outputs, attrs in self.nodes:
-            values = [self._value(name, env) if name else None for name in inputs]
+            values = [env[name] if name in env else self._constant_value(name, constants) if name else None for name in inputs]
             if self.fake_quant and len(inputs) > 2 and inputs[2] in self.plan.biases:
                 values[2] = self._bias(inputs, values)
             result = _OPS[op](values, attrs)
@@ -189,11 +201,12 @@ class FakeQuantGraph(nn.Module):
                 env[name] = self._activation(name, value)
         return env[self.output_name]
 
-    def _value(self, name: str, env: dict[str, Any]):
-        if name not in env:  # an initializer: fake-quantized once per forward pass where ORT stores it quantized
+    def _constant_value(self, name: str, constants: dict[str, torch.Tensor]) -> torch.Tensor:
+        """An initializer, fake-quantized where ORT stores it quantized (once per forward call)."""
+        if name not in constants:
             value = self.initializer(name)
-            env[name] = self._constant(name, value) if self.fake_quant and name in self.plan.weights else value
-        return env[name]
+            constants[name] = self._constant(name, value) if self.fake_quant and name in self.plan.weights else value
+        return constants[name]
 
     def _activation(self, name: str, x: torch.Tensor) -> torch.Tensor:
         q = self.plan.activations.get(name)
@@ -209,12 +222,16 @@ class FakeQuantGraph(nn.Module):
         return torch._fake_quantize_learnable_per_tensor_affine(x, scale, zero, q.qmin, q.qmax, grad_factor)
 
     def _constant(self, name: str, w: torch.Tensor) -> torch.Tensor:
-        """ORT's quantization of the constant's current values, passed straight through backwards."""
+        """ORT's quantization of the constant's current values (`quantize_nparray`: a float32 division,
+        rounded half to even, clipped to the type), passed straight through backwards."""
         q, rule = self.plan.weights[name], self.constant_rules[name]
         scale, zero = constant_scale(w, q.axis, rule)
-        if q.axis is None:
-            return torch.fake_quantize_per_tensor_affine(w, float(scale), int(zero), rule.qmin, rule.qmax)
-        return torch.fake_quantize_per_channel_affine(w, scale, zero.to(torch.int32), q.axis % w.ndim, rule.qmin, rule.qmax)
+        if q.axis is not None:
+            shape = [1] * w.ndim
+            shape[q.axis % w.ndim] = -1
+            scale, zero = scale.reshape(shape), zero.reshape(shape)
+        stored = torch.clamp(torch.round(w.detach() / scale) + zero, rule.low, rule.high)
+        return w + ((stored - zero) * scale - w).detach()
 
     def _bias(self, inputs: list[str], values: list) -> torch.Tensor:
         """The bias as ORT stores it: int32 at (input scale × weight scale), per channel."""
@@ -244,7 +261,7 @@ def constant_scale(w: torch.Tensor, axis: int | None, rule: ConstantRule) -> tup
         zero = torch.full_like(scale, round((rule.qmin + rule.qmax) / 2))
     else:
         zero = torch.round(rule.qmin - rmin / torch.where(degenerate, 1.0, scale))
-    return torch.where(degenerate, 1.0, scale).float(), torch.where(degenerate, 0.0, zero)
+    return torch.where(degenerate, 1.0, scale).float(), torch.where(degenerate, 0.0, zero).float()
 
 
 def _identify_rule(q: WeightQuant, value: torch.Tensor) -> ConstantRule:
@@ -255,7 +272,7 @@ def _identify_rule(q: WeightQuant, value: torch.Tensor) -> ConstantRule:
     for symmetric in (True, False):
         for reduce_range in (False, True):
             qmin, qmax = (int(v) for v in get_qmin_qmax_for_qType(q.elem_type, reduce_range=reduce_range, symmetric=symmetric))
-            rule = ConstantRule(symmetric, qmin, qmax)
+            rule = ConstantRule(symmetric, qmin, qmax, *(int(v) for v in get_qmin_qmax_for_qType(q.elem_type)))
             scale, zero = constant_scale(value, q.axis, rule)
             if (np.allclose(scale.numpy().ravel(), q.scale, rtol=1e-6, atol=0)
                     and np.array_equal(zero.numpy().ravel().astype(np.int64), np.asarray(q.zero_point))):

@@ -29,7 +29,7 @@ from edgekd.export.stage import RESULT as EXPORT_RESULT
 from edgekd.export.stage import STUDENT_SIMPLIFIED, TEACHER_ONNX
 from edgekd.paired import PairedDrop, paired_drop
 from edgekd.recipe import Recipe, recipe_target
-from edgekd.targets import QuantizationConfig, Scheme, Target
+from edgekd.targets import ArtifactFormat, QuantizationConfig, Scheme, Target
 
 RESULT = "qad.json"
 ARTIFACTS = {"qat": "student.int8-qat.onnx", "qad": "student.int8-qad.onnx"}  # role → file
@@ -52,7 +52,7 @@ class QadParity:
 class QadVariant:
     role: str  # "post-training", "qat" (labels only) or "qad" (against the teacher)
     name: str  # what the tables call it (NAMES[role])
-    file: str  # the file in the run folder; "" for the post-training model, which export's own artifact stands for
+    file: str  # the file it ships as (.onnx, or .ort for ORT-format targets); "" for the post-training model (export's own artifact)
     val_accuracy: float
     test_accuracy: float
     drop_vs_fp32: PairedDrop  # test images, paired against the fp32 student
@@ -98,6 +98,7 @@ def _quantization_aware(run_dir: Path, recipe: Recipe, target: Target, epochs: i
     from edgekd.data import load_recipe_data
     from edgekd.distill.teacher import cache_teacher_logits
     from edgekd.distill.trainer import TrainSettings, fit
+    from edgekd.export.mobile import package_ort
     from edgekd.export.quantize import prepare, produce_variant, scheme_settings
     from edgekd.qad.graph import FakeQuantGraph, read_plan
 
@@ -130,6 +131,7 @@ def _quantization_aware(run_dir: Path, recipe: Recipe, target: Target, epochs: i
         phases = [("qad", replace(base, ce_weight=cfg.ce_weight, terms=kd_terms), teachers)]
         if baseline:
             phases.insert(0, ("qat", replace(base, ce_weight=1.0, terms=()), None))
+        written: list[str] = []
         for role, phase_settings, phase_teachers in phases:
             graph = FakeQuantGraph(prepared, plan)
             torch.manual_seed(cfg.seed)
@@ -140,6 +142,12 @@ def _quantization_aware(run_dir: Path, recipe: Recipe, target: Target, epochs: i
             with atomic_path(dest) as tmp:
                 export_qdq(graph, prepared, tmp, settings, calibration, work)
             parity = check_qad_parity(graph.eval(), dest, data.x_test)
+            written.append(dest.name)
+            if target.runtime.format is ArtifactFormat.ort:  # what a mobile target ships, checked as it ships
+                package = package_ort(dest, run_dir, list(target.runtime.providers), target.runtime.ort_platform)
+                dest = Path(package.ort_file)
+                parity = check_qad_parity(graph, dest, data.x_test)
+                written += [dest.name, Path(package.required_operators).name]
             variants.append(_variant(role, dest, data, fp32_test, parity=parity, history=outcome.history, best_epoch=outcome.best_epoch))
     deployed, why = _deployment(run_dir, variants[-1])
     result = QadResult(
@@ -150,7 +158,7 @@ def _quantization_aware(run_dir: Path, recipe: Recipe, target: Target, epochs: i
         variants=variants, seconds=time.perf_counter() - began,
     )
     write_json(run_dir / RESULT, result)
-    runfolder.record(run_dir, "qad", [ARTIFACTS[role] for role, *_ in phases] + [RESULT])
+    runfolder.record(run_dir, "qad", written + [RESULT])
     shutil.rmtree(run_dir / runfolder.CHECKPOINTS, ignore_errors=True)  # finished: resume state is spent
     say(f"qad: deploying {deployed}: {why}")
     for v in variants:
@@ -200,8 +208,8 @@ def _deployment(run_dir: Path, qad: QadVariant) -> tuple[str, str]:
     quantized = exported["quantized"]
     if quantized["scheme"] != Scheme.static_qdq.value:
         return exported["deployed"], f"export deployed {quantized['scheme']}, not static int8"
-    if exported["deployed"].endswith(".ort"):
-        return exported["deployed"], "the target ships ONNX Runtime's mobile format, which this phase does not package yet"
+    if exported["deployed"].endswith(".ort") != qad.file.endswith(".ort"):
+        return exported["deployed"], f"export shipped {exported['deployed']}; this phase ran for a target of another format"
     if qad.val_accuracy >= quantized["val_accuracy"]:
         return qad.file, (f"validation top-1 {qad.val_accuracy:.2%} against post-training int8's {quantized['val_accuracy']:.2%}"
                           + (f" with {len(quantized['excluded_nodes'])} node(s) in fp32" if quantized["excluded_nodes"] else ""))
@@ -210,14 +218,12 @@ def _deployment(run_dir: Path, qad: QadVariant) -> tuple[str, str]:
 
 def _variant(role: str, path: Path, data, fp32_test, parity=None, history=(), best_epoch=0) -> QadVariant:
     val, test = file_correct(path, data.x_val, data.y_val), file_correct(path, data.x_test, data.y_test)
-    return QadVariant(role, NAMES[role], ARTIFACTS.get(role, ""), float(val.mean()), float(test.mean()),
+    return QadVariant(role, NAMES[role], "" if role == "post-training" else path.name, float(val.mean()), float(test.mean()),
                       paired_drop(fp32_test, test), path.stat().st_size, parity, list(history), best_epoch)
 
 
 def _static(cfg: QuantizationConfig) -> QuantizationConfig:
-    """QAD mirrors static QDQ int8: the target's type and per-channel choice, never 7-bit weights."""
-    if cfg.reduce_range:
-        raise QadError("quantization-aware training mirrors full-range int8 weights; set [quantization] reduce_range = false in the target")
+    """QAD mirrors static QDQ: the target's types, per-channel choice and weight range."""
     if cfg.scheme not in (Scheme.static_qdq, Scheme.auto):
         raise QadError(f"quantization-aware distillation trains for static QDQ int8; the target deploys '{cfg.scheme.value}': "
                        'set [quantization] scheme = "static-qdq"')
