@@ -219,3 +219,22 @@ def test_a_transformer_student_is_mirrored_exactly_and_keeps_parity_after_traini
     export_qdq(graph, prepared, tmp_path / "qad.onnx", settings, data.calibration(64), tmp_path)
     moved = check_qad_parity(graph, tmp_path / "qad.onnx", data.x_test)
     assert moved.agreement == 1.0 and moved.max_abs <= 1e-5 * moved.largest_logit
+
+
+@pytest.mark.slow
+def test_torchrun_two_cpu_processes_fine_tune_through_int8_and_write_one_set_of_files(exported_run, tmp_path):
+    import subprocess
+    import sys
+
+    run, target = _fragile_run(exported_run, tmp_path)
+    before = set(p.name for p in run.iterdir())
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+               "-m", "edgekd", "distill", "--qad", "--out", str(run), "--target", str(target), "--qad-epochs", "2", "--json"]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.count('"variants"') == 1, "rank 0 alone prints"
+    result = json.loads(done.stdout[done.stdout.index("{"):])
+    qad = result["variants"][-1]
+    assert qad["role"] == "qad" and qad["parity"]["agreement"] >= 0.99 and len(qad["history"]) == 2
+    added = set(p.name for p in run.iterdir()) - before
+    assert added == {"student.int8-qat.onnx", "student.int8-qad.onnx", "qad.json"}, "no temporary folder or checkpoint left behind"

@@ -4,7 +4,7 @@ Reads a run folder that `edgekd export` left (the simplified fp32 student, the t
 quantizes the student post-training with the target's static QDQ settings, as export does, and
 fine-tunes the weights and activation scales of that very int8 model (`FakeQuantGraph`) with the
 distillation objective against the fp32 teacher: a few epochs at a lower learning rate, the same
-trainer (checkpoints, resume, DDP, the teacher-logit cache). The honest comparison trains the same
+trainer (checkpoints, resume, DDP under torchrun, the teacher-logit cache). The honest comparison trains the same
 model on labels alone (quantization-aware training without the teacher). Each result is exported
 by ONNX Runtime with the learned scales (no recalibration) and checked against the fake-quantized
 model; accuracies are paired against the fp32 student on the same images.
@@ -81,21 +81,29 @@ def quantization_aware(run_dir: Path, target: Target | str | Path | None = None,
     """Fine-tune the run folder's student through its int8 model; write the QDQ files and qad.json.
 
     `epochs`, `lr_scale` and `baseline` default to the recipe's [qad] section."""
+    import contextlib
+
     from edgekd.distill import distributed
 
-    if distributed.world_size() > 1:
-        raise QadError("the quantization-aware phase runs in one process for now: launch `edgekd distill --qad` without torchrun")
     run_dir = Path(run_dir)
-    with runfolder.locked(run_dir), runfolder.rollback_on_failure(run_dir, keep=lambda name: name == runfolder.CHECKPOINTS):
+    with contextlib.ExitStack() as stage:
+        if distributed.is_main():  # under torchrun every rank trains; rank 0 alone writes into the run folder
+            stage.enter_context(runfolder.locked(run_dir))
+            stage.enter_context(runfolder.rollback_on_failure(run_dir, keep=lambda name: name == runfolder.CHECKPOINTS))
+        distributed.setup()
+        distributed.barrier()
         recipe = runfolder.load_run_recipe(run_dir)
-        return _quantization_aware(run_dir, recipe, recipe_target(recipe, target), epochs or recipe.qad.epochs,
-                                   lr_scale or recipe.qad.lr_scale, recipe.qad.baseline == "qat" if baseline is None else baseline, resume)
+        result = _quantization_aware(run_dir, recipe, recipe_target(recipe, target), epochs or recipe.qad.epochs,
+                                     lr_scale or recipe.qad.lr_scale, recipe.qad.baseline == "qat" if baseline is None else baseline, resume)
+        distributed.barrier()
+        return result
 
 
 def _quantization_aware(run_dir: Path, recipe: Recipe, target: Target, epochs: int, lr_scale: float, baseline: bool, resume: bool) -> QadResult:
     import torch
 
     from edgekd.data import load_recipe_data
+    from edgekd.distill import distributed
     from edgekd.distill.teacher import cache_teacher_logits
     from edgekd.distill.trainer import TrainSettings, fit
     from edgekd.export.mobile import package_ort
@@ -138,13 +146,14 @@ def _quantization_aware(run_dir: Path, recipe: Recipe, target: Target, epochs: i
             outcome = fit(graph, data.x_train, data.y_train, data.x_val, data.y_val, phase_settings, label=NAMES[role],
                           checkpoint=run_dir / runfolder.CHECKPOINTS / f"{role}.ckpt", resume=resume, teachers=phase_teachers)
             graph.load_state_dict(outcome.best_state)
-            dest = run_dir / ARTIFACTS[role]
+            folder = run_dir if distributed.is_main() else work  # other ranks check the same export without writing it
+            dest = folder / ARTIFACTS[role]
             with atomic_path(dest) as tmp:
                 export_qdq(graph, prepared, tmp, settings, calibration, work)
             parity = check_qad_parity(graph.eval(), dest, data.x_test)
             written.append(dest.name)
             if target.runtime.format is ArtifactFormat.ort:  # what a mobile target ships, checked as it ships
-                package = package_ort(dest, run_dir, list(target.runtime.providers), target.runtime.ort_platform)
+                package = package_ort(dest, folder, list(target.runtime.providers), target.runtime.ort_platform)
                 dest = Path(package.ort_file)
                 parity = check_qad_parity(graph, dest, data.x_test)
                 written += [dest.name, Path(package.required_operators).name]
@@ -157,9 +166,10 @@ def _quantization_aware(run_dir: Path, recipe: Recipe, target: Target, epochs: i
         fp32_val_accuracy=float(fp32_val.mean()), fp32_test_accuracy=float(fp32_test.mean()),
         variants=variants, seconds=time.perf_counter() - began,
     )
-    write_json(run_dir / RESULT, result)
-    runfolder.record(run_dir, "qad", written + [RESULT])
-    shutil.rmtree(run_dir / runfolder.CHECKPOINTS, ignore_errors=True)  # finished: resume state is spent
+    if distributed.is_main():
+        write_json(run_dir / RESULT, result)
+        runfolder.record(run_dir, "qad", written + [RESULT])
+        shutil.rmtree(run_dir / runfolder.CHECKPOINTS, ignore_errors=True)  # finished: resume state is spent
     say(f"qad: deploying {deployed}: {why}")
     for v in variants:
         say(f"qad: {v.name}: test top-1 {v.test_accuracy:.2%} (fp32 student {result.fp32_test_accuracy:.2%}, "
