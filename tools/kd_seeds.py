@@ -34,9 +34,9 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as out:
             result = distill(recipe, Path(out) / "run")
         rows["teacher"].append(result.teacher_scores.test)
-        rows["scratch"].append(result.scratch.test)
-        rows["distilled"].append(result.distilled.test)
-        print(f"seed {seed}: teacher {result.teacher_scores.test:.2%}  scratch {result.scratch.test:.2%}  distilled {result.distilled.test:.2%}", flush=True)
+        rows["scratch"].append(result.scratch.best.test)
+        rows["distilled"].append(result.distilled.best.test)
+        print(f"seed {seed}: teacher {result.teacher_scores.test:.2%}  scratch {result.scratch.best.test:.2%}  distilled {result.distilled.best.test:.2%}", flush=True)
     print(f"\n{'model':<10} {'test top-1 (mean ± std over ' + str(len(args.seeds)) + ' seeds)'}")
     for name, values in rows.items():
         spread = statistics.stdev(values) if len(values) > 1 else 0.0

@@ -124,7 +124,9 @@ def text(args, folder: Path, rows: dict[str, list[Row]]) -> None:
         source = args.out / f"text-seed{seed}"
         if not (source / "export.json").is_file():
             began = time.perf_counter()
-            distill(recipe_from_dict(text_recipe(seed, args.distill_epochs, 2.0, 0.9)), source, force=True)
+            recipe = text_recipe(seed, args.distill_epochs, 2.0, 0.9)
+            recipe["distill"]["baseline"] = "none"  # the scratch twin is text_table.py's question, not this table's
+            distill(recipe_from_dict(recipe), source, force=True)
             export(source, target)
             print(f"(seed {seed}: distilled and exported in {time.perf_counter() - began:.0f} s)", flush=True)
         run = folder / f"seed{seed}"
