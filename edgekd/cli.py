@@ -220,7 +220,8 @@ def distill(
     as_json: JsonOpt = False,
     qad: Annotated[bool, typer.Option("--qad", help="Quantization-aware distillation of the exported run folder in --out: fine-tune its student "
                                       "through the target's int8 model (ONNX Runtime's own Q/DQ placement and calibration) against the teacher, "
-                                      "beside the same training on labels alone; writes student.int8-qad.onnx, student.int8-qat.onnx and qad.json.")] = False,
+                                      "beside the same training on labels alone; writes student.int8-qad.onnx, student.int8-qat.onnx (and .ort files "
+                                      "for ORT-format targets) and qad.json. Runs under torchrun like distill.")] = False,
     target: TargetOpt = None,
     qad_epochs: Annotated[Optional[int], typer.Option("--qad-epochs", min=1, max=1000, help="Epochs of the quantization-aware phase; default: the recipe's [qad] epochs (3).", show_default=False)] = None,
 ) -> None:
