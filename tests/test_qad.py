@@ -238,3 +238,17 @@ def test_torchrun_two_cpu_processes_fine_tune_through_int8_and_write_one_set_of_
     assert qad["role"] == "qad" and qad["parity"]["agreement"] >= 0.99 and len(qad["history"]) == 2
     added = set(p.name for p in run.iterdir()) - before
     assert added == {"student.int8-qat.onnx", "student.int8-qad.onnx", "qad.json"}, "no temporary folder or checkpoint left behind"
+
+
+def test_post_training_int8_with_exclusions_is_one_of_the_alternatives(exported_run, tmp_path):
+    from edgekd.export.stage import export
+
+    run, target = _fragile_run(exported_run, tmp_path)
+    target.write_text(_FRAGILE + "max_drop_vs_fp32 = 0.0\nmax_excluded_nodes = 2\n")
+    exported = export(run, target)
+    assert exported.quantized.excluded_nodes, "the fragile model keeps nodes in fp32 at a zero budget"
+    result = quantization_aware(run, target, epochs=1, baseline=False)
+    assert [v.role for v in result.variants] == ["post-training", "post-training-exclusions", "qad"]
+    excluded = result.variants[1]
+    assert excluded.file == Path(exported.quantized.path).name
+    assert excluded.test_accuracy == pytest.approx(exported.deployed_test_accuracy)

@@ -33,7 +33,8 @@ from edgekd.targets import ArtifactFormat, QuantizationConfig, Scheme, Target
 
 RESULT = "qad.json"
 ARTIFACTS = {"qat": "student.int8-qat.onnx", "qad": "student.int8-qad.onnx"}  # role → file
-NAMES = {"post-training": "post-training int8", "qat": "quantization-aware training", "qad": "quantization-aware distillation"}
+NAMES = {"post-training": "post-training int8", "post-training-exclusions": "post-training int8 with exclusions",
+         "qat": "quantization-aware training", "qad": "quantization-aware distillation"}
 PARITY_MIN_AGREEMENT = 0.99  # top-1 agreement between the fake-quantized model and ORT's int8 run
 PARITY_MAX_MEAN_REL = 1e-3  # mean |Δ| over the largest |logit|: a few rounding steps, not a wrong graph
 
@@ -135,6 +136,9 @@ def _quantization_aware(run_dir: Path, recipe: Recipe, target: Target, epochs: i
         say(f"qad: {len(plan.activations)} activation and {len(plan.weights)} weight quantizers, as ONNX Runtime placed them "
             f"(scales from {len(calibration)} calibration inputs)")
         variants = [_variant("post-training", ptq, data, fp32_test)]
+        exported = runfolder.read_json(runfolder.artifact(run_dir, EXPORT_RESULT, "quantization-aware distillation"))["quantized"]
+        if exported["scheme"] == Scheme.static_qdq.value and exported["excluded_nodes"]:  # export's own int8 file, nodes kept in fp32
+            variants.append(_variant("post-training-exclusions", run_dir / Path(exported["path"]).name, data, fp32_test))
         teachers = cache_teacher_logits(teachers, data, cfg.cache_teacher, augment=False)
         phases = [("qad", replace(base, ce_weight=cfg.ce_weight, terms=kd_terms), teachers)]
         if baseline:
