@@ -16,8 +16,10 @@ Two students (`--part`):
   style student distilled from a ResNet-style teacher on 3×32×32 Fashion-MNIST, one per seed);
   exclusions are validated on the 40,000 unused training images.
 - text: the 2-layer × 128 BERT student distilled from MiniLM on Rotten Tomatoes snippets
-  (`tools/text_table.py`'s recipe, made here into DIR/text-seedN when missing, ≈10 min per seed);
-  exclusions are validated on the 1,000 validation snippets.
+  (`tools/text_table.py`'s recipe, made here into DIR/text-STUDENT-seedN when missing, ≈7 min per
+  seed), or with `--student minilm-2x384` a DistilBERT-style student: MiniLM's width, its
+  embeddings and every third layer copied before distillation (`init_from_teacher`); exclusions
+  are validated on the 1,000 validation snippets.
 
 Test top-1 with the paired drop against the fp32 student, size, and p50 latency at batch 1 on one
 thread, every file timed interleaved with the fp32 model in one process. Each run folder is
@@ -25,7 +27,8 @@ copied first: the originals are not changed.
 
     python tools/vision_table.py --part distill --out runs/vision   # the vision run folders (≈12 min per seed)
     python tools/qad_table.py --out runs/vision                      # the vision table (≈20 min per seed)
-    python tools/qad_table.py --part text --out runs/text            # the text table
+    python tools/qad_table.py --part text --out runs/text            # the text table, 2×128 student
+    python tools/qad_table.py --part text --student minilm-2x384 --distill-epochs 3 --out runs/text
 
 Goal (the QAD issue): quantization-aware distillation within 0.5 points of the fp32 student at the
 latency of the fully quantized model.
@@ -45,6 +48,11 @@ from pathlib import Path
 import numpy as np
 
 Row = tuple[float, float, float, float, int]  # accuracy, drop, p50 ratio, KiB, nodes excluded
+TEXT_STUDENTS = {
+    "bert-2x128": {"model": "transformer", "args": {"layers": 2, "hidden": 128, "heads": 2, "intermediate": 512, "max_position": 128}},
+    "minilm-2x384": {"model": "transformer", "init_from_teacher": True,
+                     "args": {"layers": 2, "hidden": 384, "heads": 12, "intermediate": 1536, "max_position": 512}},
+}
 
 
 def main() -> None:
@@ -55,6 +63,9 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--train", type=int, default=20_000, help="vision: as given to vision_table.py")
     parser.add_argument("--distill-epochs", type=int, default=10, help="text: epochs of distillation when a run folder is made")
+    parser.add_argument("--student", choices=sorted(TEXT_STUDENTS), default="bert-2x128",
+                        help="text: bert-2x128 (text_table.py's, from scratch) or minilm-2x384 (MiniLM's embeddings and every "
+                             "third layer, as DistilBERT was initialised: the teacher's outliers come with them)")
     parser.add_argument("--epochs", type=int, default=3, help="epochs of each quantization-aware phase")
     parser.add_argument("--runs", type=int, default=200, help="timed runs per model")
     args = parser.parse_args()
@@ -121,10 +132,11 @@ def text(args, folder: Path, rows: dict[str, list[Row]]) -> None:
 
     target = text_target()
     for seed in args.seeds:
-        source = args.out / f"text-seed{seed}"
+        source = args.out / f"text-{args.student}-seed{seed}"
         if not (source / "export.json").is_file():
             began = time.perf_counter()
             recipe = text_recipe(seed, args.distill_epochs, 2.0, 0.9)
+            recipe["student"] = TEXT_STUDENTS[args.student]
             recipe["distill"]["baseline"] = "none"  # the scratch twin is text_table.py's question, not this table's
             distill(recipe_from_dict(recipe), source, force=True)
             export(source, target)
