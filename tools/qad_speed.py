@@ -7,13 +7,14 @@ ways, interleaved so that the machine's load falls on all three alike:
 - the prepared ONNX graph run op by op in PyTorch without fake quantization (BatchNorm folded);
 - the same graph fake-quantized where ONNX Runtime's static QDQ model quantizes (what QAD trains).
 
-    python tools/qad_speed.py --run runs/vision/fashion32-seed0          # any run folder after `edgekd export`
+    python tools/qad_speed.py --run runs/vision/fashion32-seed0 --data npz:fashion32.npz   # any run folder after `edgekd export`
     python tools/qad_speed.py --run runs/text/text-seed0 --batch 32 --per-tensor
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import statistics
 import tempfile
 import time
@@ -26,6 +27,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--steps", type=int, default=10, help="timed steps of each (after one warm-up step)")
     parser.add_argument("--per-tensor", action="store_true", help="per-tensor weights (default: per channel)")
+    parser.add_argument("--data", help="the run's data source when its recipe's has moved (vision_table.py's temporary npz, say)")
     args = parser.parse_args()
 
     import torch
@@ -42,7 +44,8 @@ def main() -> None:
 
     set_quiet(True)
     torch.set_num_threads(1)
-    data = load_recipe_data(load_run_recipe(args.run).data)
+    recipe = load_run_recipe(args.run).data
+    data = load_recipe_data(dataclasses.replace(recipe, source=args.data) if args.data else recipe)
     x = as_inputs(data.x_train)
     batch = trim(take(to_tensors(x, torch.device("cpu")), slice(0, args.batch)), x.spec)
     with tempfile.TemporaryDirectory() as folder:
