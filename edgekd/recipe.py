@@ -170,6 +170,9 @@ class QadConfig:
     epochs: Int = Field(3, ge=1, le=1000, description="epochs of the quantization-aware phase")
     lr_scale: Float = Field(0.1, gt=0, le=1, description="its learning rate as a share of [distill] lr")
     baseline: Literal["qat", "none"] = Field("qat", description='"qat" also trains the int8 model on labels alone, for the honest comparison')
+    # Whose soft targets: distillation's teachers, or the fp32 student itself (self-distillation, for
+    # a student that has overtaken its teacher: the teacher would pull it back down).
+    teacher: Literal["teacher", "student"] = Field("teacher", description='"teacher": distillation\'s teachers; "student": the fp32 student itself')
 
 
 @dataclass(config=CONFIG)

@@ -16,6 +16,7 @@ from onnx import numpy_helper
 from typer.testing import CliRunner
 
 from edgekd import runfolder
+from edgekd._io import sha256_file
 from edgekd._ort import open_session, run_batches
 from edgekd.cli import app
 from edgekd.data import load_data
@@ -252,3 +253,16 @@ def test_post_training_int8_with_exclusions_is_one_of_the_alternatives(exported_
     excluded = result.variants[1]
     assert excluded.file == Path(exported.quantized.path).name
     assert excluded.test_accuracy == pytest.approx(exported.deployed_test_accuracy)
+
+
+def test_the_fp32_student_can_be_its_own_teacher(exported_run, tmp_path):
+    """[qad] teacher = "student": self-distillation, for a student that has overtaken its teacher."""
+    from edgekd.qad.stage import _onnx_teacher
+
+    run, target = _fragile_run(exported_run, tmp_path)
+    (run / "recipe.json").write_text(json.dumps({**json.loads((run / "recipe.json").read_text()), "qad": {"teacher": "student"}}))
+    runfolder.record(run, "distill", ["recipe.json"])
+    result = quantization_aware(run, target, epochs=1, baseline=False)
+    assert result.settings["teacher"] == "student" and result.variants[-1].parity.agreement >= 0.99
+    soft = _onnx_teacher(run / "student.sim.onnx").members[0]
+    assert soft.session is not None and soft.identity == sha256_file(run / "student.sim.onnx")

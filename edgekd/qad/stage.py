@@ -78,10 +78,10 @@ class QadResult:
 
 
 def quantization_aware(run_dir: Path, target: Target | str | Path | None = None, epochs: int | None = None, lr_scale: float | None = None,
-                       baseline: bool | None = None, resume: bool = False) -> QadResult:
+                       baseline: bool | None = None, resume: bool = False, teacher: str | None = None) -> QadResult:
     """Fine-tune the run folder's student through its int8 model; write the QDQ files and qad.json.
 
-    `epochs`, `lr_scale` and `baseline` default to the recipe's [qad] section."""
+    `epochs`, `lr_scale`, `baseline` and `teacher` ("teacher" or "student") default to the recipe's [qad] section."""
     import contextlib
 
     from edgekd.distill import distributed
@@ -95,12 +95,14 @@ def quantization_aware(run_dir: Path, target: Target | str | Path | None = None,
         distributed.barrier()
         recipe = runfolder.load_run_recipe(run_dir)
         result = _quantization_aware(run_dir, recipe, recipe_target(recipe, target), epochs or recipe.qad.epochs,
-                                     lr_scale or recipe.qad.lr_scale, recipe.qad.baseline == "qat" if baseline is None else baseline, resume)
+                                     lr_scale or recipe.qad.lr_scale, recipe.qad.baseline == "qat" if baseline is None else baseline, resume,
+                                     teacher or recipe.qad.teacher)
         distributed.barrier()
         return result
 
 
-def _quantization_aware(run_dir: Path, recipe: Recipe, target: Target, epochs: int, lr_scale: float, baseline: bool, resume: bool) -> QadResult:
+def _quantization_aware(run_dir: Path, recipe: Recipe, target: Target, epochs: int, lr_scale: float, baseline: bool, resume: bool,
+                        teacher: str) -> QadResult:
     import torch
 
     from edgekd.data import load_recipe_data
@@ -114,7 +116,7 @@ def _quantization_aware(run_dir: Path, recipe: Recipe, target: Target, epochs: i
     began = time.perf_counter()
     simplified = runfolder.artifact(run_dir, STUDENT_SIMPLIFIED, "quantization-aware distillation (run `edgekd export` first)")
     qcfg = _static(target.quantization)
-    teachers = _teachers(run_dir)
+    teachers = _teachers(run_dir) if teacher == "teacher" else _onnx_teacher(simplified)  # "student": self-distillation
     data = load_recipe_data(recipe.data)
     calibration = data.calibration(qcfg.calibration_samples, seed=recipe.data.split_seed)
     fp32_val = file_correct(simplified, data.x_val, data.y_val)
@@ -166,7 +168,7 @@ def _quantization_aware(run_dir: Path, recipe: Recipe, target: Target, epochs: i
     result = QadResult(
         run_dir=str(run_dir), target=target.name, deployed=deployed, deployed_because=why,
         settings={"epochs": epochs, "lr": base.lr, "batch_size": base.batch_size, "ce_weight": cfg.ce_weight,
-                  "terms": [t.method for t in kd_terms], "temperature": cfg.temperature, **settings},
+                  "terms": [t.method for t in kd_terms], "temperature": cfg.temperature, "teacher": teacher, **settings},
         fp32_val_accuracy=float(fp32_val.mean()), fp32_test_accuracy=float(fp32_test.mean()),
         variants=variants, seconds=time.perf_counter() - began,
     )
@@ -244,6 +246,14 @@ def _static(cfg: QuantizationConfig) -> QuantizationConfig:
     return cfg
 
 
+def _onnx_teacher(path: Path):
+    """One ONNX model's soft targets, through ONNX Runtime (cached by the file's hash)."""
+    from edgekd._ort import open_session
+    from edgekd.distill.teacher import Teacher, TeacherSet
+
+    return TeacherSet([Teacher(f"onnx {path}", 1.0, session=open_session(path), identity=sha256_file(path))])
+
+
 def _teachers(run_dir: Path):
     """The soft targets distillation used: an ONNX teacher, teacher.pt, or, when teacher.pt is an
     ensemble, its members with their weights (averaged at T as distillation averaged them, not the
@@ -253,10 +263,7 @@ def _teachers(run_dir: Path):
     from edgekd.models.ensemble import Ensemble
 
     if TEACHER_ONNX in runfolder.stage_files(run_dir, "distill"):
-        from edgekd._ort import open_session
-
-        path = runfolder.artifact(run_dir, TEACHER_ONNX, "quantization-aware distillation")
-        return TeacherSet([Teacher(f"onnx {path}", 1.0, session=open_session(path), identity=sha256_file(path))])
+        return _onnx_teacher(runfolder.artifact(run_dir, TEACHER_ONNX, "quantization-aware distillation"))
     path = runfolder.artifact(run_dir, "teacher.pt", "quantization-aware distillation")
     model, spec = load_model(path)
     identity = sha256_file(path)
