@@ -125,9 +125,13 @@ def test_the_bench_shows_every_int8_model_side_by_side_and_ships_the_chosen_one(
     result = quantization_aware(run, target, epochs=2)
     report = bench(run, target=target, memory=False)
     names = [v.name for v in report.variants]
-    assert result.deployed == "student.int8-qad.onnx", result.deployed_because
-    assert names == ["teacher fp32", "student fp32", "student int8 (post-training)", "student int8 QAT (labels only)", "student int8 QAD"]
-    assert report.deployed == "student int8 QAD"
+    _, qat, qad = result.variants
+    best = qat if qat.val_accuracy > qad.val_accuracy else qad  # the better one on validation ships; QAD on ties
+    assert result.deployed == best.file, result.deployed_because
+    label = {"qat": "student int8 QAT (labels only)", "qad": "student int8 QAD"}
+    other = qad if best is qat else qat
+    assert names == ["teacher fp32", "student fp32", "student int8 (post-training)", label[other.role], label[best.role]]
+    assert report.deployed == label[best.role]
     assert any(v.budget == "deployed_vs_fp32_latency" for v in report.verdicts)
 
 
@@ -266,3 +270,15 @@ def test_the_fp32_student_can_be_its_own_teacher(exported_run, tmp_path):
     assert result.settings["teacher"] == "student" and result.variants[-1].parity.agreement >= 0.99
     soft = _onnx_teacher(run / "student.sim.onnx").members[0]
     assert soft.session is not None and soft.identity == sha256_file(run / "student.sim.onnx")
+
+
+def test_the_better_trained_model_on_validation_ships_and_qad_wins_ties():
+    from edgekd.paired import PairedDrop
+    from edgekd.qad.stage import QadVariant, best_trained
+
+    def variant(role, val):
+        return QadVariant(role, role, f"{role}.onnx" if role != "post-training" else "", val, val, PairedDrop(0.0, [0.0, 0.0], 1.0, 0, 0, 10), 1)
+
+    assert best_trained([variant("post-training", 0.99), variant("qat", 0.80), variant("qad", 0.78)]).role == "qat"
+    assert best_trained([variant("post-training", 0.5), variant("qat", 0.80), variant("qad", 0.80)]).role == "qad"
+    assert best_trained([variant("post-training", 0.5), variant("qad", 0.70)]).role == "qad"

@@ -164,7 +164,7 @@ def _quantization_aware(run_dir: Path, recipe: Recipe, target: Target, epochs: i
                 parity = check_qad_parity(graph, dest, data.x_test)
                 written += [dest.name, Path(package.required_operators).name]
             variants.append(_variant(role, dest, data, fp32_test, parity=parity, history=outcome.history, best_epoch=outcome.best_epoch))
-    deployed, why = _deployment(run_dir, variants[-1])
+    deployed, why = _deployment(run_dir, best_trained(variants))
     result = QadResult(
         run_dir=str(run_dir), target=target.name, deployed=deployed, deployed_because=why,
         settings={"epochs": epochs, "lr": base.lr, "batch_size": base.batch_size, "ce_weight": cfg.ce_weight,
@@ -216,10 +216,17 @@ def check_qad_parity(graph, path: Path, x) -> QadParity:
     return parity
 
 
+def best_trained(variants: list[QadVariant]) -> QadVariant:
+    """The quantization-aware model more accurate on the validation images; QAD on a tie."""
+    trained = [v for v in reversed(variants) if v.role in ARTIFACTS]  # QAD first: max keeps the first of equals
+    return max(trained, key=lambda v: v.val_accuracy)
+
+
 def _deployment(run_dir: Path, qad: QadVariant) -> tuple[str, str]:
-    """The quantization-aware model ships when export shipped static int8 and it is at least as
-    accurate on the validation images; otherwise export's choice stands (an fp32 artifact chosen
-    for speed stays fp32: this int8 model would be as slow)."""
+    """The better quantization-aware model on the validation images (QAD, or QAT when training on
+    labels alone did better) ships when export shipped static int8 and it is at least as accurate
+    there; otherwise export's choice stands (an fp32 artifact chosen for speed stays fp32: this
+    int8 model would be as slow)."""
     exported = runfolder.read_json(runfolder.artifact(run_dir, EXPORT_RESULT, "quantization-aware distillation"))
     quantized = exported["quantized"]
     if quantized["scheme"] != Scheme.static_qdq.value:
@@ -227,7 +234,7 @@ def _deployment(run_dir: Path, qad: QadVariant) -> tuple[str, str]:
     if exported["deployed"].endswith(".ort") != qad.file.endswith(".ort"):
         return exported["deployed"], f"export shipped {exported['deployed']}; this phase ran for a target of another format"
     if qad.val_accuracy >= quantized["val_accuracy"]:
-        return qad.file, (f"validation top-1 {qad.val_accuracy:.2%} against post-training int8's {quantized['val_accuracy']:.2%}"
+        return qad.file, (f"{qad.name}: validation top-1 {qad.val_accuracy:.2%} against post-training int8's {quantized['val_accuracy']:.2%}"
                           + (f" with {len(quantized['excluded_nodes'])} node(s) in fp32" if quantized["excluded_nodes"] else ""))
     return exported["deployed"], f"post-training int8 is more accurate on the validation images ({quantized['val_accuracy']:.2%} vs {qad.val_accuracy:.2%})"
 
