@@ -20,7 +20,7 @@ trained weights into the fp32 graph and has ORT quantize it with these scales as
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -183,37 +183,43 @@ class FakeQuantGraph(nn.Module):
     def forward(self, *args: torch.Tensor, **named: torch.Tensor) -> torch.Tensor:
         feeds: dict[str, torch.Tensor] = {**dict(zip(self.input_names, args)), **named}
         rows = next(iter(feeds.values())).shape[0]
-        constants: dict[str, torch.Tensor] = {}  # initializers, fake-quantized once per call
+        call = _CallCache()  # the constants, quantized once per call (and shared by the rows of a fixed-batch graph)
         if self.one_row_at_a_time and rows > 1:
-            return torch.cat([self._run({k: v[i : i + 1] for k, v in feeds.items()}, constants) for i in range(rows)])
-        return self._run(feeds, constants)
+            return torch.cat([self._run({k: v[i : i + 1] for k, v in feeds.items()}, call) for i in range(rows)])
+        return self._run(feeds, call)
 
-    def _run(self, feeds: dict[str, torch.Tensor], constants: dict[str, torch.Tensor]) -> torch.Tensor:
+    def _run(self, feeds: dict[str, torch.Tensor], call: _CallCache) -> torch.Tensor:
         env: dict[str, Any] = dict(feeds)
         for name in self.input_names:
-            env[name] = self._activation(name, env[name])
+            env[name] = self._activation(name, env[name], call)
         for op, inputs, outputs, attrs in self.nodes:
-            values = [env[name] if name in env else self._constant_value(name, constants) if name else None for name in inputs]
+            values = [env[name] if name in env else self._constant_value(name, call) if name else None for name in inputs]
             if self.fake_quant and len(inputs) > 2 and inputs[2] in self.plan.biases:
-                values[2] = self._bias(inputs, values)
+                values[2] = self._bias(inputs, values, call)
             result = _OPS[op](values, attrs)
             for name, value in zip(outputs, result if isinstance(result, tuple) else (result,)):
-                env[name] = self._activation(name, value)
+                env[name] = self._activation(name, value, call)
         return env[self.output_name]
 
-    def _constant_value(self, name: str, constants: dict[str, torch.Tensor]) -> torch.Tensor:
-        """An initializer, fake-quantized where ORT stores it quantized (once per forward call)."""
-        if name not in constants:
+    def _constant_value(self, name: str, call: _CallCache) -> torch.Tensor:
+        """An initializer, fake-quantized where ORT stores it quantized."""
+        if name not in call.values:
             value = self.initializer(name)
-            constants[name] = self._constant(name, value) if self.fake_quant and name in self.plan.weights else value
-        return constants[name]
+            call.values[name] = self._constant(name, value, call) if self.fake_quant and name in self.plan.weights else value
+        return call.values[name]
 
-    def _activation(self, name: str, x: torch.Tensor) -> torch.Tensor:
+    def _constant_params(self, name: str, call: _CallCache) -> tuple[torch.Tensor, torch.Tensor]:
+        """The scale and zero point ORT will derive from the constant's current values."""
+        if name not in call.params:
+            call.params[name] = constant_scale(self.initializer(name), self.plan.weights[name].axis, self.constant_rules[name])
+        return call.params[name]
+
+    def _activation(self, name: str, x: torch.Tensor, call: _CallCache) -> torch.Tensor:
         q = self.plan.activations.get(name)
         if q is None or not self.fake_quant or not x.is_floating_point():
             return x
         if q.follows:  # the constant's current scale and zero point, as ORT will derive them from it
-            scale, zero = constant_scale(self.initializer(q.follows), None, self.constant_rules[q.follows])
+            scale, zero = self._constant_params(q.follows, call)
             return torch.fake_quantize_per_tensor_affine(x, float(scale), int(zero), q.qmin, q.qmax)
         scale = self.activation_scale(name).reshape(1)
         index = self.activation_index[name]
@@ -221,11 +227,11 @@ class FakeQuantGraph(nn.Module):
         grad_factor = 1.0 / float(np.sqrt(x.numel() * q.qmax))  # LSQ's step-size gradient scale
         return torch._fake_quantize_learnable_per_tensor_affine(x, scale, zero, q.qmin, q.qmax, grad_factor)
 
-    def _constant(self, name: str, w: torch.Tensor) -> torch.Tensor:
+    def _constant(self, name: str, w: torch.Tensor, call: _CallCache) -> torch.Tensor:
         """ORT's quantization of the constant's current values (`quantize_nparray`: a float32 division,
         rounded half to even, clipped to the type), passed straight through backwards."""
         q, rule = self.plan.weights[name], self.constant_rules[name]
-        scale, zero = constant_scale(w, q.axis, rule)
+        scale, zero = self._constant_params(name, call)
         if q.axis is not None:
             shape = [1] * w.ndim
             shape[q.axis % w.ndim] = -1
@@ -233,25 +239,35 @@ class FakeQuantGraph(nn.Module):
         stored = torch.clamp(torch.round(w.detach() / scale) + zero, rule.low, rule.high)
         return w + ((stored - zero) * scale - w).detach()
 
-    def _bias(self, inputs: list[str], values: list) -> torch.Tensor:
+    def _bias(self, inputs: list[str], values: list, call: _CallCache) -> torch.Tensor:
         """The bias as ORT stores it: int32 at (input scale × weight scale), per channel."""
         x_name, w_name = inputs[0], inputs[1]
         b = values[2]
         if x_name not in self.plan.activations or w_name not in self.plan.weights:
             return b
-        w_scale, _ = constant_scale(self.initializer(w_name), self.plan.weights[w_name].axis, self.constant_rules[w_name])
-        step = self.activation_scale(x_name).detach() * w_scale
+        step = self.activation_scale(x_name).detach() * self._constant_params(w_name, call)[0]
         return b + (torch.round(b / step) * step - b).detach()  # rounded forward, identity backward
+
+
+@dataclass
+class _CallCache:
+    """What one forward call derives from the constants, computed once: their fake-quantized values,
+    and the scale and zero point ORT derives from each (its weight and bias quantization and a
+    Gather output's quantizer all read them)."""
+
+    values: dict[str, torch.Tensor] = field(default_factory=dict)
+    params: dict[str, tuple[torch.Tensor, torch.Tensor]] = field(default_factory=dict)
 
 
 def constant_scale(w: torch.Tensor, axis: int | None, rule: ConstantRule) -> tuple[torch.Tensor, torch.Tensor]:
     """ORT's `compute_scale_zp` on a constant's current values, per channel along `axis` or per tensor:
     the range widened to hold 0 (and made symmetric when the rule is), scale = range / (qmax − qmin)
     computed in float64 and stored as float32, zero point rounded half to even."""
-    w = w.detach().double()
+    w = w.detach()
     dims = [d for d in range(w.ndim) if axis is None or d != axis % w.ndim]
-    rmin = (w.amin(dim=dims) if dims else w).clamp_max(0.0)
-    rmax = (w.amax(dim=dims) if dims else w).clamp_min(0.0)
+    # min and max in the tensor's own precision (exact), the arithmetic in float64: no float64 copy of a whole embedding table
+    rmin = (w.amin(dim=dims) if dims else w).double().clamp_max(0.0)
+    rmax = (w.amax(dim=dims) if dims else w).double().clamp_min(0.0)
     if rule.symmetric:
         rmax = torch.maximum(rmin.abs(), rmax)
         rmin = -rmax
