@@ -365,13 +365,6 @@ def _axes(v, a, position=1):
     return a.get("axes")
 
 
-def _reduce_mean(v, a):
-    axes = _axes(v, a)
-    if axes is None:
-        return v[0].mean() if not a.get("keepdims", 1) else v[0].mean(dim=tuple(range(v[0].ndim)), keepdim=True)
-    return v[0].mean(dim=tuple(axes), keepdim=bool(a.get("keepdims", 1)))
-
-
 def _clip(v, a):
     low = v[1] if len(v) > 1 and v[1] is not None else a.get("min")
     high = v[2] if len(v) > 2 and v[2] is not None else a.get("max")
@@ -421,8 +414,8 @@ def _gather(v, a):
     x, index = v[0], v[1]
     axis = a.get("axis", 0) % x.ndim
     index = torch.where(index < 0, index + x.shape[axis], index)
-    if axis == 0 and x.is_floating_point() and index.ndim > 0:
-        return F.embedding(index, x) if x.ndim == 2 else x[index]
+    if axis == 0 and x.ndim == 2 and x.is_floating_point():
+        return F.embedding(index, x)  # an embedding lookup: torch's own kernel and backward
     return x[(slice(None),) * axis + (index,)]
 
 
@@ -506,7 +499,7 @@ _OPS = {
     "MaxPool": _pool("max"),
     "AveragePool": _pool("avg"),
     "GlobalAveragePool": lambda v, a: v[0].mean(dim=tuple(range(2, v[0].ndim)), keepdim=True),
-    "ReduceMean": _reduce_mean,
+    "ReduceMean": _reduce(lambda x, axes, keep: x.mean(dim=axes, keepdim=keep)),
     "Reshape": _reshape,
     "Flatten": _flatten,
     "Transpose": lambda v, a: v[0].permute(*a["perm"]) if "perm" in a else v[0].permute(*reversed(range(v[0].ndim))),
