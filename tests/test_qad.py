@@ -268,6 +268,8 @@ def test_the_fp32_student_can_be_its_own_teacher(exported_run, tmp_path):
     runfolder.record(run, "distill", ["recipe.json"])
     result = quantization_aware(run, target, epochs=1, baseline=False)
     assert result.settings["teacher"] == "student" and result.variants[-1].parity.agreement >= 0.99
+    with pytest.raises(QadError, match="'teacher' or 'student'"):
+        quantization_aware(run, target, epochs=1, teacher="studnet")
     soft = _onnx_teacher(run / "student.sim.onnx").members[0]
     assert soft.session is not None and soft.identity == sha256_file(run / "student.sim.onnx")
 

@@ -35,6 +35,7 @@ RESULT = "qad.json"
 ARTIFACTS = {"qat": "student.int8-qat.onnx", "qad": "student.int8-qad.onnx"}  # role → file
 NAMES = {"post-training": "post-training int8", "post-training-exclusions": "post-training int8 with exclusions",
          "qat": "quantization-aware training", "qad": "quantization-aware distillation"}
+SOFT_TARGETS = ("teacher", "student")  # [qad] teacher: distillation's teachers, or the fp32 student itself
 PARITY_MIN_AGREEMENT = 0.99  # top-1 agreement between the fake-quantized model and ORT's int8 run
 PARITY_MAX_MEAN_REL = 1e-3  # mean |Δ| over the largest |logit|: a few rounding steps, not a wrong graph
 
@@ -86,6 +87,8 @@ def quantization_aware(run_dir: Path, target: Target | str | Path | None = None,
 
     from edgekd.distill import distributed
 
+    if teacher not in (None, *SOFT_TARGETS):
+        raise QadError(f"teacher = {teacher!r}: the soft targets come from {' or '.join(repr(t) for t in SOFT_TARGETS)}")
     run_dir = Path(run_dir)
     with contextlib.ExitStack() as stage:
         if distributed.is_main():  # under torchrun every rank trains; rank 0 alone writes into the run folder
@@ -115,6 +118,7 @@ def _quantization_aware(run_dir: Path, recipe: Recipe, target: Target, epochs: i
 
     began = time.perf_counter()
     simplified = runfolder.artifact(run_dir, STUDENT_SIMPLIFIED, "quantization-aware distillation (run `edgekd export` first)")
+    exported = runfolder.read_json(runfolder.artifact(run_dir, EXPORT_RESULT, "quantization-aware distillation"))
     qcfg = _static(target.quantization)
     teachers = _teachers(run_dir) if teacher == "teacher" else _onnx_teacher(simplified)  # "student": self-distillation
     data = load_recipe_data(recipe.data)
@@ -138,9 +142,9 @@ def _quantization_aware(run_dir: Path, recipe: Recipe, target: Target, epochs: i
         say(f"qad: {len(plan.activations)} activation and {len(plan.weights)} weight quantizers, as ONNX Runtime placed them "
             f"(scales from {len(calibration)} calibration inputs)")
         variants = [_variant("post-training", ptq, data, fp32_test)]
-        exported = runfolder.read_json(runfolder.artifact(run_dir, EXPORT_RESULT, "quantization-aware distillation"))["quantized"]
-        if exported["scheme"] == Scheme.static_qdq.value and exported["excluded_nodes"]:  # export's own int8 file, nodes kept in fp32
-            variants.append(_variant("post-training-exclusions", run_dir / Path(exported["path"]).name, data, fp32_test))
+        quantized = exported["quantized"]
+        if quantized["scheme"] == Scheme.static_qdq.value and quantized["excluded_nodes"]:  # export's own int8 file, nodes kept in fp32
+            variants.append(_variant("post-training-exclusions", run_dir / Path(quantized["path"]).name, data, fp32_test))
         teachers = cache_teacher_logits(teachers, data, cfg.cache_teacher, augment=False)
         phases = [("qad", replace(base, ce_weight=cfg.ce_weight, terms=kd_terms), teachers)]
         if baseline:
@@ -164,7 +168,7 @@ def _quantization_aware(run_dir: Path, recipe: Recipe, target: Target, epochs: i
                 parity = check_qad_parity(graph, dest, data.x_test)
                 written += [dest.name, Path(package.required_operators).name]
             variants.append(_variant(role, dest, data, fp32_test, parity=parity, history=outcome.history, best_epoch=outcome.best_epoch))
-    deployed, why = _deployment(run_dir, best_trained(variants))
+    deployed, why = _deployment(exported, best_trained(variants))
     result = QadResult(
         run_dir=str(run_dir), target=target.name, deployed=deployed, deployed_because=why,
         settings={"epochs": epochs, "lr": base.lr, "batch_size": base.batch_size, "ce_weight": cfg.ce_weight,
@@ -222,12 +226,11 @@ def best_trained(variants: list[QadVariant]) -> QadVariant:
     return max(trained, key=lambda v: v.val_accuracy)
 
 
-def _deployment(run_dir: Path, qad: QadVariant) -> tuple[str, str]:
+def _deployment(exported: dict, qad: QadVariant) -> tuple[str, str]:
     """The better quantization-aware model on the validation images (QAD, or QAT when training on
     labels alone did better) ships when export shipped static int8 and it is at least as accurate
     there; otherwise export's choice stands (an fp32 artifact chosen for speed stays fp32: this
-    int8 model would be as slow)."""
-    exported = runfolder.read_json(runfolder.artifact(run_dir, EXPORT_RESULT, "quantization-aware distillation"))
+    int8 model would be as slow). `exported`: the run's export.json."""
     quantized = exported["quantized"]
     if quantized["scheme"] != Scheme.static_qdq.value:
         return exported["deployed"], f"export deployed {quantized['scheme']}, not static int8"
