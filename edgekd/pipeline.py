@@ -93,7 +93,7 @@ def _qad_reason(recipe: Recipe, target: Target, exported) -> str | None:
 
 def _quantization_aware(out: Path, target: Target, resume: bool, why: str):
     """The phase, run as asked; when only the default trigger started it, a student or target it
-    cannot handle yet (e.g. a text student) keeps post-training int8 with a warning instead of
+    cannot handle yet (an operator outside the graph runner's set) keeps post-training int8 with a warning instead of
     failing a run that export already finished."""
     from edgekd.errors import QadError
     from edgekd.qad.stage import quantization_aware
