@@ -21,9 +21,9 @@ from edgekd._ort import open_session, run_batches
 from edgekd.cli import app
 from edgekd.data import load_data
 from edgekd.errors import QadError
-from edgekd.export.quantize import prepare, produce_variant, scheme_settings
+from edgekd.export.quantize import scheme_settings
 from edgekd.qad.graph import FakeQuantGraph, read_plan
-from edgekd.qad.stage import check_qad_parity, export_qdq, quantization_aware
+from edgekd.qad.stage import check_qad_parity, export_qdq, post_training_plan, quantization_aware
 from edgekd.targets import QuantizationConfig, Scheme
 
 DIGITS = load_data("digits")
@@ -32,10 +32,9 @@ _FRAGILE = 'description = "fragile int8"\n[quantization]\nper_channel = false\nc
 
 
 def _ptq(run: Path, work: Path, **settings) -> tuple[Path, Path, dict]:
-    prepared, _ = prepare(run / "student.sim.onnx", work)
     chosen = scheme_settings(Scheme.static_qdq, QuantizationConfig(**settings))
-    produce_variant(prepared, work / "ptq.onnx", Scheme.static_qdq, chosen, DIGITS.calibration(settings.get("calibration_samples", 64)), [])
-    return prepared, work / "ptq.onnx", chosen
+    prepared, ptq, _ = post_training_plan(run / "student.sim.onnx", work, chosen, DIGITS.calibration(settings.get("calibration_samples", 64)))
+    return prepared, ptq, chosen
 
 
 @pytest.mark.parametrize("settings", [{"per_channel": True}, {"per_channel": False}, {"weight_type": "uint8", "activation_type": "uint8"},
@@ -206,14 +205,12 @@ def test_a_transformer_student_is_mirrored_exactly_and_keeps_parity_after_traini
     from edgekd.data import load_recipe_data
 
     data = load_recipe_data(runfolder.load_run_recipe(text_run).data)
-    prepared, _ = prepare(text_run / "student.sim.onnx", tmp_path)
     settings = scheme_settings(Scheme.static_qdq, QuantizationConfig(scheme=Scheme.static_qdq, per_channel=False))
-    produce_variant(prepared, tmp_path / "ptq.onnx", Scheme.static_qdq, settings, data.calibration(64), [])
-    plan = read_plan(tmp_path / "ptq.onnx")
+    prepared, ptq, plan = post_training_plan(text_run / "student.sim.onnx", tmp_path, settings, data.calibration(64))
     assert any(q.follows for q in plan.activations.values()), "a Gather output takes its table's scale"
     assert len({q.shared for q in plan.activations.values()}) < len(plan.activations), "some tensors share one scale"
     graph = FakeQuantGraph(prepared, plan).eval()
-    parity = check_qad_parity(graph, tmp_path / "ptq.onnx", data.x_test)
+    parity = check_qad_parity(graph, ptq, data.x_test)
     assert parity.agreement == 1.0 and parity.max_abs <= 1e-5 * parity.largest_logit
     torch.manual_seed(0)
     with torch.no_grad():  # as if training had moved everything: each shared scale and every weight its own way

@@ -34,11 +34,12 @@ def main() -> None:
 
     from edgekd._progress import set_quiet
     from edgekd.data import load_recipe_data
-    from edgekd.export.quantize import prepare, produce_variant, scheme_settings
+    from edgekd.export.quantize import scheme_settings
     from edgekd.inputs import as_inputs
     from edgekd.models.call import forward, take, to_tensors, trim
     from edgekd.models.checkpoint import load_model
-    from edgekd.qad.graph import FakeQuantGraph, read_plan
+    from edgekd.qad.graph import FakeQuantGraph
+    from edgekd.qad.stage import post_training_plan
     from edgekd.runfolder import load_run_recipe
     from edgekd.targets import QuantizationConfig, Scheme
 
@@ -50,10 +51,8 @@ def main() -> None:
     batch = trim(take(to_tensors(x, torch.device("cpu")), slice(0, args.batch)), x.spec)
     with tempfile.TemporaryDirectory() as folder:
         work = Path(folder).resolve()
-        prepared, _ = prepare((args.run / "student.sim.onnx").resolve(), work)
         settings = scheme_settings(Scheme.static_qdq, QuantizationConfig(scheme=Scheme.static_qdq, per_channel=not args.per_tensor))
-        produce_variant(prepared, work / "ptq.onnx", Scheme.static_qdq, settings, data.calibration(64), [])
-        plan = read_plan(work / "ptq.onnx")
+        prepared, _, plan = post_training_plan((args.run / "student.sim.onnx").resolve(), work, settings, data.calibration(64))
         student, _ = load_model(args.run / "student.pt")
         models = {"PyTorch student": student, "ONNX graph, fp32": FakeQuantGraph(prepared, plan, fake_quant=False),
                   "ONNX graph, fake-quantized (QAD)": FakeQuantGraph(prepared, plan)}

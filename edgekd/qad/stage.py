@@ -113,8 +113,8 @@ def _quantization_aware(run_dir: Path, recipe: Recipe, target: Target, epochs: i
     from edgekd.distill.teacher import cache_teacher_logits
     from edgekd.distill.trainer import TrainSettings, fit
     from edgekd.export.mobile import package_ort
-    from edgekd.export.quantize import prepare, produce_variant, scheme_settings
-    from edgekd.qad.graph import FakeQuantGraph, read_plan
+    from edgekd.export.quantize import scheme_settings
+    from edgekd.qad.graph import FakeQuantGraph
 
     began = time.perf_counter()
     simplified = runfolder.artifact(run_dir, STUDENT_SIMPLIFIED, "quantization-aware distillation (run `edgekd export` first)")
@@ -134,10 +134,7 @@ def _quantization_aware(run_dir: Path, recipe: Recipe, target: Target, epochs: i
     settings = scheme_settings(Scheme.static_qdq, qcfg)
     with tempfile.TemporaryDirectory(prefix=".edgekd-qad-", dir=run_dir) as folder:
         work = Path(folder).resolve()
-        prepared, _ = prepare(simplified, work)
-        ptq = work / "ptq.onnx"
-        produce_variant(prepared, ptq, Scheme.static_qdq, settings, calibration, [])
-        plan = read_plan(ptq)
+        prepared, ptq, plan = post_training_plan(simplified, work, settings, calibration)
         FakeQuantGraph(prepared, plan)  # refuses unsupported operators before anything trains
         say(f"qad: {len(plan.activations)} activation and {len(plan.weights)} weight quantizers, as ONNX Runtime placed them "
             f"(scales from {len(calibration)} calibration inputs)")
@@ -185,6 +182,18 @@ def _quantization_aware(run_dir: Path, recipe: Recipe, target: Target, epochs: i
         say(f"qad: {v.name}: test top-1 {v.test_accuracy:.2%} (fp32 student {result.fp32_test_accuracy:.2%}, "
             f"drop {v.drop_vs_fp32.drop:+.2%}, paired p = {v.drop_vs_fp32.p_value:.2g})")
     return result
+
+
+def post_training_plan(simplified: Path, work: Path, settings: dict, calibration):
+    """ORT's post-training static QDQ model of `simplified` (pre-processed in `work`, an absolute
+    folder) and where it quantizes: (the prepared fp32 file, the QDQ file, its QuantPlan)."""
+    from edgekd.export.quantize import prepare, produce_variant
+    from edgekd.qad.graph import read_plan
+
+    prepared, _ = prepare(simplified, work)
+    ptq = work / "ptq.onnx"
+    produce_variant(prepared, ptq, Scheme.static_qdq, settings, calibration, [])
+    return prepared, ptq, read_plan(ptq)
 
 
 def export_qdq(graph, prepared: Path, dest: Path, settings: dict, calibration, work: Path) -> None:
