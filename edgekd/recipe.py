@@ -173,6 +173,16 @@ class QadConfig:
     # Whose soft targets: distillation's teachers, or the fp32 student itself (self-distillation, for
     # a student that has overtaken its teacher: the teacher would pull it back down).
     teacher: Literal["teacher", "student"] = Field("teacher", description='"teacher": distillation\'s teachers; "student": the fp32 student itself')
+    # The phase's objective: by default distillation's own weights. A student that must keep its
+    # margins on the labels under int8 noise may need more of the hard-label term here.
+    ce_weight: Optional[Float] = Field(None, ge=0, description="weight of the hard-label loss in the phase; default [distill] ce_weight")
+    kd_weight: Optional[Float] = Field(None, ge=0, description="total weight of the soft-target term(s) in the phase; default [distill]'s")
+
+    @model_validator(mode="after")
+    def _some_weight(self) -> "QadConfig":
+        if self.ce_weight == 0 and self.kd_weight == 0:
+            raise ValueError("[qad] ce_weight and kd_weight are both 0: nothing to train on")
+        return self
 
 
 @dataclass(config=CONFIG)

@@ -257,14 +257,19 @@ def test_post_training_int8_with_exclusions_is_one_of_the_alternatives(exported_
 
 
 def test_the_fp32_student_can_be_its_own_teacher(exported_run, tmp_path):
-    """[qad] teacher = "student": self-distillation, for a student that has overtaken its teacher."""
+    """[qad] teacher = "student": self-distillation, for a student that has overtaken its teacher; the
+    phase's own weights for the hard-label and soft-target terms are the ones it trains with."""
     from edgekd.qad.stage import _onnx_teacher
 
     run, target = _fragile_run(exported_run, tmp_path)
-    (run / "recipe.json").write_text(json.dumps({**json.loads((run / "recipe.json").read_text()), "qad": {"teacher": "student"}}))
+    qad = {"teacher": "student", "ce_weight": 0.6, "kd_weight": 0.3}
+    (run / "recipe.json").write_text(json.dumps({**json.loads((run / "recipe.json").read_text()), "qad": qad}))
     runfolder.record(run, "distill", ["recipe.json"])
     result = quantization_aware(run, target, epochs=1, baseline=False)
     assert result.settings["teacher"] == "student" and result.variants[-1].parity.agreement >= 0.99
+    assert (result.settings["ce_weight"], result.settings["kd_weight"]) == (0.6, pytest.approx(0.3))
+    (epoch,) = result.variants[-1].history
+    assert epoch.loss == pytest.approx(0.6 * epoch.terms["ce"] + 0.3 * epoch.terms["kd"], rel=1e-4)
     with pytest.raises(QadError, match="'teacher' or 'student'"):
         quantization_aware(run, target, epochs=1, teacher="studnet")
     soft = _onnx_teacher(run / "student.sim.onnx").members[0]

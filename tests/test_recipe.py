@@ -28,6 +28,8 @@ def test_every_key_is_optional(tmp_path):
         ("[distill]\ntemperature = -1\n", "[distill] temperature"),
         ("[distill]\nepochs = 'many'\n", "[distill] epochs"),
         ("[distill]\nkd_weight = 0\nce_weight = 0\n", "nothing to train on"),
+        ("[qad]\nkd_weight = 0\nce_weight = 0\n", "[qad] ce_weight and kd_weight are both 0"),
+        ("[qad]\nce_weight = -0.5\n", "[qad] ce_weight"),
         ("[distill\n", "not valid TOML"),
         ("[data]\nmax_shift = 2\n", "[data] max_shift = 2 has no effect without [data] augment = true"),
         ("[teacher]\nmax_shift = 2\n", "[teacher] max_shift = 2 has no effect without [teacher] augment = true"),

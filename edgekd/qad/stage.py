@@ -126,9 +126,8 @@ def _quantization_aware(run_dir: Path, recipe: Recipe, target: Target, epochs: i
     fp32_val = file_correct(simplified, data.x_val, data.y_val)
     fp32_test = file_correct(simplified, data.x_test, data.y_test)
     cfg = recipe.distill
-    kd_terms = tuple(t for t in cfg.terms() if t.method in ("kd", "dkd"))
-    if not kd_terms:
-        raise QadError("quantization-aware distillation distils logits: the recipe's [[distill.loss]] has no kd or dkd term")
+    kd_terms = _soft_terms(cfg.terms(), recipe.qad.kd_weight)
+    ce_weight = cfg.ce_weight if recipe.qad.ce_weight is None else recipe.qad.ce_weight
     base = TrainSettings(epochs, cfg.batch_size, cfg.lr * lr_scale, cfg.seed, schedule="cosine", grad_clip=cfg.grad_clip,
                          temperature=cfg.temperature)
     settings = scheme_settings(Scheme.static_qdq, qcfg)
@@ -143,7 +142,7 @@ def _quantization_aware(run_dir: Path, recipe: Recipe, target: Target, epochs: i
         if quantized["scheme"] == Scheme.static_qdq.value and quantized["excluded_nodes"]:  # export's own int8 file, nodes kept in fp32
             variants.append(_variant("post-training-exclusions", run_dir / Path(quantized["path"]).name, data, fp32_test))
         teachers = cache_teacher_logits(teachers, data, cfg.cache_teacher, augment=False)
-        phases = [("qad", replace(base, ce_weight=cfg.ce_weight, terms=kd_terms), teachers)]
+        phases = [("qad", replace(base, ce_weight=ce_weight, terms=kd_terms), teachers)]
         if baseline:
             phases.insert(0, ("qat", replace(base, ce_weight=1.0, terms=()), None))
         written: list[str] = []
@@ -168,8 +167,8 @@ def _quantization_aware(run_dir: Path, recipe: Recipe, target: Target, epochs: i
     deployed, why = _deployment(exported, best_trained(variants))
     result = QadResult(
         run_dir=str(run_dir), target=target.name, deployed=deployed, deployed_because=why,
-        settings={"epochs": epochs, "lr": base.lr, "batch_size": base.batch_size, "ce_weight": cfg.ce_weight,
-                  "terms": [t.method for t in kd_terms], "temperature": cfg.temperature, "teacher": teacher, **settings},
+        settings={"epochs": epochs, "lr": base.lr, "batch_size": base.batch_size, "ce_weight": ce_weight,
+                  "terms": [t.method for t in kd_terms], "kd_weight": sum(t.weight for t in kd_terms), "temperature": cfg.temperature, "teacher": teacher, **settings},
         fp32_val_accuracy=float(fp32_val.mean()), fp32_test_accuracy=float(fp32_test.mean()),
         variants=variants, seconds=time.perf_counter() - began,
     )
@@ -249,6 +248,17 @@ def _deployment(exported: dict, qad: QadVariant) -> tuple[str, str]:
         return qad.file, (f"{qad.name}: validation top-1 {qad.val_accuracy:.2%} against post-training int8's {quantized['val_accuracy']:.2%}"
                           + (f" with {len(quantized['excluded_nodes'])} node(s) in fp32" if quantized["excluded_nodes"] else ""))
     return exported["deployed"], f"post-training int8 is more accurate on the validation images ({quantized['val_accuracy']:.2%} vs {qad.val_accuracy:.2%})"
+
+
+def _soft_terms(terms, kd_weight: float | None) -> tuple:
+    """Distillation's logit terms (kd, dkd), rescaled to sum to [qad] kd_weight when one is given."""
+    soft = tuple(t for t in terms if t.method in ("kd", "dkd"))
+    if not soft:
+        raise QadError("quantization-aware distillation distils logits: the recipe's [[distill.loss]] has no kd or dkd term")
+    if kd_weight is None:
+        return soft
+    total = sum(t.weight for t in soft)
+    return tuple(replace(t, weight=kd_weight * (t.weight / total if total else 1 / len(soft))) for t in soft)
 
 
 def _variant(role: str, path: Path, data, fp32_test, parity=None, history=(), best_epoch=0) -> QadVariant:
