@@ -133,6 +133,15 @@ class QuantizationConfig:
     quantization_aware: Bool = False
     why: str = ""
 
+    @model_validator(mode="after")
+    def _types_ort_can_pair(self) -> "QuantizationConfig":
+        # ONNX Runtime's quantizer refuses this pair outright (its kernels take u8 or s8 weights
+        # with u8 activations, and s8 weights with s8 activations); say so before any training.
+        if self.activation_type is QuantType.int8 and self.weight_type is QuantType.uint8:
+            raise ValueError('activation_type = "int8" with weight_type = "uint8" is a pair ONNX Runtime cannot quantize; '
+                             'use weight_type = "int8", or activation_type = "uint8"')
+        return self
+
 
 @dataclass(config=CONFIG)
 class BenchConfig:

@@ -50,6 +50,7 @@ def test_user_target_file(tmp_path):
         ('description = "x"\n[bench]\nsweep_lengths = [16, 2000000]\n', "[bench] sweep_lengths[1]"),
         ('description = "x"\n[bench]\nthroughput_batch = 1000000\n', "[bench] throughput_batch"),
         ('description = "x"\n[quantization]\ncalibration_samples = 0\n', "[quantization] calibration_samples"),
+        ('description = "x"\n[quantization]\nweight_type = "uint8"\n', 'ONNX Runtime cannot quantize; use weight_type = "int8"'),
         ('name = ""\ndescription = "x"\n', "name"),
     ],
 )
