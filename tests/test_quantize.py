@@ -260,3 +260,19 @@ def test_ranking_memory_is_bounded_by_the_model_not_by_the_images(tmp_path):
     growth_kib = many["peak_kib"] - few["peak_kib"]
     print(f"peak RSS {few['peak_kib']:,} KiB at 16 inputs, {many['peak_kib']:,} KiB at 256; one input's activations {per_input_kib:,.0f} KiB")
     assert growth_kib < 0.1 * 240 * per_input_kib, f"peak RSS grew {growth_kib:,} KiB from 16 to 256 inputs (keeping them would be ~{240 * per_input_kib:,.0f} KiB)"
+
+
+def test_onnx_runtime_s_quantizer_logs_do_not_reach_the_user(text_run, tmp_path, caplog):
+    """Per-channel static int8 of a transformer: ORT logs a warning for each LayerNorm weight (no
+    channel axis), which the user cannot act on; the result says what was quantized."""
+    from edgekd.data import load_recipe_data
+    from edgekd.export.quantize import prepare, produce_variant, scheme_settings
+    from edgekd.runfolder import load_run_recipe
+
+    data = load_recipe_data(load_run_recipe(text_run).data)
+    prepared, _ = prepare(text_run / "student.sim.onnx", tmp_path)
+    settings = scheme_settings(Scheme.static_qdq, QuantizationConfig(per_channel=True))
+    with caplog.at_level("DEBUG"):
+        produce_variant(prepared, tmp_path / "q.onnx", Scheme.static_qdq, settings, data.calibration(8), [])
+    assert (tmp_path / "q.onnx").is_file()
+    assert not [r.getMessage() for r in caplog.records if r.name == "root"], "ORT's own log reached the user"

@@ -309,34 +309,35 @@ def produce_variant(prepared: Path, dest: Path, scheme: Scheme, settings: dict[s
     from onnxruntime.quantization import QuantType as OrtQuantType
 
     types = {QuantType.int8.value: OrtQuantType.QInt8, QuantType.uint8.value: OrtQuantType.QUInt8}
-    if scheme is Scheme.static_qdq:
-        methods = {
-            CalibrationMethod.minmax.value: OrtCalibration.MinMax,
-            CalibrationMethod.entropy.value: OrtCalibration.Entropy,
-            CalibrationMethod.percentile.value: OrtCalibration.Percentile,
-        }
-        quantize_static(
-            str(prepared), str(dest), Batches(prepared, calibration),
-            quant_format=QuantFormat.QDQ,
-            per_channel=settings["per_channel"], reduce_range=settings["reduce_range"],
-            activation_type=types[settings["activation_type"]], weight_type=types[settings["weight_type"]],
-            calibrate_method=methods[settings["calibration_method"]],
-            nodes_to_exclude=list(exclude),
-            extra_options={"TensorQuantOverrides": _overrides(scales, settings["activation_type"])} if scales else None,
-        )
-    elif scheme is Scheme.dynamic:
-        source = _fused(prepared) if settings.get("fusions") else prepared
-        quantize_dynamic(
-            str(source), str(dest), per_channel=settings["per_channel"], reduce_range=settings["reduce_range"],
-            weight_type=types[settings["weight_type"]],
-        )
-    elif scheme is Scheme.fp16:
-        import onnx
-        from onnxruntime.transformers.float16 import convert_float_to_float16
+    with quiet_ort():  # its warnings (a LayerNorm weight's per-channel axis, say) are not the user's to act on
+        if scheme is Scheme.static_qdq:
+            methods = {
+                CalibrationMethod.minmax.value: OrtCalibration.MinMax,
+                CalibrationMethod.entropy.value: OrtCalibration.Entropy,
+                CalibrationMethod.percentile.value: OrtCalibration.Percentile,
+            }
+            quantize_static(
+                str(prepared), str(dest), Batches(prepared, calibration),
+                quant_format=QuantFormat.QDQ,
+                per_channel=settings["per_channel"], reduce_range=settings["reduce_range"],
+                activation_type=types[settings["activation_type"]], weight_type=types[settings["weight_type"]],
+                calibrate_method=methods[settings["calibration_method"]],
+                nodes_to_exclude=list(exclude),
+                extra_options={"TensorQuantOverrides": _overrides(scales, settings["activation_type"])} if scales else None,
+            )
+        elif scheme is Scheme.dynamic:
+            source = _fused(prepared) if settings.get("fusions") else prepared
+            quantize_dynamic(
+                str(source), str(dest), per_channel=settings["per_channel"], reduce_range=settings["reduce_range"],
+                weight_type=types[settings["weight_type"]],
+            )
+        elif scheme is Scheme.fp16:
+            import onnx
+            from onnxruntime.transformers.float16 import convert_float_to_float16
 
-        onnx.save(convert_float_to_float16(onnx.load(str(prepared)), keep_io_types=True), str(dest))
-    else:
-        shutil.copyfile(prepared, dest)
+            onnx.save(convert_float_to_float16(onnx.load(str(prepared)), keep_io_types=True), str(dest))
+        else:
+            shutil.copyfile(prepared, dest)
 
 
 def _overrides(scales: dict[str, tuple[float, int]], activation_type: str) -> dict[str, list[dict[str, Any]]]:
