@@ -28,6 +28,7 @@ copied first: the originals are not changed.
     python tools/vision_table.py --part distill --out runs/vision   # the vision run folders (≈12 min per seed)
     python tools/qad_table.py --out runs/vision                      # the vision table (≈20 min per seed)
     python tools/qad_table.py --part text --out runs/text            # the text table, 2×128 student
+    python tools/qad_table.py ... --qad ce_weight=0.5 --qad teacher=student   # the phase with other [qad] keys
     python tools/qad_table.py --part text --student minilm-2x384 --distill-epochs 3 --out runs/text
 
 Goal (the QAD issue): quantization-aware distillation within 0.5 points of the fp32 student at the
@@ -68,6 +69,8 @@ def main() -> None:
                              "third layer, as DistilBERT was initialised: the teacher's outliers come with them)")
     parser.add_argument("--epochs", type=int, default=3, help="epochs of each quantization-aware phase")
     parser.add_argument("--runs", type=int, default=200, help="timed runs per model")
+    parser.add_argument("--qad", action="append", default=[], metavar="KEY=VALUE",
+                        help="a [qad] recipe key for the phase, e.g. --qad ce_weight=0.5 --qad teacher=student (repeatable)")
     args = parser.parse_args()
 
     from edgekd._progress import set_quiet
@@ -76,7 +79,7 @@ def main() -> None:
     rows: dict[str, list[Row]] = {}
     with tempfile.TemporaryDirectory() as folder:
         print(f"## Quantization-aware distillation ({args.part}): static QDQ int8 per-tensor, {args.epochs} epochs per phase at 1/10 "
-              "of the distillation learning rate; test top-1, paired drop against the fp32 student\n")
+              f"of the distillation learning rate{''.join('; [qad] ' + pair for pair in args.qad)}; test top-1, paired drop against the fp32 student\n")
         print("| seed | model | test top-1 | drop vs fp32 [95% CI], p | KiB | p50 ms × fp32 | phase time |")
         print("|---|---|---|---|---|---|---|")
         if args.part == "vision":
@@ -147,6 +150,24 @@ def text(args, folder: Path, rows: dict[str, list[Row]]) -> None:
         measure(seed, run, target, data, data.x_val, data.y_val, args, rows)
 
 
+def set_qad_keys(run: Path, pairs: list[str]) -> None:
+    """--qad KEY=VALUE pairs written into the run folder's [qad] recipe section (values read as JSON
+    when they parse, e.g. 0.5, else as strings), recorded in its manifest as distillation's."""
+    from edgekd import runfolder
+
+    if not pairs:
+        return
+    recipe = json.loads((run / "recipe.json").read_text())
+    for pair in pairs:
+        key, _, value = pair.partition("=")
+        try:
+            recipe["qad"][key] = json.loads(value)
+        except json.JSONDecodeError:
+            recipe["qad"][key] = value
+    (run / "recipe.json").write_text(json.dumps(recipe))
+    runfolder.record(run, "distill", ["recipe.json"])
+
+
 def measure(seed: int, run: Path, target, data, x_val, y_val, args, rows: dict[str, list[Row]]) -> None:
     """The five deployments of one seed's student, printed as table rows and added to `rows`."""
     from edgekd.bench.accuracy import file_correct
@@ -155,6 +176,7 @@ def measure(seed: int, run: Path, target, data, x_val, y_val, args, rows: dict[s
     from edgekd.qad.stage import quantization_aware
     from edgekd.targets import RuntimeConfig
 
+    set_qad_keys(run, args.qad)
     began = time.perf_counter()
     qad = quantization_aware(run, target, epochs=args.epochs, baseline=True)
     qad_seconds = time.perf_counter() - began
