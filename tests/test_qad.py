@@ -272,6 +272,10 @@ def test_the_fp32_student_can_be_its_own_teacher(exported_run, tmp_path):
     assert epoch.loss == pytest.approx(0.6 * epoch.terms["ce"] + 0.3 * epoch.terms["kd"], rel=1e-4)
     with pytest.raises(QadError, match="'teacher' or 'student'"):
         quantization_aware(run, target, epochs=1, teacher="studnet")
+    recipe = json.loads((run / "recipe.json").read_text())
+    (run / "recipe.json").write_text(json.dumps({**recipe, "distill": {**recipe["distill"], "ce_weight": 0.0}, "qad": {"kd_weight": 0.0}}))
+    with pytest.raises(QadError, match="nothing to train on"):
+        quantization_aware(run, target, epochs=1)
     soft = _onnx_teacher(run / "student.sim.onnx").members[0]
     assert soft.session is not None and soft.identity == sha256_file(run / "student.sim.onnx")
 

@@ -128,6 +128,8 @@ def _quantization_aware(run_dir: Path, recipe: Recipe, target: Target, epochs: i
     cfg = recipe.distill
     kd_terms = _soft_terms(cfg.terms(), recipe.qad.kd_weight)
     ce_weight = cfg.ce_weight if recipe.qad.ce_weight is None else recipe.qad.ce_weight
+    if ce_weight == 0 and not any(t.weight > 0 for t in kd_terms):
+        raise QadError("the phase's ce_weight and kd_weight are both 0 ([qad] or [distill]): nothing to train on")
     base = TrainSettings(epochs, cfg.batch_size, cfg.lr * lr_scale, cfg.seed, schedule="cosine", grad_clip=cfg.grad_clip,
                          temperature=cfg.temperature)
     settings = scheme_settings(Scheme.static_qdq, qcfg)
@@ -168,7 +170,8 @@ def _quantization_aware(run_dir: Path, recipe: Recipe, target: Target, epochs: i
     result = QadResult(
         run_dir=str(run_dir), target=target.name, deployed=deployed, deployed_because=why,
         settings={"epochs": epochs, "lr": base.lr, "batch_size": base.batch_size, "ce_weight": ce_weight,
-                  "terms": [t.method for t in kd_terms], "kd_weight": sum(t.weight for t in kd_terms), "temperature": cfg.temperature, "teacher": teacher, **settings},
+                  "terms": [t.method for t in kd_terms], "kd_weight": sum(t.weight for t in kd_terms), "temperature": cfg.temperature,
+                  "teacher": teacher, **settings},
         fp32_val_accuracy=float(fp32_val.mean()), fp32_test_accuracy=float(fp32_test.mean()),
         variants=variants, seconds=time.perf_counter() - began,
     )
