@@ -161,9 +161,9 @@ def set_qad_keys(run: Path, pairs: list[str]) -> None:
     for pair in pairs:
         key, _, value = pair.partition("=")
         try:
-            recipe["qad"][key] = json.loads(value)
+            recipe.setdefault("qad", {})[key] = json.loads(value)
         except json.JSONDecodeError:
-            recipe["qad"][key] = value
+            recipe.setdefault("qad", {})[key] = value
     (run / "recipe.json").write_text(json.dumps(recipe))
     runfolder.record(run, "distill", ["recipe.json"])
 
