@@ -8,6 +8,7 @@ recipe are resolved against the recipe file's folder, so a recipe works from any
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated, Any, Literal, Optional
 
@@ -161,6 +162,9 @@ class ExportOverrides:
     scheme: Optional[Scheme] = Field(None, description='"static-qdq", "dynamic", "fp16", "none" or "auto"; default: the target\'s')
 
 
+QadTeacher = Literal["teacher", "student"]  # whose soft targets the quantization-aware phase learns from
+
+
 @dataclass(config=CONFIG)
 class QadConfig:
     # When `edgekd run` fine-tunes the exported student through its int8 model against the teacher
@@ -172,17 +176,11 @@ class QadConfig:
     baseline: Literal["qat", "none"] = Field("qat", description='"qat" also trains the int8 model on labels alone, for the honest comparison')
     # Whose soft targets: distillation's teachers, or the fp32 student itself (self-distillation, for
     # a student that has overtaken its teacher: the teacher would pull it back down).
-    teacher: Literal["teacher", "student"] = Field("teacher", description='"teacher": distillation\'s teachers; "student": the fp32 student itself')
-    # The phase's objective: by default distillation's own weights. A student that must keep its
-    # margins on the labels under int8 noise may need more of the hard-label term here.
+    teacher: QadTeacher = Field("teacher", description='"teacher": distillation\'s teachers; "student": the fp32 student itself')
+    # The phase's objective: by default distillation's own weights (Recipe.qad_objective). A student
+    # that has overtaken its teacher may need more of the hard-label term here.
     ce_weight: Optional[Float] = Field(None, ge=0, description="weight of the hard-label loss in the phase; default [distill] ce_weight")
     kd_weight: Optional[Float] = Field(None, ge=0, description="total weight of the soft-target term(s) in the phase; default [distill]'s")
-
-    @model_validator(mode="after")
-    def _some_weight(self) -> "QadConfig":
-        if self.ce_weight == 0 and self.kd_weight == 0:
-            raise ValueError("[qad] ce_weight and kd_weight are both 0: nothing to train on")
-        return self
 
 
 @dataclass(config=CONFIG)
@@ -203,6 +201,23 @@ class Recipe:
     export: ExportOverrides = Field(default_factory=ExportOverrides)
     qad: QadConfig = Field(default_factory=QadConfig)
     target: TargetRef = Field(default_factory=TargetRef)
+
+    def qad_objective(self) -> tuple[float, tuple[LossTerm, ...]]:
+        """The quantization-aware phase's hard-label weight and logit terms (kd, dkd): [qad] ce_weight
+        and kd_weight where set (the terms rescaled to sum to it), else distillation's own."""
+        ce = self.distill.ce_weight if self.qad.ce_weight is None else self.qad.ce_weight
+        soft = tuple(t for t in self.distill.terms() if t.method in ("kd", "dkd"))
+        if self.qad.kd_weight is not None and soft:
+            total = sum(t.weight for t in soft)
+            soft = tuple(replace(t, weight=self.qad.kd_weight * (t.weight / total if total else 1 / len(soft))) for t in soft)
+        return ce, soft
+
+    @model_validator(mode="after")
+    def _qad_trains_on_something(self) -> "Recipe":
+        ce, soft = self.qad_objective()  # no logit term at all is the phase's own error: distillation may use hints alone
+        if ce == 0 and soft and not any(t.weight > 0 for t in soft):
+            raise ValueError("[qad] ce_weight and kd_weight are both 0 (set there or taken from [distill]): nothing to train on")
+        return self
 
     @model_validator(mode="after")
     def _mixup_labels(self) -> "Recipe":

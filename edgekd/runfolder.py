@@ -194,6 +194,17 @@ def record(run_dir: Path, stage: str, files: list[str], **context: Any) -> None:
     write_json(run_dir / MANIFEST, manifest)
 
 
+def refresh(run_dir: Path, name: str) -> None:
+    """A recorded file rewritten in place (a tool editing a copied run's recipe): its manifest hash
+    follows it, and the stage that wrote it keeps its list of files (`record` would replace it)."""
+    manifest = load_manifest(run_dir)
+    path = Path(run_dir) / name
+    if name not in manifest["files"] or not path.is_file():
+        raise RunFolderError(f"{run_dir} has no recorded {name} to refresh; only a file a stage wrote can be")
+    manifest["files"][name].update(sha256=sha256_file(path), bytes=path.stat().st_size)
+    write_json(Path(run_dir) / MANIFEST, manifest)
+
+
 def artifact(run_dir: Path, name: str, needed_by: str) -> Path:
     """Path of an artifact an earlier stage wrote, checked against the manifest's sha256."""
     run_dir = Path(run_dir)

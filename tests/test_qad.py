@@ -20,7 +20,7 @@ from edgekd._io import sha256_file
 from edgekd._ort import open_session, run_batches
 from edgekd.cli import app
 from edgekd.data import load_data
-from edgekd.errors import QadError
+from edgekd.errors import QadError, RecipeError
 from edgekd.export.quantize import scheme_settings
 from edgekd.qad.graph import FakeQuantGraph, read_plan
 from edgekd.qad.stage import check_qad_parity, export_qdq, post_training_plan, quantization_aware
@@ -263,8 +263,10 @@ def test_the_fp32_student_can_be_its_own_teacher(exported_run, tmp_path):
 
     run, target = _fragile_run(exported_run, tmp_path)
     qad = {"teacher": "student", "ce_weight": 0.6, "kd_weight": 0.3}
+    distilled = runfolder.stage_files(run, "distill")
     (run / "recipe.json").write_text(json.dumps({**json.loads((run / "recipe.json").read_text()), "qad": qad}))
-    runfolder.record(run, "distill", ["recipe.json"])
+    runfolder.refresh(run, "recipe.json")
+    assert runfolder.stage_files(run, "distill") == distilled, "the teacher distillation recorded is still found"
     result = quantization_aware(run, target, epochs=1, baseline=False)
     assert result.settings["teacher"] == "student" and result.variants[-1].parity.agreement >= 0.99
     assert (result.settings["ce_weight"], result.settings["kd_weight"]) == (0.6, pytest.approx(0.3))
@@ -274,7 +276,7 @@ def test_the_fp32_student_can_be_its_own_teacher(exported_run, tmp_path):
         quantization_aware(run, target, epochs=1, teacher="studnet")
     recipe = json.loads((run / "recipe.json").read_text())
     (run / "recipe.json").write_text(json.dumps({**recipe, "distill": {**recipe["distill"], "ce_weight": 0.0}, "qad": {"kd_weight": 0.0}}))
-    with pytest.raises(QadError, match="nothing to train on"):
+    with pytest.raises(RecipeError, match="nothing to train on"):  # [distill] ce_weight 0 and [qad] kd_weight 0
         quantization_aware(run, target, epochs=1)
     soft = _onnx_teacher(run / "student.sim.onnx").members[0]
     assert soft.session is not None and soft.identity == sha256_file(run / "student.sim.onnx")

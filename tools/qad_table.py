@@ -92,7 +92,7 @@ def main() -> None:
 def vision(args, folder: Path, rows: dict[str, list[Row]]) -> None:
     from vision_table import _subset, fashion, per_tensor_target, rgb, write_fashion32
 
-    from edgekd._io import sha256_file
+    from edgekd import runfolder
     from edgekd.data import load_data
 
     npz = write_fashion32(folder, args.train)
@@ -109,9 +109,7 @@ def vision(args, folder: Path, rows: dict[str, list[Row]]) -> None:
         recipe = json.loads((run / "recipe.json").read_text())
         recipe["data"]["source"] = f"npz:{npz}"  # the same data; part 2's temporary copy is gone
         (run / "recipe.json").write_text(json.dumps(recipe))
-        manifest = json.loads((run / "manifest.json").read_text())
-        manifest["files"]["recipe.json"]["sha256"] = sha256_file(run / "recipe.json")
-        (run / "manifest.json").write_text(json.dumps(manifest))
+        runfolder.refresh(run, "recipe.json")
         measure(seed, run, per_tensor_target(), data, x_val, y_val, args, rows)
 
 
@@ -152,20 +150,21 @@ def text(args, folder: Path, rows: dict[str, list[Row]]) -> None:
 
 def set_qad_keys(run: Path, pairs: list[str]) -> None:
     """--qad KEY=VALUE pairs written into the run folder's [qad] recipe section (values read as JSON
-    when they parse, e.g. 0.5, else as strings), recorded in its manifest as distillation's."""
+    when they parse, e.g. 0.5, else as strings), its manifest hash refreshed."""
     from edgekd import runfolder
 
     if not pairs:
         return
     recipe = json.loads((run / "recipe.json").read_text())
+    section = recipe.setdefault("qad", {})  # run folders from before [qad] existed have none
     for pair in pairs:
         key, _, value = pair.partition("=")
         try:
-            recipe.setdefault("qad", {})[key] = json.loads(value)
+            section[key] = json.loads(value)
         except json.JSONDecodeError:
-            recipe.setdefault("qad", {})[key] = value
+            section[key] = value
     (run / "recipe.json").write_text(json.dumps(recipe))
-    runfolder.record(run, "distill", ["recipe.json"])
+    runfolder.refresh(run, "recipe.json")
 
 
 def measure(seed: int, run: Path, target, data, x_val, y_val, args, rows: dict[str, list[Row]]) -> None:

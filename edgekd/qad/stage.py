@@ -17,6 +17,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import get_args
 
 import numpy as np
 
@@ -28,14 +29,14 @@ from edgekd.errors import QadError
 from edgekd.export.stage import RESULT as EXPORT_RESULT
 from edgekd.export.stage import STUDENT_SIMPLIFIED, TEACHER_ONNX
 from edgekd.paired import PairedDrop, paired_drop
-from edgekd.recipe import Recipe, recipe_target
+from edgekd.recipe import QadTeacher, Recipe, recipe_target
 from edgekd.targets import ArtifactFormat, QuantizationConfig, Scheme, Target
 
 RESULT = "qad.json"
 ARTIFACTS = {"qat": "student.int8-qat.onnx", "qad": "student.int8-qad.onnx"}  # role → file
 NAMES = {"post-training": "post-training int8", "post-training-exclusions": "post-training int8 with exclusions",
          "qat": "quantization-aware training", "qad": "quantization-aware distillation"}
-SOFT_TARGETS = ("teacher", "student")  # [qad] teacher: distillation's teachers, or the fp32 student itself
+SOFT_TARGETS = get_args(QadTeacher)  # [qad] teacher: distillation's teachers, or the fp32 student itself
 PARITY_MIN_AGREEMENT = 0.99  # top-1 agreement between the fake-quantized model and ORT's int8 run
 PARITY_MAX_MEAN_REL = 1e-3  # mean |Δ| over the largest |logit|: a few rounding steps, not a wrong graph
 
@@ -126,10 +127,9 @@ def _quantization_aware(run_dir: Path, recipe: Recipe, target: Target, epochs: i
     fp32_val = file_correct(simplified, data.x_val, data.y_val)
     fp32_test = file_correct(simplified, data.x_test, data.y_test)
     cfg = recipe.distill
-    kd_terms = _soft_terms(cfg.terms(), recipe.qad.kd_weight)
-    ce_weight = cfg.ce_weight if recipe.qad.ce_weight is None else recipe.qad.ce_weight
-    if ce_weight == 0 and not any(t.weight > 0 for t in kd_terms):
-        raise QadError("the phase's ce_weight and kd_weight are both 0 ([qad] or [distill]): nothing to train on")
+    ce_weight, kd_terms = recipe.qad_objective()
+    if not kd_terms:
+        raise QadError("quantization-aware distillation distils logits: the recipe's [[distill.loss]] has no kd or dkd term")
     base = TrainSettings(epochs, cfg.batch_size, cfg.lr * lr_scale, cfg.seed, schedule="cosine", grad_clip=cfg.grad_clip,
                          temperature=cfg.temperature)
     settings = scheme_settings(Scheme.static_qdq, qcfg)
@@ -251,17 +251,6 @@ def _deployment(exported: dict, qad: QadVariant) -> tuple[str, str]:
         return qad.file, (f"{qad.name}: validation top-1 {qad.val_accuracy:.2%} against post-training int8's {quantized['val_accuracy']:.2%}"
                           + (f" with {len(quantized['excluded_nodes'])} node(s) in fp32" if quantized["excluded_nodes"] else ""))
     return exported["deployed"], f"post-training int8 is more accurate on the validation images ({quantized['val_accuracy']:.2%} vs {qad.val_accuracy:.2%})"
-
-
-def _soft_terms(terms, kd_weight: float | None) -> tuple:
-    """Distillation's logit terms (kd, dkd), rescaled to sum to [qad] kd_weight when one is given."""
-    soft = tuple(t for t in terms if t.method in ("kd", "dkd"))
-    if not soft:
-        raise QadError("quantization-aware distillation distils logits: the recipe's [[distill.loss]] has no kd or dkd term")
-    if kd_weight is None:
-        return soft
-    total = sum(t.weight for t in soft)
-    return tuple(replace(t, weight=kd_weight * (t.weight / total if total else 1 / len(soft))) for t in soft)
 
 
 def _variant(role: str, path: Path, data, fp32_test, parity=None, history=(), best_epoch=0) -> QadVariant:
