@@ -139,6 +139,31 @@ def text_run(tmp_path_factory, corpus) -> Path:
 
 
 @pytest.fixture
+def export_off_by(monkeypatch: pytest.MonkeyPatch):
+    """`export_off_by(delta)`: the export stage's parity checks see each PyTorch model with every
+    logit moved by `delta` from the file it exported. A parity failure made by a known amount: fp32
+    kernels may reproduce PyTorch exactly on one CPU and differ by 1e-6 on another, so a test must
+    not wait for them to cross a tiny limit."""
+    import torch
+
+    import edgekd.export.stage as stage
+
+    class Shifted(torch.nn.Module):
+        def __init__(self, model: torch.nn.Module, delta: float) -> None:
+            super().__init__()
+            self.model, self.delta = model, delta
+
+        def forward(self, *args, **kwargs):
+            return self.model(*args, **kwargs) + self.delta
+
+    def arm(delta: float) -> None:
+        real = stage.check_parity
+        monkeypatch.setattr(stage, "check_parity", lambda model, *args, **kwargs: real(Shifted(model, delta), *args, **kwargs))
+
+    return arm
+
+
+@pytest.fixture
 def interrupt_at_validation(monkeypatch: pytest.MonkeyPatch):
     """`interrupt_at_validation(n)`: Ctrl-C arrives during the trainer's n-th validation pass (the
     end of epoch n); `monkeypatch.undo()` gives the trainer back its own."""

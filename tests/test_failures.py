@@ -15,7 +15,8 @@ from edgekd._io import sha256_file
 from edgekd.cli import app
 from edgekd.errors import EdgekdError
 
-_STRICT_PARITY = 'description = "parity no export can meet"\n[export]\nparity_max_abs = 1e-30\nparity_max_mean_abs = 1e-30\nparity_max_rel = 1e-30\n'
+# With `export_off_by(1e-3)`, every export misses this target's parity (max |Δ| 1e-3 > 1e-4 of logits).
+_STRICT_PARITY = 'description = "parity the shifted export misses"\n[export]\nparity_max_abs = 1e-4\nparity_max_rel = 1e-9\n'
 
 
 def _snapshot(folder: Path) -> dict[str, str]:
@@ -50,19 +51,20 @@ def test_rollback_of_named_outputs_leaves_the_rest_of_the_folder_alone(tmp_path)
     assert (tmp_path / "bench.json").read_text() == "old report"
 
 
-def test_a_failed_export_leaves_the_run_folder_as_it_was(exported_run, tmp_path):
+def test_a_failed_export_leaves_the_run_folder_as_it_was(exported_run, tmp_path, export_off_by):
     from edgekd.export.stage import export
 
     run = tmp_path / "run"
     shutil.copytree(exported_run, run)
     (tmp_path / "strict.toml").write_text(_STRICT_PARITY)
+    export_off_by(1e-3)
     before = _snapshot(run)
     with pytest.raises(EdgekdError, match="parity"):
         export(run, tmp_path / "strict.toml")  # fails after teacher.onnx was written again
     assert _snapshot(run) == before
 
 
-def test_a_failed_first_export_adds_no_file(exported_run, tmp_path):
+def test_a_failed_first_export_adds_no_file(exported_run, tmp_path, export_off_by):
     run = tmp_path / "run"
     shutil.copytree(exported_run, run)
     manifest = runfolder.load_manifest(run)
@@ -72,6 +74,7 @@ def test_a_failed_first_export_adds_no_file(exported_run, tmp_path):
     manifest["stages"].pop("bench", None)
     runfolder.write_json(run / runfolder.MANIFEST, manifest)
     (tmp_path / "strict.toml").write_text(_STRICT_PARITY)
+    export_off_by(1e-3)
     before = _snapshot(run)
     result = CliRunner().invoke(app, ["export", str(run), "--target", str(tmp_path / "strict.toml")])
     assert result.exit_code == 2, result.output

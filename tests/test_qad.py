@@ -37,20 +37,37 @@ def _ptq(run: Path, work: Path, **settings) -> tuple[Path, Path, dict]:
     return prepared, ptq, chosen
 
 
+def _exact_on_ort_qdq_ops(graph, path: Path, x) -> None:
+    """The mirror's promise: the same tensors quantized, the same scales, the same rounding. It is
+    checked where ONNX Runtime executes the QDQ model as written (QuantizeLinear, DequantizeLinear
+    and fp32 ops: optimisation level "basic"), which is exact whatever the CPU. At level "all" (what
+    ships) ORT fuses the pattern into int8 kernels chosen per CPU, which now and then put a value one
+    step away at a rounding tie (~1 model in 10 here): there the stage's own gate is the contract."""
+    from edgekd.models.call import predict
+    from edgekd.qad.stage import PARITY_MAX_MEAN_REL, PARITY_MIN_AGREEMENT
+    from edgekd.targets import RuntimeConfig
+
+    ours = predict(graph, x)
+    theirs = run_batches(open_session(path, runtime=RuntimeConfig(intra_op_threads=1, graph_optimization="basic")), x)
+    assert (ours.argmax(1) == theirs.argmax(1)).all() and np.abs(ours - theirs).max() <= 1e-5 * np.abs(theirs).max()
+    shipped = check_qad_parity(graph, path, x)  # raises beyond the gate
+    assert shipped.agreement >= PARITY_MIN_AGREEMENT and shipped.mean_abs <= PARITY_MAX_MEAN_REL * shipped.largest_logit
+
+
 @pytest.mark.parametrize("settings", [{"per_channel": True}, {"per_channel": False}, {"weight_type": "uint8", "activation_type": "uint8"},
                                       {"reduce_range": True}, {"activation_type": "uint8", "per_channel": False}],
                          ids=["per-channel", "per-tensor", "uint8-weights", "reduce-range", "uint8-activations"])
 def test_the_fake_quantized_graph_is_ort_s_int8_model(exported_run, tmp_path, settings):
     prepared, ptq, _ = _ptq(exported_run, tmp_path, **settings)
     graph = FakeQuantGraph(prepared, read_plan(ptq)).eval()
+    _exact_on_ort_qdq_ops(graph, ptq, DIGITS.x_test)
     parity = check_qad_parity(graph, ptq, DIGITS.x_test)
-    assert parity.agreement == 1.0 and parity.max_abs <= 1e-5 * parity.largest_logit
     plain = FakeQuantGraph(prepared, read_plan(ptq), fake_quant=False).eval()  # the same graph in fp32
     fp32 = run_batches(open_session(prepared), DIGITS.x_test)
     from edgekd.models.call import predict
 
     assert np.abs(predict(plain, DIGITS.x_test) - fp32).max() < 1e-4
-    assert np.abs(predict(graph, DIGITS.x_test) - fp32).max() > 10 * parity.max_abs, "int8 is not fp32: the test can tell them apart"
+    assert np.abs(predict(graph, DIGITS.x_test) - fp32).max() > 1e-3 * parity.largest_logit, "int8 is not fp32: the test can tell them apart"
 
 
 def test_the_export_writes_the_learned_scales_and_ort_runs_it_as_int8(exported_run, tmp_path):
@@ -210,17 +227,16 @@ def test_a_transformer_student_is_mirrored_exactly_and_keeps_parity_after_traini
     assert any(q.follows for q in plan.activations.values()), "a Gather output takes its table's scale"
     assert len({q.shared for q in plan.activations.values()}) < len(plan.activations), "some tensors share one scale"
     graph = FakeQuantGraph(prepared, plan).eval()
-    parity = check_qad_parity(graph, ptq, data.x_test)
-    assert parity.agreement == 1.0 and parity.max_abs <= 1e-5 * parity.largest_logit
-    torch.manual_seed(0)
-    with torch.no_grad():  # as if training had moved everything: each shared scale and every weight its own way
-        for scale in graph.scales.values():
-            scale.mul_(float(torch.empty(()).uniform_(0.7, 1.4)))
-        for weight in graph.params.values():
-            weight.add_(0.02 * torch.randn_like(weight))
-    export_qdq(graph, prepared, tmp_path / "qad.onnx", settings, data.calibration(64), tmp_path)
-    moved = check_qad_parity(graph, tmp_path / "qad.onnx", data.x_test)
-    assert moved.agreement == 1.0 and moved.max_abs <= 1e-5 * moved.largest_logit
+    _exact_on_ort_qdq_ops(graph, ptq, data.x_test)
+    for seed in range(3):  # as if training had moved everything: each shared scale and every weight its own way
+        torch.manual_seed(seed)
+        with torch.no_grad():
+            for scale in graph.scales.values():
+                scale.mul_(float(torch.empty(()).uniform_(0.7, 1.4)))
+            for weight in graph.params.values():
+                weight.add_(0.02 * torch.randn_like(weight))
+        export_qdq(graph, prepared, tmp_path / "qad.onnx", settings, data.calibration(64), tmp_path)
+        _exact_on_ort_qdq_ops(graph, tmp_path / "qad.onnx", data.x_test)
 
 
 @pytest.mark.slow

@@ -434,8 +434,10 @@ def test_auto_on_a_text_model_measures_static_dynamic_and_fused_candidates(tmp_p
     result = export(run, "x86-cpu-text", scheme="auto")
     names = {c.name for c in result.quantized.candidates}
     assert {"static-qdq per-channel", "dynamic", "dynamic + transformer fusions"} <= names
-    kept = next(c for c in result.quantized.candidates if c.kept)
-    assert kept.drop <= 0.01 and result.quantized.scheme == kept.scheme
+    (kept,) = [c for c in result.quantized.candidates if c.kept]
+    assert result.quantized.scheme == kept.scheme and result.quantized.budget_met, "what ships meets the target's budget"
+    # The contract, not one CPU's int8 kernels: every candidate faster than the one kept lost more than the budget.
+    assert all(c.drop > result.quantized.budget for c in result.quantized.candidates if c.p50_ms < kept.p50_ms)
     assert result.quantized.settings.get("fusions", False) == (kept.name == "dynamic + transformer fusions")
 
 

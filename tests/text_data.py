@@ -2,13 +2,14 @@
 
 The label is carried by sentiment words placed among neutral ones, with some noise words on
 both sides, so a small transformer learns it in a few epochs but not from the first token alone.
-Nothing is downloaded: `tokenizers` trains the vocabulary in well under a second.
+Nothing is downloaded: the vocabulary is built from the sentences themselves, the same in every process.
 """
 
 from __future__ import annotations
 
 import csv
 import json
+import string
 from pathlib import Path
 
 import numpy as np
@@ -50,14 +51,25 @@ def write_jsonl(path: Path, rows: list[tuple[str, object]]) -> Path:
 
 
 def train_tokenizer(folder: Path, texts: list[str]) -> Path:
-    """A BERT-style WordPiece tokenizer ([CLS] ... [SEP], lower case), saved as a transformers folder."""
-    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+    """A BERT-style WordPiece tokenizer ([CLS] ... [SEP], lower case), saved as a transformers folder.
+
+    The vocabulary is built here in a fixed order (special tokens, characters, continuation
+    characters, then words by frequency and alphabet), not by tokenizers' WordPieceTrainer: that
+    orders tokens of equal frequency by a Rust HashMap, seeded per process, so the ids differed in
+    every test session and each session trained a different text model (tests that passed for one
+    model and not for another failed now and then)."""
+    from collections import Counter
+
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
     from transformers import PreTrainedTokenizerFast
 
-    tokenizer = Tokenizer(models.WordPiece(unk_token="[UNK]"))
-    tokenizer.normalizer = normalizers.BertNormalizer(lowercase=True)
-    tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    tokenizer.train_from_iterator(texts, trainers.WordPieceTrainer(vocab_size=300, special_tokens=["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]))
+    normalizer, pre_tokenizer = normalizers.BertNormalizer(lowercase=True), pre_tokenizers.BertPreTokenizer()
+    words = Counter(word for text in texts for word, _ in pre_tokenizer.pre_tokenize_str(normalizer.normalize_str(text)))
+    chars = sorted({c for word in words for c in word} | set(string.ascii_lowercase + string.digits + string.punctuation))
+    tokens = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *chars, *(f"##{c}" for c in chars)]
+    tokens += [w for w, _ in sorted(words.items(), key=lambda item: (-item[1], item[0])) if w not in tokens]
+    tokenizer = Tokenizer(models.WordPiece({token: i for i, token in enumerate(tokens)}, unk_token="[UNK]"))
+    tokenizer.normalizer, tokenizer.pre_tokenizer = normalizer, pre_tokenizer
     cls, sep = tokenizer.token_to_id("[CLS]"), tokenizer.token_to_id("[SEP]")
     tokenizer.post_processor = processors.TemplateProcessing(single="[CLS] $A [SEP]", special_tokens=[("[CLS]", cls), ("[SEP]", sep)])
     tokenizer.decoder = decoders.WordPiece()
