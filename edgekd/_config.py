@@ -19,6 +19,7 @@ try:
 except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib
 
+from edgekd._io import read_text
 from edgekd.errors import EdgekdError
 
 T = TypeVar("T")
@@ -34,14 +35,20 @@ Bool = Annotated[bool, Strict()]
 Count = Annotated[int, Strict(), Field(ge=1)]  # a batch size, a sweep entry: at least 1
 Seed = Annotated[int, Strict(), Field(ge=0, le=2**32 - 1)]  # what numpy's and torch's generators accept
 
+# Figures of reports read back (bench.json): what a measurement can be. A report with a zero or
+# negative latency, a share above 1 or a non-finite figure was edited or damaged, and is refused
+# on read with the field's path rather than divided by.
+Positive = Annotated[float, Field(gt=0, allow_inf_nan=False)]
+NonNegative = Annotated[float, Field(ge=0, allow_inf_nan=False)]
+Share = Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)]
+Tally = Annotated[int, Field(ge=0)]  # bytes, parameters, nodes
+
 
 def read_toml(path: Path, error: type[EdgekdError], what: str) -> dict[str, Any]:
-    path = Path(path)
-    if not path.is_file():
-        raise error(f"{what} file not found: {path} (check the path)")
+    text = read_text(Path(path), error, f"{what} file", fix="TOML files are UTF-8: save it as UTF-8")
     try:
-        return tomllib.loads(path.read_text(encoding="utf-8"))
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
         raise error(f"{path}: not valid TOML: {exc}") from None
 
 

@@ -1,7 +1,9 @@
-"""Atomic file writes and hashing: no stage ever leaves a half-written artifact behind.
+"""Atomic file writes, hashing, and text reads that name the byte a decoder choked on.
 
 Every writer goes to a temporary name in the destination folder, then `os.replace`s it into
-place, which is atomic on POSIX and Windows when both names are on the same filesystem.
+place, which is atomic on POSIX and Windows when both names are on the same filesystem. Every
+text file edgekd reads (recipes, targets, csv and text data, reports) is decoded by `decode_text`,
+so a file in the wrong encoding is one line naming the file, the byte offset and the fix.
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+from edgekd.errors import EdgekdError
 
 
 @contextlib.contextmanager
@@ -70,3 +74,33 @@ def sha256_file(path: Path) -> str:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def decode_text(raw: bytes, path: Path, error: type[EdgekdError], encoding: str = "utf-8", fix: str = "save it as UTF-8") -> str:
+    """`raw` decoded as `encoding`; a byte that does not decode raises `error` naming the file,
+    its offset and `fix` (a UTF-8 byte-order mark is dropped, as editors on Windows write one)."""
+    try:
+        return raw.decode("utf-8-sig" if encoding.replace("_", "-").lower() in ("utf-8", "utf8") else encoding)
+    except UnicodeDecodeError as exc:
+        raise error(f"{path}: byte {exc.start} (0x{raw[exc.start]:02x}) is not valid {encoding} text; {fix}") from None
+
+
+def read_text(path: Path, error: type[EdgekdError], what: str, encoding: str = "utf-8", fix: str = "save it as UTF-8") -> str:
+    """A whole text file: a missing file, an unreadable one or a bad byte raise `error` in one line."""
+    path = Path(path)
+    if not path.is_file():
+        raise error(f"{what} not found: {path} (check the path)")
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise error(f"{path}: cannot read it ({exc.strerror or exc})") from None
+    return decode_text(raw, path, error, encoding, fix)
+
+
+def read_json(path: Path, error: type[EdgekdError], what: str, fix: str) -> Any:
+    """A JSON file; a missing, undecodable or malformed one raises `error` naming it and `fix`."""
+    text = read_text(path, error, what, fix=fix)
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise error(f"{path}: not valid JSON ({exc}); {fix}") from None

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgekd.errors import OnnxModelError, TargetError, first_line
+from edgekd.errors import DataError, OnnxModelError, TargetError, first_line
 from edgekd.inputs import Inputs, as_inputs
 from edgekd.targets import RuntimeConfig
 
@@ -43,6 +43,8 @@ def usable_providers(wanted: list[str]) -> tuple[list[str], list[str]]:
     A missing preferred provider is an error, never silently replaced by another: a figure
     measured on the CPU must not pass for an NNAPI or CUDA figure.
     """
+    if not wanted:
+        raise TargetError("no execution provider given; name at least one, in preference order (e.g. CPUExecutionProvider)")
     problem = provider_names_problem(wanted)
     if problem:
         raise TargetError(problem)
@@ -116,8 +118,34 @@ def feeds(session, inputs: Inputs | np.ndarray) -> dict[str, np.ndarray]:
         if array is None:
             raise OnnxModelError(f"the model needs input '{meta.name}' but the data has only {', '.join(arrays)}; "
                                  f"give data with the model's inputs ({', '.join(m.name for m in metas)})")
-        out[meta.name] = np.ascontiguousarray(array.astype(_ORT_TYPES.get(meta.type, array.dtype), copy=False))
+        out[meta.name] = np.ascontiguousarray(_cast_without_loss(array, _ORT_TYPES.get(meta.type, array.dtype), meta.name))
     return out
+
+
+def _cast_without_loss(array: np.ndarray, dtype, name: str) -> np.ndarray:
+    """`array` in the model's dtype; data that would change in the cast (fractions or NaN into an
+    integer input, values beyond the input type's range) is refused rather than silently scored.
+    Float to a narrower float (float64 → float32) is a rounding a model is expected to take."""
+    dtype = np.dtype(dtype)
+    if array.dtype == dtype:
+        return array
+    lossy = None
+    if dtype.kind in "iub" and array.dtype.kind in "fc":
+        finite = np.isfinite(array)
+        if not finite.all():
+            lossy = f"holds {array.reshape(-1)[~finite.reshape(-1)][0]}"
+        elif (array != np.round(array)).any():
+            lossy = f"holds fractions such as {array.reshape(-1)[(array != np.round(array)).reshape(-1)][0]:g}"
+    if lossy is None and dtype.kind in "iu" and array.size and array.dtype.kind in "iufb":
+        low, high = np.iinfo(dtype).min, np.iinfo(dtype).max
+        if array.min() < low or array.max() > high:
+            lossy = f"holds values outside {dtype}'s range {low}..{high}"
+    if lossy is None and dtype.kind == "b" and array.dtype.kind != "b" and not np.isin(array, (0, 1)).all():
+        lossy = "holds values other than 0 and 1"
+    if lossy is not None:
+        raise DataError(f"input '{name}': the model takes {dtype} but the data is {array.dtype} and {lossy}, which the cast would change; "
+                        f"give data of the model's input type (e.g. token ids as integers), or bench the model this data was made for")
+    return array.astype(dtype, copy=False)
 
 
 def fixed_batch(session) -> int | None:
@@ -144,7 +172,7 @@ def run_batches(session, x: Inputs | np.ndarray, batch_size: int = 256) -> np.nd
             if fixed and rows < batch:
                 chunk = chunk[np.concatenate([np.arange(rows), np.full(batch - rows, rows - 1)])]
             outs.append(session.run(None, feeds(session, chunk))[0][:rows])
-    except OnnxModelError:
+    except (OnnxModelError, DataError):
         raise
     except Exception as exc:
         expected = ", ".join(f"{m.name} {m.shape}" for m in session.get_inputs())

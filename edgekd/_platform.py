@@ -1,7 +1,9 @@
-"""What the host CPU can do for int8: read once, reported with every quantization and bench.
+"""What the host can do: the CPU's int8 instructions, and the memory free for data.
 
 Int8 is only fast where the CPU has dot-product instructions (x86 VNNI/AMX, Arm dotprod); the
-reports carry these flags so a figure can be read against the hardware that produced it.
+reports carry these flags so a figure can be read against the hardware that produced it. Readers
+that size arrays by a user's setting (an image size, a count) ask `available_bytes` first, so a
+typo is one line naming the setting, not a MemoryError or the kernel's out-of-memory killer.
 """
 
 from __future__ import annotations
@@ -36,3 +38,23 @@ def cpu_info() -> dict[str, str]:
         "int8_features": ", ".join(present) or "none detected",
         "int8_dot_product": "yes" if dot_product else "no",
     }
+
+
+def available_bytes() -> int | None:
+    """Memory the kernel can still give this process (MemAvailable), or None where unknown."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def fits_in_memory(needed: int, share: float = 0.8) -> bool:
+    """`needed` bytes fit in `share` of the free memory (True where the free memory is unknown)."""
+    free = available_bytes()
+    return free is None or needed <= share * free

@@ -298,6 +298,7 @@ def bench(
     data: Annotated[Optional[str], typer.Option("--data", "-d", help='Test data: "digits", "npz:PATH" (x_test, y_test), "text:FILE" (csv/tsv/jsonl with text and label columns; every row is scored; needs --tokenizer) or "package.module:function"; default: the run\'s own data.', show_default=False)] = None,
     tokenizer: Annotated[Optional[str], typer.Option("--tokenizer", help='With --data text:FILE: the tokenizer the model was trained with (a Hugging Face tokenizer folder, "minilm", or package.module:function).', show_default=False)] = None,
     max_length: Annotated[int, typer.Option("--max-length", help="With --data text:FILE: tokens kept per text; also the longest length the latency sweep tries.")] = 128,
+    encoding: Annotated[str, typer.Option("--encoding", help='With --data text:FILE or csv:FILE: the file\'s text encoding, e.g. "latin-1" or "cp1252".')] = "utf-8",
     target: TargetOpt = None,
     teacher: Annotated[Optional[Path], typer.Option("--teacher", help="Reference ONNX model for the accuracy-drop and compression budgets when benching a bare file.", show_default=False)] = None,
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Folder for bench.json, bench.md and bench.png; default: the run folder, or the model's folder.", show_default=False)] = None,
@@ -327,7 +328,7 @@ def bench(
         from edgekd.bench.stage import bench as run_bench
 
         report = run_bench(model, data=data, target=target, teacher=teacher, out=out, providers=_split(providers), junit=junit,
-                           tokenizer=tokenizer, max_length=max_length)
+                           tokenizer=tokenizer, max_length=max_length, encoding=encoding)
     if as_json:
         _print_json(report)
     else:
@@ -359,11 +360,12 @@ def run(
 ) -> None:
     """distill → export → bench in one folder; exit 0 when every budget of the target holds, 1 when one is missed."""
     with _guard():
+        provider_list = _split(providers)
         out, hint = _run_dir(out, recipe, "run", target=target, scheme=scheme, providers=providers, sweep=sweep, json=as_json)
     with _guard(hint, out):
         from edgekd.pipeline import run as run_pipeline
 
-        result = run_pipeline(recipe, target, out, resume=resume, force=force, scheme=scheme, providers=_split(providers), sweep=sweep)
+        result = run_pipeline(recipe, target, out, resume=resume, force=force, scheme=scheme, providers=provider_list, sweep=sweep)
     if as_json:
         _print_json(result)
     else:
@@ -398,7 +400,14 @@ def targets_show(name: Annotated[str, typer.Argument(help="Target name or path t
 
 
 def _split(providers: str | None) -> list[str] | None:
-    return [p.strip() for p in providers.split(",") if p.strip()] if providers else None
+    """--providers as a list; given but naming nothing (' , ') is a usage error, never the target's list."""
+    if providers is None:
+        return None
+    names = [p.strip() for p in providers.split(",") if p.strip()]
+    if not names:
+        raise EdgekdError(f"--providers {providers!r} names no execution provider; give comma-separated names such as "
+                          "CPUExecutionProvider, or leave the option out to use the target's")
+    return names
 
 
 def _print_json(obj: object) -> None:

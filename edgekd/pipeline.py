@@ -12,6 +12,7 @@ from edgekd.bench.stage import BenchReport, bench
 from edgekd.recipe import Recipe, load_recipe, recipe_target
 from edgekd import runfolder
 from edgekd._progress import say
+from edgekd.errors import RunFolderError
 from edgekd.runfolder import RECIPE, load_run_recipe
 from edgekd.targets import Scheme, Target
 
@@ -61,7 +62,7 @@ def run(
     else:
         recipe_obj = load_recipe(recipe)
     target_obj = recipe_target(recipe_obj, target)  # fail before training on a bad target
-    usable_providers(list(providers or target_obj.runtime.providers))  # ... or on a provider this machine lacks
+    usable_providers(list(target_obj.runtime.providers if providers is None else providers))  # ... or on a provider this machine lacks
     finished = runfolder.load_manifest(out).get("stages", {}) if resume else {}
     if "distill" in finished:
         distilled = _load_result(out / "distill.json", "DistillResult")
@@ -111,14 +112,13 @@ def _quantization_aware(out: Path, target: Target, resume: bool, why: str):
 
 def _load_result(path: Path, kind: str):
     """A finished stage's result, read back from its JSON when a run resumes."""
-    import json
-
-    from pydantic import TypeAdapter
-
+    from edgekd._config import validate
     from edgekd.distill.stage import DistillResult
     from edgekd.export.stage import ExportResult
 
     cls = {"DistillResult": DistillResult, "ExportResult": ExportResult}[kind]
     runfolder.artifact(path.parent, path.name, "resume")
     say(f"resume: {path.name} is finished, not redone")
-    return TypeAdapter(cls).validate_python(json.loads(path.read_text(encoding="utf-8")))
+    data = runfolder.read_json(path)
+    return validate(cls, data, f"{path}: not a {kind}, the run folder is damaged (rerun the stage that wrote it, or run without --resume)",
+                    RunFolderError)

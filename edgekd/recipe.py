@@ -12,12 +12,25 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Annotated, Any, Literal, Optional
 
-from pydantic import Field, Strict, model_validator
+from pydantic import AfterValidator, Field, Strict, model_validator
 from pydantic.dataclasses import dataclass
 
 from edgekd._config import CONFIG, Bool, Count, Float, Int, Seed, read_toml, validate
 from edgekd.errors import RecipeError
 from edgekd.targets import Scheme, Target, load_target
+
+
+def _known_encoding(name: str) -> str:
+    import codecs
+
+    try:
+        codecs.lookup(name)
+    except LookupError:
+        raise ValueError(f"unknown text encoding '{name}'; use a Python codec name such as \"utf-8\", \"latin-1\" or \"cp1252\"") from None
+    return name
+
+
+Encoding = Annotated[str, Strict(), AfterValidator(_known_encoding)]
 
 
 @dataclass(config=CONFIG)
@@ -43,6 +56,8 @@ class DataConfig:
     grayscale: Bool = Field(False, description="imagefolder: convert images to one channel")
     mean: Optional[list[Float]] = Field(None, description="imagefolder: per-channel mean to subtract (after scaling to 0..1)")
     std: Optional[list[Annotated[float, Strict(), Field(gt=0)]]] = Field(None, description="imagefolder: per-channel std to divide by")
+    # csv / text files: the encoding they were saved in (UTF-8 unless a spreadsheet wrote, say, cp1252).
+    encoding: Encoding = Field("utf-8", description='csv / text: the files\' text encoding, e.g. "latin-1" or "cp1252"')
     # Unlabelled inputs (an .npz with x_unlabeled, an image folder, or a text file) used with teacher soft targets only.
     unlabeled: Optional[str] = Field(None, description="npz:PATH (x_unlabeled), imagefolder:DIR or text:PATH (its text column) of unlabelled inputs")
     # Random translations (up to 1/8 of the image size, or max_shift pixels), drawn per image, while the students

@@ -8,7 +8,6 @@ stage left, and can tell when an artifact was changed behind its back.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import platform
 import shutil
@@ -19,6 +18,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from edgekd._io import read_json as _read_json
 from edgekd._io import sha256_file, to_jsonable, write_json
 from edgekd.errors import RunFolderError
 from edgekd.recipe import Recipe, recipe_from_dict
@@ -160,10 +160,7 @@ def versions() -> dict[str, str]:
 
 def read_json(path: Path) -> Any:
     """A JSON file of a run folder; a damaged one is a one-line RunFolderError naming it."""
-    try:
-        return json.loads(Path(path).read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise RunFolderError(f"{path}: not valid JSON ({exc}); the run folder is damaged — rerun the stage that wrote it") from None
+    return _read_json(Path(path), RunFolderError, "run folder file", "the run folder is damaged — rerun the stage that wrote it")
 
 
 def load_manifest(run_dir: Path) -> dict[str, Any]:

@@ -8,6 +8,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from edgekd.bench.compare import _load as load_report
+from edgekd.bench.compare import compare_reports
 from edgekd.errors import EdgekdError
 from edgekd.recipe import load_recipe
 from edgekd.targets import load_target
@@ -124,9 +125,11 @@ def test_any_bench_report_is_read_or_refused_in_one_line(real_report, tmp_path, 
                 node[path[-1]] = value
         except (KeyError, IndexError, TypeError):
             continue
-    path = tmp_path / "bench.json"
+    path, real = tmp_path / "bench.json", tmp_path / "real.json"
     path.write_text(json.dumps(report, allow_nan=True), encoding="utf-8")
-    try:
-        load_report(path)
-    except EdgekdError as exc:
-        assert "\n" not in str(exc).strip()
+    real.write_text(json.dumps(real_report), encoding="utf-8")
+    for read in (lambda: load_report(path), lambda: compare_reports(real, path), lambda: compare_reports(path, real)):
+        try:  # a report that loads can be compared: its figures were range-checked on read
+            read()
+        except EdgekdError as exc:
+            assert "\n" not in str(exc).strip()

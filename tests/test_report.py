@@ -105,24 +105,36 @@ def _broken(report: dict, case: str):
     if case == "other_schema_version":
         report["schema_version"] = 99
         return report, "schema_version 99, but this edgekd reads version 1"
+    if case == "zero_latency":  # was a ZeroDivisionError (exit 3) when the other report was divided by it
+        report["variants"][1]["latency"]["p50_ms"] = 0.0
+        return report, "p50_ms: Input should be greater than 0"
+    if case == "accuracy_above_one":
+        report["variants"][0]["accuracy"] = 97.5  # a percentage where a share belongs
+        return report, "accuracy: Input should be less than or equal to 1"
+    if case == "negative_interval":
+        report["variants"][0]["latency"]["ci95_ms"]["p50"] = [-1.0, 2.0]
+        return report, "ci95_ms"
     raise AssertionError(case)
 
 
-@pytest.mark.parametrize("case", ["no_latency", "variants_is_a_number", "other_schema_version", "binary"])
+@pytest.mark.parametrize("case", ["no_latency", "variants_is_a_number", "other_schema_version", "binary", "zero_latency",
+                                  "accuracy_above_one", "negative_interval"])
 def test_compare_validates_reports_before_reading_them(report_dir, tmp_path, case):
     good = tmp_path / "good.json"
     good.write_text((report_dir / "bench.json").read_text())
     bad = tmp_path / "bad.json"
     if case == "binary":
         bad.write_bytes(bytes(range(256)) * 4)
-        expected = "not a text file"
+        expected = "byte 128 (0x80) is not valid utf-8 text"
     else:
         report, expected = _broken(json.loads(good.read_text()), case)
         bad.write_text(json.dumps(report))
-    result = runner.invoke(app, ["-q", "bench", "--compare", str(good), str(bad)])
-    assert result.exit_code == 2, result.output
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and expected in lines[0] and "Traceback" not in result.output
+    for pair in ((good, bad), (bad, good)):
+        result = runner.invoke(app, ["-q", "bench", "--compare", *map(str, pair)])
+        assert result.exit_code == 2, result.output
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and expected in lines[0] and "Traceback" not in result.output, result.stderr
+        assert str(bad) in lines[0], "the file that is wrong is named"
 
 
 def test_compare_refuses_reports_that_share_no_model(report_dir, tmp_path):

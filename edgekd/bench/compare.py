@@ -7,10 +7,10 @@ call), or when its accuracy fell by more than the allowed points.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from edgekd._io import read_json
 from edgekd.bench.latency import interval_above
 from edgekd.errors import EdgekdError
 
@@ -71,19 +71,11 @@ def _load(path: Path) -> dict:
     from edgekd._config import validate
     from edgekd.bench.stage import SCHEMA_VERSION, BenchReport
 
-    path = Path(path)
-    if not path.is_file():
-        raise EdgekdError(f"bench report not found: {path} (give two bench.json files)")
-    try:
-        data = json.loads(path.read_bytes().decode("utf-8"))
-    except UnicodeDecodeError:
-        raise EdgekdError(f"{path}: not a text file; give a bench.json written by edgekd bench") from None
-    except json.JSONDecodeError as exc:
-        raise EdgekdError(f"{path}: not valid JSON ({exc}); give a bench.json written by edgekd bench") from None
+    data = read_json(Path(path), EdgekdError, "bench report", "give a bench.json written by edgekd bench")
     if not isinstance(data, dict) or "variants" not in data or data.get("schema_version") is None:
         raise EdgekdError(f"{path}: not an edgekd bench report (no schema_version/variants)")
     if data["schema_version"] != SCHEMA_VERSION:
         raise EdgekdError(f"{path}: bench report schema_version {data['schema_version']!r}, but this edgekd reads version {SCHEMA_VERSION}; "
                           "bench both models with the same edgekd version")
-    validate(BenchReport, data, f"{path}: not a valid bench report:", EdgekdError)
+    validate(BenchReport, data, f"{path}: not a valid bench report", EdgekdError)
     return data

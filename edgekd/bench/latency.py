@@ -9,8 +9,12 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Annotated
 
 import numpy as np
+from pydantic import Field
+
+from edgekd._config import Count, NonNegative, Positive
 
 from edgekd.inputs import Inputs, as_inputs
 
@@ -21,15 +25,15 @@ _BOOTSTRAP_SAMPLES = 2000
 
 @dataclass(frozen=True)
 class LatencyStats:
-    batch: int
-    runs: int  # timed runs (warm-up excluded)
-    p50_ms: float
-    p90_ms: float
-    p99_ms: float
-    mean_ms: float
-    std_ms: float
+    batch: Count
+    runs: Count  # timed runs (warm-up excluded)
+    p50_ms: Positive
+    p90_ms: Positive
+    p99_ms: Positive
+    mean_ms: Positive
+    std_ms: NonNegative
     # 95% bootstrap confidence interval of each percentile: {"p50": [low, high], ...}
-    ci95_ms: dict[str, list[float]] = field(default_factory=dict)
+    ci95_ms: dict[str, Annotated[list[NonNegative], Field(min_length=2, max_length=2)]] = field(default_factory=dict)
 
     def percentile(self, p: int) -> float:
         return {50: self.p50_ms, 90: self.p90_ms, 99: self.p99_ms}[p]

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from edgekd._config import Count, NonNegative, Positive, Share
 from edgekd._ort import feeds, fixed_batch
 from edgekd.bench.accuracy import hits_top_k
 from edgekd.bench.latency import LatencyStats, session_call, summarize, time_interleaved
@@ -27,12 +28,12 @@ class VariantReport:
     name: str  # "teacher fp32", "student fp32", "student int8", or the file name
     file: str
     profile: GraphProfile
-    accuracy: float | None  # top-1 on the test split (None without labelled data)
-    top5: float | None  # top-5, when the model has more than 5 classes
+    accuracy: Share | None  # top-1 on the test split (None without labelled data)
+    top5: Share | None  # top-5, when the model has more than 5 classes
     latency: LatencyStats  # at the target's latency batch (or the model's fixed batch)
-    throughput: float  # samples per second at the throughput batch
-    throughput_batch: int
-    gflops: float  # achieved GFLOP/s at the throughput batch (2 × MACs × samples/s)
+    throughput: Positive  # samples per second at the throughput batch
+    throughput_batch: Count
+    gflops: NonNegative  # achieved GFLOP/s at the throughput batch (2 × MACs × samples/s)
     memory: MemoryStats | None  # session memory, measured in a child process
     sweep: dict[str, LatencyStats] = field(default_factory=dict)  # latency per batch size
     sequence_length: int | None = None  # text: the tokens per input of the latency and batch-sweep figures

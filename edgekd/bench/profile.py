@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
+from edgekd._config import Tally
 from edgekd.errors import OnnxModelError
 
 _QDQ = {"QuantizeLinear", "DequantizeLinear"}
@@ -15,9 +16,9 @@ _QDQ = {"QuantizeLinear", "DequantizeLinear"}
 
 @dataclass(frozen=True)
 class GraphProfile:
-    bytes: int  # file size
-    parameters: int  # weight and bias elements (quantization scales and zero points excluded)
-    nodes: int
+    bytes: Tally  # file size
+    parameters: Tally  # weight and bias elements (quantization scales and zero points excluded)
+    nodes: Tally
     ops: dict[str, int]  # node count per operator type
     graph_source: str  # the file the graph figures were read from (an .ort file's .onnx twin)
     macs: int = 0  # multiply-accumulates per sample in Conv/Gemm/MatMul (FLOPs ≈ 2 × MACs)

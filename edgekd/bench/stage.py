@@ -63,13 +63,15 @@ def _bench(
     junit: Path | None = None,
     tokenizer: str | None = None,
     max_length: int = 128,
+    encoding: str = "utf-8",
 ) -> BenchReport:
     """Bench a run folder or an ONNX file; write bench.json and bench.md; return the report.
 
     `providers` overrides the target's execution providers (e.g. to take host figures for a
     mobile target: the report names the providers used). `memory=False` skips the per-model
     child processes that measure session memory. `tokenizer` tokenizes `data = "text:PATH"`
-    (every row is test data, truncated at `max_length` tokens) for a bare text classifier ONNX file.
+    (every row is test data, truncated at `max_length` tokens) for a bare text classifier ONNX file;
+    `encoding` is the text encoding of a `text:` or `csv:` data file.
     """
     model = Path(model)
     coverage = None
@@ -92,13 +94,13 @@ def _bench(
     target = target if isinstance(target, Target) else load_target(target) if target else default_target or load_target("x86-cpu")
     deployed = list(files)[-1]
     source = data or default_source
-    providers, missing = usable_providers(list(providers or target.runtime.providers))
+    providers, missing = usable_providers(list(target.runtime.providers if providers is None else providers))
     sessions = {name: open_session(path, providers, target.runtime) for name, path in files.items()}
     if coverage is None and files[deployed].suffix == ".onnx":
         from edgekd.export.mobile import mobile_coverage
 
         coverage = mobile_coverage(files[deployed])
-    x, y, inputs = _inputs(source, sessions[deployed], tokenizer, max_length)
+    x, y, inputs = _inputs(source, sessions[deployed], tokenizer, max_length, encoding)
     if source is not None and not isinstance(source, str):
         max_length = source.max_length  # a run folder's recipe says how long its texts may be
 
@@ -209,16 +211,20 @@ def _mobile_figures(target: Target, providers: list[str], coverage) -> MobileFig
     return MobileFigures(ep, found.coverage, found.partitions, found.error)
 
 
-def _inputs(source, session, tokenizer: str | None = None, max_length: int = 128) -> tuple[Inputs | np.ndarray, np.ndarray | None, str]:
+def _inputs(source, session, tokenizer: str | None = None, max_length: int = 128,
+            encoding: str = "utf-8") -> tuple[Inputs | np.ndarray, np.ndarray | None, str]:
     """Real test samples (a source string, or a run's [data] section), or random inputs shaped
     like the model's input when no data is given."""
     if source is not None:
         if isinstance(source, str):
+            from edgekd._config import validate
             from edgekd.recipe import DataConfig
 
             if source.startswith("text:") and not tokenizer:
                 raise DataError("text data needs the tokenizer the model was trained with: pass --tokenizer DIR")
-            x, y = load_test_split(source, DataConfig(source=source, tokenizer=tokenizer, max_length=max_length))
+            options = validate(DataConfig, {"source": source, "tokenizer": tokenizer, "max_length": max_length, "encoding": encoding},
+                               "bench data", DataError)
+            x, y = load_test_split(source, options)
             name = source
         else:
             splits = load_recipe_data(source)

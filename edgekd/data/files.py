@@ -8,13 +8,19 @@ from __future__ import annotations
 
 import csv
 import gzip
+import io
+import math
 from pathlib import Path
 
 import numpy as np
 
+from edgekd._io import read_text
+from edgekd._platform import fits_in_memory
 from edgekd.errors import DataError
 
 _IDX_TYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
+ENCODING_FIX = ('save it as UTF-8, or give the encoding it was saved in (e.g. "latin-1" or "cp1252"): '
+                '[data] encoding in a recipe, --encoding for edgekd bench')
 _IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
 
 
@@ -29,11 +35,16 @@ def read_idx(path: Path) -> np.ndarray:
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _IDX_TYPES:
         raise DataError(f"{path}: not an IDX file (bad magic number); expected MNIST-format files")
     ndim = raw[3]
-    dims = np.frombuffer(raw, dtype=">i4", count=ndim, offset=4)
+    if len(raw) < 4 + 4 * ndim:
+        raise DataError(f"{path}: the header is cut short; the file is truncated")
+    dims = tuple(int(d) for d in np.frombuffer(raw, dtype=">i4", count=ndim, offset=4))
+    item = np.dtype(_IDX_TYPES[raw[2]]).itemsize
+    if (len(raw) - 4 - 4 * ndim) % item:
+        raise DataError(f"{path}: the data is not a whole number of {np.dtype(_IDX_TYPES[raw[2]]).name} values; the file is truncated")
     data = np.frombuffer(raw, dtype=_IDX_TYPES[raw[2]], offset=4 + 4 * ndim)
-    if data.size != int(np.prod(dims)):
-        raise DataError(f"{path}: header says {tuple(dims)} values but the file holds {data.size}; the file is truncated")
-    return data.reshape(tuple(int(d) for d in dims))
+    if any(d < 0 for d in dims) or data.size != math.prod(dims):  # Python ints: no int32 overflow
+        raise DataError(f"{path}: header says {dims} values but the file holds {data.size}; the file is truncated or not an IDX file")
+    return data.reshape(dims)
 
 
 def read_idx_dir(folder: Path) -> dict[str, np.ndarray]:
@@ -62,12 +73,13 @@ def read_idx_dir(folder: Path) -> dict[str, np.ndarray]:
     return arrays
 
 
-def read_csv(path: Path, label_column: str | None) -> tuple[np.ndarray, np.ndarray, list[str]]:
+def read_csv(path: Path, label_column: str | None, encoding: str = "utf-8") -> tuple[np.ndarray, np.ndarray, list[str]]:
     """Features (every column but the label, as numbers) and labels; string labels → indices."""
-    if not path.is_file():
-        raise DataError(f"csv file not found: {path} (check the path)")
-    with open(path, newline="", encoding="utf-8") as fh:
-        rows = list(csv.reader(fh))
+    text = read_text(path, DataError, "csv file", encoding, ENCODING_FIX)
+    try:
+        rows = list(csv.reader(io.StringIO(text, newline="")))
+    except csv.Error as exc:
+        raise DataError(f"{path}: not a readable csv file ({exc})") from None
     if len(rows) < 2:
         raise DataError(f"{path}: needs a header row and at least one data row")
     header, body = [h.strip() for h in rows[0]], rows[1:]
@@ -106,6 +118,11 @@ def read_image_folder(folder: Path, size: list[int] | None, grayscale: bool, mea
         items = [(p, -1) for p in sorted(folder.rglob("*")) if p.suffix.lower() in _IMAGE_SUFFIXES]
     if not items:
         raise DataError(f"{folder}: no images ({', '.join(sorted(_IMAGE_SUFFIXES))})")
+    if size:
+        needed = len(items) * (1 if grayscale else 3) * int(size[0]) * int(size[1]) * 4  # float32 pixels
+        if not fits_in_memory(needed):
+            raise DataError(f"{folder}: {len(items):,} images at [data] image_size = [{size[0]}, {size[1]}] need {needed / 2**30:,.1f} GiB "
+                            "as float32, more than this machine has free; choose a smaller image_size")
     images = []
     for path, _ in items:
         try:
@@ -116,6 +133,8 @@ def read_image_folder(folder: Path, size: list[int] | None, grayscale: bool, mea
                 array = np.asarray(image, dtype=np.float32) / 255.0
         except (UnidentifiedImageError, OSError) as exc:
             raise DataError(f"{path}: not a readable image ({exc})") from None
+        except Image.DecompressionBombError as exc:  # a huge (or hostile) image: PIL's own limit, not ours to lift silently
+            raise DataError(f"{path}: {exc}; shrink the image, or check that it is the file you meant") from None
         images.append(array[None] if array.ndim == 2 else array.transpose(2, 0, 1))
     shapes = {im.shape for im in images}
     if len(shapes) > 1:

@@ -49,7 +49,7 @@ def _idx(arg: str, cfg: DataConfig) -> dict[str, np.ndarray]:
 
 def _csv(arg: str, cfg: DataConfig) -> dict[str, np.ndarray]:
     """A table: numeric feature columns and the label column [data] label_column names."""
-    x, y, _ = read_csv(Path(arg), cfg.label_column)
+    x, y, _ = read_csv(Path(arg), cfg.label_column, cfg.encoding)
     x_train, y_train, x_test, y_test = stratified_split(x, y, cfg.test_fraction, cfg.split_seed)
     return {"x_train": x_train, "y_train": y_train, "x_test": x_test, "y_test": y_test}
 
@@ -98,12 +98,12 @@ def _factory(arg: str, cfg: DataConfig) -> dict[str, np.ndarray]:
     fn = import_object(arg, DataError, "data source")
     try:
         result = fn()
-    except Exception as exc:  # the user's own code failed: say whose, not a traceback of ours
-        raise DataError(f"data source {arg} raised {type(exc).__name__}: {first_line(exc)}; fix the function") from None
+    except (Exception, SystemExit) as exc:  # the user's own code failed (or called sys.exit): say whose, not a traceback of ours
+        raise DataError(f"data source '{arg}' raised {type(exc).__name__}: {first_line(exc)}; fix the function") from None
     if isinstance(result, tuple) and len(result) in (2, 3):
         result = dict(zip(("train", "test", "val"), result))
     if not isinstance(result, Mapping):
-        raise DataError(f"data source {arg} returned {type(result).__name__}; return a dict of arrays (x_train, y_train, x_test, y_test) or of datasets (train, test)")
+        raise DataError(f"data source '{arg}' returned {type(result).__name__}; return a dict of arrays (x_train, y_train, x_test, y_test) or of datasets (train, test)")
     if any(k in result for k in ("train", "test")):
         arrays: dict[str, np.ndarray] = {}
         for split in ("train", "val", "test"):
@@ -255,9 +255,28 @@ def import_object(spec: str, error: type[Exception], what: str):
         sys.path.insert(0, "")
     try:
         module = importlib.import_module(module_name)
+    except SyntaxError as exc:  # IndentationError and TabError too: the user's file, with its line
+        raise error(f"{what} '{spec}': {exc.filename}, line {exc.lineno}: {type(exc).__name__}: {exc.msg}; fix the module") from None
     except ImportError as exc:
-        raise error(f"{what} '{spec}': cannot import module '{module_name}' ({exc})") from None
+        if (exc.name or "") != module_name and not module_name.startswith(f"{exc.name}."):  # the module itself imports something missing
+            raise error(f"{what} '{spec}': module '{module_name}' {_where_raised(exc, module_name)}cannot import "
+                        f"'{exc.name or '?'}' ({first_line(exc)}); install it or fix the import") from None
+        raise error(f"{what} '{spec}': cannot import module '{module_name}' ({exc}); check the name and that its folder is "
+                    "the working folder or on PYTHONPATH") from None
+    except (Exception, SystemExit) as exc:  # noqa: BLE001 - the module's own top-level code failed (sys.exit included: never exit 0 or 1)
+        raise error(f"{what} '{spec}': importing module '{module_name}' raised {type(exc).__name__} "
+                    f"{_where_raised(exc, module_name)}({first_line(exc)}); fix the module") from None
     try:
         return getattr(module, attr)
     except AttributeError:
         raise error(f"{what} '{spec}': module '{module_name}' has no attribute '{attr}'") from None
+
+
+def _where_raised(exc: BaseException, module_name: str) -> str:
+    """'at FILE, line N ' for the deepest frame of the traceback inside the user's package, or ''."""
+    import traceback
+
+    top = module_name.split(".")[0]
+    ours = [frame for frame in traceback.extract_tb(exc.__traceback__)
+            if f"/{top}/" in frame.filename.replace("\\", "/") or Path(frame.filename).stem == module_name.split(".")[-1]]
+    return f"at {ours[-1].filename}, line {ours[-1].lineno} " if ours else ""

@@ -17,6 +17,9 @@ from edgekd.errors import DataError
 from edgekd.inputs import Inputs, TensorSpec, as_inputs
 
 
+MAX_LABEL = 2**31 - 1  # a class index beyond this is a mistake (ids, hashes), never a class count
+
+
 @dataclass(frozen=True)
 class DataSplits:
     name: str  # the source string it came from, for reports
@@ -64,8 +67,8 @@ def stratified_split(
     """Split off `fraction` of (x, y) with class proportions kept; returns (x_a, y_a, x_b, y_b)."""
     from sklearn.model_selection import train_test_split
 
-    counts = np.bincount(y)
-    stratify = y if counts[counts > 0].min() >= 2 else None  # tiny classes cannot be stratified
+    _, counts = np.unique(y, return_counts=True)  # not bincount: its array is as long as the largest label
+    stratify = y if counts.min() >= 2 else None  # tiny classes cannot be stratified
     a, b = train_test_split(np.arange(len(y)), test_size=fraction, random_state=seed, stratify=stratify)
     return x[a], y[a], x[b], y[b]
 
@@ -97,6 +100,11 @@ def checked_splits(name: str, arrays: dict, val_fraction: float, seed: int, clas
         if _layout(x_unlabeled) != _layout(x_train):
             raise DataError(f"{name}: unlabeled inputs have shape {_shapes(x_unlabeled)} per sample but the labelled ones {_shapes(x_train)}; they must match")
     return DataSplits(name, x_train, y_train, x_val, y_val, x_test, y_test, num_classes, x_unlabeled, tuple(classes), vocab_size)
+
+
+def _label_text(value) -> str:
+    """A label as a user would write it: 1099511627776, not 1.099511627776e+12."""
+    return str(int(value)) if np.isfinite(value) and abs(value) < 1e15 else f"{float(value):.3g}"
 
 
 def _checked_classes(name: str, y_train: np.ndarray) -> int:
@@ -164,9 +172,12 @@ def checked_pair(name: str, arrays: dict[str, np.ndarray | None], split: str, re
         raise DataError(f"{name}: y_{split} has shape {y.shape} but x_{split} has {len(x)} samples; expected ({len(x)},)")
     if np.iscomplexobj(y) or not (np.issubdtype(y.dtype, np.integer) or (np.issubdtype(y.dtype, np.floating) and np.all(y == np.round(y)))):
         raise DataError(f"{name}: y_{split} must hold integer class indices (got dtype {y.dtype})")
-    y = y.astype(np.int64)
     if len(y) and y.min() < 0:
         raise DataError(f"{name}: y_{split} has negative labels; labels must be class indices 0..C-1")
+    if len(y) and y.max() > MAX_LABEL:  # before anything is sized by it (or a float label overflows int64)
+        raise DataError(f"{name}: y_{split} holds the label {_label_text(y.max())}, but labels are class indices 0..C-1 "
+                        "(at most 2^31 - 1); remap them to 0..C-1 (numpy: np.unique(y, return_inverse=True)[1])")
+    y = y.astype(np.int64)
     if len(x) == 0:
         raise DataError(f"{name}: x_{split} is empty")
     return x, y

@@ -23,6 +23,8 @@ from typing import Any
 
 import numpy as np
 
+from edgekd._io import decode_text
+from edgekd.data.files import ENCODING_FIX
 from edgekd.errors import DataError, first_line
 from edgekd.inputs import Inputs
 
@@ -70,7 +72,11 @@ def load_tokenizer(spec: str | None):
     elif ":" in spec and not Path(spec).exists():
         from edgekd.data.sources import import_object
 
-        return import_object(spec, DataError, "tokenizer")()
+        make = import_object(spec, DataError, "tokenizer")
+        try:
+            return make()
+        except (Exception, SystemExit) as exc:  # noqa: BLE001 - the user's own function failed: say whose, not a traceback of ours
+            raise DataError(f"tokenizer '{spec}' raised {type(exc).__name__}: {first_line(exc)}; fix the function") from None
     else:
         raise DataError(f"tokenizer '{spec}' is not a folder, one of {', '.join(PRETRAINED)}, or package.module:function (check the path)")
     try:
@@ -83,9 +89,10 @@ def load_tokenizer(spec: str | None):
         raise DataError(f"{folder}: not a loadable tokenizer folder ({first_line(exc)})") from None
 
 
-def read_text_table(path: Path, text_column: str, label_column: str, labels: list[str] | None = None) -> TextTable:
+def read_text_table(path: Path, text_column: str, label_column: str, labels: list[str] | None = None,
+                    encoding: str = "utf-8") -> TextTable:
     """Rows of a csv / tsv / jsonl file (optionally .gz / .bz2) → texts and class indices."""
-    rows = _rows(Path(path))
+    rows = _rows(Path(path), encoding)
     if not rows:
         raise DataError(f"{path}: no data rows")
     columns = list(rows[0])
@@ -125,7 +132,7 @@ def read_text_table(path: Path, text_column: str, label_column: str, labels: lis
 def read_unlabeled_texts(path: Path, cfg: Any) -> Inputs:
     """`[data] unlabeled = "text:PATH"`: the text column of every row (labels, if any, unused), duplicates
     dropped, tokenized like the labelled texts: a transfer set for the teachers' soft targets."""
-    rows = _rows(Path(path))
+    rows = _rows(Path(path), cfg.encoding)
     if not rows or cfg.text_column not in rows[0]:
         columns = ", ".join(rows[0]) if rows else "none"
         raise DataError(f"{path}: no column '{cfg.text_column}' (columns: {columns}); set [data] text_column")
@@ -144,7 +151,7 @@ def tokenize(tokenizer, texts: list[str], max_length: int) -> Inputs:
 
 def read_text_source(path: Path, cfg: Any) -> dict[str, Any]:
     """The `text:PATH` source: every row tokenized, with label names and the vocabulary size."""
-    table = read_text_table(path, cfg.text_column, cfg.label_column or "label", cfg.labels)
+    table = read_text_table(path, cfg.text_column, cfg.label_column or "label", cfg.labels, cfg.encoding)
     tokenizer = load_tokenizer(cfg.tokenizer)
     from edgekd._progress import say
 
@@ -154,7 +161,7 @@ def read_text_source(path: Path, cfg: Any) -> dict[str, Any]:
     return {"x": tokenize(tokenizer, table.texts, cfg.max_length), "y": table.labels, "classes": table.classes, "vocab_size": len(tokenizer)}
 
 
-def _rows(path: Path) -> list[dict[str, Any]]:
+def _rows(path: Path, encoding: str = "utf-8") -> list[dict[str, Any]]:
     if not path.is_file():
         raise DataError(f"text file not found: {path} (check the path)")
     name = path.name.lower()
@@ -165,9 +172,11 @@ def _rows(path: Path) -> list[dict[str, Any]]:
         raise DataError(f"{path}: text data must be .csv, .tsv or .jsonl (optionally .gz or .bz2)")
     try:
         with opener(path, "rb") as fh:
-            text = io.TextIOWrapper(fh, encoding="utf-8", newline="").read()
-    except (OSError, EOFError, UnicodeDecodeError) as exc:
-        raise DataError(f"{path}: cannot read it as UTF-8 text ({exc})") from None
+            raw = fh.read()
+    except (OSError, EOFError) as exc:
+        raise DataError(f"{path}: cannot read it ({exc})") from None
+    where = f"{path} (after decompression)" if opener is not open else path
+    text = decode_text(raw, where, DataError, encoding, ENCODING_FIX)
     if kind == ".jsonl":
         rows = []
         for number, line in enumerate(text.splitlines(), start=1):
@@ -181,7 +190,10 @@ def _rows(path: Path) -> list[dict[str, Any]]:
                 raise DataError(f"{path}: line {number} is not a JSON object")
             rows.append(row)
         return rows
-    return list(csv.DictReader(io.StringIO(text), delimiter="\t" if kind == ".tsv" else ","))
+    try:
+        return list(csv.DictReader(io.StringIO(text, newline=""), delimiter="\t" if kind == ".tsv" else ","))
+    except csv.Error as exc:
+        raise DataError(f"{path}: not a readable {kind.lstrip('.')} file ({exc})") from None
 
 
 def _is_int(value: str) -> bool:

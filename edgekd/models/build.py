@@ -96,9 +96,17 @@ def build_model(spec: ModelSpec) -> nn.Module:
         model = factory(**kwargs)
     except ModelError:
         raise
+    except (MemoryError, RuntimeError) as exc:
+        if not isinstance(exc, MemoryError) and "allocate" not in str(exc):
+            if spec.model in FAMILIES:
+                raise
+            raise ModelError(f"model factory '{spec.model}' raised {type(exc).__name__}: {first_line(exc)}; fix the factory or its args") from None
+        # args that size the weights (a width of 10**12) are the user's to fix, whichever factory reads them
+        raise ModelError(f"model '{spec.model}' with args {spec.args} needs more memory than this machine has free "
+                         f"({first_line(exc, 120)}); use smaller args") from None
     except (TypeError, ValueError) as exc:
         raise ModelError(f"model '{spec.model}' could not be built with args {spec.args}: {exc}") from None
-    except Exception as exc:
+    except (Exception, SystemExit) as exc:
         if spec.model in FAMILIES:  # edgekd's own family failed: a bug (exit 3), not a user error
             raise
         # the user's own factory failed: say whose, not a traceback of ours

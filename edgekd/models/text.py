@@ -7,13 +7,13 @@ parity and distillation treat it like any other model. `transformers` is importe
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
+from edgekd._io import read_json
 from edgekd.errors import ModelError, first_line
 
 
@@ -102,10 +102,9 @@ def hf_model(folder: str, num_classes: int, pooling: str = "mean", dropout: floa
     config_file = path / "config.json"
     if not config_file.is_file():
         raise ModelError(f"hf:{folder}: no Hugging Face model folder there (no config.json); give a folder that save_pretrained wrote")
-    try:
-        config = json.loads(config_file.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
-        raise ModelError(f"{config_file}: not readable JSON ({exc})") from None
+    config = read_json(config_file, ModelError, "config.json", "give a folder that save_pretrained wrote")
+    if not isinstance(config, dict):
+        raise ModelError(f"{config_file}: holds a JSON {type(config).__name__}, not the object save_pretrained writes; give a folder that save_pretrained wrote")
     transformers = _transformers()
     has_head = any("ForSequenceClassification" in a for a in config.get("architectures") or [])
     try:
