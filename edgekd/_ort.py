@@ -131,11 +131,10 @@ def _cast_without_loss(array: np.ndarray, dtype, name: str) -> np.ndarray:
         return array
     lossy = None
     if dtype.kind in "iub" and array.dtype.kind in "fc":
-        finite = np.isfinite(array)
-        if not finite.all():
-            lossy = f"holds {array.reshape(-1)[~finite.reshape(-1)][0]}"
-        elif (array != np.round(array)).any():
-            lossy = f"holds fractions such as {array.reshape(-1)[(array != np.round(array)).reshape(-1)][0]:g}"
+        flat = array.ravel()
+        changed = flat[~np.isfinite(flat) | (flat != np.round(flat))]
+        if changed.size:
+            lossy = f"holds fractions such as {changed[0]:g}" if np.isfinite(changed[0]) else f"holds {changed[0]}"
     if lossy is None and dtype.kind in "iu" and array.size and array.dtype.kind in "iufb":
         low, high = np.iinfo(dtype).min, np.iinfo(dtype).max
         if array.min() < low or array.max() > high:

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
+pytest.register_assert_rewrite("cli_checks")  # its asserts report the values, as a test module's do
 from text_data import TEXT_RECIPE, make_corpus  # noqa: E402
 
 # Hypothesis keeps its example database (and failure patches) out of the working folder, in one

@@ -13,21 +13,12 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
+from cli_checks import one_line_error
 from edgekd.cli import app
 from edgekd.data import load_data
 from edgekd.errors import DataError, ModelError, RecipeError
 
 runner = CliRunner()
-
-
-def _one_line_error(result, *fragments: str) -> str:
-    assert result.exit_code == 2, result.output
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
-    assert "Traceback" not in result.output and "internal error" not in result.output
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
-    return lines[0]
 
 
 def _distill(tmp_path, recipe_text: str):
@@ -52,21 +43,21 @@ def test_one_huge_label_is_refused_before_any_array_is_sized_by_it(tmp_path, spl
     huge = labels.copy()
     huge[7] = 2**40
     _npz(tmp_path / "d.npz", huge if split == "train" else labels, huge[:20] if split == "test" else labels[:20])
-    line = _one_line_error(_distill(tmp_path, '[data]\nsource = "npz:d.npz"\n'), f"y_{split} holds the label 1099511627776", "remap")
+    line = one_line_error(_distill(tmp_path, '[data]\nsource = "npz:d.npz"\n'), f"y_{split} holds the label 1099511627776", "remap")
     assert "MemoryError" not in line
 
 
 def test_labels_that_are_not_finite_or_beyond_int64_are_refused(tmp_path):
     _npz(tmp_path / "d.npz", np.array([0.0, 1.0, np.inf, 1.0] * 5), np.array([0.0, 1.0]))
-    _one_line_error(_distill(tmp_path, '[data]\nsource = "npz:d.npz"\n'), "y_train holds the label inf")
+    one_line_error(_distill(tmp_path, '[data]\nsource = "npz:d.npz"\n'), "y_train holds the label inf")
     _npz(tmp_path / "d.npz", np.array([0, 1, 2**64 - 1, 1] * 5, dtype=np.uint64), np.array([0, 1]))
-    _one_line_error(_distill(tmp_path, '[data]\nsource = "npz:d.npz"\n'), "y_train holds the label 1.84e+19")
+    one_line_error(_distill(tmp_path, '[data]\nsource = "npz:d.npz"\n'), "y_train holds the label 1.84e+19")
 
 
 def test_a_csv_with_a_huge_label_is_refused(tmp_path):
     rows = ["a,b,label"] + [f"{i},{i % 3},{i % 2}" for i in range(30)] + ["5,5,1099511627776"]
     (tmp_path / "t.csv").write_text("\n".join(rows) + "\n")
-    _one_line_error(_distill(tmp_path, '[data]\nsource = "csv:t.csv"\nlabel_column = "label"\n'), "the label 1099511627776")
+    one_line_error(_distill(tmp_path, '[data]\nsource = "csv:t.csv"\nlabel_column = "label"\n'), "the label 1099511627776")
 
 
 # --- encodings: which file, which byte, and the fix -------------------------------------------------
@@ -78,7 +69,7 @@ def _latin1_csv(path):
 
 def test_a_csv_that_is_not_utf8_names_the_byte_and_the_fix(tmp_path):
     _latin1_csv(tmp_path / "t.csv")
-    _one_line_error(_distill(tmp_path, '[data]\nsource = "csv:t.csv"\nlabel_column = "label"\n'),
+    one_line_error(_distill(tmp_path, '[data]\nsource = "csv:t.csv"\nlabel_column = "label"\n'),
                     "t.csv: byte 3 (0xe9) is not valid utf-8 text", "save it as UTF-8", "[data] encoding")
 
 
@@ -91,7 +82,7 @@ def test_data_encoding_reads_a_latin1_csv(tmp_path):
 
 
 def test_an_unknown_encoding_is_a_recipe_error(tmp_path):
-    _one_line_error(_distill(tmp_path, '[data]\nencoding = "utf9"\n'), "unknown text encoding 'utf9'")
+    one_line_error(_distill(tmp_path, '[data]\nencoding = "utf9"\n'), "unknown text encoding 'utf9'")
 
 
 @pytest.mark.parametrize("suffix", [".jsonl", ".csv.gz"])
@@ -111,17 +102,17 @@ def test_a_text_file_that_is_not_utf8_names_the_byte(tmp_path, suffix):
 
 def test_recipe_and_target_files_that_are_not_utf8(tmp_path):
     (tmp_path / "t.toml").write_bytes('description = "caf\xe9"\n'.encode("latin-1"))
-    _one_line_error(runner.invoke(app, ["-q", "targets", "show", str(tmp_path / "t.toml")]),
+    one_line_error(runner.invoke(app, ["-q", "targets", "show", str(tmp_path / "t.toml")]),
                     "byte 18 (0xe9) is not valid utf-8 text", "TOML files are UTF-8")
     recipe = tmp_path / "r.toml"
     recipe.write_bytes(b"[distill]\nepochs = 1 # \xff\n")
-    _one_line_error(runner.invoke(app, ["-q", "distill", str(recipe), "--out", str(tmp_path / "o")]), "r.toml: byte 23 (0xff)")
+    one_line_error(runner.invoke(app, ["-q", "distill", str(recipe), "--out", str(tmp_path / "o")]), "r.toml: byte 23 (0xff)")
 
 
 # --- settings that size an allocation --------------------------------------------------------------
 
 def test_model_args_too_large_for_memory_are_the_users_to_fix(tmp_path):
-    _one_line_error(_distill(tmp_path, '[student]\nmodel = "mlp"\nargs = { hidden = [1000000000000] }\n'),
+    one_line_error(_distill(tmp_path, '[student]\nmodel = "mlp"\nargs = { hidden = [1000000000000] }\n'),
                     "model 'mlp' with args", "needs more memory than this machine has free", "use smaller args")
 
 
@@ -131,7 +122,7 @@ def test_an_image_size_too_large_for_memory_is_refused_before_reading(tmp_path):
     for label in ("a", "b"):
         (tmp_path / "imgs" / label).mkdir(parents=True)
         Image.new("L", (8, 8)).save(tmp_path / "imgs" / label / "x.png")
-    _one_line_error(_distill(tmp_path, '[data]\nsource = "imagefolder:imgs"\nimage_size = [200000, 200000]\n'),
+    one_line_error(_distill(tmp_path, '[data]\nsource = "imagefolder:imgs"\nimage_size = [200000, 200000]\n'),
                     "2 images at [data] image_size = [200000, 200000] need", "GiB", "choose a smaller image_size")
 
 
@@ -166,7 +157,7 @@ def test_a_user_module_that_does_not_import_exits_2_naming_file_and_line(tmp_pat
     (tmp_path / f"{name}.py").write_text(text)
     monkeypatch.chdir(tmp_path)
     recipe = f'[student]\nmodel = "{name}:make"\n' if section == "student" else f'[data]\nsource = "{name}:make"\n'
-    line = _one_line_error(_distill(tmp_path, recipe), f"'{name}:make'", fragment)
+    line = one_line_error(_distill(tmp_path, recipe), f"'{name}:make'", fragment)
     if case in ("syntax", "indentation", "raises", "exits_on_import"):
         assert f"{name}.py" in line and "line " in line, "the user's file and line"
     if case == "raises":
@@ -216,7 +207,7 @@ def test_bench_refuses_float_data_for_an_int64_input(tmp_path):
     rng = np.random.default_rng(0)
     np.savez(tmp_path / "d.npz", x_test=rng.random((32, 4), dtype=np.float32) * 5, y_test=rng.integers(0, 3, 32))
     result = runner.invoke(app, ["-q", "bench", str(tmp_path / "m.onnx"), "--data", f"npz:{tmp_path / 'd.npz'}", "--out", str(tmp_path / "o")])
-    _one_line_error(result, "input 'input_ids': the model takes int64 but the data is float32", "fractions")
+    one_line_error(result, "input 'input_ids': the model takes int64 but the data is float32", "fractions")
     assert not (tmp_path / "o" / "bench.json").exists()
 
 
@@ -244,10 +235,10 @@ def test_the_feeds_builder_casts_only_without_loss(tmp_path, values, fragment):
 @pytest.mark.parametrize("value", [" , ", ""])
 def test_an_empty_providers_option_is_a_usage_error(exported_run, tmp_path, value):
     bench = runner.invoke(app, ["-q", "bench", str(exported_run), "--providers", value, "--out", str(tmp_path / "b")])
-    _one_line_error(bench, "names no execution provider")
+    one_line_error(bench, "names no execution provider")
     assert not (tmp_path / "b").exists()
     run = runner.invoke(app, ["-q", "run", "--providers", value, "--out", str(tmp_path / "r")])
-    _one_line_error(run, "names no execution provider")
+    one_line_error(run, "names no execution provider")
     assert not (tmp_path / "r").exists()
 
 
@@ -285,8 +276,8 @@ def test_bench_reads_a_text_file_in_another_encoding_with_encoding(text_run, cor
     path.write_bytes(("\n".join([rows[0], rows[1].replace("the", "th\xe9", 1), *rows[2:60]]) + "\n").encode("cp1252"))
     model = str(text_run / "student.int8-dynamic.onnx")
     args = ["-q", "bench", model, "--data", f"text:{path}", "--tokenizer", str(corpus[1]), "--target", "x86-cpu-text"]
-    _one_line_error(runner.invoke(app, [*args, "--out", str(tmp_path / "a")]), "is not valid utf-8 text", "--encoding for edgekd bench")
-    _one_line_error(runner.invoke(app, [*args, "--encoding", "cp1252", "--max-length", "0", "--out", str(tmp_path / "b")]),
+    one_line_error(runner.invoke(app, [*args, "--out", str(tmp_path / "a")]), "is not valid utf-8 text", "--encoding for edgekd bench")
+    one_line_error(runner.invoke(app, [*args, "--encoding", "cp1252", "--max-length", "0", "--out", str(tmp_path / "b")]),
                     "bench data: max_length: Input should be greater than or equal to 2")
     result = runner.invoke(app, [*args, "--encoding", "cp1252", "--out", str(tmp_path / "c"), "--json"])
     assert result.exit_code in (0, 1), result.output

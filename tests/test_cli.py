@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
+from cli_checks import one_line_error
 from edgekd.cli import app
 
 runner = CliRunner()
@@ -15,15 +16,6 @@ runner = CliRunner()
 
 def _invoke(*args):
     return runner.invoke(app, ["-q", *map(str, args)])
-
-
-def _assert_one_line_error(result, *fragments):
-    assert result.exit_code == 2, result.output
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
-    assert "Traceback" not in result.output
-    for fragment in fragments:
-        assert fragment in lines[0]
 
 
 BAD_RECIPES = {
@@ -43,12 +35,12 @@ def test_bad_recipe_exits_2_and_writes_nothing(tmp_path, case):
     recipe = tmp_path / "r.toml"
     recipe.write_text(text)
     out = tmp_path / "out"
-    _assert_one_line_error(_invoke("distill", recipe, "--out", out), fragment)
+    one_line_error(_invoke("distill", recipe, "--out", out), fragment)
     assert not out.exists(), "a failed distill must not leave a folder behind"
 
 
 def test_missing_recipe(tmp_path):
-    _assert_one_line_error(_invoke("run", tmp_path / "nope.toml", "--out", tmp_path / "o"), "recipe file not found")
+    one_line_error(_invoke("run", tmp_path / "nope.toml", "--out", tmp_path / "o"), "recipe file not found")
     assert not (tmp_path / "o").exists()
 
 
@@ -56,18 +48,18 @@ def test_npz_without_x_train(tmp_path):
     np.savez(tmp_path / "d.npz", x_test=np.zeros((4, 64), np.float32), y_test=np.zeros(4, int))
     recipe = tmp_path / "r.toml"
     recipe.write_text('[data]\nsource = "npz:d.npz"\n')
-    _assert_one_line_error(_invoke("distill", recipe, "--out", tmp_path / "o"), "no array 'x_train'")
+    one_line_error(_invoke("distill", recipe, "--out", tmp_path / "o"), "no array 'x_train'")
     assert not (tmp_path / "o").exists()
 
 
 def test_corrupt_onnx(tmp_path):
     (tmp_path / "m.onnx").write_bytes(b"this is not onnx")
-    _assert_one_line_error(_invoke("bench", tmp_path / "m.onnx"), "m.onnx")
+    one_line_error(_invoke("bench", tmp_path / "m.onnx"), "m.onnx")
     assert not (tmp_path / "bench.json").exists()
 
 
 def test_unknown_target_lists_known(exported_run, tmp_path):
-    _assert_one_line_error(_invoke("bench", exported_run, "--target", "x86cpu", "--out", tmp_path), "unknown target 'x86cpu'", "x86-cpu")
+    one_line_error(_invoke("bench", exported_run, "--target", "x86cpu", "--out", tmp_path), "unknown target 'x86cpu'", "x86-cpu")
 
 
 def test_impossible_budget_exits_1_and_names_it(exported_run, tmp_path):
@@ -89,7 +81,7 @@ def test_bench_json_output_is_pure_json(exported_run, tmp_path):
 
 def test_existing_run_folder_is_not_overwritten(exported_run):
     before = (exported_run / "manifest.json").read_text()
-    _assert_one_line_error(_invoke("distill", "--out", exported_run), "already holds a run", "--resume", "--force")
+    one_line_error(_invoke("distill", "--out", exported_run), "already holds a run", "--resume", "--force")
     assert (exported_run / "manifest.json").read_text() == before
 
 
@@ -99,7 +91,7 @@ def test_changed_artifact_is_detected(exported_run, tmp_path):
     copy = tmp_path / "copy"
     shutil.copytree(exported_run, copy)
     (copy / "student.int8.onnx").write_bytes(b"tampered")
-    _assert_one_line_error(_invoke("bench", copy), "changed since the export stage wrote it")
+    one_line_error(_invoke("bench", copy), "changed since the export stage wrote it")
 
 
 def test_targets_list_and_show():
@@ -107,7 +99,7 @@ def test_targets_list_and_show():
     assert listed.exit_code == 0 and "x86-cpu" in listed.stdout
     shown = _invoke("targets", "show", "x86-cpu")
     assert shown.exit_code == 0 and json.loads(shown.stdout)["budgets"]["max_size_kb"] > 0
-    _assert_one_line_error(_invoke("targets", "show", "nope"), "unknown target 'nope'")
+    one_line_error(_invoke("targets", "show", "nope"), "unknown target 'nope'")
 
 
 def test_help_explains_every_command_and_imports_no_torch():
@@ -127,13 +119,13 @@ def test_help_explains_every_command_and_imports_no_torch():
 
 def test_run_for_a_device_this_machine_is_not_fails_before_training(tmp_path):
     result = _invoke("run", "--target", "android-arm64", "--out", tmp_path / "o")
-    _assert_one_line_error(result, "NnapiExecutionProvider", "--providers")
+    one_line_error(result, "NnapiExecutionProvider", "--providers")
     assert not (tmp_path / "o").exists()
 
 
 def test_misspelt_providers_option_is_refused_before_anything_runs(tmp_path):
     result = _invoke("run", "--providers", "CPUExecutionProvider,CUDAExecutonProvider", "--out", tmp_path / "o")
-    _assert_one_line_error(result, "did you mean 'CUDAExecutionProvider'?")
+    one_line_error(result, "did you mean 'CUDAExecutionProvider'?")
     assert not (tmp_path / "o").exists()
 
 
@@ -145,7 +137,7 @@ def test_export_parity_failure_exits_2_with_the_figures(exported_run, tmp_path, 
     target = tmp_path / "strict.toml"
     target.write_text('description = "x"\n[export]\nparity_max_abs = 1e-4\nparity_max_rel = 1e-9\n')
     export_off_by(1e-3)
-    _assert_one_line_error(_invoke("export", run, "--target", target), "teacher: ONNX Runtime vs PyTorch max |Δ| = 0.001", "allowed 0.0001")
+    one_line_error(_invoke("export", run, "--target", target), "teacher: ONNX Runtime vs PyTorch max |Δ| = 0.001", "allowed 0.0001")
     assert not list(run.glob(".*.tmp"))
 
 
@@ -160,13 +152,13 @@ def test_export_parity_failure_exits_2_with_the_figures(exported_run, tmp_path, 
 def test_malformed_target_file_exits_2_naming_file_and_key(exported_run, tmp_path, text, fragments):
     target = tmp_path / "bad-target.toml"
     target.write_text(text)
-    _assert_one_line_error(_invoke("bench", exported_run, "--target", target, "--out", tmp_path), str(target), *fragments)
+    one_line_error(_invoke("bench", exported_run, "--target", target, "--out", tmp_path), str(target), *fragments)
     assert not (tmp_path / "bench.json").exists()
 
 
 def test_run_refuses_torchrun(tmp_path, monkeypatch):
     monkeypatch.setenv("WORLD_SIZE", "2")
-    _assert_one_line_error(_invoke("run", "--out", tmp_path / "o"), "under torchrun, launch `edgekd distill`")
+    one_line_error(_invoke("run", "--out", tmp_path / "o"), "under torchrun, launch `edgekd distill`")
     assert not (tmp_path / "o").exists()
 
 
@@ -176,7 +168,7 @@ def test_damaged_recipe_in_run_folder(exported_run, tmp_path):
     run = tmp_path / "run"
     shutil.copytree(exported_run, run)
     (run / "recipe.json").write_text("{not json")
-    _assert_one_line_error(_invoke("export", run), "recipe.json: not valid JSON")
+    one_line_error(_invoke("export", run), "recipe.json: not valid JSON")
 
 
 def test_an_internal_error_exits_3_and_names_the_traceback_file(tmp_path):
@@ -209,7 +201,7 @@ def test_a_full_disk_or_read_only_folder_is_one_line_and_exit_2(tmp_path, monkey
 
     monkeypatch.setattr(edgekd.schema, "json_schema", full)
     result = _invoke("schema", "recipe")
-    _assert_one_line_error(result, str(tmp_path / "run" / "student.pt"))
+    one_line_error(result, str(tmp_path / "run" / "student.pt"))
 
 
 def test_torchs_full_disk_message_is_one_line_and_exit_2(monkeypatch):
@@ -219,7 +211,7 @@ def test_torchs_full_disk_message_is_one_line_and_exit_2(monkeypatch):
         raise RuntimeError("[enforce fail at inline_container.cc:664] . unexpected pos 64 vs 0: PytorchStreamWriter failed writing file data/0")
 
     monkeypatch.setattr(edgekd.schema, "json_schema", full)
-    _assert_one_line_error(_invoke("schema", "recipe"), "disk is full")
+    one_line_error(_invoke("schema", "recipe"), "disk is full")
 
 
 def test_ctrl_c_resume_hint_repeats_every_option(tmp_path, monkeypatch):
@@ -260,7 +252,7 @@ def test_user_code_that_raises_is_named_in_one_line(tmp_path, monkeypatch, kind)
     result = _invoke("distill", recipe, "--out", tmp_path / "run")
     fragment = "model factory 'user_code_raises:factory' raised RuntimeError: weights server unreachable" if kind == "model" \
         else "data source 'user_code_raises:data' raised KeyError"
-    _assert_one_line_error(result, fragment)
+    one_line_error(result, fragment)
     assert not (tmp_path / "run").exists()
 
 
@@ -280,7 +272,7 @@ def test_non_finite_numbers_and_booleans_as_integers_are_refused_at_the_door(tmp
     text, fragment = BAD_NUMBERS[case]
     recipe = tmp_path / "r.toml"
     recipe.write_text(text)
-    _assert_one_line_error(_invoke("distill", recipe, "--out", tmp_path / "run"), fragment)
+    one_line_error(_invoke("distill", recipe, "--out", tmp_path / "run"), fragment)
     assert not (tmp_path / "run").exists()
 
 
@@ -293,7 +285,7 @@ def test_non_finite_numbers_and_booleans_as_integers_are_refused_at_the_door(tmp
 def test_target_fields_are_range_checked(exported_run, tmp_path, text, fragment):
     target = tmp_path / "t.toml"
     target.write_text('description = "x"\n' + text)
-    _assert_one_line_error(_invoke("bench", exported_run, "--target", target, "--out", tmp_path), fragment)
+    one_line_error(_invoke("bench", exported_run, "--target", target, "--out", tmp_path), fragment)
     assert not (tmp_path / "bench.json").exists()
 
 
@@ -317,8 +309,8 @@ def test_a_second_writer_of_a_run_folder_gets_exit_2(exported_run, tmp_path):
     holder = subprocess.Popen([sys.executable, "-c", _HOLD_LOCK, str(run), "60"], stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "holding"
-        _assert_one_line_error(_invoke("export", run), "is being written by another edgekd process", f"pid {holder.pid}")
-        _assert_one_line_error(_invoke("bench", run), "is being written by another edgekd process")
+        one_line_error(_invoke("export", run), "is being written by another edgekd process", f"pid {holder.pid}")
+        one_line_error(_invoke("bench", run), "is being written by another edgekd process")
         assert {p.name: p.stat().st_mtime_ns for p in run.iterdir() if p.name != ".edgekd.lock"} == before
     finally:
         holder.kill()
@@ -375,7 +367,7 @@ def test_quiet_works_after_the_subcommand_too(exported_run, tmp_path):
 @pytest.mark.parametrize("command", ["distill", "run"])
 def test_out_naming_a_file_is_one_line(tmp_path, command):
     (tmp_path / "afile").write_text("keep me")
-    _assert_one_line_error(_invoke(command, "--out", tmp_path / "afile"), "is a file, not a folder")
+    one_line_error(_invoke(command, "--out", tmp_path / "afile"), "is a file, not a folder")
     assert (tmp_path / "afile").read_text() == "keep me"
 
 
@@ -385,7 +377,7 @@ def test_a_diverging_run_says_what_it_kept_and_how_to_start_over(tmp_path):
     recipe.write_text('[teacher]\nmodel = "cnn"\nargs = { channels = [8, 16], hidden = 32 }\nepochs = 1\n'
                       '[student]\nmodel = "mlp"\nargs = { hidden = [16] }\n[distill]\nepochs = 2\nlr = 1e30\n')
     result = _invoke("distill", recipe, "--out", tmp_path / "run")
-    _assert_one_line_error(result, "student (scratch): loss became nan", "no checkpoint of student (scratch) was written yet",
+    one_line_error(result, "student (scratch): loss became nan", "no checkpoint of student (scratch) was written yet",
                            "start over with --force")
     assert not (tmp_path / "run" / "student.pt").exists() and not (tmp_path / "run" / "manifest.json").exists()
 
@@ -396,4 +388,4 @@ def test_a_damaged_json_file_in_a_run_folder_is_one_line(exported_run, tmp_path)
     run = tmp_path / "run"
     shutil.copytree(exported_run, run)
     (run / "distill.json").write_text('{"reference": ')
-    _assert_one_line_error(_invoke("bench", run, "--out", tmp_path), "distill.json: not valid JSON", "the run folder is damaged")
+    one_line_error(_invoke("bench", run, "--out", tmp_path), "distill.json: not valid JSON", "the run folder is damaged")

@@ -95,11 +95,7 @@ def _rotten_tomatoes(arg: str, cfg: DataConfig) -> dict[str, Any]:
 def _factory(arg: str, cfg: DataConfig) -> dict[str, np.ndarray]:
     """A user function `package.module:function` returning a dict with the npz array names, or
     torch datasets: a dict with "train", "test" (and "val", "unlabeled") or a (train, test) pair."""
-    fn = import_object(arg, DataError, "data source")
-    try:
-        result = fn()
-    except (Exception, SystemExit) as exc:  # the user's own code failed (or called sys.exit): say whose, not a traceback of ours
-        raise DataError(f"data source '{arg}' raised {type(exc).__name__}: {first_line(exc)}; fix the function") from None
+    result = call_user(import_object(arg, DataError, "data source"), arg, DataError, "data source")
     if isinstance(result, tuple) and len(result) in (2, 3):
         result = dict(zip(("train", "test", "val"), result))
     if not isinstance(result, Mapping):
@@ -270,6 +266,15 @@ def import_object(spec: str, error: type[Exception], what: str):
         return getattr(module, attr)
     except AttributeError:
         raise error(f"{what} '{spec}': module '{module_name}' has no attribute '{attr}'") from None
+
+
+def call_user(fn, spec: str, error: type[Exception], what: str):
+    """`fn()`, the user's own function: whatever it raises, `sys.exit` included (exit 0 or 1 would
+    read as a verdict), is one `error` line naming whose code failed, not a traceback of ours."""
+    try:
+        return fn()
+    except (Exception, SystemExit) as exc:  # noqa: BLE001 - any failure of user code is the user's to fix
+        raise error(f"{what} '{spec}' raised {type(exc).__name__}: {first_line(exc)}; fix the function") from None
 
 
 def _where_raised(exc: BaseException, module_name: str) -> str:

@@ -70,13 +70,9 @@ def load_tokenizer(spec: str | None):
     elif Path(spec).expanduser().is_dir():
         folder = Path(spec).expanduser()
     elif ":" in spec and not Path(spec).exists():
-        from edgekd.data.sources import import_object
+        from edgekd.data.sources import call_user, import_object
 
-        make = import_object(spec, DataError, "tokenizer")
-        try:
-            return make()
-        except (Exception, SystemExit) as exc:  # noqa: BLE001 - the user's own function failed: say whose, not a traceback of ours
-            raise DataError(f"tokenizer '{spec}' raised {type(exc).__name__}: {first_line(exc)}; fix the function") from None
+        return call_user(import_object(spec, DataError, "tokenizer"), spec, DataError, "tokenizer")
     else:
         raise DataError(f"tokenizer '{spec}' is not a folder, one of {', '.join(PRETRAINED)}, or package.module:function (check the path)")
     try:

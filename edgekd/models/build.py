@@ -96,17 +96,12 @@ def build_model(spec: ModelSpec) -> nn.Module:
         model = factory(**kwargs)
     except ModelError:
         raise
-    except (MemoryError, RuntimeError) as exc:
-        if not isinstance(exc, MemoryError) and "allocate" not in str(exc):
-            if spec.model in FAMILIES:
-                raise
-            raise ModelError(f"model factory '{spec.model}' raised {type(exc).__name__}: {first_line(exc)}; fix the factory or its args") from None
-        # args that size the weights (a width of 10**12) are the user's to fix, whichever factory reads them
-        raise ModelError(f"model '{spec.model}' with args {spec.args} needs more memory than this machine has free "
-                         f"({first_line(exc, 120)}); use smaller args") from None
     except (TypeError, ValueError) as exc:
         raise ModelError(f"model '{spec.model}' could not be built with args {spec.args}: {exc}") from None
     except (Exception, SystemExit) as exc:
+        if _out_of_memory(exc):  # args that size the weights (a width of 10**12) are the user's to fix, whichever factory reads them
+            raise ModelError(f"model '{spec.model}' with args {spec.args} needs more memory than this machine has free "
+                             f"({first_line(exc, 120)}); use smaller args") from None
         if spec.model in FAMILIES:  # edgekd's own family failed: a bug (exit 3), not a user error
             raise
         # the user's own factory failed: say whose, not a traceback of ours
@@ -115,3 +110,7 @@ def build_model(spec: ModelSpec) -> nn.Module:
         raise ModelError(f"model factory '{spec.model}' returned {type(model).__name__}, not a torch.nn.Module")
     return model
 
+
+def _out_of_memory(exc: BaseException) -> bool:
+    """Python's MemoryError, or torch's allocator refusing ("DefaultCPUAllocator: can't allocate memory")."""
+    return isinstance(exc, MemoryError) or (isinstance(exc, RuntimeError) and "allocate" in str(exc))
