@@ -37,7 +37,7 @@ def _ptq(run: Path, work: Path, **settings) -> tuple[Path, Path, dict]:
     return prepared, ptq, chosen
 
 
-def _exact_on_ort_qdq_ops(graph, path: Path, x) -> None:
+def _exact_on_ort_qdq_ops(graph, path: Path, x):
     """The mirror's promise: the same tensors quantized, the same scales, the same rounding. It is
     checked where ONNX Runtime executes the QDQ model as written (QuantizeLinear, DequantizeLinear
     and fp32 ops: optimisation level "basic"), which is exact whatever the CPU. At level "all" (what
@@ -52,6 +52,7 @@ def _exact_on_ort_qdq_ops(graph, path: Path, x) -> None:
     assert (ours.argmax(1) == theirs.argmax(1)).all() and np.abs(ours - theirs).max() <= 1e-5 * np.abs(theirs).max()
     shipped = check_qad_parity(graph, path, x)  # raises beyond the gate
     assert shipped.agreement >= PARITY_MIN_AGREEMENT and shipped.mean_abs <= PARITY_MAX_MEAN_REL * shipped.largest_logit
+    return shipped
 
 
 @pytest.mark.parametrize("settings", [{"per_channel": True}, {"per_channel": False}, {"weight_type": "uint8", "activation_type": "uint8"},
@@ -60,8 +61,7 @@ def _exact_on_ort_qdq_ops(graph, path: Path, x) -> None:
 def test_the_fake_quantized_graph_is_ort_s_int8_model(exported_run, tmp_path, settings):
     prepared, ptq, _ = _ptq(exported_run, tmp_path, **settings)
     graph = FakeQuantGraph(prepared, read_plan(ptq)).eval()
-    _exact_on_ort_qdq_ops(graph, ptq, DIGITS.x_test)
-    parity = check_qad_parity(graph, ptq, DIGITS.x_test)
+    parity = _exact_on_ort_qdq_ops(graph, ptq, DIGITS.x_test)
     plain = FakeQuantGraph(prepared, read_plan(ptq), fake_quant=False).eval()  # the same graph in fp32
     fp32 = run_batches(open_session(prepared), DIGITS.x_test)
     from edgekd.models.call import predict
@@ -228,7 +228,7 @@ def test_a_transformer_student_is_mirrored_exactly_and_keeps_parity_after_traini
     assert len({q.shared for q in plan.activations.values()}) < len(plan.activations), "some tensors share one scale"
     graph = FakeQuantGraph(prepared, plan).eval()
     _exact_on_ort_qdq_ops(graph, ptq, data.x_test)
-    for seed in range(3):  # as if training had moved everything: each shared scale and every weight its own way
+    for seed in range(3):  # as if training had moved everything, further each time: each shared scale and every weight its own way
         torch.manual_seed(seed)
         with torch.no_grad():
             for scale in graph.scales.values():
