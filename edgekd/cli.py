@@ -22,7 +22,7 @@ from typer.core import TyperGroup
 from rich.console import Console
 from rich.table import Table
 
-from edgekd import __version__
+from edgekd._version import __version__
 from edgekd._io import to_jsonable
 from edgekd._progress import set_quiet
 from edgekd.errors import EdgekdError, RunFolderError, first_line

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-from edgekd._ort import usable_providers
+from edgekd.runtime.session import usable_providers
 from edgekd.bench.stage import BenchReport, bench
 from edgekd.recipe import Recipe, load_recipe, recipe_target
 from edgekd import runfolder

@@ -84,7 +84,6 @@ class RuntimeConfig:
             raise ValueError('execution_mode "parallel" needs inter_op_threads other than 1 (0 lets ONNX Runtime pick)')
         if self.ort_platform is not None and self.format is not ArtifactFormat.ort:
             raise ValueError('ort_platform applies only to format = "ort"; remove it or set format = "ort"')
-        from edgekd._ort import provider_names_problem  # _ort builds sessions from this config
 
         problem = provider_names_problem(self.providers)
         if problem:
@@ -229,3 +228,19 @@ def _load_file(path: Path) -> Target:
     data = read_toml(path, TargetError, "target")
     data.setdefault("name", path.stem)
     return validate(Target, data, str(path), TargetError)
+
+
+def provider_names_problem(names: list[str]) -> str | None:
+    """What is wrong with a list of provider names, or None. A misspelt name is refused with the
+    name it is closest to; a name ONNX Runtime does not know at all may be a plugin provider, which
+    the session check decides on."""
+    import onnxruntime as ort
+
+    known = list(ort.get_all_providers())
+    for name in names:
+        close = [] if name in known else difflib.get_close_matches(name, known, n=1, cutoff=0.75)
+        if close:
+            return f"unknown execution provider '{name}' — did you mean '{close[0]}'?"
+    if len(set(names)) != len(names):
+        return "an execution provider is listed twice; list each once, in preference order"
+    return None

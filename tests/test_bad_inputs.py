@@ -74,7 +74,7 @@ def test_a_csv_that_is_not_utf8_names_the_byte_and_the_fix(tmp_path):
 
 
 def test_data_encoding_reads_a_latin1_csv(tmp_path):
-    from edgekd.recipe import DataConfig
+    from edgekd.data.config import DataConfig
 
     _latin1_csv(tmp_path / "t.csv")
     splits = load_data(f"csv:{tmp_path / 't.csv'}", options=DataConfig(label_column="label", encoding="latin-1"))
@@ -165,7 +165,7 @@ def test_a_user_module_that_does_not_import_exits_2_naming_file_and_line(tmp_pat
 
 
 def test_import_errors_keep_their_own_error_type(tmp_path, monkeypatch):
-    from edgekd.data.sources import import_object
+    from edgekd._user import import_object
 
     (tmp_path / "user_typed.py").write_text("def f(:\n")
     monkeypatch.chdir(tmp_path)
@@ -218,7 +218,7 @@ def test_bench_refuses_float_data_for_an_int64_input(tmp_path):
     (np.array([[1.0, 2.0, 3.0, 4.0]], np.float64), None),  # whole numbers: the cast changes nothing
 ])
 def test_the_feeds_builder_casts_only_without_loss(tmp_path, values, fragment):
-    from edgekd._ort import feeds, open_session
+    from edgekd.runtime.session import feeds, open_session
 
     _int64_model(tmp_path / "m.onnx")
     session = open_session(tmp_path / "m.onnx")

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edgekd.bench.latency import summarize, time_interleaved
+from edgekd.runtime.timing import summarize, time_interleaved
 from edgekd.bench.stage import bench
 from edgekd.bench.verify import check_budgets
 from edgekd.data import load_data
@@ -188,8 +188,8 @@ def test_top5_on_known_logits(tmp_path):
     import onnx
     from onnx import TensorProto, helper
 
-    from edgekd._ort import open_session
-    from edgekd.bench.accuracy import top_k
+    from edgekd.runtime.session import open_session
+    from edgekd.runtime.metrics import top_k
 
     graph = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "identity",
                               [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 10])],
@@ -202,7 +202,7 @@ def test_top5_on_known_logits(tmp_path):
 
 
 def test_macs_of_the_teacher_by_hand(exported_run):
-    from edgekd.bench.profile import read_profile
+    from edgekd.runtime.graph import read_profile
 
     # tiny teacher: conv 1→8 and 8→16 (3×3, pad 1, each followed by 2×2 pooling), 16·2·2 → 32 → 10
     expected = 8 * 8 * 8 * 9 + 16 * 4 * 4 * (8 * 9) + 64 * 32 + 32 * 10
@@ -223,7 +223,7 @@ def test_missing_secondary_provider_is_reported_not_replaced(exported_run, tmp_p
 def test_session_options_come_from_the_target(exported_run):
     import onnxruntime as ort
 
-    from edgekd._ort import open_session
+    from edgekd.runtime.session import open_session
     from edgekd.targets import RuntimeConfig
 
     session = open_session(exported_run / "student.sim.onnx", None, RuntimeConfig(intra_op_threads=2, inter_op_threads=2, graph_optimization="basic", execution_mode="parallel"))
@@ -234,7 +234,7 @@ def test_session_options_come_from_the_target(exported_run):
 
 
 def test_session_memory_is_measured(exported_run):
-    from edgekd._ort import feeds, open_session
+    from edgekd.runtime.session import feeds, open_session
     from edgekd.bench.memory import session_memory
 
     path = exported_run / "teacher.onnx"
@@ -244,7 +244,7 @@ def test_session_memory_is_measured(exported_run):
 
 
 def test_io_binding_path_gives_the_same_outputs(exported_run):
-    from edgekd._ort import open_session
+    from edgekd.runtime.session import open_session
     from edgekd.bench.measure import bound_call
 
     session = open_session(exported_run / "student.sim.onnx")
@@ -274,9 +274,9 @@ def test_accuracy_drop_fails_only_when_its_paired_interval_lies_beyond_the_budge
 
 @pytest.mark.parametrize("policy", ["warn", "fail", "fallback"])
 def test_a_deployed_model_slower_than_fp32_is_a_verdict_the_target_decides(policy):
-    from edgekd.bench.latency import LatencyStats
+    from edgekd.runtime.timing import LatencyStats
     from edgekd.bench.report import verdict_line
-    from edgekd.bench.verify import versus_fp32
+    from edgekd.runtime.timing import versus_fp32
     from edgekd.targets import QuantizationConfig
 
     def stats(p50, ci):
@@ -300,7 +300,7 @@ def test_a_deployed_model_slower_than_fp32_is_a_verdict_the_target_decides(polic
 
 
 def test_overlapping_latency_against_fp32_is_too_close_to_call():
-    from edgekd.bench.verify import VersusFp32
+    from edgekd.runtime.timing import VersusFp32
     from edgekd.targets import QuantizationConfig
 
     figures = VersusFp32("CPUExecutionProvider", 1.02, [0.98, 1.06], 1.0, [0.97, 1.03], 900, 1000, slower=False, larger=False)

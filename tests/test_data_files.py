@@ -8,7 +8,7 @@ import pytest
 
 from edgekd.data import load_data
 from edgekd.errors import DataError, ModelError
-from edgekd.recipe import DataConfig
+from edgekd.data.config import DataConfig
 
 
 def _write_idx(path, array, gz):

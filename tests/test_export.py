@@ -7,7 +7,7 @@ import onnx
 import pytest
 import torch
 
-from edgekd._ort import open_session, run_batches
+from edgekd.runtime.session import open_session, run_batches
 from edgekd.data import load_data
 from edgekd.errors import OnnxModelError, ParityError
 from edgekd.export.onnx import check_parity, export_onnx

@@ -2,9 +2,10 @@
 
 import numpy as np
 
-from edgekd._ort import open_session, run_batches
+from edgekd.runtime.session import open_session, run_batches
 from edgekd.data import load_data
-from edgekd.export.mobile import mobile_coverage, package_ort
+from edgekd.export.mobile import package_ort
+from edgekd.runtime.coverage import mobile_coverage
 
 
 def test_ort_format_loads_and_gives_the_same_outputs(exported_run, tmp_path):

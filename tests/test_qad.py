@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 
 from edgekd import runfolder
 from edgekd._io import sha256_file
-from edgekd._ort import open_session, run_batches
+from edgekd.runtime.session import open_session, run_batches
 from edgekd.cli import app
 from edgekd.data import load_data
 from edgekd.errors import QadError, RecipeError

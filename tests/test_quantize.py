@@ -6,7 +6,7 @@ from pathlib import Path
 import onnx
 import pytest
 
-from edgekd._ort import open_session, run_batches
+from edgekd.runtime.session import open_session, run_batches
 from edgekd.data import load_data
 from edgekd.export.exclusion import rank_nodes_by_error
 from edgekd.export.quantize import ARTIFACTS, FP32_CANDIDATE, quantize
@@ -113,7 +113,7 @@ def test_a_drop_of_a_few_images_is_too_close_to_call_and_excludes_nothing(export
     """Two validation images lost of 40 is beyond a zero budget, but it is noise: nothing is excluded."""
     import numpy as np
 
-    from edgekd.bench.accuracy import file_correct
+    from edgekd.runtime.metrics import file_correct
 
     raw = _quantize(exported_run, tmp_path, scheme=Scheme.static_qdq, calibration_samples=1, max_excluded_nodes=0)
     fp32_hits = file_correct(tmp_path / "student.sim.onnx", DIGITS.x_val, DIGITS.y_val)
@@ -151,7 +151,7 @@ def test_auto_times_every_candidate_and_keeps_the_fastest_within_budget(exported
 @pytest.mark.parametrize("fastest", ["fp32", "static-qdq per-channel"])
 def test_auto_ships_int8_only_when_it_is_faster_than_fp32(exported_run, tmp_path, monkeypatch, fastest):
     """The choice, with timings fixed (tests check logic, not wall-clock): the fastest model within budget ships."""
-    import edgekd.bench.latency as latency
+    import edgekd.runtime.timing as latency
 
     def fixed_times(calls, warmup, runs, min_seconds=0.0):
         return {name: [1_000 if name == fastest else 2_000] * runs for name in calls}
@@ -177,7 +177,7 @@ def test_auto_does_not_try_dynamic_int8_on_a_convolution_dominated_graph(exporte
 @pytest.mark.parametrize("policy", ["warn", "fallback", "fail"])
 def test_a_fixed_scheme_slower_than_fp32_is_measured_and_acted_on(exported_run, tmp_path, monkeypatch, policy):
     """Timings fixed (tests check logic, not wall-clock): int8 three times slower than fp32."""
-    import edgekd.bench.latency as latency
+    import edgekd.runtime.timing as latency
 
     def fixed_times(calls, warmup, runs, min_seconds=0.0):
         return {name: [1_000 if name == "fp32" else 3_000] * runs for name in calls}
@@ -197,7 +197,7 @@ def test_a_fixed_scheme_slower_than_fp32_is_measured_and_acted_on(exported_run, 
 
 
 def test_a_fixed_scheme_that_pays_is_recorded_without_a_warning(exported_run, tmp_path, monkeypatch):
-    import edgekd.bench.latency as latency
+    import edgekd.runtime.timing as latency
 
     monkeypatch.setattr(latency, "time_interleaved", lambda calls, warmup, runs, min_seconds=0.0: {n: [2_000 if n == "fp32" else 1_000] * runs for n in calls})
     result = _quantize(exported_run, tmp_path, scheme=Scheme.static_qdq, if_slower_than_fp32="fallback")

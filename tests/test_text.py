@@ -22,7 +22,7 @@ from edgekd.data import load_data  # noqa: E402
 from edgekd.errors import DataError, ModelError, RecipeError  # noqa: E402
 from edgekd.inputs import Inputs, TensorSpec  # noqa: E402
 from edgekd.models import ModelSpec, build_model  # noqa: E402
-from edgekd.recipe import DataConfig  # noqa: E402
+from edgekd.data.config import DataConfig  # noqa: E402
 
 TINY = {"layers": 2, "hidden": 32, "heads": 2, "intermediate": 64, "max_position": 160}
 
@@ -241,7 +241,7 @@ def test_mixup_and_shifts_refuse_token_inputs(tmp_path, corpus):
 
 
 def test_two_input_export_runs_at_lengths_1_7_and_128(tmp_path, text_data):
-    from edgekd._ort import open_session, run_batches
+    from edgekd.runtime.session import open_session, run_batches
     from edgekd.export.onnx import check_parity, export_onnx
     from edgekd.models.call import predict
     from edgekd.targets import ExportConfig
@@ -262,7 +262,7 @@ def test_two_input_export_runs_at_lengths_1_7_and_128(tmp_path, text_data):
 
 def test_feeds_are_built_by_name_not_by_position(text_data, tmp_path):
     """A model that declares attention_mask first still gets each array under its own name."""
-    from edgekd._ort import feeds, open_session, run_batches
+    from edgekd.runtime.session import feeds, open_session, run_batches
     from edgekd.export.onnx import export_onnx
 
     class MaskFirst(torch.nn.Module):
@@ -286,7 +286,7 @@ def test_feeds_are_built_by_name_not_by_position(text_data, tmp_path):
 
 
 def test_text_run_exports_quantizes_dynamic_int8_and_keeps_accuracy(text_run):
-    from edgekd._ort import open_session
+    from edgekd.runtime.session import open_session
 
     result = json.loads((text_run / "export.json").read_text())
     assert result["quantized"]["scheme"] == "dynamic" and result["deployed"] == "student.int8-dynamic.onnx"
@@ -387,7 +387,7 @@ def test_encoder_teacher_trains_only_its_head_on_pooled_features(tmp_path, corpu
 def test_torchscript_fallback_keeps_the_sequence_axis_dynamic(tmp_path, text_data):
     """A data-dependent branch stops the dynamo exporter; the TorchScript fallback must still give a
     model that runs at any batch and sequence length."""
-    from edgekd._ort import open_session, run_batches
+    from edgekd.runtime.session import open_session, run_batches
     from edgekd.export.onnx import export_onnx
     from edgekd.models.call import predict
 

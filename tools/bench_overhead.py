@@ -52,8 +52,8 @@ def _demo_model(work: Path) -> Path:
 
 
 def main() -> None:
-    from edgekd._ort import open_session
-    from edgekd.bench.latency import session_call, time_interleaved
+    from edgekd.runtime.session import open_session
+    from edgekd.runtime.timing import session_call, time_interleaved
     from edgekd.targets import RuntimeConfig
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])

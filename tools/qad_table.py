@@ -169,7 +169,7 @@ def set_qad_keys(run: Path, pairs: list[str]) -> None:
 
 def measure(seed: int, run: Path, target, data, x_val, y_val, args, rows: dict[str, list[Row]]) -> None:
     """The five deployments of one seed's student, printed as table rows and added to `rows`."""
-    from edgekd.bench.accuracy import file_correct
+    from edgekd.runtime.metrics import file_correct
     from edgekd.export.quantize import quantize, time_against_fp32
     from edgekd.paired import paired_drop
     from edgekd.qad.stage import quantization_aware

@@ -18,10 +18,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from edgekd._ort import open_session, run_batches
+from edgekd.runtime.session import open_session, run_batches
 from edgekd._platform import cpu_info
 from edgekd._progress import set_quiet
-from edgekd.bench.latency import session_call, time_interleaved
+from edgekd.runtime.timing import session_call, time_interleaved
 from edgekd.data import load_data
 from edgekd.distill.trainer import TrainSettings, fit
 from edgekd.export.onnx import export_onnx

@@ -75,7 +75,7 @@ def quant_part(args) -> None:
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    from edgekd._ort import feeds, open_session
+    from edgekd.runtime.session import feeds, open_session
     from edgekd._platform import cpu_info
     from edgekd.export.onnx import export_onnx
     from edgekd.export.quantize import quantize, time_against_fp32
@@ -135,7 +135,7 @@ def quant_part(args) -> None:
             stats = time_against_fp32(files["fp32"], variants, as_inputs(calibration), ["CPUExecutionProvider"],
                                       RuntimeConfig(intra_op_threads=1), warmup=20, runs=args.runs)
             params = sum(p.numel() for p in model.parameters())
-            from edgekd.bench.profile import read_profile
+            from edgekd.runtime.graph import read_profile
 
             macs = read_profile(files["fp32"]).macs
             for name, path in files.items():
@@ -268,7 +268,7 @@ def exclusion_part(args) -> None:
     as int8 is *significantly* worse than fp32 on the validation images (paired test), up to 8."""
     import resource
 
-    from edgekd.bench.accuracy import file_top1
+    from edgekd.runtime.metrics import file_top1
     from edgekd.data import load_data
     from edgekd.export.quantize import quantize
     from edgekd.targets import QuantizationConfig, Scheme

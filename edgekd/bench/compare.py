@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from edgekd._io import read_json
-from edgekd.bench.latency import interval_above
+from edgekd.runtime.timing import interval_above
 from edgekd.errors import EdgekdError
 
 

@@ -13,11 +13,11 @@ from pathlib import Path
 import numpy as np
 
 from edgekd._config import Count, NonNegative, Positive, Share
-from edgekd._ort import feeds, fixed_batch
-from edgekd.bench.accuracy import hits_top_k
-from edgekd.bench.latency import LatencyStats, session_call, summarize, time_interleaved
+from edgekd.runtime.session import feeds, fixed_batch
+from edgekd.runtime.metrics import hits_top_k
+from edgekd.runtime.timing import LatencyStats, session_call, summarize, time_interleaved
 from edgekd.bench.memory import MemoryStats, session_memory
-from edgekd.bench.profile import GraphProfile, read_profile
+from edgekd.runtime.graph import GraphProfile, read_profile
 from edgekd.errors import first_line
 from edgekd.inputs import Inputs, as_inputs
 from edgekd.targets import BenchConfig

@@ -19,11 +19,12 @@ import numpy as np
 from edgekd import runfolder
 from edgekd._config import validate
 from edgekd._platform import cpu_info
-from edgekd._ort import open_session, usable_providers
+from edgekd.runtime.session import open_session, usable_providers
 from edgekd._progress import say
 from edgekd.bench.measure import VariantReport, measure_variants
 from edgekd.bench.report import REPORT_FILES, verdict_line, write_junit, write_reports
-from edgekd.bench.verify import MobileFigures, Verdict, check_budgets, run_passed, versus_fp32
+from edgekd.bench.verify import MobileFigures, Verdict, check_budgets, run_passed
+from edgekd.runtime.timing import versus_fp32
 from edgekd.data import load_recipe_data, load_test_split
 from edgekd.errors import DataError, OnnxModelError, TargetError
 from edgekd.inputs import Inputs
@@ -97,7 +98,7 @@ def _bench(
     providers, missing = usable_providers(list(target.runtime.providers if providers is None else providers))
     sessions = {name: open_session(path, providers, target.runtime) for name, path in files.items()}
     if coverage is None and files[deployed].suffix == ".onnx":
-        from edgekd.export.mobile import mobile_coverage
+        from edgekd.runtime.coverage import mobile_coverage
 
         coverage = mobile_coverage(files[deployed])
     x, y, inputs = _inputs(source, sessions[deployed], tokenizer, max_length, encoding)
@@ -160,7 +161,7 @@ def _bench(
 
 def _from_run_folder(run_dir: Path):
     """The variants a run folder holds, its data source, its export target and mobile coverage."""
-    from edgekd.export.mobile import EpCoverage
+    from edgekd.runtime.coverage import EpCoverage
     from edgekd.export.stage import RESULT, STUDENT_SIMPLIFIED, TEACHER_ONNX
 
     exported = runfolder.read_json(runfolder.artifact(run_dir, RESULT, "bench"))
@@ -200,7 +201,7 @@ def _with_quantization_aware(run_dir: Path, files: dict[str, Path], deployed: st
 
 def _mobile_figures(target: Target, providers: list[str], coverage) -> MobileFigures | None:
     """Coverage of the mobile EP the budgets name (or the first one the target lists)."""
-    from edgekd.export.mobile import MOBILE_PROVIDERS
+    from edgekd.runtime.coverage import MOBILE_PROVIDERS
 
     ep = target.budgets.mobile_ep or next((MOBILE_PROVIDERS[p] for p in target.runtime.providers if p in MOBILE_PROVIDERS), None)
     if ep is None or not coverage:
@@ -218,7 +219,7 @@ def _inputs(source, session, tokenizer: str | None = None, max_length: int = 128
     if source is not None:
         if isinstance(source, str):
             from edgekd._config import validate
-            from edgekd.recipe import DataConfig
+            from edgekd.data.config import DataConfig
 
             if source.startswith("text:") and not tokenizer:
                 raise DataError("text data needs the tokenizer the model was trained with: pass --tokenizer DIR")
@@ -245,7 +246,7 @@ def _inputs(source, session, tokenizer: str | None = None, max_length: int = 128
 
 def environment(target: Target, providers: list[str]) -> dict[str, str]:
     """The fingerprint every report carries: where the figures were measured."""
-    from edgekd._ort import available_providers
+    from edgekd.runtime.session import available_providers
 
     return {
         **cpu_info(),

@@ -14,7 +14,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-from edgekd.bench.latency import LatencyStats, interval_above
+from edgekd.runtime.timing import VersusFp32
 from edgekd.paired import PairedDrop
 from edgekd.targets import Budgets, QuantizationConfig, SlowerPolicy
 
@@ -31,27 +31,6 @@ class Verdict:
     interval: list[float] | None = None  # 95% confidence interval of the measured figure, if known
     too_close_to_call: bool = False  # the interval straddles the budget: passed, but not for sure
     blocking: bool = True  # False: a failure only warns (if_slower_than_fp32 = "warn"), or an unchecked budget may pass (allow_unchecked)
-
-
-@dataclass(frozen=True)
-class VersusFp32:
-    """A quantized model against the fp32 model it came from, timed interleaved in one process
-    (by export, to act on the target's if_slower_than_fp32, and by the bench, as a verdict)."""
-
-    provider: str  # where it was timed (this machine's CPU for a CPU provider)
-    p50_ms: float
-    p50_ci95_ms: list[float]
-    fp32_p50_ms: float
-    fp32_p50_ci95_ms: list[float]
-    bytes: int
-    fp32_bytes: int
-    slower: bool  # the whole 95% interval of its p50 lies above fp32's
-    larger: bool
-
-
-def versus_fp32(provider: str, mine: LatencyStats, fp32: LatencyStats, size: int, fp32_size: int) -> VersusFp32:
-    return VersusFp32(provider, mine.p50_ms, mine.ci95_ms["p50"], fp32.p50_ms, fp32.ci95_ms["p50"], size, fp32_size,
-                      slower=interval_above(mine.ci95_ms["p50"], fp32.ci95_ms["p50"]), larger=size > fp32_size)
 
 
 def check_budgets(

@@ -8,7 +8,7 @@ from edgekd.data.sources import SOURCES, load_data, load_test_split
 from edgekd.data.splits import DataSplits
 
 if TYPE_CHECKING:
-    from edgekd.recipe import DataConfig
+    from edgekd.data.config import DataConfig
 
 
 def load_recipe_data(cfg: DataConfig) -> DataSplits:

@@ -6,8 +6,6 @@ digits ship inside scikit-learn, and the other kinds read the user's own files o
 
 from __future__ import annotations
 
-import importlib
-import sys
 import zipfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -17,11 +15,12 @@ import numpy as np
 
 from edgekd.data.files import read_csv, read_idx_dir, read_image_folder
 from edgekd.data.splits import DataSplits, checked_pair, checked_splits, stratified_split
-from edgekd.errors import DataError, first_line
+from edgekd._user import call_user, import_object
+from edgekd.errors import DataError
 from edgekd.inputs import Inputs
 
 if TYPE_CHECKING:
-    from edgekd.recipe import DataConfig
+    from edgekd.data.config import DataConfig
 
 _NPZ_KEYS = ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test", "x_unlabeled")
 
@@ -128,7 +127,7 @@ def load_data(
     """Load a source into fixed, validated train / val / test splits (and unlabelled inputs)."""
     from dataclasses import replace
 
-    from edgekd.recipe import DataConfig
+    from edgekd.data.config import DataConfig
 
     cfg = replace(options or DataConfig(), source=source, val_fraction=val_fraction, test_fraction=test_fraction, split_seed=split_seed)
     kind, arg = _parse(source)
@@ -145,7 +144,7 @@ def load_test_split(source: str, options: DataConfig | None = None) -> tuple[Inp
     A text file given to bench is all test data: every row is tokenized and scored."""
     from dataclasses import replace
 
-    from edgekd.recipe import DataConfig
+    from edgekd.data.config import DataConfig
 
     kind, arg = _parse(source)
     if kind == "npz":
@@ -240,48 +239,3 @@ def _parse(source: str) -> tuple[str, str]:
     raise DataError(
         f"unknown data source '{source}'; use digits, npz:PATH, idx:DIR, csv:PATH, imagefolder:DIR, text:PATH, rotten-tomatoes, or package.module:function"
     )
-
-
-def import_object(spec: str, error: type[Exception], what: str):
-    """Import `package.module:attr`, also from the working directory, with a clear error."""
-    module_name, _, attr = spec.partition(":")
-    if not module_name or not attr:
-        raise error(f"{what} '{spec}' must look like package.module:name")
-    if "" not in sys.path:
-        sys.path.insert(0, "")
-    try:
-        module = importlib.import_module(module_name)
-    except SyntaxError as exc:  # IndentationError and TabError too: the user's file, with its line
-        raise error(f"{what} '{spec}': {exc.filename}, line {exc.lineno}: {type(exc).__name__}: {exc.msg}; fix the module") from None
-    except ImportError as exc:
-        if (exc.name or "") != module_name and not module_name.startswith(f"{exc.name}."):  # the module itself imports something missing
-            raise error(f"{what} '{spec}': module '{module_name}' {_where_raised(exc, module_name)}cannot import "
-                        f"'{exc.name or '?'}' ({first_line(exc)}); install it or fix the import") from None
-        raise error(f"{what} '{spec}': cannot import module '{module_name}' ({exc}); check the name and that its folder is "
-                    "the working folder or on PYTHONPATH") from None
-    except (Exception, SystemExit) as exc:  # noqa: BLE001 - the module's own top-level code failed (sys.exit included: never exit 0 or 1)
-        raise error(f"{what} '{spec}': importing module '{module_name}' raised {type(exc).__name__} "
-                    f"{_where_raised(exc, module_name)}({first_line(exc)}); fix the module") from None
-    try:
-        return getattr(module, attr)
-    except AttributeError:
-        raise error(f"{what} '{spec}': module '{module_name}' has no attribute '{attr}'") from None
-
-
-def call_user(fn, spec: str, error: type[Exception], what: str):
-    """`fn()`, the user's own function: whatever it raises, `sys.exit` included (exit 0 or 1 would
-    read as a verdict), is one `error` line naming whose code failed, not a traceback of ours."""
-    try:
-        return fn()
-    except (Exception, SystemExit) as exc:  # noqa: BLE001 - any failure of user code is the user's to fix
-        raise error(f"{what} '{spec}' raised {type(exc).__name__}: {first_line(exc)}; fix the function") from None
-
-
-def _where_raised(exc: BaseException, module_name: str) -> str:
-    """'at FILE, line N ' for the deepest frame of the traceback inside the user's package, or ''."""
-    import traceback
-
-    top = module_name.split(".")[0]
-    ours = [frame for frame in traceback.extract_tb(exc.__traceback__)
-            if f"/{top}/" in frame.filename.replace("\\", "/") or Path(frame.filename).stem == module_name.split(".")[-1]]
-    return f"at {ours[-1].filename}, line {ours[-1].lineno} " if ours else ""

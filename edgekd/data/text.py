@@ -70,7 +70,7 @@ def load_tokenizer(spec: str | None):
     elif Path(spec).expanduser().is_dir():
         folder = Path(spec).expanduser()
     elif ":" in spec and not Path(spec).exists():
-        from edgekd.data.sources import call_user, import_object
+        from edgekd._user import call_user, import_object
 
         return call_user(import_object(spec, DataError, "tokenizer"), spec, DataError, "tokenizer")
     else:

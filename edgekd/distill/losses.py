@@ -24,16 +24,13 @@ epsilon clamp: at logit gaps of 100·T, exp(−100) is below float32's normal ra
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
-
-def _wide(x: torch.Tensor) -> torch.Tensor:
-    """Half-precision activations (under AMP) are promoted: softmax and logs need the range."""
-    return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
+from edgekd.models.ensemble import full_precision as _wide
+from edgekd.models.ensemble import soft_log_targets
 
 
 @dataclass(frozen=True)
@@ -53,15 +50,6 @@ def hard_label_loss(student_logits: torch.Tensor, labels: torch.Tensor | MixedLa
         second = F.cross_entropy(logits, labels.second, reduction="none")
         return (labels.share * first + (1 - labels.share) * second).mean()
     return F.cross_entropy(logits, labels)
-
-
-def soft_log_targets(teacher_logits: list[torch.Tensor], temperature: float, weights: list[float] | None = None) -> torch.Tensor:
-    """log Σ_i w_i · softmax(z_i / T) with Σ w_i = 1, as logsumexp_i(log w_i + log_softmax(z_i / T)):
-    one teacher's log p_T, or the log of several teachers' average."""
-    weights = weights or [1.0] * len(teacher_logits)
-    total = float(sum(weights))
-    logs = [math.log(w / total) + F.log_softmax(_wide(z.detach()) / temperature, dim=-1) for w, z in zip(weights, teacher_logits) if w > 0]
-    return torch.logsumexp(torch.stack(logs), dim=0)
 
 
 def soft_targets(teacher_logits: list[torch.Tensor], temperature: float, weights: list[float] | None = None) -> torch.Tensor:

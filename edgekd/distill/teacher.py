@@ -24,7 +24,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from edgekd import __version__, runfolder
+from edgekd import runfolder
+from edgekd._version import __version__
 from edgekd._io import atomic_path
 from edgekd._progress import say
 from edgekd.data import DataSplits
@@ -64,7 +65,7 @@ class Teacher:
         """Eval-mode logits for a whole array: shape checks, scores and the logit cache use this."""
         if self.model is not None:
             return predict(self.model, x)
-        from edgekd._ort import run_batches
+        from edgekd.runtime.session import run_batches
 
         return run_batches(self.session, x)
 
@@ -100,7 +101,7 @@ def plan_teachers(recipe: Recipe, data: DataSplits) -> TeacherSet:
 
 def _plan(cfg: TeacherConfig, recipe: Recipe, data: DataSplits, position: int) -> Teacher:
     if cfg.model.endswith(".onnx"):
-        from edgekd._ort import open_session
+        from edgekd.runtime.session import open_session
         from edgekd._io import sha256_file
 
         session = open_session(Path(cfg.model))

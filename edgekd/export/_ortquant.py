@@ -7,7 +7,7 @@ import contextlib
 import functools
 from pathlib import Path
 
-from edgekd._ort import feeds, fixed_batch, open_session
+from edgekd.runtime.session import feeds, fixed_batch, open_session
 from edgekd.inputs import Inputs
 
 

@@ -17,9 +17,9 @@ from pathlib import Path
 
 import numpy as np
 
-from edgekd._ort import open_session, run_batches
+from edgekd.runtime.session import open_session, run_batches
 from edgekd._progress import say
-from edgekd.bench.accuracy import file_correct
+from edgekd.runtime.metrics import file_correct
 from edgekd.export._ortquant import Batches, quiet_ort
 from edgekd.inputs import Inputs, as_inputs
 from edgekd.paired import PairedDrop, paired_drop

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from edgekd._io import atomic_path
-from edgekd._ort import fixed_batch, open_session, run_batches
+from edgekd.runtime.session import fixed_batch, open_session, run_batches
 from edgekd.errors import OnnxModelError, ParityError, first_line
 from edgekd.inputs import BATCH, Inputs, as_inputs, image_spec
 from edgekd.targets import ExportConfig

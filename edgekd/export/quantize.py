@@ -25,12 +25,12 @@ from typing import Any
 import numpy as np
 
 from edgekd._io import atomic_path
-from edgekd._ort import fixed_batch, open_session
+from edgekd.runtime.session import fixed_batch, open_session
 from edgekd._platform import cpu_info
 from edgekd._progress import say
-from edgekd.bench.accuracy import file_correct
-from edgekd.bench.latency import LatencyStats
-from edgekd.bench.verify import VersusFp32, versus_fp32
+from edgekd.runtime.metrics import file_correct
+from edgekd.runtime.timing import LatencyStats
+from edgekd.runtime.timing import VersusFp32, versus_fp32
 from edgekd.errors import TargetError, first_line
 from edgekd.export._ortquant import Batches, quiet_ort
 from edgekd.export.exclusion import ExclusionStep, produce_within_budget
@@ -126,7 +126,7 @@ def _fp32_result(requested: str, source: Path, accuracy: float, cfg: Quantizatio
 
 def _against_fp32(result: QuantizeResult, source: Path, cfg: QuantizationConfig, x_val: Inputs, providers, runtime) -> QuantizeResult:
     """Time a fixed scheme's artifact against fp32; if it does not pay, act as the target says."""
-    from edgekd._ort import usable_providers
+    from edgekd.runtime.session import usable_providers
 
     try:
         usable, _ = usable_providers(list(providers or ["CPUExecutionProvider"]))
@@ -189,7 +189,7 @@ def _auto(prepared, source, out_dir, work, cfg, calibration, x_val, y_val, fp32_
     """Produce every candidate, time them with the fp32 model on the target's provider, keep one."""
     import onnx
 
-    from edgekd._ort import usable_providers
+    from edgekd.runtime.session import usable_providers
 
     try:
         usable, _ = usable_providers(list(providers or ["CPUExecutionProvider"]))
@@ -243,7 +243,7 @@ def time_against_fp32(source: Path, files: dict[str, Path], x: Inputs, providers
                       warmup: int = 20, runs: int = 200) -> dict[str, LatencyStats]:
     """Latency of each file and of the fp32 `source` ("fp32"), timed interleaved in this process on
     `providers` at the model's fixed batch (else 1): ratios that hold on a noisy machine."""
-    from edgekd.bench.latency import session_call, summarize, time_interleaved
+    from edgekd.runtime.timing import session_call, summarize, time_interleaved
 
     sessions = {"fp32": open_session(source, providers, runtime), **{n: open_session(p, providers, runtime) for n, p in files.items()}}
     batch = fixed_batch(sessions["fp32"]) or 1
@@ -347,7 +347,7 @@ def _overrides(scales: dict[str, tuple[float, int]], activation_type: str) -> di
 
 def _op_counts(model) -> tuple[int, int]:
     """Per-sample MACs in (convolutions, matrix products): what decides whether dynamic int8 can pay."""
-    from edgekd.bench.profile import macs_by_kind
+    from edgekd.runtime.graph import macs_by_kind
 
     macs = macs_by_kind(model)
     return macs["conv"], macs["matmul"]

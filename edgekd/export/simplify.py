@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from edgekd._io import atomic_path
-from edgekd._ort import open_session, run_batches
+from edgekd.runtime.session import open_session, run_batches
 from edgekd.errors import first_line
 
 

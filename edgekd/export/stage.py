@@ -17,10 +17,11 @@ from pathlib import Path
 
 from edgekd import runfolder
 from edgekd._io import write_json
-from edgekd.bench.accuracy import file_top1
+from edgekd.runtime.metrics import file_top1
 from edgekd._progress import say
 from edgekd.data import load_recipe_data
-from edgekd.export.mobile import EpCoverage, OrtPackage, mobile_coverage, package_ort
+from edgekd.export.mobile import OrtPackage, package_ort
+from edgekd.runtime.coverage import EpCoverage, mobile_coverage
 from edgekd.export.onnx import OnnxExport, Parity, check_parity, export_onnx, parity_lengths
 from edgekd.export.quantize import QuantizeResult, quantize
 from edgekd.export.simplify import SimplifyResult, simplify

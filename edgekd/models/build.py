@@ -17,7 +17,7 @@ from typing import Any
 
 from torch import nn
 
-from edgekd.data.sources import import_object
+from edgekd._user import import_object
 from edgekd.errors import ModelError, first_line
 from edgekd.inputs import TensorSpec, image_spec
 from edgekd.models.zoo import FAMILIES

@@ -11,10 +11,26 @@ from __future__ import annotations
 
 from typing import Any
 
+import math
+
 import torch
+import torch.nn.functional as F
 from torch import nn
 
-from edgekd.distill.losses import soft_log_targets
+
+def full_precision(x: torch.Tensor) -> torch.Tensor:
+    """Half-precision activations (under AMP) are promoted: softmax and logs need the range."""
+    return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
+
+
+def soft_log_targets(teacher_logits: list[torch.Tensor], temperature: float, weights: list[float] | None = None) -> torch.Tensor:
+    """log Σ_i w_i · softmax(z_i / T) with Σ w_i = 1, as logsumexp_i(log w_i + log_softmax(z_i / T)):
+    one teacher's log p_T, or the log of several teachers' average."""
+    weights = weights or [1.0] * len(teacher_logits)
+    total = float(sum(weights))
+    logs = [math.log(w / total) + F.log_softmax(full_precision(z.detach()) / temperature, dim=-1) for w, z in zip(weights, teacher_logits) if w > 0]
+    return torch.logsumexp(torch.stack(logs), dim=0)
+
 
 
 class Ensemble(nn.Module):

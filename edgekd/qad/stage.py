@@ -24,7 +24,7 @@ import numpy as np
 from edgekd import runfolder
 from edgekd._io import atomic_path, sha256_file, write_json
 from edgekd._progress import say
-from edgekd.bench.accuracy import file_correct
+from edgekd.runtime.metrics import file_correct
 from edgekd.errors import QadError
 from edgekd.export.stage import RESULT as EXPORT_RESULT
 from edgekd.export.stage import STUDENT_SIMPLIFIED, TEACHER_ONNX
@@ -218,7 +218,7 @@ def export_qdq(graph, prepared: Path, dest: Path, settings: dict, calibration, w
 
 def check_qad_parity(graph, path: Path, x) -> QadParity:
     """The fake-quantized model and ORT's int8 run of the exported file agree to a few rounding steps."""
-    from edgekd._ort import open_session, run_batches
+    from edgekd.runtime.session import open_session, run_batches
     from edgekd.models.call import predict
 
     ours, theirs = predict(graph, x), run_batches(open_session(path), x)
@@ -269,7 +269,7 @@ def _static(cfg: QuantizationConfig) -> QuantizationConfig:
 
 def _onnx_teacher(path: Path):
     """One ONNX model's soft targets, through ONNX Runtime (cached by the file's hash)."""
-    from edgekd._ort import open_session
+    from edgekd.runtime.session import open_session
     from edgekd.distill.teacher import Teacher, TeacherSet
 
     return TeacherSet([Teacher(f"onnx {path}", 1.0, session=open_session(path), identity=sha256_file(path))])

@@ -90,10 +90,31 @@ def session_call(session, x: Inputs | np.ndarray, batch: int, length: int | None
 
     Sequence inputs are cut or padded to exactly `length` tokens when it is given (latency at a
     stated sequence length), else each batch to its own longest row."""
-    from edgekd._ort import feeds
+    from edgekd.runtime.session import feeds
 
     x = as_inputs(x)
     count = max(1, len(x) // batch)
     prepared = [feeds(session, x.rows(k * batch, batch).sized(length)) for k in range(count)]  # built once: the timed call does nothing but run()
     run, count = session.run, len(prepared)
     return lambda i: run(None, prepared[i % count])
+
+
+@dataclass(frozen=True)
+class VersusFp32:
+    """A quantized model against the fp32 model it came from, timed interleaved in one process
+    (by export, to act on the target's if_slower_than_fp32, and by the bench, as a verdict)."""
+
+    provider: str  # where it was timed (this machine's CPU for a CPU provider)
+    p50_ms: float
+    p50_ci95_ms: list[float]
+    fp32_p50_ms: float
+    fp32_p50_ci95_ms: list[float]
+    bytes: int
+    fp32_bytes: int
+    slower: bool  # the whole 95% interval of its p50 lies above fp32's
+    larger: bool
+
+
+def versus_fp32(provider: str, mine: LatencyStats, fp32: LatencyStats, size: int, fp32_size: int) -> VersusFp32:
+    return VersusFp32(provider, mine.p50_ms, mine.ci95_ms["p50"], fp32.p50_ms, fp32.ci95_ms["p50"], size, fp32_size,
+                      slower=interval_above(mine.ci95_ms["p50"], fp32.ci95_ms["p50"]), larger=size > fp32_size)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from edgekd._ort import run_batches
+from edgekd.runtime.session import run_batches
 from edgekd.errors import DataError
 from edgekd.inputs import Inputs
 
@@ -51,6 +51,6 @@ def file_correct(path, x: Inputs | np.ndarray, y: np.ndarray) -> np.ndarray:
     """Per-sample top-1 hits of an ONNX/ORT file on the CPU provider."""
     from pathlib import Path
 
-    from edgekd._ort import open_session
+    from edgekd.runtime.session import open_session
 
     return correct(open_session(path), x, y, Path(path).name)

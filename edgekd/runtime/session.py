@@ -1,40 +1,23 @@
-"""ONNX Runtime sessions and batched inference, shared by the export and bench stages.
+"""ONNX Runtime sessions, feeds and batched inference, shared by the export and bench stages.
 
 No torch here: a build machine that only benches an ONNX file needs onnxruntime alone.
 """
 
 from __future__ import annotations
 
-import difflib
 from pathlib import Path
 
 import numpy as np
 
 from edgekd.errors import DataError, OnnxModelError, TargetError, first_line
 from edgekd.inputs import Inputs, as_inputs
-from edgekd.targets import RuntimeConfig
+from edgekd.targets import RuntimeConfig, provider_names_problem
 
 
 def available_providers() -> list[str]:
     import onnxruntime as ort
 
     return list(ort.get_available_providers())
-
-
-def provider_names_problem(names: list[str]) -> str | None:
-    """What is wrong with a list of provider names, or None. A misspelt name is refused with the
-    name it is closest to; a name ONNX Runtime does not know at all may be a plugin provider, which
-    the session check decides on."""
-    import onnxruntime as ort
-
-    known = list(ort.get_all_providers())
-    for name in names:
-        close = [] if name in known else difflib.get_close_matches(name, known, n=1, cutoff=0.75)
-        if close:
-            return f"unknown execution provider '{name}' — did you mean '{close[0]}'?"
-    if len(set(names)) != len(names):
-        return "an execution provider is listed twice; list each once, in preference order"
-    return None
 
 
 def usable_providers(wanted: list[str]) -> tuple[list[str], list[str]]:
