@@ -325,7 +325,7 @@ def bench(
     with _guard():
         if model is None:
             raise EdgekdError("give a run folder or an ONNX file to bench (or --compare A.json B.json); see edgekd bench --help")
-        from edgekd.bench.stage import bench as run_bench
+        from edgekd.folders.bench import bench as run_bench
 
         report = run_bench(model, data=data, target=target, teacher=teacher, out=out, providers=_split(providers), junit=junit,
                            tokenizer=tokenizer, max_length=max_length, encoding=encoding)
@@ -358,7 +358,7 @@ def run(
     sweep: SweepOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """distill → export → bench in one folder; exit 0 when every budget of the target holds, 1 when one is missed."""
+    """distill → export → (quantization-aware distillation, when int8 misses) → bench in one folder; exit 0 when every budget holds, 1 when one is missed."""
     with _guard():
         provider_list = _split(providers)
         out, hint = _run_dir(out, recipe, "run", target=target, scheme=scheme, providers=providers, sweep=sweep, json=as_json)

@@ -54,11 +54,6 @@ class PairedDrop:
     only_second: int
     images: int
 
-    def versus(self, budget: float) -> str:
-        """'within', 'beyond' or 'too close to call': where the interval lies against a largest allowed drop."""
-        low, high = self.interval
-        return "beyond" if low > budget else "within" if high <= budget else "too close to call"
-
     def significantly_beyond(self, budget: float, alpha: float = 0.05) -> bool:
         """The drop exceeds the budget and the second model is really worse (McNemar), not a few images of noise."""
         return self.drop > budget and self.p_value < alpha

@@ -1,4 +1,4 @@
-"""`run()`: distill → export → bench in one call, into one run folder."""
+"""`run()`: distill → export → (the quantization-aware phase, when asked or when int8 misses) → bench, into one run folder."""
 
 from __future__ import annotations
 
@@ -8,11 +8,14 @@ from datetime import datetime
 from pathlib import Path
 
 from edgekd.runtime.session import usable_providers
-from edgekd.bench.stage import BenchReport, bench
+from edgekd.bench.stage import BenchReport
+from edgekd.data import shared_data
+from edgekd.distill.result import DistillResult
+from edgekd.export.stage import ExportResult
+from edgekd.folders.bench import bench
 from edgekd.recipe import Recipe, load_recipe, recipe_target
 from edgekd import runfolder
 from edgekd._progress import say
-from edgekd.errors import RunFolderError
 from edgekd.runfolder import RECIPE, load_run_recipe
 from edgekd.targets import Scheme, Target
 
@@ -20,8 +23,8 @@ from edgekd.targets import Scheme, Target
 @dataclass(frozen=True)
 class RunResult:
     run_dir: str
-    distill: "DistillResult"  # noqa: F821 - imported lazily (torch)
-    export: "ExportResult"  # noqa: F821
+    distill: DistillResult
+    export: ExportResult
     bench: BenchReport
     passed: bool  # every budget of the target holds
     seconds: float
@@ -47,9 +50,7 @@ def run(
     """The whole pipeline; `target` overrides the recipe's [target], `scheme` its quantization,
     `providers` the target's execution providers for the bench stage."""
     from edgekd.distill import distributed
-    from edgekd.distill.stage import distill
     from edgekd.errors import EdgekdError
-    from edgekd.export.stage import export
 
     if distributed.world_size() > 1:
         raise EdgekdError("under torchrun, launch `edgekd distill` (it scales out); then run `edgekd export` and `edgekd bench` once, in one process")
@@ -63,14 +64,23 @@ def run(
         recipe_obj = load_recipe(recipe)
     target_obj = recipe_target(recipe_obj, target)  # fail before training on a bad target
     usable_providers(list(target_obj.runtime.providers if providers is None else providers))  # ... or on a provider this machine lacks
+    with shared_data():  # the stages read the data once
+        return _run_stages(recipe_obj, target_obj, out, resume, force, scheme, providers, sweep, began)
+
+
+def _run_stages(recipe_obj: Recipe, target_obj: Target, out: Path, resume: bool, force: bool, scheme: str | None,
+                providers: list[str] | None, sweep: bool, began: float) -> RunResult:
+    from edgekd.distill.stage import distill
+    from edgekd.export.stage import export
+
     finished = runfolder.load_manifest(out).get("stages", {}) if resume else {}
     if "distill" in finished:
-        distilled = _load_result(out / "distill.json", "DistillResult")
+        distilled = _load_result(out, runfolder.DISTILL_RESULT, DistillResult)
     else:
         distilled = distill(recipe_obj, out, resume=resume, force=force, sweep=sweep, target=target_obj)
     with runfolder.locked(out):  # distill held it while it wrote; export and bench hold it together
         if "export" in finished and scheme is None and runfolder.load_manifest(out).get("target", {}).get("name") == target_obj.name:
-            exported = _load_result(out / "export.json", "ExportResult")
+            exported = _load_result(out, runfolder.EXPORT_RESULT, ExportResult)
         else:
             exported = export(out, target_obj, scheme)
         qad = None
@@ -81,7 +91,7 @@ def run(
     return RunResult(str(out), distilled, exported, report, report.passed, time.perf_counter() - began, qad)
 
 
-def _qad_reason(recipe: Recipe, target: Target, exported) -> str | None:
+def _qad_reason(recipe: Recipe, target: Target, exported: ExportResult) -> str | None:
     """Why `edgekd run` fine-tunes through int8 (quantization-aware distillation), or None: the
     recipe or target asks for it, or (the default) post-training static int8 stays significantly
     beyond max_drop_vs_fp32."""
@@ -110,15 +120,8 @@ def _quantization_aware(out: Path, target: Target, resume: bool, why: str):
         return None
 
 
-def _load_result(path: Path, kind: str):
-    """A finished stage's result, read back from its JSON when a run resumes."""
-    from edgekd._config import validate
-    from edgekd.distill.stage import DistillResult
-    from edgekd.export.stage import ExportResult
-
-    cls = {"DistillResult": DistillResult, "ExportResult": ExportResult}[kind]
-    runfolder.artifact(path.parent, path.name, "resume")
-    say(f"resume: {path.name} is finished, not redone")
-    data = runfolder.read_json(path)
-    return validate(cls, data, f"{path}: not a {kind}, the run folder is damaged (rerun the stage that wrote it, or run without --resume)",
-                    RunFolderError)
+def _load_result(run_dir: Path, name: str, cls: type):
+    """A finished stage's result, read back typed from its JSON when a run resumes."""
+    result = runfolder.read_result(run_dir, name, cls, "resume")
+    say(f"resume: {name} is finished, not redone")
+    return result

@@ -18,7 +18,11 @@ from pydantic.dataclasses import dataclass
 from edgekd._config import CONFIG, Bool, Float, Int, Seed, read_toml, validate
 from edgekd.data.config import DataConfig
 from edgekd.errors import RecipeError
+from edgekd.methods import METHODS, method
+from edgekd.methods import describe as describe_methods
 from edgekd.targets import Scheme, Target, load_target
+
+MethodName = Literal[tuple(METHODS)]  # type: ignore[valid-type]  # one of the methods table's names
 
 
 @dataclass(config=CONFIG)
@@ -65,7 +69,7 @@ class StudentConfig:
 @dataclass(config=CONFIG)
 class LossTerm:
     # One weighted term of the distillation objective ([[distill.loss]] tables).
-    method: Literal["kd", "hint", "at", "dkd"] = Field(description="kd (Hinton), hint (FitNets), at (attention transfer), dkd (decoupled KD)")
+    method: MethodName = Field(description=describe_methods())
     weight: Float = Field(1.0, ge=0, description="the term's weight in the sum")
     temperature: Optional[Float] = Field(None, gt=0, description="kd/dkd: softmax temperature; default [distill] temperature")
     teacher_layer: Optional[str] = Field(None, description='hint/at: teacher module path, e.g. "features.3"')
@@ -75,7 +79,7 @@ class LossTerm:
 
     @model_validator(mode="after")
     def _layers(self) -> "LossTerm":
-        needs = self.method in ("hint", "at")
+        needs = method(self.method).uses_layers
         if needs and not (self.teacher_layer and self.student_layer):
             raise ValueError(f"method '{self.method}' needs teacher_layer and student_layer (module paths)")
         if not needs and (self.teacher_layer or self.student_layer):
@@ -170,7 +174,7 @@ class Recipe:
         """The quantization-aware phase's hard-label weight and logit terms (kd, dkd): [qad] ce_weight
         and kd_weight where set (the terms rescaled to sum to it), else distillation's own."""
         ce = self.distill.ce_weight if self.qad.ce_weight is None else self.qad.ce_weight
-        soft = tuple(t for t in self.distill.terms() if t.method in ("kd", "dkd"))
+        soft = tuple(t for t in self.distill.terms() if method(t.method).uses_logits)
         if self.qad.kd_weight is not None and soft:
             total = sum(t.weight for t in soft)
             soft = tuple(replace(t, weight=self.qad.kd_weight * (t.weight / total if total else 1 / len(soft))) for t in soft)
@@ -185,9 +189,10 @@ class Recipe:
 
     @model_validator(mode="after")
     def _mixup_labels(self) -> "Recipe":
-        if self.data.mixup > 0 and any(t.method == "dkd" for t in self.distill.terms()):
-            raise ValueError("dkd splits the loss at each input's one true class, which a mixup image does not have: "
-                             "set [data] mixup = 0 or use kd instead of dkd")
+        one_class = [t.method for t in self.distill.terms() if method(t.method).needs_one_class]
+        if self.data.mixup > 0 and one_class:
+            raise ValueError(f"{one_class[0]} splits the loss at each input's one true class, which a mixup image does not have: "
+                             f"set [data] mixup = 0 or use kd instead of {one_class[0]}")
         return self
 
     @model_validator(mode="after")

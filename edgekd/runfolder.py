@@ -16,8 +16,9 @@ from collections.abc import Callable, Collection
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
+from edgekd._config import validate
 from edgekd._io import read_json as _read_json
 from edgekd._io import sha256_file, to_jsonable, write_json
 from edgekd.errors import RunFolderError
@@ -25,10 +26,19 @@ from edgekd.recipe import Recipe, recipe_from_dict
 
 MANIFEST = "manifest.json"
 RECIPE = "recipe.json"
+# What the stages leave in a run folder, named once here: each stage writes its own and reads the earlier ones'.
+DISTILL_RESULT = "distill.json"
+LABELS = "labels.json"  # label names by class index, for sources that name their labels
+EXPORT_RESULT = "export.json"
+QAD_RESULT = "qad.json"
+TEACHER_ONNX = "teacher.onnx"
+STUDENT_ONNX = "student.onnx"
+STUDENT_SIMPLIFIED = "student.sim.onnx"
 LOCK = ".edgekd.lock"
 CHECKPOINTS = "checkpoints"  # epoch checkpoints of unfinished training: what --resume continues from
 _HELD: set[str] = set()  # run folders this process holds the lock of (nested holds pass through)
 SCHEMA_VERSION = 1
+T = TypeVar("T")
 _PACKAGES = ("edgekd", "torch", "onnx", "onnxruntime", "onnxsim", "numpy", "scikit-learn")
 
 
@@ -214,6 +224,21 @@ def artifact(run_dir: Path, name: str, needed_by: str) -> Path:
     if sha256_file(path) != entry["sha256"]:
         raise RunFolderError(f"{path} changed since the {entry['stage']} stage wrote it (sha256 differs); rerun that stage")
     return path
+
+
+def read_result(run_dir: Path, name: str, cls: type[T], needed_by: str) -> T:
+    """An earlier stage's typed result, read back from its JSON in the run folder (hash-checked).
+
+    A result written by a newer edgekd (a higher `schema_version` than `cls` has) is refused:
+    its fields may mean something this version cannot know."""
+    path = artifact(run_dir, name, needed_by)
+    data = read_json(path)
+    current = cls.__dataclass_fields__["schema_version"].default
+    found = data.get("schema_version") if isinstance(data, dict) else None
+    if not isinstance(found, int) or isinstance(found, bool) or found > current:
+        raise RunFolderError(f"{path}: {cls.__name__} schema_version {found!r}, but this edgekd reads versions up to {current}; "
+                             "rerun the stage that wrote it with this edgekd, or upgrade edgekd")
+    return validate(cls, data, f"{path}: not a {cls.__name__}, the run folder is damaged (rerun the stage that wrote it)", RunFolderError)
 
 
 def load_run_recipe(run_dir: Path) -> Recipe:

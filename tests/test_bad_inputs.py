@@ -243,7 +243,7 @@ def test_an_empty_providers_option_is_a_usage_error(exported_run, tmp_path, valu
 
 
 def test_the_api_refuses_an_empty_provider_list(exported_run, tmp_path):
-    from edgekd.bench.stage import bench
+    from edgekd.folders.bench import bench
     from edgekd.errors import TargetError
 
     with pytest.raises(TargetError, match="no execution provider given"):

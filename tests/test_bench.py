@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from edgekd.runtime.timing import summarize, time_interleaved
-from edgekd.bench.stage import bench
-from edgekd.bench.verify import check_budgets
+from edgekd.folders.bench import bench
+from edgekd.bench.verify import BudgetFigures, check_budgets
 from edgekd.data import load_data
 from edgekd.targets import Budgets
 
@@ -58,7 +58,7 @@ def test_models_are_timed_interleaved():
     ],
 )
 def test_budget_boundaries(budgets, passed):
-    (verdict,) = check_budgets(budgets, size_bytes=10 * 1024, latency_ms=2.0, accuracy=0.90, teacher_accuracy=0.95, teacher_bytes=80 * 1024)
+    (verdict,) = check_budgets(budgets, BudgetFigures(size_bytes=10 * 1024, latency_ms=2.0, accuracy=0.90, teacher_accuracy=0.95, teacher_bytes=80 * 1024))
     assert verdict.passed is passed
     assert (verdict.margin >= 0) is passed
 
@@ -66,19 +66,19 @@ def test_budget_boundaries(budgets, passed):
 def test_unmeasurable_budgets_fail_closed_unless_the_target_allows_them():
     from edgekd.bench.verify import run_passed
 
-    verdicts = check_budgets(Budgets(max_accuracy_drop=0.01, min_compression=2), 1024, 1.0, None, None, None)
+    verdicts = check_budgets(Budgets(max_accuracy_drop=0.01, min_compression=2), BudgetFigures(1024, 1.0, None))
     assert [v.passed for v in verdicts] == [None, None] and all(v.blocking for v in verdicts)
     assert all(v.note.startswith("not checked") and "fails closed" in v.note for v in verdicts)
     assert not run_passed(verdicts), "a gate does not pass on what it did not see"
-    allowed = check_budgets(Budgets(max_accuracy_drop=0.01, min_compression=2, allow_unchecked=True), 1024, 1.0, None, None, None)
+    allowed = check_budgets(Budgets(max_accuracy_drop=0.01, min_compression=2, allow_unchecked=True), BudgetFigures(1024, 1.0, None))
     assert [v.passed for v in allowed] == [None, None] and not any(v.blocking for v in allowed) and run_passed(allowed)
 
 
 def test_a_failing_mobile_checker_is_named_and_fails_closed():
     from edgekd.bench.verify import MobileFigures, run_passed
 
-    verdicts = check_budgets(Budgets(min_mobile_coverage=0.9), 1024, 1.0, None, None, None,
-                             mobile=MobileFigures("NNAPI", 0.0, 0, error="checker raised KeyError: 'Conv'"))
+    verdicts = check_budgets(Budgets(min_mobile_coverage=0.9), BudgetFigures(
+        1024, 1.0, None, mobile=MobileFigures("NNAPI", 0.0, 0, error="checker raised KeyError: 'Conv'")))
     assert "ONNX Runtime's NNAPI usability checker failed (checker raised KeyError: 'Conv')" in verdicts[0].note
     assert not run_passed(verdicts)
 
@@ -99,7 +99,7 @@ def test_bench_run_folder(exported_run, tmp_path):
     size = next(v for v in report.verdicts if v.budget == "deployed_vs_fp32_size")
     assert size.passed and size.measured < 1 and not size.blocking, "x86-cpu only warns when int8 does not pay"
     data = json.loads((tmp_path / "bench.json").read_text())
-    assert data["schema_version"] == 1 and data["environment"]["onnxruntime"]
+    assert data["schema_version"] == 2 and data["environment"]["onnxruntime"]
     assert "| student int8 (deployed) |" in (tmp_path / "bench.md").read_text()
 
 
@@ -173,7 +173,7 @@ def test_bootstrap_intervals_contain_the_estimate_and_shrink_with_runs():
     [([0.5, 0.9], True, False), ([0.9, 1.2], True, True), ([1.1, 1.3], False, False)],
 )
 def test_latency_fails_only_when_the_interval_lies_beyond_the_budget(interval, passed, close):
-    (verdict,) = check_budgets(Budgets(max_latency_ms=1.0), 1024, sum(interval) / 2, None, None, None, latency_ci=interval)
+    (verdict,) = check_budgets(Budgets(max_latency_ms=1.0), BudgetFigures(1024, sum(interval) / 2, None, latency_ci=interval))
     assert verdict.passed is passed and verdict.too_close_to_call is close
     if close:
         assert "too close to call" in verdict.note
@@ -267,7 +267,7 @@ def test_accuracy_drop_fails_only_when_its_paired_interval_lies_beyond_the_budge
     student = teacher.copy()
     student[:lost] = False
     drop = paired_drop(teacher, student)
-    (verdict,) = check_budgets(Budgets(max_accuracy_drop=0.05), 1024, 1.0, float(student.mean()), 1.0, None, drop=drop)
+    (verdict,) = check_budgets(Budgets(max_accuracy_drop=0.05), BudgetFigures(1024, 1.0, float(student.mean()), 1.0, drop=drop))
     assert verdict.passed is passed and verdict.too_close_to_call is close
     assert verdict.measured == lost / 400 and verdict.interval == drop.interval
 
@@ -284,7 +284,7 @@ def test_a_deployed_model_slower_than_fp32_is_a_verdict_the_target_decides(polic
 
     figures = versus_fp32("CPUExecutionProvider", stats(2.0, [1.9, 2.1]), stats(1.0, [0.95, 1.05]), 500, 1000)
     assert figures.slower and not figures.larger
-    latency, size = check_budgets(Budgets(), 500, 2.0, None, None, None, versus_fp32=figures,
+    latency, size = check_budgets(Budgets(), BudgetFigures(500, 2.0, None, versus_fp32=figures),
                                   quantization=QuantizationConfig(if_slower_than_fp32=policy))
     assert latency.passed is False and latency.measured == 2.0 and "slower than the fp32 student" in latency.note
     assert size.passed and size.measured == 0.5
@@ -304,7 +304,7 @@ def test_overlapping_latency_against_fp32_is_too_close_to_call():
     from edgekd.targets import QuantizationConfig
 
     figures = VersusFp32("CPUExecutionProvider", 1.02, [0.98, 1.06], 1.0, [0.97, 1.03], 900, 1000, slower=False, larger=False)
-    latency, _ = check_budgets(Budgets(), 900, 1.02, None, None, None, versus_fp32=figures,
+    latency, _ = check_budgets(Budgets(), BudgetFigures(900, 1.02, None, versus_fp32=figures),
                                quantization=QuantizationConfig(if_slower_than_fp32="fail"))
     assert latency.passed and latency.too_close_to_call
 

@@ -9,6 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 from cli_checks import one_line_error
+from edgekd import runfolder
 from edgekd.cli import app
 
 runner = CliRunner()
@@ -76,7 +77,7 @@ def test_impossible_budget_exits_1_and_names_it(exported_run, tmp_path):
 def test_bench_json_output_is_pure_json(exported_run, tmp_path):
     result = _invoke("bench", exported_run, "--out", tmp_path, "--json")
     assert result.exit_code in (0, 1)
-    assert json.loads(result.stdout)["schema_version"] == 1
+    assert json.loads(result.stdout)["schema_version"] == 2
 
 
 def test_existing_run_folder_is_not_overwritten(exported_run):
@@ -388,4 +389,6 @@ def test_a_damaged_json_file_in_a_run_folder_is_one_line(exported_run, tmp_path)
     run = tmp_path / "run"
     shutil.copytree(exported_run, run)
     (run / "distill.json").write_text('{"reference": ')
+    one_line_error(_invoke("bench", run, "--out", tmp_path), "distill.json changed since the distill stage wrote it")
+    runfolder.refresh(run, "distill.json")  # damaged where the manifest cannot tell: the JSON itself
     one_line_error(_invoke("bench", run, "--out", tmp_path), "distill.json: not valid JSON", "the run folder is damaged")

@@ -139,7 +139,7 @@ def test_two_teachers_average_their_soft_targets(tmp_path):
 
 def test_the_budget_reference_of_several_teachers_is_their_ensemble(tmp_path):
     """teacher.pt holds the weighted average the student learnt from; export and bench use it as the teacher."""
-    from edgekd.bench.stage import bench
+    from edgekd.folders.bench import bench
     from edgekd.export.stage import export
     from edgekd.models.checkpoint import load_model
     from edgekd.models.call import predict
@@ -209,7 +209,7 @@ epochs = 3
 
     exported = export(tmp_path / "run", "x86-cpu")
     assert exported.teacher is None and exported.deployed == "student.int8.onnx"
-    from edgekd.bench.stage import bench
+    from edgekd.folders.bench import bench
 
     report = bench(tmp_path / "run", memory=False)
     assert [v.name for v in report.variants] == ["teacher fp32", "student fp32", "student int8"]

@@ -95,7 +95,7 @@ def test_any_text_as_a_recipe_or_target_is_a_result_or_one_line(tmp_path, text):
 
 @pytest.fixture(scope="module")
 def real_report(exported_run, tmp_path_factory) -> dict:
-    from edgekd.bench.stage import bench
+    from edgekd.folders.bench import bench
 
     out = tmp_path_factory.mktemp("report")
     bench(exported_run, out=out, memory=False)

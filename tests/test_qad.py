@@ -135,7 +135,7 @@ def test_a_short_phase_wins_back_what_post_training_int8_lost(exported_run, tmp_
 
 
 def test_the_bench_shows_every_int8_model_side_by_side_and_ships_the_chosen_one(exported_run, tmp_path):
-    from edgekd.bench.stage import bench
+    from edgekd.folders.bench import bench
 
     run, target = _fragile_run(exported_run, tmp_path)
     result = quantization_aware(run, target, epochs=2)

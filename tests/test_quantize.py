@@ -9,8 +9,12 @@ import pytest
 from edgekd.runtime.session import open_session, run_batches
 from edgekd.data import load_data
 from edgekd.export.exclusion import rank_nodes_by_error
-from edgekd.export.quantize import ARTIFACTS, FP32_CANDIDATE, quantize
+from edgekd.export.quantize import FP32_CANDIDATE, quantize_model
+
 from edgekd.targets import QuantizationConfig, Scheme
+
+# The run folder's names of the quantized student (made from student.sim.onnx)
+ARTIFACTS = {Scheme.static_qdq: "student.int8.onnx", Scheme.dynamic: "student.int8-dynamic.onnx", Scheme.fp16: "student.fp16.onnx"}
 
 DIGITS = load_data("digits")
 
@@ -19,7 +23,7 @@ def _quantize(run, tmp_path, **settings):
     cfg = QuantizationConfig(**settings)
     source = tmp_path / "student.sim.onnx"
     shutil.copyfile(run / "student.sim.onnx", source)
-    return quantize(source, tmp_path, cfg, DIGITS.calibration(cfg.calibration_samples), DIGITS.x_val, DIGITS.y_val)
+    return quantize_model(source, tmp_path, cfg, DIGITS.calibration(cfg.calibration_samples), DIGITS.x_val, DIGITS.y_val)
 
 
 @pytest.mark.parametrize("scheme", [Scheme.static_qdq, Scheme.dynamic, Scheme.fp16])
@@ -45,7 +49,7 @@ def test_relative_paths_get_ort_pre_processing(exported_run, tmp_path, monkeypat
     shutil.copyfile(exported_run / "student.sim.onnx", tmp_path / "student.sim.onnx")
     monkeypatch.chdir(tmp_path)
     (tmp_path / "out").mkdir()
-    result = quantize("student.sim.onnx", "out", QuantizationConfig(scheme=Scheme.static_qdq), DIGITS.calibration(64), DIGITS.x_val, DIGITS.y_val)
+    result = quantize_model("student.sim.onnx", "out", QuantizationConfig(scheme=Scheme.static_qdq), DIGITS.calibration(64), DIGITS.x_val, DIGITS.y_val)
     assert result.preprocess == "quant_pre_process", result.preprocess
 
 
@@ -122,7 +126,7 @@ def test_a_drop_of_a_few_images_is_too_close_to_call_and_excludes_nothing(export
     assert len(lost) >= 2, "one calibration image makes int8 lose some validation images"
     subset = np.concatenate([lost[:2], both[:38]])
     cfg = QuantizationConfig(scheme=Scheme.static_qdq, calibration_samples=1, max_drop_vs_fp32=0.0)
-    result = quantize(tmp_path / "student.sim.onnx", tmp_path, cfg, DIGITS.calibration(1), DIGITS.x_val[subset], DIGITS.y_val[subset])
+    result = quantize_model(tmp_path / "student.sim.onnx", tmp_path, cfg, DIGITS.calibration(1), DIGITS.x_val[subset], DIGITS.y_val[subset])
     assert result.drop_vs_fp32 == 2 / 40 and result.drop_p_value == 0.5
     assert result.too_close_to_call and result.budget_met and result.excluded_nodes == [] and len(result.steps) == 1
     assert any("too close to call" in w for w in result.warnings)
@@ -169,7 +173,7 @@ def test_auto_does_not_try_dynamic_int8_on_a_convolution_dominated_graph(exporte
     cfg = QuantizationConfig(scheme=Scheme.auto, max_drop_vs_fp32=1.0, calibration_samples=32)
     source = tmp_path / "teacher.onnx"  # the CNN teacher: Conv layers outnumber its Gemms
     shutil.copyfile(exported_run / "teacher.onnx", source)
-    result = quantize(source, tmp_path, cfg, DIGITS.calibration(32), DIGITS.x_val, DIGITS.y_val)
+    result = quantize_model(source, tmp_path, cfg, DIGITS.calibration(32), DIGITS.x_val, DIGITS.y_val)
     assert "dynamic" not in {c.name for c in result.candidates}
     assert any("convolution-dominated" in w for w in result.warnings)
 

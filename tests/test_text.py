@@ -302,7 +302,7 @@ def test_text_run_exports_quantizes_dynamic_int8_and_keeps_accuracy(text_run):
 
 
 def test_bench_of_a_text_run_names_its_classes(text_run, tmp_path):
-    from edgekd.bench.stage import bench
+    from edgekd.folders.bench import bench
 
     report = bench(text_run, out=tmp_path, memory=False)
     assert report.classes == ["fresh", "rotten"] and "0 = fresh, 1 = rotten" in (tmp_path / "bench.md").read_text()
@@ -459,7 +459,7 @@ def test_quantizing_a_text_model_leaves_the_working_folder_alone(text_run, tmp_p
     sym_shape_infer_temp.onnx into the current folder; edgekd's pre-processing runs in its work folder."""
     import shutil
 
-    from edgekd.export.quantize import quantize
+    from edgekd.export.quantize import quantize_model
     from edgekd.targets import QuantizationConfig, Scheme
 
     out, cwd = tmp_path / "out", tmp_path / "cwd"
@@ -470,7 +470,7 @@ def test_quantizing_a_text_model_leaves_the_working_folder_alone(text_run, tmp_p
     from edgekd.runfolder import load_run_recipe
 
     splits = load_recipe_data(load_run_recipe(text_run).data)
-    result = quantize(out / "student.sim.onnx", out, QuantizationConfig(scheme=Scheme.dynamic), splits.calibration(8), splits.x_val, splits.y_val)
+    result = quantize_model(out / "student.sim.onnx", out, QuantizationConfig(scheme=Scheme.dynamic), splits.calibration(8), splits.x_val, splits.y_val)
     assert "symbolic" in result.preprocess, "the failing path ran"
     assert list(cwd.iterdir()) == [], "nothing written to the working folder"
     assert sorted(p.name for p in out.iterdir()) == ["student.int8-dynamic.onnx", "student.sim.onnx"]

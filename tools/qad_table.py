@@ -170,7 +170,7 @@ def set_qad_keys(run: Path, pairs: list[str]) -> None:
 def measure(seed: int, run: Path, target, data, x_val, y_val, args, rows: dict[str, list[Row]]) -> None:
     """The five deployments of one seed's student, printed as table rows and added to `rows`."""
     from edgekd.runtime.metrics import file_correct
-    from edgekd.export.quantize import quantize, time_against_fp32
+    from edgekd.export.quantize import quantize_model, time_against_fp32
     from edgekd.paired import paired_drop
     from edgekd.qad.stage import quantization_aware
     from edgekd.targets import RuntimeConfig
@@ -181,12 +181,12 @@ def measure(seed: int, run: Path, target, data, x_val, y_val, args, rows: dict[s
     qad_seconds = time.perf_counter() - began
     (run / "excl").mkdir()
     began = time.perf_counter()
-    excluded = quantize(run / "student.sim.onnx", run / "excl", dataclasses.replace(target.quantization, max_drop_vs_fp32=0.0),
+    excluded = quantize_model(run / "student.sim.onnx", run / "excl", dataclasses.replace(target.quantization, max_drop_vs_fp32=0.0),
                         data.calibration(256, seed=0), x_val, y_val)
     excl_seconds = time.perf_counter() - began
     ptq_dir = run / "ptq"
     ptq_dir.mkdir()
-    ptq = quantize(run / "student.sim.onnx", ptq_dir, dataclasses.replace(target.quantization, max_excluded_nodes=0),
+    ptq = quantize_model(run / "student.sim.onnx", ptq_dir, dataclasses.replace(target.quantization, max_excluded_nodes=0),
                    data.calibration(256, seed=0), x_val, y_val)
     files = {
         "fp32 student": run / "student.sim.onnx",

@@ -25,7 +25,7 @@ from edgekd.runtime.timing import session_call, time_interleaved
 from edgekd.data import load_data
 from edgekd.distill.trainer import TrainSettings, fit
 from edgekd.export.onnx import export_onnx
-from edgekd.export.quantize import quantize
+from edgekd.export.quantize import quantize_model
 from edgekd.export.simplify import simplify
 from edgekd.models import ModelSpec, build_model
 from edgekd.targets import QuantizationConfig, RuntimeConfig, Scheme
@@ -71,7 +71,7 @@ def main() -> None:
                 folder = work / scheme_name.replace(" ", "_")
                 folder.mkdir()
                 cfg = dataclasses.replace(cfg, max_excluded_nodes=0)  # the raw scheme, no exclusions
-                result = quantize(files["fp32"], folder, cfg, data.calibration(256), data.x_val, data.y_val)
+                result = quantize_model(files["fp32"], folder, cfg, data.calibration(256), data.x_val, data.y_val)
                 files[scheme_name] = Path(result.path)
             sessions = {name: open_session(path, ["CPUExecutionProvider"], RuntimeConfig(intra_op_threads=1)) for name, path in files.items()}
             times = time_interleaved({n: session_call(s, data.x_test, 1) for n, s in sessions.items()}, 50, args.runs)

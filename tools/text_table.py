@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 
 from edgekd._progress import set_quiet
-from edgekd.bench.stage import bench
+from edgekd.folders.bench import bench
 from edgekd.distill.stage import distill
 from edgekd.export.stage import export
 from edgekd.recipe import recipe_from_dict

@@ -78,7 +78,7 @@ def quant_part(args) -> None:
     from edgekd.runtime.session import feeds, open_session
     from edgekd._platform import cpu_info
     from edgekd.export.onnx import export_onnx
-    from edgekd.export.quantize import quantize, time_against_fp32
+    from edgekd.export.quantize import quantize_model, time_against_fp32
     from edgekd.export.simplify import simplify
     from edgekd.inputs import as_inputs
     from edgekd.models import ModelSpec, build_model
@@ -111,7 +111,7 @@ def quant_part(args) -> None:
                 out = work / name.replace(" ", "_")
                 out.mkdir()
                 t0 = time.perf_counter()
-                result = quantize(files["fp32"], out, dataclasses.replace(cfg, max_excluded_nodes=0, max_drop_vs_fp32=1.0), calibration, x_val, y_val)
+                result = quantize_model(files["fp32"], out, dataclasses.replace(cfg, max_excluded_nodes=0, max_drop_vs_fp32=1.0), calibration, x_val, y_val)
                 began[name] = time.perf_counter() - t0
                 files[name] = Path(result.path)
             # The plain recipe, as ONNX Runtime's documentation gives it.
@@ -146,7 +146,7 @@ def quant_part(args) -> None:
                       f"{s.p50_ms:.2f} [{ci[0]:.2f}, {ci[1]:.2f}] | {s.p50_ms / stats['fp32'].p50_ms:.2f} |", flush=True)
             t0 = time.perf_counter()
             (work / "auto").mkdir()
-            auto = quantize(files["fp32"], work / "auto", QuantizationConfig(scheme=Scheme.auto, max_drop_vs_fp32=1.0, max_excluded_nodes=0),
+            auto = quantize_model(files["fp32"], work / "auto", QuantizationConfig(scheme=Scheme.auto, max_drop_vs_fp32=1.0, max_excluded_nodes=0),
                             calibration, x_val, y_val, ["CPUExecutionProvider"], RuntimeConfig(intra_op_threads=1))
             kept = next(c for c in auto.candidates if c.kept)
             fp32 = next(c for c in auto.candidates if c.scheme == "none")
@@ -270,7 +270,7 @@ def exclusion_part(args) -> None:
 
     from edgekd.runtime.metrics import file_top1
     from edgekd.data import load_data
-    from edgekd.export.quantize import quantize
+    from edgekd.export.quantize import quantize_model
     from edgekd.targets import QuantizationConfig, Scheme
 
     if args.out is None:
@@ -292,12 +292,12 @@ def exclusion_part(args) -> None:
             work.mkdir()
             cfg = QuantizationConfig(scheme=Scheme.static_qdq, per_channel=False, max_drop_vs_fp32=0.0, max_excluded_nodes=8)
             t0 = time.perf_counter()
-            result = quantize(run / "student.sim.onnx", work, cfg, data.calibration(256, seed=0), x_val, y_val)
+            result = quantize_model(run / "student.sim.onnx", work, cfg, data.calibration(256, seed=0), x_val, y_val)
             seconds = time.perf_counter() - t0
             first, last = result.steps[0], result.steps[-1]
             raw = QuantizationConfig(scheme=Scheme.static_qdq, per_channel=False, max_excluded_nodes=0)
             (work / "raw").mkdir()
-            plain = quantize(run / "student.sim.onnx", work / "raw", raw, data.calibration(256, seed=0), x_val, y_val)
+            plain = quantize_model(run / "student.sim.onnx", work / "raw", raw, data.calibration(256, seed=0), x_val, y_val)
             tests = [file_top1(run / "student.sim.onnx", data.x_test, data.y_test), file_top1(plain.path, data.x_test, data.y_test),
                      file_top1(result.path, data.x_test, data.y_test)]
             steps = " → ".join([f"{result.fp32_val_accuracy:.2%}"] + [f"{s.val_accuracy:.2%}" for s in result.steps])

@@ -74,8 +74,8 @@ def _load(path: Path) -> dict:
     data = read_json(Path(path), EdgekdError, "bench report", "give a bench.json written by edgekd bench")
     if not isinstance(data, dict) or "variants" not in data or data.get("schema_version") is None:
         raise EdgekdError(f"{path}: not an edgekd bench report (no schema_version/variants)")
-    if data["schema_version"] != SCHEMA_VERSION:
-        raise EdgekdError(f"{path}: bench report schema_version {data['schema_version']!r}, but this edgekd reads version {SCHEMA_VERSION}; "
+    if not isinstance(data["schema_version"], int) or data["schema_version"] > SCHEMA_VERSION:
+        raise EdgekdError(f"{path}: bench report schema_version {data['schema_version']!r}, but this edgekd reads versions up to {SCHEMA_VERSION}; "
                           "bench both models with the same edgekd version")
     validate(BenchReport, data, f"{path}: not a valid bench report", EdgekdError)
     return data

@@ -20,12 +20,13 @@ from edgekd.bench.memory import MemoryStats, session_memory
 from edgekd.runtime.graph import GraphProfile, read_profile
 from edgekd.errors import first_line
 from edgekd.inputs import Inputs, as_inputs
+from edgekd.roles import Role
 from edgekd.targets import BenchConfig
 
 
 @dataclass(frozen=True)
 class VariantReport:
-    name: str  # "teacher fp32", "student fp32", "student int8", or the file name
+    name: str  # for people: "teacher fp32", "student fp32", "student int8", or the file name
     file: str
     profile: GraphProfile
     accuracy: Share | None  # top-1 on the test split (None without labelled data)
@@ -38,20 +39,22 @@ class VariantReport:
     sweep: dict[str, LatencyStats] = field(default_factory=dict)  # latency per batch size
     sequence_length: int | None = None  # text: the tokens per input of the latency and batch-sweep figures
     length_sweep: dict[str, LatencyStats] = field(default_factory=dict)  # text: latency per sequence length, batch latency_batch
+    role: Role = Role.model  # what the model is in the run: what the code looks it up by
 
 
 def measure_variants(
-    files: dict[str, Path],
-    sessions: dict[str, object],
+    files: dict[Role, Path],
+    sessions: dict[Role, object],
+    names: dict[Role, str],
     x: Inputs | np.ndarray,
     y: np.ndarray | None,
     cfg: BenchConfig,
     providers: list[str],
     memory: bool = True,
     max_length: int | None = None,
-) -> tuple[list[VariantReport], dict[str, np.ndarray | None]]:
-    """Figures for every session in `sessions` (named like `files`), measured interleaved, and each
-    model's per-sample top-1 hits (None without labels) for paired comparisons.
+) -> tuple[list[VariantReport], dict[Role, np.ndarray | None]]:
+    """Figures for every session in `sessions` (by role, like `files`), measured interleaved, and
+    each model's per-sample top-1 hits (None without labels) for paired comparisons.
 
     Text models are timed at `sequence_length` tokens (the target's, else the median test text)
     and swept over `sweep_lengths` up to `max_length` (the longest input the data keeps) as well as
@@ -60,7 +63,7 @@ def measure_variants(
     length = sequence_length(x, cfg)
     if length and max_length:
         length = min(length, max_length)
-    scores = {n: hits_top_k(s, x, y, n) if y is not None else (None, None) for n, s in sessions.items()}
+    scores = {n: hits_top_k(s, x, y, names[n]) if y is not None else (None, None) for n, s in sessions.items()}
     batch = {n: fixed_batch(s) or cfg.latency_batch for n, s in sessions.items()}  # fixed shapes run their own batch
     bulk_batch = {n: fixed_batch(s) or cfg.throughput_batch for n, s in sessions.items()}
     latency = time_interleaved(_calls(sessions, x, batch, providers, length), cfg.warmup_runs, cfg.runs, cfg.min_seconds)
@@ -74,7 +77,8 @@ def measure_variants(
         profile = read_profile(files[name], length)
         throughput = bulk_batch[name] * throughput_runs / (sum(bulk[name]) / 1e9)
         reports.append(VariantReport(
-            name=name,
+            name=names[name],
+            role=name,
             file=str(files[name]),
             profile=profile,
             accuracy=None if scores[name][0] is None else float(scores[name][0].mean()),
@@ -126,7 +130,7 @@ def _runnable(sessions, x: Inputs, lengths: list[int], batch) -> list[int]:
                 session_call(session, x, batch[name], length)(0)
             except Exception as exc:  # ORT raises its own pybind types for shapes a model cannot take
                 reason = first_line(exc, 160)
-                say(f"bench: {name} cannot run {length} tokens ({reason}); the length sweep leaves {length} out")
+                say(f"bench: {getattr(name, 'value', name)} cannot run {length} tokens ({reason}); the length sweep leaves {length} out")
                 break
         else:
             ok.append(length)

@@ -1,14 +1,14 @@
-"""The bench stage: measure every variant with ONNX Runtime and check the target's budgets.
+"""The bench stage: measure models side by side with ONNX Runtime and check a target's budgets.
 
-Works on a run folder (teacher fp32, student fp32, deployed student) or on a bare ONNX file with
-optional `--data` and `--teacher`. Imports no torch: a build machine needs onnxruntime only.
+`bench_models` is the stage itself: ONNX files by role in, a typed report out, nothing written.
+Run folders and bare files reach it through edgekd.folders.bench (`edgekd bench`). Imports no
+torch: a build machine needs onnxruntime only.
 """
 
 from __future__ import annotations
 
-import contextlib
-import functools
 import platform
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from importlib import metadata
@@ -16,28 +16,26 @@ from pathlib import Path
 
 import numpy as np
 
-from edgekd import runfolder
-from edgekd._config import validate
 from edgekd._platform import cpu_info
-from edgekd.runtime.session import open_session, usable_providers
 from edgekd._progress import say
 from edgekd.bench.measure import VariantReport, measure_variants
-from edgekd.bench.report import REPORT_FILES, verdict_line, write_junit, write_reports
-from edgekd.bench.verify import MobileFigures, Verdict, check_budgets, run_passed
-from edgekd.runtime.timing import versus_fp32
-from edgekd.data import load_recipe_data, load_test_split
-from edgekd.errors import DataError, OnnxModelError, TargetError
+from edgekd.bench.verify import BudgetFigures, MobileFigures, Verdict, check_budgets, run_passed
+from edgekd.errors import DataError
 from edgekd.inputs import Inputs
 from edgekd.paired import paired_drop
-from edgekd.targets import Target, load_target
+from edgekd.roles import Role, display_name
+from edgekd.runtime.coverage import MOBILE_PROVIDERS, EpCoverage, mobile_coverage
+from edgekd.runtime.session import open_session, usable_providers
+from edgekd.runtime.timing import versus_fp32
+from edgekd.targets import Target
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: variants carry their role, the report its deployed_role
 
 
 @dataclass(frozen=True)
 class BenchReport:
     target: str
-    deployed: str  # name of the variant the budgets apply to
+    deployed: str  # display name of the variant the budgets apply to
     passed: bool  # every checked budget holds
     verdicts: list[Verdict]
     variants: list[VariantReport]
@@ -50,187 +48,99 @@ class BenchReport:
     created: str
     classes: list[str] = field(default_factory=list)  # label names by class index (a run's labels.json), when known
     reference: str = ""  # what "teacher fp32" is (the teacher, the teachers' ensemble, a --teacher file): the budgets' reference
+    deployed_role: Role = Role.model  # the role of the variant the budgets apply to
     schema_version: int = SCHEMA_VERSION
 
+    def variant(self, role: Role) -> VariantReport | None:
+        """The measured figures of the model of `role`, if it was benched."""
+        return next((v for v in self.variants if v.role is role), None)
 
-def _bench(
-    model: Path,
-    data: str | None = None,
-    target: Target | str | Path | None = None,
-    teacher: Path | None = None,
-    out: Path | None = None,
-    providers: list[str] | None = None,
+
+def bench_models(
+    models: Mapping[Role, Path],
+    target: Target,
+    x: Inputs | np.ndarray | None = None,
+    y: np.ndarray | None = None,
+    *,
+    deployed: Role,
+    names: Mapping[Role, str] | None = None,
+    providers: Sequence[str] | None = None,
     memory: bool = True,
-    junit: Path | None = None,
-    tokenizer: str | None = None,
-    max_length: int = 128,
-    encoding: str = "utf-8",
+    max_length: int | None = None,
+    coverage: Sequence[EpCoverage] | None = None,
+    classes: Sequence[str] = (),
+    reference: str = "",
+    inputs_note: str = "",
 ) -> BenchReport:
-    """Bench a run folder or an ONNX file; write bench.json and bench.md; return the report.
+    """Measure `models` (ONNX or ORT files by role) on the test inputs `x` (labels `y`, when known)
+    and check `target`'s budgets on the `deployed` one; write nothing.
 
-    `providers` overrides the target's execution providers (e.g. to take host figures for a
-    mobile target: the report names the providers used). `memory=False` skips the per-model
-    child processes that measure session memory. `tokenizer` tokenizes `data = "text:PATH"`
-    (every row is test data, truncated at `max_length` tokens) for a bare text classifier ONNX file;
-    `encoding` is the text encoding of a `text:` or `csv:` data file.
-    """
-    model = Path(model)
-    coverage = None
-    classes: list[str] = []
-    reference_note = f"the --teacher model {Path(teacher).name}" if teacher else ""
-    if model.is_dir():
-        files, default_source, default_target, coverage = _from_run_folder(model)
-        labels = model / "labels.json"
-        if labels.is_file():
-            classes = [str(c) for c in runfolder.read_json(labels).get("classes", [])]
-        distilled = model / "distill.json"
-        reference_note = runfolder.read_json(distilled).get("reference", "the teacher") if distilled.is_file() else "the teacher"
-        out = out or model
-    elif model.is_file():
-        files = {**({"teacher fp32": Path(teacher)} if teacher else {}), model.name: model}
-        default_source, default_target = None, None
-        out = out or model.parent
-    else:
-        raise OnnxModelError(f"not found: {model} (give a run folder or an .onnx file)")
-    target = target if isinstance(target, Target) else load_target(target) if target else default_target or load_target("x86-cpu")
-    deployed = list(files)[-1]
-    source = data or default_source
+    The teacher (if given) is the reference of the accuracy-drop and compression budgets, the fp32
+    student that of the quantization budgets. Without `x`, random inputs shaped like the deployed
+    model's input are timed and accuracy is not measured. `providers` overrides the target's
+    execution providers; `memory=False` skips the child processes that measure session memory;
+    `coverage` is the deployed model's NNAPI/CoreML coverage when already known (else computed).
+    `names` are the display names (default: made from the roles)."""
+    deployed = Role(deployed)
+    roles = {Role(r): Path(p) for r, p in models.items()}
+    if deployed not in roles:
+        raise DataError(f"the deployed role '{deployed.value}' is not among the models given ({', '.join(r.value for r in roles)})")
+    ordered = {**{r: p for r, p in roles.items() if r != deployed}, deployed: roles[deployed]}  # the shipped one last
+    names = {r: {Role(k): v for k, v in (names or {}).items()}.get(r) or display_name(r, file_name=p.name) for r, p in ordered.items()}
     providers, missing = usable_providers(list(target.runtime.providers if providers is None else providers))
-    sessions = {name: open_session(path, providers, target.runtime) for name, path in files.items()}
-    if coverage is None and files[deployed].suffix == ".onnx":
-        from edgekd.runtime.coverage import mobile_coverage
-
-        coverage = mobile_coverage(files[deployed])
-    x, y, inputs = _inputs(source, sessions[deployed], tokenizer, max_length, encoding)
-    if source is not None and not isinstance(source, str):
-        max_length = source.max_length  # a run folder's recipe says how long its texts may be
-
+    sessions = {role: open_session(path, providers, target.runtime) for role, path in ordered.items()}
+    if coverage is None and ordered[deployed].suffix == ".onnx":
+        coverage = mobile_coverage(ordered[deployed])
+    if x is None:
+        x, y, inputs_note = _random_inputs(sessions[deployed])
     cfg = target.bench
     say(f"bench: timing {len(sessions)} model(s), {cfg.warmup_runs} warm-up + {cfg.runs} runs each, interleaved; "
         f"sweep over batches {cfg.sweep_batches}" + ("; session memory in child processes" if memory else ""))
-    variants, hits = measure_variants(files, sessions, x, y, cfg, providers, memory=memory, max_length=max_length)
-    by_name = {v.name: v for v in variants}
-    reference = by_name.get("teacher fp32")
-    shipped = by_name[deployed]
-    fp32 = by_name.get("student fp32")
-    quantized = fp32 is not None and fp32 is not shipped  # a run folder whose deployed model is not its fp32 student
+    variants, hits = measure_variants(ordered, sessions, names, x, y, cfg, providers, memory=memory, max_length=max_length)
+    verdicts = check_budgets(target.budgets, _figures(variants, hits, deployed, target, providers, coverage), target.quantization)
+    return BenchReport(
+        target=target.name, deployed=names[deployed], passed=run_passed(verdicts), verdicts=verdicts, variants=variants,
+        inputs=inputs_note or f"{len(x)} test samples", warmup_runs=cfg.warmup_runs, throughput_batch=cfg.throughput_batch,
+        providers=providers, missing_providers=missing, environment=environment(target, providers),
+        created=datetime.now(timezone.utc).isoformat(timespec="seconds"), classes=list(classes), reference=reference,
+        deployed_role=deployed,
+    )
+
+
+def _figures(variants: list[VariantReport], hits: dict[Role, np.ndarray | None], deployed: Role, target: Target,
+             providers: list[str], coverage: Sequence[EpCoverage] | None) -> BudgetFigures:
+    """What the budgets are checked on: the deployed model, against the teacher and the fp32 student."""
+    by_role = {v.role: v for v in variants}
+    shipped, reference, fp32 = by_role[deployed], by_role.get(Role.teacher), by_role.get(Role.student)
+    quantized = fp32 is not None and deployed is not Role.student  # the deployed model is not the fp32 student
     labelled = hits.get(deployed) is not None
-    verdicts = check_budgets(
-        target.budgets,
+    percentile = target.budgets.latency_percentile
+    return BudgetFigures(
         size_bytes=shipped.profile.bytes,
-        latency_ms=shipped.latency.percentile(target.budgets.latency_percentile),
-        latency_ci=shipped.latency.ci95_ms.get(f"p{target.budgets.latency_percentile}"),
+        latency_ms=shipped.latency.percentile(percentile),
+        latency_ci=shipped.latency.ci95_ms.get(f"p{percentile}"),
         accuracy=shipped.accuracy,
         teacher_accuracy=reference.accuracy if reference else None,
         teacher_bytes=reference.profile.bytes if reference else None,
         throughput=shipped.throughput,
         mobile=_mobile_figures(target, providers, coverage),
-        drop=paired_drop(hits["teacher fp32"], hits[deployed]) if reference and labelled else None,
+        drop=paired_drop(hits[Role.teacher], hits[deployed]) if reference and labelled else None,
         versus_fp32=versus_fp32(providers[0], shipped.latency, fp32.latency, shipped.profile.bytes, fp32.profile.bytes) if quantized else None,
-        quantization_drop=paired_drop(hits["student fp32"], hits[deployed]) if quantized and labelled else None,
-        quantization=target.quantization,
+        quantization_drop=paired_drop(hits[Role.student], hits[deployed]) if quantized and labelled else None,
     )
-    report = BenchReport(
-        target=target.name,
-        deployed=deployed,
-        passed=run_passed(verdicts),
-        verdicts=verdicts,
-        variants=variants,
-        inputs=inputs,
-        warmup_runs=cfg.warmup_runs,
-        throughput_batch=cfg.throughput_batch,
-        providers=providers,
-        missing_providers=missing,
-        environment=environment(target, providers),
-        classes=classes,
-        reference=reference_note,
-        created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
-    )
-    with contextlib.ExitStack() as all_or_nothing:  # a failed write leaves every output as it was
-        all_or_nothing.enter_context(runfolder.rollback_on_failure(Path(out), REPORT_FILES + (runfolder.MANIFEST,)))
-        if junit is not None:
-            all_or_nothing.enter_context(runfolder.rollback_on_failure(Path(junit).parent, (Path(junit).name,)))
-        written = write_reports(report, out)
-        if junit is not None:
-            write_junit(report, junit)
-        if model.is_dir() and Path(out).resolve() == model.resolve():
-            runfolder.record(model, "bench", [p.name for p in written])
-    say(f"bench: {verdict_line(report)}")
-    return report
 
 
-def _from_run_folder(run_dir: Path):
-    """The variants a run folder holds, its data source, its export target and mobile coverage."""
-    from edgekd.runtime.coverage import EpCoverage
-    from edgekd.export.stage import RESULT, STUDENT_SIMPLIFIED, TEACHER_ONNX
-
-    exported = runfolder.read_json(runfolder.artifact(run_dir, RESULT, "bench"))
-    deployed = exported["deployed"]
-    files = {
-        "teacher fp32": runfolder.artifact(run_dir, TEACHER_ONNX, "bench"),
-        "student fp32": runfolder.artifact(run_dir, STUDENT_SIMPLIFIED, "bench"),
-    }
-    if deployed != STUDENT_SIMPLIFIED:
-        label = {"static-qdq": "student int8", "dynamic": "student int8 dynamic", "fp16": "student fp16"}.get(exported["quantized"]["scheme"], "student fp32")
-        if deployed.endswith(".ort"):
-            label += " (ORT format)"
-        files[label] = runfolder.artifact(run_dir, deployed, "bench")
-    files = _with_quantization_aware(run_dir, files, deployed)
-    recipe = runfolder.load_run_recipe(run_dir)
-    saved = runfolder.load_manifest(run_dir).get("target")
-    target = validate(Target, saved, f"{run_dir}/manifest.json target", TargetError) if saved else None
-    coverage = [EpCoverage(**c) for c in exported.get("mobile", [])]
-    return files, recipe.data, target, coverage
-
-
-def _with_quantization_aware(run_dir: Path, files: dict[str, Path], deployed: str) -> dict[str, Path]:
-    """The quantization-aware phase's models beside post-training int8, the shipped one last."""
-    if not runfolder.stage_files(run_dir, "qad"):
-        return files
-    qad = runfolder.read_json(runfolder.artifact(run_dir, "qad.json", "bench"))
-    labels = {"qat": "student int8 QAT (labels only)", "qad": "student int8 QAD"}
-    extra = {labels[v["role"]]: runfolder.artifact(run_dir, v["file"], "bench") for v in qad["variants"] if v["role"] in labels}
-    ships = qad.get("deployed", deployed)
-    if ships == deployed:
-        *before, shipped = files.items()
-        return {**dict(before), **extra, shipped[0]: shipped[1]}
-    shipped = next(label for label, path in extra.items() if path.name == ships)
-    renamed = {("student int8 (post-training)" if path.name == deployed else label): path for label, path in files.items()}
-    return {**renamed, **{k: v for k, v in extra.items() if k != shipped}, shipped: extra[shipped]}
-
-
-def _mobile_figures(target: Target, providers: list[str], coverage) -> MobileFigures | None:
+def _mobile_figures(target: Target, providers: list[str], coverage: Sequence[EpCoverage] | None) -> MobileFigures | None:
     """Coverage of the mobile EP the budgets name (or the first one the target lists)."""
-    from edgekd.runtime.coverage import MOBILE_PROVIDERS
-
     ep = target.budgets.mobile_ep or next((MOBILE_PROVIDERS[p] for p in target.runtime.providers if p in MOBILE_PROVIDERS), None)
-    if ep is None or not coverage:
-        return None
-    found = next((c for c in coverage if c.ep == ep), None)
+    found = next((c for c in coverage or () if c.ep == ep), None)
     if found is None:
         return None
     return MobileFigures(ep, found.coverage, found.partitions, found.error)
 
 
-def _inputs(source, session, tokenizer: str | None = None, max_length: int = 128,
-            encoding: str = "utf-8") -> tuple[Inputs | np.ndarray, np.ndarray | None, str]:
-    """Real test samples (a source string, or a run's [data] section), or random inputs shaped
-    like the model's input when no data is given."""
-    if source is not None:
-        if isinstance(source, str):
-            from edgekd._config import validate
-            from edgekd.data.config import DataConfig
-
-            if source.startswith("text:") and not tokenizer:
-                raise DataError("text data needs the tokenizer the model was trained with: pass --tokenizer DIR")
-            options = validate(DataConfig, {"source": source, "tokenizer": tokenizer, "max_length": max_length, "encoding": encoding},
-                               "bench data", DataError)
-            x, y = load_test_split(source, options)
-            name = source
-        else:
-            splits = load_recipe_data(source)
-            x, y, name = splits.x_test, splits.y_test, source.source
-        return x, y, f"{len(x)} test samples from {name}"
+def _random_inputs(session) -> tuple[np.ndarray, None, str]:
+    """Random inputs shaped like a one-input float model's input, when no data is given."""
     if len(session.get_inputs()) != 1:
         raise DataError(f"the model has {len(session.get_inputs())} inputs ({', '.join(m.name for m in session.get_inputs())}); "
                         "pass --data with real inputs (text: --data text:FILE --tokenizer DIR)")
@@ -257,10 +167,3 @@ def environment(target: Target, providers: list[str]) -> dict[str, str]:
         "onnxruntime": metadata.version("onnxruntime"),
         "intra_op_threads": str(target.runtime.intra_op_threads),
     }
-
-
-@functools.wraps(_bench)
-def bench(model: Path, *args, **kwargs) -> BenchReport:
-    """`_bench`, with a run folder locked while it is benched (see runfolder.locked)."""
-    with runfolder.locked(Path(model)) if Path(model).is_dir() else contextlib.nullcontext():
-        return _bench(model, *args, **kwargs)

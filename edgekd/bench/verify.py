@@ -33,50 +33,76 @@ class Verdict:
     blocking: bool = True  # False: a failure only warns (if_slower_than_fp32 = "warn"), or an unchecked budget may pass (allow_unchecked)
 
 
-def check_budgets(
-    budgets: Budgets,
-    size_bytes: int,
-    latency_ms: float,
-    accuracy: float | None,
-    teacher_accuracy: float | None,
-    teacher_bytes: int | None,
-    throughput: float | None = None,
-    mobile: MobileFigures | None = None,
-    latency_ci: list[float] | None = None,
-    drop: PairedDrop | None = None,
-    versus_fp32: VersusFp32 | None = None,
-    quantization_drop: PairedDrop | None = None,
-    quantization: QuantizationConfig | None = None,
-) -> list[Verdict]:
-    """Compare the deployed model's figures with every budget the target sets.
+@dataclass(frozen=True)
+class MobileFigures:
+    ep: str  # "NNAPI" or "CoreML"
+    coverage: float  # share of nodes the EP takes
+    partitions: int
+    error: str | None = None  # why coverage is unknown
 
-    `drop` is the teacher-to-deployed accuracy drop paired on the test images (its interval
-    decides); `versus_fp32` the deployed quantized student against its fp32 original, and
-    `quantization_drop` its accuracy drop from that original, judged by the target's
-    `quantization` (if_slower_than_fp32, max_drop_vs_fp32)."""
+
+@dataclass(frozen=True)
+class BudgetFigures:
+    """What the deployed model measured, and what it is compared with."""
+
+    size_bytes: int
+    latency_ms: float  # at the target's latency percentile
+    accuracy: float | None  # None: no labelled test data
+    teacher_accuracy: float | None = None  # None: no teacher benched beside it
+    teacher_bytes: int | None = None
+    throughput: float | None = None
+    mobile: MobileFigures | None = None
+    latency_ci: list[float] | None = None  # 95% interval of the latency percentile
+    drop: PairedDrop | None = None  # teacher → deployed top-1 drop, paired on the test images (its interval decides)
+    versus_fp32: VersusFp32 | None = None  # the deployed quantized student against its fp32 original
+    quantization_drop: PairedDrop | None = None  # its accuracy drop from that original
+
+
+def check_budgets(budgets: Budgets, figures: BudgetFigures, quantization: QuantizationConfig | None = None) -> list[Verdict]:
+    """Compare the deployed model's figures with every budget the target sets; the target's
+    `quantization` section judges a quantized model against its fp32 original (if_slower_than_fp32,
+    max_drop_vs_fp32)."""
     quantization = quantization or QuantizationConfig()
+    f = figures
     verdicts: list[Verdict] = []
     if budgets.max_size_kb is not None:
-        verdicts.append(_at_most("max_size_kb", size_bytes / 1024, budgets.max_size_kb, "KiB"))
+        verdicts.append(_at_most("max_size_kb", f.size_bytes / 1024, budgets.max_size_kb, "KiB"))
     if budgets.max_latency_ms is not None:
-        verdicts.append(_within_interval("max_latency_ms", latency_ms, latency_ci, budgets.max_latency_ms,
+        verdicts.append(_within_interval("max_latency_ms", f.latency_ms, f.latency_ci, budgets.max_latency_ms,
                                          f"ms (p{budgets.latency_percentile})", "rerun with more runs or on a quiet machine"))
     if budgets.max_accuracy_drop is not None:
-        if accuracy is None or teacher_accuracy is None:
-            why = "no labelled test data" if accuracy is None else "no teacher to compare with (pass --teacher)"
-            verdicts.append(Verdict("max_accuracy_drop", budgets.max_accuracy_drop, None, "", None, None, f"not checked: {why}"))
-        elif drop is None:
-            verdicts.append(_at_most("max_accuracy_drop", teacher_accuracy - accuracy, budgets.max_accuracy_drop, "top-1"))
-        else:
-            verdicts.append(_within_interval("max_accuracy_drop", drop.drop, drop.interval, budgets.max_accuracy_drop,
-                                             f"top-1 ({drop.images} paired test images)", "more test images would tell"))
+        verdicts.append(_accuracy_drop(budgets.max_accuracy_drop, f))
     if budgets.min_compression is not None:
-        if teacher_bytes is None:
+        if f.teacher_bytes is None:
             verdicts.append(Verdict("min_compression", budgets.min_compression, None, "×", None, None, "not checked: no teacher to compare with (pass --teacher)"))
         else:
-            verdicts.append(_at_least("min_compression", teacher_bytes / size_bytes, budgets.min_compression, "×"))
-    if budgets.min_throughput is not None and throughput is not None:
-        verdicts.append(_at_least("min_throughput", throughput, budgets.min_throughput, "samples/s"))
+            verdicts.append(_at_least("min_compression", f.teacher_bytes / f.size_bytes, budgets.min_compression, "×"))
+    if budgets.min_throughput is not None and f.throughput is not None:
+        verdicts.append(_at_least("min_throughput", f.throughput, budgets.min_throughput, "samples/s"))
+    verdicts += _mobile(budgets, f.mobile)
+    if f.versus_fp32 is not None:
+        verdicts += _versus_fp32(f.versus_fp32, quantization.if_slower_than_fp32)
+    if f.quantization_drop is not None:
+        d = f.quantization_drop
+        verdicts.append(_within_interval("max_drop_vs_fp32", d.drop, d.interval, quantization.max_drop_vs_fp32,
+                                         f"top-1 vs the fp32 student ({d.images} paired test images)", "more test images would tell"))
+    return [_unchecked(v, budgets.allow_unchecked) if v.passed is None else v for v in verdicts]
+
+
+def _accuracy_drop(allowed: float, f: BudgetFigures) -> Verdict:
+    """Teacher → deployed top-1 drop: paired on the same images when both were scored on them."""
+    if f.accuracy is None or f.teacher_accuracy is None:
+        why = "no labelled test data" if f.accuracy is None else "no teacher to compare with (pass --teacher)"
+        return Verdict("max_accuracy_drop", allowed, None, "", None, None, f"not checked: {why}")
+    if f.drop is None:
+        return _at_most("max_accuracy_drop", f.teacher_accuracy - f.accuracy, allowed, "top-1")
+    return _within_interval("max_accuracy_drop", f.drop.drop, f.drop.interval, allowed,
+                            f"top-1 ({f.drop.images} paired test images)", "more test images would tell")
+
+
+def _mobile(budgets: Budgets, mobile: MobileFigures | None) -> list[Verdict]:
+    """NNAPI / CoreML coverage and partitions of the deployed model."""
+    verdicts = []
     for name, allowed in (("min_mobile_coverage", budgets.min_mobile_coverage), ("max_mobile_partitions", budgets.max_mobile_partitions)):
         if allowed is None:
             continue
@@ -88,12 +114,7 @@ def check_budgets(
             verdicts.append(_at_least(name, mobile.coverage, allowed, f"of nodes on {mobile.ep}"))
         else:
             verdicts.append(_at_most(name, mobile.partitions, allowed, f"partitions on {mobile.ep}"))
-    if versus_fp32 is not None:
-        verdicts += _versus_fp32(versus_fp32, quantization.if_slower_than_fp32)
-    if quantization_drop is not None:
-        verdicts.append(_within_interval("max_drop_vs_fp32", quantization_drop.drop, quantization_drop.interval, quantization.max_drop_vs_fp32,
-                                         f"top-1 vs the fp32 student ({quantization_drop.images} paired test images)", "more test images would tell"))
-    return [_unchecked(v, budgets.allow_unchecked) if v.passed is None else v for v in verdicts]
+    return verdicts
 
 
 def run_passed(verdicts: list[Verdict]) -> bool:
@@ -106,14 +127,6 @@ def _unchecked(v: Verdict, allowed: bool) -> Verdict:
     if allowed:
         return dataclasses.replace(v, blocking=False, note=f"{v.note} (allowed: allow_unchecked = true)")
     return dataclasses.replace(v, note=f"{v.note}; fails closed: fix the cause, or set [budgets] allow_unchecked = true to let it pass")
-
-
-@dataclass(frozen=True)
-class MobileFigures:
-    ep: str  # "NNAPI" or "CoreML"
-    coverage: float  # share of nodes the EP takes
-    partitions: int
-    error: str | None = None  # why coverage is unknown
 
 
 def _within_interval(name: str, measured: float, interval: list[float] | None, allowed: float, unit: str, advice: str) -> Verdict:

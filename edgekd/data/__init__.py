@@ -2,18 +2,51 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import contextlib
+import json
+from collections.abc import Iterator, Mapping
+from contextvars import ContextVar
+from typing import TYPE_CHECKING, Any
 
+from edgekd._io import to_jsonable
 from edgekd.data.sources import SOURCES, load_data, load_test_split
-from edgekd.data.splits import DataSplits
+from edgekd.data.splits import DataSplits, checked_splits
 
 if TYPE_CHECKING:
     from edgekd.data.config import DataConfig
 
 
+def splits_from_arrays(arrays: Mapping[str, Any], name: str = "arrays", val_fraction: float = 0.15, seed: int = 0) -> DataSplits:
+    """Splits from arrays held in memory: `x_train`, `y_train`, `x_test`, `y_test` (and optionally
+    `x_val`, `y_val`, `x_unlabeled`), each x an array or a dict of named arrays; validated as any
+    source is, a missing val split drawn (stratified) from train."""
+    return checked_splits(name, dict(arrays), val_fraction, seed)
+
+
+_SHARED: ContextVar[dict[str, DataSplits] | None] = ContextVar("edgekd_shared_data", default=None)
+
+
+@contextlib.contextmanager
+def shared_data() -> Iterator[None]:
+    """Within this block a [data] section is read (and tokenized) once: the stages of one
+    `edgekd run` share the splits instead of each loading them again."""
+    token = _SHARED.set({})
+    try:
+        yield
+    finally:
+        _SHARED.reset(token)
+
+
 def load_recipe_data(cfg: DataConfig) -> DataSplits:
     """The splits a recipe's [data] section describes (every stage reads them the same way)."""
-    return load_data(cfg.source, cfg.val_fraction, cfg.test_fraction, cfg.split_seed, cfg)
+    shared = _SHARED.get()
+    key = json.dumps(to_jsonable(cfg), sort_keys=True)
+    if shared is not None and key in shared:
+        return shared[key]
+    splits = load_data(cfg.source, cfg.val_fraction, cfg.test_fraction, cfg.split_seed, cfg)
+    if shared is not None:
+        shared[key] = splits
+    return splits
 
 
-__all__ = ["SOURCES", "DataSplits", "load_data", "load_recipe_data", "load_test_split"]
+__all__ = ["SOURCES", "DataSplits", "load_data", "load_recipe_data", "load_test_split", "splits_from_arrays"]

@@ -1,5 +1,4 @@
-"""Knowledge distillation: losses, teacher preparation, the training loop and the stage."""
+"""Knowledge distillation: losses, teacher preparation, the training loop and the stage.
 
-from edgekd.distill.stage import DistillResult, distill
-
-__all__ = ["DistillResult", "distill"]
+Nothing is imported here: `edgekd.distill.result` (the typed result) must stay torch-free.
+"""

@@ -62,13 +62,6 @@ def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperat
     return kd_loss_from_log_probs(student_logits, soft_log_targets([teacher_logits], temperature), temperature)
 
 
-def kd_loss_from_probs(student_logits: torch.Tensor, teacher_probs: torch.Tensor, temperature: float) -> torch.Tensor:
-    """T² · KL(p_teacher ‖ softmax(student/T)) for given teacher probabilities p_teacher."""
-    log_p_student = F.log_softmax(_wide(student_logits) / temperature, dim=-1)
-    kl = F.kl_div(log_p_student, teacher_probs.detach(), reduction="batchmean")
-    return kl * temperature**2
-
-
 def kd_loss_from_log_probs(student_logits: torch.Tensor, teacher_log_probs: torch.Tensor, temperature: float) -> torch.Tensor:
     """T² · KL(p_teacher ‖ softmax(student/T)) for given teacher log-probabilities (exact where p underflows)."""
     log_p_student = F.log_softmax(_wide(student_logits) / temperature, dim=-1)

@@ -2,10 +2,16 @@
 
 It owns what the terms need beyond logits: the forward hooks that capture named layers, and the
 adapters that map student features to teacher features (trained with the student, never
-exported). Each term's value is reported separately, so the log shows what each one does.
+exported). Each term's value is reported separately, so the log shows what each one does. Which
+method needs what, and which function below computes its term, is the methods table's
+(edgekd/methods.py): the objective asks the table, never a method's name.
 """
 
 from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -21,10 +27,51 @@ from edgekd.distill.losses import (
     soft_log_targets,
 )
 from edgekd.errors import ModelError
+from edgekd.methods import method
 from edgekd.models.call import Batch, forward
 from edgekd.recipe import LossTerm
 
-FEATURE_METHODS = ("hint", "at")
+
+@dataclass(frozen=True)
+class TermInputs:
+    """What a method's term may read for one batch."""
+
+    student_logits: torch.Tensor
+    teacher_logits: list[torch.Tensor] | None  # one tensor per teacher
+    teacher_weights: list[float]
+    labels: torch.Tensor | MixedLabels | None  # None: unlabelled data
+    student_features: torch.Tensor | None  # the term's student_layer output (layer methods)
+    teacher_features: torch.Tensor | None
+    adapter: nn.Module | None  # maps student features to the teacher's shape (hint)
+    mask: torch.Tensor | None  # attention_mask: padded tokens stay out of features on hidden states
+    temperature: float  # the term's, else the recipe's default
+
+
+def kd_term(x: TermInputs, term: LossTerm) -> torch.Tensor:
+    return kd_loss_from_log_probs(x.student_logits, soft_log_targets(x.teacher_logits, x.temperature, x.teacher_weights), x.temperature)
+
+
+def dkd_term(x: TermInputs, term: LossTerm) -> torch.Tensor | None:
+    if x.labels is None:
+        return None
+    if isinstance(x.labels, MixedLabels):
+        raise ValueError("dkd needs each input's one true class; mixup batches have two")
+    return dkd_loss(x.student_logits, soft_log_targets(x.teacher_logits, x.temperature, x.teacher_weights), x.labels,
+                    x.temperature, term.alpha, term.beta)
+
+
+def hint_term(x: TermInputs, term: LossTerm) -> torch.Tensor:
+    return hint_loss(x.adapter(x.student_features), x.teacher_features, x.mask)
+
+
+def at_term(x: TermInputs, term: LossTerm) -> torch.Tensor:
+    return at_loss(x.student_features, x.teacher_features, x.mask)
+
+
+def term_function(name: str) -> Callable[[TermInputs, LossTerm], torch.Tensor | None]:
+    """The function the methods table names for `name`'s term."""
+    module, function = method(name).term.split(":")
+    return getattr(importlib.import_module(module), function)
 
 
 class Objective:
@@ -44,7 +91,8 @@ class Objective:
         self.default_temperature = default_temperature
         self.teacher_weights = teacher_weights
         self.names = _names(terms)
-        feature_terms = [t for t in terms if t.method in FEATURE_METHODS]
+        self.functions = [term_function(t.method) for t in terms]
+        feature_terms = [t for t in terms if method(t.method).uses_layers]
         self.student_tap = self.teacher_tap = None
         self.adapters = nn.ModuleDict()
         if feature_terms:
@@ -59,14 +107,21 @@ class Objective:
                 student.train(was)
                 forward(feature_teacher, sample)
             for index, term in enumerate(terms):
-                if term.method == "hint":
-                    s = self.student_tap.outputs[term.student_layer].shape
-                    t = self.teacher_tap.outputs[term.teacher_layer].shape
-                    self.adapters[str(index)] = make_adapter(s, t)
-                elif term.method == "at":
-                    for role, out in (("student", self.student_tap.outputs[term.student_layer]), ("teacher", self.teacher_tap.outputs[term.teacher_layer])):
-                        if out.ndim not in (3, 4):
-                            raise ModelError(f"attention transfer needs (N, C, H, W) or (N, sequence, hidden) features; the {role} layer gives {tuple(out.shape)}")
+                self._prepare_layers(index, term)
+
+    def _prepare_layers(self, index: int, term: LossTerm) -> None:
+        """A layer term's adapter (its shapes come from the dry pass), or the check that a map over
+        positions can be made of its layers."""
+        m = method(term.method)
+        if not m.uses_layers:
+            return
+        s, t = self.student_tap.outputs[term.student_layer], self.teacher_tap.outputs[term.teacher_layer]
+        if m.adapter:
+            self.adapters[str(index)] = make_adapter(s.shape, t.shape)
+            return
+        for role, out in (("student", s), ("teacher", t)):
+            if out.ndim not in (3, 4):
+                raise ModelError(f"{m.title} needs (N, C, H, W) or (N, sequence, hidden) features; the {role} layer gives {tuple(out.shape)}")
 
     @property
     def needs_teacher_features(self) -> bool:
@@ -74,7 +129,7 @@ class Objective:
 
     @property
     def needs_teacher_logits(self) -> bool:
-        return any(t.method in ("kd", "dkd") and t.weight > 0 for t in self.terms)
+        return any(method(t.method).uses_logits and t.weight > 0 for t in self.terms)
 
     def __call__(self, student_logits: torch.Tensor, teacher_logits: list[torch.Tensor] | None,
                  labels: torch.Tensor | MixedLabels | None, mask: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, float]]:
@@ -90,22 +145,23 @@ class Objective:
         for index, term in enumerate(self.terms):
             if term.weight == 0:
                 continue
-            temperature = term.temperature or self.default_temperature
-            if term.method == "kd":
-                value = kd_loss_from_log_probs(student_logits, soft_log_targets(teacher_logits, temperature, self.teacher_weights), temperature)
-            elif term.method == "dkd":
-                if labels is None:
-                    continue
-                if isinstance(labels, MixedLabels):
-                    raise ValueError("dkd needs each input's one true class; mixup batches have two")
-                value = dkd_loss(student_logits, soft_log_targets(teacher_logits, temperature, self.teacher_weights), labels, temperature, term.alpha, term.beta)
-            else:
-                s = self.student_tap.outputs[term.student_layer]
-                t = self.teacher_tap.outputs[term.teacher_layer]
-                value = hint_loss(self.adapters[str(index)](s), t, mask) if term.method == "hint" else at_loss(s, t, mask)
+            value = self.functions[index](self._inputs(index, term, student_logits, teacher_logits, labels, mask), term)
+            if value is None:
+                continue
             total = total + term.weight * value
             parts[self.names[index]] = float(value.detach())
         return total, parts
+
+    def _inputs(self, index: int, term: LossTerm, student_logits: torch.Tensor, teacher_logits: list[torch.Tensor] | None,
+                labels: torch.Tensor | MixedLabels | None, mask: torch.Tensor | None) -> TermInputs:
+        layers = method(term.method).uses_layers
+        return TermInputs(
+            student_logits, teacher_logits, self.teacher_weights, labels,
+            self.student_tap.outputs[term.student_layer] if layers else None,
+            self.teacher_tap.outputs[term.teacher_layer] if layers else None,
+            self.adapters[str(index)] if str(index) in self.adapters else None,
+            mask, term.temperature or self.default_temperature,
+        )
 
     def close(self) -> None:
         for tap in (self.student_tap, self.teacher_tap):

@@ -16,7 +16,6 @@ import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from collections.abc import Callable
-from typing import Any
 
 import numpy as np
 
@@ -28,10 +27,14 @@ from edgekd._io import atomic_path, write_json
 from edgekd._progress import say
 from edgekd.data import DataSplits, load_recipe_data
 from edgekd.distill import distributed
-from edgekd.paired import PairedTest, paired_test
+from edgekd.paired import paired_test
 from edgekd.distill.teacher import TeacherSet, cache_teacher_logits, plan_teachers, train_teachers
-from edgekd.distill.trainer import EpochRecord, FitResult, TrainSettings, fit
+from edgekd.distill.result import DistillResult, ModelSummary, PhaseScores, Scores, SweepTrial
+from edgekd.distill.model import distill_settings
+from edgekd.distill.trainer import FitResult, TrainSettings, fit
 from edgekd.models.call import accuracy, predict
+from edgekd.methods import method
+from edgekd.runtime.metrics import top1_hits
 from edgekd.errors import EdgekdError, ModelError, OnnxModelError, RecipeError, RunFolderError, first_line
 from edgekd.models.build import ModelSpec, build_model
 from edgekd.models.checkpoint import load_weights, read_checkpoint, save_checkpoint
@@ -39,67 +42,9 @@ from edgekd.recipe import LossTerm, Recipe, load_recipe, recipe_target, teacher_
 from edgekd.runfolder import RECIPE, load_run_recipe
 from edgekd.targets import Target
 
-RESULT = "distill.json"
-LABELS = "labels.json"  # label names by class index, for sources that name their labels
+RESULT, LABELS = runfolder.DISTILL_RESULT, runfolder.LABELS
 SWEEP_TEMPERATURES = (2.0, 4.0, 8.0)
 SWEEP_KD_WEIGHTS = (0.5, 0.9)  # ce_weight = 1 − kd_weight
-
-
-@dataclass(frozen=True)
-class Scores:
-    val: float  # top-1 accuracy on the validation split
-    test: float  # top-1 accuracy on the test split
-
-
-@dataclass(frozen=True)
-class PhaseScores:
-    best_epoch: int  # the epoch with the best validation accuracy: its weights are kept
-    best: Scores
-    last: Scores  # the last epoch's weights, for comparison
-
-
-@dataclass(frozen=True)
-class ModelSummary:
-    spec: dict[str, Any] | None  # how to rebuild it (None for an ONNX teacher)
-    parameters: int | None
-    checkpoint: str | None  # file in the run folder
-    source: str  # "trained", "cache PATH", "checkpoint PATH" or "onnx PATH"
-    weight: float = 1.0  # share in the averaged soft targets
-
-
-@dataclass(frozen=True)
-class SweepTrial:
-    temperature: float
-    kd_weight: float
-    ce_weight: float
-    best_val: float
-    best_epoch: int
-    kept: bool
-
-
-@dataclass(frozen=True)
-class DistillResult:
-    run_dir: str
-    data: str  # the data source
-    split_sizes: dict[str, int]  # samples in train / val / test (/ unlabeled)
-    teachers: list[ModelSummary]
-    student: ModelSummary
-    teacher_scores: Scores  # the teachers' averaged prediction
-    scratch: PhaseScores | None  # the student trained without the teachers (None: [distill] baseline = "none")
-    distilled: PhaseScores  # the student trained with them
-    kd_gain: float | None  # distilled − scratch test accuracy, best-on-val weights (None: no baseline trained)
-    gap_closed: float | None  # kd_gain / (teacher − scratch): share of the gap distillation closed
-    objective: dict[str, Any]  # ce_weight and the loss terms used
-    teacher_cache: str  # what happened with the teacher-output cache
-    settings: dict[str, Any]  # the [distill] section used
-    sweep: list[SweepTrial] = field(default_factory=list)
-    # Distilled (first) vs scratch (second) student, image by image on the test split: is kd_gain chance?
-    kd_gain_test: PairedTest | None = None
-    reference: str = "the teacher"  # what teacher.pt / teacher.onnx holds: the budgets' reference
-    classes: list[str] = field(default_factory=list)  # label names by class index (also in labels.json)
-    history: dict[str, list[EpochRecord]] = field(default_factory=dict)
-    seconds: float = 0.0
-    schema_version: int = 2
 
 
 def distill(
@@ -119,17 +64,10 @@ def distill(
     out = Path(out)
     recipe = _resolve_recipe(recipe, out, resume)
     data = load_recipe_data(recipe.data)
-    cfg = recipe.distill
-    if sweep and cfg.loss:
+    if sweep and recipe.distill.loss:
         raise RecipeError("--sweep tunes the Hinton term's temperature and weights; remove the [[distill.loss]] tables or drop --sweep")
-    student_spec = ModelSpec(recipe.student.model, dict(recipe.student.args), data.input_shape, data.num_classes, data.inputs, data.vocab_size)
-    _check_transforms(recipe, data)  # every check runs before anything is written
-    teachers = plan_teachers(recipe, data)
-    initial = _fresh_student(recipe, student_spec, data, teachers)
-    for index, member in enumerate(teachers.members):
-        _check_fits(member.predict, f"teacher {index + 1}" if len(teachers.members) > 1 else "teacher", data)
-    if not resume:
-        _preflight(recipe, initial, data, teachers, target)
+    spec = ModelSpec(recipe.student.model, dict(recipe.student.args), data.input_shape, data.num_classes, data.inputs, data.vocab_size)
+    teachers = _checked_plan(recipe, spec, data, target, resume)  # every check runs before anything is written
     with contextlib.ExitStack() as stage:
         if distributed.is_main():
             stage.enter_context(runfolder.locked(out, create=True))
@@ -143,69 +81,111 @@ def distill(
             + (f" / {len(data.x_unlabeled)} unlabeled" if data.x_unlabeled is not None else "")
             + f", {data.num_classes} classes, inputs {_describe_inputs(data)}")
         teachers = train_teachers(teachers, data, out, resume)
-        teachers = cache_teacher_logits(teachers, data, cfg.cache_teacher, recipe.data.augment or recipe.data.mixup > 0)
-
-        base = TrainSettings(cfg.epochs, cfg.batch_size, cfg.lr, cfg.seed, schedule=cfg.schedule, grad_clip=cfg.grad_clip,
-                             augment=recipe.data.augment, max_shift=recipe.data.max_shift, mixup=recipe.data.mixup,
-                             amp=cfg.amp, compile=cfg.compile, temperature=cfg.temperature)
-        scratch, scratch_fit = None, None
-        if cfg.baseline == "scratch":
-            scratch = _fresh_student(recipe, student_spec, data, teachers)
-            scratch_fit = fit(scratch, data.x_train, data.y_train, data.x_val, data.y_val, base,
-                              label="student (scratch)", checkpoint=out / runfolder.CHECKPOINTS / "scratch.ckpt", resume=resume)
-        trials: list[SweepTrial] = []
-        if sweep:
-            kd_settings, student, student_fit, trials = _sweep(recipe, student_spec, data, base, teachers)
-        else:
-            kd_settings = replace(base, ce_weight=cfg.ce_weight, terms=tuple(cfg.terms()))
-            student = _fresh_student(recipe, student_spec, data, teachers)
-            student_fit = fit(student, data.x_train, data.y_train, data.x_val, data.y_val, kd_settings,
-                              label="student (distilled)", checkpoint=out / runfolder.CHECKPOINTS / "distilled.ckpt", resume=resume,
-                              teachers=teachers, x_unlabeled=data.x_unlabeled)
-
-        teacher_scores = _ensemble_scores(teachers, data)
-        distilled_scores, distilled_hits = _phase_scores(student, student_fit, data)
-        scratch_scores, gain, gain_test, gap = None, None, None, 0.0
-        if scratch is not None:
-            scratch_scores, scratch_hits = _phase_scores(scratch, scratch_fit, data)
-            gain = distilled_scores.best.test - scratch_scores.best.test
-            gain_test = paired_test(distilled_hits, scratch_hits)
-            gap = teacher_scores.test - scratch_scores.best.test
-        result = DistillResult(
-            run_dir=str(out),
-            data=data.name,
-            split_sizes={"train": len(data.x_train), "val": len(data.x_val), "test": len(data.x_test),
-                         **({"unlabeled": len(data.x_unlabeled)} if data.x_unlabeled is not None else {})},
-            teachers=[_summary(m, "teacher.pt" if i == 0 and not _ensemble_reference(teachers) else None) for i, m in enumerate(teachers.members)],
-            student=ModelSummary(student_spec.to_dict(), _count(student), "student.pt", "trained"),
-            teacher_scores=teacher_scores,
-            scratch=scratch_scores,
-            distilled=distilled_scores,
-            kd_gain=gain,
-            gap_closed=gain / gap if gain is not None and gap > 0 else None,
-            objective={"ce_weight": kd_settings.ce_weight, "terms": [asdict(t) for t in kd_settings.terms]},
-            teacher_cache=teachers.cache_note,
-            settings=asdict(recipe.distill),
-            sweep=trials,
-            kd_gain_test=gain_test,
-            reference=_reference_note(teachers),
-            classes=list(data.classes),
-            history={"teacher": teachers.members[0].history, **({"scratch": scratch_fit.history} if scratch_fit else {}),
-                     "distilled": student_fit.history},
-            seconds=time.perf_counter() - began,
-        )
+        teachers = cache_teacher_logits(teachers, data, recipe.distill.cache_teacher, recipe.data.augment or recipe.data.mixup > 0)
+        trained = _train_students(recipe, spec, data, teachers, out, resume, sweep)
+        result = _result(out, recipe, spec, data, teachers, trained, time.perf_counter() - began)
         if distributed.is_main():
-            files = _write_models(out, teachers, student, student_fit, scratch, scratch_fit, student_spec)
-            if data.classes:
-                write_json(out / LABELS, {"classes": list(data.classes)})
-                files.append(LABELS)
-            write_json(out / RESULT, result)
-            runfolder.record(out, "distill", [RECIPE, *files, RESULT], recipe=recipe)
-            shutil.rmtree(out / runfolder.CHECKPOINTS, ignore_errors=True)  # the run finished: resume state is spent
+            _write_run(out, recipe, spec, data, teachers, trained, result)
         distributed.barrier()
-        baseline = f"scratch student {scratch_scores.best.test:.2%}, " if scratch_scores else ""
-        say(f"distill: teacher {teacher_scores.test:.2%}, {baseline}distilled student {distilled_scores.best.test:.2%} (test, best-on-val weights)")
+        baseline = f"scratch student {result.scratch.best.test:.2%}, " if result.scratch else ""
+        say(f"distill: teacher {result.teacher_scores.test:.2%}, {baseline}distilled student {result.distilled.best.test:.2%} "
+            "(test, best-on-val weights)")
         return result
+
+
+@dataclass
+class _Trained:
+    """The students one distill run trained, and how."""
+
+    student: nn.Module
+    student_fit: FitResult
+    settings: TrainSettings  # the distilled student's (the sweep's best, with --sweep)
+    scratch: nn.Module | None = None  # None: [distill] baseline = "none"
+    scratch_fit: FitResult | None = None
+    trials: list[SweepTrial] = field(default_factory=list)
+
+
+def _checked_plan(recipe: Recipe, spec: ModelSpec, data: DataSplits, target, resume: bool) -> TeacherSet:
+    """The teachers, planned (nothing trained), after every check that can run before training: the
+    data's transforms, each teacher and the student on two samples, the loss terms' layer paths
+    and the initialised student's export (not again on --resume)."""
+    _check_transforms(recipe, data)
+    teachers = plan_teachers(recipe, data)
+    initial = _fresh_student(recipe, spec, data, teachers)
+    for index, member in enumerate(teachers.members):
+        _check_fits(member.predict, f"teacher {index + 1}" if len(teachers.members) > 1 else "teacher", data)
+    if not resume:
+        _preflight(recipe, initial, data, teachers, target)
+    return teachers
+
+
+def _train_students(recipe: Recipe, spec: ModelSpec, data: DataSplits, teachers: TeacherSet, out: Path, resume: bool,
+                    sweep: bool) -> _Trained:
+    """The scratch baseline (same initial weights, seed and batches, hard labels alone), then the
+    distilled student (or the sweep's best)."""
+    kd_settings = distill_settings(recipe.distill, recipe.data)
+    base = replace(kd_settings, ce_weight=1.0, terms=())  # the scratch student: the hard labels alone
+    scratch, scratch_fit = None, None
+    if recipe.distill.baseline == "scratch":
+        scratch = _fresh_student(recipe, spec, data, teachers)
+        scratch_fit = fit(scratch, data.x_train, data.y_train, data.x_val, data.y_val, base,
+                          label="student (scratch)", checkpoint=out / runfolder.CHECKPOINTS / "scratch.ckpt", resume=resume)
+    if sweep:
+        kd_settings, student, student_fit, trials = _sweep(recipe, spec, data, base, teachers)
+        return _Trained(student, student_fit, kd_settings, scratch, scratch_fit, trials)
+    student = _fresh_student(recipe, spec, data, teachers)
+    student_fit = fit(student, data.x_train, data.y_train, data.x_val, data.y_val, kd_settings,
+                      label="student (distilled)", checkpoint=out / runfolder.CHECKPOINTS / "distilled.ckpt", resume=resume,
+                      teachers=teachers, x_unlabeled=data.x_unlabeled)
+    return _Trained(student, student_fit, kd_settings, scratch, scratch_fit)
+
+
+def _result(out: Path, recipe: Recipe, spec: ModelSpec, data: DataSplits, teachers: TeacherSet, trained: _Trained,
+            seconds: float) -> DistillResult:
+    """Scores of the teachers and both students on val and test, and what distillation gained."""
+    teacher_scores = _ensemble_scores(teachers, data)
+    distilled_scores, distilled_hits = _phase_scores(trained.student, trained.student_fit, data)
+    scratch_scores, gain, gain_test, gap = None, None, None, 0.0
+    if trained.scratch is not None:
+        scratch_scores, scratch_hits = _phase_scores(trained.scratch, trained.scratch_fit, data)
+        gain = distilled_scores.best.test - scratch_scores.best.test
+        gain_test = paired_test(distilled_hits, scratch_hits)
+        gap = teacher_scores.test - scratch_scores.best.test
+    return DistillResult(
+        run_dir=str(out),
+        data=data.name,
+        split_sizes={"train": len(data.x_train), "val": len(data.x_val), "test": len(data.x_test),
+                     **({"unlabeled": len(data.x_unlabeled)} if data.x_unlabeled is not None else {})},
+        teachers=[_summary(m, "teacher.pt" if i == 0 and not _ensemble_reference(teachers) else None) for i, m in enumerate(teachers.members)],
+        student=ModelSummary(spec.to_dict(), _count(trained.student), "student.pt", "trained"),
+        teacher_scores=teacher_scores,
+        scratch=scratch_scores,
+        distilled=distilled_scores,
+        kd_gain=gain,
+        gap_closed=gain / gap if gain is not None and gap > 0 else None,
+        objective={"ce_weight": trained.settings.ce_weight, "terms": [asdict(t) for t in trained.settings.terms]},
+        teacher_cache=teachers.cache_note,
+        settings=asdict(recipe.distill),
+        sweep=trained.trials,
+        kd_gain_test=gain_test,
+        reference=_reference_note(teachers),
+        classes=list(data.classes),
+        history={"teacher": teachers.members[0].history, **({"scratch": trained.scratch_fit.history} if trained.scratch_fit else {}),
+                 "distilled": trained.student_fit.history},
+        seconds=seconds,
+    )
+
+
+def _write_run(out: Path, recipe: Recipe, spec: ModelSpec, data: DataSplits, teachers: TeacherSet, trained: _Trained,
+               result: DistillResult) -> None:
+    """The models, the label names, distill.json and the manifest; the spent resume state goes."""
+    files = _write_models(out, teachers, trained.student, trained.student_fit, trained.scratch, trained.scratch_fit, spec)
+    if data.classes:
+        write_json(out / LABELS, {"classes": list(data.classes)})
+        files.append(LABELS)
+    write_json(out / RESULT, result)
+    runfolder.record(out, "distill", [RECIPE, *files, RESULT], recipe=recipe)
+    shutil.rmtree(out / runfolder.CHECKPOINTS, ignore_errors=True)  # the run finished: resume state is spent
 
 
 def _preflight(recipe: Recipe, student: nn.Module, data: DataSplits, teachers: TeacherSet, target) -> None:
@@ -218,7 +198,7 @@ def _preflight(recipe: Recipe, student: nn.Module, data: DataSplits, teachers: T
     from edgekd.models.call import take, to_tensors, trim
 
     terms = recipe.distill.terms()
-    if any(t.method in ("hint", "at") for t in terms):
+    if any(method(t.method).uses_layers for t in terms):
         sample = trim(take(to_tensors(data.x_train), slice(0, 2)), data.inputs)
         Objective(terms, recipe.distill.ce_weight, recipe.distill.temperature, student, teachers.feature_teacher,
                   teachers.weights, sample).close()
@@ -290,7 +270,7 @@ def _phase_scores(model: nn.Module, outcome: FitResult, data: DataSplits) -> tup
     model.load_state_dict(outcome.last_state)
     last = Scores(accuracy(model, data.x_val, data.y_val), accuracy(model, data.x_test, data.y_test))
     model.load_state_dict(outcome.best_state)
-    test_hits = predict(model, data.x_test).argmax(axis=1) == data.y_test
+    test_hits = top1_hits(predict(model, data.x_test), data.y_test)
     best = Scores(accuracy(model, data.x_val, data.y_val), float(test_hits.mean()))
     return PhaseScores(outcome.best_epoch, best, last), test_hits
 
@@ -301,7 +281,7 @@ def _ensemble_scores(teachers: TeacherSet, data: DataSplits) -> Scores:
 
     def score(x, y):
         logits = [torch.as_tensor(m.predict(x)) for m in teachers.members]
-        return float((soft_targets(logits, 1.0, teachers.weights).argmax(1).numpy() == y).mean())
+        return float(top1_hits(soft_targets(logits, 1.0, teachers.weights).numpy(), y).mean())
 
     return Scores(score(data.x_val, data.y_val), score(data.x_test, data.y_test))
 

@@ -85,6 +85,17 @@ class TeacherSet:
         """The first PyTorch teacher: features for hint/at come from it."""
         return next((m.model for m in self.members if m.model is not None), None)
 
+    @property
+    def logits_from_feature_pass(self) -> bool:
+        """One live teacher: its forward pass for features gives the logits too (none cached)."""
+        return len(self.members) == 1 and self.cached is None
+
+    def to(self, device: torch.device) -> None:
+        """The PyTorch teachers on the training device, in eval mode (ONNX ones stay with ORT)."""
+        for member in self.members:
+            if member.model is not None:
+                member.model.to(device).eval()
+
     def logits(self, batch: Batch, index: torch.Tensor | None, split: str) -> list[torch.Tensor]:
         if self.cached is not None and index is not None and split in self.cached:
             block = self.cached[split][:, index.cpu()]

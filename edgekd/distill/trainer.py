@@ -14,7 +14,7 @@ import math
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -24,15 +24,13 @@ from torch import nn
 from edgekd._progress import bar, say
 from edgekd.distill import distributed
 from edgekd.distill.losses import MixedLabels
+from edgekd.distill.result import EpochRecord
 from edgekd.errors import TrainingError
 from edgekd.inputs import MASK, Inputs, as_inputs
 from edgekd.models.call import Batch, accuracy, forward, predict, take, to_tensors, trim
 from edgekd.models.checkpoint import save_torch
 
 __all__ = ["EpochRecord", "FitResult", "TrainSettings", "accuracy", "fit", "predict"]
-
-if TYPE_CHECKING:
-    from edgekd.distill.teacher import TeacherSet
 
 
 @dataclass(frozen=True)
@@ -54,22 +52,53 @@ class TrainSettings:
     finetune: bool = False  # hf encoder teachers: train the encoder too, not only the new head
 
 
-@dataclass(frozen=True)
-class EpochRecord:
-    epoch: int  # 1-based
-    loss: float  # mean total loss over the epoch's batches (all ranks)
-    terms: dict[str, float]  # mean of each term: "ce", "kd", "hint", ...
-    val_accuracy: float
-    lr: float  # learning rate at the start of the epoch
-    seconds: float
-
-
 @dataclass
 class FitResult:
     history: list[EpochRecord]
     best_epoch: int  # 1-based epoch with the highest validation accuracy (the first, on ties)
     best_state: dict[str, torch.Tensor] = field(repr=False, default_factory=dict)  # its weights
     last_state: dict[str, torch.Tensor] = field(repr=False, default_factory=dict)
+
+
+class SoftTargets(Protocol):
+    """What the loop needs from its teachers. Live, cached, ensemble and ONNX teachers all give it
+    (edgekd.distill.teacher.TeacherSet); the loop knows nothing else about them."""
+
+    @property
+    def weights(self) -> list[float]: ...  # each teacher's share in the averaged soft targets
+
+    @property
+    def feature_teacher(self) -> nn.Module | None: ...  # the PyTorch teacher whose layers hint/at terms read
+
+    @property
+    def logits_from_feature_pass(self) -> bool: ...  # its forward pass for features gives the (only) logits too
+
+    def to(self, device: torch.device) -> None: ...  # PyTorch teachers to the training device, in eval mode
+
+    def logits(self, batch: Batch, index: torch.Tensor | None, split: str) -> list[torch.Tensor]: ...  # one tensor per teacher
+
+
+@dataclass
+class _Loop:
+    """One training run: what every step reads and updates."""
+
+    model: nn.Module
+    trainable: "_Trainable"
+    wrapped: nn.Module  # trainable, compiled and/or DDP-wrapped
+    objective: Any  # distill.objective.Objective
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    scaler: torch.amp.GradScaler
+    settings: TrainSettings
+    label: str
+    teachers: SoftTargets | None
+    spec: tuple  # the inputs' TensorSpecs: each batch is trimmed to its longest sequence
+    x: Batch
+    y: torch.Tensor
+    x_unlabeled: Batch | None
+    device: torch.device
+    steps: int  # per epoch, on this rank
+    checkpoint: Path | None
 
 
 def fit(
@@ -82,45 +111,18 @@ def fit(
     label: str,
     checkpoint: Path | None = None,
     resume: bool = False,
-    teachers: TeacherSet | None = None,
+    teachers: SoftTargets | None = None,
     x_unlabeled: Inputs | np.ndarray | None = None,
 ) -> FitResult:
     """Train `model` in place (ending at its last-epoch weights); returns history and best weights.
 
     Inputs are named arrays (a bare array is the one-input case); each batch is cut to its own
     longest sequence. Frozen parameters (requires_grad False) are not optimised."""
-    from edgekd.distill.objective import Objective
-
-    distributed.setup()
-    device = distributed.device()
-    cuda = device.type == "cuda"
-    model.to(device)
-    for member in teachers.members if teachers else []:
-        if member.model is not None:
-            member.model.to(device).eval()
-    x_train = as_inputs(x_train)
-    _check_transforms(x_train, settings, label)
-    spec = x_train.spec
-    x_tr, y_tr = to_tensors(x_train, device), torch.as_tensor(y_train, device=device)
-    x_unlabeled = as_inputs(x_unlabeled) if x_unlabeled is not None and teachers else None
-    x_un = to_tensors(x_unlabeled, device) if x_unlabeled is not None else None
-    terms = list(settings.terms) if teachers else []
-    objective = Objective(terms, settings.ce_weight, settings.temperature, model,
-                          teachers.feature_teacher if teachers else None, teachers.weights if teachers else [],
-                          trim(take(x_tr, slice(0, 2)), spec))
-    trainable = _Trainable(model, objective.adapters).to(device)
-    optimizer = torch.optim.Adam([p for p in trainable.parameters() if p.requires_grad], lr=settings.lr)
-    samples = len(y_tr)
-    steps = math.ceil(len(distributed.shard(torch.arange(samples))) / settings.batch_size)
-    scheduler = _scheduler(optimizer, settings, steps)
-    scaler = torch.amp.GradScaler("cuda", enabled=settings.amp and cuda)
-    if (settings.amp or settings.compile) and not cuda:
-        say(f"{label}: amp/compile apply on CUDA only; training in fp32 eager mode on the CPU")
-    wrapped = _wrap(trainable, settings, cuda)
+    loop = _prepare(model, x_train, y_train, settings, label, teachers, x_unlabeled, checkpoint)
     history: list[EpochRecord] = []
     best_epoch, best_state = 0, {}
     if resume and checkpoint is not None and checkpoint.is_file():
-        history, best_epoch, best_state = _restore(checkpoint, trainable, optimizer, scheduler, settings, label, device)
+        history, best_epoch, best_state = _restore(checkpoint, loop.trainable, loop.optimizer, loop.scheduler, settings, label, loop.device)
     start = len(history)
     if start:
         say(f"{label}: resuming after epoch {start}/{settings.epochs}")
@@ -128,73 +130,125 @@ def fit(
         with bar() as progress:
             task = progress.add_task(label, total=settings.epochs, completed=start, info="")
             for epoch in range(start + 1, settings.epochs + 1):
-                began = time.perf_counter()
-                torch.manual_seed(settings.seed * 1_000_003 + epoch)  # shuffling, augmentation, dropout of this epoch
-                order = distributed.shard(torch.randperm(samples, device=device))
-                order_un = torch.randint(0, len(x_unlabeled), (len(order),), device=device) if x_un is not None else None
-                lr = optimizer.param_groups[0]["lr"]
-                sums: dict[str, float] = {}
-                trainable.train()
-                for step in range(steps):
-                    idx = order[step * settings.batch_size : (step + 1) * settings.batch_size]
-                    xb, yb = _student_inputs(trim(take(x_tr, idx), spec), y_tr[idx], settings)
-                    with torch.autocast(device.type, dtype=torch.float16, enabled=settings.amp and cuda):
-                        loss, parts = _batch_loss(wrapped, objective, teachers, xb, yb, idx, "train")
-                        if order_un is not None:
-                            uidx = order_un[step * settings.batch_size : (step + 1) * settings.batch_size]
-                            ub = _student_inputs(trim(take(x_un, uidx), spec), None, settings)[0]
-                            u_loss, u_parts = _batch_loss(wrapped, objective, teachers, ub, None, uidx, "unlabeled")
-                            loss = loss + u_loss
-                            parts.update({f"{k} (unlabeled)": v for k, v in u_parts.items()})
-                    if not torch.isfinite(loss):
-                        kept = (f"its last good checkpoint (epoch {epoch - 1}) is kept at {checkpoint}" if checkpoint and epoch > 1
-                                else f"no checkpoint of {label} was written yet (those of earlier phases stay in the run folder)")
-                        raise TrainingError(
-                            f"{label}: loss became {float(loss.detach())} at epoch {epoch}, step {step + 1}; {kept} — "
-                            f"lower the learning rate (now {settings.lr:g}) or check the inputs for extreme values, then start over "
-                            "with --force (a teacher trained here is cached and not trained again)"
-                        )
-                    optimizer.zero_grad(set_to_none=True)
-                    scaler.scale(loss).backward()
-                    if settings.grad_clip:
-                        scaler.unscale_(optimizer)
-                        nn.utils.clip_grad_norm_(trainable.parameters(), settings.grad_clip)
-                    scaler.step(optimizer)
-                    scaler.update()
-                    if settings.schedule == "onecycle":
-                        scheduler.step()
-                    sums["loss"] = sums.get("loss", 0.0) + float(loss.detach())
-                    for key, value in parts.items():
-                        sums[key] = sums.get(key, 0.0) + value
-                if settings.schedule == "cosine":
-                    scheduler.step()
-                keys = sorted(sums)
-                totals = distributed.sum_across([sums[k] for k in keys] + [float(steps)])
-                means = {k: v / totals[-1] for k, v in zip(keys, totals[:-1])}
+                began, lr = time.perf_counter(), loop.optimizer.param_groups[0]["lr"]
+                means = _train_epoch(loop, epoch)
                 val_accuracy = accuracy(model, x_val, y_val)
                 history.append(EpochRecord(epoch, means.pop("loss"), means, val_accuracy, lr, time.perf_counter() - began))
                 if val_accuracy > (history[best_epoch - 1].val_accuracy if best_epoch else -1.0):
                     best_epoch, best_state = epoch, copy.deepcopy(model.state_dict())
                 if checkpoint is not None and distributed.is_main():
-                    _save(checkpoint, trainable, optimizer, scheduler, settings, history, best_epoch, best_state)
+                    _save(checkpoint, loop.trainable, loop.optimizer, loop.scheduler, settings, history, best_epoch, best_state)
                 distributed.barrier()
                 progress.update(task, advance=1, info=f"loss {history[-1].loss:.4f}  val {val_accuracy:.2%}")
     finally:
-        objective.close()
+        loop.objective.close()
     if history:
         say(f"{label}: {len(history)} epochs, val accuracy {history[-1].val_accuracy:.2%} last, "
             f"{history[best_epoch - 1].val_accuracy:.2%} best (epoch {best_epoch})")
     return FitResult(history, best_epoch, best_state, copy.deepcopy(model.state_dict()))
 
 
-def _batch_loss(wrapped, objective, teachers, xb: Batch, yb, idx, split):
+def _prepare(model: nn.Module, x_train: Inputs | np.ndarray, y_train: np.ndarray, settings: TrainSettings, label: str,
+             teachers: SoftTargets | None, x_unlabeled: Inputs | np.ndarray | None, checkpoint: Path | None) -> _Loop:
+    """Devices, tensors, the objective, the optimizer and its schedule: everything before epoch 1."""
+    from edgekd.distill.objective import Objective
+
+    distributed.setup()
+    device = distributed.device()
+    cuda = device.type == "cuda"
+    model.to(device)
+    if teachers is not None:
+        teachers.to(device)
+    x_train = as_inputs(x_train)
+    _check_transforms(x_train, settings, label)
+    spec = x_train.spec
+    x, y = to_tensors(x_train, device), torch.as_tensor(y_train, device=device)
+    x_un = to_tensors(as_inputs(x_unlabeled), device) if x_unlabeled is not None and teachers else None
+    objective = Objective(list(settings.terms) if teachers else [], settings.ce_weight, settings.temperature, model,
+                          teachers.feature_teacher if teachers else None, teachers.weights if teachers else [],
+                          trim(take(x, slice(0, 2)), spec))
+    trainable = _Trainable(model, objective.adapters).to(device)
+    optimizer = torch.optim.Adam([p for p in trainable.parameters() if p.requires_grad], lr=settings.lr)
+    steps = math.ceil(len(distributed.shard(torch.arange(len(y)))) / settings.batch_size)
+    if (settings.amp or settings.compile) and not cuda:
+        say(f"{label}: amp/compile apply on CUDA only; training in fp32 eager mode on the CPU")
+    return _Loop(model, trainable, _wrap(trainable, settings, cuda), objective, optimizer, _scheduler(optimizer, settings, steps),
+                 torch.amp.GradScaler("cuda", enabled=settings.amp and cuda), settings, label, teachers, spec, x, y, x_un, device,
+                 steps, checkpoint)
+
+
+def _train_epoch(loop: _Loop, epoch: int) -> dict[str, float]:
+    """One pass over this rank's shard; the mean loss and mean of each term over all ranks."""
+    settings, device = loop.settings, loop.device
+    torch.manual_seed(settings.seed * 1_000_003 + epoch)  # shuffling, augmentation, dropout of this epoch
+    order = distributed.shard(torch.randperm(len(loop.y), device=device))
+    order_un = torch.randint(0, len(next(iter(loop.x_unlabeled.values()))), (len(order),), device=device) if loop.x_unlabeled is not None else None
+    sums: dict[str, float] = {}
+    loop.trainable.train()
+    for step in range(loop.steps):
+        batch = slice(step * settings.batch_size, (step + 1) * settings.batch_size)
+        loss, parts = _step_loss(loop, order[batch], order_un[batch] if order_un is not None else None)
+        _refuse_non_finite(loop, loss, epoch, step)
+        _optimise(loop, loss)
+        sums["loss"] = sums.get("loss", 0.0) + float(loss.detach())
+        for key, value in parts.items():
+            sums[key] = sums.get(key, 0.0) + value
+    if settings.schedule == "cosine":
+        loop.scheduler.step()
+    keys = sorted(sums)
+    totals = distributed.sum_across([sums[k] for k in keys] + [float(loop.steps)])
+    return {k: v / totals[-1] for k, v in zip(keys, totals[:-1])}
+
+
+def _step_loss(loop: _Loop, idx: torch.Tensor, unlabeled_idx: torch.Tensor | None) -> tuple[torch.Tensor, dict[str, float]]:
+    """The loss of one labelled batch (plus one unlabelled batch, soft targets only, when given)."""
+    settings = loop.settings
+    xb, yb = _student_inputs(trim(take(loop.x, idx), loop.spec), loop.y[idx], settings)
+    with torch.autocast(loop.device.type, dtype=torch.float16, enabled=settings.amp and loop.device.type == "cuda"):
+        loss, parts = _batch_loss(loop.wrapped, loop.objective, loop.teachers, xb, yb, idx, "train")
+        if unlabeled_idx is not None:
+            ub = _student_inputs(trim(take(loop.x_unlabeled, unlabeled_idx), loop.spec), None, settings)[0]
+            u_loss, u_parts = _batch_loss(loop.wrapped, loop.objective, loop.teachers, ub, None, unlabeled_idx, "unlabeled")
+            loss = loss + u_loss
+            parts.update({f"{k} (unlabeled)": v for k, v in u_parts.items()})
+    return loss, parts
+
+
+def _refuse_non_finite(loop: _Loop, loss: torch.Tensor, epoch: int, step: int) -> None:
+    """A NaN or infinite loss stops the run; the last good checkpoint stays for --resume."""
+    if torch.isfinite(loss):
+        return
+    label, checkpoint = loop.label, loop.checkpoint
+    kept = (f"its last good checkpoint (epoch {epoch - 1}) is kept at {checkpoint}" if checkpoint and epoch > 1
+            else f"no checkpoint of {label} was written yet (those of earlier phases stay in the run folder)")
+    raise TrainingError(
+        f"{label}: loss became {float(loss.detach())} at epoch {epoch}, step {step + 1}; {kept} — "
+        f"lower the learning rate (now {loop.settings.lr:g}) or check the inputs for extreme values, then start over "
+        "with --force (a teacher trained here is cached and not trained again)"
+    )
+
+
+def _optimise(loop: _Loop, loss: torch.Tensor) -> None:
+    """Backward (scaled under AMP), optional gradient clipping, the optimizer and a per-step schedule."""
+    loop.optimizer.zero_grad(set_to_none=True)
+    loop.scaler.scale(loss).backward()
+    if loop.settings.grad_clip:
+        loop.scaler.unscale_(loop.optimizer)
+        nn.utils.clip_grad_norm_(loop.trainable.parameters(), loop.settings.grad_clip)
+    loop.scaler.step(loop.optimizer)
+    loop.scaler.update()
+    if loop.settings.schedule == "onecycle":
+        loop.scheduler.step()
+
+
+def _batch_loss(wrapped: nn.Module, objective, teachers: SoftTargets | None, xb: Batch, yb, idx: torch.Tensor, split: str):
     """Student forward (hooks capture its features), teacher outputs, then the objective."""
     teacher_logits = None
     if teachers is not None and (objective.needs_teacher_logits or objective.needs_teacher_features):
         if objective.needs_teacher_features:
             with torch.no_grad():
                 out = forward(teachers.feature_teacher, xb)  # fills the teacher's feature hooks
-            if len(teachers.members) == 1 and teachers.cached is None:
+            if teachers.logits_from_feature_pass:
                 teacher_logits = [out]  # the same forward pass gives the logits
         if objective.needs_teacher_logits and teacher_logits is None:
             teacher_logits = teachers.logits(xb, idx, split)

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from edgekd._io import atomic_path
+from edgekd.runtime.metrics import compare_outputs
 from edgekd.runtime.session import fixed_batch, open_session, run_batches
 from edgekd.errors import OnnxModelError, ParityError, first_line
 from edgekd.inputs import BATCH, Inputs, as_inputs, image_spec
@@ -119,10 +120,9 @@ def check_parity(model, onnx_path: Path, x: Inputs | np.ndarray, cfg: ExportConf
     if fixed_batch(session) is None:
         for batch in (1, 64):
             run_batches(session, x.rows(0, batch), batch_size=batch)
-    diff = np.abs(expected - got)
-    scale = float(np.abs(expected).max()) or 1.0
-    parity = Parity(float(diff.max()), float(diff.mean()), float((expected.argmax(1) == got.argmax(1)).mean()), len(expected),
-                    scale, float(diff.max()) / scale)
+    agree = compare_outputs(expected, got)
+    scale = agree.scale or 1.0
+    parity = Parity(agree.max_abs, agree.mean_abs, agree.agreement, len(expected), scale, agree.max_abs / scale)
     relative_ok = lambda value: value / scale <= cfg.parity_max_rel  # noqa: E731 - small against the logits' scale
     if parity.max_abs > cfg.parity_max_abs and not relative_ok(parity.max_abs):
         raise ParityError(label, "max |Δ|", parity.max_abs, max(cfg.parity_max_abs, cfg.parity_max_rel * scale))

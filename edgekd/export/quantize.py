@@ -20,6 +20,7 @@ import shutil
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -38,10 +39,10 @@ from edgekd.inputs import Inputs, as_inputs
 from edgekd.paired import paired_drop
 from edgekd.targets import CalibrationMethod, QuantizationConfig, QuantType, RuntimeConfig, Scheme, SlowerPolicy
 
-ARTIFACTS = {
-    Scheme.static_qdq: "student.int8.onnx",
-    Scheme.dynamic: "student.int8-dynamic.onnx",
-    Scheme.fp16: "student.fp16.onnx",
+SUFFIXES = {  # student.sim.onnx → student.int8.onnx, model.onnx → model.int8.onnx
+    Scheme.static_qdq: ".int8.onnx",
+    Scheme.dynamic: ".int8-dynamic.onnx",
+    Scheme.fp16: ".fp16.onnx",
 }
 FP32_CANDIDATE = "fp32 (not quantized)"
 _GPU_PROVIDERS = {"CUDAExecutionProvider", "TensorrtExecutionProvider", "DmlExecutionProvider", "CoreMLExecutionProvider"}
@@ -87,7 +88,30 @@ class QuantizeResult:
     fell_back: str = ""  # why fp32 was deployed instead of the requested scheme
 
 
-def quantize(
+def artifact_name(source: Path, scheme: Scheme) -> str:
+    """The quantized file's name, made from the fp32 source's (a simplified model's `.sim` dropped)."""
+    stem = Path(source).name.removesuffix(".onnx").removesuffix(".sim")
+    return stem + SUFFIXES[scheme]
+
+
+@dataclass(frozen=True)
+class _Job:
+    """One quantization: what each of its steps reads."""
+
+    source: Path  # the fp32 model
+    prepared: Path  # after ORT's pre-processing
+    out_dir: Path
+    work: Path  # scratch folder for candidates
+    cfg: QuantizationConfig
+    calibration: Inputs
+    x_val: Inputs
+    y_val: np.ndarray
+    fp32_correct: np.ndarray  # per-sample top-1 hits of the fp32 model on the validation split
+    providers: list[str] | None
+    runtime: RuntimeConfig | None
+
+
+def quantize_model(
     source: Path,
     out_dir: Path,
     cfg: QuantizationConfig,
@@ -97,21 +121,24 @@ def quantize(
     providers: list[str] | None = None,
     runtime: RuntimeConfig | None = None,
 ) -> QuantizeResult:
-    """Quantize the fp32 model `source` as `cfg` says; write the artifact into `out_dir`."""
+    """Quantize the fp32 model `source` as `cfg` says, calibrated on `calibration` (training
+    inputs); decide on the validation split (`x_val`, `y_val`); write the artifact into `out_dir`.
+    `providers` and `runtime` are where the artifact is timed against fp32 (default: this CPU)."""
     source, out_dir = Path(source), Path(out_dir)
     calibration, x_val = as_inputs(calibration), as_inputs(x_val)
     fp32_correct = file_correct(source, x_val, y_val)
     if cfg.scheme is Scheme.none:
         return _fp32_result("none", source, float(fp32_correct.mean()), cfg)
+    out_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".edgekd-quant-", dir=out_dir) as work_dir:
         work = Path(work_dir).resolve()  # absolute: ORT's tools run with the work folder as the working folder
         prepared, preprocess = prepare(source, work)
+        job = _Job(source, prepared, out_dir, work, cfg, calibration, x_val, y_val, fp32_correct, providers, runtime)
         if cfg.scheme is Scheme.auto:
-            result = _auto(prepared, source, out_dir, work, cfg, calibration, x_val, y_val, fp32_correct, providers, runtime)
+            result = _auto(job)
         else:
-            settings = scheme_settings(cfg.scheme, cfg)
-            result = _finish(prepared, out_dir, work, cfg.scheme, settings, cfg, calibration, x_val, y_val, fp32_correct, requested=cfg.scheme.value)
-            result = _against_fp32(result, source, cfg, x_val, providers, runtime)
+            result = _finish(job, cfg.scheme, scheme_settings(cfg.scheme, cfg), requested=cfg.scheme.value)
+            result = _against_fp32(result, job)
         return dataclasses.replace(result, preprocess=preprocess)
 
 
@@ -124,15 +151,16 @@ def _fp32_result(requested: str, source: Path, accuracy: float, cfg: Quantizatio
                           bytes=Path(source).stat().st_size, drop_interval=[0.0, 0.0], **more)
 
 
-def _against_fp32(result: QuantizeResult, source: Path, cfg: QuantizationConfig, x_val: Inputs, providers, runtime) -> QuantizeResult:
+def _against_fp32(result: QuantizeResult, job: _Job) -> QuantizeResult:
     """Time a fixed scheme's artifact against fp32; if it does not pay, act as the target says."""
     from edgekd.runtime.session import usable_providers
 
+    source, cfg = job.source, job.cfg
     try:
-        usable, _ = usable_providers(list(providers or ["CPUExecutionProvider"]))
+        usable, _ = usable_providers(list(job.providers or ["CPUExecutionProvider"]))
     except TargetError as exc:
         return dataclasses.replace(result, warnings=[*result.warnings, f"{result.scheme} not timed against fp32: {exc}"])
-    stats = time_against_fp32(source, {"quantized": Path(result.path)}, x_val, usable, runtime)
+    stats = time_against_fp32(source, {"quantized": Path(result.path)}, job.x_val, usable, job.runtime)
     versus = versus_fp32(usable[0], stats["quantized"], stats["fp32"], result.bytes, Path(source).stat().st_size)
     result = dataclasses.replace(result, versus_fp32=versus, fp32_p50_ms=versus.fp32_p50_ms)
     if not (versus.slower or versus.larger):
@@ -151,15 +179,17 @@ def _against_fp32(result: QuantizeResult, source: Path, cfg: QuantizationConfig,
     return dataclasses.replace(result, warnings=[*result.warnings, f"{what}; {action}"])
 
 
-def _finish(prepared, out_dir, work, scheme, settings, cfg, calibration, x_val, y_val, fp32_correct, requested, candidates=(), fp32_p50=None, warnings=()):
+def _finish(job: _Job, scheme: Scheme, settings: dict[str, Any], requested: str, candidates: Sequence[Candidate] = (),
+            fp32_p50: float | None = None, warnings: Sequence[str] = ()) -> QuantizeResult:
     """Produce the chosen scheme's artifact (accuracy-aware for static QDQ) and describe it."""
     import onnx
 
-    dest = out_dir / ARTIFACTS[scheme]
+    cfg, calibration, fp32_correct = job.cfg, job.calibration, job.fp32_correct
+    dest = job.out_dir / artifact_name(job.source, scheme)
     with atomic_path(dest) as tmp:
         excluded, steps, drop = produce_within_budget(
-            prepared, tmp, work, lambda path, exclude: produce_variant(prepared, path, scheme, settings, calibration, exclude),
-            cfg, calibration, x_val, y_val, fp32_correct, may_exclude=scheme is Scheme.static_qdq)
+            job.prepared, tmp, job.work, lambda path, exclude: produce_variant(job.prepared, path, scheme, settings, calibration, exclude),
+            cfg, calibration, job.x_val, job.y_val, fp32_correct, may_exclude=scheme is Scheme.static_qdq)
     warnings = list(warnings)
     beyond = drop.significantly_beyond(cfg.max_drop_vs_fp32)
     close = drop.drop > cfg.max_drop_vs_fp32 and not beyond
@@ -185,40 +215,23 @@ def _finish(prepared, out_dir, work, scheme, settings, cfg, calibration, x_val, 
     )
 
 
-def _auto(prepared, source, out_dir, work, cfg, calibration, x_val, y_val, fp32_correct, providers, runtime) -> QuantizeResult:
+def _auto(job: _Job) -> QuantizeResult:
     """Produce every candidate, time them with the fp32 model on the target's provider, keep one."""
-    import onnx
-
     from edgekd.runtime.session import usable_providers
 
     try:
-        usable, _ = usable_providers(list(providers or ["CPUExecutionProvider"]))
+        usable, _ = usable_providers(list(job.providers or ["CPUExecutionProvider"]))
     except TargetError as exc:
         raise TargetError(f"scheme 'auto' times the candidates on the target's provider: {exc}") from None
-    candidates_spec = [
-        ("static-qdq per-tensor", Scheme.static_qdq, {**scheme_settings(Scheme.static_qdq, cfg), "per_channel": False, "reduce_range": False}),
-        ("static-qdq per-channel", Scheme.static_qdq, {**scheme_settings(Scheme.static_qdq, cfg), "per_channel": True, "reduce_range": False}),
-        ("static-qdq per-channel reduce-range", Scheme.static_qdq, {**scheme_settings(Scheme.static_qdq, cfg), "per_channel": True, "reduce_range": True}),
-    ]
-    warnings = []
-    graph = onnx.load(str(prepared), load_external_data=False)
-    convs, matmuls = _op_counts(graph)
-    if convs > matmuls:  # ORT's dynamic int8 quantizes MatMul/Gemm only: around convolutions it adds cost, not speed
-        warnings.append(f"auto: dynamic int8 not tried: the graph is convolution-dominated ({convs:,} MACs in Conv vs {matmuls:,} in MatMul/Gemm), "
-                        "where ONNX Runtime's dynamic int8 is usually several times slower than fp32; --scheme dynamic measures it")
-    else:
-        candidates_spec.append(("dynamic", Scheme.dynamic, scheme_settings(Scheme.dynamic, cfg)))
-    if _is_transformer(graph):  # ORT's offline transformer fusions: a candidate, kept only if it pays
-        candidates_spec.append(("dynamic + transformer fusions", Scheme.dynamic, {**scheme_settings(Scheme.dynamic, cfg), "fusions": True}))
-    if usable[0] in _GPU_PROVIDERS:
-        candidates_spec.append(("fp16", Scheme.fp16, {}))
+    cfg, source, fp32_correct = job.cfg, job.source, job.fp32_correct
+    candidates_spec, warnings = _auto_candidates(job, usable[0])
     files, drops = {}, {}
     for index, (name, scheme, settings) in enumerate(candidates_spec):
-        path = work / f"candidate{index}.onnx"
-        produce_variant(prepared, path, scheme, settings, calibration, exclude=[])
-        files[name], drops[name] = path, paired_drop(fp32_correct, file_correct(path, x_val, y_val))
+        path = job.work / f"candidate{index}.onnx"
+        produce_variant(job.prepared, path, scheme, settings, job.calibration, exclude=[])
+        files[name], drops[name] = path, paired_drop(fp32_correct, file_correct(path, job.x_val, job.y_val))
     say(f"quantize: timing {len(files)} candidates against fp32 on {usable[0]}")
-    p50 = {n: stats.p50_ms for n, stats in time_against_fp32(source, files, x_val, usable, runtime).items()}
+    p50 = {n: stats.p50_ms for n, stats in time_against_fp32(source, files, job.x_val, usable, job.runtime).items()}
     within = [n for n in files if not drops[n].significantly_beyond(cfg.max_drop_vs_fp32)]
     chosen = min(within + ["fp32"], key=lambda n: p50[n])  # fp32 is a candidate: int8 ships only when it pays
     if chosen == "fp32":
@@ -235,8 +248,32 @@ def _auto(prepared, source, out_dir, work, cfg, calibration, x_val, y_val, fp32_
     if chosen == "fp32":
         return _fp32_result("auto", source, fp32_accuracy, cfg, candidates=candidates, fp32_p50_ms=p50["fp32"], warnings=warnings)
     scheme, settings = next((s, st) for n, s, st in candidates_spec if n == chosen)
-    return _finish(prepared, out_dir, work, scheme, settings, cfg, calibration, x_val, y_val, fp32_correct,
-                   requested="auto", candidates=candidates, fp32_p50=p50["fp32"], warnings=warnings)
+    return _finish(job, scheme, settings, requested="auto", candidates=candidates, fp32_p50=p50["fp32"], warnings=warnings)
+
+
+def _auto_candidates(job: _Job, provider: str) -> tuple[list[tuple[str, Scheme, dict[str, Any]]], list[str]]:
+    """What `auto` tries on this graph and provider (name, scheme, settings), and why it left any out."""
+    import onnx
+
+    cfg = job.cfg
+    candidates_spec = [
+        ("static-qdq per-tensor", Scheme.static_qdq, {**scheme_settings(Scheme.static_qdq, cfg), "per_channel": False, "reduce_range": False}),
+        ("static-qdq per-channel", Scheme.static_qdq, {**scheme_settings(Scheme.static_qdq, cfg), "per_channel": True, "reduce_range": False}),
+        ("static-qdq per-channel reduce-range", Scheme.static_qdq, {**scheme_settings(Scheme.static_qdq, cfg), "per_channel": True, "reduce_range": True}),
+    ]
+    warnings = []
+    graph = onnx.load(str(job.prepared), load_external_data=False)
+    convs, matmuls = _op_counts(graph)
+    if convs > matmuls:  # ORT's dynamic int8 quantizes MatMul/Gemm only: around convolutions it adds cost, not speed
+        warnings.append(f"auto: dynamic int8 not tried: the graph is convolution-dominated ({convs:,} MACs in Conv vs {matmuls:,} in MatMul/Gemm), "
+                        "where ONNX Runtime's dynamic int8 is usually several times slower than fp32; --scheme dynamic measures it")
+    else:
+        candidates_spec.append(("dynamic", Scheme.dynamic, scheme_settings(Scheme.dynamic, cfg)))
+    if _is_transformer(graph):  # ORT's offline transformer fusions: a candidate, kept only if it pays
+        candidates_spec.append(("dynamic + transformer fusions", Scheme.dynamic, {**scheme_settings(Scheme.dynamic, cfg), "fusions": True}))
+    if provider in _GPU_PROVIDERS:
+        candidates_spec.append(("fp16", Scheme.fp16, {}))
+    return candidates_spec, warnings
 
 
 def time_against_fp32(source: Path, files: dict[str, Path], x: Inputs, providers: list[str], runtime: RuntimeConfig | None,

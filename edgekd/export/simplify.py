@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from edgekd._io import atomic_path
+from edgekd.runtime.metrics import compare_outputs
 from edgekd.runtime.session import open_session, run_batches
 from edgekd.errors import first_line
 
@@ -46,7 +47,7 @@ def simplify(source: Path, dest: Path, x_check: np.ndarray, tolerance: float) ->
         if reason is None:
             onnx.save(simplified, str(tmp))
             reference = run_batches(open_session(source), x_check)
-            max_abs = float(np.abs(run_batches(open_session(tmp), x_check) - reference).max())
+            max_abs = compare_outputs(reference, run_batches(open_session(tmp), x_check)).max_abs
             if max_abs > tolerance:
                 reason = f"outputs changed by max |Δ| = {max_abs:.3g} (> {tolerance:.3g})"
         if reason is not None:

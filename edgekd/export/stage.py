@@ -1,8 +1,10 @@
 """The export stage: teacher and student to ONNX, the student simplified, quantized, packaged.
 
-Reads `teacher.pt`, `student.pt` and the recipe from a run folder that `edgekd distill` left, and
-writes `teacher.onnx` (fp32, the reference for the budgets), `student.onnx` (fp32 as exported),
-`student.sim.onnx` (simplified), the quantized student named after its scheme
+`export_model` is the pure stage for one PyTorch model (export, parity against PyTorch,
+onnxsim); `quantize` (export/quantize.py) and `package_ort` (export/mobile.py) are the next
+steps. `export` is the run-folder adapter: it reads `teacher.pt`, `student.pt` and the recipe
+from a run folder that `edgekd distill` left, and writes `teacher.onnx` (fp32, the reference for
+the budgets), `student.onnx` (fp32 as exported), `student.sim.onnx` (simplified), the quantized student named after its scheme
 (`student.int8.onnx`, `student.int8-dynamic.onnx`, `student.fp16.onnx`) and, for targets whose
 format is `ort`, its `.ort` file and required-operators config. Parity is measured on real test
 images; quantization decisions use the validation split; the test split only reports.
@@ -15,25 +17,30 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from typing import TYPE_CHECKING
+
+import numpy as np
+
 from edgekd import runfolder
 from edgekd._io import write_json
-from edgekd.runtime.metrics import file_top1
 from edgekd._progress import say
 from edgekd.data import load_recipe_data
 from edgekd.export.mobile import OrtPackage, package_ort
-from edgekd.runtime.coverage import EpCoverage, mobile_coverage
 from edgekd.export.onnx import OnnxExport, Parity, check_parity, export_onnx, parity_lengths
-from edgekd.export.quantize import QuantizeResult, quantize
+from edgekd.export.quantize import QuantizeResult, quantize_model
 from edgekd.export.simplify import SimplifyResult, simplify
-from edgekd.inputs import TensorSpec
+from edgekd.inputs import Inputs, TensorSpec, as_inputs
 from edgekd.recipe import recipe_target
 from edgekd.runfolder import load_run_recipe
-from edgekd.targets import ArtifactFormat, Scheme, Target
+from edgekd.runtime.coverage import EpCoverage, mobile_coverage
+from edgekd.runtime.metrics import file_top1
+from edgekd.targets import ArtifactFormat, ExportConfig, Scheme, Target
 
-RESULT = "export.json"
-TEACHER_ONNX = "teacher.onnx"
-STUDENT_ONNX = "student.onnx"
-STUDENT_SIMPLIFIED = "student.sim.onnx"
+if TYPE_CHECKING:
+    from torch import nn
+
+RESULT = runfolder.EXPORT_RESULT
+TEACHER_ONNX, STUDENT_ONNX, STUDENT_SIMPLIFIED = runfolder.TEACHER_ONNX, runfolder.STUDENT_ONNX, runfolder.STUDENT_SIMPLIFIED
 
 
 @dataclass(frozen=True)
@@ -58,65 +65,123 @@ class ExportResult:
     schema_version: int = 4
 
 
+@dataclass(frozen=True)
+class ExportedModel:
+    """One PyTorch model as ONNX: exported, checked against PyTorch on real inputs, simplified."""
+
+    onnx: OnnxExport  # the file as exported
+    parity: Parity  # PyTorch against ONNX Runtime on the example inputs
+    simplified: SimplifyResult | None  # onnxsim's result, verified (None: not simplified)
+    inputs: list[TensorSpec]  # the named, typed inputs (ONNX input names)
+
+    @property
+    def path(self) -> Path:
+        """The file to quantize or ship: the simplified one when simplification ran."""
+        return Path(self.simplified.path if self.simplified else self.onnx.path)
+
+
+def export_model(
+    model: nn.Module,
+    example_inputs: Inputs | np.ndarray,
+    cfg: ExportConfig,
+    out_dir: Path,
+    *,
+    name: str = "model",
+    simplify_graph: bool = True,
+    max_length: int | None = None,
+) -> ExportedModel:
+    """Export `model` to `out_dir/<name>.onnx` with `cfg`'s opset and batch axis, check it against
+    PyTorch on `example_inputs` (real inputs: a few hundred rows of the test split), and simplify it
+    to `<name>.sim.onnx`. Raises ParityError when ONNX Runtime disagrees beyond `cfg`'s limits.
+    Text models are also compared at 1 token, the median length and `max_length` (default: the
+    longest example)."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    x = as_inputs(example_inputs)
+    lengths = x.lengths()
+    longest = max_length or (int(lengths.max()) if lengths is not None else 0)
+    exported = export_onnx(model, x, out_dir / f"{name}.onnx", cfg.opset, cfg.fixed_batch)
+    parity = check_parity(model, out_dir / f"{name}.onnx", x, cfg, name, parity_lengths(x, longest))
+    simplified = simplify(out_dir / f"{name}.onnx", out_dir / f"{name}.sim.onnx", x, cfg.parity_max_abs) if simplify_graph else None
+    return ExportedModel(exported, parity, simplified, list(x.spec))
+
+
 def export(run_dir: Path, target: Target | str | Path | None = None, scheme: Scheme | str | None = None) -> ExportResult:
     """Export, check, simplify, quantize and package the run folder's models for `target`.
 
     `scheme` overrides the target's quantization scheme (as `edgekd export --scheme` does).
     """
     with runfolder.locked(Path(run_dir)), runfolder.rollback_on_failure(Path(run_dir)):
-        return _export(run_dir, target, scheme)  # a failed export leaves the folder as it found it
+        return _export(Path(run_dir), target, scheme)  # a failed export leaves the folder as it found it
 
 
 def _export(run_dir: Path, target: Target | str | Path | None, scheme: Scheme | str | None) -> ExportResult:
     from edgekd.models.checkpoint import load_model
 
     began = time.perf_counter()
-    run_dir = Path(run_dir)
     onnx_teacher = TEACHER_ONNX in runfolder.stage_files(run_dir, "distill")
     teacher_pt = None if onnx_teacher else runfolder.artifact(run_dir, "teacher.pt", "export")
     student_pt = runfolder.artifact(run_dir, "student.pt", "export")
     recipe = load_run_recipe(run_dir)
     target = recipe_target(recipe, target)
-    qcfg = target.quantization
-    scheme = scheme if scheme is not None else recipe.export.scheme
-    if scheme is not None:
-        qcfg = dataclasses.replace(qcfg, scheme=Scheme(scheme))
+    qcfg = target.quantization if scheme is None and recipe.export.scheme is None else \
+        dataclasses.replace(target.quantization, scheme=Scheme(scheme if scheme is not None else recipe.export.scheme))
     data = load_recipe_data(recipe.data)
-    cfg = target.export
+    cfg, max_length = target.export, recipe.data.max_length
 
     student, student_spec = load_model(student_pt)
-    lengths = parity_lengths(data.x_test, recipe.data.max_length)
     if onnx_teacher:  # the teacher was an ONNX file already: it is the reference as it is
         runfolder.artifact(run_dir, TEACHER_ONNX, "export")
-        teacher_onnx, teacher_parity = None, None
+        teacher = None
     else:
-        teacher, _ = load_model(teacher_pt)
-        teacher_onnx = export_onnx(teacher, data.x_test, run_dir / TEACHER_ONNX, cfg.opset, cfg.fixed_batch)
-        teacher_parity = check_parity(teacher, run_dir / TEACHER_ONNX, data.x_test, cfg, "teacher", lengths)
-    student_onnx = export_onnx(student, data.x_test, run_dir / STUDENT_ONNX, cfg.opset, cfg.fixed_batch)
-    student_parity = check_parity(student, run_dir / STUDENT_ONNX, data.x_test, cfg, "student", lengths)
-    teacher_note = f"teacher {teacher_parity.max_abs:.2e}, " if teacher_parity else "teacher given as ONNX, "
-    say(f"export: ONNX parity max |Δ| {teacher_note}student {student_parity.max_abs:.2e} "
-        f"({student_onnx.exporter} exporter, opset {cfg.opset}, batch {cfg.fixed_batch or 'dynamic'})")
-    for exported in (teacher_onnx, student_onnx):
-        if exported and exported.fallback_reason:
-            say(f"export: the dynamo exporter failed ({exported.fallback_reason}); used the TorchScript exporter")
-
-    simplified = simplify(run_dir / STUDENT_ONNX, run_dir / STUDENT_SIMPLIFIED, data.x_test, cfg.parity_max_abs)
+        teacher = export_model(load_model(teacher_pt)[0], data.x_test, cfg, run_dir, name="teacher", simplify_graph=False, max_length=max_length)
+    exported = export_model(student, data.x_test, cfg, run_dir, name="student", max_length=max_length)
+    _say_exported(teacher, exported, cfg)
     calibration = data.calibration(qcfg.calibration_samples, seed=recipe.data.split_seed)
-    quantized = quantize(run_dir / STUDENT_SIMPLIFIED, run_dir, qcfg, calibration, data.x_val, data.y_val,
-                         list(target.runtime.providers), target.runtime)
-    deployed_onnx = Path(quantized.path).name if quantized.path else STUDENT_SIMPLIFIED
-    coverage = mobile_coverage(run_dir / deployed_onnx)
-    written = ([] if onnx_teacher else [TEACHER_ONNX]) + [STUDENT_ONNX, STUDENT_SIMPLIFIED] + ([deployed_onnx] if quantized.path else [])
-    package = None
-    deployed = deployed_onnx
-    if target.runtime.format is ArtifactFormat.ort:
-        package = package_ort(run_dir / deployed_onnx, run_dir, list(target.runtime.providers), target.runtime.ort_platform)
-        deployed = Path(package.ort_file).name
-        written += [deployed, Path(package.required_operators).name]
-    fp32_accuracy = file_top1(run_dir / STUDENT_SIMPLIFIED, data.x_test, data.y_test)
+    quantized = quantize_model(exported.path, run_dir, qcfg, calibration, data.x_val, data.y_val, list(target.runtime.providers), target.runtime)
+    deployed, package, written = _deployed_artifact(run_dir, exported, quantized, target)
+    coverage = mobile_coverage(run_dir / (Path(quantized.path).name if quantized.path else STUDENT_SIMPLIFIED))
+    fp32_accuracy = file_top1(exported.path, data.x_test, data.y_test)
     deployed_accuracy = file_top1(run_dir / deployed, data.x_test, data.y_test)
+    _say_deployed(run_dir, exported, quantized, deployed, fp32_accuracy, deployed_accuracy)
+    result = ExportResult(
+        run_dir=str(run_dir), target=target.name, fixed_batch=cfg.fixed_batch,
+        teacher=teacher.onnx if teacher else None, teacher_parity=teacher.parity if teacher else None,
+        student=exported.onnx, student_parity=exported.parity,
+        simplified=exported.simplified, quantized=quantized,
+        fp32_test_accuracy=fp32_accuracy, deployed_test_accuracy=deployed_accuracy,
+        deployed=deployed, mobile=coverage, ort=package, seconds=time.perf_counter() - began,
+        inputs=list(student_spec.inputs), outputs=list(student_spec.outputs),
+    )
+    write_json(run_dir / RESULT, result)
+    runfolder.record(run_dir, "export", ([] if onnx_teacher else [TEACHER_ONNX]) + written + [RESULT], target=target)
+    return result
+
+
+def _deployed_artifact(run_dir: Path, exported: ExportedModel, quantized: QuantizeResult,
+                       target: Target) -> tuple[str, OrtPackage | None, list[str]]:
+    """The file the target ships (the quantized student, else the simplified fp32 one; in ORT format
+    for targets that ask for it), its ORT package, and the student's files written."""
+    deployed = Path(quantized.path).name if quantized.path else STUDENT_SIMPLIFIED
+    written = [STUDENT_ONNX, STUDENT_SIMPLIFIED] + ([deployed] if quantized.path else [])
+    if target.runtime.format is not ArtifactFormat.ort:
+        return deployed, None, written
+    package = package_ort(run_dir / deployed, run_dir, list(target.runtime.providers), target.runtime.ort_platform)
+    return Path(package.ort_file).name, package, written + [Path(package.ort_file).name, Path(package.required_operators).name]
+
+
+def _say_exported(teacher: ExportedModel | None, student: ExportedModel, cfg: ExportConfig) -> None:
+    teacher_note = f"teacher {teacher.parity.max_abs:.2e}, " if teacher else "teacher given as ONNX, "
+    say(f"export: ONNX parity max |Δ| {teacher_note}student {student.parity.max_abs:.2e} "
+        f"({student.onnx.exporter} exporter, opset {cfg.opset}, batch {cfg.fixed_batch or 'dynamic'})")
+    for exported in (teacher, student):
+        if exported and exported.onnx.fallback_reason:
+            say(f"export: the dynamo exporter failed ({exported.onnx.fallback_reason}); used the TorchScript exporter")
+
+
+def _say_deployed(run_dir: Path, exported: ExportedModel, quantized: QuantizeResult, deployed: str,
+                  fp32_accuracy: float, deployed_accuracy: float) -> None:
+    simplified = exported.simplified
     say(f"export: simplified {simplified.nodes_before} → {simplified.nodes_after} nodes; deployed {deployed} "
         f"({quantized.scheme}, {(run_dir / deployed).stat().st_size / 1024:.1f} KiB), "
         f"test accuracy {fp32_accuracy:.2%} fp32 → {deployed_accuracy:.2%} deployed")
@@ -127,17 +192,3 @@ def _export(run_dir: Path, target: Target | str | Path | None, scheme: Scheme | 
             f"p50 {v.p50_ms / v.fp32_p50_ms:.2f}×, size {v.bytes / v.fp32_bytes:.2f}× (timed interleaved on this machine)")
     if quantized.excluded_nodes:
         say(f"export: kept {len(quantized.excluded_nodes)} node(s) in fp32 to stay within the accuracy budget: {', '.join(quantized.excluded_nodes)}")
-
-    result = ExportResult(
-        run_dir=str(run_dir), target=target.name, fixed_batch=cfg.fixed_batch,
-        teacher=teacher_onnx, teacher_parity=teacher_parity,
-        student=student_onnx, student_parity=student_parity,
-        simplified=simplified, quantized=quantized,
-        fp32_test_accuracy=fp32_accuracy, deployed_test_accuracy=deployed_accuracy,
-        deployed=deployed, mobile=coverage, ort=package, seconds=time.perf_counter() - began,
-        inputs=list(student_spec.input_spec), outputs=list(student_spec.outputs),
-    )
-    write_json(run_dir / RESULT, result)
-    runfolder.record(run_dir, "export", written + [RESULT], target=target)
-    return result
-

@@ -40,13 +40,9 @@ class ModelSpec:
         if not self.inputs:  # the one-input case: a float32 input of input_shape
             object.__setattr__(self, "inputs", image_spec(self.input_shape))
 
-    @property
-    def input_spec(self) -> tuple[TensorSpec, ...]:
-        return self.inputs
-
     def to_dict(self) -> dict[str, Any]:
         return {"model": self.model, "args": dict(self.args), "input_shape": list(self.input_shape), "num_classes": self.num_classes,
-                "inputs": [s.to_dict() for s in self.input_spec], "vocab_size": self.vocab_size, "outputs": list(self.outputs)}
+                "inputs": [s.to_dict() for s in self.inputs], "vocab_size": self.vocab_size, "outputs": list(self.outputs)}
 
     @staticmethod
     def from_dict(data: dict[str, Any]) -> "ModelSpec":

@@ -11,6 +11,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from edgekd.runtime.metrics import top1_hits
 from edgekd.inputs import MASK, Inputs, TensorSpec, as_inputs
 
 Batch = dict[str, torch.Tensor]
@@ -58,4 +59,4 @@ def predict(model: nn.Module, x: Inputs | np.ndarray, batch_size: int = 512) -> 
 
 
 def accuracy(model: nn.Module, x: Inputs | np.ndarray, y: np.ndarray) -> float:
-    return float((predict(model, x).argmax(axis=1) == y).mean())
+    return float(top1_hits(predict(model, x), y).mean())

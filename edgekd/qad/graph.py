@@ -13,7 +13,7 @@ fake quantizer at each of those tensors:
   pass; biases rounded to int32 at input scale × weight scale, as ORT stores them.
 
 BatchNorm is already folded into the convolutions by the export's simplification, so training
-moves the folded weights ORT deploys. Exporting back is ORT's job: `edgekd.qad.export` writes the
+moves the folded weights ORT deploys. Exporting back is ORT's job: `edgekd.qad.stage.export_qdq` writes the
 trained weights into the fp32 graph and has ORT quantize it with these scales as overrides.
 """
 

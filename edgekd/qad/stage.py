@@ -15,68 +15,30 @@ from __future__ import annotations
 import shutil
 import tempfile
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import get_args
+from typing import Any, get_args
 
 import numpy as np
 
 from edgekd import runfolder
 from edgekd._io import atomic_path, sha256_file, write_json
 from edgekd._progress import say
-from edgekd.runtime.metrics import file_correct
+from edgekd.runtime.metrics import compare_outputs, file_correct
 from edgekd.errors import QadError
-from edgekd.export.stage import RESULT as EXPORT_RESULT
-from edgekd.export.stage import STUDENT_SIMPLIFIED, TEACHER_ONNX
-from edgekd.paired import PairedDrop, paired_drop
+from edgekd.export.stage import ExportResult
+from edgekd.paired import paired_drop
+from edgekd.qad.result import QadParity, QadResult, QadVariant
 from edgekd.recipe import QadTeacher, Recipe, recipe_target
 from edgekd.targets import ArtifactFormat, QuantizationConfig, Scheme, Target
 
-RESULT = "qad.json"
+RESULT = runfolder.QAD_RESULT
 ARTIFACTS = {"qat": "student.int8-qat.onnx", "qad": "student.int8-qad.onnx"}  # role → file
 NAMES = {"post-training": "post-training int8", "post-training-exclusions": "post-training int8 with exclusions",
          "qat": "quantization-aware training", "qad": "quantization-aware distillation"}
 SOFT_TARGETS = get_args(QadTeacher)  # [qad] teacher: distillation's teachers, or the fp32 student itself
 PARITY_MIN_AGREEMENT = 0.99  # top-1 agreement between the fake-quantized model and ORT's int8 run
 PARITY_MAX_MEAN_REL = 1e-3  # mean |Δ| over the largest |logit|: a few rounding steps, not a wrong graph
-
-
-@dataclass(frozen=True)
-class QadParity:
-    """The fake-quantized PyTorch model against ONNX Runtime's int8 execution of the exported file."""
-
-    max_abs: float
-    mean_abs: float
-    largest_logit: float
-    agreement: float  # share of test inputs with the same top-1
-
-
-@dataclass(frozen=True)
-class QadVariant:
-    role: str  # "post-training", "qat" (labels only) or "qad" (against the teacher)
-    name: str  # what the tables call it (NAMES[role])
-    file: str  # the file it ships as (.onnx, or .ort for ORT-format targets); "" for the post-training model (export's own artifact)
-    val_accuracy: float
-    test_accuracy: float
-    drop_vs_fp32: PairedDrop  # test images, paired against the fp32 student
-    bytes: int
-    parity: QadParity | None = None  # None for the post-training model (ORT made it, nothing to compare)
-    history: list = field(default_factory=list)
-    best_epoch: int = 0
-
-
-@dataclass(frozen=True)
-class QadResult:
-    run_dir: str
-    target: str
-    settings: dict  # epochs, lr, batch size, objective
-    fp32_val_accuracy: float
-    fp32_test_accuracy: float
-    variants: list[QadVariant]
-    seconds: float
-    deployed: str = ""  # the file the run ships after this phase: the QAD file, or export's deployed artifact
-    deployed_because: str = ""
-    schema_version: int = 1
 
 
 def quantization_aware(run_dir: Path, target: Target | str | Path | None = None, epochs: int | None = None, lr_scale: float | None = None,
@@ -107,19 +69,15 @@ def quantization_aware(run_dir: Path, target: Target | str | Path | None = None,
 
 def _quantization_aware(run_dir: Path, recipe: Recipe, target: Target, epochs: int, lr_scale: float, baseline: bool, resume: bool,
                         teacher: str) -> QadResult:
-    import torch
-
     from edgekd.data import load_recipe_data
     from edgekd.distill import distributed
     from edgekd.distill.teacher import cache_teacher_logits
-    from edgekd.distill.trainer import TrainSettings, fit
-    from edgekd.export.mobile import package_ort
     from edgekd.export.quantize import scheme_settings
     from edgekd.qad.graph import FakeQuantGraph
 
     began = time.perf_counter()
-    simplified = runfolder.artifact(run_dir, STUDENT_SIMPLIFIED, "quantization-aware distillation (run `edgekd export` first)")
-    exported = runfolder.read_json(runfolder.artifact(run_dir, EXPORT_RESULT, "quantization-aware distillation"))
+    simplified = runfolder.artifact(run_dir, runfolder.STUDENT_SIMPLIFIED, "quantization-aware distillation (run `edgekd export` first)")
+    exported = runfolder.read_result(run_dir, runfolder.EXPORT_RESULT, ExportResult, "quantization-aware distillation")
     qcfg = _static(target.quantization)
     teachers = _teachers(run_dir) if teacher == "teacher" else _onnx_teacher(simplified)  # "student": self-distillation
     data = load_recipe_data(recipe.data)
@@ -127,11 +85,7 @@ def _quantization_aware(run_dir: Path, recipe: Recipe, target: Target, epochs: i
     fp32_val = file_correct(simplified, data.x_val, data.y_val)
     fp32_test = file_correct(simplified, data.x_test, data.y_test)
     cfg = recipe.distill
-    ce_weight, kd_terms = recipe.qad_objective()
-    if not kd_terms:
-        raise QadError("quantization-aware distillation distils logits: the recipe's [[distill.loss]] has no kd or dkd term")
-    base = TrainSettings(epochs, cfg.batch_size, cfg.lr * lr_scale, cfg.seed, schedule="cosine", grad_clip=cfg.grad_clip,
-                         temperature=cfg.temperature)
+    base, qad_settings = _phase_settings(recipe, epochs, lr_scale)
     settings = scheme_settings(Scheme.static_qdq, qcfg)
     with tempfile.TemporaryDirectory(prefix=".edgekd-qad-", dir=run_dir) as folder:
         work = Path(folder).resolve()
@@ -140,38 +94,25 @@ def _quantization_aware(run_dir: Path, recipe: Recipe, target: Target, epochs: i
         say(f"qad: {len(plan.activations)} activation and {len(plan.weights)} weight quantizers, as ONNX Runtime placed them "
             f"(scales from {len(calibration)} calibration inputs)")
         variants = [_variant("post-training", ptq, data, fp32_test)]
-        quantized = exported["quantized"]
-        if quantized["scheme"] == Scheme.static_qdq.value and quantized["excluded_nodes"]:  # export's own int8 file, nodes kept in fp32
-            variants.append(_variant("post-training-exclusions", run_dir / Path(quantized["path"]).name, data, fp32_test))
+        quantized = exported.quantized
+        if quantized.scheme == Scheme.static_qdq.value and quantized.excluded_nodes:  # export's own int8 file, nodes kept in fp32
+            variants.append(_variant("post-training-exclusions", run_dir / Path(quantized.path).name, data, fp32_test))
         teachers = cache_teacher_logits(teachers, data, cfg.cache_teacher, augment=False)
-        phases = [("qad", replace(base, ce_weight=ce_weight, terms=kd_terms), teachers)]
+        phases = [("qad", qad_settings, teachers)]
         if baseline:
             phases.insert(0, ("qat", replace(base, ce_weight=1.0, terms=()), None))
+        context = _Phase(run_dir, work, prepared, plan, settings, calibration, data, fp32_test, target, resume, cfg.seed)
         written: list[str] = []
         for role, phase_settings, phase_teachers in phases:
-            graph = FakeQuantGraph(prepared, plan)
-            torch.manual_seed(cfg.seed)
-            outcome = fit(graph, data.x_train, data.y_train, data.x_val, data.y_val, phase_settings, label=NAMES[role],
-                          checkpoint=run_dir / runfolder.CHECKPOINTS / f"{role}.ckpt", resume=resume, teachers=phase_teachers)
-            graph.load_state_dict(outcome.best_state)
-            folder = run_dir if distributed.is_main() else work  # other ranks check the same export without writing it
-            dest = folder / ARTIFACTS[role]
-            with atomic_path(dest) as tmp:
-                export_qdq(graph, prepared, tmp, settings, calibration, work)
-            parity = check_qad_parity(graph.eval(), dest, data.x_test)
-            written.append(dest.name)
-            if target.runtime.format is ArtifactFormat.ort:  # what a mobile target ships, checked as it ships
-                package = package_ort(dest, folder, list(target.runtime.providers), target.runtime.ort_platform)
-                dest = Path(package.ort_file)
-                parity = check_qad_parity(graph, dest, data.x_test)
-                written += [dest.name, Path(package.required_operators).name]
-            variants.append(_variant(role, dest, data, fp32_test, parity=parity, history=outcome.history, best_epoch=outcome.best_epoch))
+            variant, files = _train_phase(context, role, phase_settings, phase_teachers)
+            variants.append(variant)
+            written += files
     deployed, why = _deployment(exported, best_trained(variants))
     result = QadResult(
         run_dir=str(run_dir), target=target.name, deployed=deployed, deployed_because=why,
-        settings={"epochs": epochs, "lr": base.lr, "batch_size": base.batch_size, "ce_weight": ce_weight,
-                  "terms": [t.method for t in kd_terms], "kd_weight": sum(t.weight for t in kd_terms), "temperature": cfg.temperature,
-                  "teacher": teacher, **settings},
+        settings={"epochs": epochs, "lr": base.lr, "batch_size": base.batch_size, "ce_weight": qad_settings.ce_weight,
+                  "terms": [t.method for t in qad_settings.terms], "kd_weight": sum(t.weight for t in qad_settings.terms),
+                  "temperature": cfg.temperature, "teacher": teacher, **settings},
         fp32_val_accuracy=float(fp32_val.mean()), fp32_test_accuracy=float(fp32_test.mean()),
         variants=variants, seconds=time.perf_counter() - began,
     )
@@ -221,9 +162,8 @@ def check_qad_parity(graph, path: Path, x) -> QadParity:
     from edgekd.runtime.session import open_session, run_batches
     from edgekd.models.call import predict
 
-    ours, theirs = predict(graph, x), run_batches(open_session(path), x)
-    diff = np.abs(ours - theirs)
-    parity = QadParity(float(diff.max()), float(diff.mean()), float(np.abs(theirs).max()), float((ours.argmax(1) == theirs.argmax(1)).mean()))
+    agree = compare_outputs(run_batches(open_session(path), x), predict(graph, x))  # ORT's run is the reference
+    parity = QadParity(agree.max_abs, agree.mean_abs, agree.scale, agree.agreement)
     if parity.agreement < PARITY_MIN_AGREEMENT or parity.mean_abs > PARITY_MAX_MEAN_REL * max(parity.largest_logit, 1e-12):
         raise QadError(f"{path.name}: ONNX Runtime's int8 run differs from the fake-quantized model (mean |Δ| {parity.mean_abs:.3g} "
                        f"on logits up to {parity.largest_logit:.3g}, top-1 agreement {parity.agreement:.2%}); this is a bug in edgekd's "
@@ -237,20 +177,82 @@ def best_trained(variants: list[QadVariant]) -> QadVariant:
     return max(trained, key=lambda v: v.val_accuracy)
 
 
-def _deployment(exported: dict, qad: QadVariant) -> tuple[str, str]:
+def _phase_settings(recipe: Recipe, epochs: int, lr_scale: float):
+    """The phases' training settings: QAT's (hard labels alone) and QAD's (the recipe's logit terms),
+    a few cosine epochs at a share of distillation's learning rate."""
+    from edgekd.distill.trainer import TrainSettings
+
+    cfg = recipe.distill
+    ce_weight, kd_terms = recipe.qad_objective()
+    if not kd_terms:
+        raise QadError("quantization-aware distillation distils logits: the recipe's [[distill.loss]] has no kd or dkd term")
+    base = TrainSettings(epochs, cfg.batch_size, cfg.lr * lr_scale, cfg.seed, schedule="cosine", grad_clip=cfg.grad_clip,
+                         temperature=cfg.temperature)
+    return base, replace(base, ce_weight=ce_weight, terms=kd_terms)
+
+
+@dataclass(frozen=True)
+class _Phase:
+    """What each quantization-aware phase (QAT, QAD) trains from and writes to."""
+
+    run_dir: Path
+    work: Path  # scratch folder (other ranks export there without writing the run folder)
+    prepared: Path  # the fp32 student after ORT's pre-processing
+    plan: Any  # qad.graph's quantizer plan: where ORT put each quantizer, with its calibrated scale
+    settings: dict[str, Any]  # ORT's static QDQ settings
+    calibration: Any
+    data: Any  # DataSplits
+    fp32_test: np.ndarray  # the fp32 student's per-sample test hits
+    target: Target
+    resume: bool
+    seed: int
+
+
+def _train_phase(phase: _Phase, role: str, settings, teachers) -> tuple[QadVariant, list[str]]:
+    """Fine-tune the fake-quantized student (on labels alone for QAT, against the teachers for QAD),
+    export it with its learned scales, and check ONNX Runtime's int8 run against it (in ORT format
+    too, for targets that ship that)."""
+    import torch
+
+    from edgekd.distill import distributed
+    from edgekd.distill.trainer import fit
+    from edgekd.export.mobile import package_ort
+    from edgekd.qad.graph import FakeQuantGraph
+
+    data, target = phase.data, phase.target
+    graph = FakeQuantGraph(phase.prepared, phase.plan)
+    torch.manual_seed(phase.seed)
+    outcome = fit(graph, data.x_train, data.y_train, data.x_val, data.y_val, settings, label=NAMES[role],
+                  checkpoint=phase.run_dir / runfolder.CHECKPOINTS / f"{role}.ckpt", resume=phase.resume, teachers=teachers)
+    graph.load_state_dict(outcome.best_state)
+    folder = phase.run_dir if distributed.is_main() else phase.work  # other ranks check the same export without writing it
+    dest = folder / ARTIFACTS[role]
+    with atomic_path(dest) as tmp:
+        export_qdq(graph, phase.prepared, tmp, phase.settings, phase.calibration, phase.work)
+    parity = check_qad_parity(graph.eval(), dest, data.x_test)
+    written = [dest.name]
+    if target.runtime.format is ArtifactFormat.ort:  # what a mobile target ships, checked as it ships
+        package = package_ort(dest, folder, list(target.runtime.providers), target.runtime.ort_platform)
+        dest = Path(package.ort_file)
+        parity = check_qad_parity(graph, dest, data.x_test)
+        written += [dest.name, Path(package.required_operators).name]
+    return _variant(role, dest, data, phase.fp32_test, parity=parity, history=outcome.history, best_epoch=outcome.best_epoch), written
+
+
+def _deployment(exported: ExportResult, qad: QadVariant) -> tuple[str, str]:
     """The better quantization-aware model on the validation images (QAD, or QAT when training on
     labels alone did better) ships when export shipped static int8 and it is at least as accurate
     there; otherwise export's choice stands (an fp32 artifact chosen for speed stays fp32: this
-    int8 model would be as slow). `exported`: the run's export.json."""
-    quantized = exported["quantized"]
-    if quantized["scheme"] != Scheme.static_qdq.value:
-        return exported["deployed"], f"export deployed {quantized['scheme']}, not static int8"
-    if exported["deployed"].endswith(".ort") != qad.file.endswith(".ort"):
-        return exported["deployed"], f"export shipped {exported['deployed']}; this phase ran for a target of another format"
-    if qad.val_accuracy >= quantized["val_accuracy"]:
-        return qad.file, (f"{qad.name}: validation top-1 {qad.val_accuracy:.2%} against post-training int8's {quantized['val_accuracy']:.2%}"
-                          + (f" with {len(quantized['excluded_nodes'])} node(s) in fp32" if quantized["excluded_nodes"] else ""))
-    return exported["deployed"], f"post-training int8 is more accurate on the validation images ({quantized['val_accuracy']:.2%} vs {qad.val_accuracy:.2%})"
+    int8 model would be as slow)."""
+    quantized, shipped = exported.quantized, exported.deployed
+    if quantized.scheme != Scheme.static_qdq.value:
+        return shipped, f"export deployed {quantized.scheme}, not static int8"
+    if shipped.endswith(".ort") != qad.file.endswith(".ort"):
+        return shipped, f"export shipped {shipped}; this phase ran for a target of another format"
+    if qad.val_accuracy >= quantized.val_accuracy:
+        return qad.file, (f"{qad.name}: validation top-1 {qad.val_accuracy:.2%} against post-training int8's {quantized.val_accuracy:.2%}"
+                          + (f" with {len(quantized.excluded_nodes)} node(s) in fp32" if quantized.excluded_nodes else ""))
+    return shipped, f"post-training int8 is more accurate on the validation images ({quantized.val_accuracy:.2%} vs {qad.val_accuracy:.2%})"
 
 
 def _variant(role: str, path: Path, data, fp32_test, parity=None, history=(), best_epoch=0) -> QadVariant:
@@ -283,8 +285,8 @@ def _teachers(run_dir: Path):
     from edgekd.models.checkpoint import load_model
     from edgekd.models.ensemble import Ensemble
 
-    if TEACHER_ONNX in runfolder.stage_files(run_dir, "distill"):
-        return _onnx_teacher(runfolder.artifact(run_dir, TEACHER_ONNX, "quantization-aware distillation"))
+    if runfolder.TEACHER_ONNX in runfolder.stage_files(run_dir, "distill"):
+        return _onnx_teacher(runfolder.artifact(run_dir, runfolder.TEACHER_ONNX, "quantization-aware distillation"))
     path = runfolder.artifact(run_dir, "teacher.pt", "quantization-aware distillation")
     model, spec = load_model(path)
     identity = sha256_file(path)

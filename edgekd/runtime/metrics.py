@@ -1,12 +1,35 @@
-"""Task metric on the held-out split: top-1 accuracy of an ONNX Runtime session."""
+"""Metrics of a model on data: top-1 hits of an ONNX Runtime session (or of any logits), and how
+closely two models' outputs agree (the parity checks of export, simplification and QAD)."""
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 
 from edgekd.runtime.session import run_batches
 from edgekd.errors import DataError
 from edgekd.inputs import Inputs
+
+
+def top1_hits(logits: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Per sample, whether the top-1 class is right: the one definition every stage scores with."""
+    return np.asarray(logits).argmax(axis=-1) == np.asarray(y)
+
+
+@dataclass(frozen=True)
+class OutputAgreement:
+    max_abs: float  # largest |reference − other| over all outputs
+    mean_abs: float
+    scale: float  # largest |reference output|: what the differences are relative to
+    agreement: float  # share of samples whose top-1 class is the same
+
+
+def compare_outputs(reference: np.ndarray, other: np.ndarray) -> OutputAgreement:
+    """How far `other`'s outputs are from `reference`'s, sample by sample on the same inputs."""
+    diff = np.abs(np.asarray(reference, dtype=np.float64) - np.asarray(other, dtype=np.float64))
+    return OutputAgreement(float(diff.max()), float(diff.mean()), float(np.abs(reference).max()),
+                           float((np.asarray(reference).argmax(-1) == np.asarray(other).argmax(-1)).mean()))
 
 
 def top1(session, x: Inputs | np.ndarray, y: np.ndarray, label: str) -> float:
@@ -35,7 +58,7 @@ def hits_top_k(session, x: Inputs | np.ndarray, y: np.ndarray, label: str, k: in
     """(per-sample top-1 hits, top-k accuracy); top-k is None when the model has no more than k classes."""
     logits = run_batches(session, x)
     _check(logits, y, label)
-    hits = logits.argmax(axis=1) == y
+    hits = top1_hits(logits, y)
     if logits.shape[1] <= k:
         return hits, None
     best = np.argpartition(-logits, k - 1, axis=1)[:, :k]

@@ -1,0 +1,77 @@
+"""What the distill stage returns and leaves in distill.json: torch-free, so that later stages
+(and `edgekd bench`, which imports no torch) can read it back typed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from edgekd.paired import PairedTest
+
+
+@dataclass(frozen=True)
+class EpochRecord:
+    epoch: int  # 1-based
+    loss: float  # mean total loss over the epoch's batches (all ranks)
+    terms: dict[str, float]  # mean of each term: "ce", "kd", "hint", ...
+    val_accuracy: float
+    lr: float  # learning rate at the start of the epoch
+    seconds: float
+
+
+@dataclass(frozen=True)
+class Scores:
+    val: float  # top-1 accuracy on the validation split
+    test: float  # top-1 accuracy on the test split
+
+
+@dataclass(frozen=True)
+class PhaseScores:
+    best_epoch: int  # the epoch with the best validation accuracy: its weights are kept
+    best: Scores
+    last: Scores  # the last epoch's weights, for comparison
+
+
+@dataclass(frozen=True)
+class ModelSummary:
+    spec: dict[str, Any] | None  # how to rebuild it (None for an ONNX teacher)
+    parameters: int | None
+    checkpoint: str | None  # file in the run folder
+    source: str  # "trained", "cache PATH", "checkpoint PATH" or "onnx PATH"
+    weight: float = 1.0  # share in the averaged soft targets
+
+
+@dataclass(frozen=True)
+class SweepTrial:
+    temperature: float
+    kd_weight: float
+    ce_weight: float
+    best_val: float
+    best_epoch: int
+    kept: bool
+
+
+@dataclass(frozen=True)
+class DistillResult:
+    run_dir: str
+    data: str  # the data source
+    split_sizes: dict[str, int]  # samples in train / val / test (/ unlabeled)
+    teachers: list[ModelSummary]
+    student: ModelSummary
+    teacher_scores: Scores  # the teachers' averaged prediction
+    scratch: PhaseScores | None  # the student trained without the teachers (None: [distill] baseline = "none")
+    distilled: PhaseScores  # the student trained with them
+    kd_gain: float | None  # distilled − scratch test accuracy, best-on-val weights (None: no baseline trained)
+    gap_closed: float | None  # kd_gain / (teacher − scratch): share of the gap distillation closed
+    objective: dict[str, Any]  # ce_weight and the loss terms used
+    teacher_cache: str  # what happened with the teacher-output cache
+    settings: dict[str, Any]  # the [distill] section used
+    sweep: list[SweepTrial] = field(default_factory=list)
+    # Distilled (first) vs scratch (second) student, image by image on the test split: is kd_gain chance?
+    kd_gain_test: PairedTest | None = None
+    reference: str = "the teacher"  # what teacher.pt / teacher.onnx holds: the budgets' reference
+    classes: list[str] = field(default_factory=list)  # label names by class index (also in labels.json)
+    history: dict[str, list[EpochRecord]] = field(default_factory=dict)
+    seconds: float = 0.0
+    schema_version: int = 2

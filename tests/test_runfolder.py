@@ -1,0 +1,47 @@
+"""Run folders: typed results read back, schema-version checked, hash-checked."""
+
+import json
+from dataclasses import dataclass
+
+import pytest
+
+from edgekd import runfolder
+from edgekd._io import write_json
+from edgekd.errors import RunFolderError
+
+
+@dataclass(frozen=True)
+class Result:
+    figure: float
+    schema_version: int = 2
+
+
+def _folder(tmp_path, data):
+    write_json(tmp_path / "stage.json", data)
+    runfolder.record(tmp_path, "stage", ["stage.json"])
+    return tmp_path
+
+
+def test_a_result_reads_back_typed(tmp_path):
+    assert runfolder.read_result(_folder(tmp_path, Result(0.5)), "stage.json", Result, "test") == Result(0.5)
+
+
+@pytest.mark.parametrize("version, fragment", [(3, "schema_version 3, but this edgekd reads versions up to 2"),
+                                               (None, "schema_version None"), ("2", "schema_version '2'")])
+def test_a_result_from_a_newer_or_unknown_schema_is_refused(tmp_path, version, fragment):
+    folder = _folder(tmp_path, {"figure": 0.5, "schema_version": version})
+    with pytest.raises(RunFolderError, match=fragment.replace("(", r"\(")):
+        runfolder.read_result(folder, "stage.json", Result, "test")
+
+
+def test_an_older_schema_that_still_validates_is_read(tmp_path):
+    assert runfolder.read_result(_folder(tmp_path, {"figure": 0.5, "schema_version": 1}), "stage.json", Result, "test").figure == 0.5
+
+
+def test_a_result_with_a_wrong_field_or_changed_bytes_is_refused(tmp_path):
+    folder = _folder(tmp_path, {"figure": "high", "schema_version": 2})
+    with pytest.raises(RunFolderError, match="not a Result, the run folder is damaged"):
+        runfolder.read_result(folder, "stage.json", Result, "test")
+    (folder / "stage.json").write_text(json.dumps({"figure": 1.0, "schema_version": 2}))
+    with pytest.raises(RunFolderError, match="changed since the stage stage wrote it"):
+        runfolder.read_result(folder, "stage.json", Result, "test")
