@@ -5,8 +5,8 @@
 Two ways in:
 
 - **Models in memory** (a notebook, a model defined inside a script): the pure stages
-  `distill_model`, `export_model`, `quantize_model`, `bench_models` take objects and return
-  typed results; nothing needs a recipe or a run folder.
+  `distill_model`, `export_model`, `quantize_model`, `quantization_aware_model`, `bench_models`
+  take objects and return typed results; nothing needs a recipe or a run folder.
 - **Run folders** (what the CLI does): `run` (the whole pipeline from a recipe), `distill_run`,
   `export_run` and `bench_run` (a run folder or a bare ONNX file), each stage reading the
   earlier one's typed result from the folder.
@@ -34,6 +34,8 @@ _API = {
     "ExportedModel": "edgekd.export.stage",
     "quantize_model": "edgekd.export.quantize",
     "QuantizeResult": "edgekd.export.quantize",
+    "quantization_aware_model": "edgekd.qad.stage",
+    "QadResult": "edgekd.qad.result",
     "bench_models": "edgekd.bench.stage",
     "BenchReport": "edgekd.bench.stage",
     "Role": "edgekd.roles",
@@ -72,6 +74,8 @@ if TYPE_CHECKING:
     from edgekd.export.stage import export as export_run
     from edgekd.folders.bench import bench as bench_run
     from edgekd.pipeline import RunResult, run
+    from edgekd.qad.result import QadResult
+    from edgekd.qad.stage import quantization_aware_model
     from edgekd.recipe import Recipe, load_recipe
     from edgekd.roles import Role
     from edgekd.targets import Target, load_target

@@ -13,6 +13,7 @@ from edgekd.runtime.timing import summarize, time_interleaved
 from edgekd.folders.bench import bench
 from edgekd.bench.verify import BudgetFigures, check_budgets
 from edgekd.data import load_data
+from edgekd.errors import DataError
 from edgekd.targets import Budgets
 
 
@@ -393,3 +394,29 @@ def test_distill_without_torch_names_the_extra(tmp_path):
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == 2, done.stderr
     assert done.stderr.strip().splitlines() == [done.stderr.strip()] and "pip install 'edgekd[train]'" in done.stderr
+
+
+def test_bench_models_measures_files_by_role_and_writes_nothing(exported_run, tmp_path):
+    """The pure stage: files by role in, a typed report out; budgets judged on the deployed role,
+    against the teacher and the fp32 student found by role."""
+    import shutil
+
+    from edgekd.bench.stage import bench_models
+    from edgekd.roles import Role
+    from edgekd.targets import load_target
+
+    for name in ("teacher.onnx", "student.sim.onnx", "student.int8.onnx"):
+        shutil.copyfile(exported_run / name, tmp_path / name)
+    before = set(tmp_path.iterdir())
+    digits = load_data("digits")
+    models = {Role.ptq: tmp_path / "student.int8.onnx", Role.teacher: tmp_path / "teacher.onnx", Role.student: tmp_path / "student.sim.onnx"}
+    report = bench_models(models, load_target("x86-cpu"), digits.x_test, digits.y_test, deployed=Role.ptq, memory=False)
+    assert set(tmp_path.iterdir()) == before
+    assert [v.role for v in report.variants] == [Role.teacher, Role.student, Role.ptq]  # the deployed one last, whatever the order given
+    assert report.deployed_role is Role.ptq and report.deployed == report.variant(Role.ptq).name
+    budgets = {v.budget for v in report.verdicts}
+    assert {"max_accuracy_drop", "min_compression", "max_drop_vs_fp32", "deployed_vs_fp32_latency"} <= budgets
+    alone = bench_models({Role.model: tmp_path / "student.sim.onnx"}, load_target("x86-cpu"), deployed=Role.model, memory=False)
+    assert alone.variant(Role.model).accuracy is None and "random normal inputs" in alone.inputs
+    with pytest.raises(DataError, match="deployed role 'qad' is not among the models given"):
+        bench_models(models, load_target("x86-cpu"), deployed=Role.qad)

@@ -269,3 +269,31 @@ def test_mobilenetv3_exports_with_parity_at_32_and_224(tmp_path, size):
     ops = {n.op_type for n in __import__("onnx").load(str(tmp_path / "m3.onnx")).graph.node}
     assert {"HardSwish", "HardSigmoid"} <= ops or "HardSwish" in ops, f"hardswish exported as such: {sorted(ops)}"
     assert info.exporter in ("dynamo", "torchscript")
+
+
+def test_export_model_takes_a_model_defined_inline_and_checks_it(tmp_path):
+    """The pure stage: a module built right here (no factory, no run folder) → ONNX, parity, onnxsim."""
+    from edgekd.export.stage import export_model
+    from edgekd.targets import ExportConfig
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 16), torch.nn.ReLU(), torch.nn.Linear(16, 10))
+    x = load_data("digits").x_test[:100]
+    exported = export_model(model, x, ExportConfig(), tmp_path, name="inline")
+    assert exported.path == tmp_path / "inline.sim.onnx" and (tmp_path / "inline.onnx").is_file()
+    assert exported.parity.samples == 100 and exported.parity.max_abs <= ExportConfig().parity_max_abs
+    assert [s.name for s in exported.inputs] == ["input"] and exported.simplified.applied
+    np.testing.assert_allclose(run_batches(open_session(exported.path), x), model(torch.as_tensor(x.single())).detach().numpy(), atol=1e-4)
+    bare = export_model(model, x, ExportConfig(), tmp_path, name="bare", simplify_graph=False)
+    assert bare.simplified is None and bare.path == tmp_path / "bare.onnx"
+
+
+def test_export_model_refuses_what_onnx_runtime_does_not_reproduce(tmp_path, export_off_by):
+    from edgekd.export.stage import export_model
+    from edgekd.targets import ExportConfig
+
+    export_off_by(1e-2)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 10))
+    with pytest.raises(ParityError) as failure:
+        export_model(model, load_data("digits").x_test[:50], ExportConfig(), tmp_path, name="shifted")
+    assert failure.value.measure == "max |Δ|" and failure.value.value == pytest.approx(1e-2, rel=1e-3)

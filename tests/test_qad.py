@@ -308,3 +308,23 @@ def test_the_better_trained_model_on_validation_ships_and_qad_wins_ties():
     assert best_trained([variant("post-training", 0.99), variant("qat", 0.80), variant("qad", 0.78)]).role == "qat"
     assert best_trained([variant("post-training", 0.5), variant("qat", 0.80), variant("qad", 0.80)]).role == "qad"
     assert best_trained([variant("post-training", 0.5), variant("qad", 0.70)]).role == "qad"
+
+
+def test_quantization_aware_model_works_on_objects_without_a_run_folder(exported_run, tmp_path):
+    """The pure stage: an fp32 ONNX file, a teacher module, splits and a target in; the QDQ files
+    in the output folder and each phase paired against the fp32 model out."""
+    from edgekd.distill.model import distill_settings
+    from edgekd.models.checkpoint import load_model
+    from edgekd.qad.stage import quantization_aware_model
+    from edgekd.recipe import LossTerm
+    from edgekd.targets import load_target
+
+    teacher, _ = load_model(exported_run / "teacher.pt")
+    settings = distill_settings(epochs=1, lr=3e-4, ce_weight=0.5, terms=(LossTerm(method="kd", weight=0.5, temperature=4.0),))
+    result = quantization_aware_model(exported_run / "student.sim.onnx", teacher, DIGITS, load_target("x86-cpu"), tmp_path, settings,
+                                      baseline=False, calibration=DIGITS.calibration(32))
+    assert [v.role for v in result.variants] == ["post-training", "qad"]
+    qad = result.variants[-1]
+    assert (tmp_path / qad.file).is_file() and qad.parity.agreement >= 0.99 and len(qad.history) == 1
+    assert result.deployed in ("", qad.file) and result.settings["terms"] == ["kd"]
+    assert not (tmp_path / "checkpoints").exists() and not list(tmp_path.glob(".edgekd-qad-*"))

@@ -124,7 +124,7 @@ def _plan(cfg: TeacherConfig, recipe: Recipe, data: DataSplits, position: int) -
             spec = ModelSpec.from_dict(payload["spec"])
         model = build_model(spec)
         load_weights(model, payload["state_dict"], cfg.checkpoint)
-        return Teacher(f"checkpoint {cfg.checkpoint}", cfg.weight, model=model.eval(), spec=spec, identity=_weights_hash(model))
+        return Teacher(f"checkpoint {cfg.checkpoint}", cfg.weight, model=model.eval(), spec=spec, identity=weights_hash(model))
     seed = cfg.seed if cfg.seed is not None else recipe.distill.seed + position
     settings = TrainSettings(epochs=cfg.epochs, batch_size=recipe.distill.batch_size, lr=cfg.lr, seed=seed,
                              augment=cfg.augment, max_shift=cfg.max_shift, finetune=cfg.finetune)
@@ -134,7 +134,7 @@ def _plan(cfg: TeacherConfig, recipe: Recipe, data: DataSplits, position: int) -
     if spec.model.startswith("hf:"):
         from edgekd.models.text import SequenceClassifier
 
-        pretrained = _weights_hash(model)  # the folder's weights as loaded: new weights in the same folder, a new key
+        pretrained = weights_hash(model)  # the folder's weights as loaded: new weights in the same folder, a new key
         if not cfg.finetune and not isinstance(model, SequenceClassifier):  # its own classification head: trained already
             return Teacher(f"pretrained {spec.model}", cfg.weight, model=model.eval(), spec=spec, identity=pretrained)
     cached = cache_dir() / "teachers" / f"{_cache_key(spec, settings, data, pretrained)}.pt"
@@ -142,7 +142,7 @@ def _plan(cfg: TeacherConfig, recipe: Recipe, data: DataSplits, position: int) -
         payload = read_checkpoint(cached)
         load_weights(model, payload["state_dict"], cached)
         history = [EpochRecord(**r) for r in payload.get("history", [])]
-        return Teacher(f"cache {cached}", cfg.weight, model=model.eval(), spec=spec, history=history, identity=_weights_hash(model))
+        return Teacher(f"cache {cached}", cfg.weight, model=model.eval(), spec=spec, history=history, identity=weights_hash(model))
     return Teacher("to train", cfg.weight, model=model, spec=spec, cache_path=cached, settings=settings)
 
 
@@ -166,7 +166,7 @@ def train_teachers(teachers: TeacherSet, data: DataSplits, run_dir: Path, resume
         distributed.barrier()
         teacher.model.eval()
         teacher.source, teacher.history, teacher.settings = "trained", result.history, None
-        teacher.identity = _weights_hash(teacher.model)
+        teacher.identity = weights_hash(teacher.model)
     return teachers
 
 
@@ -220,7 +220,7 @@ def cache_teacher_logits(teachers: TeacherSet, data: DataSplits, enabled: bool, 
     return teachers
 
 
-def _weights_hash(model: nn.Module) -> str:
+def weights_hash(model: nn.Module) -> str:
     digest = hashlib.sha256()
     for name, tensor in model.state_dict().items():
         digest.update(name.encode())

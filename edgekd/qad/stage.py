@@ -17,7 +17,8 @@ import tempfile
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, get_args
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, get_args
 
 import numpy as np
 
@@ -31,6 +32,13 @@ from edgekd.paired import paired_drop
 from edgekd.qad.result import QadParity, QadResult, QadVariant
 from edgekd.recipe import QadTeacher, Recipe, recipe_target
 from edgekd.targets import ArtifactFormat, QuantizationConfig, Scheme, Target
+from edgekd.inputs import Inputs, as_inputs
+
+if TYPE_CHECKING:
+    from torch import nn
+
+    from edgekd.data import DataSplits
+    from edgekd.distill.trainer import SoftTargets, TrainSettings
 
 RESULT = runfolder.QAD_RESULT
 ARTIFACTS = {"qat": "student.int8-qat.onnx", "qad": "student.int8-qad.onnx"}  # role → file
@@ -69,62 +77,119 @@ def quantization_aware(run_dir: Path, target: Target | str | Path | None = None,
 
 def _quantization_aware(run_dir: Path, recipe: Recipe, target: Target, epochs: int, lr_scale: float, baseline: bool, resume: bool,
                         teacher: str) -> QadResult:
+    """The run-folder adapter: the folder's simplified student, teachers, data and export result in;
+    the phase's files, the choice of what ships and qad.json out."""
     from edgekd.data import load_recipe_data
     from edgekd.distill import distributed
-    from edgekd.distill.teacher import cache_teacher_logits
-    from edgekd.export.quantize import scheme_settings
-    from edgekd.qad.graph import FakeQuantGraph
 
-    began = time.perf_counter()
     simplified = runfolder.artifact(run_dir, runfolder.STUDENT_SIMPLIFIED, "quantization-aware distillation (run `edgekd export` first)")
     exported = runfolder.read_result(run_dir, runfolder.EXPORT_RESULT, ExportResult, "quantization-aware distillation")
-    qcfg = _static(target.quantization)
+    _static(target.quantization)
     teachers = _teachers(run_dir) if teacher == "teacher" else _onnx_teacher(simplified)  # "student": self-distillation
     data = load_recipe_data(recipe.data)
-    calibration = data.calibration(qcfg.calibration_samples, seed=recipe.data.split_seed)
-    fp32_val = file_correct(simplified, data.x_val, data.y_val)
-    fp32_test = file_correct(simplified, data.x_test, data.y_test)
-    cfg = recipe.distill
-    base, qad_settings = _phase_settings(recipe, epochs, lr_scale)
-    settings = scheme_settings(Scheme.static_qdq, qcfg)
-    with tempfile.TemporaryDirectory(prefix=".edgekd-qad-", dir=run_dir) as folder:
-        work = Path(folder).resolve()
-        prepared, ptq, plan = post_training_plan(simplified, work, settings, calibration)
-        FakeQuantGraph(prepared, plan)  # refuses unsupported operators before anything trains
-        say(f"qad: {len(plan.activations)} activation and {len(plan.weights)} weight quantizers, as ONNX Runtime placed them "
-            f"(scales from {len(calibration)} calibration inputs)")
-        variants = [_variant("post-training", ptq, data, fp32_test)]
-        quantized = exported.quantized
-        if quantized.scheme == Scheme.static_qdq.value and quantized.excluded_nodes:  # export's own int8 file, nodes kept in fp32
-            variants.append(_variant("post-training-exclusions", run_dir / Path(quantized.path).name, data, fp32_test))
-        teachers = cache_teacher_logits(teachers, data, cfg.cache_teacher, augment=False)
-        phases = [("qad", qad_settings, teachers)]
-        if baseline:
-            phases.insert(0, ("qat", replace(base, ce_weight=1.0, terms=()), None))
-        context = _Phase(run_dir, work, prepared, plan, settings, calibration, data, fp32_test, target, resume, cfg.seed)
-        written: list[str] = []
-        for role, phase_settings, phase_teachers in phases:
-            variant, files = _train_phase(context, role, phase_settings, phase_teachers)
-            variants.append(variant)
-            written += files
+    _, qad_settings = _phase_settings(recipe, epochs, lr_scale)
+    result = quantization_aware_model(
+        simplified, teachers, data, target, run_dir, qad_settings, baseline=baseline,
+        calibration=data.calibration(target.quantization.calibration_samples, seed=recipe.data.split_seed),
+        cache_teacher=recipe.distill.cache_teacher, checkpoints=run_dir / runfolder.CHECKPOINTS, resume=resume)
+    quantized = exported.quantized
+    variants = list(result.variants)
+    if quantized.scheme == Scheme.static_qdq.value and quantized.excluded_nodes:  # export's own int8 file, nodes kept in fp32
+        variants.insert(1, _variant("post-training-exclusions", run_dir / Path(quantized.path).name, data, file_correct(simplified, data.x_test, data.y_test)))
     deployed, why = _deployment(exported, best_trained(variants))
-    result = QadResult(
-        run_dir=str(run_dir), target=target.name, deployed=deployed, deployed_because=why,
-        settings={"epochs": epochs, "lr": base.lr, "batch_size": base.batch_size, "ce_weight": qad_settings.ce_weight,
-                  "terms": [t.method for t in qad_settings.terms], "kd_weight": sum(t.weight for t in qad_settings.terms),
-                  "temperature": cfg.temperature, "teacher": teacher, **settings},
-        fp32_val_accuracy=float(fp32_val.mean()), fp32_test_accuracy=float(fp32_test.mean()),
-        variants=variants, seconds=time.perf_counter() - began,
-    )
+    result = replace(result, run_dir=str(run_dir), variants=variants, deployed=deployed, deployed_because=why,
+                     settings={**result.settings, "teacher": teacher})
     if distributed.is_main():
         write_json(run_dir / RESULT, result)
-        runfolder.record(run_dir, "qad", written + [RESULT])
+        runfolder.record(run_dir, "qad", [f for v in variants if v.role in ARTIFACTS for f in _files_of(v, run_dir)] + [RESULT])
         shutil.rmtree(run_dir / runfolder.CHECKPOINTS, ignore_errors=True)  # finished: resume state is spent
     say(f"qad: deploying {deployed}: {why}")
     for v in variants:
         say(f"qad: {v.name}: test top-1 {v.test_accuracy:.2%} (fp32 student {result.fp32_test_accuracy:.2%}, "
             f"drop {v.drop_vs_fp32.drop:+.2%}, paired p = {v.drop_vs_fp32.p_value:.2g})")
     return result
+
+
+def quantization_aware_model(
+    fp32_onnx: Path,
+    teachers: SoftTargets | nn.Module | Sequence[nn.Module],
+    data: DataSplits,
+    target: Target,
+    out_dir: Path,
+    settings: TrainSettings,
+    *,
+    baseline: bool = True,
+    calibration: Inputs | np.ndarray | None = None,
+    cache_teacher: bool = False,
+    checkpoints: Path | None = None,
+    resume: bool = False,
+) -> QadResult:
+    """Fine-tune the fp32 model `fp32_onnx` through the int8 model ONNX Runtime makes of it with
+    `target`'s static QDQ settings (quantization-aware distillation against `teachers`, with
+    `settings`' objective), and, with `baseline`, the same on the hard labels alone (QAT). Each is
+    exported to `out_dir` with its learned scales and checked against ONNX Runtime's int8 run.
+
+    `calibration` (default: training inputs, as many as the target says) sets the starting scales;
+    `checkpoints` (a folder) keeps each phase's epochs for `resume`. The result lists post-training
+    int8 and each phase, paired against the fp32 model on the test split; `deployed` names the
+    more accurate quantization-aware file on validation (a run folder decides against export's
+    own choice instead)."""
+    from edgekd.distill.teacher import cache_teacher_logits
+    from edgekd.export.quantize import scheme_settings
+    from edgekd.qad.graph import FakeQuantGraph
+
+    began = time.perf_counter()
+    fp32_onnx, out_dir = Path(fp32_onnx), Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    qcfg = _static(target.quantization)
+    teachers = _soft_targets(teachers)
+    calibration = as_inputs(calibration) if calibration is not None else data.calibration(qcfg.calibration_samples)
+    fp32_val, fp32_test = file_correct(fp32_onnx, data.x_val, data.y_val), file_correct(fp32_onnx, data.x_test, data.y_test)
+    ort_settings = scheme_settings(Scheme.static_qdq, qcfg)
+    with tempfile.TemporaryDirectory(prefix=".edgekd-qad-", dir=out_dir) as folder:
+        work = Path(folder).resolve()
+        prepared, ptq, plan = post_training_plan(fp32_onnx, work, ort_settings, calibration)
+        FakeQuantGraph(prepared, plan)  # refuses unsupported operators before anything trains
+        say(f"qad: {len(plan.activations)} activation and {len(plan.weights)} weight quantizers, as ONNX Runtime placed them "
+            f"(scales from {len(calibration)} calibration inputs)")
+        variants = [_variant("post-training", ptq, data, fp32_test)]
+        teachers = cache_teacher_logits(teachers, data, cache_teacher, augment=False)
+        phases = [("qat", replace(settings, ce_weight=1.0, terms=()), None)] if baseline else []
+        phase = _Phase(out_dir, work, prepared, plan, ort_settings, calibration, data, fp32_test, target, checkpoints, resume, settings.seed)
+        variants += [_train_phase(phase, role, phase_settings, phase_teachers)
+                     for role, phase_settings, phase_teachers in phases + [("qad", settings, teachers)]]
+    best = best_trained(variants)
+    ships = best.val_accuracy >= variants[0].val_accuracy
+    return QadResult(
+        run_dir=str(out_dir), target=target.name, deployed=best.file if ships else "",
+        deployed_because=f"{best.name}: validation top-1 {best.val_accuracy:.2%} against post-training int8's {variants[0].val_accuracy:.2%}",
+        settings={"epochs": settings.epochs, "lr": settings.lr, "batch_size": settings.batch_size, "ce_weight": settings.ce_weight,
+                  "terms": [t.method for t in settings.terms], "kd_weight": sum(t.weight for t in settings.terms),
+                  "temperature": settings.temperature, **ort_settings},
+        fp32_val_accuracy=float(fp32_val.mean()), fp32_test_accuracy=float(fp32_test.mean()),
+        variants=variants, seconds=time.perf_counter() - began,
+    )
+
+
+def _soft_targets(teachers) -> SoftTargets:
+    """Teachers as the trainer takes them: a TeacherSet as it is, PyTorch modules as live teachers."""
+    from torch import nn
+
+    from edgekd.distill.teacher import Teacher, TeacherSet, weights_hash
+
+    if isinstance(teachers, nn.Module):
+        teachers = [teachers]
+    if isinstance(teachers, (list, tuple)):
+        return TeacherSet([Teacher("given", 1.0, model=t.eval(), identity=weights_hash(t)) for t in teachers])
+    return teachers
+
+
+def _files_of(variant: QadVariant, run_dir: Path) -> list[str]:
+    """What a phase wrote into the run folder: its QDQ file and, for ORT-format targets, the package."""
+    if variant.file.endswith(".ort"):
+        stem = variant.file.removesuffix(".ort")
+        return [f"{stem}.onnx", variant.file, f"{stem}.required_operators.config"]
+    return [variant.file]
 
 
 def post_training_plan(simplified: Path, work: Path, settings: dict, calibration):
@@ -195,7 +260,7 @@ def _phase_settings(recipe: Recipe, epochs: int, lr_scale: float):
 class _Phase:
     """What each quantization-aware phase (QAT, QAD) trains from and writes to."""
 
-    run_dir: Path
+    out_dir: Path
     work: Path  # scratch folder (other ranks export there without writing the run folder)
     prepared: Path  # the fp32 student after ORT's pre-processing
     plan: Any  # qad.graph's quantizer plan: where ORT put each quantizer, with its calibrated scale
@@ -204,11 +269,12 @@ class _Phase:
     data: Any  # DataSplits
     fp32_test: np.ndarray  # the fp32 student's per-sample test hits
     target: Target
+    checkpoints: Path | None  # where each phase keeps its epochs (None: nowhere)
     resume: bool
     seed: int
 
 
-def _train_phase(phase: _Phase, role: str, settings, teachers) -> tuple[QadVariant, list[str]]:
+def _train_phase(phase: _Phase, role: str, settings, teachers) -> QadVariant:
     """Fine-tune the fake-quantized student (on labels alone for QAT, against the teachers for QAD),
     export it with its learned scales, and check ONNX Runtime's int8 run against it (in ORT format
     too, for targets that ship that)."""
@@ -223,20 +289,18 @@ def _train_phase(phase: _Phase, role: str, settings, teachers) -> tuple[QadVaria
     graph = FakeQuantGraph(phase.prepared, phase.plan)
     torch.manual_seed(phase.seed)
     outcome = fit(graph, data.x_train, data.y_train, data.x_val, data.y_val, settings, label=NAMES[role],
-                  checkpoint=phase.run_dir / runfolder.CHECKPOINTS / f"{role}.ckpt", resume=phase.resume, teachers=teachers)
+                  checkpoint=phase.checkpoints / f"{role}.ckpt" if phase.checkpoints else None, resume=phase.resume, teachers=teachers)
     graph.load_state_dict(outcome.best_state)
-    folder = phase.run_dir if distributed.is_main() else phase.work  # other ranks check the same export without writing it
+    folder = phase.out_dir if distributed.is_main() else phase.work  # other ranks check the same export without writing it
     dest = folder / ARTIFACTS[role]
     with atomic_path(dest) as tmp:
         export_qdq(graph, phase.prepared, tmp, phase.settings, phase.calibration, phase.work)
     parity = check_qad_parity(graph.eval(), dest, data.x_test)
-    written = [dest.name]
     if target.runtime.format is ArtifactFormat.ort:  # what a mobile target ships, checked as it ships
         package = package_ort(dest, folder, list(target.runtime.providers), target.runtime.ort_platform)
         dest = Path(package.ort_file)
         parity = check_qad_parity(graph, dest, data.x_test)
-        written += [dest.name, Path(package.required_operators).name]
-    return _variant(role, dest, data, phase.fp32_test, parity=parity, history=outcome.history, best_epoch=outcome.best_epoch), written
+    return _variant(role, dest, data, phase.fp32_test, parity=parity, history=outcome.history, best_epoch=outcome.best_epoch)
 
 
 def _deployment(exported: ExportResult, qad: QadVariant) -> tuple[str, str]:
