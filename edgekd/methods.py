@@ -51,3 +51,12 @@ def method(name: str) -> Method:
 def describe() -> str:
     """One line for help texts and the recipe reference: each method's name and title."""
     return ", ".join(f"{m.name} ({m.title})" for m in METHODS.values())
+
+
+def markdown_table() -> str:
+    """The methods as the README's table shows them (a test keeps the two the same)."""
+    yes = {True: "yes", False: "—"}
+    rows = ["| method | what | paper | learns from | needs labels | learned adapter |", "|---|---|---|---|---|---|"]
+    rows += [f"| `{m.name}` | {m.title} | {m.reference} | {'logits' if m.uses_logits else 'named layers'} | "
+             f"{yes[m.needs_one_class]} | {yes[m.adapter]} |" for m in METHODS.values()]
+    return "\n".join(rows)

@@ -230,7 +230,8 @@ def read_result(run_dir: Path, name: str, cls: type[T], needed_by: str) -> T:
     """An earlier stage's typed result, read back from its JSON in the run folder (hash-checked).
 
     A result written by a newer edgekd (a higher `schema_version` than `cls` has) is refused:
-    its fields may mean something this version cannot know."""
+    its fields may mean something this version cannot know. An older one is read through the
+    class's `upgrade(data)` where the layout changed."""
     path = artifact(run_dir, name, needed_by)
     data = read_json(path)
     current = cls.__dataclass_fields__["schema_version"].default
@@ -238,6 +239,8 @@ def read_result(run_dir: Path, name: str, cls: type[T], needed_by: str) -> T:
     if not isinstance(found, int) or isinstance(found, bool) or found > current:
         raise RunFolderError(f"{path}: {cls.__name__} schema_version {found!r}, but this edgekd reads versions up to {current}; "
                              "rerun the stage that wrote it with this edgekd, or upgrade edgekd")
+    if found < current and hasattr(cls, "upgrade"):  # an older result: its class knows how to read it
+        data = cls.upgrade(data)
     return validate(cls, data, f"{path}: not a {cls.__name__}, the run folder is damaged (rerun the stage that wrote it)", RunFolderError)
 
 

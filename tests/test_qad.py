@@ -23,6 +23,7 @@ from edgekd.data import load_data
 from edgekd.errors import QadError, RecipeError
 from edgekd.export.quantize import scheme_settings
 from edgekd.qad.graph import FakeQuantGraph, read_plan
+from edgekd.roles import Role
 from edgekd.qad.stage import check_qad_parity, export_qdq, post_training_plan, quantization_aware
 from edgekd.targets import QuantizationConfig, Scheme
 
@@ -147,7 +148,7 @@ def test_the_bench_shows_every_int8_model_side_by_side_and_ships_the_chosen_one(
     label = {"qat": "student int8 QAT (labels only)", "qad": "student int8 QAD"}
     other = qad if best is qat else qat
     assert names == ["teacher fp32", "student fp32", "student int8 (post-training)", label[other.role], label[best.role]]
-    assert report.deployed == label[best.role]
+    assert report.deployed == label[best.role] and result.deployed_role is best.role is report.deployed_role
     assert any(v.budget == "deployed_vs_fp32_latency" for v in report.verdicts)
 
 
@@ -266,7 +267,8 @@ def test_post_training_int8_with_exclusions_is_one_of_the_alternatives(exported_
     exported = export(run, target)
     assert exported.quantized.excluded_nodes, "the fragile model keeps nodes in fp32 at a zero budget"
     result = quantization_aware(run, target, epochs=1, baseline=False)
-    assert [v.role for v in result.variants] == ["post-training", "post-training-exclusions", "qad"]
+    assert [v.phase for v in result.variants] == ["post-training", "post-training-exclusions", "qad"]
+    assert [v.role for v in result.variants] == [Role.ptq, Role.ptq, Role.qad]
     excluded = result.variants[1]
     assert excluded.file == Path(exported.quantized.path).name
     assert excluded.test_accuracy == pytest.approx(exported.deployed_test_accuracy)
@@ -302,8 +304,11 @@ def test_the_better_trained_model_on_validation_ships_and_qad_wins_ties():
     from edgekd.paired import PairedDrop
     from edgekd.qad.stage import QadVariant, best_trained
 
-    def variant(role, val):
-        return QadVariant(role, role, f"{role}.onnx" if role != "post-training" else "", val, val, PairedDrop(0.0, [0.0, 0.0], 1.0, 0, 0, 10), 1)
+    from edgekd.qad.result import PHASE_ROLES
+
+    def variant(phase, val):
+        return QadVariant(PHASE_ROLES[phase], phase, phase, f"{phase}.onnx" if phase != "post-training" else "", val, val,
+                          PairedDrop(0.0, [0.0, 0.0], 1.0, 0, 0, 10), 1)
 
     assert best_trained([variant("post-training", 0.99), variant("qat", 0.80), variant("qad", 0.78)]).role == "qat"
     assert best_trained([variant("post-training", 0.5), variant("qat", 0.80), variant("qad", 0.80)]).role == "qad"
@@ -323,8 +328,9 @@ def test_quantization_aware_model_works_on_objects_without_a_run_folder(exported
     settings = distill_settings(epochs=1, lr=3e-4, ce_weight=0.5, terms=(LossTerm(method="kd", weight=0.5, temperature=4.0),))
     result = quantization_aware_model(exported_run / "student.sim.onnx", teacher, DIGITS, load_target("x86-cpu"), tmp_path, settings,
                                       baseline=False, calibration=DIGITS.calibration(32))
-    assert [v.role for v in result.variants] == ["post-training", "qad"]
+    assert [v.phase for v in result.variants] == ["post-training", "qad"]
     qad = result.variants[-1]
+    assert result.deployed_role is (Role.qad if result.deployed else Role.ptq)
     assert (tmp_path / qad.file).is_file() and qad.parity.agreement >= 0.99 and len(qad.history) == 1
     assert result.deployed in ("", qad.file) and result.settings["terms"] == ["kd"]
     assert not (tmp_path / "checkpoints").exists() and not list(tmp_path.glob(".edgekd-qad-*"))

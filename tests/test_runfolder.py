@@ -45,3 +45,19 @@ def test_a_result_with_a_wrong_field_or_changed_bytes_is_refused(tmp_path):
     (folder / "stage.json").write_text(json.dumps({"figure": 1.0, "schema_version": 2}))
     with pytest.raises(RunFolderError, match="changed since the stage stage wrote it"):
         runfolder.read_result(folder, "stage.json", Result, "test")
+
+
+def test_an_older_qad_result_is_read_through_its_upgrade(tmp_path):
+    """qad.json version 1 named a variant's phase `role`; read back, the role is the enum and the
+    phase is kept, and the shipped file's role becomes the result's deployed_role."""
+    from edgekd.qad.result import QadResult
+    from edgekd.roles import Role
+
+    drop = {"drop": 0.0, "interval": [0.0, 0.0], "p_value": 1.0, "only_first": 0, "only_second": 0, "images": 10}
+    variants = [{"role": phase, "name": phase, "file": file, "val_accuracy": 0.9, "test_accuracy": 0.9, "drop_vs_fp32": drop, "bytes": 1}
+                for phase, file in (("post-training", ""), ("qat", "student.int8-qat.onnx"), ("qad", "student.int8-qad.onnx"))]
+    old = {"run_dir": "r", "target": "x86-cpu", "settings": {}, "fp32_val_accuracy": 0.9, "fp32_test_accuracy": 0.9,
+           "variants": variants, "seconds": 1.0, "deployed": "student.int8-qad.onnx", "schema_version": 1}
+    result = runfolder.read_result(_folder(tmp_path, old), "stage.json", QadResult, "test")
+    assert [(v.role, v.phase) for v in result.variants] == [(Role.ptq, "post-training"), (Role.qat, "qat"), (Role.qad, "qad")]
+    assert result.deployed_role is Role.qad

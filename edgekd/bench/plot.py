@@ -25,7 +25,7 @@ def write_plot(report, path: Path) -> Path:
     if teacher and teacher.accuracy is not None and "max_accuracy_drop" in budgets:
         floor = (teacher.accuracy - budgets["max_accuracy_drop"].allowed) * 100
     percentile = int(budgets["max_latency_ms"].unit.split("p")[-1].rstrip(")")) if "max_latency_ms" in budgets else 50
-    deployed_batch = next(v for v in report.variants if v.name == report.deployed).latency.batch
+    deployed_batch = report.variant(report.deployed_role).latency.batch
     panels = [
         ("size (KiB)", lambda v: v.profile.bytes / 1024, budgets.get("max_size_kb")),
         (f"p{percentile} latency at batch {deployed_batch} (ms)", lambda v: v.latency.percentile(percentile), budgets.get("max_latency_ms")),
@@ -50,7 +50,7 @@ def write_plot(report, path: Path) -> Path:
                 axis.axhline(floor, color="tab:green", linestyle="--", linewidth=1)
             axis.legend(loc="lower right", fontsize=8)
         for index, (v, x, y) in enumerate(zip(report.variants, xs, ys)):
-            axis.scatter([x], [y], s=90 if v.name == report.deployed else 50, zorder=3, marker="*" if v.name == report.deployed else "o")
+            axis.scatter([x], [y], s=90 if v.role is report.deployed_role else 50, zorder=3, marker="*" if v.role is report.deployed_role else "o")
             offset = (6, 6) if index % 2 == 0 else (6, -13)  # alternate, so near points keep readable labels
             axis.annotate(v.name, (x, y), textcoords="offset points", xytext=offset, fontsize=8)
         axis.xaxis.set_minor_formatter(NullFormatter())

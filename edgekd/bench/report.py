@@ -38,7 +38,7 @@ def variant_rows(report, compact: bool = False) -> list[list[str]]:
     for v in report.variants:
         ci = None if compact else v.latency.ci95_ms.get("p50")
         rows.append([
-            v.name + (" (deployed)" if v.name == report.deployed else ""),
+            v.name + (" (deployed)" if v.role is report.deployed_role else ""),
             f"{v.profile.bytes / 1024:.1f}",
             f"{v.profile.parameters:,}",
             f"{v.profile.macs:,}",
@@ -104,7 +104,7 @@ def verdict_line(report) -> str:
 
 
 def to_markdown(report) -> str:
-    deployed = next(v for v in report.variants if v.name == report.deployed)
+    deployed = report.variant(report.deployed_role)
     sweep_header, sweep = sweep_rows(report)
     text_header, text = text_rows(report)
     tokens = f" and {deployed.sequence_length} tokens per input" if deployed.sequence_length else ""

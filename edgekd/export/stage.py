@@ -31,6 +31,7 @@ from edgekd.export.quantize import QuantizeResult, quantize_model
 from edgekd.export.simplify import SimplifyResult, simplify
 from edgekd.inputs import Inputs, TensorSpec, as_inputs
 from edgekd.recipe import recipe_target
+from edgekd.roles import Role
 from edgekd.runfolder import load_run_recipe
 from edgekd.runtime.coverage import EpCoverage, mobile_coverage
 from edgekd.runtime.metrics import file_top1
@@ -62,7 +63,13 @@ class ExportResult:
     seconds: float
     inputs: list[TensorSpec] = dataclasses.field(default_factory=list)  # the student's named, typed inputs (ONNX input names)
     outputs: list[str] = dataclasses.field(default_factory=list)  # its named outputs; the first (logits) is scored
-    schema_version: int = 4
+    deployed_role: Role = Role.ptq  # what ships: the quantized student (ptq), or the fp32 student (student) when scheme is none
+    schema_version: int = 5  # 5: deployed_role
+
+    @staticmethod
+    def upgrade(data: dict) -> dict:
+        """An export.json of an earlier version: what shipped, by role, follows from its file name."""
+        return {**data, "deployed_role": Role.student if data.get("deployed") == STUDENT_SIMPLIFIED else Role.ptq}
 
 
 @dataclass(frozen=True)
@@ -150,7 +157,7 @@ def _export(run_dir: Path, target: Target | str | Path | None, scheme: Scheme | 
         student=exported.onnx, student_parity=exported.parity,
         simplified=exported.simplified, quantized=quantized,
         fp32_test_accuracy=fp32_accuracy, deployed_test_accuracy=deployed_accuracy,
-        deployed=deployed, mobile=coverage, ort=package, seconds=time.perf_counter() - began,
+        deployed=deployed, deployed_role=Role.ptq if quantized.path else Role.student, mobile=coverage, ort=package, seconds=time.perf_counter() - began,
         inputs=list(student_spec.inputs), outputs=list(student_spec.outputs),
     )
     write_json(run_dir / RESULT, result)

@@ -98,9 +98,8 @@ def _run_folder(run_dir: Path, out: Path | None) -> BenchInputs:
     models = {Role.teacher: runfolder.artifact(run_dir, runfolder.TEACHER_ONNX, "bench"),
               Role.student: runfolder.artifact(run_dir, runfolder.STUDENT_SIMPLIFIED, "bench")}
     names = {Role.teacher: display_name(Role.teacher), Role.student: display_name(Role.student)}
-    deployed = Role.student
-    if exported.deployed != runfolder.STUDENT_SIMPLIFIED:
-        deployed = Role.ptq
+    deployed = exported.deployed_role
+    if deployed is Role.ptq:
         models[Role.ptq] = runfolder.artifact(run_dir, exported.deployed, "bench")
         names[Role.ptq] = display_name(Role.ptq, exported.quantized.scheme, ort_format=exported.deployed.endswith(".ort"))
     if runfolder.stage_files(run_dir, "qad"):
@@ -118,11 +117,10 @@ def _with_quantization_aware(run_dir: Path, models: dict[Role, Path], names: dic
     """Add the quantization-aware phase's models beside post-training int8; return the role that ships."""
     qad = runfolder.read_result(run_dir, runfolder.QAD_RESULT, QadResult, "bench")
     for variant in qad.variants:
-        if variant.role in (Role.qat.value, Role.qad.value):
-            role = Role(variant.role)
-            models[role] = runfolder.artifact(run_dir, variant.file, "bench")
-            names[role] = display_name(role)
-    ships = next((r for r in (Role.qat, Role.qad) if r in models and models[r].name == qad.deployed), deployed)
+        if variant.role in (Role.qat, Role.qad):
+            models[variant.role] = runfolder.artifact(run_dir, variant.file, "bench")
+            names[variant.role] = display_name(variant.role)
+    ships = qad.deployed_role if qad.deployed_role in models else deployed
     if ships is not deployed and deployed is Role.ptq:
         names[Role.ptq] = display_name(Role.ptq, "static-qdq", beside_quantization_aware=True)
     return ships

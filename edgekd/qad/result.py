@@ -8,8 +8,10 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from edgekd.paired import PairedDrop
+from edgekd.roles import Role
 
 QadPhase = Literal["post-training", "post-training-exclusions", "qat", "qad"]
+PHASE_ROLES: dict[str, Role] = {"post-training": Role.ptq, "post-training-exclusions": Role.ptq, "qat": Role.qat, "qad": Role.qad}
 
 
 @dataclass(frozen=True)
@@ -24,8 +26,9 @@ class QadParity:
 
 @dataclass(frozen=True)
 class QadVariant:
-    role: QadPhase  # "post-training" (with or without exclusions), "qat" (labels only) or "qad" (against the teacher)
-    name: str  # what the tables call it (NAMES[role])
+    role: Role  # ptq (post-training int8, with or without exclusions), qat (labels only) or qad (against the teacher)
+    phase: QadPhase  # which of the phase's models: the role, with post-training int8 told apart from its exclusions variant
+    name: str  # what the tables call it (NAMES[phase])
     file: str  # the file it ships as (.onnx, or .ort for ORT-format targets); "" for the post-training model (export's own artifact)
     val_accuracy: float
     test_accuracy: float
@@ -47,4 +50,14 @@ class QadResult:
     seconds: float
     deployed: str = ""  # the file the run ships after this phase: the QAD file, or export's deployed artifact
     deployed_because: str = ""
-    schema_version: int = 1
+    deployed_role: Role = Role.ptq  # the role of the file that ships: ptq (export's artifact, whatever its scheme), qat or qad
+    schema_version: int = 2  # 2: variants carry their role (Role) and phase, the result its deployed_role
+
+    @staticmethod
+    def upgrade(data: dict) -> dict:
+        """A version-1 qad.json, read as version 2: its variants' `role` was the phase."""
+        if data.get("schema_version") == 1:
+            variants = [{**v, "phase": v.get("role"), "role": PHASE_ROLES.get(v.get("role"), v.get("role"))} for v in data.get("variants", [])]
+            shipped = next((v["role"] for v in variants if v.get("file") and v.get("file") == data.get("deployed")), Role.ptq)
+            data = {**data, "variants": variants, "deployed_role": shipped, "schema_version": 2}
+        return data

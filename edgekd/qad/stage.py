@@ -29,8 +29,9 @@ from edgekd.runtime.metrics import compare_outputs, file_correct
 from edgekd.errors import QadError
 from edgekd.export.stage import ExportResult
 from edgekd.paired import paired_drop
-from edgekd.qad.result import QadParity, QadResult, QadVariant
+from edgekd.qad.result import PHASE_ROLES, QadParity, QadPhase, QadResult, QadVariant
 from edgekd.recipe import QadTeacher, Recipe, recipe_target
+from edgekd.roles import Role
 from edgekd.targets import ArtifactFormat, QuantizationConfig, Scheme, Target
 from edgekd.inputs import Inputs, as_inputs
 
@@ -96,12 +97,12 @@ def _quantization_aware(run_dir: Path, recipe: Recipe, target: Target, epochs: i
     variants = list(result.variants)
     if quantized.scheme == Scheme.static_qdq.value and quantized.excluded_nodes:  # export's own int8 file, nodes kept in fp32
         variants.insert(1, _variant("post-training-exclusions", run_dir / Path(quantized.path).name, data, file_correct(simplified, data.x_test, data.y_test)))
-    deployed, why = _deployment(exported, best_trained(variants))
-    result = replace(result, run_dir=str(run_dir), variants=variants, deployed=deployed, deployed_because=why,
+    deployed, deployed_role, why = _deployment(exported, best_trained(variants))
+    result = replace(result, run_dir=str(run_dir), variants=variants, deployed=deployed, deployed_because=why, deployed_role=deployed_role,
                      settings={**result.settings, "teacher": teacher})
     if distributed.is_main():
         write_json(run_dir / RESULT, result)
-        runfolder.record(run_dir, "qad", [f for v in variants if v.role in ARTIFACTS for f in _files_of(v, run_dir)] + [RESULT])
+        runfolder.record(run_dir, "qad", [f for v in variants if v.phase in ARTIFACTS for f in _files_of(v, run_dir)] + [RESULT])
         shutil.rmtree(run_dir / runfolder.CHECKPOINTS, ignore_errors=True)  # finished: resume state is spent
     say(f"qad: deploying {deployed}: {why}")
     for v in variants:
@@ -161,7 +162,7 @@ def quantization_aware_model(
     best = best_trained(variants)
     ships = best.val_accuracy >= variants[0].val_accuracy
     return QadResult(
-        run_dir=str(out_dir), target=target.name, deployed=best.file if ships else "",
+        run_dir=str(out_dir), target=target.name, deployed=best.file if ships else "", deployed_role=best.role if ships else Role.ptq,
         deployed_because=f"{best.name}: validation top-1 {best.val_accuracy:.2%} against post-training int8's {variants[0].val_accuracy:.2%}",
         settings={"epochs": settings.epochs, "lr": settings.lr, "batch_size": settings.batch_size, "ce_weight": settings.ce_weight,
                   "terms": [t.method for t in settings.terms], "kd_weight": sum(t.weight for t in settings.terms),
@@ -238,7 +239,7 @@ def check_qad_parity(graph, path: Path, x) -> QadParity:
 
 def best_trained(variants: list[QadVariant]) -> QadVariant:
     """The quantization-aware model more accurate on the validation images; QAD on a tie."""
-    trained = [v for v in reversed(variants) if v.role in ARTIFACTS]  # QAD first: max keeps the first of equals
+    trained = [v for v in reversed(variants) if v.phase in ARTIFACTS]  # QAD first: max keeps the first of equals
     return max(trained, key=lambda v: v.val_accuracy)
 
 
@@ -274,7 +275,7 @@ class _Phase:
     seed: int
 
 
-def _train_phase(phase: _Phase, role: str, settings, teachers) -> QadVariant:
+def _train_phase(phase: _Phase, role: QadPhase, settings, teachers) -> QadVariant:
     """Fine-tune the fake-quantized student (on labels alone for QAT, against the teachers for QAD),
     export it with its learned scales, and check ONNX Runtime's int8 run against it (in ORT format
     too, for targets that ship that)."""
@@ -303,25 +304,25 @@ def _train_phase(phase: _Phase, role: str, settings, teachers) -> QadVariant:
     return _variant(role, dest, data, phase.fp32_test, parity=parity, history=outcome.history, best_epoch=outcome.best_epoch)
 
 
-def _deployment(exported: ExportResult, qad: QadVariant) -> tuple[str, str]:
+def _deployment(exported: ExportResult, qad: QadVariant) -> tuple[str, Role, str]:
     """The better quantization-aware model on the validation images (QAD, or QAT when training on
     labels alone did better) ships when export shipped static int8 and it is at least as accurate
     there; otherwise export's choice stands (an fp32 artifact chosen for speed stays fp32: this
     int8 model would be as slow)."""
     quantized, shipped = exported.quantized, exported.deployed
     if quantized.scheme != Scheme.static_qdq.value:
-        return shipped, f"export deployed {quantized.scheme}, not static int8"
+        return shipped, exported.deployed_role, f"export deployed {quantized.scheme}, not static int8"
     if shipped.endswith(".ort") != qad.file.endswith(".ort"):
-        return shipped, f"export shipped {shipped}; this phase ran for a target of another format"
+        return shipped, exported.deployed_role, f"export shipped {shipped}; this phase ran for a target of another format"
     if qad.val_accuracy >= quantized.val_accuracy:
-        return qad.file, (f"{qad.name}: validation top-1 {qad.val_accuracy:.2%} against post-training int8's {quantized.val_accuracy:.2%}"
+        return qad.file, qad.role, (f"{qad.name}: validation top-1 {qad.val_accuracy:.2%} against post-training int8's {quantized.val_accuracy:.2%}"
                           + (f" with {len(quantized.excluded_nodes)} node(s) in fp32" if quantized.excluded_nodes else ""))
-    return shipped, f"post-training int8 is more accurate on the validation images ({quantized.val_accuracy:.2%} vs {qad.val_accuracy:.2%})"
+    return shipped, exported.deployed_role, f"post-training int8 is more accurate on the validation images ({quantized.val_accuracy:.2%} vs {qad.val_accuracy:.2%})"
 
 
-def _variant(role: str, path: Path, data, fp32_test, parity=None, history=(), best_epoch=0) -> QadVariant:
+def _variant(phase: QadPhase, path: Path, data, fp32_test, parity=None, history=(), best_epoch=0) -> QadVariant:
     val, test = file_correct(path, data.x_val, data.y_val), file_correct(path, data.x_test, data.y_test)
-    return QadVariant(role, NAMES[role], "" if role == "post-training" else path.name, float(val.mean()), float(test.mean()),
+    return QadVariant(PHASE_ROLES[phase], phase, NAMES[phase], "" if phase == "post-training" else path.name, float(val.mean()), float(test.mean()),
                       paired_drop(fp32_test, test), path.stat().st_size, parity, list(history), best_epoch)
 
 
