@@ -278,16 +278,18 @@ def export(
     sim = result.simplified
     table.add_row("student.sim.onnx", str(sim.nodes_after), f"{sim.bytes / 1024:.1f}", "onnxsim applied" if sim.applied else f"kept unsimplified: {sim.reason}")
     q = result.quantized
+    metric, name = _metric_display(result.metric)
+    show = metric.show
     if q.path:
         excluded = f", {len(q.excluded_nodes)} node(s) kept fp32" if q.excluded_nodes else ""
-        table.add_row(Path(q.path).name, str(q.nodes), f"{q.bytes / 1024:.1f}", f"{q.scheme}{' (auto)' if q.requested == 'auto' else ''}, val top-1 {q.fp32_val_accuracy:.2%} → {q.val_accuracy:.2%}{excluded}")
+        table.add_row(Path(q.path).name, str(q.nodes), f"{q.bytes / 1024:.1f}", f"{q.scheme}{' (auto)' if q.requested == 'auto' else ''}, val {name} {show(q.fp32_val_accuracy)} → {show(q.val_accuracy)}{excluded}")
     if result.ort:
         table.add_row(Path(result.ort.ort_file).name, "", f"{Path(result.ort.ort_file).stat().st_size / 1024:.1f}", f"ORT format ({result.ort.optimization_style}); operators: {Path(result.ort.required_operators).name}")
     for cov in result.mobile:
         note = cov.error or f"{cov.supported_nodes}/{cov.nodes} nodes in {cov.partitions} partition(s), suitability {cov.suitability}" + (f"; CPU fallback: {', '.join(cov.unsupported_ops)}" if cov.unsupported_ops else "")
         table.add_row(f"  {cov.ep} coverage", "", "", note)
     out_console.print(table)
-    out_console.print(f"deployed: {result.deployed} (test top-1 {result.fp32_test_accuracy:.2%} fp32 → {result.deployed_test_accuracy:.2%})")
+    out_console.print(f"deployed: {result.deployed} (test {name} {show(result.fp32_test_accuracy)} fp32 → {show(result.deployed_test_accuracy)})")
     for warning in q.warnings:
         err_console.print(f"warning: {warning}", soft_wrap=True, markup=False)
 
@@ -432,17 +434,26 @@ def _print_qad(result) -> None:
                               f"mean |Δ| {v.parity.mean_abs:.2g} (logits up to {v.parity.largest_logit:.3g})")
 
 
+def _metric_display(metric: str):
+    """A primary metric by name (its `show` formats values), and its name in tables ("top-1" for accuracy)."""
+    from edgekd.task import metric_named
+
+    return metric_named(metric), "top-1" if metric == "accuracy" else metric
+
+
 def _print_distill(result) -> None:
-    title = f"distill ({result.data}; test top-1 at the best validation epoch, last epoch in brackets)"
-    table = Table("model", "params", "val top-1", "test top-1", title=title)
+    metric, name = _metric_display(result.metric)
+    title = f"distill ({result.data}; test {name} at the best validation epoch, last epoch in brackets)"
+    table = Table("model", "params", f"val {name}", f"test {name}", title=title)
     names = " + ".join(t.spec["model"] if t.spec else "onnx" for t in result.teachers)
     params = sum(t.parameters or 0 for t in result.teachers)
-    table.add_row(f"teacher ({names})", f"{params:,}" if params else "—", f"{result.teacher_scores.val:.2%}", f"{result.teacher_scores.test:.2%}")
+    table.add_row(f"teacher ({names})", f"{params:,}" if params else "—", metric.show(result.teacher_scores.val), metric.show(result.teacher_scores.test))
     terms = ", ".join(f"{t['method']}×{t['weight']:g}" for t in result.objective["terms"]) or "none"
     for label, phase in ((f"student, scratch ({result.student.spec['model']})", result.scratch), (f"student, distilled ({terms})", result.distilled)):
         if phase is None:
             continue
-        table.add_row(label, f"{result.student.parameters:,}", f"{phase.best.val:.2%}", f"{phase.best.test:.2%} ({phase.last.test:.2%}) ep {phase.best_epoch}")
+        table.add_row(label, f"{result.student.parameters:,}", metric.show(phase.best.val),
+                      f"{metric.show(phase.best.test)} ({metric.show(phase.last.test)}) ep {phase.best_epoch}")
     out_console.print(table)
     if result.sweep:
         sweep = Table("T", "kd_weight", "ce_weight", "best val top-1", "epoch", "kept", title="--sweep (validation split)")
@@ -453,7 +464,8 @@ def _print_distill(result) -> None:
         out_console.print('distillation gain not measured: [distill] baseline = "none" trained no scratch student to compare with')
         return
     closed = f"; {result.gap_closed:.0%} of the student→teacher gap closed" if result.gap_closed is not None else ""
-    out_console.print(f"distillation gain on test: {result.kd_gain * 100:+.2f} points vs the same student without the teacher{closed}")
+    gain = f"{result.kd_gain * 100:+.2f} points" if metric.percent else f"{result.kd_gain:+.4g} {result.metric} (positive: better)"
+    out_console.print(f"distillation gain on test: {gain} vs the same student without the teacher{closed}")
     paired = result.kd_gain_test
     if paired is not None:
         out_console.print(f"paired on the {result.split_sizes['test']:,} test samples: {paired.only_first} right only with the teacher, "
@@ -468,7 +480,7 @@ def _print_distill(result) -> None:
 def _print_comparison(comparison) -> None:
     table = Table("model", "figure", "before", "after", "change", "verdict", title=f"{comparison.before} → {comparison.after}")
     for c in comparison.changes:
-        change = f"{c.change:+.1%}" if c.figure.startswith("p50") else f"{c.change * 100:+.2f} pts"
+        change = f"{c.change * 100:+.2f} pts" if c.figure == "top-1" else f"{c.change:+.1%}"
         table.add_row(c.model, c.figure, f"{c.before:.4g}", f"{c.after:.4g}", change, c.verdict)
     out_console.print(table)
     if comparison.environments_differ:
@@ -479,7 +491,7 @@ def _print_comparison(comparison) -> None:
 def _print_bench(report) -> None:
     from edgekd.bench.report import VERDICT_HEADER, variant_header, variant_rows, verdict_line, verdict_rows
 
-    table = Table(*variant_header(compact=True), title=f"bench on {report.environment['cpu']} ({', '.join(report.providers)}, {report.environment['intra_op_threads']} thread(s))")
+    table = Table(*variant_header(report, compact=True), title=f"bench on {report.environment['cpu']} ({', '.join(report.providers)}, {report.environment['intra_op_threads']} thread(s))")
     for row in variant_rows(report, compact=True):
         table.add_row(*row)
     out_console.print(table)

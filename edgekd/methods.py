@@ -33,9 +33,11 @@ METHODS: dict[str, Method] = {
         Method("dkd", "decoupled knowledge distillation", "Zhao et al. 2022", uses_logits=True, uses_layers=False,
                needs_one_class=True, adapter=False, tasks=("classification",), term="edgekd.distill.objective:dkd_term"),
         Method("hint", "hint / feature distillation (FitNets)", "Romero et al. 2015", uses_logits=False, uses_layers=True,
-               needs_one_class=False, adapter=True, tasks=("classification",), term="edgekd.distill.objective:hint_term"),
+               needs_one_class=False, adapter=True, tasks=("classification", "regression"), term="edgekd.distill.objective:hint_term"),
         Method("at", "attention transfer", "Zagoruyko & Komodakis 2017", uses_logits=False, uses_layers=True,
-               needs_one_class=False, adapter=False, tasks=("classification",), term="edgekd.distill.objective:at_term"),
+               needs_one_class=False, adapter=False, tasks=("classification", "regression"), term="edgekd.distill.objective:at_term"),
+        Method("mse", "output regression to the teachers (MSE)", "Ba & Caruana 2014", uses_logits=True, uses_layers=False,
+               needs_one_class=False, adapter=False, tasks=("regression",), term="edgekd.distill.objective:mse_term"),
     )
 }
 
@@ -56,7 +58,7 @@ def describe() -> str:
 def markdown_table() -> str:
     """The methods as the README's table shows them (a test keeps the two the same)."""
     yes = {True: "yes", False: "—"}
-    rows = ["| method | what | paper | learns from | needs labels | learned adapter |", "|---|---|---|---|---|---|"]
-    rows += [f"| `{m.name}` | {m.title} | {m.reference} | {'logits' if m.uses_logits else 'named layers'} | "
+    rows = ["| method | what | paper | learns from | tasks | needs labels | learned adapter |", "|---|---|---|---|---|---|---|"]
+    rows += [f"| `{m.name}` | {m.title} | {m.reference} | {'outputs' if m.uses_logits else 'named layers'} | {', '.join(m.tasks)} | "
              f"{yes[m.needs_one_class]} | {yes[m.adapter]} |" for m in METHODS.values()]
     return "\n".join(rows)

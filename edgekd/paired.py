@@ -45,12 +45,13 @@ def paired_test(first_correct: np.ndarray, second_correct: np.ndarray) -> Paired
 
 @dataclass(frozen=True)
 class PairedDrop:
-    """How much accuracy the second model loses against the first on the same images."""
+    """How much worse the second model is than the first on the same samples: accuracy lost
+    (classification), or the relative rise of RMSE (regression, `paired_error_rise`)."""
 
-    drop: float  # first's accuracy − second's (positive: the second is worse)
+    drop: float  # first's accuracy − second's, or second's RMSE / first's − 1 (positive: the second is worse)
     interval: list[float]  # 95% confidence interval of the drop
-    p_value: float  # exact McNemar: chance of a split at least this uneven if both were equal
-    only_first: int  # images only the first model gets right
+    p_value: float  # chance of a difference at least this large if both were equal (exact McNemar; sign-flip for errors)
+    only_first: int  # images only the first model gets right (errors: samples the first predicts more closely)
     only_second: int
     images: int
 
@@ -75,3 +76,25 @@ def paired_drop(first_correct: np.ndarray, second_correct: np.ndarray) -> Paired
     half = 1.959964 * sqrt(max(b + c - (b - c) ** 2 / n_adj, 0.0)) / n_adj
     return PairedDrop((test.only_first - test.only_second) / n, [centre - half, centre + half], test.p_value,
                       test.only_first, test.only_second, n)
+
+
+def paired_error_rise(first_errors: np.ndarray, second_errors: np.ndarray, resamples: int = 2000, seed: int = 0) -> PairedDrop:
+    """How much worse the second model's RMSE is than the first's on the same samples, relative
+    (0.02: 2% higher), from each sample's squared error under both models.
+
+    The interval is a paired percentile bootstrap of the relative rise (samples drawn with both
+    models' errors kept together); the p-value a paired sign-flip permutation test of the mean
+    difference in squared error (under "both equal" each sample's difference is as likely either
+    sign). `only_first`/`only_second` count the samples each model predicts more closely."""
+    first, second = np.asarray(first_errors, dtype=np.float64), np.asarray(second_errors, dtype=np.float64)
+    if first.shape != second.shape or first.ndim != 1 or len(first) == 0:
+        raise ValueError(f"paired errors need the same samples, at least one: {first.shape} vs {second.shape}")
+    rng = np.random.default_rng(seed)
+    rise = lambda a, b: float(np.sqrt(b.mean()) / max(np.sqrt(a.mean()), 1e-300) - 1)  # noqa: E731
+    picks = rng.integers(0, len(first), size=(resamples, len(first)))
+    boot = np.sqrt(second[picks].mean(axis=1)) / np.maximum(np.sqrt(first[picks].mean(axis=1)), 1e-300) - 1
+    diff = second - first
+    flipped = (rng.choice((-1.0, 1.0), size=(resamples, len(diff))) * diff).mean(axis=1)
+    p_value = (1 + int((np.abs(flipped) >= abs(diff.mean()) - 1e-15).sum())) / (1 + resamples)
+    return PairedDrop(rise(first, second), [float(np.quantile(boot, 0.025)), float(np.quantile(boot, 0.975))], min(1.0, p_value),
+                      int((first < second).sum()), int((second < first).sum()), len(first))

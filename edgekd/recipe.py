@@ -21,6 +21,7 @@ from edgekd.errors import RecipeError
 from edgekd.methods import METHODS, method
 from edgekd.methods import describe as describe_methods
 from edgekd.targets import Scheme, Target, load_target
+from edgekd.task import TASKS, TaskName
 
 MethodName = Literal[tuple(METHODS)]  # type: ignore[valid-type]  # one of the methods table's names
 
@@ -92,8 +93,8 @@ class DistillConfig:
     # Softmax temperature T of Hinton et al. (2015); the KL term is scaled by T².
     temperature: Float = Field(4.0, gt=0, description="softmax temperature T; the KL term is scaled by T²")
     # Explicit weights of the two terms: kd_weight·T²·KL(p_T^teacher ‖ p_T^student) + ce_weight·CE.
-    kd_weight: Float = Field(0.7, ge=0, description="weight of the soft-target (KL) term")
-    ce_weight: Float = Field(0.3, ge=0, description="weight of the hard-label cross-entropy term")
+    kd_weight: Float = Field(0.7, ge=0, description="weight of the soft-target term (classification: T²·KL; regression: MSE to the teachers' outputs)")
+    ce_weight: Float = Field(0.3, ge=0, description="weight of the hard-label loss (classification: cross-entropy; regression: MSE)")
     epochs: Int = Field(40, ge=1, le=100_000, description="training epochs (the scratch baseline uses the same)")
     # "scratch" also trains the same student without the teachers (same seed, weights, batches), to
     # measure what distillation gained; "none" skips it and halves training for a large student.
@@ -111,11 +112,15 @@ class DistillConfig:
     # Compute teacher logits once per (teachers, data) and reuse them from disk.
     cache_teacher: Bool = Field(True, description="cache teacher outputs on disk (off when inputs are augmented)")
 
-    def terms(self) -> list[LossTerm]:
-        """The loss terms in force: the [[distill.loss]] tables, or the single Hinton kd term."""
+    def terms(self, task: str = "classification") -> list[LossTerm]:
+        """The loss terms in force: the [[distill.loss]] tables, or the task's single soft-target term
+        weighted by kd_weight (Hinton's kd for classification, mse to the teachers' outputs for regression)."""
         if self.loss:
             return list(self.loss)
-        return [LossTerm(method="kd", weight=self.kd_weight, temperature=self.temperature)] if self.kd_weight > 0 else []
+        soft = TASKS[task].soft_method
+        if self.kd_weight == 0:
+            return []
+        return [LossTerm(method=soft, weight=self.kd_weight, temperature=self.temperature if soft == "kd" else None)]
 
     @model_validator(mode="after")
     def _some_weight(self) -> "DistillConfig":
@@ -160,6 +165,9 @@ class TargetRef:
 
 @dataclass(config=CONFIG)
 class Recipe:
+    # What the model does (edgekd/task.py): the labels, the losses, the metrics. None: what the
+    # training labels make unambiguous (whole numbers: classification; real numbers: regression).
+    task: Optional[TaskName] = Field(None, description='"classification" or "regression"; default: inferred from the labels')
     data: DataConfig = Field(default_factory=DataConfig)
     teacher: TeacherConfig = Field(default_factory=TeacherConfig)
     # Several teachers ([[teachers]] tables) whose soft targets are averaged; replaces [teacher].
@@ -188,6 +196,13 @@ class Recipe:
         return self
 
     @model_validator(mode="after")
+    def _methods_fit_the_task(self) -> "Recipe":
+        problem = task_problem(self, self.task) if self.task else None
+        if problem:
+            raise ValueError(problem)
+        return self
+
+    @model_validator(mode="after")
     def _mixup_labels(self) -> "Recipe":
         one_class = [t.method for t in self.distill.terms() if method(t.method).needs_one_class]
         if self.data.mixup > 0 and one_class:
@@ -202,6 +217,22 @@ class Recipe:
                 raise ValueError(f"[{table}] max_shift = {cfg.max_shift} has no effect without [{table}] augment = true: "
                                  "add augment = true or remove max_shift")
         return self
+
+
+def task_problem(recipe: Recipe, task: str) -> str | None:
+    """Why the recipe's distillation does not fit `task` (a method of another task, a temperature or
+    mixup for regression), or None. The recipe checks its own `task`; distill checks an inferred one."""
+    for term in recipe.distill.terms(task):
+        if task not in method(term.method).tasks:
+            fits = ", ".join(m.name for m in METHODS.values() if task in m.tasks)
+            return (f"method '{term.method}' does not apply to {task} (it works on {', '.join(method(term.method).tasks)}); "
+                    f"use one of: {fits}")
+    if task == "regression":
+        if recipe.distill.temperature != 4.0 or any(t.temperature is not None for t in recipe.distill.terms(task)):
+            return "a temperature softens class probabilities; regression outputs have none: remove temperature"
+        if recipe.data.mixup > 0:
+            return "[data] mixup mixes class labels; for regression set mixup = 0"
+    return None
 
 
 def recipe_target(recipe: Recipe, target: Target | str | Path | None = None) -> Target:

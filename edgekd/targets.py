@@ -118,8 +118,9 @@ class QuantizationConfig:
     reduce_range: Bool = False
     # Training images used to calibrate activation ranges (never test images).
     calibration_samples: Int = Field(256, ge=1, le=1_000_000)
-    # Largest validation top-1 drop vs the fp32 student that quantization may cost; beyond it,
-    # nodes are excluded from quantization, worst quantization error first.
+    # Largest validation top-1 drop vs the fp32 student that quantization may cost (regression:
+    # the relative RMSE rise, 0.01 = 1% higher); beyond it, nodes are excluded from quantization,
+    # worst quantization error first.
     max_drop_vs_fp32: Float = Field(0.01, ge=0, le=1)
     # At most this many nodes are excluded before giving up (an int8 model that is mostly fp32
     # is no longer worth deploying).
@@ -173,7 +174,8 @@ class Budgets:
     max_size_kb: Optional[Float] = Field(None, gt=0, description="deployed file size, KiB")
     max_latency_ms: Optional[Float] = Field(None, gt=0, description="latency at [bench] latency_batch, ms, at latency_percentile")
     latency_percentile: Literal[50, 90, 99] = Field(90, description="which percentile max_latency_ms limits")
-    max_accuracy_drop: Optional[Float] = Field(None, ge=0, le=1, description="teacher top-1 minus deployed top-1 (0.02 = 2 points)")
+    max_accuracy_drop: Optional[Float] = Field(None, ge=0, le=1, description="classification: teacher top-1 minus deployed top-1 (0.02 = 2 points)")
+    max_rmse_rise: Optional[Float] = Field(None, ge=0, description="regression: deployed RMSE / teacher RMSE − 1 (0.1 = 10% higher)")
     min_compression: Optional[Float] = Field(None, gt=0, description="teacher fp32 bytes / deployed bytes")
     min_throughput: Optional[Float] = Field(None, gt=0, description="samples/s at the throughput batch")
     # Coverage budgets apply to this mobile EP; default: the first NNAPI or CoreML provider listed.

@@ -171,7 +171,7 @@ def interrupt_at_validation(monkeypatch: pytest.MonkeyPatch):
     from edgekd.distill import trainer
 
     def arm(call: int) -> None:
-        real, calls = trainer.accuracy, {"n": 0}
+        real, calls = trainer.validate, {"n": 0}
 
         def stop(*args, **kwargs):
             calls["n"] += 1
@@ -179,6 +179,6 @@ def interrupt_at_validation(monkeypatch: pytest.MonkeyPatch):
                 raise KeyboardInterrupt
             return real(*args, **kwargs)
 
-        monkeypatch.setattr(trainer, "accuracy", stop)
+        monkeypatch.setattr(trainer, "validate", stop)
 
     return arm

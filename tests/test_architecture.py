@@ -10,7 +10,7 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "edgekd"
 TORCH_FREE = ("edgekd.runtime", "edgekd.bench", "edgekd.folders", "edgekd.roles", "edgekd.methods", "edgekd.targets",
-              "edgekd.data.config", "edgekd.distill.result", "edgekd.qad.result", "edgekd.runfolder")
+              "edgekd.data.config", "edgekd.distill.result", "edgekd.qad.result", "edgekd.runfolder", "edgekd.task", "edgekd.paired")
 LONGEST_FUNCTION = 60  # lines, decorators excluded
 
 

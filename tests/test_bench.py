@@ -96,11 +96,11 @@ def test_bench_run_folder(exported_run, tmp_path):
     assert quantization.allowed == 0.01 and quantization.interval and quantization.blocking, "the quantization drop is a verdict, not a dropped warning"
     drop = next(v for v in report.verdicts if v.budget == "max_accuracy_drop")
     low, high = drop.interval
-    assert low <= drop.measured <= high and "paired test images" in drop.unit, "the drop vs the teacher carries its paired interval"
+    assert low <= drop.measured <= high and "paired test samples" in drop.unit, "the drop vs the teacher carries its paired interval"
     size = next(v for v in report.verdicts if v.budget == "deployed_vs_fp32_size")
     assert size.passed and size.measured < 1 and not size.blocking, "x86-cpu only warns when int8 does not pay"
     data = json.loads((tmp_path / "bench.json").read_text())
-    assert data["schema_version"] == 2 and data["environment"]["onnxruntime"]
+    assert data["schema_version"] == 3 and data["environment"]["onnxruntime"]
     assert "| student int8 (deployed) |" in (tmp_path / "bench.md").read_text()
 
 

@@ -77,7 +77,7 @@ def test_impossible_budget_exits_1_and_names_it(exported_run, tmp_path):
 def test_bench_json_output_is_pure_json(exported_run, tmp_path):
     result = _invoke("bench", exported_run, "--out", tmp_path, "--json")
     assert result.exit_code in (0, 1)
-    assert json.loads(result.stdout)["schema_version"] == 2
+    assert json.loads(result.stdout)["schema_version"] == 3
 
 
 def test_existing_run_folder_is_not_overwritten(exported_run):

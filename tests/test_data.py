@@ -54,7 +54,6 @@ def test_bench_needs_only_the_test_arrays(tmp_path):
         ({"y_train": np.array([0, 1, 1]), "x_test": np.zeros((2, 2)), "y_test": np.array([0, 5])}, "test labels go up to 5"),
         ({"y_train": np.array([0, 1, 1]), "x_test": np.zeros((2, 2)), "y_test": np.array([0])}, "y_test has shape"),
         ({"y_train": np.array([0, -1, 1]), "x_test": np.zeros((2, 2)), "y_test": np.array([0, 1])}, "negative labels"),
-        ({"y_train": np.array([0.5, 1, 1]), "x_test": np.zeros((2, 2)), "y_test": np.array([0, 1])}, "integer class indices"),
         ({"y_train": np.array([3, 3, 3]), "x_test": np.zeros((2, 2)), "y_test": np.array([3, 3])}, "every training label is 3; a classifier needs at least two"),
         ({"y_train": np.array([20, 21, 22]), "x_test": np.zeros((2, 2)), "y_test": np.array([20, 21])},
          r"use 3 of the 23 classes 0\.\.22 they imply; remap them to 0\.\.2"),
@@ -103,3 +102,17 @@ def test_user_function_source(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     data = load_data("mydata:load")
     assert data.num_classes == 3 and data.input_shape == (6,)
+
+
+def test_fractional_labels_make_a_regression_task_unless_classification_is_asked_for(tmp_path, monkeypatch):
+    import edgekd.data.splits
+
+    said = []
+    monkeypatch.setattr(edgekd.data.splits, "say", said.append)
+    arrays = {"x_train": np.zeros((4, 2)), "y_train": np.array([0.5, 1, 1, 2]), "x_test": np.zeros((2, 2)), "y_test": np.array([0.0, 1.5])}
+    source = _npz(tmp_path, **arrays)
+    with pytest.raises(DataError, match='integer class indices .* set task = "regression"'):
+        load_data(source, task_name="classification")
+    splits = load_data(source)
+    assert splits.task == "regression" and splits.num_classes == 1 and splits.y_test.shape == (2, 1)
+    assert any("the task is regression" in line for line in said)

@@ -41,8 +41,9 @@ def test_a_student_defined_inline_learns_from_a_teacher_and_keeps_its_best_epoch
     student = _mlp(16)
     result = distill_model(teacher, student, DIGITS, distill_settings(epochs=4))
     assert result.model is student and len(result.history) == 4
-    assert result.val_accuracy == max(r.val_accuracy for r in result.history) == result.history[result.best_epoch - 1].val_accuracy
-    assert result.test_accuracy > 0.5 and result.teacher_test_accuracy > 0.8
+    assert result.metric == "accuracy"
+    assert result.val_score == max(r.val_metric for r in result.history) == result.history[result.best_epoch - 1].val_metric
+    assert result.test_score > 0.5 and result.teacher_test_score > 0.8 and result.test_metrics["accuracy"] == result.test_score
     assert all(torch.equal(teacher.state_dict()[k], v) for k, v in teacher_state.items()), "the teacher is never trained"
     assert all("kd" in r.terms and "ce" in r.terms for r in result.history)
 

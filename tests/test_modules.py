@@ -12,7 +12,8 @@ from torch import nn
 
 from edgekd._config import read_toml, validate
 from edgekd._platform import available_bytes, cpu_info, fits_in_memory
-from edgekd.data.splits import checked_splits, stratified_split
+from edgekd.data.splits import checked_splits
+from edgekd.task import stratified_split
 from edgekd.distill import distributed
 from edgekd.errors import DataError, ModelError, RecipeError
 from edgekd.export.simplify import simplify
@@ -52,7 +53,7 @@ def test_checked_splits_fills_val_from_train_and_names_a_bad_label():
     splits = checked_splits("t", arrays, 0.25, seed=0)
     assert (len(splits.y_train), len(splits.y_val), len(splits.y_test)) == (30, 10, 10)
     with pytest.raises(DataError, match="y_train"):
-        checked_splits("t", {**arrays, "y_train": np.full(40, 0.5, dtype=np.float32)}, 0.25, seed=0)
+        checked_splits("t", {**arrays, "y_train": np.full(40, 0.5, dtype=np.float32)}, 0.25, seed=0, task_name="classification")
 
 
 def test_simplify_folds_what_onnxsim_can_and_keeps_the_outputs(tmp_path):

@@ -104,7 +104,7 @@ def _broken(report: dict, case: str):
         return report, "not a valid bench report"
     if case == "other_schema_version":
         report["schema_version"] = 99
-        return report, "schema_version 99, but this edgekd reads versions up to 2"
+        return report, "schema_version 99, but this edgekd reads versions up to 3"
     if case == "zero_latency":  # was a ZeroDivisionError (exit 3) when the other report was divided by it
         report["variants"][1]["latency"]["p50_ms"] = 0.0
         return report, "p50_ms: Input should be greater than 0"

@@ -21,7 +21,7 @@ class Change:
     figure: str  # "p50 latency (ms)" or "top-1"
     before: float
     after: float
-    change: float  # relative for latency (+0.10 = 10% slower), absolute for accuracy
+    change: float  # relative for latency (+0.10 = 10% slower) and error metrics (rmse), absolute for accuracy
     verdict: str  # "better", "same", "worse", "too close to call"
 
 
@@ -54,16 +54,32 @@ def compare_reports(before: Path, after: Path, max_latency_increase: float = 0.1
         else:
             verdict = "same"
         changes.append(Change(va["name"], "p50 latency (ms)", la["p50_ms"], lb["p50_ms"], rel, verdict))
-        if va.get("accuracy") is not None and vb.get("accuracy") is not None:
-            delta = vb["accuracy"] - va["accuracy"]
-            verdict = "worse" if delta < -max_accuracy_drop else "better" if delta > max_accuracy_drop else "same"
-            changes.append(Change(va["name"], "top-1", va["accuracy"], vb["accuracy"], delta, verdict))
+        metric = a.get("metric", "accuracy")
+        before_figure, after_figure = _primary(va, metric), _primary(vb, metric)
+        if before_figure is not None and after_figure is not None and b.get("metric", "accuracy") == metric:
+            changes.append(_metric_change(va["name"], before_figure, after_figure, metric, max_accuracy_drop))
     if not changes:
         raise EdgekdError(f"the two reports share no model ({before}: {', '.join(v['name'] for v in a['variants'])}; "
                           f"{after}: {', '.join(b_variants)}); compare two benches of the same run folder or of files with the same names")
     keys = ("cpu", "cores", "onnxruntime", "intra_op_threads", "providers_used")
     differ = [k for k in keys if a.get("environment", {}).get(k) != b.get("environment", {}).get(k)]
     return Comparison(str(before), str(after), changes, any(c.verdict == "worse" for c in changes), differ)
+
+
+def _primary(variant: dict, metric: str) -> float | None:
+    return variant.get("accuracy") if metric == "accuracy" else (variant.get("metrics") or {}).get(metric)
+
+
+def _metric_change(model: str, before: float, after: float, metric: str, allowed: float) -> Change:
+    """The primary metric before and after: top-1 by absolute points, an error metric (rmse) by
+    its relative rise, each against `allowed`."""
+    from edgekd.task import metric_named
+
+    found = metric_named(metric)
+    change = after - before if found.percent else after / max(abs(before), 1e-300) - 1
+    better = change if found.higher_is_better else -change
+    verdict = "worse" if better < -allowed else "better" if better > allowed else "same"
+    return Change(model, "top-1" if metric == "accuracy" else metric, before, after, change, verdict)
 
 
 def _load(path: Path) -> dict:

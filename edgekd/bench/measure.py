@@ -14,7 +14,8 @@ import numpy as np
 
 from edgekd._config import Count, NonNegative, Positive, Share
 from edgekd.runtime.session import feeds, fixed_batch
-from edgekd.runtime.metrics import hits_top_k
+from edgekd.runtime.metrics import hits_top_k, target_outputs
+from edgekd.task import task
 from edgekd.runtime.timing import LatencyStats, session_call, summarize, time_interleaved
 from edgekd.bench.memory import MemoryStats, session_memory
 from edgekd.runtime.graph import GraphProfile, read_profile
@@ -29,7 +30,7 @@ class VariantReport:
     name: str  # for people: "teacher fp32", "student fp32", "student int8", or the file name
     file: str
     profile: GraphProfile
-    accuracy: Share | None  # top-1 on the test split (None without labelled data)
+    accuracy: Share | None  # top-1 on the test split (None without labelled data, and for other tasks: see `metrics`)
     top5: Share | None  # top-5, when the model has more than 5 classes
     latency: LatencyStats  # at the target's latency batch (or the model's fixed batch)
     throughput: Positive  # samples per second at the throughput batch
@@ -40,6 +41,11 @@ class VariantReport:
     sequence_length: int | None = None  # text: the tokens per input of the latency and batch-sweep figures
     length_sweep: dict[str, LatencyStats] = field(default_factory=dict)  # text: latency per sequence length, batch latency_batch
     role: Role = Role.model  # what the model is in the run: what the code looks it up by
+    metrics: dict[str, float] = field(default_factory=dict)  # every metric of the task on the test split, by name
+
+    def primary(self, metric: str) -> float | None:
+        """The variant's figure of the report's primary metric (None: not measured)."""
+        return self.accuracy if metric == "accuracy" else self.metrics.get(metric)
 
 
 def measure_variants(
@@ -52,9 +58,11 @@ def measure_variants(
     providers: list[str],
     memory: bool = True,
     max_length: int | None = None,
+    task_name: str = "classification",
 ) -> tuple[list[VariantReport], dict[Role, np.ndarray | None]]:
     """Figures for every session in `sessions` (by role, like `files`), measured interleaved, and
-    each model's per-sample top-1 hits (None without labels) for paired comparisons.
+    each model's per-sample outcomes under the task (top-1 hits, squared errors; None without
+    labels) for paired comparisons.
 
     Text models are timed at `sequence_length` tokens (the target's, else the median test text)
     and swept over `sweep_lengths` up to `max_length` (the longest input the data keeps) as well as
@@ -63,7 +71,7 @@ def measure_variants(
     length = sequence_length(x, cfg)
     if length and max_length:
         length = min(length, max_length)
-    scores = {n: hits_top_k(s, x, y, names[n]) if y is not None else (None, None) for n, s in sessions.items()}
+    scores = {n: _scores(s, x, y, names[n], task_name) for n, s in sessions.items()}
     batch = {n: fixed_batch(s) or cfg.latency_batch for n, s in sessions.items()}  # fixed shapes run their own batch
     bulk_batch = {n: fixed_batch(s) or cfg.throughput_batch for n, s in sessions.items()}
     latency = time_interleaved(_calls(sessions, x, batch, providers, length), cfg.warmup_runs, cfg.runs, cfg.min_seconds)
@@ -81,8 +89,8 @@ def measure_variants(
             role=name,
             file=str(files[name]),
             profile=profile,
-            accuracy=None if scores[name][0] is None else float(scores[name][0].mean()),
-            top5=scores[name][1],
+            accuracy=scores[name].metrics.get("accuracy"),
+            top5=scores[name].top5,
             latency=summarize(latency[name], batch[name]),
             throughput=throughput,
             throughput_batch=bulk_batch[name],
@@ -91,8 +99,28 @@ def measure_variants(
             sweep=sweep.get(name, {}),
             sequence_length=length,
             length_sweep=length_sweep.get(name, {}),
+            metrics=scores[name].metrics,
         ))
-    return reports, {n: hits for n, (hits, _) in scores.items()}
+    return reports, {n: score.outcomes for n, score in scores.items()}
+
+
+@dataclass(frozen=True)
+class _Scores:
+    outcomes: np.ndarray | None  # per sample: top-1 hit, squared error
+    top5: float | None
+    metrics: dict[str, float]
+
+
+def _scores(session, x: Inputs, y: np.ndarray | None, label: str, task_name: str) -> _Scores:
+    """A model's outcomes and metrics on the labelled test samples (nothing without labels)."""
+    if y is None:
+        return _Scores(None, None, {})
+    kind = task(task_name)
+    if kind.name == "classification":
+        hits, top5 = hits_top_k(session, x, y, label)
+        return _Scores(hits, top5, {"accuracy": float(hits.mean())})
+    outputs = target_outputs(session, x, y, label)
+    return _Scores(kind.per_sample(outputs, y), None, kind.score(outputs, y))
 
 
 def _memory(path, session, x: Inputs, providers, batch: int, length: int | None) -> MemoryStats:

@@ -10,6 +10,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from edgekd._io import atomic_path
+from edgekd.roles import Role
+from edgekd.task import task
 
 
 def write_plot(report, path: Path) -> Path:
@@ -20,10 +22,14 @@ def write_plot(report, path: Path) -> Path:
     from matplotlib.ticker import NullFormatter
 
     budgets = {v.budget: v for v in report.verdicts}
-    teacher = next((v for v in report.variants if v.name == "teacher fp32"), None)
-    floor = None
-    if teacher and teacher.accuracy is not None and "max_accuracy_drop" in budgets:
-        floor = (teacher.accuracy - budgets["max_accuracy_drop"].allowed) * 100
+    kind = task(report.task)
+    metric, scale = kind.primary, 100 if kind.primary.percent else 1
+    teacher = report.variant(Role.teacher)
+    limit = None  # the metric's budget line: the lowest accuracy, or the highest RMSE, the drop budget allows
+    reference = teacher.primary(metric.name) if teacher else None
+    if reference is not None and kind.drop_budget in budgets:
+        allowed = budgets[kind.drop_budget].allowed
+        limit = (reference - allowed if kind.drop_unit == "points" else reference * (1 + allowed)) * scale
     percentile = int(budgets["max_latency_ms"].unit.split("p")[-1].rstrip(")")) if "max_latency_ms" in budgets else 50
     deployed_batch = report.variant(report.deployed_role).latency.batch
     panels = [
@@ -33,21 +39,24 @@ def write_plot(report, path: Path) -> Path:
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
     for axis, (label, x_of, budget) in zip(axes, panels):
         xs = [x_of(v) for v in report.variants]
-        ys = [(v.accuracy or 0) * 100 for v in report.variants]
+        ys = [(v.primary(metric.name) or 0) * scale for v in report.variants]
         x_limit = budget.allowed if budget else None
         low_x, high_x = min(xs + ([x_limit] if x_limit else [])), max(xs + ([x_limit] if x_limit else []))
-        low_y, high_y = min(ys + ([floor] if floor is not None else [])), max(ys)
+        low_y, high_y = min(ys + ([limit] if limit is not None else [])), max(ys + ([limit] if limit is not None else []))
+        pad = 1 if metric.percent else 0.05 * (high_y - low_y or abs(high_y) or 1)
         axis.set_xscale("log")
         axis.set_xlim(low_x / 1.6, high_x * 1.6)
-        axis.set_ylim(low_y - 1, high_y + 1)
-        if x_limit is not None or floor is not None:
+        axis.set_ylim(low_y - pad, high_y + pad)
+        if x_limit is not None or limit is not None:
             right = x_limit if x_limit is not None else high_x * 1.6
-            bottom = floor if floor is not None else low_y - 1
-            axis.fill_between([low_x / 1.6, right], bottom, high_y + 1, color="tab:green", alpha=0.12, label="within budget")
+            bottom, top = low_y - pad, high_y + pad
+            if limit is not None:
+                bottom, top = (limit, top) if metric.higher_is_better else (bottom, limit)
+            axis.fill_between([low_x / 1.6, right], bottom, top, color="tab:green", alpha=0.12, label="within budget")
             if x_limit is not None:
                 axis.axvline(x_limit, color="tab:green", linestyle="--", linewidth=1)
-            if floor is not None:
-                axis.axhline(floor, color="tab:green", linestyle="--", linewidth=1)
+            if limit is not None:
+                axis.axhline(limit, color="tab:green", linestyle="--", linewidth=1)
             axis.legend(loc="lower right", fontsize=8)
         for index, (v, x, y) in enumerate(zip(report.variants, xs, ys)):
             axis.scatter([x], [y], s=90 if v.role is report.deployed_role else 50, zorder=3, marker="*" if v.role is report.deployed_role else "o")
@@ -55,7 +64,7 @@ def write_plot(report, path: Path) -> Path:
             axis.annotate(v.name, (x, y), textcoords="offset points", xytext=offset, fontsize=8)
         axis.xaxis.set_minor_formatter(NullFormatter())
         axis.set_xlabel(label)
-        axis.set_ylabel("test top-1 (%)")
+        axis.set_ylabel("test top-1 (%)" if metric.name == "accuracy" else f"test {metric.name}" + (" (%)" if metric.percent else ""))
         axis.grid(True, which="major", alpha=0.3)
     fig.suptitle(f"edgekd bench — target {report.target}: {'PASS' if report.passed else 'FAIL'}")
     fig.tight_layout()

@@ -7,6 +7,7 @@ from pathlib import Path
 from xml.etree import ElementTree
 
 from edgekd._io import atomic_path, write_json, write_text
+from edgekd.task import metric_named
 
 VARIANT_HEADER = ["model", "size KiB", "params", "MACs", "top-1", "top-5", "p50 ms [95% CI]", "p90 ms", "p99 ms", "samples/s", "GFLOP/s", "session MB"]
 _COMPACT = [0, 1, 2, 4, 6, 7, 8, 9, 11]  # the terminal's columns: bench.md and bench.json have them all
@@ -28,8 +29,10 @@ def write_reports(report, out_dir: Path, plot: bool = True) -> list[Path]:
     return written
 
 
-def variant_header(compact: bool = False) -> list[str]:
-    return [VARIANT_HEADER[i].replace(" [95% CI]", "") for i in _COMPACT] if compact else VARIANT_HEADER
+def variant_header(report, compact: bool = False) -> list[str]:
+    """The variants table's columns; the metric column is named after the report's primary metric."""
+    header = [h if h != "top-1" else ("top-1" if report.metric == "accuracy" else report.metric) for h in VARIANT_HEADER]
+    return [header[i].replace(" [95% CI]", "") for i in _COMPACT] if compact else header
 
 
 def variant_rows(report, compact: bool = False) -> list[list[str]]:
@@ -42,7 +45,7 @@ def variant_rows(report, compact: bool = False) -> list[list[str]]:
             f"{v.profile.bytes / 1024:.1f}",
             f"{v.profile.parameters:,}",
             f"{v.profile.macs:,}",
-            _pct(v.accuracy),
+            "—" if v.primary(report.metric) is None else metric_named(report.metric).show(v.primary(report.metric)),
             _pct(v.top5),
             f"{v.latency.p50_ms:.4f} [{ci[0]:.4f}, {ci[1]:.4f}]" if ci else f"{v.latency.p50_ms:.4f}",
             f"{v.latency.p90_ms:.4f}",
@@ -119,9 +122,16 @@ def to_markdown(report) -> str:
         + (f" Classes: {', '.join(f'{i} = {c}' for i, c in enumerate(report.classes))}." if report.classes else "")
         + (f" Budget reference (teacher fp32): {report.reference}." if report.reference else ""),
         "",
-        _table(VARIANT_HEADER, variant_rows(report)),
+        _table(variant_header(report), variant_rows(report)),
         "",
     ]
+    if report.task != "classification" and any(v.metrics for v in report.variants):
+        names = list(next(v.metrics for v in report.variants if v.metrics))
+        lines += [f"## {report.task.capitalize()} metrics (test split)", "",
+                  "Drops against the teacher and the fp32 student are relative RMSE rises (0.01 = 1% higher); their 95% "
+                  "intervals are paired bootstraps over the test samples, their p-values paired sign-flip tests of the squared errors.", "",
+                  _table(["model", *names], [[v.name, *(metric_named(n).show(v.metrics[n]) if n in v.metrics else "—" for n in names)]
+                                             for v in report.variants]), ""]
     if sweep:
         lines += ["## Batch sweep", "", _table(sweep_header, sweep), ""]
     if text:

@@ -22,14 +22,14 @@ from edgekd.bench.measure import VariantReport, measure_variants
 from edgekd.bench.verify import BudgetFigures, MobileFigures, Verdict, check_budgets, run_passed
 from edgekd.errors import DataError
 from edgekd.inputs import Inputs
-from edgekd.paired import paired_drop
+from edgekd.task import task as task_entry
 from edgekd.roles import Role, display_name
 from edgekd.runtime.coverage import MOBILE_PROVIDERS, EpCoverage, mobile_coverage
 from edgekd.runtime.session import open_session, usable_providers
 from edgekd.runtime.timing import versus_fp32
 from edgekd.targets import Target
 
-SCHEMA_VERSION = 2  # 2: variants carry their role, the report its deployed_role
+SCHEMA_VERSION = 3  # 2: variants carry their role, the report its deployed_role; 3: task, metric, per-variant metrics
 
 
 @dataclass(frozen=True)
@@ -49,6 +49,8 @@ class BenchReport:
     classes: list[str] = field(default_factory=list)  # label names by class index (a run's labels.json), when known
     reference: str = ""  # what "teacher fp32" is (the teacher, the teachers' ensemble, a --teacher file): the budgets' reference
     deployed_role: Role = Role.model  # the role of the variant the budgets apply to
+    task: str = "classification"  # the task table's entry the models were scored by
+    metric: str = "accuracy"  # the primary metric each variant's `accuracy` holds (rmse for regression)
     schema_version: int = SCHEMA_VERSION
 
     def variant(self, role: Role) -> VariantReport | None:
@@ -71,6 +73,7 @@ def bench_models(
     classes: Sequence[str] = (),
     reference: str = "",
     inputs_note: str = "",
+    task: str = "classification",
 ) -> BenchReport:
     """Measure `models` (ONNX or ORT files by role) on the test inputs `x` (labels `y`, when known)
     and check `target`'s budgets on the `deployed` one; write nothing.
@@ -80,7 +83,8 @@ def bench_models(
     model's input are timed and accuracy is not measured. `providers` overrides the target's
     execution providers; `memory=False` skips the child processes that measure session memory;
     `coverage` is the deployed model's NNAPI/CoreML coverage when already known (else computed).
-    `names` are the display names (default: made from the roles)."""
+    `names` are the display names (default: made from the roles). `task` says how outputs are
+    scored against `y` (top-1 for classification; RMSE, MAE and R² for regression)."""
     deployed = Role(deployed)
     roles = {Role(r): Path(p) for r, p in models.items()}
     if deployed not in roles:
@@ -96,37 +100,39 @@ def bench_models(
     cfg = target.bench
     say(f"bench: timing {len(sessions)} model(s), {cfg.warmup_runs} warm-up + {cfg.runs} runs each, interleaved; "
         f"sweep over batches {cfg.sweep_batches}" + ("; session memory in child processes" if memory else ""))
-    variants, hits = measure_variants(ordered, sessions, names, x, y, cfg, providers, memory=memory, max_length=max_length)
-    verdicts = check_budgets(target.budgets, _figures(variants, hits, deployed, target, providers, coverage), target.quantization)
+    variants, outcomes = measure_variants(ordered, sessions, names, x, y, cfg, providers, memory=memory, max_length=max_length, task_name=task)
+    verdicts = check_budgets(target.budgets, _figures(variants, outcomes, deployed, target, providers, coverage, task), target.quantization)
     return BenchReport(
         target=target.name, deployed=names[deployed], passed=run_passed(verdicts), verdicts=verdicts, variants=variants,
         inputs=inputs_note or f"{len(x)} test samples", warmup_runs=cfg.warmup_runs, throughput_batch=cfg.throughput_batch,
         providers=providers, missing_providers=missing, environment=environment(target, providers),
         created=datetime.now(timezone.utc).isoformat(timespec="seconds"), classes=list(classes), reference=reference,
-        deployed_role=deployed,
+        deployed_role=deployed, task=task, metric=task_entry(task).primary.name,
     )
 
 
 def _figures(variants: list[VariantReport], hits: dict[Role, np.ndarray | None], deployed: Role, target: Target,
-             providers: list[str], coverage: Sequence[EpCoverage] | None) -> BudgetFigures:
+             providers: list[str], coverage: Sequence[EpCoverage] | None, task: str) -> BudgetFigures:
     """What the budgets are checked on: the deployed model, against the teacher and the fp32 student."""
     by_role = {v.role: v for v in variants}
     shipped, reference, fp32 = by_role[deployed], by_role.get(Role.teacher), by_role.get(Role.student)
     quantized = fp32 is not None and deployed is not Role.student  # the deployed model is not the fp32 student
     labelled = hits.get(deployed) is not None
     percentile = target.budgets.latency_percentile
+    paired, metric = task_entry(task).paired, task_entry(task).primary.name
     return BudgetFigures(
         size_bytes=shipped.profile.bytes,
         latency_ms=shipped.latency.percentile(percentile),
         latency_ci=shipped.latency.ci95_ms.get(f"p{percentile}"),
-        accuracy=shipped.accuracy,
-        teacher_accuracy=reference.accuracy if reference else None,
+        accuracy=shipped.primary(metric),
+        teacher_accuracy=reference.primary(metric) if reference else None,
         teacher_bytes=reference.profile.bytes if reference else None,
         throughput=shipped.throughput,
         mobile=_mobile_figures(target, providers, coverage),
-        drop=paired_drop(hits[Role.teacher], hits[deployed]) if reference and labelled else None,
+        drop=paired(hits[Role.teacher], hits[deployed]) if reference and labelled else None,
         versus_fp32=versus_fp32(providers[0], shipped.latency, fp32.latency, shipped.profile.bytes, fp32.profile.bytes) if quantized else None,
-        quantization_drop=paired_drop(hits[Role.student], hits[deployed]) if quantized and labelled else None,
+        quantization_drop=paired(hits[Role.student], hits[deployed]) if quantized and labelled else None,
+        task=task,
     )
 
 

@@ -16,11 +16,13 @@ if TYPE_CHECKING:
     from edgekd.data.config import DataConfig
 
 
-def splits_from_arrays(arrays: Mapping[str, Any], name: str = "arrays", val_fraction: float = 0.15, seed: int = 0) -> DataSplits:
+def splits_from_arrays(arrays: Mapping[str, Any], name: str = "arrays", val_fraction: float = 0.15, seed: int = 0,
+                       task: str | None = None) -> DataSplits:
     """Splits from arrays held in memory: `x_train`, `y_train`, `x_test`, `y_test` (and optionally
     `x_val`, `y_val`, `x_unlabeled`), each x an array or a dict of named arrays; validated as any
-    source is, a missing val split drawn (stratified) from train."""
-    return checked_splits(name, dict(arrays), val_fraction, seed)
+    source is, a missing val split drawn from train (stratified for classification). `task`:
+    "classification" or "regression" (None: what the labels make unambiguous)."""
+    return checked_splits(name, dict(arrays), val_fraction, seed, task_name=task)
 
 
 _SHARED: ContextVar[dict[str, DataSplits] | None] = ContextVar("edgekd_shared_data", default=None)
@@ -37,13 +39,13 @@ def shared_data() -> Iterator[None]:
         _SHARED.reset(token)
 
 
-def load_recipe_data(cfg: DataConfig) -> DataSplits:
-    """The splits a recipe's [data] section describes (every stage reads them the same way)."""
+def load_recipe_data(cfg: DataConfig, task: str | None = None) -> DataSplits:
+    """The splits a recipe's [data] section describes for its `task` (every stage reads them the same way)."""
     shared = _SHARED.get()
-    key = json.dumps(to_jsonable(cfg), sort_keys=True)
+    key = json.dumps([to_jsonable(cfg), task], sort_keys=True)
     if shared is not None and key in shared:
         return shared[key]
-    splits = load_data(cfg.source, cfg.val_fraction, cfg.test_fraction, cfg.split_seed, cfg)
+    splits = load_data(cfg.source, cfg.val_fraction, cfg.test_fraction, cfg.split_seed, cfg, task)
     if shared is not None:
         shared[key] = splits
     return splits

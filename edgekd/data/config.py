@@ -39,6 +39,9 @@ class DataConfig:
     test_fraction: Float = Field(0.2, gt=0, lt=0.5, description="test share, when the source has none")
     # csv: the column that holds the class labels (the other numeric columns are the features).
     label_column: Optional[str] = Field(None, description='csv / text: name of the label column (text default: "label")')
+    # regression: the models learn targets standardised with the training split's mean and std, and
+    # map them back in their last step, so every model (and its ONNX file) answers in the data's units.
+    standardize_targets: Bool = Field(True, description="regression: train on standardised targets (undone inside the model)")
     # text:PATH (csv, tsv or jsonl): the column with the text, the tokenizer, the longest sequence kept.
     text_column: str = Field("text", description="text: name of the text column")
     tokenizer: Optional[str] = Field(None, description='text: a Hugging Face tokenizer folder, "minilm", or "package.module:function"')

@@ -74,7 +74,8 @@ def read_idx_dir(folder: Path) -> dict[str, np.ndarray]:
 
 
 def read_csv(path: Path, label_column: str | None, encoding: str = "utf-8") -> tuple[np.ndarray, np.ndarray, list[str]]:
-    """Features (every column but the label, as numbers) and labels; string labels → indices."""
+    """Features (every column but the label, as numbers) and labels: whole numbers as they are,
+    other numbers as float32 (regression targets), strings → class indices."""
     text = read_text(path, DataError, "csv file", encoding, ENCODING_FIX)
     try:
         rows = list(csv.reader(io.StringIO(text, newline="")))
@@ -97,6 +98,8 @@ def read_csv(path: Path, label_column: str | None, encoding: str = "utf-8") -> t
     raw = [row[at].strip() for row in body]
     if all(_is_int(v) for v in raw):
         return x, np.array([int(float(v)) for v in raw], dtype=np.int64), []
+    if all(_is_number(v) for v in raw):
+        return x, np.array([float(v) for v in raw], dtype=np.float32), []
     classes = sorted(set(raw))
     lookup = {c: i for i, c in enumerate(classes)}
     return x, np.array([lookup[v] for v in raw], dtype=np.int64), classes

@@ -14,7 +14,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from edgekd.data.files import read_csv, read_idx_dir, read_image_folder
-from edgekd.data.splits import DataSplits, checked_pair, checked_splits, stratified_split
+from edgekd.data.splits import DataSplits, checked_pair, checked_splits
+from edgekd.task import infer_task, stratified_split, task
 from edgekd._user import call_user, import_object
 from edgekd.errors import DataError
 from edgekd.inputs import Inputs
@@ -49,7 +50,7 @@ def _idx(arg: str, cfg: DataConfig) -> dict[str, np.ndarray]:
 def _csv(arg: str, cfg: DataConfig) -> dict[str, np.ndarray]:
     """A table: numeric feature columns and the label column [data] label_column names."""
     x, y, _ = read_csv(Path(arg), cfg.label_column, cfg.encoding)
-    x_train, y_train, x_test, y_test = stratified_split(x, y, cfg.test_fraction, cfg.split_seed)
+    x_train, y_train, x_test, y_test = task(infer_task(y)).split(x, y, cfg.test_fraction, cfg.split_seed)
     return {"x_train": x_train, "y_train": y_train, "x_test": x_test, "y_test": y_test}
 
 
@@ -122,9 +123,11 @@ SOURCES: dict[str, Callable[[str, Any], dict[str, np.ndarray]]] = {
 
 
 def load_data(
-    source: str = "digits", val_fraction: float = 0.15, test_fraction: float = 0.2, split_seed: int = 0, options: DataConfig | None = None
+    source: str = "digits", val_fraction: float = 0.15, test_fraction: float = 0.2, split_seed: int = 0, options: DataConfig | None = None,
+    task_name: str | None = None,
 ) -> DataSplits:
-    """Load a source into fixed, validated train / val / test splits (and unlabelled inputs)."""
+    """Load a source into fixed, validated train / val / test splits (and unlabelled inputs) for
+    `task_name` (None: the task the labels make unambiguous)."""
     from dataclasses import replace
 
     from edgekd.data.config import DataConfig
@@ -135,10 +138,10 @@ def load_data(
     if cfg.unlabeled:
         arrays["x_unlabeled"] = _unlabeled(cfg)
     classes, vocab_size = arrays.pop("classes", ()), arrays.pop("vocab_size", None)
-    return checked_splits(source, arrays, val_fraction, split_seed, classes, vocab_size)
+    return checked_splits(source, arrays, val_fraction, split_seed, classes, vocab_size, task_name)
 
 
-def load_test_split(source: str, options: DataConfig | None = None) -> tuple[Inputs, np.ndarray]:
+def load_test_split(source: str, options: DataConfig | None = None, task_name: str | None = None) -> tuple[Inputs, np.ndarray]:
     """Only the test inputs and labels: what `edgekd bench` needs (an npz may hold only these).
 
     A text file given to bench is all test data: every row is tokenized and scored."""
@@ -148,14 +151,16 @@ def load_test_split(source: str, options: DataConfig | None = None) -> tuple[Inp
 
     kind, arg = _parse(source)
     if kind == "npz":
-        return checked_pair(source, read_npz(Path(arg)), "test", required=True)
+        arrays = read_npz(Path(arg))
+        kind = task(task_name or (infer_task(arrays["y_test"]) if arrays.get("y_test") is not None else "classification"))
+        return checked_pair(source, arrays, "test", required=True, kind=kind)
     cfg = replace(options or DataConfig(), source=source)
     if kind == "text":
         from edgekd.data.text import read_text_source
 
         table = read_text_source(Path(arg), cfg)
         return table["x"], table["y"]
-    splits = load_data(source, cfg.val_fraction, cfg.test_fraction, cfg.split_seed, cfg)
+    splits = load_data(source, cfg.val_fraction, cfg.test_fraction, cfg.split_seed, cfg, task_name)
     return splits.x_test, splits.y_test
 
 

@@ -3,7 +3,8 @@
 Numpy arrays rather than torch datasets, so the export and bench stages (which must not need
 torch) read the same data as training. Each split's inputs are an `Inputs` (one array per input
 name, dtypes kept: a single-array source is one float32 input named `input`; text is int64
-`input_ids` + `attention_mask`); labels are int64 class indices 0..num_classes-1.
+`input_ids` + `attention_mask`); labels are what the task says (edgekd/task.py): int64 class
+indices 0..num_classes-1 for classification, float32 (samples, targets) for regression.
 """
 
 from __future__ import annotations
@@ -14,10 +15,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from edgekd.errors import DataError
+from edgekd._progress import say
 from edgekd.inputs import Inputs, TensorSpec, as_inputs
-
-
-MAX_LABEL = 2**31 - 1  # a class index beyond this is a mistake (ids, hashes), never a class count
+from edgekd.task import Task, infer_task, task
 
 
 @dataclass(frozen=True)
@@ -29,10 +29,11 @@ class DataSplits:
     y_val: np.ndarray
     x_test: Inputs
     y_test: np.ndarray
-    num_classes: int  # 1 + the largest training label
+    num_classes: int  # the model's outputs: classes (1 + the largest training label), or regression targets
     x_unlabeled: Inputs | None = None  # inputs without labels: teacher soft targets only
     classes: tuple[str, ...] = ()  # label names by class index, when the source has names
     vocab_size: int | None = None  # text: the tokenizer's vocabulary (the student's embedding rows)
+    task: str = "classification"  # the task table's entry (edgekd/task.py): what the labels are
 
     @property
     def inputs(self) -> tuple[TensorSpec, ...]:
@@ -61,64 +62,36 @@ class DataSplits:
         return digest.hexdigest()
 
 
-def stratified_split(
-    x: np.ndarray, y: np.ndarray, fraction: float, seed: int
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Split off `fraction` of (x, y) with class proportions kept; returns (x_a, y_a, x_b, y_b)."""
-    from sklearn.model_selection import train_test_split
-
-    _, counts = np.unique(y, return_counts=True)  # not bincount: its array is as long as the largest label
-    stratify = y if counts.min() >= 2 else None  # tiny classes cannot be stratified
-    a, b = train_test_split(np.arange(len(y)), test_size=fraction, random_state=seed, stratify=stratify)
-    return x[a], y[a], x[b], y[b]
-
-
-def checked_splits(name: str, arrays: dict, val_fraction: float, seed: int, classes: tuple[str, ...] = (), vocab_size: int | None = None) -> DataSplits:
+def checked_splits(name: str, arrays: dict, val_fraction: float, seed: int, classes: tuple[str, ...] = (), vocab_size: int | None = None,
+                   task_name: str | None = None) -> DataSplits:
     """Validate raw inputs (dtypes, lengths, labels, NaN) and fill a missing val split from train.
 
     Each `x_*` is an array (the one-input case) or named arrays; `x_unlabeled`, when present,
-    must have the same inputs and per-sample shapes as the labelled inputs.
+    must have the same inputs and per-sample shapes as the labelled inputs. `task_name` None: the
+    task the training labels make unambiguous (whole numbers: classification; else regression).
     """
-    x_train, y_train = checked_pair(name, arrays, "train", required=True)
-    x_test, y_test = checked_pair(name, arrays, "test", required=True)
-    x_val, y_val = checked_pair(name, arrays, "val", required=False)
+    if task_name is None:
+        task_name = infer_task(arrays.get("y_train")) if arrays.get("y_train") is not None else "classification"
+        if task_name != "classification":
+            say(f"data: {name}: the labels are real numbers, so the task is {task_name} (set task = \"{task_name}\" to say so)")
+    kind = task(task_name)
+    x_train, y_train = checked_pair(name, arrays, "train", required=True, kind=kind)
+    x_test, y_test = checked_pair(name, arrays, "test", required=True, kind=kind)
+    x_val, y_val = checked_pair(name, arrays, "val", required=False, kind=kind)
     if x_val is None:
-        x_train, y_train, x_val, y_val = stratified_split(x_train, y_train, val_fraction, seed)
+        x_train, y_train, x_val, y_val = kind.split(x_train, y_train, val_fraction, seed)
     if len({_layout(x) for x in (x_train, x_val, x_test)}) != 1:
         shapes = sorted({_shapes(x) for x in (x_train, x_val, x_test)})
         raise DataError(f"{name}: train/val/test inputs have different shapes {shapes}; all must match")
-    num_classes = _checked_classes(name, y_train)
+    num_classes = kind.outputs_of(name, y_train)
     for split, labels in (("val", y_val), ("test", y_test)):
-        if len(labels) and labels.max() >= num_classes:
-            raise DataError(
-                f"{name}: {split} labels go up to {int(labels.max())} but training labels only span "
-                f"0..{num_classes - 1}; every class must appear in the training split"
-            )
+        kind.check_split(name, split, labels, num_classes)
     x_unlabeled = arrays.get("x_unlabeled")
     if x_unlabeled is not None:
         x_unlabeled = _checked_inputs(name, x_unlabeled, "unlabeled")
         if _layout(x_unlabeled) != _layout(x_train):
             raise DataError(f"{name}: unlabeled inputs have shape {_shapes(x_unlabeled)} per sample but the labelled ones {_shapes(x_train)}; they must match")
-    return DataSplits(name, x_train, y_train, x_val, y_val, x_test, y_test, num_classes, x_unlabeled, tuple(classes), vocab_size)
-
-
-def _label_text(value) -> str:
-    """A label as a user would write it: 1099511627776, not 1.099511627776e+12."""
-    return str(int(value)) if np.isfinite(value) and abs(value) < 1e15 else f"{float(value):.3g}"
-
-
-def _checked_classes(name: str, y_train: np.ndarray) -> int:
-    """The number of classes the labels make: 1 + the largest. One class, or labels that leave
-    most of 0..max empty (20, 21, 22 would make a 23-class model), are refused with the remap."""
-    present = np.unique(y_train)
-    if len(present) < 2:
-        raise DataError(f"{name}: every training label is {int(present[0])}; a classifier needs at least two classes")
-    num_classes = int(present[-1]) + 1
-    if len(present) < num_classes / 2:
-        shown = ", ".join(str(int(c)) for c in present[:5]) + (", ..." if len(present) > 5 else "")
-        raise DataError(f"{name}: the training labels ({shown}) use {len(present)} of the {num_classes} classes 0..{num_classes - 1} "
-                        f"they imply; remap them to 0..{len(present) - 1} (numpy: np.unique(y, return_inverse=True)[1])")
-    return num_classes
+    return DataSplits(name, x_train, y_train, x_val, y_val, x_test, y_test, num_classes, x_unlabeled, tuple(classes), vocab_size, kind.name)
 
 
 def _layout(x: Inputs) -> tuple:
@@ -158,7 +131,7 @@ def _checked_inputs(name: str, x, split: str) -> Inputs:
     return inputs
 
 
-def checked_pair(name: str, arrays: dict[str, np.ndarray | None], split: str, required: bool):
+def checked_pair(name: str, arrays: dict[str, np.ndarray | None], split: str, required: bool, kind: Task | None = None):
     x, y = arrays.get(f"x_{split}"), arrays.get(f"y_{split}")
     if x is None or y is None:
         if required or (x is None) != (y is None):
@@ -167,17 +140,7 @@ def checked_pair(name: str, arrays: dict[str, np.ndarray | None], split: str, re
             raise DataError(f"{name}: no array '{missing}' (has: {have}); provide x_train, y_train, x_test, y_test")
         return None, None
     x = _checked_inputs(name, x, split)
-    y = np.asarray(y)
-    if y.ndim != 1 or len(y) != len(x):
-        raise DataError(f"{name}: y_{split} has shape {y.shape} but x_{split} has {len(x)} samples; expected ({len(x)},)")
-    if np.iscomplexobj(y) or not (np.issubdtype(y.dtype, np.integer) or (np.issubdtype(y.dtype, np.floating) and np.all(y == np.round(y)))):
-        raise DataError(f"{name}: y_{split} must hold integer class indices (got dtype {y.dtype})")
-    if len(y) and y.min() < 0:
-        raise DataError(f"{name}: y_{split} has negative labels; labels must be class indices 0..C-1")
-    if len(y) and y.max() > MAX_LABEL:  # before anything is sized by it (or a float label overflows int64)
-        raise DataError(f"{name}: y_{split} holds the label {_label_text(y.max())}, but labels are class indices 0..C-1 "
-                        "(at most 2^31 - 1); remap them to 0..C-1 (numpy: np.unique(y, return_inverse=True)[1])")
-    y = y.astype(np.int64)
+    y = (kind or task("classification")).check_labels(name, split, np.asarray(y), len(x))
     if len(x) == 0:
         raise DataError(f"{name}: x_{split} is empty")
     return x, y

@@ -15,11 +15,12 @@ import torch
 from torch import nn
 
 from edgekd.errors import ModelError
+from edgekd.models.build import layers_of
 
 
 def check_paths(model: nn.Module, paths: list[str], role: str) -> None:
     """Raise naming the closest valid paths when a layer path does not exist in `model`."""
-    valid = [name for name, _ in model.named_modules() if name]
+    valid = [name for name, _ in layers_of(model).named_modules() if name]
     for path in paths:
         if path not in valid:
             close = difflib.get_close_matches(path, valid, n=3, cutoff=0.3)
@@ -34,7 +35,7 @@ class FeatureTap:
     def __init__(self, model: nn.Module, paths: list[str], role: str) -> None:
         check_paths(model, paths, role)
         self.outputs: dict[str, torch.Tensor] = {}
-        modules = dict(model.named_modules())
+        modules = dict(layers_of(model).named_modules())
         self._handles = [modules[p].register_forward_hook(self._recorder(p)) for p in dict.fromkeys(paths)]
 
     def _recorder(self, path: str):

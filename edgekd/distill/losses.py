@@ -52,6 +52,20 @@ def hard_label_loss(student_logits: torch.Tensor, labels: torch.Tensor | MixedLa
     return F.cross_entropy(logits, labels)
 
 
+def mse_loss(student_outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Regression's hard-label loss: the mean squared error over every target of every sample."""
+    return F.mse_loss(_wide(student_outputs), _wide(targets).reshape(student_outputs.shape))
+
+
+def teacher_output_loss(student_outputs: torch.Tensor, teacher_outputs: list[torch.Tensor], weights: list[float] | None = None) -> torch.Tensor:
+    """Regression's soft-target term (Ba & Caruana 2014 regress the teacher's outputs): MSE to
+    Σ_i w_i · teacher_i's outputs, Σ w_i = 1. No temperature: there are no probabilities to soften."""
+    weights = weights or [1.0] * len(teacher_outputs)
+    total = sum(weights)
+    target = sum(w / total * _wide(t) for w, t in zip(weights, teacher_outputs))
+    return F.mse_loss(_wide(student_outputs), target.detach())
+
+
 def soft_targets(teacher_logits: list[torch.Tensor], temperature: float, weights: list[float] | None = None) -> torch.Tensor:
     """Σ_i w_i · softmax(z_i / T) with Σ w_i = 1: one teacher's p_T, or several teachers' average."""
     return soft_log_targets(teacher_logits, temperature, weights).exp()

@@ -1,4 +1,5 @@
-"""The training objective of one run: ce_weight·CE + Σ weight·term over the recipe's loss terms.
+"""The training objective of one run: ce_weight·(the task's hard-label loss) + Σ weight·term over
+the recipe's loss terms.
 
 It owns what the terms need beyond logits: the forward hooks that capture named layers, and the
 adapters that map student features to teacher features (trained with the student, never
@@ -21,15 +22,16 @@ from edgekd.distill.losses import (
     MixedLabels,
     at_loss,
     dkd_loss,
-    hard_label_loss,
     hint_loss,
     kd_loss_from_log_probs,
     soft_log_targets,
+    teacher_output_loss,
 )
 from edgekd.errors import ModelError
 from edgekd.methods import method
 from edgekd.models.call import Batch, forward
 from edgekd.recipe import LossTerm
+from edgekd.task import task
 
 
 @dataclass(frozen=True)
@@ -60,6 +62,10 @@ def dkd_term(x: TermInputs, term: LossTerm) -> torch.Tensor | None:
                     x.temperature, term.alpha, term.beta)
 
 
+def mse_term(x: TermInputs, term: LossTerm) -> torch.Tensor:
+    return teacher_output_loss(x.student_logits, x.teacher_logits, x.teacher_weights)
+
+
 def hint_term(x: TermInputs, term: LossTerm) -> torch.Tensor:
     return hint_loss(x.adapter(x.student_features), x.teacher_features, x.mask)
 
@@ -84,8 +90,13 @@ class Objective:
         feature_teacher: nn.Module | None,
         teacher_weights: list[float],
         sample: Batch | None,
+        task_name: str = "classification",
     ) -> None:
-        """`student` and `sample` (a batch of named inputs) are needed only by hint/at terms (hooks and a dry pass)."""
+        """`student` and `sample` (a batch of named inputs) are needed only by hint/at terms (hooks and a
+        dry pass); `task_name` chooses the hard-label loss (the task table's)."""
+        kind = task(task_name)
+        module, function = kind.hard_loss.split(":")
+        self.hard_loss, self.hard_loss_name = getattr(importlib.import_module(module), function), kind.hard_loss_name
         self.terms = terms
         self.ce_weight = ce_weight
         self.default_temperature = default_temperature
@@ -139,9 +150,9 @@ class Objective:
         parts: dict[str, float] = {}
         total = student_logits.new_zeros(())
         if labels is not None and self.ce_weight > 0:
-            ce = hard_label_loss(student_logits, labels)
-            total = total + self.ce_weight * ce
-            parts["ce"] = float(ce.detach())
+            hard = self.hard_loss(student_logits, labels)
+            total = total + self.ce_weight * hard
+            parts[self.hard_loss_name] = float(hard.detach())
         for index, term in enumerate(self.terms):
             if term.weight == 0:
                 continue

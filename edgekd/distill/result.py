@@ -14,16 +14,26 @@ from edgekd.paired import PairedTest
 class EpochRecord:
     epoch: int  # 1-based
     loss: float  # mean total loss over the epoch's batches (all ranks)
-    terms: dict[str, float]  # mean of each term: "ce", "kd", "hint", ...
-    val_accuracy: float
+    terms: dict[str, float]  # mean of each term: "ce" (or "mse"), "kd", "hint", ...
+    val_metric: float  # the task's primary metric on the validation split (accuracy; rmse for regression)
     lr: float  # learning rate at the start of the epoch
     seconds: float
 
 
+def epoch_record(data: dict) -> EpochRecord:
+    """An epoch read back from a checkpoint or cache, written before val_accuracy became val_metric too."""
+    return EpochRecord(**_current_keys(data))
+
+
+def _current_keys(record: dict) -> dict:
+    return {("val_metric" if k == "val_accuracy" else k): v for k, v in record.items()}
+
+
 @dataclass(frozen=True)
 class Scores:
-    val: float  # top-1 accuracy on the validation split
-    test: float  # top-1 accuracy on the test split
+    val: float  # the task's primary metric on the validation split (top-1 accuracy; rmse for regression)
+    test: float  # ... on the test split
+    metrics: dict[str, float] = field(default_factory=dict)  # every metric of the task on the test split, by name
 
 
 @dataclass(frozen=True)
@@ -62,7 +72,8 @@ class DistillResult:
     teacher_scores: Scores  # the teachers' averaged prediction
     scratch: PhaseScores | None  # the student trained without the teachers (None: [distill] baseline = "none")
     distilled: PhaseScores  # the student trained with them
-    kd_gain: float | None  # distilled − scratch test accuracy, best-on-val weights (None: no baseline trained)
+    kd_gain: float | None  # how much better the distilled student is than scratch on the test split, in the primary
+    # metric's units (positive: better, for error metrics too), best-on-val weights (None: no baseline trained)
     gap_closed: float | None  # kd_gain / (teacher − scratch): share of the gap distillation closed
     objective: dict[str, Any]  # ce_weight and the loss terms used
     teacher_cache: str  # what happened with the teacher-output cache
@@ -74,4 +85,13 @@ class DistillResult:
     classes: list[str] = field(default_factory=list)  # label names by class index (also in labels.json)
     history: dict[str, list[EpochRecord]] = field(default_factory=dict)
     seconds: float = 0.0
-    schema_version: int = 2
+    task: str = "classification"  # the task table's entry
+    metric: str = "accuracy"  # the primary metric: what val/test scores, the best epoch and kd_gain are in
+    schema_version: int = 3  # 3: task, metric, per-model metrics; history's val_accuracy is val_metric
+
+    @staticmethod
+    def upgrade(data: dict) -> dict:
+        """A distill.json of version 1 or 2 (classification only): its epochs' val_accuracy is val_metric."""
+        history = {role: [_current_keys(record) for record in records]
+                   for role, records in (data.get("history") or {}).items()}
+        return {**data, "history": history}

@@ -32,13 +32,13 @@ from edgekd.distill.teacher import TeacherSet, cache_teacher_logits, plan_teache
 from edgekd.distill.result import DistillResult, ModelSummary, PhaseScores, Scores, SweepTrial
 from edgekd.distill.model import distill_settings
 from edgekd.distill.trainer import FitResult, TrainSettings, fit
-from edgekd.models.call import accuracy, predict
+from edgekd.models.call import predict
 from edgekd.methods import method
-from edgekd.runtime.metrics import top1_hits
+from edgekd.task import task, top1_hits
 from edgekd.errors import EdgekdError, ModelError, OnnxModelError, RecipeError, RunFolderError, first_line
-from edgekd.models.build import ModelSpec, build_model
+from edgekd.models.build import ModelSpec, build_model, spec_for
 from edgekd.models.checkpoint import load_weights, read_checkpoint, save_checkpoint
-from edgekd.recipe import LossTerm, Recipe, load_recipe, recipe_target, teacher_configs
+from edgekd.recipe import LossTerm, Recipe, load_recipe, recipe_target, task_problem, teacher_configs
 from edgekd.runfolder import RECIPE, load_run_recipe
 from edgekd.targets import Target
 
@@ -63,10 +63,11 @@ def distill(
     began = time.perf_counter()
     out = Path(out)
     recipe = _resolve_recipe(recipe, out, resume)
-    data = load_recipe_data(recipe.data)
-    if sweep and recipe.distill.loss:
-        raise RecipeError("--sweep tunes the Hinton term's temperature and weights; remove the [[distill.loss]] tables or drop --sweep")
-    spec = ModelSpec(recipe.student.model, dict(recipe.student.args), data.input_shape, data.num_classes, data.inputs, data.vocab_size)
+    data = load_recipe_data(recipe.data, recipe.task)
+    if sweep and (recipe.distill.loss or data.task != "classification"):
+        raise RecipeError("--sweep tunes the Hinton term's temperature and weights (classification); remove the [[distill.loss]] "
+                          "tables or drop --sweep")
+    spec = spec_for(recipe.student.model, recipe.student.args, data, recipe.data.standardize_targets)
     teachers = _checked_plan(recipe, spec, data, target, resume)  # every check runs before anything is written
     with contextlib.ExitStack() as stage:
         if distributed.is_main():
@@ -79,7 +80,7 @@ def distill(
         distributed.barrier()
         say(f"data: {data.name} — {len(data.x_train)} train / {len(data.x_val)} val / {len(data.x_test)} test"
             + (f" / {len(data.x_unlabeled)} unlabeled" if data.x_unlabeled is not None else "")
-            + f", {data.num_classes} classes, inputs {_describe_inputs(data)}")
+            + f", {_describe_outputs(data)}, inputs {_describe_inputs(data)}")
         teachers = train_teachers(teachers, data, out, resume)
         teachers = cache_teacher_logits(teachers, data, recipe.distill.cache_teacher, recipe.data.augment or recipe.data.mixup > 0)
         trained = _train_students(recipe, spec, data, teachers, out, resume, sweep)
@@ -87,9 +88,10 @@ def distill(
         if distributed.is_main():
             _write_run(out, recipe, spec, data, teachers, trained, result)
         distributed.barrier()
-        baseline = f"scratch student {result.scratch.best.test:.2%}, " if result.scratch else ""
-        say(f"distill: teacher {result.teacher_scores.test:.2%}, {baseline}distilled student {result.distilled.best.test:.2%} "
-            "(test, best-on-val weights)")
+        show = task(data.task).primary.show
+        baseline = f"scratch student {show(result.scratch.best.test)}, " if result.scratch else ""
+        say(f"distill: test {result.metric}: teacher {show(result.teacher_scores.test)}, {baseline}distilled student "
+            f"{show(result.distilled.best.test)} (best-on-val weights)")
         return result
 
 
@@ -110,6 +112,11 @@ def _checked_plan(recipe: Recipe, spec: ModelSpec, data: DataSplits, target, res
     data's transforms, each teacher and the student on two samples, the loss terms' layer paths
     and the initialised student's export (not again on --resume)."""
     _check_transforms(recipe, data)
+    problem = task_problem(recipe, data.task)
+    if problem:
+        raise RecipeError(f"the data is {data.task}: {problem}")
+    if data.task != "classification" and len(teacher_configs(recipe)) > 1:
+        raise RecipeError(f"several teachers are combined for classification only so far; for {data.task} use one [teacher]")
     teachers = plan_teachers(recipe, data)
     initial = _fresh_student(recipe, spec, data, teachers)
     for index, member in enumerate(teachers.members):
@@ -123,7 +130,7 @@ def _train_students(recipe: Recipe, spec: ModelSpec, data: DataSplits, teachers:
                     sweep: bool) -> _Trained:
     """The scratch baseline (same initial weights, seed and batches, hard labels alone), then the
     distilled student (or the sweep's best)."""
-    kd_settings = distill_settings(recipe.distill, recipe.data)
+    kd_settings = distill_settings(recipe.distill, recipe.data, data.task)
     base = replace(kd_settings, ce_weight=1.0, terms=())  # the scratch student: the hard labels alone
     scratch, scratch_fit = None, None
     if recipe.distill.baseline == "scratch":
@@ -143,14 +150,16 @@ def _train_students(recipe: Recipe, spec: ModelSpec, data: DataSplits, teachers:
 def _result(out: Path, recipe: Recipe, spec: ModelSpec, data: DataSplits, teachers: TeacherSet, trained: _Trained,
             seconds: float) -> DistillResult:
     """Scores of the teachers and both students on val and test, and what distillation gained."""
+    kind = task(data.task)
     teacher_scores = _ensemble_scores(teachers, data)
-    distilled_scores, distilled_hits = _phase_scores(trained.student, trained.student_fit, data)
+    distilled_scores, distilled_out = _phase_scores(trained.student, trained.student_fit, data)
     scratch_scores, gain, gain_test, gap = None, None, None, 0.0
     if trained.scratch is not None:
-        scratch_scores, scratch_hits = _phase_scores(trained.scratch, trained.scratch_fit, data)
-        gain = distilled_scores.best.test - scratch_scores.best.test
-        gain_test = paired_test(distilled_hits, scratch_hits)
-        gap = teacher_scores.test - scratch_scores.best.test
+        scratch_scores, scratch_out = _phase_scores(trained.scratch, trained.scratch_fit, data)
+        gain = kind.primary.gain(scratch_scores.best.test, distilled_scores.best.test)
+        if kind.name == "classification":  # McNemar pairs right/wrong answers; other tasks' paired tests come with bench's
+            gain_test = paired_test(top1_hits(distilled_out, data.y_test), top1_hits(scratch_out, data.y_test))
+        gap = kind.primary.gain(scratch_scores.best.test, teacher_scores.test)
     return DistillResult(
         run_dir=str(out),
         data=data.name,
@@ -173,6 +182,8 @@ def _result(out: Path, recipe: Recipe, spec: ModelSpec, data: DataSplits, teache
         history={"teacher": teachers.members[0].history, **({"scratch": trained.scratch_fit.history} if trained.scratch_fit else {}),
                  "distilled": trained.student_fit.history},
         seconds=seconds,
+        task=kind.name,
+        metric=kind.primary.name,
     )
 
 
@@ -197,11 +208,11 @@ def _preflight(recipe: Recipe, student: nn.Module, data: DataSplits, teachers: T
     from edgekd.export.onnx import check_parity, export_onnx, parity_lengths
     from edgekd.models.call import take, to_tensors, trim
 
-    terms = recipe.distill.terms()
+    terms = recipe.distill.terms(data.task)
     if any(method(t.method).uses_layers for t in terms):
         sample = trim(take(to_tensors(data.x_train), slice(0, 2)), data.inputs)
         Objective(terms, recipe.distill.ce_weight, recipe.distill.temperature, student, teachers.feature_teacher,
-                  teachers.weights, sample).close()
+                  teachers.weights, sample, data.task).close()
     cfg = recipe_target(recipe, target).export
     probe = data.x_test[: min(64, len(data.x_test))]
     with tempfile.TemporaryDirectory(prefix="edgekd-preflight-") as folder:
@@ -214,6 +225,12 @@ def _preflight(recipe: Recipe, student: nn.Module, data: DataSplits, teachers: T
         except Exception as exc:  # the exporters raise many types: before training, that is a model problem
             reason = first_line(exc, 300)
             raise ModelError(f"the student cannot be exported to ONNX ({reason}); fix the model before training it") from None
+
+
+def _describe_outputs(data: DataSplits) -> str:
+    if data.task == "classification":
+        return f"{data.num_classes} classes"
+    return f"{data.task}, {data.num_classes} target(s)"
 
 
 def _describe_inputs(data: DataSplits) -> str:
@@ -253,9 +270,9 @@ def _sweep(recipe, spec, data, base: TrainSettings, teachers: TeacherSet):
         outcome = fit(student, data.x_train, data.y_train, data.x_val, data.y_val, settings,
                       label=f"sweep T={temperature:g} kd={kd_weight:g}", teachers=teachers, x_unlabeled=data.x_unlabeled)
         results.append((settings, student, outcome))
-    best = max(range(len(results)), key=lambda i: results[i][2].history[results[i][2].best_epoch - 1].val_accuracy)
+    best = max(range(len(results)), key=lambda i: results[i][2].history[results[i][2].best_epoch - 1].val_metric)
     trials = [
-        SweepTrial(s.temperature, s.terms[0].weight, s.ce_weight, o.history[o.best_epoch - 1].val_accuracy, o.best_epoch, i == best)
+        SweepTrial(s.temperature, s.terms[0].weight, s.ce_weight, o.history[o.best_epoch - 1].val_metric, o.best_epoch, i == best)
         for i, (s, _, o) in enumerate(results)
     ]
     settings, student, outcome = results[best]
@@ -264,26 +281,28 @@ def _sweep(recipe, spec, data, base: TrainSettings, teachers: TeacherSet):
     return settings, student, outcome, trials
 
 
+def _scores(outputs_of: Callable, data: DataSplits) -> tuple[Scores, np.ndarray]:
+    """The task's primary metric on val and test, every metric on test, and the test outputs."""
+    kind = task(data.task)
+    test_outputs = outputs_of(data.x_test)
+    metrics = kind.score(test_outputs, data.y_test)
+    return Scores(kind.primary_of(outputs_of(data.x_val), data.y_val), metrics[kind.primary.name], metrics), test_outputs
+
+
 def _phase_scores(model: nn.Module, outcome: FitResult, data: DataSplits) -> tuple[PhaseScores, np.ndarray]:
     """Scores of the last-epoch weights, then of the best-on-val weights (which the model keeps),
-    with the best weights' right/wrong answer on every test image, for the paired test."""
+    with the best weights' outputs on every test sample, for the paired test."""
     model.load_state_dict(outcome.last_state)
-    last = Scores(accuracy(model, data.x_val, data.y_val), accuracy(model, data.x_test, data.y_test))
+    last, _ = _scores(lambda x: predict(model, x), data)
     model.load_state_dict(outcome.best_state)
-    test_hits = top1_hits(predict(model, data.x_test), data.y_test)
-    best = Scores(accuracy(model, data.x_val, data.y_val), float(test_hits.mean()))
-    return PhaseScores(outcome.best_epoch, best, last), test_hits
+    best, test_outputs = _scores(lambda x: predict(model, x), data)
+    return PhaseScores(outcome.best_epoch, best, last), test_outputs
 
 
 def _ensemble_scores(teachers: TeacherSet, data: DataSplits) -> Scores:
-    """Accuracy of the teachers' averaged probabilities (a single teacher's own accuracy)."""
-    from edgekd.distill.losses import soft_targets
-
-    def score(x, y):
-        logits = [torch.as_tensor(m.predict(x)) for m in teachers.members]
-        return float(top1_hits(soft_targets(logits, 1.0, teachers.weights).numpy(), y).mean())
-
-    return Scores(score(data.x_val, data.y_val), score(data.x_test, data.y_test))
+    """Scores of the teachers' joint prediction (averaged probabilities; a single teacher's own)."""
+    kind = task(data.task)
+    return _scores(lambda x: kind.combine([m.predict(x) for m in teachers.members], teachers.weights), data)[0]
 
 
 def _write_models(out: Path, teachers: TeacherSet, student, student_fit, scratch, scratch_fit, spec) -> list[str]:
@@ -392,10 +411,10 @@ def _check_fits(logits_of: Callable[[np.ndarray], np.ndarray], role: str, data: 
         reason = first_line(exc, 300)
         raise ModelError(f"{role} does not accept the data's inputs {_describe_inputs(data)} ({reason}); fix the model args or the data") from None
     if out.ndim != 2 or out.shape[1] != data.num_classes:
-        raise ModelError(
-            f"{role} outputs shape {tuple(out.shape[1:])} per sample but the data has {data.num_classes} classes "
-            f"(labels 0..{data.num_classes - 1}); set the model's num_classes to {data.num_classes} or fix the labels"
-        )
+        wanted = (f"{data.num_classes} classes (labels 0..{data.num_classes - 1})" if data.task == "classification"
+                  else f"{data.num_classes} regression target(s) per sample")
+        raise ModelError(f"{role} outputs shape {tuple(out.shape[1:])} per sample but the data has {wanted}; "
+                         f"set the model's num_classes to {data.num_classes} or fix the labels")
 
 
 def _count(model: nn.Module) -> int:

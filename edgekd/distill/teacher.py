@@ -30,9 +30,10 @@ from edgekd._io import atomic_path
 from edgekd._progress import say
 from edgekd.data import DataSplits
 from edgekd.distill import distributed
+from edgekd.distill.result import epoch_record
 from edgekd.distill.trainer import EpochRecord, TrainSettings, fit
 from edgekd.inputs import Inputs
-from edgekd.models.build import ModelSpec, build_model
+from edgekd.models.build import ModelSpec, build_model, spec_for
 from edgekd.models.call import Batch, forward, predict
 from edgekd.models.checkpoint import load_weights, read_checkpoint, save_checkpoint
 from edgekd.recipe import Recipe, TeacherConfig, teacher_configs
@@ -117,7 +118,7 @@ def _plan(cfg: TeacherConfig, recipe: Recipe, data: DataSplits, position: int) -
 
         session = open_session(Path(cfg.model))
         return Teacher(f"onnx {cfg.model}", cfg.weight, session=session, identity=sha256_file(Path(cfg.model)))
-    spec = ModelSpec(cfg.model, dict(cfg.args), data.input_shape, data.num_classes, data.inputs, data.vocab_size)
+    spec = spec_for(cfg.model, cfg.args, data, recipe.data.standardize_targets)
     if cfg.checkpoint is not None:
         payload = read_checkpoint(cfg.checkpoint)
         if "spec" in payload:
@@ -127,7 +128,7 @@ def _plan(cfg: TeacherConfig, recipe: Recipe, data: DataSplits, position: int) -
         return Teacher(f"checkpoint {cfg.checkpoint}", cfg.weight, model=model.eval(), spec=spec, identity=weights_hash(model))
     seed = cfg.seed if cfg.seed is not None else recipe.distill.seed + position
     settings = TrainSettings(epochs=cfg.epochs, batch_size=recipe.distill.batch_size, lr=cfg.lr, seed=seed,
-                             augment=cfg.augment, max_shift=cfg.max_shift, finetune=cfg.finetune)
+                             augment=cfg.augment, max_shift=cfg.max_shift, finetune=cfg.finetune, task=data.task)
     torch.manual_seed(seed)
     model = build_model(spec)
     pretrained = None
@@ -141,7 +142,7 @@ def _plan(cfg: TeacherConfig, recipe: Recipe, data: DataSplits, position: int) -
     if cached.is_file():
         payload = read_checkpoint(cached)
         load_weights(model, payload["state_dict"], cached)
-        history = [EpochRecord(**r) for r in payload.get("history", [])]
+        history = [epoch_record(r) for r in payload.get("history", [])]
         return Teacher(f"cache {cached}", cfg.weight, model=model.eval(), spec=spec, history=history, identity=weights_hash(model))
     return Teacher("to train", cfg.weight, model=model, spec=spec, cache_path=cached, settings=settings)
 

@@ -24,11 +24,12 @@ from torch import nn
 from edgekd._progress import bar, say
 from edgekd.distill import distributed
 from edgekd.distill.losses import MixedLabels
-from edgekd.distill.result import EpochRecord
+from edgekd.distill.result import EpochRecord, epoch_record
 from edgekd.errors import TrainingError
 from edgekd.inputs import MASK, Inputs, as_inputs
 from edgekd.models.call import Batch, accuracy, forward, predict, take, to_tensors, trim
 from edgekd.models.checkpoint import save_torch
+from edgekd.task import task
 
 __all__ = ["EpochRecord", "FitResult", "TrainSettings", "accuracy", "fit", "predict"]
 
@@ -39,7 +40,7 @@ class TrainSettings:
     batch_size: int
     lr: float  # peak learning rate of Adam
     seed: int
-    ce_weight: float = 1.0  # weight of the hard-label cross-entropy
+    ce_weight: float = 1.0  # weight of the hard-label loss (the task's: cross-entropy, MSE)
     terms: tuple = ()  # distillation terms (LossTerm); empty: plain supervised training
     temperature: float = 4.0  # default temperature of kd/dkd terms without their own
     schedule: str = "cosine"  # "cosine" (per epoch), "onecycle" (per step) or "constant"
@@ -50,12 +51,13 @@ class TrainSettings:
     amp: bool = False  # CUDA only
     compile: bool = False  # CUDA only
     finetune: bool = False  # hf encoder teachers: train the encoder too, not only the new head
+    task: str = "classification"  # the task table's entry: the hard-label loss and the validation metric
 
 
 @dataclass
 class FitResult:
     history: list[EpochRecord]
-    best_epoch: int  # 1-based epoch with the highest validation accuracy (the first, on ties)
+    best_epoch: int  # 1-based epoch with the best validation metric (the first, on ties)
     best_state: dict[str, torch.Tensor] = field(repr=False, default_factory=dict)  # its weights
     last_state: dict[str, torch.Tensor] = field(repr=False, default_factory=dict)
 
@@ -119,6 +121,8 @@ def fit(
     Inputs are named arrays (a bare array is the one-input case); each batch is cut to its own
     longest sequence. Frozen parameters (requires_grad False) are not optimised."""
     loop = _prepare(model, x_train, y_train, settings, label, teachers, x_unlabeled, checkpoint)
+    kind = task(settings.task)
+    metric = kind.primary
     history: list[EpochRecord] = []
     best_epoch, best_state = 0, {}
     if resume and checkpoint is not None and checkpoint.is_file():
@@ -128,24 +132,29 @@ def fit(
         say(f"{label}: resuming after epoch {start}/{settings.epochs}")
     try:
         with bar() as progress:
-            task = progress.add_task(label, total=settings.epochs, completed=start, info="")
+            bar_task = progress.add_task(label, total=settings.epochs, completed=start, info="")
             for epoch in range(start + 1, settings.epochs + 1):
                 began, lr = time.perf_counter(), loop.optimizer.param_groups[0]["lr"]
                 means = _train_epoch(loop, epoch)
-                val_accuracy = accuracy(model, x_val, y_val)
-                history.append(EpochRecord(epoch, means.pop("loss"), means, val_accuracy, lr, time.perf_counter() - began))
-                if val_accuracy > (history[best_epoch - 1].val_accuracy if best_epoch else -1.0):
+                val_metric = validate(model, x_val, y_val, kind)
+                history.append(EpochRecord(epoch, means.pop("loss"), means, val_metric, lr, time.perf_counter() - began))
+                if not best_epoch or metric.gain(history[best_epoch - 1].val_metric, val_metric) > 0:
                     best_epoch, best_state = epoch, copy.deepcopy(model.state_dict())
                 if checkpoint is not None and distributed.is_main():
                     _save(checkpoint, loop.trainable, loop.optimizer, loop.scheduler, settings, history, best_epoch, best_state)
                 distributed.barrier()
-                progress.update(task, advance=1, info=f"loss {history[-1].loss:.4f}  val {val_accuracy:.2%}")
+                progress.update(bar_task, advance=1, info=f"loss {history[-1].loss:.4f}  val {metric.name} {metric.show(val_metric)}")
     finally:
         loop.objective.close()
     if history:
-        say(f"{label}: {len(history)} epochs, val accuracy {history[-1].val_accuracy:.2%} last, "
-            f"{history[best_epoch - 1].val_accuracy:.2%} best (epoch {best_epoch})")
+        say(f"{label}: {len(history)} epochs, val {metric.name} {metric.show(history[-1].val_metric)} last, "
+            f"{metric.show(history[best_epoch - 1].val_metric)} best (epoch {best_epoch})")
     return FitResult(history, best_epoch, best_state, copy.deepcopy(model.state_dict()))
+
+
+def validate(model: nn.Module, x_val: Inputs | np.ndarray, y_val: np.ndarray, kind) -> float:
+    """The task's primary metric of `model` on the validation split: what picks the best epoch."""
+    return kind.primary_of(predict(model, x_val), y_val)
 
 
 def _prepare(model: nn.Module, x_train: Inputs | np.ndarray, y_train: np.ndarray, settings: TrainSettings, label: str,
@@ -166,7 +175,7 @@ def _prepare(model: nn.Module, x_train: Inputs | np.ndarray, y_train: np.ndarray
     x_un = to_tensors(as_inputs(x_unlabeled), device) if x_unlabeled is not None and teachers else None
     objective = Objective(list(settings.terms) if teachers else [], settings.ce_weight, settings.temperature, model,
                           teachers.feature_teacher if teachers else None, teachers.weights if teachers else [],
-                          trim(take(x, slice(0, 2)), spec))
+                          trim(take(x, slice(0, 2)), spec), settings.task)
     trainable = _Trainable(model, objective.adapters).to(device)
     optimizer = torch.optim.Adam([p for p in trainable.parameters() if p.requires_grad], lr=settings.lr)
     steps = math.ceil(len(distributed.shard(torch.arange(len(y)))) / settings.batch_size)
@@ -364,4 +373,4 @@ def _restore(path: Path, trainable, optimizer, scheduler, settings, label, devic
     trainable.load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
-    return [EpochRecord(**r) for r in state["history"]], state["best_epoch"], state["best_state"]
+    return [epoch_record(r) for r in state["history"]], state["best_epoch"], state["best_state"]

@@ -19,10 +19,11 @@ import numpy as np
 
 from edgekd.runtime.session import open_session, run_batches
 from edgekd._progress import say
-from edgekd.runtime.metrics import file_correct
+from edgekd.runtime.metrics import file_outcomes
 from edgekd.export._ortquant import Batches, quiet_ort
 from edgekd.inputs import Inputs, as_inputs
-from edgekd.paired import PairedDrop, paired_drop
+from edgekd.paired import PairedDrop
+from edgekd.task import Task
 from edgekd.targets import QuantizationConfig
 
 WEIGHT_OPS = {"Conv", "ConvTranspose", "Gemm", "MatMul"}
@@ -35,17 +36,37 @@ Produce = Callable[[Path, list[str]], None]  # writes the quantized model to a p
 
 
 @dataclass(frozen=True)
+class AgainstFp32:
+    """How a quantized file does against the fp32 model on the validation split, by the task's
+    primary metric and its paired comparison."""
+
+    kind: Task
+    x_val: Inputs
+    y_val: np.ndarray
+    fp32: np.ndarray  # the fp32 model's per-sample outcomes (top-1 hits; squared errors)
+
+    @property
+    def fp32_metric(self) -> float:
+        return self.kind.summarise(self.fp32)
+
+    def measure(self, path: Path) -> tuple[float, PairedDrop]:
+        """The file's primary metric, and how much worse than fp32 it is (paired, same samples)."""
+        outcomes = file_outcomes(path, self.x_val, self.y_val, self.kind.name)
+        return self.kind.summarise(outcomes), self.kind.paired(self.fp32, outcomes)
+
+
+@dataclass(frozen=True)
 class ExclusionStep:
     excluded: list[str]  # nodes kept in fp32 so far, in the order they were kept
-    val_accuracy: float
-    drop: float  # fp32 val accuracy − this model's
+    val_accuracy: float  # the task's primary metric on the validation split (accuracy; rmse for regression)
+    drop: float  # how much worse than fp32: accuracy points lost, or the relative RMSE rise
     drop_interval: list[float] = field(default_factory=list)  # 95% CI of the drop (paired, validation images)
     p_value: float = 1.0  # exact McNemar test against fp32 on the same images
     seconds: float = 0.0  # since quantization of this scheme began
 
 
 def produce_within_budget(prepared: Path, dest: Path, work: Path, produce: Produce, cfg: QuantizationConfig, calibration: Inputs,
-                          x_val: Inputs, y_val: np.ndarray, fp32_correct: np.ndarray, may_exclude: bool) -> tuple[list[str], list[ExclusionStep], PairedDrop]:
+                          judge: AgainstFp32, may_exclude: bool) -> tuple[list[str], list[ExclusionStep], PairedDrop]:
     """Write the quantized model to `dest` (`produce(path, excluded)`); where `may_exclude` (static
     QDQ), keep nodes in fp32 while int8 is really beyond the budget.
 
@@ -55,15 +76,15 @@ def produce_within_budget(prepared: Path, dest: Path, work: Path, produce: Produ
 
     def step(excluded: list[str]) -> tuple[ExclusionStep, PairedDrop]:
         produce(dest, excluded)
-        drop = paired_drop(fp32_correct, file_correct(dest, x_val, y_val))
-        return ExclusionStep(list(excluded), float(fp32_correct.mean()) - drop.drop, drop.drop, drop.interval, drop.p_value,
-                             time.perf_counter() - began), drop
+        metric, drop = judge.measure(dest)
+        return ExclusionStep(list(excluded), metric, drop.drop, drop.interval, drop.p_value, time.perf_counter() - began), drop
 
     first, drop = step([])
     steps = [first]
     if not may_exclude or not drop.significantly_beyond(cfg.max_drop_vs_fp32) or cfg.max_excluded_nodes == 0:
         return [], steps, drop
-    say(f"quantize: int8 costs {drop.drop:.2%} validation accuracy (budget {cfg.max_drop_vs_fp32:.2%}, paired p = {drop.p_value:.2g}); "
+    say(f"quantize: int8 costs {judge.kind.show_drop(drop.drop)} on validation (budget {judge.kind.show_drop(cfg.max_drop_vs_fp32)}, "
+        f"paired p = {drop.p_value:.2g}); "
         f"ranking nodes by quantization error over {len(calibration)} calibration input(s)")
     import onnx
 
@@ -71,7 +92,7 @@ def produce_within_budget(prepared: Path, dest: Path, work: Path, produce: Produ
     groups = _exclusion_groups(nodes, rank_nodes_by_error(prepared, dest, calibration, work, nodes))
     shortlist = groups[: SENSITIVITY_SHORTLIST * cfg.max_excluded_nodes]
     say(f"quantize: measuring the output effect of keeping each of the {len(shortlist)} worst-ranked node(s) in fp32 alone")
-    helped = rank_by_output_effect(prepared, dest, shortlist, work, produce, x_val)
+    helped = rank_by_output_effect(prepared, dest, shortlist, work, produce, judge.x_val)
     ordered = [group for group, _gain in helped] + groups[len(shortlist):]  # largest gain first
     excluded: list[str] = []
     for candidate in ordered:
@@ -83,7 +104,8 @@ def produce_within_budget(prepared: Path, dest: Path, work: Path, produce: Produ
         excluded += group
         latest, drop = step(excluded)
         steps.append(latest)
-        say(f"quantize: {len(excluded)} node(s) kept in fp32 (+{', '.join(group)}): validation accuracy {latest.val_accuracy:.2%}, drop {drop.drop:.2%}")
+        say(f"quantize: {len(excluded)} node(s) kept in fp32 (+{', '.join(group)}): validation {judge.kind.primary.name} "
+            f"{judge.kind.primary.show(latest.val_accuracy)}, worse than fp32 by {judge.kind.show_drop(drop.drop)}")
         if not drop.significantly_beyond(cfg.max_drop_vs_fp32):
             break
     return excluded, steps, drop

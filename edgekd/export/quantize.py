@@ -29,14 +29,16 @@ from edgekd._io import atomic_path
 from edgekd.runtime.session import fixed_batch, open_session
 from edgekd._platform import cpu_info
 from edgekd._progress import say
-from edgekd.runtime.metrics import file_correct
+from edgekd.runtime.metrics import file_outcomes
 from edgekd.runtime.timing import LatencyStats
 from edgekd.runtime.timing import VersusFp32, versus_fp32
 from edgekd.errors import TargetError, first_line
 from edgekd.export._ortquant import Batches, quiet_ort
-from edgekd.export.exclusion import ExclusionStep, produce_within_budget
+from edgekd.export.exclusion import AgainstFp32, ExclusionStep, produce_within_budget
 from edgekd.inputs import Inputs, as_inputs
-from edgekd.paired import paired_drop
+from edgekd.paired import PairedDrop
+from edgekd.task import Task
+from edgekd.task import task as task_entry
 from edgekd.targets import CalibrationMethod, QuantizationConfig, QuantType, RuntimeConfig, Scheme, SlowerPolicy
 
 SUFFIXES = {  # student.sim.onnx → student.int8.onnx, model.onnx → model.int8.onnx
@@ -53,8 +55,8 @@ class Candidate:
     name: str  # e.g. "static-qdq per-channel"
     scheme: str
     settings: dict[str, Any]
-    val_accuracy: float
-    drop: float  # vs the fp32 student, validation split
+    val_accuracy: float  # the task's primary metric on the validation split
+    drop: float  # vs the fp32 student, validation split (accuracy points; regression: relative RMSE rise)
     p50_ms: float  # on the target's provider, timed interleaved with the fp32 model
     bytes: int
     kept: bool
@@ -67,9 +69,9 @@ class QuantizeResult:
     path: str | None  # None for scheme "none": the fp32 model is deployed
     settings: dict[str, Any]  # per_channel, reduce_range, types, calibration method
     calibration_samples: int  # training images behind the activation ranges (0: none used)
-    fp32_val_accuracy: float
-    val_accuracy: float
-    drop_vs_fp32: float
+    fp32_val_accuracy: float  # the task's primary metric (`metric`) on the validation split: accuracy, or rmse for regression
+    val_accuracy: float  # ... of the deployed model
+    drop_vs_fp32: float  # how much worse: accuracy points lost, or the relative RMSE rise (regression)
     budget: float  # max_drop_vs_fp32 of the target
     budget_met: bool
     excluded_nodes: list[str] = field(default_factory=list)
@@ -86,6 +88,7 @@ class QuantizeResult:
     too_close_to_call: bool = False  # the drop exceeds the budget but is not distinguishable from noise
     versus_fp32: VersusFp32 | None = None  # a fixed scheme's artifact timed against fp32 (None: not measured, see warnings)
     fell_back: str = ""  # why fp32 was deployed instead of the requested scheme
+    metric: str = "accuracy"  # the primary metric the val figures above are in
 
 
 def artifact_name(source: Path, scheme: Scheme) -> str:
@@ -104,9 +107,7 @@ class _Job:
     work: Path  # scratch folder for candidates
     cfg: QuantizationConfig
     calibration: Inputs
-    x_val: Inputs
-    y_val: np.ndarray
-    fp32_correct: np.ndarray  # per-sample top-1 hits of the fp32 model on the validation split
+    judge: AgainstFp32  # the validation split, the task and the fp32 model's outcomes on it
     providers: list[str] | None
     runtime: RuntimeConfig | None
 
@@ -120,20 +121,23 @@ def quantize_model(
     y_val: np.ndarray,
     providers: list[str] | None = None,
     runtime: RuntimeConfig | None = None,
+    task: str = "classification",
 ) -> QuantizeResult:
     """Quantize the fp32 model `source` as `cfg` says, calibrated on `calibration` (training
-    inputs); decide on the validation split (`x_val`, `y_val`); write the artifact into `out_dir`.
-    `providers` and `runtime` are where the artifact is timed against fp32 (default: this CPU)."""
+    inputs); decide on the validation split (`x_val`, `y_val`) by `task`'s primary metric; write
+    the artifact into `out_dir`. `providers` and `runtime` are where the artifact is timed against
+    fp32 (default: this CPU)."""
     source, out_dir = Path(source), Path(out_dir)
     calibration, x_val = as_inputs(calibration), as_inputs(x_val)
-    fp32_correct = file_correct(source, x_val, y_val)
+    kind = task_entry(task)
+    judge = AgainstFp32(kind, x_val, y_val, file_outcomes(source, x_val, y_val, kind.name))
     if cfg.scheme is Scheme.none:
-        return _fp32_result("none", source, float(fp32_correct.mean()), cfg)
+        return _fp32_result("none", source, judge, cfg)
     out_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".edgekd-quant-", dir=out_dir) as work_dir:
         work = Path(work_dir).resolve()  # absolute: ORT's tools run with the work folder as the working folder
         prepared, preprocess = prepare(source, work)
-        job = _Job(source, prepared, out_dir, work, cfg, calibration, x_val, y_val, fp32_correct, providers, runtime)
+        job = _Job(source, prepared, out_dir, work, cfg, calibration, judge, providers, runtime)
         if cfg.scheme is Scheme.auto:
             result = _auto(job)
         else:
@@ -142,11 +146,13 @@ def quantize_model(
         return dataclasses.replace(result, preprocess=preprocess)
 
 
-def _fp32_result(requested: str, source: Path, accuracy: float, cfg: QuantizationConfig, **more) -> QuantizeResult:
+def _fp32_result(requested: str, source: Path, judge: AgainstFp32, cfg: QuantizationConfig, **more) -> QuantizeResult:
     """The result that deploys the fp32 model itself (scheme none, auto's choice, or a fallback)."""
     import onnx
 
-    return QuantizeResult(requested, Scheme.none.value, None, {}, 0, accuracy, accuracy, 0.0, cfg.max_drop_vs_fp32, True,
+    metric = judge.fp32_metric
+    return QuantizeResult(requested, Scheme.none.value, None, {}, 0, metric, metric, 0.0, cfg.max_drop_vs_fp32, True,
+                          metric=judge.kind.primary.name,
                           cpu=cpu_info(), nodes=len(onnx.load(str(source), load_external_data=False).graph.node),
                           bytes=Path(source).stat().st_size, drop_interval=[0.0, 0.0], **more)
 
@@ -160,7 +166,7 @@ def _against_fp32(result: QuantizeResult, job: _Job) -> QuantizeResult:
         usable, _ = usable_providers(list(job.providers or ["CPUExecutionProvider"]))
     except TargetError as exc:
         return dataclasses.replace(result, warnings=[*result.warnings, f"{result.scheme} not timed against fp32: {exc}"])
-    stats = time_against_fp32(source, {"quantized": Path(result.path)}, job.x_val, usable, job.runtime)
+    stats = time_against_fp32(source, {"quantized": Path(result.path)}, job.judge.x_val, usable, job.runtime)
     versus = versus_fp32(usable[0], stats["quantized"], stats["fp32"], result.bytes, Path(source).stat().st_size)
     result = dataclasses.replace(result, versus_fp32=versus, fp32_p50_ms=versus.fp32_p50_ms)
     if not (versus.slower or versus.larger):
@@ -172,7 +178,7 @@ def _against_fp32(result: QuantizeResult, job: _Job) -> QuantizeResult:
     if cfg.if_slower_than_fp32 is SlowerPolicy.fallback:
         say(f"quantize: {what}: deploying fp32 instead (the target's if_slower_than_fp32 = \"fallback\")")
         Path(result.path).unlink()
-        return _fp32_result(result.requested, source, result.fp32_val_accuracy, cfg, versus_fp32=versus, fp32_p50_ms=versus.fp32_p50_ms,
+        return _fp32_result(result.requested, source, job.judge, cfg, versus_fp32=versus, fp32_p50_ms=versus.fp32_p50_ms,
                             fell_back=what, warnings=[*result.warnings, f"{what}; deployed fp32 instead"])
     action = "the bench fails it" if cfg.if_slower_than_fp32 is SlowerPolicy.fail else "deployed anyway (if_slower_than_fp32 = \"warn\")"
     say(f"warning: {what}; {action}")
@@ -184,35 +190,37 @@ def _finish(job: _Job, scheme: Scheme, settings: dict[str, Any], requested: str,
     """Produce the chosen scheme's artifact (accuracy-aware for static QDQ) and describe it."""
     import onnx
 
-    cfg, calibration, fp32_correct = job.cfg, job.calibration, job.fp32_correct
+    cfg, calibration, judge = job.cfg, job.calibration, job.judge
     dest = job.out_dir / artifact_name(job.source, scheme)
     with atomic_path(dest) as tmp:
         excluded, steps, drop = produce_within_budget(
             job.prepared, tmp, job.work, lambda path, exclude: produce_variant(job.prepared, path, scheme, settings, calibration, exclude),
-            cfg, calibration, job.x_val, job.y_val, fp32_correct, may_exclude=scheme is Scheme.static_qdq)
-    warnings = list(warnings)
-    beyond = drop.significantly_beyond(cfg.max_drop_vs_fp32)
-    close = drop.drop > cfg.max_drop_vs_fp32 and not beyond
-    if beyond:
-        warnings.append(
-            f"{scheme.value}: validation accuracy drops {drop.drop:.2%} vs fp32 (95% CI {drop.interval[0]:.2%} to {drop.interval[1]:.2%}; "
-            f"budget {cfg.max_drop_vs_fp32:.2%}) even with {len(excluded)} node(s) excluded; consider scheme 'none' or a larger calibration set"
-        )
-    elif close:
-        warnings.append(
-            f"{scheme.value}: validation accuracy drops {drop.drop:.2%} vs fp32 (budget {cfg.max_drop_vs_fp32:.2%}), but that is "
-            f"{drop.only_first} image(s) lost and {drop.only_second} gained of {drop.images} (paired test p = {drop.p_value:.2g}): "
-            "too close to call, so no node was excluded for it; a larger validation split would tell"
-        )
+            cfg, calibration, judge, may_exclude=scheme is Scheme.static_qdq)
+    warnings = list(warnings) + _drop_warnings(scheme, drop, cfg, judge.kind, len(excluded))
     return QuantizeResult(
         requested=requested, scheme=scheme.value, path=str(dest), settings=settings,
         calibration_samples=len(calibration) if scheme is Scheme.static_qdq else 0,
-        fp32_val_accuracy=float(fp32_correct.mean()), val_accuracy=steps[-1].val_accuracy, drop_vs_fp32=drop.drop,
-        budget=cfg.max_drop_vs_fp32, budget_met=not beyond,
+        fp32_val_accuracy=judge.fp32_metric, val_accuracy=steps[-1].val_accuracy, drop_vs_fp32=drop.drop, metric=judge.kind.primary.name,
+        budget=cfg.max_drop_vs_fp32, budget_met=not drop.significantly_beyond(cfg.max_drop_vs_fp32),
         excluded_nodes=excluded, steps=steps, candidates=list(candidates), fp32_p50_ms=fp32_p50,
         cpu=cpu_info(), warnings=warnings, nodes=len(onnx.load(str(dest)).graph.node), bytes=dest.stat().st_size,
-        drop_interval=drop.interval, drop_p_value=drop.p_value, too_close_to_call=close,
+        drop_interval=drop.interval, drop_p_value=drop.p_value,
+        too_close_to_call=drop.drop > cfg.max_drop_vs_fp32 and not drop.significantly_beyond(cfg.max_drop_vs_fp32),
     )
+
+
+def _drop_warnings(scheme: Scheme, drop: PairedDrop, cfg: QuantizationConfig, kind: Task, excluded: int) -> list[str]:
+    """What the user should know about the artifact's drop against fp32: beyond the budget for sure,
+    or beyond it by an amount the validation split cannot tell from noise."""
+    worse = f"{scheme.value}: validation {kind.primary.name} worse than fp32 by {kind.show_drop(drop.drop)}"
+    if drop.significantly_beyond(cfg.max_drop_vs_fp32):
+        return [f"{worse} (95% CI {kind.show_drop(drop.interval[0])} to {kind.show_drop(drop.interval[1])}; budget "
+                f"{kind.show_drop(cfg.max_drop_vs_fp32)}) even with {excluded} node(s) excluded; consider scheme 'none' or a larger calibration set"]
+    if drop.drop > cfg.max_drop_vs_fp32:
+        return [f"{worse} (budget {kind.show_drop(cfg.max_drop_vs_fp32)}), but fp32 does better on {drop.only_first} sample(s) and "
+                f"worse on {drop.only_second} of {drop.images} (paired test p = {drop.p_value:.2g}): too close to call, so no node was "
+                "excluded for it; a larger validation split would tell"]
+    return []
 
 
 def _auto(job: _Job) -> QuantizeResult:
@@ -223,30 +231,30 @@ def _auto(job: _Job) -> QuantizeResult:
         usable, _ = usable_providers(list(job.providers or ["CPUExecutionProvider"]))
     except TargetError as exc:
         raise TargetError(f"scheme 'auto' times the candidates on the target's provider: {exc}") from None
-    cfg, source, fp32_correct = job.cfg, job.source, job.fp32_correct
+    cfg, source, judge = job.cfg, job.source, job.judge
     candidates_spec, warnings = _auto_candidates(job, usable[0])
-    files, drops = {}, {}
+    files, metrics, drops = {}, {}, {}
     for index, (name, scheme, settings) in enumerate(candidates_spec):
         path = job.work / f"candidate{index}.onnx"
         produce_variant(job.prepared, path, scheme, settings, job.calibration, exclude=[])
-        files[name], drops[name] = path, paired_drop(fp32_correct, file_correct(path, job.x_val, job.y_val))
+        files[name] = path
+        metrics[name], drops[name] = judge.measure(path)
     say(f"quantize: timing {len(files)} candidates against fp32 on {usable[0]}")
-    p50 = {n: stats.p50_ms for n, stats in time_against_fp32(source, files, job.x_val, usable, job.runtime).items()}
+    p50 = {n: stats.p50_ms for n, stats in time_against_fp32(source, files, judge.x_val, usable, job.runtime).items()}
     within = [n for n in files if not drops[n].significantly_beyond(cfg.max_drop_vs_fp32)]
     chosen = min(within + ["fp32"], key=lambda n: p50[n])  # fp32 is a candidate: int8 ships only when it pays
     if chosen == "fp32":
-        why = "no quantized candidate stays within the accuracy budget" if not within else \
+        why = f"no quantized candidate stays within the {judge.kind.primary.name} budget" if not within else \
             f"fp32 is the fastest ({p50['fp32']:.4f} ms p50 vs {min(p50[n] for n in within):.4f} ms for the best int8 within budget)"
         warnings.append(f"auto: deploying the fp32 model: {why} on this CPU (int8 dot-product instructions: {cpu_info()['int8_dot_product']})")
-    fp32_accuracy = float(fp32_correct.mean())
     candidates = [
-        Candidate(n, s.value, st, fp32_accuracy - drops[n].drop, drops[n].drop, p50[n], files[n].stat().st_size, n == chosen)
+        Candidate(n, s.value, st, metrics[n], drops[n].drop, p50[n], files[n].stat().st_size, n == chosen)
         for n, s, st in candidates_spec
-    ] + [Candidate(FP32_CANDIDATE, Scheme.none.value, {}, fp32_accuracy, 0.0, p50["fp32"], Path(source).stat().st_size, chosen == "fp32")]
+    ] + [Candidate(FP32_CANDIDATE, Scheme.none.value, {}, judge.fp32_metric, 0.0, p50["fp32"], Path(source).stat().st_size, chosen == "fp32")]
     for w in warnings:
         say(f"warning: {w}")
     if chosen == "fp32":
-        return _fp32_result("auto", source, fp32_accuracy, cfg, candidates=candidates, fp32_p50_ms=p50["fp32"], warnings=warnings)
+        return _fp32_result("auto", source, judge, cfg, candidates=candidates, fp32_p50_ms=p50["fp32"], warnings=warnings)
     scheme, settings = next((s, st) for n, s, st in candidates_spec if n == chosen)
     return _finish(job, scheme, settings, requested="auto", candidates=candidates, fp32_p50=p50["fp32"], warnings=warnings)
 

@@ -34,7 +34,8 @@ from edgekd.recipe import recipe_target
 from edgekd.roles import Role
 from edgekd.runfolder import load_run_recipe
 from edgekd.runtime.coverage import EpCoverage, mobile_coverage
-from edgekd.runtime.metrics import file_top1
+from edgekd.runtime.metrics import file_outcomes
+from edgekd.task import task as task_entry
 from edgekd.targets import ArtifactFormat, ExportConfig, Scheme, Target
 
 if TYPE_CHECKING:
@@ -55,8 +56,8 @@ class ExportResult:
     student_parity: Parity
     simplified: SimplifyResult
     quantized: QuantizeResult
-    fp32_test_accuracy: float  # the simplified fp32 student in ONNX Runtime
-    deployed_test_accuracy: float  # the deployed artifact in ONNX Runtime
+    fp32_test_accuracy: float  # the simplified fp32 student in ONNX Runtime: the task's primary metric (`metric`) on the test split
+    deployed_test_accuracy: float  # the deployed artifact in ONNX Runtime, likewise
     deployed: str  # file name of the artifact the target ships
     mobile: list[EpCoverage]  # NNAPI / CoreML coverage of the deployed model
     ort: OrtPackage | None  # ORT-format package, for targets whose format is "ort"
@@ -64,6 +65,7 @@ class ExportResult:
     inputs: list[TensorSpec] = dataclasses.field(default_factory=list)  # the student's named, typed inputs (ONNX input names)
     outputs: list[str] = dataclasses.field(default_factory=list)  # its named outputs; the first (logits) is scored
     deployed_role: Role = Role.ptq  # what ships: the quantized student (ptq), or the fp32 student (student) when scheme is none
+    metric: str = "accuracy"  # the primary metric the test figures are in (rmse for regression)
     schema_version: int = 5  # 5: deployed_role
 
     @staticmethod
@@ -96,19 +98,20 @@ def export_model(
     name: str = "model",
     simplify_graph: bool = True,
     max_length: int | None = None,
+    task: str = "classification",
 ) -> ExportedModel:
     """Export `model` to `out_dir/<name>.onnx` with `cfg`'s opset and batch axis, check it against
     PyTorch on `example_inputs` (real inputs: a few hundred rows of the test split), and simplify it
     to `<name>.sim.onnx`. Raises ParityError when ONNX Runtime disagrees beyond `cfg`'s limits.
     Text models are also compared at 1 token, the median length and `max_length` (default: the
-    longest example)."""
+    longest example). `task` says when two outputs agree (the same top-1 class; close values)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     x = as_inputs(example_inputs)
     lengths = x.lengths()
     longest = max_length or (int(lengths.max()) if lengths is not None else 0)
     exported = export_onnx(model, x, out_dir / f"{name}.onnx", cfg.opset, cfg.fixed_batch)
-    parity = check_parity(model, out_dir / f"{name}.onnx", x, cfg, name, parity_lengths(x, longest))
+    parity = check_parity(model, out_dir / f"{name}.onnx", x, cfg, name, parity_lengths(x, longest), task)
     simplified = simplify(out_dir / f"{name}.onnx", out_dir / f"{name}.sim.onnx", x, cfg.parity_max_abs) if simplify_graph else None
     return ExportedModel(exported, parity, simplified, list(x.spec))
 
@@ -133,31 +136,34 @@ def _export(run_dir: Path, target: Target | str | Path | None, scheme: Scheme | 
     target = recipe_target(recipe, target)
     qcfg = target.quantization if scheme is None and recipe.export.scheme is None else \
         dataclasses.replace(target.quantization, scheme=Scheme(scheme if scheme is not None else recipe.export.scheme))
-    data = load_recipe_data(recipe.data)
+    data = load_recipe_data(recipe.data, recipe.task)
     cfg, max_length = target.export, recipe.data.max_length
+    kind = task_entry(data.task)
 
     student, student_spec = load_model(student_pt)
     if onnx_teacher:  # the teacher was an ONNX file already: it is the reference as it is
         runfolder.artifact(run_dir, TEACHER_ONNX, "export")
         teacher = None
     else:
-        teacher = export_model(load_model(teacher_pt)[0], data.x_test, cfg, run_dir, name="teacher", simplify_graph=False, max_length=max_length)
-    exported = export_model(student, data.x_test, cfg, run_dir, name="student", max_length=max_length)
+        teacher = export_model(load_model(teacher_pt)[0], data.x_test, cfg, run_dir, name="teacher", simplify_graph=False,
+                               max_length=max_length, task=data.task)
+    exported = export_model(student, data.x_test, cfg, run_dir, name="student", max_length=max_length, task=data.task)
     _say_exported(teacher, exported, cfg)
     calibration = data.calibration(qcfg.calibration_samples, seed=recipe.data.split_seed)
-    quantized = quantize_model(exported.path, run_dir, qcfg, calibration, data.x_val, data.y_val, list(target.runtime.providers), target.runtime)
+    quantized = quantize_model(exported.path, run_dir, qcfg, calibration, data.x_val, data.y_val, list(target.runtime.providers), target.runtime,
+                               task=data.task)
     deployed, package, written = _deployed_artifact(run_dir, exported, quantized, target)
     coverage = mobile_coverage(run_dir / (Path(quantized.path).name if quantized.path else STUDENT_SIMPLIFIED))
-    fp32_accuracy = file_top1(exported.path, data.x_test, data.y_test)
-    deployed_accuracy = file_top1(run_dir / deployed, data.x_test, data.y_test)
-    _say_deployed(run_dir, exported, quantized, deployed, fp32_accuracy, deployed_accuracy)
+    fp32_accuracy = kind.summarise(file_outcomes(exported.path, data.x_test, data.y_test, kind.name))
+    deployed_accuracy = kind.summarise(file_outcomes(run_dir / deployed, data.x_test, data.y_test, kind.name))
+    _say_deployed(run_dir, exported, quantized, deployed, kind.primary.show(fp32_accuracy), kind.primary.show(deployed_accuracy))
     result = ExportResult(
         run_dir=str(run_dir), target=target.name, fixed_batch=cfg.fixed_batch,
         teacher=teacher.onnx if teacher else None, teacher_parity=teacher.parity if teacher else None,
         student=exported.onnx, student_parity=exported.parity,
         simplified=exported.simplified, quantized=quantized,
         fp32_test_accuracy=fp32_accuracy, deployed_test_accuracy=deployed_accuracy,
-        deployed=deployed, deployed_role=Role.ptq if quantized.path else Role.student, mobile=coverage, ort=package, seconds=time.perf_counter() - began,
+        deployed=deployed, deployed_role=Role.ptq if quantized.path else Role.student, metric=kind.primary.name, mobile=coverage, ort=package, seconds=time.perf_counter() - began,
         inputs=list(student_spec.inputs), outputs=list(student_spec.outputs),
     )
     write_json(run_dir / RESULT, result)
@@ -187,11 +193,11 @@ def _say_exported(teacher: ExportedModel | None, student: ExportedModel, cfg: Ex
 
 
 def _say_deployed(run_dir: Path, exported: ExportedModel, quantized: QuantizeResult, deployed: str,
-                  fp32_accuracy: float, deployed_accuracy: float) -> None:
+                  fp32_metric: str, deployed_metric: str) -> None:
     simplified = exported.simplified
     say(f"export: simplified {simplified.nodes_before} → {simplified.nodes_after} nodes; deployed {deployed} "
         f"({quantized.scheme}, {(run_dir / deployed).stat().st_size / 1024:.1f} KiB), "
-        f"test accuracy {fp32_accuracy:.2%} fp32 → {deployed_accuracy:.2%} deployed")
+        f"test {quantized.metric} {fp32_metric} fp32 → {deployed_metric} deployed")
     if quantized.versus_fp32:
         v = quantized.versus_fp32
         measured = "the requested scheme" if quantized.fell_back else quantized.scheme

@@ -21,6 +21,7 @@ from edgekd._progress import say
 from edgekd.bench.report import REPORT_FILES, verdict_line, write_junit, write_reports
 from edgekd.bench.stage import BenchReport, bench_models
 from edgekd.data import load_recipe_data, load_test_split
+from edgekd.task import infer_task
 from edgekd.data.config import DataConfig
 from edgekd.distill.result import DistillResult
 from edgekd.errors import DataError, OnnxModelError, TargetError
@@ -46,6 +47,7 @@ class BenchInputs:
     classes: list[str]
     reference: str  # what the teacher is, for the report
     out: Path
+    task: str | None = None  # the run's task; None (a bare file): what the labels make unambiguous
 
 
 def bench(
@@ -74,10 +76,11 @@ def bench(
         found = _run_folder(model, out) if model.is_dir() else _bare_file(model, teacher, out)
         target = target if isinstance(target, Target) else load_target(target) if target else found.target or load_target("x86-cpu")
         source = data or found.data
-        x, y, note, max_length = _test_inputs(source, tokenizer, max_length, encoding)
+        x, y, note, max_length = _test_inputs(source, tokenizer, max_length, encoding, found.task)
+        kind = found.task or (infer_task(y) if y is not None else "classification")
         report = bench_models(found.models, target, x, y, deployed=found.deployed, names=found.names, providers=providers,
                               memory=memory, max_length=max_length, coverage=found.coverage, classes=found.classes,
-                              reference=found.reference, inputs_note=note)
+                              reference=found.reference, inputs_note=note, task=kind)
         _write(report, model, found.out, junit)
     say(f"bench: {verdict_line(report)}")
     return report
@@ -110,7 +113,8 @@ def _run_folder(run_dir: Path, out: Path | None) -> BenchInputs:
     distilled = runfolder.read_result(run_dir, runfolder.DISTILL_RESULT, DistillResult, "bench") if (run_dir / runfolder.DISTILL_RESULT).is_file() else None
     recipe = runfolder.load_run_recipe(run_dir)
     return BenchInputs(models, names, deployed, recipe.data, target, list(exported.mobile), classes,
-                       distilled.reference if distilled else "the teacher", Path(out or run_dir))
+                       distilled.reference if distilled else "the teacher", Path(out or run_dir),
+                       distilled.task if distilled else recipe.task)
 
 
 def _with_quantization_aware(run_dir: Path, models: dict[Role, Path], names: dict[Role, str], deployed: Role) -> Role:
@@ -127,7 +131,7 @@ def _with_quantization_aware(run_dir: Path, models: dict[Role, Path], names: dic
 
 
 def _test_inputs(source: DataConfig | str | None, tokenizer: str | None, max_length: int,
-                 encoding: str) -> tuple[Inputs | np.ndarray | None, np.ndarray | None, str, int]:
+                 encoding: str, task: str | None) -> tuple[Inputs | np.ndarray | None, np.ndarray | None, str, int]:
     """Real test samples (a --data source string, or a run's [data] section), or None when no data is
     given (bench_models then times random inputs); and how long a text may be."""
     if source is None:
@@ -137,9 +141,9 @@ def _test_inputs(source: DataConfig | str | None, tokenizer: str | None, max_len
             raise DataError("text data needs the tokenizer the model was trained with: pass --tokenizer DIR")
         options = validate(DataConfig, {"source": source, "tokenizer": tokenizer, "max_length": max_length, "encoding": encoding},
                            "bench data", DataError)
-        x, y = load_test_split(source, options)
+        x, y = load_test_split(source, options, task)
         return x, y, f"{len(x)} test samples from {source}", max_length
-    splits = load_recipe_data(source)
+    splits = load_recipe_data(source, task)
     return splits.x_test, splits.y_test, f"{len(splits.x_test)} test samples from {source.source}", source.max_length
 
 

@@ -35,6 +35,9 @@ class ModelSpec:
     inputs: tuple[TensorSpec, ...] = ()  # named, typed inputs; empty: one float32 input of input_shape
     vocab_size: int | None = None  # text models: rows of the embedding table (the tokenizer's vocabulary)
     outputs: tuple[str, ...] = ("logits",)  # named outputs; the first is the one scored
+    # regression: the training targets' mean and std per target; the model learns standardised
+    # targets and its last step maps them back, so it (and its ONNX file) answers in the data's units
+    target_scale: tuple[tuple[float, ...], tuple[float, ...]] | None = None
 
     def __post_init__(self) -> None:
         if not self.inputs:  # the one-input case: a float32 input of input_shape
@@ -42,17 +45,64 @@ class ModelSpec:
 
     def to_dict(self) -> dict[str, Any]:
         return {"model": self.model, "args": dict(self.args), "input_shape": list(self.input_shape), "num_classes": self.num_classes,
-                "inputs": [s.to_dict() for s in self.inputs], "vocab_size": self.vocab_size, "outputs": list(self.outputs)}
+                "inputs": [s.to_dict() for s in self.inputs], "vocab_size": self.vocab_size, "outputs": list(self.outputs),
+                "target_scale": [list(v) for v in self.target_scale] if self.target_scale else None}
 
     @staticmethod
     def from_dict(data: dict[str, Any]) -> "ModelSpec":
         inputs = tuple(TensorSpec.from_dict(s) for s in data.get("inputs") or [])  # older checkpoints: one float input
+        scale = data.get("target_scale")
         return ModelSpec(data["model"], dict(data.get("args", {})), tuple(data["input_shape"]), int(data["num_classes"]),
-                         inputs, data.get("vocab_size"), tuple(data.get("outputs") or ("logits",)))
+                         inputs, data.get("vocab_size"), tuple(data.get("outputs") or ("logits",)),
+                         (tuple(scale[0]), tuple(scale[1])) if scale else None)
+
+
+class InDataUnits(nn.Module):
+    """A regressor that learns standardised targets and answers in the data's units: outputs ·
+    std + mean, with the training targets' statistics kept as buffers (saved, exported, never
+    trained). Layer paths (hint/at terms) are those of `inner`, the model as the user named it."""
+
+    def __init__(self, inner: nn.Module, mean: tuple[float, ...], std: tuple[float, ...]) -> None:
+        super().__init__()
+        import torch
+
+        self.inner = inner
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32))
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32))
+
+    def forward(self, x=None, **named):  # one input positionally (as torch.export's shapes name it), several by name
+        return (self.inner(x) if x is not None else self.inner(**named)) * self.std + self.mean
+
+
+def target_scale(y_train) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Per target, the training targets' mean and std (a constant target keeps std 1)."""
+    import numpy as np
+
+    y = np.asarray(y_train, dtype=np.float64).reshape(len(y_train), -1)
+    std = y.std(axis=0)
+    return tuple(float(m) for m in y.mean(axis=0)), tuple(float(s) if s > 0 else 1.0 for s in std)
+
+
+def spec_for(model: str, args: dict[str, Any], data, standardize_targets: bool = True) -> ModelSpec:
+    """The spec of `model` with `args` for the data's inputs and outputs (a DataSplits); a
+    regressor's with the training targets' scale unless `standardize_targets` is off."""
+    scale = target_scale(data.y_train) if data.task == "regression" and standardize_targets else None
+    return ModelSpec(model, dict(args), data.input_shape, data.num_classes, data.inputs, data.vocab_size, target_scale=scale)
+
+
+def layers_of(model: nn.Module) -> nn.Module:
+    """The module whose paths name its layers: the user's model, inside any InDataUnits wrapper."""
+    return model.inner if isinstance(model, InDataUnits) else model
 
 
 def build_model(spec: ModelSpec) -> nn.Module:
-    """Build the module a spec names; unknown families and arguments raise with the valid ones."""
+    """Build the module a spec names (answering in the data's units when the spec has a
+    target_scale); unknown families and arguments raise with the valid ones."""
+    model = _build(spec)
+    return InDataUnits(model, *spec.target_scale) if spec.target_scale else model
+
+
+def _build(spec: ModelSpec) -> nn.Module:
     if spec.model == ENSEMBLE:  # several teachers saved as one reference model
         from edgekd.models.ensemble import build_ensemble
 

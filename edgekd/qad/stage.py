@@ -87,7 +87,7 @@ def _quantization_aware(run_dir: Path, recipe: Recipe, target: Target, epochs: i
     exported = runfolder.read_result(run_dir, runfolder.EXPORT_RESULT, ExportResult, "quantization-aware distillation")
     _static(target.quantization)
     teachers = _teachers(run_dir) if teacher == "teacher" else _onnx_teacher(simplified)  # "student": self-distillation
-    data = load_recipe_data(recipe.data)
+    data = load_recipe_data(recipe.data, recipe.task)
     _, qad_settings = _phase_settings(recipe, epochs, lr_scale)
     result = quantization_aware_model(
         simplified, teachers, data, target, run_dir, qad_settings, baseline=baseline,
@@ -140,6 +140,7 @@ def quantization_aware_model(
     from edgekd.qad.graph import FakeQuantGraph
 
     began = time.perf_counter()
+    _refuse_other_tasks(data.task)
     fp32_onnx, out_dir = Path(fp32_onnx), Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     qcfg = _static(target.quantization)
@@ -221,6 +222,12 @@ def export_qdq(graph, prepared: Path, dest: Path, settings: dict, calibration, w
     weights = work / "trained.onnx"
     onnx.save(model, str(weights))
     produce_variant(weights, dest, Scheme.static_qdq, settings, calibration[: min(8, len(calibration))], [], scales=graph.learned_scales())
+
+
+def _refuse_other_tasks(task: str) -> None:
+    if task != "classification":
+        raise QadError(f"quantization-aware distillation trains classifiers so far, and the data is {task}: "
+                       "deploy post-training int8 (or set [qad] when = \"never\")")
 
 
 def check_qad_parity(graph, path: Path, x) -> QadParity:

@@ -1,5 +1,6 @@
-"""Metrics of a model on data: top-1 hits of an ONNX Runtime session (or of any logits), and how
-closely two models' outputs agree (the parity checks of export, simplification and QAD)."""
+"""Metrics of a model on data: each sample's outcome under the task (top-1 hits, squared errors)
+of an ONNX Runtime session, and how closely two models' outputs agree (the parity checks of
+export, simplification and QAD)."""
 
 from __future__ import annotations
 
@@ -10,11 +11,7 @@ import numpy as np
 from edgekd.runtime.session import run_batches
 from edgekd.errors import DataError
 from edgekd.inputs import Inputs
-
-
-def top1_hits(logits: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """Per sample, whether the top-1 class is right: the one definition every stage scores with."""
-    return np.asarray(logits).argmax(axis=-1) == np.asarray(y)
+from edgekd.task import task, top1_hits
 
 
 @dataclass(frozen=True)
@@ -22,14 +19,41 @@ class OutputAgreement:
     max_abs: float  # largest |reference − other| over all outputs
     mean_abs: float
     scale: float  # largest |reference output|: what the differences are relative to
-    agreement: float  # share of samples whose top-1 class is the same
+    agreement: float  # share of samples on which they agree (the same top-1 class; regression: close values)
 
 
-def compare_outputs(reference: np.ndarray, other: np.ndarray) -> OutputAgreement:
-    """How far `other`'s outputs are from `reference`'s, sample by sample on the same inputs."""
+def compare_outputs(reference: np.ndarray, other: np.ndarray, task_name: str = "classification") -> OutputAgreement:
+    """How far `other`'s outputs are from `reference`'s, sample by sample on the same inputs; they
+    agree on a sample as the task says (the same top-1 class; regression: within 1% of the range)."""
     diff = np.abs(np.asarray(reference, dtype=np.float64) - np.asarray(other, dtype=np.float64))
     return OutputAgreement(float(diff.max()), float(diff.mean()), float(np.abs(reference).max()),
-                           float((np.asarray(reference).argmax(-1) == np.asarray(other).argmax(-1)).mean()))
+                           float(task(task_name).agreement(reference, other).mean()))
+
+
+def outcomes(session, x: Inputs | np.ndarray, y: np.ndarray, label: str, task_name: str = "classification") -> np.ndarray:
+    """Each sample's outcome under the task (a top-1 hit; a squared error): what paired comparisons pair."""
+    kind = task(task_name)
+    if kind.name == "classification":
+        return correct(session, x, y, label)
+    return kind.per_sample(target_outputs(session, x, y, label), y)
+
+
+def target_outputs(session, x: Inputs | np.ndarray, y: np.ndarray, label: str) -> np.ndarray:
+    """A regressor's outputs on `x`, checked to hold as many values per sample as the targets `y`."""
+    out = run_batches(session, x)
+    if out.reshape(len(out), -1).shape[1] != np.asarray(y).reshape(len(y), -1).shape[1]:
+        raise DataError(f"{label} outputs shape {out.shape[1:]} per sample but the targets have {np.asarray(y).shape[1:]}; "
+                        "use data with the model's targets")
+    return out
+
+
+def file_outcomes(path, x: Inputs | np.ndarray, y: np.ndarray, task_name: str = "classification") -> np.ndarray:
+    """Per-sample outcomes of an ONNX/ORT file on the CPU provider (see `outcomes`)."""
+    from pathlib import Path
+
+    from edgekd.runtime.session import open_session
+
+    return outcomes(open_session(path), x, y, Path(path).name, task_name)
 
 
 def top1(session, x: Inputs | np.ndarray, y: np.ndarray, label: str) -> float:

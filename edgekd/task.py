@@ -1,0 +1,264 @@
+"""The tasks edgekd distils, one entry each: every stage asks the task instead of assuming
+"one integer label per sample, logits (N, C)".
+
+An entry says what a label is and how it is checked, how many outputs the labels ask of a model,
+how a validation split is drawn, the hard-label loss (and its name in the logs), the soft-target
+method `kd_weight` means, the metrics (the first is the primary one, which picks the best epoch
+and judges the budgets) and how two models' outputs are compared sample by sample (export parity,
+the quantized file against the fp32 one). Adding a task is one entry here plus its pieces.
+
+No torch here: `edgekd bench` and the recipe validator read the table without it; the hard-label
+loss is named as "module:function" and imported only when training.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+
+from edgekd.errors import DataError
+from edgekd.paired import PairedDrop, paired_drop, paired_error_rise
+
+TaskName = Literal["classification", "regression"]
+MAX_LABEL = 2**31 - 1  # a class index beyond this is a mistake (ids, hashes), never a class count
+
+
+@dataclass(frozen=True)
+class Metric:
+    name: str  # the key in results' `metrics` objects and in budgets
+    higher_is_better: bool
+    percent: bool  # shown as a percentage (accuracy) or in the data's own units (rmse)
+
+    def show(self, value: float) -> str:
+        return f"{value:.2%}" if self.percent else f"{value:.4g}"
+
+    def gain(self, before: float, after: float) -> float:
+        """How much better `after` is than `before` (positive: better), in the metric's units."""
+        return after - before if self.higher_is_better else before - after
+
+
+@dataclass(frozen=True)
+class Task:
+    name: str
+    labels: str  # what one label is, for messages
+    metrics: tuple[Metric, ...]  # the first is the primary one
+    hard_loss: str  # "module:function": loss(student outputs, labels) -> scalar tensor
+    hard_loss_name: str  # its name in the logs and the history ("ce", "mse")
+    soft_method: str  # the method of the single soft-target term kd_weight weighs (the methods table's name)
+    check_labels: Callable[[str, str, np.ndarray, int], np.ndarray]  # (source, split, y, samples) -> y, typed
+    outputs_of: Callable[[str, np.ndarray], int]  # (source, training labels) -> model outputs they ask for
+    check_split: Callable[[str, str, np.ndarray, int], None]  # (source, split, y, outputs): a val/test split fits
+    split: Callable[[object, np.ndarray, float, int], tuple]  # (x, y, fraction, seed) -> (x_a, y_a, x_b, y_b)
+    score: Callable[[np.ndarray, np.ndarray], dict[str, float]]  # (outputs, labels) -> every metric
+    agreement: Callable[[np.ndarray, np.ndarray], np.ndarray]  # (reference, other outputs) -> per sample, do they agree
+    combine: Callable[[list[np.ndarray], list[float]], np.ndarray]  # several teachers' outputs -> the prediction they make together
+    per_sample: Callable[[np.ndarray, np.ndarray], np.ndarray]  # (outputs, labels) -> each sample's outcome (hit; squared error)
+    summarise: Callable[[np.ndarray], float]  # outcomes -> the primary metric (mean hits; root of the mean squared error)
+    paired: Callable[[np.ndarray, np.ndarray], PairedDrop]  # (first's outcomes, second's) -> how much worse the second is
+    drop_unit: str  # what a PairedDrop's drop is: "points" (accuracy lost) or "relative" (RMSE rise)
+    drop_budget: str  # the target's [budgets] key that limits the teacher → deployed drop
+
+    @property
+    def primary(self) -> Metric:
+        return self.metrics[0]
+
+    def primary_of(self, outputs: np.ndarray, labels: np.ndarray) -> float:
+        return self.score(outputs, labels)[self.primary.name]
+
+    def drop_between(self, reference: float, value: float) -> float:
+        """How much worse `value` is than `reference`, as a PairedDrop measures it (unpaired)."""
+        return reference - value if self.drop_unit == "points" else value / max(reference, 1e-300) - 1
+
+    def drop_words(self) -> str:
+        """The unit of a drop, for verdicts: "top-1" points, or RMSE relative."""
+        return "top-1" if self.drop_unit == "points" else f"{self.primary.name} rise, relative"
+
+    def show_drop(self, drop: float) -> str:
+        """A PairedDrop's drop for people: "1.20%" of accuracy, or "+1.20% RMSE"."""
+        return f"{drop:.2%}" if self.drop_unit == "points" else f"{drop:+.2%} RMSE"
+
+
+# --- classification: one integer class index per sample, logits (N, C) -------------------------
+
+def _label_text(value) -> str:
+    """A label as a user would write it: 1099511627776, not 1.099511627776e+12."""
+    return str(int(value)) if np.isfinite(value) and abs(value) < 1e15 else f"{float(value):.3g}"
+
+
+def _class_labels(name: str, split: str, y: np.ndarray, samples: int) -> np.ndarray:
+    if y.ndim != 1 or len(y) != samples:
+        raise DataError(f"{name}: y_{split} has shape {y.shape} but x_{split} has {samples} samples; expected ({samples},)")
+    if np.iscomplexobj(y) or not (np.issubdtype(y.dtype, np.integer) or (np.issubdtype(y.dtype, np.floating) and np.all(y == np.round(y)))):
+        raise DataError(f"{name}: y_{split} must hold integer class indices (got dtype {y.dtype}); "
+                        "for real-valued targets set task = \"regression\"")
+    if len(y) and y.min() < 0:
+        raise DataError(f"{name}: y_{split} has negative labels; labels must be class indices 0..C-1")
+    if len(y) and y.max() > MAX_LABEL:  # before anything is sized by it (or a float label overflows int64)
+        raise DataError(f"{name}: y_{split} holds the label {_label_text(y.max())}, but labels are class indices 0..C-1 "
+                        "(at most 2^31 - 1); remap them to 0..C-1 (numpy: np.unique(y, return_inverse=True)[1])")
+    return y.astype(np.int64)
+
+
+def _classes(name: str, y_train: np.ndarray) -> int:
+    """The number of classes the labels make: 1 + the largest. One class, or labels that leave
+    most of 0..max empty (20, 21, 22 would make a 23-class model), are refused with the remap."""
+    present = np.unique(y_train)
+    if len(present) < 2:
+        raise DataError(f"{name}: every training label is {int(present[0])}; a classifier needs at least two classes")
+    num_classes = int(present[-1]) + 1
+    if len(present) < num_classes / 2:
+        shown = ", ".join(str(int(c)) for c in present[:5]) + (", ..." if len(present) > 5 else "")
+        raise DataError(f"{name}: the training labels ({shown}) use {len(present)} of the {num_classes} classes 0..{num_classes - 1} "
+                        f"they imply; remap them to 0..{len(present) - 1} (numpy: np.unique(y, return_inverse=True)[1])")
+    return num_classes
+
+
+def _classes_fit(name: str, split: str, y: np.ndarray, num_classes: int) -> None:
+    if len(y) and y.max() >= num_classes:
+        raise DataError(f"{name}: {split} labels go up to {int(y.max())} but training labels only span "
+                        f"0..{num_classes - 1}; every class must appear in the training split")
+
+
+def stratified_split(x, y: np.ndarray, fraction: float, seed: int) -> tuple:
+    """Split off `fraction` of (x, y) with class proportions kept; returns (x_a, y_a, x_b, y_b)."""
+    from sklearn.model_selection import train_test_split
+
+    _, counts = np.unique(y, return_counts=True)  # not bincount: its array is as long as the largest label
+    stratify = y if counts.min() >= 2 else None  # tiny classes cannot be stratified
+    a, b = train_test_split(np.arange(len(y)), test_size=fraction, random_state=seed, stratify=stratify)
+    return x[a], y[a], x[b], y[b]
+
+
+def top1_hits(logits: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Per sample, whether the top-1 class is right: the one definition every stage scores with."""
+    return np.asarray(logits).argmax(axis=-1) == np.asarray(y)
+
+
+def _classification_scores(logits: np.ndarray, y: np.ndarray) -> dict[str, float]:
+    return {"accuracy": float(top1_hits(logits, y).mean())}
+
+
+def _mixture(logits: list[np.ndarray], weights: list[float]) -> np.ndarray:
+    """Σ_i w_i · softmax(z_i), Σ w_i = 1: the teachers' averaged probabilities (one teacher's own)."""
+    total = float(sum(weights))
+    mixed = 0.0
+    for z, w in zip(logits, weights, strict=True):
+        z = np.asarray(z, dtype=np.float64)
+        e = np.exp(z - z.max(axis=-1, keepdims=True))
+        mixed = mixed + (w / total) * e / e.sum(axis=-1, keepdims=True)
+    return np.asarray(mixed)
+
+
+def _same_class(reference: np.ndarray, other: np.ndarray) -> np.ndarray:
+    return np.asarray(reference).argmax(-1) == np.asarray(other).argmax(-1)
+
+
+# --- regression: one or more real-valued targets per sample, outputs (N, k) --------------------
+
+def _targets(name: str, split: str, y: np.ndarray, samples: int) -> np.ndarray:
+    if y.ndim not in (1, 2) or len(y) != samples:
+        raise DataError(f"{name}: y_{split} has shape {y.shape} but x_{split} has {samples} samples; "
+                        f"expected ({samples},) or ({samples}, targets)")
+    if np.iscomplexobj(y) or not (np.issubdtype(y.dtype, np.number) or y.dtype == np.bool_):
+        raise DataError(f"{name}: y_{split} has dtype {y.dtype}; regression targets must be real numbers")
+    if not np.isfinite(y).all():
+        raise DataError(f"{name}: y_{split} holds NaN or inf targets; drop or impute those samples first")
+    return y.reshape(len(y), -1).astype(np.float32)
+
+
+def _target_count(name: str, y_train: np.ndarray) -> int:
+    if len(y_train) > 1 and np.all(y_train.std(axis=0) == 0):
+        raise DataError(f"{name}: every training target has one value; a regressor needs targets that vary")
+    return int(y_train.shape[1])
+
+
+def _targets_fit(name: str, split: str, y: np.ndarray, targets: int) -> None:
+    if y.shape[1] != targets:
+        raise DataError(f"{name}: y_{split} has {y.shape[1]} targets per sample but y_train has {targets}; they must match")
+
+
+def random_split(x, y: np.ndarray, fraction: float, seed: int) -> tuple:
+    """Split off `fraction` of (x, y) at random; returns (x_a, y_a, x_b, y_b)."""
+    from sklearn.model_selection import train_test_split
+
+    a, b = train_test_split(np.arange(len(y)), test_size=fraction, random_state=seed)
+    return x[a], y[a], x[b], y[b]
+
+
+def squared_errors(outputs: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Per sample, the mean squared error over its targets: what a paired comparison pairs."""
+    outputs = np.asarray(outputs, dtype=np.float64).reshape(len(y), -1)
+    return ((outputs - np.asarray(y, dtype=np.float64).reshape(len(y), -1)) ** 2).mean(axis=1)
+
+
+def _regression_scores(outputs: np.ndarray, y: np.ndarray) -> dict[str, float]:
+    """RMSE and MAE over every target of every sample; R² per target, then averaged (scikit-learn's
+    'uniform_average'); a target constant on these samples scores R² 0 (no variance to explain)."""
+    outputs = np.asarray(outputs, dtype=np.float64).reshape(len(y), -1)
+    y = np.asarray(y, dtype=np.float64).reshape(len(y), -1)
+    error = outputs - y
+    total = ((y - y.mean(axis=0)) ** 2).sum(axis=0)
+    r2 = np.where(total > 0, 1 - (error**2).sum(axis=0) / np.where(total > 0, total, 1), 0.0)
+    return {"rmse": float(np.sqrt((error**2).mean())), "mae": float(np.abs(error).mean()), "r2": float(r2.mean())}
+
+
+def _weighted_mean(outputs: list[np.ndarray], weights: list[float]) -> np.ndarray:
+    """Σ_i w_i · outputs_i, Σ w_i = 1: what several regressors predict together."""
+    total = float(sum(weights))
+    return np.asarray(sum((w / total) * np.asarray(o, dtype=np.float64) for o, w in zip(outputs, weights, strict=True)))
+
+
+def _close_values(reference: np.ndarray, other: np.ndarray, share: float = 0.01) -> np.ndarray:
+    """Per sample, whether every output is within 1% of the reference outputs' range of the reference."""
+    reference = np.asarray(reference, dtype=np.float64).reshape(len(reference), -1)
+    other = np.asarray(other, dtype=np.float64).reshape(len(reference), -1)
+    scale = max(float(np.abs(reference).max(initial=0.0)), 1e-12)
+    return (np.abs(reference - other) <= share * scale).all(axis=1)
+
+
+TASKS: dict[str, Task] = {
+    t.name: t
+    for t in (
+        Task("classification", "one integer class index per sample", (Metric("accuracy", True, True),),
+             hard_loss="edgekd.distill.losses:hard_label_loss", hard_loss_name="ce", soft_method="kd",
+             check_labels=_class_labels, outputs_of=_classes, check_split=_classes_fit, split=stratified_split,
+             score=_classification_scores, agreement=_same_class, combine=_mixture,
+             per_sample=top1_hits, summarise=lambda hits: float(np.mean(hits)), paired=paired_drop, drop_unit="points",
+             drop_budget="max_accuracy_drop"),
+        Task("regression", "one or more real-valued targets per sample",
+             (Metric("rmse", False, False), Metric("mae", False, False), Metric("r2", True, False)),
+             hard_loss="edgekd.distill.losses:mse_loss", hard_loss_name="mse", soft_method="mse",
+             check_labels=_targets, outputs_of=_target_count, check_split=_targets_fit, split=random_split,
+             score=_regression_scores, agreement=_close_values, combine=_weighted_mean,
+             per_sample=squared_errors, summarise=lambda errors: float(np.sqrt(np.mean(errors))), paired=paired_error_rise,
+             drop_unit="relative", drop_budget="max_rmse_rise"),
+    )
+}
+
+
+def task(name: str) -> Task:
+    """The entry of `name`; an unknown name raises with the valid ones."""
+    try:
+        return TASKS[name]
+    except KeyError:
+        raise ValueError(f"unknown task '{name}'; valid tasks: {', '.join(TASKS)}") from None
+
+
+def metric_named(name: str) -> Metric:
+    """The metric of that name in any task (how results written by any task are shown)."""
+    return next(m for t in TASKS.values() for m in t.metrics if m.name == name)
+
+
+def infer_task(y_train) -> str:
+    """The task labels make unambiguous: whole numbers in one column are class indices; anything
+    else numeric (fractions, several columns) is regression."""
+    y = np.asarray(y_train)
+    if y.ndim == 1 and not np.iscomplexobj(y) and (np.issubdtype(y.dtype, np.integer) or
+                                                 (np.issubdtype(y.dtype, np.floating) and np.all(y == np.round(y)))):
+        return "classification"
+    if y.ndim in (1, 2) and np.issubdtype(y.dtype, np.floating):
+        return "regression"
+    return "classification"  # its label check names what is wrong
