@@ -210,3 +210,25 @@ def test_a_bare_regressor_benches_with_its_targets_and_compares_by_rmse(regressi
     assert report["task"] == "regression" and report["variants"][0]["metrics"]["rmse"] > 0
     compared = CliRunner().invoke(app, ["-q", "bench", "--compare", str(tmp_path / "a" / "bench.json"), str(tmp_path / "b" / "bench.json")])
     assert compared.exit_code == 0 and "rmse" in compared.stdout and "+0.0%" in compared.stdout, compared.output
+
+
+def test_a_csv_with_a_numeric_label_column_is_a_regression_source(tmp_path):
+    from edgekd.data import load_data
+    from edgekd.data.config import DataConfig
+
+    rng = np.random.default_rng(3)
+    rows = ["a,b,price"] + [f"{a:.3f},{b:.3f},{10 + 3 * a - b + rng.normal():.2f}" for a, b in rng.normal(size=(60, 2))]
+    (tmp_path / "t.csv").write_text("\n".join(rows) + "\n")
+    source = f"csv:{tmp_path / 't.csv'}"
+    splits = load_data(source, options=DataConfig(source=source, label_column="price"))
+    assert splits.task == "regression" and splits.y_train.dtype == np.float32 and splits.y_train.shape[1] == 1
+    assert len(splits.y_train) + len(splits.y_val) + len(splits.y_test) == 60
+
+
+def test_a_model_with_the_wrong_number_of_outputs_for_the_targets_is_named(tmp_path):
+    np.savez(tmp_path / "reg.npz", **_regression_arrays(80))
+    recipe = tmp_path / "reg.toml"
+    recipe.write_text('task = "regression"\n[data]\nsource = "npz:reg.npz"\n[teacher]\nmodel = "mlp"\nargs = { num_classes = 3 }\n')
+    result = CliRunner().invoke(app, ["-q", "distill", str(recipe), "--out", str(tmp_path / "run")])
+    one_line_error(result, "teacher outputs shape (3,) per sample but the data has 1 regression target(s) per sample")
+    assert not (tmp_path / "run").exists()
