@@ -21,6 +21,7 @@ import typer
 from typer.core import TyperGroup
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from edgekd._version import __version__
 from edgekd._io import to_jsonable
@@ -309,6 +310,7 @@ def bench(
     compare: Annotated[Optional[tuple[Path, Path]], typer.Option("--compare", help="Compare two bench.json files (before, after) instead of measuring; exit 1 when a model got worse.", show_default=False)] = None,
     max_latency_increase: Annotated[float, typer.Option(help="With --compare: largest p50 latency growth tolerated (0.10 = 10%), when the 95% intervals also separate.")] = 0.10,
     max_accuracy_drop: Annotated[float, typer.Option(help="With --compare: largest top-1 drop tolerated (0.005 = half a point).")] = 0.005,
+    shape: Annotated[Optional[list[str]], typer.Option("--shape", help="Without --data: an input's size as NAME=DIMS, e.g. x=1x3x640x640 (repeat for each input with free dimensions); the model is timed on random inputs and metric budgets are not checked.", show_default=False)] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Measure accuracy, size, latency and throughput with ONNX Runtime; exit 1 when a budget is missed."""
@@ -327,10 +329,13 @@ def bench(
     with _guard():
         if model is None:
             raise EdgekdError("give a run folder or an ONNX file to bench (or --compare A.json B.json); see edgekd bench --help")
+        from edgekd.bench.inputs import parse_shapes
         from edgekd.folders.bench import bench as run_bench
 
+        if shape and data:
+            raise EdgekdError("give --data (real inputs) or --shape (random inputs of that size), not both")
         report = run_bench(model, data=data, target=target, teacher=teacher, out=out, providers=_split(providers), junit=junit,
-                           tokenizer=tokenizer, max_length=max_length, encoding=encoding)
+                           tokenizer=tokenizer, max_length=max_length, encoding=encoding, shapes=parse_shapes(shape or []))
     if as_json:
         _print_json(report)
     else:
@@ -498,11 +503,11 @@ def _print_bench(report) -> None:
     if report.verdicts:
         budgets = Table(*VERDICT_HEADER, title=f"budgets of target {report.target}")
         for row in verdict_rows(report):
-            budgets.add_row(*row)
+            budgets.add_row(*(Text(cell) for cell in row))  # notes name [sections]: plain text, not rich markup
         out_console.print(budgets)
     if report.missing_providers:
         out_console.print(f"not available in this onnxruntime build: {', '.join(report.missing_providers)}")
-    out_console.print(verdict_line(report), style="bold green" if report.passed else "bold red")
+    out_console.print(verdict_line(report), style="bold green" if report.passed else "bold red", markup=False)
     out_console.print("full figures (95% intervals, batch sweep, MACs, GFLOP/s): bench.md, bench.json, bench.png")
 
 

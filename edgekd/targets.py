@@ -16,7 +16,7 @@ from typing import Annotated, Literal, Optional
 from pydantic import Field, Strict, model_validator
 from pydantic.dataclasses import dataclass
 
-from edgekd._config import CONFIG, Bool, Float, Int, read_toml, validate
+from edgekd._config import CONFIG, Bool, Count, Float, Int, read_toml, validate
 from edgekd.errors import TargetError
 
 
@@ -159,6 +159,9 @@ class BenchConfig:
     # the median length of the real test texts), and the lengths of the sequence sweep.
     sequence_length: Optional[Tokens] = Field(None, description="text: tokens per input for latency (default: median test length)")
     sweep_lengths: list[Tokens] = Field(default_factory=lambda: [16, 64, 128], description="text: sequence lengths of the latency sweep")
+    # A bare model benched without data: the sizes of its inputs' free dimensions, per input name,
+    # e.g. { x = [3, 640, 640] } (or with the batch: [1, 3, 640, 640]); `edgekd bench --shape` wins.
+    input_shapes: dict[str, list[Count]] = Field(default_factory=dict, description="without data: each input's dims, e.g. { x = [3, 640, 640] }")
 
     @model_validator(mode="after")
     def _sweeps_list_each_once(self) -> "BenchConfig":

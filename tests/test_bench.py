@@ -417,6 +417,6 @@ def test_bench_models_measures_files_by_role_and_writes_nothing(exported_run, tm
     budgets = {v.budget for v in report.verdicts}
     assert {"max_accuracy_drop", "min_compression", "max_drop_vs_fp32", "deployed_vs_fp32_latency"} <= budgets
     alone = bench_models({Role.model: tmp_path / "student.sim.onnx"}, load_target("x86-cpu"), deployed=Role.model, memory=False)
-    assert alone.variant(Role.model).accuracy is None and "random normal inputs" in alone.inputs
+    assert alone.variant(Role.model).accuracy is None and "random inputs" in alone.inputs
     with pytest.raises(DataError, match="deployed role 'qad' is not among the models given"):
         bench_models(models, load_target("x86-cpu"), deployed=Role.qad)

@@ -19,6 +19,7 @@ import numpy as np
 from edgekd._platform import cpu_info
 from edgekd._progress import say
 from edgekd.bench.measure import VariantReport, measure_variants
+from edgekd.bench.inputs import random_inputs
 from edgekd.bench.verify import BudgetFigures, MobileFigures, Verdict, check_budgets, run_passed
 from edgekd.errors import DataError
 from edgekd.inputs import Inputs
@@ -74,6 +75,7 @@ def bench_models(
     reference: str = "",
     inputs_note: str = "",
     task: str = "classification",
+    input_shapes: Mapping[str, Sequence[int]] | None = None,
 ) -> BenchReport:
     """Measure `models` (ONNX or ORT files by role) on the test inputs `x` (labels `y`, when known)
     and check `target`'s budgets on the `deployed` one; write nothing.
@@ -84,7 +86,8 @@ def bench_models(
     execution providers; `memory=False` skips the child processes that measure session memory;
     `coverage` is the deployed model's NNAPI/CoreML coverage when already known (else computed).
     `names` are the display names (default: made from the roles). `task` says how outputs are
-    scored against `y` (top-1 for classification; RMSE, MAE and R² for regression)."""
+    scored against `y` (top-1 for classification; RMSE, MAE and R² for regression). Without `x`,
+    `input_shapes` (else the target's `[bench] input_shapes`) size the random inputs' free dimensions."""
     deployed = Role(deployed)
     roles = {Role(r): Path(p) for r, p in models.items()}
     if deployed not in roles:
@@ -95,9 +98,10 @@ def bench_models(
     sessions = {role: open_session(path, providers, target.runtime) for role, path in ordered.items()}
     if coverage is None and ordered[deployed].suffix == ".onnx":
         coverage = mobile_coverage(ordered[deployed])
-    if x is None:
-        x, y, inputs_note = _random_inputs(sessions[deployed])
     cfg = target.bench
+    if x is None:
+        largest = max([*cfg.sweep_batches, cfg.latency_batch, cfg.throughput_batch])
+        (x, inputs_note), y = random_inputs(sessions[deployed], dict(cfg.input_shapes, **(input_shapes or {})), largest), None
     say(f"bench: timing {len(sessions)} model(s), {cfg.warmup_runs} warm-up + {cfg.runs} runs each, interleaved; "
         f"sweep over batches {cfg.sweep_batches}" + ("; session memory in child processes" if memory else ""))
     variants, outcomes = measure_variants(ordered, sessions, names, x, y, cfg, providers, memory=memory, max_length=max_length, task_name=task)
@@ -143,21 +147,6 @@ def _mobile_figures(target: Target, providers: list[str], coverage: Sequence[EpC
     if found is None:
         return None
     return MobileFigures(ep, found.coverage, found.partitions, found.error)
-
-
-def _random_inputs(session) -> tuple[np.ndarray, None, str]:
-    """Random inputs shaped like a one-input float model's input, when no data is given."""
-    if len(session.get_inputs()) != 1:
-        raise DataError(f"the model has {len(session.get_inputs())} inputs ({', '.join(m.name for m in session.get_inputs())}); "
-                        "pass --data with real inputs (text: --data text:FILE --tokenizer DIR)")
-    meta = session.get_inputs()[0]
-    if meta.type != "tensor(float)":
-        raise DataError(f"the model's input is {meta.type}; pass --data with real inputs")
-    shape = [d if isinstance(d, int) else None for d in meta.shape[1:]]
-    if None in shape:
-        raise DataError(f"the model's input shape {meta.shape} has free dimensions besides the batch; pass --data with real inputs")
-    rng = np.random.default_rng(0)
-    return rng.standard_normal((256, *shape)).astype(np.float32), None, "random normal inputs (no --data given; accuracy not measured)"
 
 
 def environment(target: Target, providers: list[str]) -> dict[str, str]:

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from edgekd.data.files import read_csv, read_idx_dir, read_image_folder
-from edgekd.data.splits import DataSplits, checked_pair, checked_splits
+from edgekd.data.splits import DataSplits, checked_inputs, checked_pair, checked_splits
 from edgekd.task import infer_task, stratified_split, task
 from edgekd._user import call_user, import_object
 from edgekd.errors import DataError
@@ -141,8 +141,9 @@ def load_data(
     return checked_splits(source, arrays, val_fraction, split_seed, classes, vocab_size, task_name)
 
 
-def load_test_split(source: str, options: DataConfig | None = None, task_name: str | None = None) -> tuple[Inputs, np.ndarray]:
-    """Only the test inputs and labels: what `edgekd bench` needs (an npz may hold only these).
+def load_test_split(source: str, options: DataConfig | None = None, task_name: str | None = None) -> tuple[Inputs, np.ndarray | None]:
+    """Only the test inputs and labels: what `edgekd bench` needs (an npz may hold only these, or
+    only `x_test`: then the labels are None and the bench measures everything but metrics).
 
     A text file given to bench is all test data: every row is tokenized and scored."""
     from dataclasses import replace
@@ -152,6 +153,8 @@ def load_test_split(source: str, options: DataConfig | None = None, task_name: s
     kind, arg = _parse(source)
     if kind == "npz":
         arrays = read_npz(Path(arg))
+        if arrays.get("x_test") is not None and arrays.get("y_test") is None:
+            return checked_inputs(source, arrays["x_test"], "test"), None
         kind = task(task_name or (infer_task(arrays["y_test"]) if arrays.get("y_test") is not None else "classification"))
         return checked_pair(source, arrays, "test", required=True, kind=kind)
     cfg = replace(options or DataConfig(), source=source)

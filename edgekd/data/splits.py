@@ -88,7 +88,7 @@ def checked_splits(name: str, arrays: dict, val_fraction: float, seed: int, clas
         kind.check_split(name, split, labels, num_classes)
     x_unlabeled = arrays.get("x_unlabeled")
     if x_unlabeled is not None:
-        x_unlabeled = _checked_inputs(name, x_unlabeled, "unlabeled")
+        x_unlabeled = checked_inputs(name, x_unlabeled, "unlabeled")
         if _layout(x_unlabeled) != _layout(x_train):
             raise DataError(f"{name}: unlabeled inputs have shape {_shapes(x_unlabeled)} per sample but the labelled ones {_shapes(x_train)}; they must match")
     return DataSplits(name, x_train, y_train, x_val, y_val, x_test, y_test, num_classes, x_unlabeled, tuple(classes), vocab_size, kind.name)
@@ -106,7 +106,7 @@ def _shapes(x: Inputs) -> str:
     return ", ".join(f"{s.name} {s.dtype} {tuple(s.dims[1:])}" for s in x.spec)
 
 
-def _checked_inputs(name: str, x, split: str) -> Inputs:
+def checked_inputs(name: str, x, split: str) -> Inputs:
     """One array (cast to float32, as every array source always was) or named arrays (dtypes kept)."""
     if isinstance(x, (Inputs, dict)):
         inputs = as_inputs(x)
@@ -139,7 +139,7 @@ def checked_pair(name: str, arrays: dict[str, np.ndarray | None], split: str, re
             have = ", ".join(k for k, v in arrays.items() if v is not None) or "nothing"
             raise DataError(f"{name}: no array '{missing}' (has: {have}); provide x_train, y_train, x_test, y_test")
         return None, None
-    x = _checked_inputs(name, x, split)
+    x = checked_inputs(name, x, split)
     y = (kind or task("classification")).check_labels(name, split, np.asarray(y), len(x))
     if len(x) == 0:
         raise DataError(f"{name}: x_{split} is empty")

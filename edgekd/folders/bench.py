@@ -62,6 +62,7 @@ def bench(
     tokenizer: str | None = None,
     max_length: int = 128,
     encoding: str = "utf-8",
+    shapes: dict[str, list[int]] | None = None,
 ) -> BenchReport:
     """Bench a run folder or an ONNX file; write bench.json and bench.md; return the report.
 
@@ -69,8 +70,9 @@ def bench(
     mobile target: the report names the providers used). `memory=False` skips the per-model
     child processes that measure session memory. `tokenizer` tokenizes `data = "text:PATH"`
     (every row is test data, truncated at `max_length` tokens) for a bare text classifier ONNX file;
-    `encoding` is the text encoding of a `text:` or `csv:` data file. A run folder is locked while
-    it is benched (see runfolder.locked)."""
+    `encoding` is the text encoding of a `text:` or `csv:` data file. `shapes` size a bare model's
+    free input dimensions when no data is given (`--shape x=1x3x640x640`). A run folder is locked
+    while it is benched (see runfolder.locked)."""
     model = Path(model)
     with runfolder.locked(model) if model.is_dir() else contextlib.nullcontext():
         found = _run_folder(model, out) if model.is_dir() else _bare_file(model, teacher, out)
@@ -80,7 +82,7 @@ def bench(
         kind = found.task or (infer_task(y) if y is not None else "classification")
         report = bench_models(found.models, target, x, y, deployed=found.deployed, names=found.names, providers=providers,
                               memory=memory, max_length=max_length, coverage=found.coverage, classes=found.classes,
-                              reference=found.reference, inputs_note=note, task=kind)
+                              reference=found.reference, inputs_note=note, task=kind, input_shapes=shapes)
         _write(report, model, found.out, junit)
     say(f"bench: {verdict_line(report)}")
     return report
@@ -142,7 +144,8 @@ def _test_inputs(source: DataConfig | str | None, tokenizer: str | None, max_len
         options = validate(DataConfig, {"source": source, "tokenizer": tokenizer, "max_length": max_length, "encoding": encoding},
                            "bench data", DataError)
         x, y = load_test_split(source, options, task)
-        return x, y, f"{len(x)} test samples from {source}", max_length
+        unlabelled = " (no labels: metrics not measured)" if y is None else ""
+        return x, y, f"{len(x)} test samples from {source}{unlabelled}", max_length
     splits = load_recipe_data(source, task)
     return splits.x_test, splits.y_test, f"{len(splits.x_test)} test samples from {source.source}", source.max_length
 
