@@ -443,7 +443,8 @@ def _metric_display(metric: str):
     """A primary metric by name (its `show` formats values), and its name in tables ("top-1" for accuracy)."""
     from edgekd.task import metric_named
 
-    return metric_named(metric), "top-1" if metric == "accuracy" else metric
+    found = metric_named(metric)
+    return found, found.heading
 
 
 def _print_distill(result) -> None:
@@ -473,8 +474,10 @@ def _print_distill(result) -> None:
     out_console.print(f"distillation gain on test: {gain} vs the same student without the teacher{closed}")
     paired = result.kd_gain_test
     if paired is not None:
-        out_console.print(f"paired on the {result.split_sizes['test']:,} test samples: {paired.only_first} right only with the teacher, "
-                          f"{paired.only_second} only without; exact McNemar p = {paired.p_value:.2g}")
+        right = ("right only with the teacher", "only without", "exact McNemar") if metric.percent else \
+            ("predicted more closely with the teacher", "without", "sign-flip test")
+        out_console.print(f"paired on the {result.split_sizes['test']:,} test samples: {paired.only_first} {right[0]}, "
+                          f"{paired.only_second} {right[1]}; {right[2]} p = {paired.p_value:.2g}")
     if paired is not None and paired.p_value >= 0.05:
         out_console.print("the difference is within chance (p ≥ 0.05): this run cannot tell the two students apart; "
                           "more test samples or several seeds (tools/kd_table.py) can")

@@ -90,11 +90,22 @@ def paired_error_rise(first_errors: np.ndarray, second_errors: np.ndarray, resam
     if first.shape != second.shape or first.ndim != 1 or len(first) == 0:
         raise ValueError(f"paired errors need the same samples, at least one: {first.shape} vs {second.shape}")
     rng = np.random.default_rng(seed)
-    rise = lambda a, b: float(np.sqrt(b.mean()) / max(np.sqrt(a.mean()), 1e-300) - 1)  # noqa: E731
-    picks = rng.integers(0, len(first), size=(resamples, len(first)))
-    boot = np.sqrt(second[picks].mean(axis=1)) / np.maximum(np.sqrt(first[picks].mean(axis=1)), 1e-300) - 1
-    diff = second - first
-    flipped = (rng.choice((-1.0, 1.0), size=(resamples, len(diff))) * diff).mean(axis=1)
-    p_value = (1 + int((np.abs(flipped) >= abs(diff.mean()) - 1e-15).sum())) / (1 + resamples)
-    return PairedDrop(rise(first, second), [float(np.quantile(boot, 0.025)), float(np.quantile(boot, 0.975))], min(1.0, p_value),
-                      int((first < second).sum()), int((second < first).sum()), len(first))
+    diff, observed = second - first, abs(float((second - first).mean()))
+    boot, extreme = [], 0
+    for start in range(0, resamples, _CHUNK):  # memory bounded by a chunk of resamples, whatever the sample count
+        count = min(_CHUNK, resamples - start)
+        picks = rng.integers(0, len(first), size=(count, len(first)))
+        boot.append(_rmse_ratio(first[picks].mean(axis=1), second[picks].mean(axis=1)) - 1)
+        flipped = (rng.choice((-1.0, 1.0), size=(count, len(diff))) * diff).mean(axis=1)
+        extreme += int((np.abs(flipped) >= observed - 1e-15).sum())
+    boot_all = np.concatenate(boot)
+    rise = float(_rmse_ratio(np.array([first.mean()]), np.array([second.mean()]))[0] - 1)
+    return PairedDrop(rise, [float(np.quantile(boot_all, 0.025)), float(np.quantile(boot_all, 0.975))],
+                      min(1.0, (1 + extreme) / (1 + resamples)), int((first < second).sum()), int((second < first).sum()), len(first))
+
+
+_CHUNK = 100  # bootstrap resamples drawn at once
+
+
+def _rmse_ratio(first_mse: np.ndarray, second_mse: np.ndarray) -> np.ndarray:
+    return np.sqrt(second_mse) / np.maximum(np.sqrt(first_mse), 1e-300)

@@ -227,11 +227,11 @@ def task_problem(recipe: Recipe, task: str) -> str | None:
             fits = ", ".join(m.name for m in METHODS.values() if task in m.tasks)
             return (f"method '{term.method}' does not apply to {task} (it works on {', '.join(method(term.method).tasks)}); "
                     f"use one of: {fits}")
-    if task == "regression":
+    if not TASKS[task].soft_probabilities:
         if recipe.distill.temperature != 4.0 or any(t.temperature is not None for t in recipe.distill.terms(task)):
-            return "a temperature softens class probabilities; regression outputs have none: remove temperature"
+            return f"a temperature softens class probabilities; {task} outputs have none: remove temperature"
         if recipe.data.mixup > 0:
-            return "[data] mixup mixes class labels; for regression set mixup = 0"
+            return f"[data] mixup mixes class labels; for {task} set mixup = 0"
     return None
 
 

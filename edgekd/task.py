@@ -31,6 +31,11 @@ class Metric:
     name: str  # the key in results' `metrics` objects and in budgets
     higher_is_better: bool
     percent: bool  # shown as a percentage (accuracy) or in the data's own units (rmse)
+    label: str = ""  # its name in tables, when not `name` ("top-1" for accuracy)
+
+    @property
+    def heading(self) -> str:
+        return self.label or self.name
 
     def show(self, value: float) -> str:
         return f"{value:.2%}" if self.percent else f"{value:.4g}"
@@ -53,6 +58,7 @@ class Task:
     check_split: Callable[[str, str, np.ndarray, int], None]  # (source, split, y, outputs): a val/test split fits
     split: Callable[[object, np.ndarray, float, int], tuple]  # (x, y, fraction, seed) -> (x_a, y_a, x_b, y_b)
     score: Callable[[np.ndarray, np.ndarray], dict[str, float]]  # (outputs, labels) -> every metric
+    check_outputs: Callable[[str, np.ndarray, np.ndarray], None]  # (model, outputs, labels): the outputs fit the labels, else DataError
     agreement: Callable[[np.ndarray, np.ndarray], np.ndarray]  # (reference, other outputs) -> per sample, do they agree
     combine: Callable[[list[np.ndarray], list[float]], np.ndarray]  # several teachers' outputs -> the prediction they make together
     per_sample: Callable[[np.ndarray, np.ndarray], np.ndarray]  # (outputs, labels) -> each sample's outcome (hit; squared error)
@@ -60,6 +66,8 @@ class Task:
     paired: Callable[[np.ndarray, np.ndarray], PairedDrop]  # (first's outcomes, second's) -> how much worse the second is
     drop_unit: str  # what a PairedDrop's drop is: "points" (accuracy lost) or "relative" (RMSE rise)
     drop_budget: str  # the target's [budgets] key that limits the teacher → deployed drop
+    paired_method: str  # how `paired` compares two models, for reports
+    soft_probabilities: bool  # outputs are logits of class probabilities: a temperature, mixup and --sweep apply
 
     @property
     def primary(self) -> Metric:
@@ -71,6 +79,10 @@ class Task:
     def drop_between(self, reference: float, value: float) -> float:
         """How much worse `value` is than `reference`, as a PairedDrop measures it (unpaired)."""
         return reference - value if self.drop_unit == "points" else value / max(reference, 1e-300) - 1
+
+    def limit(self, reference: float, allowed: float) -> float:
+        """The worst primary-metric value a drop budget of `allowed` lets through against `reference`."""
+        return reference - allowed if self.drop_unit == "points" else reference * (1 + allowed)
 
     def drop_words(self) -> str:
         """The unit of a drop, for verdicts: "top-1" points, or RMSE relative."""
@@ -137,8 +149,25 @@ def top1_hits(logits: np.ndarray, y: np.ndarray) -> np.ndarray:
     return np.asarray(logits).argmax(axis=-1) == np.asarray(y)
 
 
+def top_k_share(logits: np.ndarray, y: np.ndarray, k: int = 5) -> float | None:
+    """Share of samples whose true class is among the k largest logits (None: no more than k classes)."""
+    logits = np.asarray(logits)
+    if logits.shape[1] <= k:
+        return None
+    best = np.argpartition(-logits, k - 1, axis=1)[:, :k]
+    return float((best == np.asarray(y)[:, None]).any(axis=1).mean())
+
+
 def _classification_scores(logits: np.ndarray, y: np.ndarray) -> dict[str, float]:
-    return {"accuracy": float(top1_hits(logits, y).mean())}
+    top5 = top_k_share(logits, y)
+    return {"accuracy": float(top1_hits(logits, y).mean()), **({"top5": top5} if top5 is not None else {})}
+
+
+def _logits_fit(label: str, logits: np.ndarray, y: np.ndarray) -> None:
+    if logits.ndim != 2:
+        raise DataError(f"{label} outputs shape {logits.shape[1:]} per sample; accuracy needs (classes,) logits")
+    if len(y) and np.asarray(y).max() >= logits.shape[1]:
+        raise DataError(f"{label} has {logits.shape[1]} outputs but the labels go up to {int(np.asarray(y).max())}; use data with the model's classes")
 
 
 def _mixture(logits: list[np.ndarray], weights: list[float]) -> np.ndarray:
@@ -178,6 +207,12 @@ def _target_count(name: str, y_train: np.ndarray) -> int:
 def _targets_fit(name: str, split: str, y: np.ndarray, targets: int) -> None:
     if y.shape[1] != targets:
         raise DataError(f"{name}: y_{split} has {y.shape[1]} targets per sample but y_train has {targets}; they must match")
+
+
+def _values_fit(label: str, outputs: np.ndarray, y: np.ndarray) -> None:
+    if outputs.reshape(len(outputs), -1).shape[1] != np.asarray(y).reshape(len(y), -1).shape[1]:
+        raise DataError(f"{label} outputs shape {outputs.shape[1:]} per sample but the targets have {np.asarray(y).shape[1:]}; "
+                        "use data with the model's targets")
 
 
 def random_split(x, y: np.ndarray, fraction: float, seed: int) -> tuple:
@@ -222,19 +257,23 @@ def _close_values(reference: np.ndarray, other: np.ndarray, share: float = 0.01)
 TASKS: dict[str, Task] = {
     t.name: t
     for t in (
-        Task("classification", "one integer class index per sample", (Metric("accuracy", True, True),),
+        Task("classification", "one integer class index per sample", (Metric("accuracy", True, True, "top-1"), Metric("top5", True, True, "top-5")),
              hard_loss="edgekd.distill.losses:hard_label_loss", hard_loss_name="ce", soft_method="kd",
              check_labels=_class_labels, outputs_of=_classes, check_split=_classes_fit, split=stratified_split,
-             score=_classification_scores, agreement=_same_class, combine=_mixture,
+             score=_classification_scores, check_outputs=_logits_fit, agreement=_same_class, combine=_mixture,
              per_sample=top1_hits, summarise=lambda hits: float(np.mean(hits)), paired=paired_drop, drop_unit="points",
-             drop_budget="max_accuracy_drop"),
+             drop_budget="max_accuracy_drop", soft_probabilities=True,
+             paired_method="Drops are top-1 points lost; 95% intervals are Agresti–Min intervals for paired proportions, "
+                           "p-values exact McNemar tests on the samples only one model gets right."),
         Task("regression", "one or more real-valued targets per sample",
              (Metric("rmse", False, False), Metric("mae", False, False), Metric("r2", True, False)),
              hard_loss="edgekd.distill.losses:mse_loss", hard_loss_name="mse", soft_method="mse",
              check_labels=_targets, outputs_of=_target_count, check_split=_targets_fit, split=random_split,
-             score=_regression_scores, agreement=_close_values, combine=_weighted_mean,
+             score=_regression_scores, check_outputs=_values_fit, agreement=_close_values, combine=_weighted_mean,
              per_sample=squared_errors, summarise=lambda errors: float(np.sqrt(np.mean(errors))), paired=paired_error_rise,
-             drop_unit="relative", drop_budget="max_rmse_rise"),
+             drop_unit="relative", drop_budget="max_rmse_rise", soft_probabilities=False,
+             paired_method="Drops are relative RMSE rises (0.01 = 1% higher); 95% intervals are paired bootstraps over the "
+                           "samples, p-values paired sign-flip tests of the squared errors."),
     )
 }
 
@@ -250,6 +289,11 @@ def task(name: str) -> Task:
 def metric_named(name: str) -> Metric:
     """The metric of that name in any task (how results written by any task are shown)."""
     return next(m for t in TASKS.values() for m in t.metrics if m.name == name)
+
+
+def task_for(name: str | None, y) -> Task:
+    """The entry of `name`, else of the task the labels `y` make unambiguous (no labels: classification)."""
+    return task(name or (infer_task(y) if y is not None else "classification"))
 
 
 def infer_task(y_train) -> str:

@@ -61,3 +61,20 @@ def test_an_older_qad_result_is_read_through_its_upgrade(tmp_path):
     result = runfolder.read_result(_folder(tmp_path, old), "stage.json", QadResult, "test")
     assert [(v.role, v.phase) for v in result.variants] == [(Role.ptq, "post-training"), (Role.qat, "qat"), (Role.qad, "qad")]
     assert result.deployed_role is Role.qad
+
+
+def test_an_older_distill_result_is_read_through_its_upgrade(tmp_path):
+    """distill.json version 2 kept val_accuracy per epoch and McNemar's counts alone for kd_gain."""
+    from edgekd.distill.result import DistillResult
+
+    scores = {"val": 0.9, "test": 0.9}
+    phase = {"best_epoch": 1, "best": scores, "last": scores}
+    summary = {"spec": None, "parameters": 1, "checkpoint": None, "source": "trained"}
+    old = {"run_dir": "r", "data": "digits", "split_sizes": {"test": 360}, "teachers": [summary], "student": summary,
+           "teacher_scores": scores, "scratch": phase, "distilled": phase, "kd_gain": 0.01, "gap_closed": None,
+           "objective": {}, "teacher_cache": "", "settings": {}, "schema_version": 2,
+           "kd_gain_test": {"only_first": 5, "only_second": 1, "p_value": 0.2},
+           "history": {"distilled": [{"epoch": 1, "loss": 1.0, "terms": {}, "val_accuracy": 0.9, "lr": 0.1, "seconds": 1.0}]}}
+    result = runfolder.read_result(_folder(tmp_path, old), "stage.json", DistillResult, "test")
+    assert result.history["distilled"][0].val_metric == 0.9 and result.task == "classification"
+    assert (result.kd_gain_test.only_first, result.kd_gain_test.drop, result.kd_gain_test.images) == (5, 0.01, 360)

@@ -32,6 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
+from edgekd._io import write_text
 from edgekd._platform import cpu_info
 from edgekd._progress import set_quiet
 from edgekd._version import __version__
@@ -120,7 +121,7 @@ def main() -> None:
     page = render(args, what, arrays, rows, paired, shipped, time.perf_counter() - began)
     out = args.write or RESULTS / f"regression-{args.data}.md"
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(page, encoding="utf-8")
+    write_text(out, page)  # atomic: an interrupted run leaves the old page
     print(page)
 
 

@@ -79,7 +79,7 @@ def _metric_change(model: str, before: float, after: float, metric: str, allowed
     change = after - before if found.percent else after / max(abs(before), 1e-300) - 1
     better = change if found.higher_is_better else -change
     verdict = "worse" if better < -allowed else "better" if better > allowed else "same"
-    return Change(model, "top-1" if metric == "accuracy" else metric, before, after, change, verdict)
+    return Change(model, found.heading, before, after, change, verdict)
 
 
 def _load(path: Path) -> dict:

@@ -14,7 +14,7 @@ import numpy as np
 
 from edgekd._config import Count, NonNegative, Positive, Share
 from edgekd.runtime.session import feeds, fixed_batch
-from edgekd.runtime.metrics import hits_top_k, target_outputs
+from edgekd.runtime.metrics import checked_outputs
 from edgekd.task import task
 from edgekd.runtime.timing import LatencyStats, session_call, summarize, time_interleaved
 from edgekd.bench.memory import MemoryStats, session_memory
@@ -116,11 +116,9 @@ def _scores(session, x: Inputs, y: np.ndarray | None, label: str, task_name: str
     if y is None:
         return _Scores(None, None, {})
     kind = task(task_name)
-    if kind.name == "classification":
-        hits, top5 = hits_top_k(session, x, y, label)
-        return _Scores(hits, top5, {"accuracy": float(hits.mean())})
-    outputs = target_outputs(session, x, y, label)
-    return _Scores(kind.per_sample(outputs, y), None, kind.score(outputs, y))
+    outputs = checked_outputs(session, x, y, label, task_name)
+    metrics = kind.score(outputs, y)
+    return _Scores(kind.per_sample(outputs, y), metrics.get("top5"), metrics)
 
 
 def _memory(path, session, x: Inputs, providers, batch: int, length: int | None) -> MemoryStats:

@@ -28,8 +28,7 @@ def write_plot(report, path: Path) -> Path:
     limit = None  # the metric's budget line: the lowest accuracy, or the highest RMSE, the drop budget allows
     reference = teacher.primary(metric.name) if teacher else None
     if reference is not None and kind.drop_budget in budgets:
-        allowed = budgets[kind.drop_budget].allowed
-        limit = (reference - allowed if kind.drop_unit == "points" else reference * (1 + allowed)) * scale
+        limit = kind.limit(reference, budgets[kind.drop_budget].allowed) * scale
     percentile = int(budgets["max_latency_ms"].unit.split("p")[-1].rstrip(")")) if "max_latency_ms" in budgets else 50
     deployed_batch = report.variant(report.deployed_role).latency.batch
     panels = [
@@ -64,7 +63,7 @@ def write_plot(report, path: Path) -> Path:
             axis.annotate(v.name, (x, y), textcoords="offset points", xytext=offset, fontsize=8)
         axis.xaxis.set_minor_formatter(NullFormatter())
         axis.set_xlabel(label)
-        axis.set_ylabel("test top-1 (%)" if metric.name == "accuracy" else f"test {metric.name}" + (" (%)" if metric.percent else ""))
+        axis.set_ylabel(f"test {metric.heading}" + (" (%)" if metric.percent else ""))
         axis.grid(True, which="major", alpha=0.3)
     fig.suptitle(f"edgekd bench — target {report.target}: {'PASS' if report.passed else 'FAIL'}")
     fig.tight_layout()

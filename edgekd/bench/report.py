@@ -7,7 +7,7 @@ from pathlib import Path
 from xml.etree import ElementTree
 
 from edgekd._io import atomic_path, write_json, write_text
-from edgekd.task import metric_named
+from edgekd.task import metric_named, task
 
 VARIANT_HEADER = ["model", "size KiB", "params", "MACs", "top-1", "top-5", "p50 ms [95% CI]", "p90 ms", "p99 ms", "samples/s", "GFLOP/s", "session MB"]
 _COMPACT = [0, 1, 2, 4, 6, 7, 8, 9, 11]  # the terminal's columns: bench.md and bench.json have them all
@@ -31,7 +31,7 @@ def write_reports(report, out_dir: Path, plot: bool = True) -> list[Path]:
 
 def variant_header(report, compact: bool = False) -> list[str]:
     """The variants table's columns; the metric column is named after the report's primary metric."""
-    header = [h if h != "top-1" else ("top-1" if report.metric == "accuracy" else report.metric) for h in VARIANT_HEADER]
+    header = [h if h != "top-1" else metric_named(report.metric).heading for h in VARIANT_HEADER]
     return [header[i].replace(" [95% CI]", "") for i in _COMPACT] if compact else header
 
 
@@ -128,8 +128,7 @@ def to_markdown(report) -> str:
     if report.task != "classification" and any(v.metrics for v in report.variants):
         names = list(next(v.metrics for v in report.variants if v.metrics))
         lines += [f"## {report.task.capitalize()} metrics (test split)", "",
-                  "Drops against the teacher and the fp32 student are relative RMSE rises (0.01 = 1% higher); their 95% "
-                  "intervals are paired bootstraps over the test samples, their p-values paired sign-flip tests of the squared errors.", "",
+                  f"Against the teacher and the fp32 student: {task(report.task).paired_method}", "",
                   _table(["model", *names], [[v.name, *(metric_named(n).show(v.metrics[n]) if n in v.metrics else "—" for n in names)]
                                              for v in report.variants]), ""]
     if sweep:

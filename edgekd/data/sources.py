@@ -15,7 +15,7 @@ import numpy as np
 
 from edgekd.data.files import read_csv, read_idx_dir, read_image_folder
 from edgekd.data.splits import DataSplits, checked_inputs, checked_pair, checked_splits
-from edgekd.task import infer_task, stratified_split, task
+from edgekd.task import stratified_split, task_for
 from edgekd._user import call_user, import_object
 from edgekd.errors import DataError
 from edgekd.inputs import Inputs
@@ -50,7 +50,7 @@ def _idx(arg: str, cfg: DataConfig) -> dict[str, np.ndarray]:
 def _csv(arg: str, cfg: DataConfig) -> dict[str, np.ndarray]:
     """A table: numeric feature columns and the label column [data] label_column names."""
     x, y, _ = read_csv(Path(arg), cfg.label_column, cfg.encoding)
-    x_train, y_train, x_test, y_test = task(infer_task(y)).split(x, y, cfg.test_fraction, cfg.split_seed)
+    x_train, y_train, x_test, y_test = task_for(None, y).split(x, y, cfg.test_fraction, cfg.split_seed)
     return {"x_train": x_train, "y_train": y_train, "x_test": x_test, "y_test": y_test}
 
 
@@ -155,8 +155,7 @@ def load_test_split(source: str, options: DataConfig | None = None, task_name: s
         arrays = read_npz(Path(arg))
         if arrays.get("x_test") is not None and arrays.get("y_test") is None:
             return checked_inputs(source, arrays["x_test"], "test"), None
-        kind = task(task_name or (infer_task(arrays["y_test"]) if arrays.get("y_test") is not None else "classification"))
-        return checked_pair(source, arrays, "test", required=True, kind=kind)
+        return checked_pair(source, arrays, "test", required=True, kind=task_for(task_name, arrays.get("y_test")))
     cfg = replace(options or DataConfig(), source=source)
     if kind == "text":
         from edgekd.data.text import read_text_source

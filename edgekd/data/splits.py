@@ -17,7 +17,7 @@ import numpy as np
 from edgekd.errors import DataError
 from edgekd._progress import say
 from edgekd.inputs import Inputs, TensorSpec, as_inputs
-from edgekd.task import Task, infer_task, task
+from edgekd.task import Task, task, task_for
 
 
 @dataclass(frozen=True)
@@ -70,11 +70,9 @@ def checked_splits(name: str, arrays: dict, val_fraction: float, seed: int, clas
     must have the same inputs and per-sample shapes as the labelled inputs. `task_name` None: the
     task the training labels make unambiguous (whole numbers: classification; else regression).
     """
-    if task_name is None:
-        task_name = infer_task(arrays.get("y_train")) if arrays.get("y_train") is not None else "classification"
-        if task_name != "classification":
-            say(f"data: {name}: the labels are real numbers, so the task is {task_name} (set task = \"{task_name}\" to say so)")
-    kind = task(task_name)
+    kind = task_for(task_name, arrays.get("y_train"))
+    if task_name is None and kind.name != "classification":
+        say(f"data: {name}: the labels are real numbers, so the task is {kind.name} (set task = \"{kind.name}\" to say so)")
     x_train, y_train = checked_pair(name, arrays, "train", required=True, kind=kind)
     x_test, y_test = checked_pair(name, arrays, "test", required=True, kind=kind)
     x_val, y_val = checked_pair(name, arrays, "val", required=False, kind=kind)

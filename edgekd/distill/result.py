@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from edgekd.paired import PairedTest
+from edgekd.paired import PairedDrop
 
 
 @dataclass(frozen=True)
@@ -80,7 +80,8 @@ class DistillResult:
     settings: dict[str, Any]  # the [distill] section used
     sweep: list[SweepTrial] = field(default_factory=list)
     # Distilled (first) vs scratch (second) student, image by image on the test split: is kd_gain chance?
-    kd_gain_test: PairedTest | None = None
+    # (drop > 0: the scratch student is worse — kd_gain, tested: McNemar for classification, sign-flip for regression)
+    kd_gain_test: PairedDrop | None = None
     reference: str = "the teacher"  # what teacher.pt / teacher.onnx holds: the budgets' reference
     classes: list[str] = field(default_factory=list)  # label names by class index (also in labels.json)
     history: dict[str, list[EpochRecord]] = field(default_factory=dict)
@@ -91,7 +92,11 @@ class DistillResult:
 
     @staticmethod
     def upgrade(data: dict) -> dict:
-        """A distill.json of version 1 or 2 (classification only): its epochs' val_accuracy is val_metric."""
+        """A distill.json of version 1 or 2 (classification only): its epochs' val_accuracy is
+        val_metric, and its kd_gain_test held McNemar's counts alone (the interval was not kept)."""
         history = {role: [_current_keys(record) for record in records]
                    for role, records in (data.get("history") or {}).items()}
-        return {**data, "history": history}
+        test = data.get("kd_gain_test")
+        if isinstance(test, dict) and "drop" not in test:
+            test = {**test, "drop": data.get("kd_gain") or 0.0, "interval": [], "images": (data.get("split_sizes") or {}).get("test", 0)}
+        return {**data, "history": history, "kd_gain_test": test}

@@ -27,14 +27,13 @@ from edgekd._io import atomic_path, write_json
 from edgekd._progress import say
 from edgekd.data import DataSplits, load_recipe_data
 from edgekd.distill import distributed
-from edgekd.paired import paired_test
 from edgekd.distill.teacher import TeacherSet, cache_teacher_logits, plan_teachers, train_teachers
 from edgekd.distill.result import DistillResult, ModelSummary, PhaseScores, Scores, SweepTrial
 from edgekd.distill.model import distill_settings
 from edgekd.distill.trainer import FitResult, TrainSettings, fit
 from edgekd.models.call import predict
 from edgekd.methods import method
-from edgekd.task import task, top1_hits
+from edgekd.task import task
 from edgekd.errors import EdgekdError, ModelError, OnnxModelError, RecipeError, RunFolderError, first_line
 from edgekd.models.build import ModelSpec, build_model, spec_for
 from edgekd.models.checkpoint import load_weights, read_checkpoint, save_checkpoint
@@ -64,7 +63,7 @@ def distill(
     out = Path(out)
     recipe = _resolve_recipe(recipe, out, resume)
     data = load_recipe_data(recipe.data, recipe.task)
-    if sweep and (recipe.distill.loss or data.task != "classification"):
+    if sweep and (recipe.distill.loss or not task(data.task).soft_probabilities):
         raise RecipeError("--sweep tunes the Hinton term's temperature and weights (classification); remove the [[distill.loss]] "
                           "tables or drop --sweep")
     spec = spec_for(recipe.student.model, recipe.student.args, data, recipe.data.standardize_targets)
@@ -157,8 +156,7 @@ def _result(out: Path, recipe: Recipe, spec: ModelSpec, data: DataSplits, teache
     if trained.scratch is not None:
         scratch_scores, scratch_out = _phase_scores(trained.scratch, trained.scratch_fit, data)
         gain = kind.primary.gain(scratch_scores.best.test, distilled_scores.best.test)
-        if kind.name == "classification":  # McNemar pairs right/wrong answers; other tasks' paired tests come with bench's
-            gain_test = paired_test(top1_hits(distilled_out, data.y_test), top1_hits(scratch_out, data.y_test))
+        gain_test = kind.paired(kind.per_sample(distilled_out, data.y_test), kind.per_sample(scratch_out, data.y_test))
         gap = kind.primary.gain(scratch_scores.best.test, teacher_scores.test)
     return DistillResult(
         run_dir=str(out),

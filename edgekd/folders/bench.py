@@ -21,7 +21,7 @@ from edgekd._progress import say
 from edgekd.bench.report import REPORT_FILES, verdict_line, write_junit, write_reports
 from edgekd.bench.stage import BenchReport, bench_models
 from edgekd.data import load_recipe_data, load_test_split
-from edgekd.task import infer_task
+from edgekd.task import task_for
 from edgekd.data.config import DataConfig
 from edgekd.distill.result import DistillResult
 from edgekd.errors import DataError, OnnxModelError, TargetError
@@ -79,7 +79,7 @@ def bench(
         target = target if isinstance(target, Target) else load_target(target) if target else found.target or load_target("x86-cpu")
         source = data or found.data
         x, y, note, max_length = _test_inputs(source, tokenizer, max_length, encoding, found.task)
-        kind = found.task or (infer_task(y) if y is not None else "classification")
+        kind = task_for(found.task, y).name
         report = bench_models(found.models, target, x, y, deployed=found.deployed, names=found.names, providers=providers,
                               memory=memory, max_length=max_length, coverage=found.coverage, classes=found.classes,
                               reference=found.reference, inputs_note=note, task=kind, input_shapes=shapes)

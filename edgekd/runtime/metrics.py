@@ -9,9 +9,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from edgekd.runtime.session import run_batches
-from edgekd.errors import DataError
 from edgekd.inputs import Inputs
-from edgekd.task import task, top1_hits
+from edgekd.task import task, top1_hits, top_k_share
 
 
 @dataclass(frozen=True)
@@ -30,21 +29,17 @@ def compare_outputs(reference: np.ndarray, other: np.ndarray, task_name: str = "
                            float(task(task_name).agreement(reference, other).mean()))
 
 
+def checked_outputs(session, x: Inputs | np.ndarray, y: np.ndarray, label: str, task_name: str = "classification") -> np.ndarray:
+    """The model's outputs on `x`, checked to fit the labels `y` as the task says (logits with a
+    column for every label; as many values as targets)."""
+    out = run_batches(session, x)
+    task(task_name).check_outputs(label, out, np.asarray(y))
+    return out
+
+
 def outcomes(session, x: Inputs | np.ndarray, y: np.ndarray, label: str, task_name: str = "classification") -> np.ndarray:
     """Each sample's outcome under the task (a top-1 hit; a squared error): what paired comparisons pair."""
-    kind = task(task_name)
-    if kind.name == "classification":
-        return correct(session, x, y, label)
-    return kind.per_sample(target_outputs(session, x, y, label), y)
-
-
-def target_outputs(session, x: Inputs | np.ndarray, y: np.ndarray, label: str) -> np.ndarray:
-    """A regressor's outputs on `x`, checked to hold as many values per sample as the targets `y`."""
-    out = run_batches(session, x)
-    if out.reshape(len(out), -1).shape[1] != np.asarray(y).reshape(len(y), -1).shape[1]:
-        raise DataError(f"{label} outputs shape {out.shape[1:]} per sample but the targets have {np.asarray(y).shape[1:]}; "
-                        "use data with the model's targets")
-    return out
+    return task(task_name).per_sample(checked_outputs(session, x, y, label, task_name), y)
 
 
 def file_outcomes(path, x: Inputs | np.ndarray, y: np.ndarray, task_name: str = "classification") -> np.ndarray:
@@ -56,37 +51,15 @@ def file_outcomes(path, x: Inputs | np.ndarray, y: np.ndarray, task_name: str = 
     return outcomes(open_session(path), x, y, Path(path).name, task_name)
 
 
-def top1(session, x: Inputs | np.ndarray, y: np.ndarray, label: str) -> float:
-    return float(correct(session, x, y, label).mean())
-
-
 def correct(session, x: Inputs | np.ndarray, y: np.ndarray, label: str) -> np.ndarray:
     """Whether the model's top-1 class is right, sample by sample: what a paired comparison needs."""
-    return hits_top_k(session, x, y, label)[0]
-
-
-def _check(logits: np.ndarray, y: np.ndarray, label: str) -> None:
-    if logits.ndim != 2:
-        raise DataError(f"{label} outputs shape {logits.shape[1:]} per sample; accuracy needs (classes,) logits")
-    if y.max() >= logits.shape[1]:
-        raise DataError(f"{label} has {logits.shape[1]} outputs but the labels go up to {int(y.max())}; use data with the model's classes")
+    return outcomes(session, x, y, label, "classification")
 
 
 def top_k(session, x: Inputs | np.ndarray, y: np.ndarray, label: str, k: int = 5) -> tuple[float, float | None]:
     """(top-1, top-k) accuracy; top-k is None when the model has no more than k classes."""
-    hits, topk = hits_top_k(session, x, y, label, k)
-    return float(hits.mean()), topk
-
-
-def hits_top_k(session, x: Inputs | np.ndarray, y: np.ndarray, label: str, k: int = 5) -> tuple[np.ndarray, float | None]:
-    """(per-sample top-1 hits, top-k accuracy); top-k is None when the model has no more than k classes."""
-    logits = run_batches(session, x)
-    _check(logits, y, label)
-    hits = top1_hits(logits, y)
-    if logits.shape[1] <= k:
-        return hits, None
-    best = np.argpartition(-logits, k - 1, axis=1)[:, :k]
-    return hits, float((best == y[:, None]).any(axis=1).mean())
+    logits = checked_outputs(session, x, y, label)
+    return float(top1_hits(logits, y).mean()), top_k_share(logits, y, k)
 
 
 def file_top1(path, x: Inputs | np.ndarray, y: np.ndarray) -> float:
@@ -96,8 +69,4 @@ def file_top1(path, x: Inputs | np.ndarray, y: np.ndarray) -> float:
 
 def file_correct(path, x: Inputs | np.ndarray, y: np.ndarray) -> np.ndarray:
     """Per-sample top-1 hits of an ONNX/ORT file on the CPU provider."""
-    from pathlib import Path
-
-    from edgekd.runtime.session import open_session
-
-    return correct(open_session(path), x, y, Path(path).name)
+    return file_outcomes(path, x, y, "classification")
