@@ -462,9 +462,9 @@ def _print_distill(result) -> None:
                       f"{metric.show(phase.best.test)} ({metric.show(phase.last.test)}) ep {phase.best_epoch}")
     out_console.print(table)
     if result.sweep:
-        sweep = Table("T", "kd_weight", "ce_weight", "best val top-1", "epoch", "kept", title="--sweep (validation split)")
+        sweep = Table("T", "kd_weight", "ce_weight", f"best val {metric.heading}", "epoch", "kept", title="--sweep (validation split)")
         for trial in result.sweep:
-            sweep.add_row(f"{trial.temperature:g}", f"{trial.kd_weight:g}", f"{trial.ce_weight:g}", f"{trial.best_val:.2%}", str(trial.best_epoch), "✓" if trial.kept else "")
+            sweep.add_row(f"{trial.temperature:g}", f"{trial.kd_weight:g}", f"{trial.ce_weight:g}", metric.show(trial.best_val), str(trial.best_epoch), "✓" if trial.kept else "")
         out_console.print(sweep)
     if result.kd_gain is None:
         out_console.print('distillation gain not measured: [distill] baseline = "none" trained no scratch student to compare with')
@@ -474,8 +474,9 @@ def _print_distill(result) -> None:
     out_console.print(f"distillation gain on test: {gain} vs the same student without the teacher{closed}")
     paired = result.kd_gain_test
     if paired is not None:
-        right = ("right only with the teacher", "only without", "exact McNemar") if metric.percent else \
-            ("predicted more closely with the teacher", "without", "sign-flip test")
+        from edgekd.task import task
+
+        right = task(result.task).paired_words
         out_console.print(f"paired on the {result.split_sizes['test']:,} test samples: {paired.only_first} {right[0]}, "
                           f"{paired.only_second} {right[1]}; {right[2]} p = {paired.p_value:.2g}")
     if paired is not None and paired.p_value >= 0.05:

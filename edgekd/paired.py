@@ -10,6 +10,7 @@ one point is three or four images and usually chance; on 10,000 Fashion-MNIST im
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from math import comb, sqrt
 
@@ -109,3 +110,33 @@ _CHUNK = 100  # bootstrap resamples drawn at once
 
 def _rmse_ratio(first_mse: np.ndarray, second_mse: np.ndarray) -> np.ndarray:
     return np.sqrt(second_mse) / np.maximum(np.sqrt(first_mse), 1e-300)
+
+
+
+def paired_pooled_drop(first_counts: np.ndarray, second_counts: np.ndarray, metric: Callable[[np.ndarray], float],
+                       resamples: int = 2000, seed: int = 0) -> PairedDrop:
+    """How many points of `metric` the second model loses against the first on the same samples,
+    for a metric pooled over samples before it is computed (mIoU pools each class's pixels over
+    the images first), from each sample's counts (first axis: samples).
+
+    Such a metric is not a mean over samples, so neither McNemar nor a per-sample difference
+    applies. The interval is a paired percentile bootstrap over samples (a sample's counts under
+    both models drawn together, the metric recomputed from the resample); the p-value a paired
+    permutation test (under "both equal" a sample's two results are exchangeable, so each pair is
+    swapped at random). `only_first`/`only_second` count the samples on which each model alone
+    scores higher."""
+    first, second = np.asarray(first_counts), np.asarray(second_counts)
+    if first.shape != second.shape or first.ndim < 2 or len(first) == 0:
+        raise ValueError(f"paired counts need the same samples, at least one: {first.shape} vs {second.shape}")
+    rng = np.random.default_rng(seed)
+    observed = metric(first) - metric(second)
+    boot, extreme = [], 0
+    for _ in range(resamples):
+        pick = rng.integers(0, len(first), size=len(first))
+        boot.append(metric(first[pick]) - metric(second[pick]))
+        swap = (rng.random(len(first)) < 0.5).reshape(-1, *([1] * (first.ndim - 1)))
+        extreme += abs(metric(np.where(swap, second, first)) - metric(np.where(swap, first, second))) >= abs(observed) - 1e-12
+    alone = np.array([[metric(a[None]), metric(b[None])] for a, b in zip(first, second)])
+    return PairedDrop(observed, [float(np.quantile(boot, 0.025)), float(np.quantile(boot, 0.975))],
+                      min(1.0, (1 + extreme) / (1 + resamples)), int((alone[:, 0] > alone[:, 1]).sum()),
+                      int((alone[:, 1] > alone[:, 0]).sum()), len(first))

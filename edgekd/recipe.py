@@ -32,7 +32,9 @@ class TeacherConfig:
     # framework's teacher, run through ONNX Runtime; gives logits only, no features), or
     # "hf:FOLDER" / "hf:minilm": a Hugging Face model folder (with a sequence-classification head,
     # used as it is; without one, an encoder that edgekd gives a head and trains first).
-    model: str = Field("cnn", description='built-in family, "package.module:factory", "hf:FOLDER", or a teacher .onnx file')
+    # None: the task's built-in teacher (classification and regression: "cnn"; segmentation: a large "unet").
+    model: Optional[str] = Field(None, description='built-in family, "package.module:factory", "hf:FOLDER", or a teacher .onnx file; '
+                                                   'default: the task\'s ("cnn"; segmentation "unet")')
     # Keyword arguments for the family or factory (sizes, widths, ...).
     args: dict[str, Any] = Field(default_factory=dict, description="keyword arguments for the model")
     # Trained weights (edgekd checkpoint or plain state dict, loaded with weights_only=True).
@@ -58,7 +60,9 @@ class TeacherConfig:
 @dataclass(config=CONFIG)
 class StudentConfig:
     # The small model to deploy; same forms as the teacher's.
-    model: str = Field("mlp", description='built-in family ("mlp", "cnn", "transformer", ...) or "package.module:factory"')
+    # None: the task's built-in student (classification and regression: "mlp"; segmentation: a small "unet").
+    model: Optional[str] = Field(None, description='built-in family ("mlp", "cnn", "unet", "transformer", ...) or "package.module:factory"; '
+                                                   'default: the task\'s ("mlp"; segmentation "unet")')
     args: dict[str, Any] = Field(default_factory=dict, description="keyword arguments for the model")
     # Optional starting weights for the student (fine-tuning instead of training from scratch).
     checkpoint: Optional[Path] = Field(None, description="optional initial weights for the student")
@@ -72,7 +76,7 @@ class LossTerm:
     # One weighted term of the distillation objective ([[distill.loss]] tables).
     method: MethodName = Field(description=describe_methods())
     weight: Float = Field(1.0, ge=0, description="the term's weight in the sum")
-    temperature: Optional[Float] = Field(None, gt=0, description="kd/dkd: softmax temperature; default [distill] temperature")
+    temperature: Optional[Float] = Field(None, gt=0, description="kd/dkd/cwd: softmax temperature; default [distill] temperature")
     teacher_layer: Optional[str] = Field(None, description='hint/at: teacher module path, e.g. "features.3"')
     student_layer: Optional[str] = Field(None, description='hint/at: student module path, e.g. "features.1"')
     alpha: Float = Field(1.0, ge=0, description="dkd: weight of the target-class term (TCKD)")
@@ -167,7 +171,7 @@ class TargetRef:
 class Recipe:
     # What the model does (edgekd/task.py): the labels, the losses, the metrics. None: what the
     # training labels make unambiguous (whole numbers: classification; real numbers: regression).
-    task: Optional[TaskName] = Field(None, description='"classification" or "regression"; default: inferred from the labels')
+    task: Optional[TaskName] = Field(None, description='"classification", "segmentation" or "regression"; default: inferred from the labels')
     data: DataConfig = Field(default_factory=DataConfig)
     teacher: TeacherConfig = Field(default_factory=TeacherConfig)
     # Several teachers ([[teachers]] tables) whose soft targets are averaged; replaces [teacher].
@@ -230,9 +234,23 @@ def task_problem(recipe: Recipe, task: str) -> str | None:
     if not TASKS[task].soft_probabilities:
         if recipe.distill.temperature != 4.0 or any(t.temperature is not None for t in recipe.distill.terms(task)):
             return f"a temperature softens class probabilities; {task} outputs have none: remove temperature"
-        if recipe.data.mixup > 0:
-            return f"[data] mixup mixes class labels; for {task} set mixup = 0"
+    if recipe.data.mixup > 0 and not TASKS[task].mixup:
+        return f"[data] mixup blends one class label per input; {task} labels are not that: set mixup = 0"
+    if recipe.data.ignore_index is not None and TASKS[task].ignore_default is None:
+        return f"[data] ignore_index marks unlabelled pixels; {task} labels have none: remove it"
     return None
+
+
+def with_task_models(recipe: Recipe, task: str) -> Recipe:
+    """The recipe with the task's built-in teacher and student wherever it names no model (its
+    args, if any, override the built-in ones)."""
+    (teacher, teacher_args), (student, student_args) = TASKS[task].models
+
+    def fill(cfg, model: str, args: dict):
+        return cfg if cfg.model is not None else replace(cfg, model=model, args={**args, **cfg.args})
+
+    return replace(recipe, teacher=fill(recipe.teacher, teacher, teacher_args),
+                   teachers=[fill(t, teacher, teacher_args) for t in recipe.teachers], student=fill(recipe.student, student, student_args))
 
 
 def recipe_target(recipe: Recipe, target: Target | str | Path | None = None) -> Target:
@@ -287,7 +305,7 @@ def _resolve_paths(data: dict[str, Any], base: Path) -> None:
                 table["model"] = "hf:" + str(base / Path(folder).expanduser())
     for key in ("source", "unlabeled"):
         value = section.get(key)
-        for prefix in ("idx:", "csv:", "imagefolder:", "text:"):
+        for prefix in ("idx:", "csv:", "imagefolder:", "masks:", "text:"):
             if isinstance(value, str) and value.startswith(prefix):
                 section[key] = prefix + str(base / Path(value[len(prefix):]).expanduser())
     if isinstance(section.get("unlabeled"), str) and section["unlabeled"].startswith("npz:"):

@@ -20,10 +20,11 @@ from typing import Literal
 import numpy as np
 
 from edgekd.errors import DataError
-from edgekd.paired import PairedDrop, paired_drop, paired_error_rise
+from edgekd.paired import PairedDrop, paired_drop, paired_error_rise, paired_pooled_drop
 
-TaskName = Literal["classification", "regression"]
+TaskName = Literal["classification", "segmentation", "regression"]
 MAX_LABEL = 2**31 - 1  # a class index beyond this is a mistake (ids, hashes), never a class count
+IGNORED = -1  # a label neither trained on nor scored: what a dense task's [data] ignore_index becomes when loaded
 
 
 @dataclass(frozen=True)
@@ -53,7 +54,7 @@ class Task:
     hard_loss: str  # "module:function": loss(student outputs, labels) -> scalar tensor
     hard_loss_name: str  # its name in the logs and the history ("ce", "mse")
     soft_method: str  # the method of the single soft-target term kd_weight weighs (the methods table's name)
-    check_labels: Callable[[str, str, np.ndarray, int], np.ndarray]  # (source, split, y, samples) -> y, typed
+    check_labels: Callable[[str, str, np.ndarray, tuple, int | None], np.ndarray]  # (source, split, y, x's shape, ignore_index) -> y, typed
     outputs_of: Callable[[str, np.ndarray], int]  # (source, training labels) -> model outputs they ask for
     check_split: Callable[[str, str, np.ndarray, int], None]  # (source, split, y, outputs): a val/test split fits
     split: Callable[[object, np.ndarray, float, int], tuple]  # (x, y, fraction, seed) -> (x_a, y_a, x_b, y_b)
@@ -67,7 +68,29 @@ class Task:
     drop_unit: str  # what a PairedDrop's drop is: "points" (accuracy lost) or "relative" (RMSE rise)
     drop_budget: str  # the target's [budgets] key that limits the teacher → deployed drop
     paired_method: str  # how `paired` compares two models, for reports
-    soft_probabilities: bool  # outputs are logits of class probabilities: a temperature, mixup and --sweep apply
+    soft_probabilities: bool  # outputs are logits of class probabilities: a temperature and --sweep apply
+    class_axis: int | None = None  # the class axis of dense outputs ((N, C, H, W): 1); None: one prediction per sample
+    ignore_default: int | None = None  # [data] ignore_index when the recipe gives none: labels equal to it are not scored
+    mixup: bool = True  # [data] mixup blends this task's labels (one class per input)
+    models: tuple[tuple[str, dict], tuple[str, dict]] = (("cnn", {}), ("mlp", {}))  # the teacher and student a recipe gets when it names none
+    output_rank: int = 2  # axes of a batch of outputs: (N, C) 2, (N, C, H, W) 4
+    outputs_text: str = "{n} classes (labels 0..{last})"  # what the data asks of a model's outputs, for messages
+    # a paired comparison's counts and test in words: (only_first, only_second, the test)
+    paired_words: tuple[str, str, str] = ("right only with the teacher", "only without", "exact McNemar")
+    # the primary metric per class from per-sample outcomes (segmentation: IoU; None: not per class)
+    per_class: tuple[str, Callable[[np.ndarray], list[float | None]]] | None = None
+
+    def outputs_fit(self, shape: tuple[int, ...], outputs: int) -> bool:
+        """Whether a batch of model outputs of `shape` has this task's layout with `outputs` classes (or targets)."""
+        return len(shape) == self.output_rank and shape[self.class_axis if self.dense else 1] == outputs
+
+    def wanted_outputs(self, outputs: int) -> str:
+        return self.outputs_text.format(n=outputs, last=outputs - 1)
+
+    @property
+    def dense(self) -> bool:
+        """One prediction per position (pixel, token), not per sample: losses and metrics run over positions."""
+        return self.class_axis is not None
 
     @property
     def primary(self) -> Metric:
@@ -85,11 +108,11 @@ class Task:
         return reference - allowed if self.drop_unit == "points" else reference * (1 + allowed)
 
     def drop_words(self) -> str:
-        """The unit of a drop, for verdicts: "top-1" points, or RMSE relative."""
-        return "top-1" if self.drop_unit == "points" else f"{self.primary.name} rise, relative"
+        """The unit of a drop, for verdicts: points of the primary metric ("top-1", "mIoU"), or RMSE relative."""
+        return self.primary.heading if self.drop_unit == "points" else f"{self.primary.name} rise, relative"
 
     def show_drop(self, drop: float) -> str:
-        """A PairedDrop's drop for people: "1.20%" of accuracy, or "+1.20% RMSE"."""
+        """A PairedDrop's drop for people: "1.20%" of accuracy (or of mIoU), or "+1.20% RMSE"."""
         return f"{drop:.2%}" if self.drop_unit == "points" else f"{drop:+.2%} RMSE"
 
 
@@ -100,10 +123,11 @@ def _label_text(value) -> str:
     return str(int(value)) if np.isfinite(value) and abs(value) < 1e15 else f"{float(value):.3g}"
 
 
-def _class_labels(name: str, split: str, y: np.ndarray, samples: int) -> np.ndarray:
+def _class_labels(name: str, split: str, y: np.ndarray, x_shape: tuple, ignore_index: int | None = None) -> np.ndarray:
+    samples = x_shape[0]
     if y.ndim != 1 or len(y) != samples:
         raise DataError(f"{name}: y_{split} has shape {y.shape} but x_{split} has {samples} samples; expected ({samples},)")
-    if np.iscomplexobj(y) or not (np.issubdtype(y.dtype, np.integer) or (np.issubdtype(y.dtype, np.floating) and np.all(y == np.round(y)))):
+    if not _whole_numbers(y):
         raise DataError(f"{name}: y_{split} must hold integer class indices (got dtype {y.dtype}); "
                         "for real-valued targets set task = \"regression\"")
     if len(y) and y.min() < 0:
@@ -114,10 +138,16 @@ def _class_labels(name: str, split: str, y: np.ndarray, samples: int) -> np.ndar
     return y.astype(np.int64)
 
 
+def _whole_numbers(y: np.ndarray) -> bool:
+    return not np.iscomplexobj(y) and (np.issubdtype(y.dtype, np.integer) or (np.issubdtype(y.dtype, np.floating) and bool(np.all(y == np.round(y)))))
+
+
 def _classes(name: str, y_train: np.ndarray) -> int:
     """The number of classes the labels make: 1 + the largest. One class, or labels that leave
     most of 0..max empty (20, 21, 22 would make a 23-class model), are refused with the remap."""
-    present = np.unique(y_train)
+    present = np.unique(y_train[y_train != IGNORED])
+    if len(present) == 0:
+        raise DataError(f"{name}: every training label is the ignore_index; nothing is labelled")
     if len(present) < 2:
         raise DataError(f"{name}: every training label is {int(present[0])}; a classifier needs at least two classes")
     num_classes = int(present[-1]) + 1
@@ -170,14 +200,14 @@ def _logits_fit(label: str, logits: np.ndarray, y: np.ndarray) -> None:
         raise DataError(f"{label} has {logits.shape[1]} outputs but the labels go up to {int(np.asarray(y).max())}; use data with the model's classes")
 
 
-def _mixture(logits: list[np.ndarray], weights: list[float]) -> np.ndarray:
-    """Σ_i w_i · softmax(z_i), Σ w_i = 1: the teachers' averaged probabilities (one teacher's own)."""
+def _mixture(logits: list[np.ndarray], weights: list[float], axis: int = -1) -> np.ndarray:
+    """Σ_i w_i · softmax(z_i), Σ w_i = 1, over the class axis: the teachers' averaged probabilities (one teacher's own)."""
     total = float(sum(weights))
     mixed = 0.0
     for z, w in zip(logits, weights, strict=True):
         z = np.asarray(z, dtype=np.float64)
-        e = np.exp(z - z.max(axis=-1, keepdims=True))
-        mixed = mixed + (w / total) * e / e.sum(axis=-1, keepdims=True)
+        e = np.exp(z - z.max(axis=axis, keepdims=True))
+        mixed = mixed + (w / total) * e / e.sum(axis=axis, keepdims=True)
     return np.asarray(mixed)
 
 
@@ -185,9 +215,108 @@ def _same_class(reference: np.ndarray, other: np.ndarray) -> np.ndarray:
     return np.asarray(reference).argmax(-1) == np.asarray(other).argmax(-1)
 
 
+# --- segmentation: one class index per pixel (N, H, W), logits (N, C, H, W) ---------------------
+
+def _pixel_labels(name: str, split: str, y: np.ndarray, x_shape: tuple, ignore_index: int | None = 255) -> np.ndarray:
+    """Class ids per pixel; pixels equal to `ignore_index` become IGNORED (neither trained on nor scored)."""
+    samples = x_shape[0]
+    if y.ndim != 3 or len(y) != samples:
+        raise DataError(f"{name}: y_{split} has shape {y.shape} but x_{split} has {samples} samples; "
+                        f"expected ({samples}, height, width): one class id per pixel")
+    if len(x_shape) != 4 or tuple(x_shape[-2:]) != y.shape[1:]:
+        raise DataError(f"{name}: y_{split} masks are {y.shape[1]}×{y.shape[2]} but x_{split} images are "
+                        f"{'×'.join(str(d) for d in x_shape[2:]) or 'not images'} ({x_shape[1:]} per sample); "
+                        "give (N, channels, height, width) images with masks of the same height and width")
+    if not _whole_numbers(y):
+        raise DataError(f"{name}: y_{split} must hold integer class ids per pixel (got dtype {y.dtype})")
+    ignored = (y == ignore_index) if ignore_index is not None else np.zeros(y.shape, dtype=bool)
+    scored = y[~ignored]
+    if scored.size and scored.min() < 0:
+        raise DataError(f"{name}: y_{split} has negative class ids ({_label_text(scored.min())}); class ids are 0..C-1 and "
+                        f"unlabelled pixels take [data] ignore_index (now {ignore_index})")
+    if scored.size and scored.max() > MAX_LABEL:
+        raise DataError(f"{name}: y_{split} holds the class id {_label_text(scored.max())}; class ids are 0..C-1 — remap them "
+                        "(numpy: np.unique(y, return_inverse=True)[1]) or set [data] ignore_index to the value of unlabelled pixels")
+    labels = y.astype(np.int64)
+    labels[ignored] = IGNORED
+    return labels
+
+
+def resize_bilinear(outputs: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """(N, C, h, w) -> (N, C, H, W) as torch's F.interpolate(mode="bilinear", align_corners=False) does it,
+    so that outputs coarser than the masks are scored as training compared them."""
+    outputs = np.asarray(outputs)
+    if tuple(outputs.shape[-2:]) == tuple(size):
+        return outputs
+
+    def axis(n_in: int, n_out: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        source = np.maximum((np.arange(n_out) + 0.5) * n_in / n_out - 0.5, 0.0)
+        low = np.minimum(source.astype(np.int64), n_in - 1)
+        return low, np.minimum(low + 1, n_in - 1), (source - low).astype(outputs.dtype)
+
+    r0, r1, rw = axis(outputs.shape[-2], size[0])
+    c0, c1, cw = axis(outputs.shape[-1], size[1])
+    rows = outputs[..., r0, :] * (1 - rw)[:, None] + outputs[..., r1, :] * rw[:, None]
+    return rows[..., c0] * (1 - cw) + rows[..., c1] * cw
+
+
+def confusion_counts(outputs: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Per image and class: (intersection, predicted pixels, true pixels), shape (N, 3, C), over the
+    scored pixels only. What a segmentation metric and a paired bootstrap over images are built from."""
+    y = np.asarray(y)
+    outputs = np.asarray(outputs)
+    classes = outputs.shape[1]
+    predicted = resize_bilinear(outputs, y.shape[1:]).argmax(axis=1)
+    scored = y != IGNORED
+    image = np.broadcast_to(np.arange(len(y))[:, None, None], y.shape)
+    cells = np.bincount((image[scored] * classes + y[scored]) * classes + predicted[scored], minlength=len(y) * classes * classes)
+    confusion = cells.reshape(len(y), classes, classes)  # [image, true, predicted]
+    return np.stack([np.diagonal(confusion, axis1=1, axis2=2), confusion.sum(axis=1), confusion.sum(axis=2)], axis=1)
+
+
+def iou_per_class(counts: np.ndarray) -> np.ndarray:
+    """IoU of each class over all images of `counts` (N, 3, C); NaN for a class absent from both
+    the predictions and the truth (no union: it says nothing, so mIoU leaves it out)."""
+    intersection, predicted, true = np.asarray(counts).sum(axis=0)
+    union = predicted + true - intersection
+    return np.where(union > 0, intersection / np.maximum(union, 1), np.nan)
+
+
+def mean_iou(counts: np.ndarray) -> float:
+    """The mean IoU over the classes present in the predictions or the truth (1.0 if none is)."""
+    iou = iou_per_class(counts)
+    return float(np.nanmean(iou)) if np.isfinite(iou).any() else 1.0
+
+
+def paired_iou_drop(first_counts: np.ndarray, second_counts: np.ndarray, resamples: int = 2000, seed: int = 0) -> PairedDrop:
+    """mIoU points the second model loses against the first on the same images (paired bootstrap, permutation p)."""
+    return paired_pooled_drop(first_counts, second_counts, mean_iou, resamples, seed)
+
+
+def _segmentation_scores(outputs: np.ndarray, y: np.ndarray) -> dict[str, float]:
+    counts = confusion_counts(outputs, y)
+    intersection, _, true = counts.sum(axis=0)
+    return {"miou": mean_iou(counts), "pixel_accuracy": float(intersection.sum() / max(int(true.sum()), 1))}
+
+
+def _maps_fit(label: str, outputs: np.ndarray, y: np.ndarray) -> None:
+    if outputs.ndim != 4:
+        raise DataError(f"{label} outputs shape {outputs.shape[1:]} per sample; segmentation needs (classes, height, width) logits")
+    scored = np.asarray(y)[np.asarray(y) != IGNORED]
+    if scored.size and scored.max() >= outputs.shape[1]:
+        raise DataError(f"{label} has {outputs.shape[1]} output channels but the masks hold class ids up to {int(scored.max())}; "
+                        "use data with the model's classes (or set [data] ignore_index to the value of unlabelled pixels)")
+
+
+def _same_pixel_class(reference: np.ndarray, other: np.ndarray) -> np.ndarray:
+    return np.asarray(reference).argmax(1) == np.asarray(other).argmax(1)
+
+
+
 # --- regression: one or more real-valued targets per sample, outputs (N, k) --------------------
 
-def _targets(name: str, split: str, y: np.ndarray, samples: int) -> np.ndarray:
+def _targets(name: str, split: str, y: np.ndarray, x_shape: tuple, ignore_index: int | None = None) -> np.ndarray:
+    samples = x_shape[0]
     if y.ndim not in (1, 2) or len(y) != samples:
         raise DataError(f"{name}: y_{split} has shape {y.shape} but x_{split} has {samples} samples; "
                         f"expected ({samples},) or ({samples}, targets)")
@@ -265,13 +394,29 @@ TASKS: dict[str, Task] = {
              drop_budget="max_accuracy_drop", soft_probabilities=True,
              paired_method="Drops are top-1 points lost; 95% intervals are Agresti–Min intervals for paired proportions, "
                            "p-values exact McNemar tests on the samples only one model gets right."),
+        Task("segmentation", "one integer class id per pixel", (Metric("miou", True, True, "mIoU"), Metric("pixel_accuracy", True, True, "pixel acc.")),
+             hard_loss="edgekd.distill.losses:hard_label_loss", hard_loss_name="ce", soft_method="kd",
+             check_labels=_pixel_labels, outputs_of=_classes, check_split=_classes_fit, split=random_split,
+             score=_segmentation_scores, check_outputs=_maps_fit, agreement=_same_pixel_class,
+             combine=lambda logits, weights: _mixture(logits, weights, axis=1),
+             per_sample=confusion_counts, summarise=mean_iou, paired=paired_iou_drop, drop_unit="points",
+             drop_budget="max_miou_drop", soft_probabilities=True, class_axis=1, ignore_default=255, mixup=False,
+             models=(("unet", {"widths": [32, 64, 128]}), ("unet", {"widths": [8, 16, 32]})),
+             output_rank=4, outputs_text="(classes, height, width) logits of {n} classes (class ids 0..{last})",
+             paired_words=("segmented better with the teacher", "without", "permutation test"),
+             per_class=("IoU", lambda counts: [None if np.isnan(v) else float(v) for v in iou_per_class(counts)]),
+             paired_method="Drops are mIoU points lost; 95% intervals are paired bootstraps over the images (both models' "
+                           "pixel counts of an image drawn together, mIoU recomputed per resample), p-values paired permutation "
+                           "tests (each image's two results swapped at random)."),
         Task("regression", "one or more real-valued targets per sample",
              (Metric("rmse", False, False), Metric("mae", False, False), Metric("r2", True, False)),
              hard_loss="edgekd.distill.losses:mse_loss", hard_loss_name="mse", soft_method="mse",
              check_labels=_targets, outputs_of=_target_count, check_split=_targets_fit, split=random_split,
              score=_regression_scores, check_outputs=_values_fit, agreement=_close_values, combine=_weighted_mean,
              per_sample=squared_errors, summarise=lambda errors: float(np.sqrt(np.mean(errors))), paired=paired_error_rise,
-             drop_unit="relative", drop_budget="max_rmse_rise", soft_probabilities=False,
+             drop_unit="relative", drop_budget="max_rmse_rise", soft_probabilities=False, mixup=False,
+             outputs_text="{n} regression target(s) per sample",
+             paired_words=("predicted more closely with the teacher", "without", "sign-flip test"),
              paired_method="Drops are relative RMSE rises (0.01 = 1% higher); 95% intervals are paired bootstraps over the "
                            "samples, p-values paired sign-flip tests of the squared errors."),
     )
@@ -297,12 +442,14 @@ def task_for(name: str | None, y) -> Task:
 
 
 def infer_task(y_train) -> str:
-    """The task labels make unambiguous: whole numbers in one column are class indices; anything
-    else numeric (fractions, several columns) is regression."""
+    """The task labels make unambiguous: whole numbers in one column are class indices, whole
+    numbers per pixel (N, H, W) class ids of a segmentation; anything else numeric (fractions,
+    several columns) is regression."""
     y = np.asarray(y_train)
-    if y.ndim == 1 and not np.iscomplexobj(y) and (np.issubdtype(y.dtype, np.integer) or
-                                                 (np.issubdtype(y.dtype, np.floating) and np.all(y == np.round(y)))):
+    if y.ndim == 1 and _whole_numbers(y):
         return "classification"
+    if y.ndim == 3 and _whole_numbers(y):
+        return "segmentation"
     if y.ndim in (1, 2) and np.issubdtype(y.dtype, np.floating):
         return "regression"
     return "classification"  # its label check names what is wrong

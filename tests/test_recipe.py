@@ -2,13 +2,15 @@
 import pytest
 
 from edgekd.errors import RecipeError
-from edgekd.recipe import Recipe, load_recipe
+from edgekd.recipe import Recipe, load_recipe, with_task_models
 
 
 def test_no_recipe_is_the_builtin_demo():
     recipe = load_recipe(None)
     assert recipe == Recipe()
-    assert recipe.data.source == "digits" and recipe.teacher.model == "cnn" and recipe.student.model == "mlp"
+    assert recipe.data.source == "digits" and recipe.teacher.model is None and recipe.student.model is None, "the task's models"
+    models = with_task_models(recipe, "classification")
+    assert models.teacher.model == "cnn" and models.student.model == "mlp"
 
 
 def test_every_key_is_optional(tmp_path):

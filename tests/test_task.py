@@ -32,7 +32,7 @@ def test_every_task_names_its_pieces(name):
 
 
 def test_an_unknown_task_names_the_valid_ones():
-    with pytest.raises(ValueError, match="valid tasks: classification, regression"):
+    with pytest.raises(ValueError, match="valid tasks: classification, segmentation, regression"):
         task("detection?")
 
 
@@ -80,7 +80,7 @@ def test_bad_regression_targets_are_named(y_train, y_test, fragment):
 @pytest.mark.parametrize("table, fragment", [
     ({"distill": {"loss": [{"method": "kd"}]}}, "method 'kd' does not apply to regression"),
     ({"distill": {"temperature": 2.0}}, "regression outputs have none: remove temperature"),
-    ({"data": {"mixup": 0.2}}, "for regression set mixup = 0"),
+    ({"data": {"mixup": 0.2}}, "regression labels are not that: set mixup = 0"),
 ])
 def test_a_recipe_refuses_classification_pieces_for_regression(table, fragment):
     with pytest.raises(RecipeError, match=fragment):
@@ -230,5 +230,5 @@ def test_a_model_with_the_wrong_number_of_outputs_for_the_targets_is_named(tmp_p
     recipe = tmp_path / "reg.toml"
     recipe.write_text('task = "regression"\n[data]\nsource = "npz:reg.npz"\n[teacher]\nmodel = "mlp"\nargs = { num_classes = 3 }\n')
     result = CliRunner().invoke(app, ["-q", "distill", str(recipe), "--out", str(tmp_path / "run")])
-    one_line_error(result, "teacher outputs shape (3,) per sample but the data has 1 regression target(s) per sample")
+    one_line_error(result, "teacher outputs shape (3,) per sample but the data asks for 1 regression target(s) per sample")
     assert not (tmp_path / "run").exists()

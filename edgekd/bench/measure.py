@@ -42,6 +42,7 @@ class VariantReport:
     length_sweep: dict[str, LatencyStats] = field(default_factory=dict)  # text: latency per sequence length, batch latency_batch
     role: Role = Role.model  # what the model is in the run: what the code looks it up by
     metrics: dict[str, float] = field(default_factory=dict)  # every metric of the task on the test split, by name
+    per_class: list[float | None] | None = None  # segmentation: IoU of each class on the test split (None: absent from both)
 
     def primary(self, metric: str) -> float | None:
         """The variant's figure of the report's primary metric (None: not measured)."""
@@ -100,6 +101,7 @@ def measure_variants(
             sequence_length=length,
             length_sweep=length_sweep.get(name, {}),
             metrics=scores[name].metrics,
+            per_class=scores[name].per_class,
         ))
     return reports, {n: score.outcomes for n, score in scores.items()}
 
@@ -109,6 +111,7 @@ class _Scores:
     outcomes: np.ndarray | None  # per sample: top-1 hit, squared error
     top5: float | None
     metrics: dict[str, float]
+    per_class: list[float | None] | None = None
 
 
 def _scores(session, x: Inputs, y: np.ndarray | None, label: str, task_name: str) -> _Scores:
@@ -117,8 +120,8 @@ def _scores(session, x: Inputs, y: np.ndarray | None, label: str, task_name: str
         return _Scores(None, None, {})
     kind = task(task_name)
     outputs = checked_outputs(session, x, y, label, task_name)
-    metrics = kind.score(outputs, y)
-    return _Scores(kind.per_sample(outputs, y), metrics.get("top5"), metrics)
+    metrics, outcomes = kind.score(outputs, y), kind.per_sample(outputs, y)
+    return _Scores(outcomes, metrics.get("top5"), metrics, kind.per_class[1](outcomes) if kind.per_class else None)
 
 
 def _memory(path, session, x: Inputs, providers, batch: int, length: int | None) -> MemoryStats:

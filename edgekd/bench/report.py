@@ -29,15 +29,24 @@ def write_reports(report, out_dir: Path, plot: bool = True) -> list[Path]:
     return written
 
 
+def _second_metric(report):
+    """The task's second metric (top-5, pixel accuracy, MAE): the variants table's second metric column."""
+    metrics = task(report.task).metrics
+    return metrics[1] if len(metrics) > 1 else None
+
+
 def variant_header(report, compact: bool = False) -> list[str]:
-    """The variants table's columns; the metric column is named after the report's primary metric."""
-    header = [h if h != "top-1" else metric_named(report.metric).heading for h in VARIANT_HEADER]
+    """The variants table's columns, named after the report's primary metric and its task's second one."""
+    second = _second_metric(report)
+    named = {"top-1": metric_named(report.metric).heading, "top-5": second.heading if second else "—"}
+    header = [named.get(h, h) for h in VARIANT_HEADER]
     return [header[i].replace(" [95% CI]", "") for i in _COMPACT] if compact else header
 
 
 def variant_rows(report, compact: bool = False) -> list[list[str]]:
     """One row per model: every figure for bench.md, the main ones for the terminal."""
     rows = []
+    second = _second_metric(report)
     for v in report.variants:
         ci = None if compact else v.latency.ci95_ms.get("p50")
         rows.append([
@@ -46,7 +55,7 @@ def variant_rows(report, compact: bool = False) -> list[list[str]]:
             f"{v.profile.parameters:,}",
             f"{v.profile.macs:,}",
             "—" if v.primary(report.metric) is None else metric_named(report.metric).show(v.primary(report.metric)),
-            _pct(v.top5),
+            second.show(v.metrics[second.name]) if second and second.name in v.metrics else "—",
             f"{v.latency.p50_ms:.4f} [{ci[0]:.4f}, {ci[1]:.4f}]" if ci else f"{v.latency.p50_ms:.4f}",
             f"{v.latency.p90_ms:.4f}",
             f"{v.latency.p99_ms:.4f}",
@@ -129,8 +138,9 @@ def to_markdown(report) -> str:
         names = list(next(v.metrics for v in report.variants if v.metrics))
         lines += [f"## {report.task.capitalize()} metrics (test split)", "",
                   f"Against the teacher and the fp32 student: {task(report.task).paired_method}", "",
-                  _table(["model", *names], [[v.name, *(metric_named(n).show(v.metrics[n]) if n in v.metrics else "—" for n in names)]
-                                             for v in report.variants]), ""]
+                  _table(["model", *(metric_named(n).heading for n in names)],
+                         [[v.name, *(metric_named(n).show(v.metrics[n]) if n in v.metrics else "—" for n in names)] for v in report.variants]), ""]
+    lines += _per_class_section(report)
     if sweep:
         lines += ["## Batch sweep", "", _table(sweep_header, sweep), ""]
     if text:
@@ -150,6 +160,21 @@ def to_markdown(report) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def _per_class_section(report) -> list[str]:
+    """Segmentation: each class's IoU per model (a class absent from both prediction and truth: —)."""
+    measured = [v for v in report.variants if v.per_class]
+    kind = task(report.task)
+    if not measured or kind.per_class is None:
+        return []
+    count = max(len(v.per_class) for v in measured)
+    names = [report.classes[i] if i < len(report.classes) else str(i) for i in range(count)]
+    rows = [[v.name, *("—" if i >= len(v.per_class) or v.per_class[i] is None else f"{v.per_class[i]:.2%}" for i in range(count))]
+            for v in measured]
+    return [f"## {kind.per_class[0]} per class (test split)", "",
+            f"{kind.primary.heading} is the mean over the classes present in the predictions or the truth; — marks a class absent from both.", "",
+            _table(["model", *names], rows), ""]
 
 
 def write_junit(report, path: Path) -> Path:
@@ -184,6 +209,3 @@ def _table(header: list[str], rows: list[list[str]]) -> str:
 def _fmt(value: float | None) -> str:
     return "—" if value is None else f"{value:.4g}"
 
-
-def _pct(value: float | None) -> str:
-    return "—" if value is None else f"{value:.2%}"

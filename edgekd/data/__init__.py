@@ -17,12 +17,13 @@ if TYPE_CHECKING:
 
 
 def splits_from_arrays(arrays: Mapping[str, Any], name: str = "arrays", val_fraction: float = 0.15, seed: int = 0,
-                       task: str | None = None) -> DataSplits:
+                       task: str | None = None, ignore_index: int | None = None) -> DataSplits:
     """Splits from arrays held in memory: `x_train`, `y_train`, `x_test`, `y_test` (and optionally
     `x_val`, `y_val`, `x_unlabeled`), each x an array or a dict of named arrays; validated as any
     source is, a missing val split drawn from train (stratified for classification). `task`:
-    "classification" or "regression" (None: what the labels make unambiguous)."""
-    return checked_splits(name, dict(arrays), val_fraction, seed, task_name=task)
+    "classification", "segmentation" or "regression" (None: what the labels make unambiguous);
+    `ignore_index`: the label of unlabelled pixels (None: the task's default, 255 for segmentation)."""
+    return checked_splits(name, dict(arrays), val_fraction, seed, task_name=task, ignore_index=ignore_index)
 
 
 _SHARED: ContextVar[dict[str, DataSplits] | None] = ContextVar("edgekd_shared_data", default=None)

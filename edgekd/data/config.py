@@ -30,7 +30,7 @@ Encoding = Annotated[str, Strict(), AfterValidator(_known_encoding)]
 @dataclass(config=CONFIG)
 class DataConfig:
     # Where the data comes from: "digits", "npz:PATH", "text:PATH", ... or "package.module:function".
-    source: str = Field("digits", description='"digits", "npz:PATH", "idx:DIR", "csv:PATH", "imagefolder:DIR", "text:PATH" or "package.module:function"')
+    source: str = Field("digits", description='"digits", "npz:PATH", "idx:DIR", "csv:PATH", "imagefolder:DIR", "masks:DIR", "text:PATH" or "package.module:function"')
     # Seed of the stratified split, so every stage and every rerun sees the same split.
     split_seed: Seed = Field(0, description="seed of the stratified train/val/test split")
     # Share of the labelled training data held out for validation when the source has no val split.
@@ -41,6 +41,9 @@ class DataConfig:
     label_column: Optional[str] = Field(None, description='csv / text: name of the label column (text default: "label")')
     # regression: the models learn targets standardised with the training split's mean and std, and
     # map them back in their last step, so every model (and its ONNX file) answers in the data's units.
+    # segmentation: pixels whose label equals this are neither trained on nor scored (default 255, the
+    # usual value of "void" / boundary pixels in masks).
+    ignore_index: Optional[Int] = Field(None, description="segmentation: the label of unlabelled pixels, neither trained on nor scored (default 255)")
     standardize_targets: Bool = Field(True, description="regression: train on standardised targets (undone inside the model)")
     # text:PATH (csv, tsv or jsonl): the column with the text, the tokenizer, the longest sequence kept.
     text_column: str = Field("text", description="text: name of the text column")
@@ -48,7 +51,7 @@ class DataConfig:
     max_length: Int = Field(128, ge=2, le=8192, description="text: tokens kept per text (longer texts are truncated)")
     # text: keep only these labels, in this class order (e.g. ["fresh", "rotten"]); default: all, sorted.
     labels: Optional[list[str]] = Field(None, min_length=2, description="text: the labels to keep, in class-index order")
-    # imagefolder: resize to (height, width), optionally to one grey channel, then normalise.
+    # imagefolder / masks: resize to (height, width), optionally to one grey channel, then normalise.
     image_size: Optional[list[Count]] = Field(None, min_length=2, max_length=2, description="imagefolder: [height, width]")
     grayscale: Bool = Field(False, description="imagefolder: convert images to one channel")
     mean: Optional[list[Float]] = Field(None, description="imagefolder: per-channel mean to subtract (after scaling to 0..1)")

@@ -107,8 +107,6 @@ def read_csv(path: Path, label_column: str | None, encoding: str = "utf-8") -> t
 
 def read_image_folder(folder: Path, size: list[int] | None, grayscale: bool, mean: list[float] | None, std: list[float] | None, labelled: bool = True):
     """Images under class sub-folders (or all images, unlabelled) → (N, C, H, W) floats, labels, classes."""
-    from PIL import Image, UnidentifiedImageError
-
     if not folder.is_dir():
         raise DataError(f"image folder not found: {folder} (check the path)")
     if labelled:
@@ -121,13 +119,22 @@ def read_image_folder(folder: Path, size: list[int] | None, grayscale: bool, mea
         items = [(p, -1) for p in sorted(folder.rglob("*")) if p.suffix.lower() in _IMAGE_SUFFIXES]
     if not items:
         raise DataError(f"{folder}: no images ({', '.join(sorted(_IMAGE_SUFFIXES))})")
+    x = _read_images(folder, [path for path, _ in items], size, grayscale, mean, std)
+    return x, np.array([label for _, label in items], dtype=np.int64), classes
+
+
+def _read_images(folder: Path, paths: list[Path], size: list[int] | None, grayscale: bool, mean: list[float] | None,
+                 std: list[float] | None) -> np.ndarray:
+    """Image files → (N, C, H, W) float32 in 0..1, resized to `size` (bilinear), then normalised."""
+    from PIL import Image, UnidentifiedImageError
+
     if size:
-        needed = len(items) * (1 if grayscale else 3) * int(size[0]) * int(size[1]) * 4  # float32 pixels
+        needed = len(paths) * (1 if grayscale else 3) * int(size[0]) * int(size[1]) * 4  # float32 pixels
         if not fits_in_memory(needed):
-            raise DataError(f"{folder}: {len(items):,} images at [data] image_size = [{size[0]}, {size[1]}] need {needed / 2**30:,.1f} GiB "
+            raise DataError(f"{folder}: {len(paths):,} images at [data] image_size = [{size[0]}, {size[1]}] need {needed / 2**30:,.1f} GiB "
                             "as float32, more than this machine has free; choose a smaller image_size")
     images = []
-    for path, _ in items:
+    for path in paths:
         try:
             with Image.open(path) as image:
                 image = image.convert("L" if grayscale else "RGB")
@@ -151,7 +158,47 @@ def read_image_folder(folder: Path, size: list[int] | None, grayscale: bool, mea
         x -= np.asarray(mean, dtype=np.float32)[None, :, None, None]
     if std is not None:
         x /= np.asarray(std, dtype=np.float32)[None, :, None, None]
-    return x, np.array([label for _, label in items], dtype=np.int64), classes
+    return x
+
+
+def read_mask_folder(folder: Path, size: list[int] | None, grayscale: bool, mean: list[float] | None, std: list[float] | None):
+    """DIR/images/* and DIR/masks/* with the same file stems → (N, C, H, W) floats and (N, H, W)
+    class ids (a mask's pixel value is its class id; palette PNGs give their indices). Masks are
+    resized with the images, by nearest neighbour, so that no pixel gets a class between two."""
+    from PIL import Image, UnidentifiedImageError
+
+    images_dir, masks_dir = folder / "images", folder / "masks"
+    if not folder.is_dir():
+        raise DataError(f"masks folder not found: {folder} (check the path)")
+    if not images_dir.is_dir() or not masks_dir.is_dir():
+        raise DataError(f"{folder}: a masks source needs the sub-folders images/ and masks/ (same file names, mask pixel = class id)")
+    images = sorted(p for p in images_dir.rglob("*") if p.suffix.lower() in _IMAGE_SUFFIXES)
+    if not images:
+        raise DataError(f"{images_dir}: no images ({', '.join(sorted(_IMAGE_SUFFIXES))})")
+    masks_by_stem = {p.relative_to(masks_dir).with_suffix(""): p for p in masks_dir.rglob("*") if p.suffix.lower() in _IMAGE_SUFFIXES}
+    missing = [p for p in images if p.relative_to(images_dir).with_suffix("") not in masks_by_stem]
+    if missing:
+        raise DataError(f"{missing[0]}: no mask of the same name in {masks_dir} ({len(missing)} image(s) without one); "
+                        f"give every image a mask, e.g. masks/{missing[0].stem}.png")
+    labels = []
+    for image_path in images:
+        mask_path = masks_by_stem[image_path.relative_to(images_dir).with_suffix("")]
+        try:
+            with Image.open(image_path) as image:
+                image_size = image.size
+            with Image.open(mask_path) as mask:
+                if mask.mode not in ("L", "P", "I", "I;16", "1"):
+                    raise DataError(f"{mask_path}: a mask must be a single-channel image of class ids (PNG mode L, P or I); it is {mask.mode}")
+                if mask.size != image_size:
+                    raise DataError(f"{mask_path}: the mask is {mask.size[0]}×{mask.size[1]} but its image {image_path.name} is "
+                                    f"{image_size[0]}×{image_size[1]}; masks must match their images pixel for pixel")
+                if size:
+                    mask = mask.resize((int(size[1]), int(size[0])), Image.NEAREST)
+                labels.append(np.asarray(mask, dtype=np.int64))
+        except (UnidentifiedImageError, OSError) as exc:
+            raise DataError(f"{mask_path}: not a readable image ({exc})") from None
+    x = _read_images(images_dir, images, size, grayscale, mean, std)
+    return x, np.stack(labels)
 
 
 def _is_number(value: str) -> bool:

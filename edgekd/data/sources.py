@@ -13,9 +13,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from edgekd.data.files import read_csv, read_idx_dir, read_image_folder
+from edgekd.data.files import read_csv, read_idx_dir, read_image_folder, read_mask_folder
 from edgekd.data.splits import DataSplits, checked_inputs, checked_pair, checked_splits
-from edgekd.task import stratified_split, task_for
+from edgekd.task import random_split, stratified_split, task_for
 from edgekd._user import call_user, import_object
 from edgekd.errors import DataError
 from edgekd.inputs import Inputs
@@ -71,6 +71,21 @@ def _imagefolder(arg: str, cfg: DataConfig) -> dict[str, np.ndarray]:
     return {"x_train": x_train, "y_train": y_train, "x_test": x_test, "y_test": y_test}
 
 
+def _masks(arg: str, cfg: DataConfig) -> dict[str, np.ndarray]:
+    """Segmentation: DIR/images/ and DIR/masks/ (same file names; mask pixel = class id), or
+    DIR/train/ and DIR/test/ (and optionally val/) each holding the two; the imagefolder options apply."""
+    folder = Path(arg)
+    read = lambda f: read_mask_folder(f, cfg.image_size, cfg.grayscale, cfg.mean, cfg.std)  # noqa: E731
+    if (folder / "train").is_dir() and (folder / "test").is_dir():
+        arrays = dict(zip(("x_train", "y_train"), read(folder / "train"))) | dict(zip(("x_test", "y_test"), read(folder / "test")))
+        if (folder / "val").is_dir():
+            arrays |= dict(zip(("x_val", "y_val"), read(folder / "val")))
+        return arrays
+    x, y = read(folder)
+    x_train, y_train, x_test, y_test = random_split(x, y, cfg.test_fraction, cfg.split_seed)
+    return {"x_train": x_train, "y_train": y_train, "x_test": x_test, "y_test": y_test}
+
+
 def _text(arg: str, cfg: DataConfig) -> dict[str, Any]:
     """csv / tsv / jsonl rows of text and label, tokenized ([data] tokenizer, max_length)."""
     from edgekd.data.text import read_text_source
@@ -117,6 +132,7 @@ SOURCES: dict[str, Callable[[str, Any], dict[str, np.ndarray]]] = {
     "idx": _idx,
     "csv": _csv,
     "imagefolder": _imagefolder,
+    "masks": _masks,
     "text": _text,
     "rotten-tomatoes": _rotten_tomatoes,
 }
@@ -138,7 +154,7 @@ def load_data(
     if cfg.unlabeled:
         arrays["x_unlabeled"] = _unlabeled(cfg)
     classes, vocab_size = arrays.pop("classes", ()), arrays.pop("vocab_size", None)
-    return checked_splits(source, arrays, val_fraction, split_seed, classes, vocab_size, task_name)
+    return checked_splits(source, arrays, val_fraction, split_seed, classes, vocab_size, task_name, cfg.ignore_index)
 
 
 def load_test_split(source: str, options: DataConfig | None = None, task_name: str | None = None) -> tuple[Inputs, np.ndarray | None]:
@@ -155,7 +171,8 @@ def load_test_split(source: str, options: DataConfig | None = None, task_name: s
         arrays = read_npz(Path(arg))
         if arrays.get("x_test") is not None and arrays.get("y_test") is None:
             return checked_inputs(source, arrays["x_test"], "test"), None
-        return checked_pair(source, arrays, "test", required=True, kind=task_for(task_name, arrays.get("y_test")))
+        return checked_pair(source, arrays, "test", required=True, kind=task_for(task_name, arrays.get("y_test")),
+                            ignore_index=options.ignore_index if options else None)
     cfg = replace(options or DataConfig(), source=source)
     if kind == "text":
         from edgekd.data.text import read_text_source
@@ -244,5 +261,5 @@ def _parse(source: str) -> tuple[str, str]:
     if sep and head and tail:
         return "", source
     raise DataError(
-        f"unknown data source '{source}'; use digits, npz:PATH, idx:DIR, csv:PATH, imagefolder:DIR, text:PATH, rotten-tomatoes, or package.module:function"
+        f"unknown data source '{source}'; use digits, npz:PATH, idx:DIR, csv:PATH, imagefolder:DIR, masks:DIR, text:PATH, rotten-tomatoes, or package.module:function"
     )

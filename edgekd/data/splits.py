@@ -4,7 +4,8 @@ Numpy arrays rather than torch datasets, so the export and bench stages (which m
 torch) read the same data as training. Each split's inputs are an `Inputs` (one array per input
 name, dtypes kept: a single-array source is one float32 input named `input`; text is int64
 `input_ids` + `attention_mask`); labels are what the task says (edgekd/task.py): int64 class
-indices 0..num_classes-1 for classification, float32 (samples, targets) for regression.
+indices 0..num_classes-1 for classification, int64 (samples, height, width) class ids for
+segmentation (ignored pixels: task.IGNORED), float32 (samples, targets) for regression.
 """
 
 from __future__ import annotations
@@ -63,19 +64,21 @@ class DataSplits:
 
 
 def checked_splits(name: str, arrays: dict, val_fraction: float, seed: int, classes: tuple[str, ...] = (), vocab_size: int | None = None,
-                   task_name: str | None = None) -> DataSplits:
+                   task_name: str | None = None, ignore_index: int | None = None) -> DataSplits:
     """Validate raw inputs (dtypes, lengths, labels, NaN) and fill a missing val split from train.
 
     Each `x_*` is an array (the one-input case) or named arrays; `x_unlabeled`, when present,
     must have the same inputs and per-sample shapes as the labelled inputs. `task_name` None: the
-    task the training labels make unambiguous (whole numbers: classification; else regression).
+    task the training labels make unambiguous (whole numbers: classification; per pixel:
+    segmentation; else regression). `ignore_index` None: the task's default ([data] ignore_index).
     """
     kind = task_for(task_name, arrays.get("y_train"))
     if task_name is None and kind.name != "classification":
-        say(f"data: {name}: the labels are real numbers, so the task is {kind.name} (set task = \"{kind.name}\" to say so)")
-    x_train, y_train = checked_pair(name, arrays, "train", required=True, kind=kind)
-    x_test, y_test = checked_pair(name, arrays, "test", required=True, kind=kind)
-    x_val, y_val = checked_pair(name, arrays, "val", required=False, kind=kind)
+        said = "real numbers" if kind.name == "regression" else "class ids per pixel"
+        say(f"data: {name}: the labels are {said}, so the task is {kind.name} (set task = \"{kind.name}\" to say so)")
+    x_train, y_train = checked_pair(name, arrays, "train", required=True, kind=kind, ignore_index=ignore_index)
+    x_test, y_test = checked_pair(name, arrays, "test", required=True, kind=kind, ignore_index=ignore_index)
+    x_val, y_val = checked_pair(name, arrays, "val", required=False, kind=kind, ignore_index=ignore_index)
     if x_val is None:
         x_train, y_train, x_val, y_val = kind.split(x_train, y_train, val_fraction, seed)
     if len({_layout(x) for x in (x_train, x_val, x_test)}) != 1:
@@ -129,7 +132,8 @@ def checked_inputs(name: str, x, split: str) -> Inputs:
     return inputs
 
 
-def checked_pair(name: str, arrays: dict[str, np.ndarray | None], split: str, required: bool, kind: Task | None = None):
+def checked_pair(name: str, arrays: dict[str, np.ndarray | None], split: str, required: bool, kind: Task | None = None,
+                 ignore_index: int | None = None):
     x, y = arrays.get(f"x_{split}"), arrays.get(f"y_{split}")
     if x is None or y is None:
         if required or (x is None) != (y is None):
@@ -138,7 +142,9 @@ def checked_pair(name: str, arrays: dict[str, np.ndarray | None], split: str, re
             raise DataError(f"{name}: no array '{missing}' (has: {have}); provide x_train, y_train, x_test, y_test")
         return None, None
     x = checked_inputs(name, x, split)
-    y = (kind or task("classification")).check_labels(name, split, np.asarray(y), len(x))
+    kind = kind or task("classification")
+    ignore = ignore_index if ignore_index is not None else kind.ignore_default
+    y = kind.check_labels(name, split, np.asarray(y), (len(x), *x.per_sample_shape), ignore)
     if len(x) == 0:
         raise DataError(f"{name}: x_{split} is empty")
     return x, y

@@ -11,6 +11,13 @@
   the mean squared difference of the normalised maps; the paper's β/2 belongs in the term weight.
   On transformer hidden states the map is over tokens (Σ_h |A_h|² per token, padding zeroed).
 - `hard_label_loss`: the usual cross-entropy, blended per input for mixup batches (Zhang et al. 2018).
+- `cwd_loss`: channel-wise distillation (Shu et al. 2021) for dense maps: each channel becomes a
+  distribution over the spatial positions (softmax of map/T over H·W); the student matches the
+  teacher's per channel, T²·KL averaged over channels and images. Where per-pixel KD treats pixels as
+  independent samples, CWD transfers where each class's evidence sits.
+- `dense_positions`: dense outputs (N, C, H, W) as per-position samples (M, C) over the scored
+  pixels, student and teacher maps resized to the labels' resolution first, so kd/dkd/ce apply
+  per pixel unchanged (averaged over scored pixels).
 - `dkd_loss`: decoupled KD (Zhao et al., 2022): KD split into a target-class term (binary
   target/non-target distributions, TCKD) and a non-target term (distribution among the other
   classes, NCKD), weighted α·TCKD + β·NCKD, each scaled by T².
@@ -81,6 +88,41 @@ def kd_loss_from_log_probs(student_logits: torch.Tensor, teacher_log_probs: torc
     log_p_student = F.log_softmax(_wide(student_logits) / temperature, dim=-1)
     kl = F.kl_div(log_p_student, teacher_log_probs.detach(), reduction="batchmean", log_target=True)
     return kl * temperature**2
+
+
+def cwd_loss(student_map: torch.Tensor, teacher_maps: list[torch.Tensor], temperature: float, weights: list[float] | None = None) -> torch.Tensor:
+    """T²/(N·C) · Σ_n Σ_c KL(φ(teacher_c / T) ‖ φ(student_c / T)), φ a softmax over the H·W positions
+    of a channel; several teachers' spatial distributions are averaged with their weights."""
+    n, c = student_map.shape[:2]
+    log_student = F.log_softmax(_wide(student_map).reshape(n, c, -1) / temperature, dim=-1)
+    log_teacher = soft_log_targets([t.reshape(n, c, -1) for t in teacher_maps], temperature, weights)
+    kl = F.kl_div(log_student, log_teacher.detach(), reduction="sum", log_target=True)
+    return kl / (n * c) * temperature**2
+
+
+def resize_map(outputs: torch.Tensor, size: tuple[int, ...]) -> torch.Tensor:
+    """(N, C, h, w) maps at (H, W): bilinear, as the numpy scorer (task.resize_bilinear) does it."""
+    if outputs.ndim != 4 or tuple(outputs.shape[-2:]) == tuple(size):
+        return outputs
+    return F.interpolate(outputs, size=tuple(size), mode="bilinear", align_corners=False)
+
+
+def dense_positions(student: torch.Tensor, teachers: list[torch.Tensor] | None, labels: torch.Tensor | None, class_axis: int,
+                    ignored: int) -> tuple[torch.Tensor, list[torch.Tensor] | None, torch.Tensor | None, torch.Tensor, list[torch.Tensor] | None]:
+    """Dense outputs as samples of one position each: (student (M, C), teachers (M, C), labels (M,),
+    student map, teacher maps), maps resized to the labels' size (without labels: the student's),
+    positions whose label is `ignored` left out."""
+    size = tuple(labels.shape[1:]) if labels is not None else tuple(student.shape[2:])
+    student_map = resize_map(student, size)
+    teacher_maps = [resize_map(t, size) for t in teachers] if teachers is not None else None
+
+    def flat(z: torch.Tensor) -> torch.Tensor:
+        return z.movedim(class_axis, -1).reshape(-1, z.shape[class_axis])
+
+    keep = labels.reshape(-1) != ignored if labels is not None else None
+    pick = (lambda z: flat(z)[keep]) if keep is not None else flat
+    return (pick(student_map), [pick(t) for t in teacher_maps] if teacher_maps is not None else None,
+            labels.reshape(-1)[keep] if labels is not None else None, student_map, teacher_maps)
 
 
 def hint_loss(adapted_student: torch.Tensor, teacher_feature: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:

@@ -21,6 +21,8 @@ from edgekd.distill.features import FeatureTap, make_adapter
 from edgekd.distill.losses import (
     MixedLabels,
     at_loss,
+    cwd_loss,
+    dense_positions,
     dkd_loss,
     hint_loss,
     kd_loss_from_log_probs,
@@ -31,7 +33,7 @@ from edgekd.errors import ModelError
 from edgekd.methods import method
 from edgekd.models.call import Batch, forward
 from edgekd.recipe import LossTerm
-from edgekd.task import task
+from edgekd.task import IGNORED, task
 
 
 @dataclass(frozen=True)
@@ -47,6 +49,8 @@ class TermInputs:
     adapter: nn.Module | None  # maps student features to the teacher's shape (hint)
     mask: torch.Tensor | None  # attention_mask: padded tokens stay out of features on hidden states
     temperature: float  # the term's, else the recipe's default
+    student_map: torch.Tensor | None = None  # dense tasks: the (N, C, H, W) outputs (cwd); student_logits are then per position
+    teacher_maps: list[torch.Tensor] | None = None
 
 
 def kd_term(x: TermInputs, term: LossTerm) -> torch.Tensor:
@@ -60,6 +64,12 @@ def dkd_term(x: TermInputs, term: LossTerm) -> torch.Tensor | None:
         raise ValueError("dkd needs each input's one true class; mixup batches have two")
     return dkd_loss(x.student_logits, soft_log_targets(x.teacher_logits, x.temperature, x.teacher_weights), x.labels,
                     x.temperature, term.alpha, term.beta)
+
+
+def cwd_term(x: TermInputs, term: LossTerm) -> torch.Tensor:
+    if x.student_map is None or x.student_map.ndim != 4:
+        raise ValueError("cwd needs (N, C, H, W) output maps")
+    return cwd_loss(x.student_map, x.teacher_maps, x.temperature, x.teacher_weights)
 
 
 def mse_term(x: TermInputs, term: LossTerm) -> torch.Tensor:
@@ -95,6 +105,7 @@ class Objective:
         """`student` and `sample` (a batch of named inputs) are needed only by hint/at terms (hooks and a
         dry pass); `task_name` chooses the hard-label loss (the task table's)."""
         kind = task(task_name)
+        self.class_axis = kind.class_axis  # dense tasks: terms and the hard-label loss run per position
         module, function = kind.hard_loss.split(":")
         self.hard_loss, self.hard_loss_name = getattr(importlib.import_module(module), function), kind.hard_loss_name
         self.terms = terms
@@ -149,6 +160,9 @@ class Objective:
         `mask` (the batch's attention_mask) keeps padded tokens out of hint and at on hidden states."""
         parts: dict[str, float] = {}
         total = student_logits.new_zeros(())
+        maps = None
+        if self.class_axis is not None:
+            student_logits, teacher_logits, labels, *maps = dense_positions(student_logits, teacher_logits, labels, self.class_axis, IGNORED)
         if labels is not None and self.ce_weight > 0:
             hard = self.hard_loss(student_logits, labels)
             total = total + self.ce_weight * hard
@@ -156,7 +170,7 @@ class Objective:
         for index, term in enumerate(self.terms):
             if term.weight == 0:
                 continue
-            value = self.functions[index](self._inputs(index, term, student_logits, teacher_logits, labels, mask), term)
+            value = self.functions[index](self._inputs(index, term, student_logits, teacher_logits, labels, mask, maps), term)
             if value is None:
                 continue
             total = total + term.weight * value
@@ -164,14 +178,14 @@ class Objective:
         return total, parts
 
     def _inputs(self, index: int, term: LossTerm, student_logits: torch.Tensor, teacher_logits: list[torch.Tensor] | None,
-                labels: torch.Tensor | MixedLabels | None, mask: torch.Tensor | None) -> TermInputs:
+                labels: torch.Tensor | MixedLabels | None, mask: torch.Tensor | None, maps: list | None) -> TermInputs:
         layers = method(term.method).uses_layers
         return TermInputs(
             student_logits, teacher_logits, self.teacher_weights, labels,
             self.student_tap.outputs[term.student_layer] if layers else None,
             self.teacher_tap.outputs[term.teacher_layer] if layers else None,
             self.adapters[str(index)] if str(index) in self.adapters else None,
-            mask, term.temperature or self.default_temperature,
+            mask, term.temperature or self.default_temperature, *(maps or (None, None)),
         )
 
     def close(self) -> None:

@@ -37,7 +37,7 @@ from edgekd.task import task
 from edgekd.errors import EdgekdError, ModelError, OnnxModelError, RecipeError, RunFolderError, first_line
 from edgekd.models.build import ModelSpec, build_model, spec_for
 from edgekd.models.checkpoint import load_weights, read_checkpoint, save_checkpoint
-from edgekd.recipe import LossTerm, Recipe, load_recipe, recipe_target, task_problem, teacher_configs
+from edgekd.recipe import LossTerm, Recipe, load_recipe, recipe_target, task_problem, teacher_configs, with_task_models
 from edgekd.runfolder import RECIPE, load_run_recipe
 from edgekd.targets import Target
 
@@ -63,6 +63,7 @@ def distill(
     out = Path(out)
     recipe = _resolve_recipe(recipe, out, resume)
     data = load_recipe_data(recipe.data, recipe.task)
+    recipe = with_task_models(recipe, data.task)  # the task's built-in teacher and student where the recipe names none
     if sweep and (recipe.distill.loss or not task(data.task).soft_probabilities):
         raise RecipeError("--sweep tunes the Hinton term's temperature and weights (classification); remove the [[distill.loss]] "
                           "tables or drop --sweep")
@@ -226,9 +227,9 @@ def _preflight(recipe: Recipe, student: nn.Module, data: DataSplits, teachers: T
 
 
 def _describe_outputs(data: DataSplits) -> str:
-    if data.task == "classification":
-        return f"{data.num_classes} classes"
-    return f"{data.task}, {data.num_classes} target(s)"
+    if data.task == "regression":
+        return f"{data.task}, {data.num_classes} target(s)"
+    return f"{data.num_classes} classes" + (f" per {'pixel' if data.task == 'segmentation' else 'position'}" if task(data.task).dense else "")
 
 
 def _describe_inputs(data: DataSplits) -> str:
@@ -408,10 +409,9 @@ def _check_fits(logits_of: Callable[[np.ndarray], np.ndarray], role: str, data: 
     except (RuntimeError, TypeError, IndexError, OnnxModelError) as exc:
         reason = first_line(exc, 300)
         raise ModelError(f"{role} does not accept the data's inputs {_describe_inputs(data)} ({reason}); fix the model args or the data") from None
-    if out.ndim != 2 or out.shape[1] != data.num_classes:
-        wanted = (f"{data.num_classes} classes (labels 0..{data.num_classes - 1})" if data.task == "classification"
-                  else f"{data.num_classes} regression target(s) per sample")
-        raise ModelError(f"{role} outputs shape {tuple(out.shape[1:])} per sample but the data has {wanted}; "
+    kind = task(data.task)
+    if not kind.outputs_fit(out.shape, data.num_classes):
+        raise ModelError(f"{role} outputs shape {tuple(out.shape[1:])} per sample but the data asks for {kind.wanted_outputs(data.num_classes)}; "
                          f"set the model's num_classes to {data.num_classes} or fix the labels")
 
 

@@ -29,7 +29,7 @@ from edgekd.errors import TrainingError
 from edgekd.inputs import MASK, Inputs, as_inputs
 from edgekd.models.call import Batch, accuracy, forward, predict, take, to_tensors, trim
 from edgekd.models.checkpoint import save_torch
-from edgekd.task import task
+from edgekd.task import IGNORED, task
 
 __all__ = ["EpochRecord", "FitResult", "TrainSettings", "accuracy", "fit", "predict"]
 
@@ -295,19 +295,24 @@ def _scheduler(optimizer, settings: TrainSettings, steps: int):
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
 
 
-def _augment(x: torch.Tensor, enabled: bool, max_shift: int | None = None) -> torch.Tensor:
-    """Random shifts of up to max_shift pixels, or 1/8 of the height and width (zero padding), drawn for each image."""
+def _augment(x: torch.Tensor, enabled: bool, max_shift: int | None = None, masks: torch.Tensor | None = None):
+    """Random shifts of up to max_shift pixels, or 1/8 of the height and width (zero padding), drawn for each image.
+
+    With `masks` (N, H, W) — segmentation labels — each mask is shifted with its image, the pixels
+    shifted in marked IGNORED (not scored), and (images, masks) returned."""
     if not enabled or x.ndim != 4:
-        return x
+        return x if masks is None else (x, masks)
     n, _, h, w = x.shape
     mh, mw = (h // 8, w // 8) if max_shift is None else (max_shift, max_shift)
-    padded = F.pad(x, (mw, mw, mh, mh))
     top = torch.randint(0, 2 * mh + 1, (n, 1), device=x.device)  # window offset in the padded image
     left = torch.randint(0, 2 * mw + 1, (n, 1), device=x.device)
     rows = (top + torch.arange(h, device=x.device))[:, :, None]  # (N, H, 1)
     cols = (left + torch.arange(w, device=x.device))[:, None, :]  # (N, 1, W)
     batch = torch.arange(n, device=x.device)[:, None, None]
-    return padded[batch, :, rows, cols].permute(0, 3, 1, 2)  # advanced indexing puts channels last
+    shifted = F.pad(x, (mw, mw, mh, mh))[batch, :, rows, cols].permute(0, 3, 1, 2)  # advanced indexing puts channels last
+    if masks is None:
+        return shifted
+    return shifted, F.pad(masks, (mw, mw, mh, mh), value=IGNORED)[batch, rows, cols]
 
 
 def _check_transforms(x: Inputs, settings: TrainSettings, label: str) -> None:
@@ -323,6 +328,9 @@ def _student_inputs(xb: Batch, y: torch.Tensor | None, settings: TrainSettings) 
     if not settings.augment and settings.mixup <= 0:
         return xb, y
     (name, x), = xb.items()  # _check_transforms let only one float image input through
+    if y is not None and y.ndim == 3:  # segmentation masks move with their images (mixup is refused for them)
+        shifted, y = _augment(x, settings.augment, settings.max_shift, masks=y)
+        return {name: shifted}, y
     shifted, labels = _mixup(_augment(x, settings.augment, settings.max_shift), y, settings.mixup)
     return {name: shifted}, labels
 

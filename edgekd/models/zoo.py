@@ -249,5 +249,59 @@ def mobilenetv3(
     return model
 
 
+def _convs(in_channels: int, out_channels: int, count: int) -> list[nn.Module]:
+    layers: list[nn.Module] = []
+    for index in range(count):
+        layers += [nn.Conv2d(in_channels if index == 0 else out_channels, out_channels, 3, padding=1, bias=False),
+                   nn.BatchNorm2d(out_channels), nn.ReLU()]
+    return layers
+
+
+class _UNet(nn.Module):
+    """Encoder stages `down.0..k` (each after the first halves the size with a 2×2 max pool), decoder
+    stages `up.0..k-1` (nearest upsampling to the skip's size, concatenation, convs), a 1×1 `head`."""
+
+    def __init__(self, in_channels: int, num_classes: int, widths: Sequence[int], convs: int) -> None:
+        super().__init__()
+        widths = [int(w) for w in widths]
+        self.down = nn.ModuleList([nn.Sequential(*_convs(in_channels, widths[0], convs))])
+        for before, width in zip(widths, widths[1:]):
+            self.down.append(nn.Sequential(nn.MaxPool2d(2), *_convs(before, width, convs)))
+        self.up = nn.ModuleList([nn.Sequential(*_convs(deeper + width, width, convs))
+                                 for width, deeper in reversed(list(zip(widths, widths[1:])))])
+        self.head = nn.Conv2d(widths[0], num_classes, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        skips = []
+        for stage in self.down:
+            x = stage(x)
+            skips.append(x)
+        for stage, skip in zip(self.up, reversed(skips[:-1])):
+            x = stage(torch.cat([nn.functional.interpolate(x, size=skip.shape[-2:], mode="nearest"), skip], dim=1))
+        return self.head(x)
+
+
+def unet(
+    input_shape: Sequence[int],
+    num_classes: int,
+    widths: Sequence[int] = (16, 32, 64),
+    convs: int = 2,
+) -> nn.Module:
+    """A small U-Net (Ronneberger et al. 2015) for semantic segmentation: one encoder stage per
+    width (the depth), `convs` conv-BN-ReLU layers per stage, skip connections by concatenation, and
+    (classes, height, width) logits at the input's resolution. Layer paths for hint/at terms:
+    `down.<i>`, `up.<i>`, `head`."""
+    if len(input_shape) != 3:
+        raise ModelError(f"unet needs image inputs shaped (channels, height, width); the data has {tuple(input_shape)}")
+    if not widths or int(convs) < 1:
+        raise ModelError("unet needs at least one width and one conv per stage")
+    smallest = min(int(input_shape[1]), int(input_shape[2]))
+    if smallest < 2 ** (len(widths) - 1):
+        raise ModelError(f"unet with {len(widths)} stages halves {smallest}-pixel images below one pixel; use at most "
+                         f"{max(1, smallest.bit_length())} widths")
+    return _UNet(int(input_shape[0]), num_classes, widths, int(convs))
+
+
 # "transformer" (models/text.py) is the BERT-style text student; it imports transformers only when built.
-FAMILIES = {"mlp": mlp, "cnn": cnn, "resnet": resnet, "mobilenetv2": mobilenetv2, "mobilenetv3": mobilenetv3, "transformer": transformer}
+FAMILIES = {"mlp": mlp, "cnn": cnn, "resnet": resnet, "mobilenetv2": mobilenetv2, "mobilenetv3": mobilenetv3, "transformer": transformer,
+            "unet": unet}
