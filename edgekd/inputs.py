@@ -182,3 +182,13 @@ def as_inputs(x: Inputs | np.ndarray | Mapping[str, np.ndarray]) -> Inputs:
         return Inputs(x)
     return Inputs({DEFAULT_INPUT: np.asarray(x)})
 
+
+
+def concat_outputs(chunks: list[np.ndarray]) -> np.ndarray:
+    """Outputs of batches that were cut to their own longest sequence, as one array: a per-token
+    output (batch, sequence, ...) is zero-padded along its sequence axis to the longest batch's, so
+    that token i of every sample lines up with its input (and its label) again."""
+    if len(chunks) > 1 and chunks[0].ndim >= 3 and len({c.shape[1] for c in chunks}) > 1:
+        longest = max(c.shape[1] for c in chunks)
+        chunks = [np.pad(c, [(0, 0), (0, longest - c.shape[1])] + [(0, 0)] * (c.ndim - 2)) for c in chunks]
+    return np.concatenate(chunks)

@@ -305,7 +305,7 @@ def _resolve_paths(data: dict[str, Any], base: Path) -> None:
                 table["model"] = "hf:" + str(base / Path(folder).expanduser())
     for key in ("source", "unlabeled"):
         value = section.get(key)
-        for prefix in ("idx:", "csv:", "imagefolder:", "masks:", "text:"):
+        for prefix in ("idx:", "csv:", "imagefolder:", "masks:", "text:", "conll:"):
             if isinstance(value, str) and value.startswith(prefix):
                 section[key] = prefix + str(base / Path(value[len(prefix):]).expanduser())
     if isinstance(section.get("unlabeled"), str) and section["unlabeled"].startswith("npz:"):

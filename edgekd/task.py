@@ -22,7 +22,7 @@ import numpy as np
 from edgekd.errors import DataError
 from edgekd.paired import PairedDrop, paired_drop, paired_error_rise, paired_pooled_drop
 
-TaskName = Literal["classification", "segmentation", "regression"]
+TaskName = Literal["classification", "segmentation", "token-classification", "regression"]
 MAX_LABEL = 2**31 - 1  # a class index beyond this is a mistake (ids, hashes), never a class count
 IGNORED = -1  # a label neither trained on nor scored: what a dense task's [data] ignore_index becomes when loaded
 
@@ -313,6 +313,114 @@ def _same_pixel_class(reference: np.ndarray, other: np.ndarray) -> np.ndarray:
 
 
 
+# --- token classification: one IOB2 tag id per token (N, S), logits (N, S, C) --------------------
+#
+# Tag ids follow one fixed order, so that entities can be read from ids alone (no tag names needed
+# in the scorer, the bench or a device): 0 = O, 2k + 1 = B-<type k>, 2k + 2 = I-<type k>. The text
+# and CoNLL sources build that order from the tag names (types sorted); an npz must use it too.
+
+def tag_order(types: list[str]) -> tuple[str, ...]:
+    """The tag names in edgekd's id order: O, then B- and I- of each type."""
+    return ("O", *(f"{prefix}-{t}" for t in types for prefix in ("B", "I")))
+
+
+def _token_labels(name: str, split: str, y: np.ndarray, x_shape: tuple, ignore_index: int | None = -100) -> np.ndarray:
+    """Tag ids per token, aligned with the input tokens; tokens equal to `ignore_index` (special
+    tokens, padding, a word's later sub-tokens) become IGNORED."""
+    samples = x_shape[0]
+    if y.ndim != 2 or len(y) != samples:
+        raise DataError(f"{name}: y_{split} has shape {y.shape} but x_{split} has {samples} samples; "
+                        f"expected ({samples}, sequence): one tag id per token")
+    if len(x_shape) != 2 or x_shape[1] != y.shape[1]:
+        raise DataError(f"{name}: y_{split} has {y.shape[1]} tags per sample but the inputs have {x_shape[1:]} per sample; "
+                        "give one tag id per input token (ignored tokens: [data] ignore_index)")
+    if not _whole_numbers(y):
+        raise DataError(f"{name}: y_{split} must hold integer tag ids per token (got dtype {y.dtype})")
+    ignored = (y == ignore_index) if ignore_index is not None else np.zeros(y.shape, dtype=bool)
+    scored = y[~ignored]
+    if scored.size and scored.min() < 0:
+        raise DataError(f"{name}: y_{split} has negative tag ids ({_label_text(scored.min())}); tag ids are 0..C-1 and "
+                        f"ignored tokens take [data] ignore_index (now {ignore_index})")
+    if scored.size and scored.max() > MAX_LABEL:
+        raise DataError(f"{name}: y_{split} holds the tag id {_label_text(scored.max())}; tag ids are 0..C-1")
+    labels = y.astype(np.int64)
+    labels[ignored] = IGNORED
+    return labels
+
+
+def _tag_count(name: str, y_train: np.ndarray) -> int:
+    """1 + 2 · entity types: the tags the labels imply in edgekd's order (an I- tag's B- too)."""
+    scored = y_train[y_train != IGNORED]
+    if scored.size == 0:
+        raise DataError(f"{name}: every training token is ignored; nothing is labelled")
+    if scored.max() == 0:
+        raise DataError(f"{name}: every training token is tagged O; a tagger needs entities to learn")
+    return 2 * ((int(scored.max()) + 1) // 2) + 1
+
+
+def entity_spans(tags: np.ndarray) -> set[tuple[int, int, int]]:
+    """(start, end, type) of each entity in one sentence's tag ids, as conlleval and seqeval's
+    default mode read IOB2: B starts an entity, I continues one of its type, and an I after O or
+    after another type starts a new entity (a tagger's slip, counted as it is read)."""
+    spans, start, kind = set(), None, None
+    for position, tag in enumerate([*np.asarray(tags).tolist(), 0]):
+        inside = tag > 0 and tag % 2 == 0  # I-
+        tag_kind = (tag - 1) // 2 if tag > 0 else None
+        if start is not None and not (inside and tag_kind == kind):
+            spans.add((start, position, kind))
+            start, kind = None, None
+        if tag > 0 and start is None:
+            start, kind = position, tag_kind
+    return spans
+
+
+def entity_counts(outputs: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Per sentence: (entities found exactly, entities predicted, true entities, tokens right,
+    tokens scored), shape (N, 5), over the scored tokens (a word's first sub-token) in order."""
+    y = np.asarray(y)
+    predicted = np.asarray(outputs).argmax(axis=-1)
+    if predicted.shape[1] < y.shape[1]:
+        predicted = np.pad(predicted, ((0, 0), (0, y.shape[1] - predicted.shape[1])))
+    predicted = predicted[:, : y.shape[1]]
+    counts = np.zeros((len(y), 5), dtype=np.int64)
+    for i in range(len(y)):
+        scored = y[i] != IGNORED
+        truth_tags, guess_tags = y[i][scored], predicted[i][scored]
+        truth, guess = entity_spans(truth_tags), entity_spans(guess_tags)
+        counts[i] = (len(truth & guess), len(guess), len(truth), int((truth_tags == guess_tags).sum()), int(scored.sum()))
+    return counts
+
+
+def entity_f1(counts: np.ndarray) -> float:
+    """Micro-averaged entity F1 (CoNLL, seqeval): 2·found / (predicted + true), pooled over sentences
+    (1.0 when neither has an entity)."""
+    found, predicted, true = np.asarray(counts)[:, :3].sum(axis=0)
+    return float(2 * found / (predicted + true)) if predicted + true else 1.0
+
+
+def _token_scores(outputs: np.ndarray, y: np.ndarray) -> dict[str, float]:
+    counts = entity_counts(outputs, y)
+    found, predicted, true, right, scored = counts.sum(axis=0)
+    return {"f1": entity_f1(counts), "precision": float(found / predicted) if predicted else 1.0,
+            "recall": float(found / true) if true else 1.0, "token_accuracy": float(right / max(int(scored), 1))}
+
+
+def _token_logits_fit(label: str, outputs: np.ndarray, y: np.ndarray) -> None:
+    if outputs.ndim != 3:
+        raise DataError(f"{label} outputs shape {outputs.shape[1:]} per sample; token classification needs (sequence, tags) logits")
+    if outputs.shape[1] < np.asarray(y).shape[1] and (np.asarray(y)[:, outputs.shape[1]:] != IGNORED).any():  # beyond: padding
+        raise DataError(f"{label} outputs {outputs.shape[1]} positions per sample but the labels have {np.asarray(y).shape[1]} tokens; "
+                        "the model must answer every input token")
+    scored = np.asarray(y)[np.asarray(y) != IGNORED]
+    if scored.size and scored.max() >= outputs.shape[2]:
+        raise DataError(f"{label} has {outputs.shape[2]} outputs per token but the labels hold tag ids up to {int(scored.max())}; "
+                        "use data with the model's tags")
+
+
+def _same_tag(reference: np.ndarray, other: np.ndarray) -> np.ndarray:
+    return np.asarray(reference).argmax(-1) == np.asarray(other).argmax(-1)
+
+
 # --- regression: one or more real-valued targets per sample, outputs (N, k) --------------------
 
 def _targets(name: str, split: str, y: np.ndarray, x_shape: tuple, ignore_index: int | None = None) -> np.ndarray:
@@ -408,6 +516,21 @@ TASKS: dict[str, Task] = {
              paired_method="Drops are mIoU points lost; 95% intervals are paired bootstraps over the images (both models' "
                            "pixel counts of an image drawn together, mIoU recomputed per resample), p-values paired permutation "
                            "tests (each image's two results swapped at random)."),
+        Task("token-classification", "one IOB2 tag id per token",
+             (Metric("f1", True, True, "entity F1"), Metric("token_accuracy", True, True, "token acc."), Metric("precision", True, True),
+              Metric("recall", True, True)),
+             hard_loss="edgekd.distill.losses:hard_label_loss", hard_loss_name="ce", soft_method="kd",
+             check_labels=_token_labels, outputs_of=_tag_count, check_split=_classes_fit, split=random_split,
+             score=_token_scores, check_outputs=_token_logits_fit, agreement=_same_tag, combine=_mixture,
+             per_sample=entity_counts, summarise=entity_f1, paired=lambda a, b: paired_pooled_drop(a, b, entity_f1), drop_unit="points",
+             drop_budget="max_f1_drop", soft_probabilities=True, class_axis=-1, ignore_default=-100, mixup=False,
+             models=(("transformer", {"layers": 4, "hidden": 256, "heads": 4, "intermediate": 1024, "pooling": "none"}),
+                     ("transformer", {"layers": 2, "hidden": 64, "heads": 2, "intermediate": 256, "pooling": "none"})),
+             output_rank=3, outputs_text="(sequence, tags) logits of {n} tags (ids 0..{last}: O, then B-/I- per entity type)",
+             paired_words=("tagged better with the teacher", "without", "permutation test"),
+             paired_method="Drops are entity-F1 points lost (micro F1 over exact IOB2 spans, as CoNLL and seqeval score them); "
+                           "95% intervals are paired bootstraps over the sentences (both models' entity counts of a sentence drawn "
+                           "together, F1 recomputed per resample), p-values paired permutation tests."),
         Task("regression", "one or more real-valued targets per sample",
              (Metric("rmse", False, False), Metric("mae", False, False), Metric("r2", True, False)),
              hard_loss="edgekd.distill.losses:mse_loss", hard_loss_name="mse", soft_method="mse",
@@ -443,13 +566,15 @@ def task_for(name: str | None, y) -> Task:
 
 def infer_task(y_train) -> str:
     """The task labels make unambiguous: whole numbers in one column are class indices, whole
-    numbers per pixel (N, H, W) class ids of a segmentation; anything else numeric (fractions,
-    several columns) is regression."""
+    numbers per pixel (N, H, W) class ids of a segmentation, whole numbers per token with -100 for
+    ignored tokens (N, S) tags; anything else numeric (fractions, several columns) is regression."""
     y = np.asarray(y_train)
     if y.ndim == 1 and _whole_numbers(y):
         return "classification"
     if y.ndim == 3 and _whole_numbers(y):
         return "segmentation"
+    if y.ndim == 2 and _whole_numbers(y) and len(y) and ((y == -100) | (y == IGNORED)).any():  # ignored tokens: a tagger's labels
+        return "token-classification"
     if y.ndim in (1, 2) and np.issubdtype(y.dtype, np.floating):
         return "regression"
     return "classification"  # its label check names what is wrong

@@ -32,7 +32,7 @@ def test_every_task_names_its_pieces(name):
 
 
 def test_an_unknown_task_names_the_valid_ones():
-    with pytest.raises(ValueError, match="valid tasks: classification, segmentation, regression"):
+    with pytest.raises(ValueError, match="valid tasks: classification, segmentation, token-classification, regression"):
         task("detection?")
 
 
@@ -232,3 +232,23 @@ def test_a_model_with_the_wrong_number_of_outputs_for_the_targets_is_named(tmp_p
     result = CliRunner().invoke(app, ["-q", "distill", str(recipe), "--out", str(tmp_path / "run")])
     one_line_error(result, "teacher outputs shape (3,) per sample but the data asks for 1 regression target(s) per sample")
     assert not (tmp_path / "run").exists()
+
+
+def test_several_regression_teachers_distil_towards_their_weighted_mean(tmp_path):
+    from edgekd.models.checkpoint import load_model
+    from edgekd.models.call import predict
+
+    np.savez(tmp_path / "reg.npz", **_regression_arrays(200))
+    recipe = tmp_path / "reg.toml"
+    recipe.write_text('task = "regression"\n[data]\nsource = "npz:reg.npz"\n'
+                      '[[teachers]]\nmodel = "mlp"\nargs = { hidden = [32] }\nepochs = 3\nweight = 1.0\n'
+                      '[[teachers]]\nmodel = "mlp"\nargs = { hidden = [16] }\nepochs = 3\nweight = 3.0\n'
+                      '[student]\nmodel = "mlp"\nargs = { hidden = [8] }\n[distill]\nepochs = 2\n')
+    result = CliRunner().invoke(app, ["-q", "distill", str(recipe), "--out", str(tmp_path / "run")])
+    assert result.exit_code == 0, result.output
+    summary = json.loads((tmp_path / "run" / "distill.json").read_text())
+    assert [t["weight"] for t in summary["teachers"]] == [1.0, 3.0]
+    ensemble, _ = load_model(tmp_path / "run" / "teacher.pt")
+    x = np.load(tmp_path / "reg.npz")["x_test"]
+    members = [predict(m, x) for m in ensemble.members]
+    np.testing.assert_allclose(predict(ensemble, x), 0.25 * members[0] + 0.75 * members[1], rtol=1e-5)

@@ -113,3 +113,46 @@ temperature = 2.0
 [target]
 name = "x86-cpu-text"
 """
+
+
+PEOPLE = [["alice"], ["bob", "smith"], ["carol"], ["dave", "jones"], ["erin"], ["zorbanov"]]
+PLACES = [["paris"], ["new", "york"], ["oslo"], ["lima"], ["kyotobridge"]]
+ORGS = [["acme", "corp"], ["globex"], ["initech", "labs"]]
+FILLER = ["met", "in", "at", "works", "for", "visited", "the", "office", "of", "today", "and", "with", "from", "moved", "to"]
+
+
+def tagged_sentences(count: int, seed: int = 0) -> list[tuple[list[str], list[str]]]:
+    """(words, IOB2 tags) sentences: people (PER), places (LOC) and organisations (ORG) among filler
+    words, multi-word entities included; 'zorbanov' and 'kyotobridge' split into several sub-tokens."""
+    rng = np.random.default_rng(seed)
+    sentences = []
+    for _ in range(count):
+        words, tags = [], []
+        for _ in range(int(rng.integers(1, 4))):
+            words += [str(w) for w in rng.choice(FILLER, size=int(rng.integers(1, 4)))]
+            tags += ["O"] * (len(words) - len(tags))
+            kind, names = [("PER", PEOPLE), ("LOC", PLACES), ("ORG", ORGS)][int(rng.integers(0, 3))]
+            name = names[int(rng.integers(0, len(names)))]
+            words += name
+            tags += [f"B-{kind}"] + [f"I-{kind}"] * (len(name) - 1)
+        sentences.append((words, tags))
+    return sentences
+
+
+def write_tagged_jsonl(path: Path, sentences) -> Path:
+    path.write_text("".join(json.dumps({"tokens": w, "tags": t}) + "\n" for w, t in sentences), encoding="utf-8")
+    return path
+
+
+def write_conll(path: Path, sentences) -> Path:
+    lines = ["-DOCSTART- -X- -X- O", ""]
+    for words, tags in sentences:
+        lines += [f"{w}\tNN\t{t}" for w, t in zip(words, tags)] + [""]
+    path.write_text("\n".join(lines), encoding="utf-8")
+    return path
+
+
+def tagging_tokenizer(folder: Path) -> Path:
+    """A tokenizer for tagged_sentences that lacks the words 'zorbanov' and 'kyotobridge' (they split into characters)."""
+    texts = [" ".join(words) for words, _ in tagged_sentences(200, seed=99)]
+    return train_tokenizer(folder, [t.replace("zorbanov", "").replace("kyotobridge", "") for t in texts])

@@ -15,7 +15,7 @@ import numpy as np
 
 from edgekd.data.files import read_csv, read_idx_dir, read_image_folder, read_mask_folder
 from edgekd.data.splits import DataSplits, checked_inputs, checked_pair, checked_splits
-from edgekd.task import random_split, stratified_split, task_for
+from edgekd.task import random_split, stratified_split, task, task_for
 from edgekd._user import call_user, import_object
 from edgekd.errors import DataError
 from edgekd.inputs import Inputs
@@ -88,12 +88,24 @@ def _masks(arg: str, cfg: DataConfig) -> dict[str, np.ndarray]:
 
 def _text(arg: str, cfg: DataConfig) -> dict[str, Any]:
     """csv / tsv / jsonl rows of text and label, tokenized ([data] tokenizer, max_length)."""
-    from edgekd.data.text import read_text_source
+    from edgekd.data.text import is_tagged, read_tagged_source, read_text_source
 
-    table = read_text_source(Path(arg), cfg)
-    x_train, y_train, x_test, y_test = stratified_split(table["x"], table["y"], cfg.test_fraction, cfg.split_seed)
+    tagged = is_tagged(Path(arg), cfg.encoding)
+    table = read_tagged_source(Path(arg), cfg) if tagged else read_text_source(Path(arg), cfg)
+    split = random_split if tagged else stratified_split
+    x_train, y_train, x_test, y_test = split(table["x"], table["y"], cfg.test_fraction, cfg.split_seed)
     return {"x_train": x_train, "y_train": y_train, "x_test": x_test, "y_test": y_test,
-            "classes": table["classes"], "vocab_size": table["vocab_size"]}
+            "classes": table["classes"], "vocab_size": table["vocab_size"], **({"task": "token-classification"} if tagged else {})}
+
+
+def _conll(arg: str, cfg: DataConfig) -> dict[str, Any]:
+    """Token classification: CoNLL-2003-style columns (word first, IOB2 tag last, blank line between sentences)."""
+    from edgekd.data.text import read_tagged_source
+
+    table = read_tagged_source(Path(arg), cfg, conll=True)
+    x_train, y_train, x_test, y_test = random_split(table["x"], table["y"], cfg.test_fraction, cfg.split_seed)
+    return {"x_train": x_train, "y_train": y_train, "x_test": x_test, "y_test": y_test,
+            "classes": table["classes"], "vocab_size": table["vocab_size"], "task": "token-classification"}
 
 
 def _rotten_tomatoes(arg: str, cfg: DataConfig) -> dict[str, Any]:
@@ -134,6 +146,7 @@ SOURCES: dict[str, Callable[[str, Any], dict[str, np.ndarray]]] = {
     "imagefolder": _imagefolder,
     "masks": _masks,
     "text": _text,
+    "conll": _conll,
     "rotten-tomatoes": _rotten_tomatoes,
 }
 
@@ -153,8 +166,8 @@ def load_data(
     arrays = (SOURCES.get(kind) or _factory)(arg, cfg)
     if cfg.unlabeled:
         arrays["x_unlabeled"] = _unlabeled(cfg)
-    classes, vocab_size = arrays.pop("classes", ()), arrays.pop("vocab_size", None)
-    return checked_splits(source, arrays, val_fraction, split_seed, classes, vocab_size, task_name, cfg.ignore_index)
+    classes, vocab_size, made = arrays.pop("classes", ()), arrays.pop("vocab_size", None), arrays.pop("task", None)
+    return checked_splits(source, arrays, val_fraction, split_seed, classes, vocab_size, task_name or made, cfg.ignore_index)
 
 
 def load_test_split(source: str, options: DataConfig | None = None, task_name: str | None = None) -> tuple[Inputs, np.ndarray | None]:
@@ -174,11 +187,15 @@ def load_test_split(source: str, options: DataConfig | None = None, task_name: s
         return checked_pair(source, arrays, "test", required=True, kind=task_for(task_name, arrays.get("y_test")),
                             ignore_index=options.ignore_index if options else None)
     cfg = replace(options or DataConfig(), source=source)
-    if kind == "text":
-        from edgekd.data.text import read_text_source
+    if kind in ("text", "conll"):
+        from edgekd.data.text import is_tagged, read_tagged_source, read_text_source
 
-        table = read_text_source(Path(arg), cfg)
-        return table["x"], table["y"]
+        tagged = kind == "conll" or is_tagged(Path(arg), cfg.encoding)
+        table = read_tagged_source(Path(arg), cfg, conll=kind == "conll") if tagged else read_text_source(Path(arg), cfg)
+        y = table["y"]
+        if tagged:  # the tags, as training would see them: ignored tokens → IGNORED
+            y = task("token-classification").check_labels(source, "test", y, table["x"]["input_ids"].shape, cfg.ignore_index if cfg.ignore_index is not None else -100)
+        return table["x"], y
     splits = load_data(source, cfg.val_fraction, cfg.test_fraction, cfg.split_seed, cfg, task_name)
     return splits.x_test, splits.y_test
 
@@ -261,5 +278,5 @@ def _parse(source: str) -> tuple[str, str]:
     if sep and head and tail:
         return "", source
     raise DataError(
-        f"unknown data source '{source}'; use digits, npz:PATH, idx:DIR, csv:PATH, imagefolder:DIR, masks:DIR, text:PATH, rotten-tomatoes, or package.module:function"
+        f"unknown data source '{source}'; use digits, npz:PATH, idx:DIR, csv:PATH, imagefolder:DIR, masks:DIR, text:PATH, conll:PATH, rotten-tomatoes, or package.module:function"
     )

@@ -144,7 +144,7 @@ def checked_pair(name: str, arrays: dict[str, np.ndarray | None], split: str, re
     x = checked_inputs(name, x, split)
     kind = kind or task("classification")
     ignore = ignore_index if ignore_index is not None else kind.ignore_default
-    y = kind.check_labels(name, split, np.asarray(y), (len(x), *x.per_sample_shape), ignore)
+    y = kind.check_labels(name, split, np.asarray(y), x[x.names[0]].shape, ignore)
     if len(x) == 0:
         raise DataError(f"{name}: x_{split} is empty")
     return x, y

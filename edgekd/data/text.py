@@ -157,6 +157,123 @@ def read_text_source(path: Path, cfg: Any) -> dict[str, Any]:
     return {"x": tokenize(tokenizer, table.texts, cfg.max_length), "y": table.labels, "classes": table.classes, "vocab_size": len(tokenizer)}
 
 
+# --- token classification: sentences of words with IOB2 tags ------------------------------------
+
+@dataclass(frozen=True)
+class TaggedSentences:
+    words: list[list[str]]
+    tags: list[list[str]]
+    repaired: int  # I- tags that started an entity, read as B- (conlleval reads them so)
+
+
+def is_tagged(path: Path, encoding: str = "utf-8") -> bool:
+    """A .jsonl whose rows hold `tokens` and `tags` lists: token classification, not text classification."""
+    name = path.name.lower().removesuffix(".gz").removesuffix(".bz2")
+    if not name.endswith(".jsonl"):
+        return False
+    rows = _rows(path, encoding)
+    return bool(rows) and isinstance(rows[0].get("tokens"), list) and "tags" in rows[0]
+
+
+def read_tagged_jsonl(path: Path, encoding: str = "utf-8") -> TaggedSentences:
+    """jsonl rows {"tokens": [words], "tags": [IOB2 tags]}, one sentence each."""
+    sentences = []
+    for number, row in enumerate(_rows(path, encoding), start=1):
+        words, tags = row.get("tokens"), row.get("tags")
+        if not isinstance(words, list) or not isinstance(tags, list):
+            raise DataError(f"{path}: line {number} needs \"tokens\" and \"tags\" lists (one IOB2 tag per word)")
+        sentences.append((f"line {number}", [str(w) for w in words], [str(t) for t in tags]))
+    return _checked_tags(path, sentences)
+
+
+def read_conll(path: Path, encoding: str = "utf-8") -> TaggedSentences:
+    """CoNLL-2003-style columns: the word first, the IOB2 tag last (spaces or tabs), a blank line
+    between sentences; -DOCSTART- lines are skipped."""
+    if not path.is_file():
+        raise DataError(f"CoNLL file not found: {path} (check the path)")
+    opener = gzip.open if path.name.endswith(".gz") else bz2.open if path.name.endswith(".bz2") else open
+    try:
+        with opener(path, "rb") as fh:
+            text = decode_text(fh.read(), path, DataError, encoding, ENCODING_FIX)
+    except (OSError, EOFError) as exc:
+        raise DataError(f"{path}: cannot read it ({exc})") from None
+    sentences, words, tags, start = [], [], [], 1
+    for number, line in enumerate([*text.splitlines(), ""], start=1):
+        columns = line.split()
+        if columns and columns[0] == "-DOCSTART-":
+            continue
+        if not columns:
+            if words:
+                sentences.append((f"line {start}", words, tags))
+            words, tags, start = [], [], number + 1
+            continue
+        if len(columns) < 2:
+            raise DataError(f"{path}: line {number} has one column ('{columns[0][:40]}'); CoNLL lines are a word, ..., and its tag")
+        words.append(columns[0])
+        tags.append(columns[-1])
+    return _checked_tags(path, sentences)
+
+
+def _checked_tags(path: Path, sentences: list[tuple[str, list[str], list[str]]]) -> TaggedSentences:
+    """IOB2 tags checked word by word; an I- tag that starts an entity becomes B- (counted)."""
+    if not sentences:
+        raise DataError(f"{path}: no sentences")
+    repaired, all_words, all_tags = 0, [], []
+    for where, words, tags in sentences:
+        if len(words) != len(tags):
+            raise DataError(f"{path}: {where} has {len(words)} tokens but {len(tags)} tags; give one tag per token")
+        if not words:
+            continue
+        fixed = []
+        for position, tag in enumerate(tags):
+            if tag != "O" and not (len(tag) > 2 and tag[:2] in ("B-", "I-")):
+                raise DataError(f"{path}: {where}: tag '{tag[:40]}' is not IOB2 (O, B-TYPE or I-TYPE); convert the tags to IOB2")
+            previous = fixed[position - 1] if position else "O"
+            if tag.startswith("I-") and previous[2:] != tag[2:]:
+                tag, repaired = "B-" + tag[2:], repaired + 1
+            fixed.append(tag)
+        all_words.append(words)
+        all_tags.append(fixed)
+    return TaggedSentences(all_words, all_tags, repaired)
+
+
+def read_tagged_source(path: Path, cfg: Any, conll: bool = False) -> dict[str, Any]:
+    """Tagged sentences tokenized into sub-words: each word's tag goes to its first sub-token; the
+    other sub-tokens, special tokens and padding take the ignore index. Tag ids follow
+    edgekd.task.tag_order (O, then B-/I- per type, types sorted)."""
+    from edgekd._progress import say
+    from edgekd.task import tag_order
+
+    table = read_conll(path, cfg.encoding) if conll else read_tagged_jsonl(path, cfg.encoding)
+    seen: set[tuple[str, ...]] = set()
+    keep = [i for i, words in enumerate(table.words) if tuple(words) not in seen and not seen.add(tuple(words))]
+    order = tag_order(sorted({t[2:] for tags in table.tags for t in tags if t != "O"}))
+    index = {tag: i for i, tag in enumerate(order)}
+    tokenizer = load_tokenizer(cfg.tokenizer)
+    if not getattr(tokenizer, "is_fast", False):
+        raise DataError(f"token classification needs a fast tokenizer (word positions of sub-tokens); '{cfg.tokenizer}' is not one")
+    words = [table.words[i] for i in keep]
+    encoded = tokenizer(words, is_split_into_words=True, truncation=True, max_length=cfg.max_length, padding="longest", return_tensors="np")
+    ignore = cfg.ignore_index if cfg.ignore_index is not None else -100
+    labels = np.full(encoded["input_ids"].shape, ignore, dtype=np.int64)
+    cut = 0
+    for row, sentence in enumerate(keep):
+        previous, labelled = None, 0
+        for position, word in enumerate(encoded.word_ids(row)):
+            if word is not None and word != previous:
+                labels[row, position] = index[table.tags[sentence][word]]
+                labelled += 1
+            previous = word
+        cut += len(table.words[sentence]) - labelled
+    notes = [f"{n} {what}" for n, what in ((len(table.words) - len(keep), "duplicate sentences dropped"),
+                                           (table.repaired, "I- tags that started an entity read as B-"),
+                                           (cut, f"words beyond max_length = {cfg.max_length} left out")) if n]
+    if notes:
+        say(f"data: {path.name}: {'; '.join(notes)}")
+    x = Inputs({"input_ids": np.asarray(encoded["input_ids"], dtype=np.int64), "attention_mask": np.asarray(encoded["attention_mask"], dtype=np.int64)})
+    return {"x": x, "y": labels, "classes": order, "vocab_size": len(tokenizer)}
+
+
 def _rows(path: Path, encoding: str = "utf-8") -> list[dict[str, Any]]:
     if not path.is_file():
         raise DataError(f"text file not found: {path} (check the path)")

@@ -15,9 +15,9 @@
   distribution over the spatial positions (softmax of map/T over H·W); the student matches the
   teacher's per channel, T²·KL averaged over channels and images. Where per-pixel KD treats pixels as
   independent samples, CWD transfers where each class's evidence sits.
-- `dense_positions`: dense outputs (N, C, H, W) as per-position samples (M, C) over the scored
-  pixels, student and teacher maps resized to the labels' resolution first, so kd/dkd/ce apply
-  per pixel unchanged (averaged over scored pixels).
+- `dense_positions`: dense outputs (N, C, H, W) or (N, S, C) as per-position samples (M, C) over
+  the scored pixels or tokens, maps resized to the labels' resolution first, so kd/dkd/ce apply
+  per pixel or per token unchanged (averaged over the scored positions).
 - `dkd_loss`: decoupled KD (Zhao et al., 2022): KD split into a target-class term (binary
   target/non-target distributions, TCKD) and a non-target term (distribution among the other
   classes, NCKD), weighted α·TCKD + β·NCKD, each scaled by T².
@@ -111,7 +111,12 @@ def dense_positions(student: torch.Tensor, teachers: list[torch.Tensor] | None, 
                     ignored: int) -> tuple[torch.Tensor, list[torch.Tensor] | None, torch.Tensor | None, torch.Tensor, list[torch.Tensor] | None]:
     """Dense outputs as samples of one position each: (student (M, C), teachers (M, C), labels (M,),
     student map, teacher maps), maps resized to the labels' size (without labels: the student's),
-    positions whose label is `ignored` left out."""
+    positions whose label is `ignored` left out. Per-token outputs (N, S, C) of a batch cut to its
+    longest text take the labels and (cached) teacher outputs cut alike: beyond it is padding."""
+    if student.ndim == 3:
+        length = student.shape[1]
+        labels = labels[:, :length] if labels is not None else None
+        teachers = [t[:, :length] for t in teachers] if teachers is not None else None
     size = tuple(labels.shape[1:]) if labels is not None else tuple(student.shape[2:])
     student_map = resize_map(student, size)
     teacher_maps = [resize_map(t, size) for t in teachers] if teachers is not None else None

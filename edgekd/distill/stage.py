@@ -115,8 +115,6 @@ def _checked_plan(recipe: Recipe, spec: ModelSpec, data: DataSplits, target, res
     problem = task_problem(recipe, data.task)
     if problem:
         raise RecipeError(f"the data is {data.task}: {problem}")
-    if data.task != "classification" and len(teacher_configs(recipe)) > 1:
-        raise RecipeError(f"several teachers are combined for classification only so far; for {data.task} use one [teacher]")
     teachers = plan_teachers(recipe, data)
     initial = _fresh_student(recipe, spec, data, teachers)
     for index, member in enumerate(teachers.members):
@@ -189,7 +187,7 @@ def _result(out: Path, recipe: Recipe, spec: ModelSpec, data: DataSplits, teache
 def _write_run(out: Path, recipe: Recipe, spec: ModelSpec, data: DataSplits, teachers: TeacherSet, trained: _Trained,
                result: DistillResult) -> None:
     """The models, the label names, distill.json and the manifest; the spent resume state goes."""
-    files = _write_models(out, teachers, trained.student, trained.student_fit, trained.scratch, trained.scratch_fit, spec)
+    files = _write_models(out, teachers, trained.student, trained.student_fit, trained.scratch, trained.scratch_fit, spec, data.task)
     if data.classes:
         write_json(out / LABELS, {"classes": list(data.classes)})
         files.append(LABELS)
@@ -304,7 +302,7 @@ def _ensemble_scores(teachers: TeacherSet, data: DataSplits) -> Scores:
     return _scores(lambda x: kind.combine([m.predict(x) for m in teachers.members], teachers.weights), data)[0]
 
 
-def _write_models(out: Path, teachers: TeacherSet, student, student_fit, scratch, scratch_fit, spec) -> list[str]:
+def _write_models(out: Path, teachers: TeacherSet, student, student_fit, scratch, scratch_fit, spec, task_name: str) -> list[str]:
     """teacher.pt (or teacher.onnx for an ONNX teacher), student.pt (best-on-val), student.last.pt, student.scratch.pt (with a baseline)."""
     first = teachers.members[0]
     if _ensemble_reference(teachers):
@@ -313,9 +311,11 @@ def _write_models(out: Path, teachers: TeacherSet, student, student_fit, scratch
 
         members = [m.model.cpu() for m in teachers.members]
         spec_of = teachers.members[0].spec
-        ensemble_spec = ModelSpec(ENSEMBLE, ensemble_args([m.spec.to_dict() for m in teachers.members], teachers.weights),
+        kind = task(task_name)
+        axis = (kind.class_axis if kind.dense else -1) if kind.soft_probabilities else None  # None: values, averaged
+        ensemble_spec = ModelSpec(ENSEMBLE, ensemble_args([m.spec.to_dict() for m in teachers.members], teachers.weights, axis),
                                   spec_of.input_shape, spec_of.num_classes, spec_of.inputs, spec_of.vocab_size)
-        save_checkpoint(Ensemble(members, teachers.weights), ensemble_spec, out / "teacher.pt")
+        save_checkpoint(Ensemble(members, teachers.weights, axis), ensemble_spec, out / "teacher.pt")
         files = ["teacher.pt"]
     elif first.model is not None:
         save_checkpoint(first.model.cpu(), first.spec, out / "teacher.pt")

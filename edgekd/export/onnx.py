@@ -20,7 +20,7 @@ from edgekd._io import atomic_path
 from edgekd.runtime.metrics import compare_outputs
 from edgekd.runtime.session import fixed_batch, open_session, run_batches
 from edgekd.errors import OnnxModelError, ParityError, first_line
-from edgekd.inputs import BATCH, Inputs, as_inputs, image_spec
+from edgekd.inputs import BATCH, Inputs, as_inputs, concat_outputs, image_spec
 from edgekd.targets import ExportConfig
 
 INPUT_NAME = "input"
@@ -117,8 +117,8 @@ def check_parity(model, onnx_path: Path, x: Inputs | np.ndarray, cfg: ExportConf
     x = as_inputs(x)
     session = open_session(onnx_path)
     probes = [x] + [x[: min(len(x), 64)].at_length(n) for n in lengths if any(s.is_sequence for s in x.spec)]
-    expected = np.concatenate([predict(model.cpu(), p) for p in probes])
-    got = np.concatenate([run_batches(session, p) for p in probes])
+    expected = concat_outputs([predict(model.cpu(), p) for p in probes])  # per-token outputs of shorter probes padded
+    got = concat_outputs([run_batches(session, p) for p in probes])
     if fixed_batch(session) is None:
         for batch in (1, 64):
             run_batches(session, x.rows(0, batch), batch_size=batch)

@@ -87,7 +87,10 @@ def spec_for(model: str, args: dict[str, Any], data, standardize_targets: bool =
     """The spec of `model` with `args` for the data's inputs and outputs (a DataSplits); a
     regressor's with the training targets' scale unless `standardize_targets` is off."""
     scale = target_scale(data.y_train) if data.task == "regression" and standardize_targets else None
-    return ModelSpec(model, dict(args), data.input_shape, data.num_classes, data.inputs, data.vocab_size, target_scale=scale)
+    args = dict(args)
+    if data.task == "token-classification" and (model == "transformer" or model.startswith(HF_PREFIX)):
+        args.setdefault("pooling", "none")  # edgekd's text models: one output per token
+    return ModelSpec(model, args, data.input_shape, data.num_classes, data.inputs, data.vocab_size, target_scale=scale)
 
 
 def layers_of(model: nn.Module) -> nn.Module:

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from edgekd.runtime.metrics import top1_hits
-from edgekd.inputs import MASK, Inputs, TensorSpec, as_inputs
+from edgekd.inputs import MASK, Inputs, TensorSpec, as_inputs, concat_outputs
 
 Batch = dict[str, torch.Tensor]
 
@@ -55,7 +55,7 @@ def predict(model: nn.Module, x: Inputs | np.ndarray, batch_size: int = 512) -> 
     model.eval()
     chunks = [forward(model, to_tensors(x[i : i + batch_size].trimmed(), device)).float().cpu() for i in range(0, len(x), batch_size)]
     model.train(was_training)
-    return torch.cat(chunks).numpy()
+    return concat_outputs([c.numpy() for c in chunks])  # per-token outputs of shorter batches padded back
 
 
 def accuracy(model: nn.Module, x: Inputs | np.ndarray, y: np.ndarray) -> float:

@@ -34,25 +34,34 @@ def soft_log_targets(teacher_logits: list[torch.Tensor], temperature: float, wei
 
 
 class Ensemble(nn.Module):
-    def __init__(self, members: list[nn.Module], weights: list[float]) -> None:
+    """`class_axis`: where the classes are in the members' outputs (-1: (N, C) or per token (N, S, C);
+    1: per pixel (N, C, H, W)); None: the outputs are values (regression), averaged with the weights."""
+
+    def __init__(self, members: list[nn.Module], weights: list[float], class_axis: int | None = -1) -> None:
         super().__init__()
         if len(members) != len(weights) or not members:
             raise ValueError("an ensemble needs one weight per member, and at least one member")
         self.members = nn.ModuleList(members)
         self.weights = [float(w) for w in weights]  # kept in the checkpoint's spec (ensemble_args), not its state
+        self.class_axis = class_axis
 
     def forward(self, *args: Any, **kwargs: Any) -> torch.Tensor:
+        outputs = [member(*args, **kwargs) for member in self.members]
+        if self.class_axis is None:  # Σ w_i · outputs_i: what the mse term distilled towards
+            total = sum(self.weights)
+            return sum(w / total * o for w, o in zip(self.weights, outputs))
         # The very soft targets distillation used, at T = 1: log Σ w_i softmax(z_i), in log space.
-        return soft_log_targets([member(*args, **kwargs) for member in self.members], 1.0, self.weights)
+        moved = [o.movedim(self.class_axis, -1) for o in outputs]
+        return soft_log_targets(moved, 1.0, self.weights).movedim(-1, self.class_axis)
 
 
-def ensemble_args(member_specs: list[dict[str, Any]], weights: list[float]) -> dict[str, Any]:
-    """The ModelSpec args of an ensemble checkpoint: every member's own spec, and the weights."""
-    return {"members": member_specs, "weights": list(weights)}
+def ensemble_args(member_specs: list[dict[str, Any]], weights: list[float], class_axis: int | None = -1) -> dict[str, Any]:
+    """The ModelSpec args of an ensemble checkpoint: every member's own spec, the weights, the class axis."""
+    return {"members": member_specs, "weights": list(weights), "class_axis": class_axis}
 
 
 def build_ensemble(args: dict[str, Any]) -> Ensemble:
     from edgekd.models.build import ModelSpec, build_model
 
     members = [build_model(ModelSpec.from_dict(spec)) for spec in args["members"]]
-    return Ensemble(members, list(args["weights"]))
+    return Ensemble(members, list(args["weights"]), args.get("class_axis", -1))  # older checkpoints: classifiers

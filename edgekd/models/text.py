@@ -28,20 +28,23 @@ def _transformers():
 
 
 class SequenceClassifier(nn.Module):
-    """encoder → pooled hidden state (mean over real tokens, or the first token) → dropout → linear."""
+    """encoder → pooled hidden state (mean over real tokens, or the first token) → dropout → linear;
+    with pooling "none", every token's hidden state → dropout → linear: a token classifier (NER)."""
 
     def __init__(self, encoder: nn.Module, hidden: int, num_classes: int, pooling: str = "mean", dropout: float = 0.1) -> None:
         super().__init__()
-        if pooling not in ("mean", "first"):
-            raise ModelError(f"pooling must be 'mean' or 'first'; got '{pooling}'")
+        if pooling not in ("mean", "first", "none"):
+            raise ModelError(f"pooling must be 'mean', 'first' or 'none' (one output per token); got '{pooling}'")
         self.encoder = encoder
         self.pooling = pooling
         self.dropout = nn.Dropout(dropout)
         self.classifier = nn.Linear(hidden, num_classes)
 
     def pool(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        """The pooled hidden state the head classifies."""
+        """The pooled hidden state the head classifies (pooling "none": every token's)."""
         hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        if self.pooling == "none":
+            return hidden
         if self.pooling == "first":
             return hidden[:, 0]
         mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
@@ -77,7 +80,8 @@ def transformer(
     pooling: str = "mean",
     dropout: float = 0.1,
 ) -> nn.Module:
-    """A BERT-style encoder (BertConfig, randomly initialised) with a classification head."""
+    """A BERT-style encoder (BertConfig, randomly initialised) with a classification head (pooling
+    "mean" or "first": one label per text; "none": one tag per token)."""
     if hidden % heads:
         raise ModelError(f"transformer: hidden ({hidden}) must be a multiple of heads ({heads})")
     transformers = _transformers()
@@ -93,8 +97,9 @@ def transformer(
 def hf_model(folder: str, num_classes: int, pooling: str = "mean", dropout: float = 0.1) -> nn.Module:
     """A local Hugging Face model folder (or a name from edgekd.data.text.PRETRAINED).
 
-    With a sequence-classification head for `num_classes` labels it is used as it is; an encoder
-    (no head, e.g. MiniLM) gets a fresh pooled linear head that the teacher training fits.
+    With a sequence-classification head (a token-classification head when `pooling` is "none") for
+    `num_classes` labels it is used as it is; an encoder (no head, e.g. MiniLM) gets a fresh linear
+    head, pooled or per token, that the teacher training fits.
     """
     from edgekd.data.text import PRETRAINED, pretrained_dir
 
@@ -106,14 +111,16 @@ def hf_model(folder: str, num_classes: int, pooling: str = "mean", dropout: floa
     if not isinstance(config, dict):
         raise ModelError(f"{config_file}: holds a JSON {type(config).__name__}, not the object save_pretrained writes; give a folder that save_pretrained wrote")
     transformers = _transformers()
-    has_head = any("ForSequenceClassification" in a for a in config.get("architectures") or [])
+    head_kind = "ForTokenClassification" if pooling == "none" else "ForSequenceClassification"
+    has_head = any(head_kind in a for a in config.get("architectures") or [])
     try:
         if has_head:
             labels = len(config.get("id2label") or {}) or int(config.get("num_labels", 2))
             if labels != num_classes:
                 raise ModelError(f"hf:{folder} classifies {labels} labels but the data has {num_classes} classes; "
                                  f"use data with its labels, or the encoder without its head")
-            model = transformers.AutoModelForSequenceClassification.from_pretrained(str(path), local_files_only=True)
+            auto = transformers.AutoModelForTokenClassification if pooling == "none" else transformers.AutoModelForSequenceClassification
+            model = auto.from_pretrained(str(path), local_files_only=True)
             return _HeadLogits(model)
         encoder = transformers.AutoModel.from_pretrained(str(path), local_files_only=True)
     except ModelError:
@@ -130,6 +137,7 @@ def pooled_features(model: SequenceClassifier, inputs, batch_size: int = 128) ->
     """The frozen encoder's pooled features of every input, computed once: a head-only teacher
     trains on these (a linear probe) instead of running the encoder again every epoch."""
     from edgekd._progress import bar
+    from edgekd.inputs import concat_outputs
     from edgekd.models.call import to_tensors
 
     was = model.training
@@ -142,7 +150,7 @@ def pooled_features(model: SequenceClassifier, inputs, batch_size: int = 128) ->
             chunks.append(model.pool(**to_tensors(inputs[i : i + batch_size].trimmed(), device)).float().cpu().numpy())
             progress.update(task, advance=min(batch_size, len(inputs) - i))
     model.train(was)
-    return np.concatenate(chunks)
+    return concat_outputs(chunks)  # per-token features (pooling "none") of shorter batches padded back
 
 
 def freeze_encoder(model: nn.Module) -> int:

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from edgekd.errors import DataError, OnnxModelError, TargetError, first_line
-from edgekd.inputs import Inputs, as_inputs
+from edgekd.inputs import Inputs, as_inputs, concat_outputs
 from edgekd.targets import RuntimeConfig, provider_names_problem
 
 
@@ -161,4 +161,4 @@ def run_batches(session, x: Inputs | np.ndarray, batch_size: int = 256) -> np.nd
         given = ", ".join(f"{k} {list(v.shape[1:])}" for k, v in x.items())
         reason = first_line(exc)
         raise OnnxModelError(f"the model expects inputs {expected} but got {given} per sample ({reason}); use data that fits the model") from None
-    return np.concatenate(outs)
+    return concat_outputs(outs)  # per-token outputs of shorter batches padded back to the longest
