@@ -227,16 +227,21 @@ def _pixel_labels(name: str, split: str, y: np.ndarray, x_shape: tuple, ignore_i
         raise DataError(f"{name}: y_{split} masks are {y.shape[1]}×{y.shape[2]} but x_{split} images are "
                         f"{'×'.join(str(d) for d in x_shape[2:]) or 'not images'} ({x_shape[1:]} per sample); "
                         "give (N, channels, height, width) images with masks of the same height and width")
+    return _dense_ids(name, split, y, ignore_index, "class ids per pixel", "unlabelled pixels")
+
+
+def _dense_ids(name: str, split: str, y: np.ndarray, ignore_index: int | None, what: str, unscored: str) -> np.ndarray:
+    """Integer ids per position (pixel, token) as int64, positions equal to `ignore_index` as IGNORED."""
     if not _whole_numbers(y):
-        raise DataError(f"{name}: y_{split} must hold integer class ids per pixel (got dtype {y.dtype})")
+        raise DataError(f"{name}: y_{split} must hold integer {what} (got dtype {y.dtype})")
     ignored = (y == ignore_index) if ignore_index is not None else np.zeros(y.shape, dtype=bool)
     scored = y[~ignored]
     if scored.size and scored.min() < 0:
-        raise DataError(f"{name}: y_{split} has negative class ids ({_label_text(scored.min())}); class ids are 0..C-1 and "
-                        f"unlabelled pixels take [data] ignore_index (now {ignore_index})")
+        raise DataError(f"{name}: y_{split} has negative ids ({_label_text(scored.min())}); {what} are 0..C-1 and "
+                        f"{unscored} take [data] ignore_index (now {ignore_index})")
     if scored.size and scored.max() > MAX_LABEL:
-        raise DataError(f"{name}: y_{split} holds the class id {_label_text(scored.max())}; class ids are 0..C-1 — remap them "
-                        "(numpy: np.unique(y, return_inverse=True)[1]) or set [data] ignore_index to the value of unlabelled pixels")
+        raise DataError(f"{name}: y_{split} holds the id {_label_text(scored.max())}; {what} are 0..C-1 — remap them "
+                        f"(numpy: np.unique(y, return_inverse=True)[1]) or set [data] ignore_index to the value of {unscored}")
     labels = y.astype(np.int64)
     labels[ignored] = IGNORED
     return labels
@@ -334,18 +339,7 @@ def _token_labels(name: str, split: str, y: np.ndarray, x_shape: tuple, ignore_i
     if len(x_shape) != 2 or x_shape[1] != y.shape[1]:
         raise DataError(f"{name}: y_{split} has {y.shape[1]} tags per sample but the inputs have {x_shape[1:]} per sample; "
                         "give one tag id per input token (ignored tokens: [data] ignore_index)")
-    if not _whole_numbers(y):
-        raise DataError(f"{name}: y_{split} must hold integer tag ids per token (got dtype {y.dtype})")
-    ignored = (y == ignore_index) if ignore_index is not None else np.zeros(y.shape, dtype=bool)
-    scored = y[~ignored]
-    if scored.size and scored.min() < 0:
-        raise DataError(f"{name}: y_{split} has negative tag ids ({_label_text(scored.min())}); tag ids are 0..C-1 and "
-                        f"ignored tokens take [data] ignore_index (now {ignore_index})")
-    if scored.size and scored.max() > MAX_LABEL:
-        raise DataError(f"{name}: y_{split} holds the tag id {_label_text(scored.max())}; tag ids are 0..C-1")
-    labels = y.astype(np.int64)
-    labels[ignored] = IGNORED
-    return labels
+    return _dense_ids(name, split, y, ignore_index, "tag ids per token", "ignored tokens")
 
 
 def _tag_count(name: str, y_train: np.ndarray) -> int:

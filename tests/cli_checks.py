@@ -13,3 +13,24 @@ def one_line_error(result, *fragments: str) -> str:
     for fragment in fragments:
         assert fragment in lines[0], lines[0]
     return lines[0]
+
+
+def quick_target(path, budgets: str):
+    """A target file for end-to-end tests: the CPU provider, a short bench, and the given [budgets] lines."""
+    path.write_text('name = "test"\ndescription = "test"\n[runtime]\nproviders = ["CPUExecutionProvider"]\n'
+                    f'[bench]\nruns = 20\nwarmup_runs = 2\n[budgets]\n{budgets}\n')
+    return path
+
+
+def run_folder(folder, recipe: str, budgets: str, name: str = "recipe.toml"):
+    """`edgekd run` of `recipe` (text of a TOML file in `folder`) on a quick_target with `budgets`;
+    it must exit 0. Returns `folder` (the run is in folder/run)."""
+    from typer.testing import CliRunner
+
+    from edgekd.cli import app
+
+    (folder / name).write_text(recipe)
+    target = quick_target(folder / "target.toml", budgets)
+    result = CliRunner().invoke(app, ["-q", "run", str(folder / name), "--target", str(target), "--out", str(folder / "run")])
+    assert result.exit_code == 0, result.output
+    return folder

@@ -12,7 +12,7 @@ from sklearn.metrics import mean_absolute_error, mean_squared_error, r2_score
 from torch import nn
 from typer.testing import CliRunner
 
-from cli_checks import one_line_error
+from cli_checks import one_line_error, quick_target
 from edgekd.cli import app
 from edgekd.data import splits_from_arrays
 from edgekd.distill.model import distill_model, distill_settings
@@ -189,9 +189,7 @@ def test_the_exported_regressor_answers_in_the_data_s_units(regression_run):
 
 
 def test_a_regression_budget_judges_the_rmse_rise_against_the_teacher(regression_run, tmp_path):
-    target = tmp_path / "strict.toml"
-    target.write_text('name = "strict"\ndescription = "test"\n[runtime]\nproviders = ["CPUExecutionProvider"]\n[bench]\nruns = 20\nwarmup_runs = 2\n'
-                      '[budgets]\nmax_rmse_rise = 0.0\n')
+    target = quick_target(tmp_path / "strict.toml", "max_rmse_rise = 0.0")
     result = CliRunner().invoke(app, ["-q", "bench", str(regression_run / "run"), "--target", str(target), "--out", str(tmp_path), "--json"])
     report = json.loads(result.stdout)
     (rise,) = [v for v in report["verdicts"] if v["budget"] == "max_rmse_rise"]

@@ -11,7 +11,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from cli_checks import one_line_error
+from cli_checks import one_line_error, run_folder
 from edgekd.cli import app
 from edgekd.data import load_data
 from edgekd.data.config import DataConfig
@@ -163,15 +163,10 @@ def tagging_run(tmp_path_factory, tokenizer):
     """`edgekd run` on generated NER sentences: transformer teacher and student, int8, gated on entity F1 (read only)."""
     folder = tmp_path_factory.mktemp("ner")
     write_tagged_jsonl(folder / "ner.jsonl", tagged_sentences(400, seed=1))
-    (folder / "ner.toml").write_text(
-        f'[data]\nsource = "text:ner.jsonl"\ntokenizer = "{tokenizer}"\nmax_length = 32\n'
-        '[teacher]\nargs = { layers = 2, hidden = 64, heads = 2, intermediate = 128 }\nepochs = 8\nlr = 0.003\n'
-        '[student]\nargs = { layers = 1, hidden = 32, heads = 2, intermediate = 64 }\n[distill]\nepochs = 6\nbatch_size = 32\n')
-    (folder / "target.toml").write_text('name = "ner"\ndescription = "test"\n[runtime]\nproviders = ["CPUExecutionProvider"]\n'
-                                        '[bench]\nruns = 20\nwarmup_runs = 2\n[budgets]\nmax_f1_drop = 0.9\n')
-    result = CliRunner().invoke(app, ["-q", "run", str(folder / "ner.toml"), "--target", str(folder / "target.toml"), "--out", str(folder / "run")])
-    assert result.exit_code == 0, result.output
-    return folder
+    return run_folder(folder, f'[data]\nsource = "text:ner.jsonl"\ntokenizer = "{tokenizer}"\nmax_length = 32\n'
+                              '[teacher]\nargs = { layers = 2, hidden = 64, heads = 2, intermediate = 128 }\nepochs = 8\nlr = 0.003\n'
+                              '[student]\nargs = { layers = 1, hidden = 32, heads = 2, intermediate = 64 }\n[distill]\nepochs = 6\nbatch_size = 32\n',
+                      "max_f1_drop = 0.9")
 
 
 @pytest.mark.slow

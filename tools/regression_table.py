@@ -22,27 +22,18 @@ prints it.
 from __future__ import annotations
 
 import argparse
-import platform
-import statistics
-import sys
-import tempfile
 import time
-from datetime import date
 from pathlib import Path
 
 import numpy as np
+from _pages import RESULTS, gap_closed, mean_sd, measure_seeds, provenance, write_page
 
-from edgekd._io import write_text
-from edgekd._platform import cpu_info
 from edgekd._progress import set_quiet
-from edgekd._version import __version__
-from edgekd.distill.stage import distill
-from edgekd.export.stage import export
-from edgekd.folders.bench import bench
 from edgekd.paired import paired_error_rise
-from edgekd.recipe import recipe_from_dict
 
-RESULTS = Path(__file__).resolve().parents[1] / "docs" / "results"
+
+def units(value: float) -> str:
+    return f"{value:.4f}"
 
 
 def load_arrays(name: str) -> tuple[dict[str, np.ndarray], str]:
@@ -101,55 +92,23 @@ def main() -> None:
     set_quiet(True)
     began = time.perf_counter()
     arrays, what = load_arrays(args.data)
-    rows: dict[str, list[float]] = {"teacher": [], "scratch": [], "distilled": []}
-    paired, shipped = [], None
-    with tempfile.TemporaryDirectory() as folder:
-        npz = Path(folder) / f"{args.data}.npz"
-        np.savez(npz, **arrays)
-        for seed in args.seeds:
-            run = Path(folder) / f"seed{seed}"
-            result = distill(recipe_from_dict(recipe(npz, seed, args.epochs, args.kd_weight)), run)
-            rows["teacher"].append(result.teacher_scores.test)
-            rows["scratch"].append(result.scratch.best.test)
-            rows["distilled"].append(result.distilled.best.test)
-            paired.append(paired_error_rise(test_errors(run, "student.scratch.pt", arrays), test_errors(run, "student.pt", arrays)))
-            print(f"seed {seed}: test rmse teacher {rows['teacher'][-1]:.4f}  scratch {rows['scratch'][-1]:.4f}  "
-                  f"distilled {rows['distilled'][-1]:.4f}", flush=True)
-            if shipped is None:
-                exported = export(run, "x86-cpu")
-                shipped = (result, exported, bench(run, target="x86-cpu", memory=False))
+    rows, paired, shipped = measure_seeds(
+        arrays, args.data, lambda npz, seed: recipe(npz, seed, args.epochs, args.kd_weight), args.seeds,
+        lambda run, name: test_errors(run, name, arrays), lambda v: f"{v:.4f}", paired_error_rise)
     page = render(args, what, arrays, rows, paired, shipped, time.perf_counter() - began)
-    out = args.write or RESULTS / f"regression-{args.data}.md"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    write_text(out, page)  # atomic: an interrupted run leaves the old page
-    print(page)
-
-
-def _mean_sd(values: list[float]) -> str:
-    spread = statistics.stdev(values) if len(values) > 1 else 0.0
-    return f"{statistics.mean(values):.4f} ± {spread:.4f}"
+    write_page(args.write or RESULTS / f"regression-{args.data}.md", page)
 
 
 def render(args, what: str, arrays, rows, paired, shipped, seconds: float) -> str:
     """The results page: how it was made, then the tables."""
-    import onnxruntime
-    import torch
-
     result, exported, report = shipped
     by_role = {v.role.value: v for v in report.variants}
     teacher_ms = by_role["teacher"].latency.p50_ms
-    gap = statistics.mean(rows["scratch"]) - statistics.mean(rows["teacher"])
-    gain = statistics.mean(rows["scratch"]) - statistics.mean(rows["distilled"])
-    noise = 2 * statistics.stdev(rows["scratch"]) if len(rows["scratch"]) > 1 else 0.0
-    closed = (f"closing {gain / gap:.0%} of the scratch → teacher gap" if gap > noise else
-              f"with no gap to close: the scratch student beats the teacher by {-gap:.4f}" if gap < 0 else
-              f"with no gap to close: the scratch student is within {noise:.4f} (2 sd over seeds) of the teacher")
+    gain, closed = gap_closed(rows, False, units)
     lines = [
         "# Regression distillation — measured",
         "",
-        f"Written by `python tools/regression_table.py {' '.join(sys.argv[1:])}`".rstrip() + f" on {date.today().isoformat()}, "
-        f"{seconds:.0f} s on {cpu_info()['cpu']} ({cpu_info()['cores']} cores); edgekd {__version__}, torch {torch.__version__}, "
-        f"onnxruntime {onnxruntime.__version__}, Python {platform.python_version()}. Seeds {', '.join(map(str, args.seeds))}.",
+        provenance("regression_table.py", seconds, args.seeds),
         "",
         f"Data: {what}; {len(arrays['y_train']):,} train / {len(arrays['y_val']):,} val / {len(arrays['y_test']):,} test "
         f"(test targets: mean {arrays['y_test'].mean():.3g}, std {arrays['y_test'].std():.3g} — the RMSE of predicting the mean). "
@@ -158,9 +117,9 @@ def render(args, what: str, arrays, rows, paired, shipped, seconds: float) -> st
         "",
         f"| model | params | test RMSE ({len(args.seeds)} seed{'s' if len(args.seeds) > 1 else ''}, mean ± sd) |",
         "|---|---|---|",
-        f"| teacher | {result.teachers[0].parameters:,} | {_mean_sd(rows['teacher'])} |",
-        f"| student, scratch | {result.student.parameters:,} | {_mean_sd(rows['scratch'])} |",
-        f"| student, distilled | {result.student.parameters:,} | {_mean_sd(rows['distilled'])} |",
+        f"| teacher | {result.teachers[0].parameters:,} | {mean_sd(rows['teacher'], units)} |",
+        f"| student, scratch | {result.student.parameters:,} | {mean_sd(rows['scratch'], units)} |",
+        f"| student, distilled | {result.student.parameters:,} | {mean_sd(rows['distilled'], units)} |",
         "",
         f"Distillation changes test RMSE by {-gain:+.4f} on average (negative: lower, better), {closed}. "
         "Paired on the test samples (distilled vs scratch, relative RMSE change, "

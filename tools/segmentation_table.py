@@ -25,27 +25,19 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import platform
-import statistics
-import sys
-import tempfile
 import time
-from datetime import date
 from pathlib import Path
 
 import numpy as np
+from _pages import RESULTS, gap_closed, mean_sd, measure_seeds, provenance, write_page
 
-from edgekd._io import write_text
-from edgekd._platform import cpu_info
 from edgekd._progress import set_quiet
-from edgekd._version import __version__
-from edgekd.distill.stage import distill
-from edgekd.export.stage import export
-from edgekd.folders.bench import bench
-from edgekd.recipe import recipe_from_dict
 from edgekd.task import confusion_counts, paired_iou_drop
 
-RESULTS = Path(__file__).resolve().parents[1] / "docs" / "results"
+
+def percent(value: float) -> str:
+    return f"{value:.2%}"
+
 TILE = 32
 BANDS = {"train": (0, 320, 8), "val": (320, 384, TILE), "test": (384, 512, TILE)}  # x from, x to, stride
 
@@ -88,14 +80,15 @@ def load_arrays() -> tuple[dict[str, np.ndarray], str]:
     return arrays, what
 
 
-def recipe(npz: Path, seed: int, epochs: int, teacher_epochs: int, terms: list[str], kd_weight: float) -> dict:
-    loss = [{"method": name, "weight": round(kd_weight / len(terms), 6)} for name in terms]
+def recipe(npz: Path, seed: int, args) -> dict:
+    loss = [{"method": name, "weight": round(args.kd_weight / len(args.terms), 6)} for name in args.terms]
     return {
         "task": "segmentation",
         "data": {"source": f"npz:{npz}", "augment": True, "max_shift": 4},
-        "teacher": {"model": "unet", "args": {"widths": [32, 64, 128]}, "epochs": teacher_epochs, "seed": 0, "augment": True, "max_shift": 4},
-        "student": {"model": "unet", "args": {"widths": [8, 16, 32]}},
-        "distill": {"epochs": epochs, "seed": seed, "batch_size": 64, "lr": 3e-3, "ce_weight": round(1 - kd_weight, 6), "loss": loss},
+        "teacher": {"model": "unet", "args": {"widths": [32, 64, 128]}, "epochs": args.teacher_epochs, "seed": 0, "augment": True, "max_shift": 4},
+        "student": {"model": "unet", "args": {"widths": list(args.student)}},
+        "distill": {"epochs": args.epochs, "seed": seed, "batch_size": 64, "lr": 3e-3,
+                    "ce_weight": round(1 - args.kd_weight, 6), "loss": loss},
     }
 
 
@@ -113,6 +106,7 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--epochs", type=int, default=30)
     parser.add_argument("--teacher-epochs", type=int, default=40)
+    parser.add_argument("--student", type=int, nargs="+", default=[8, 16, 32], help="the student U-Net's widths")
     parser.add_argument("--terms", nargs="+", default=["kd"], choices=["kd", "cwd", "dkd"])
     parser.add_argument("--kd-weight", type=float, default=0.7)
     parser.add_argument("--write", type=Path, help="the results page to write (default: docs/results/segmentation-stardist.md)")
@@ -120,67 +114,34 @@ def main() -> None:
     set_quiet(True)
     began = time.perf_counter()
     arrays, what = load_arrays()
-    rows: dict[str, list[float]] = {"teacher": [], "scratch": [], "distilled": []}
-    paired, shipped = [], None
-    with tempfile.TemporaryDirectory() as folder:
-        npz = Path(folder) / "stardist.npz"
-        np.savez(npz, **arrays)
-        for seed in args.seeds:
-            run = Path(folder) / f"seed{seed}"
-            result = distill(recipe_from_dict(recipe(npz, seed, args.epochs, args.teacher_epochs, args.terms, args.kd_weight)), run)
-            rows["teacher"].append(result.teacher_scores.test)
-            rows["scratch"].append(result.scratch.best.test)
-            rows["distilled"].append(result.distilled.best.test)
-            paired.append(paired_iou_drop(test_counts(run, "student.scratch.pt", arrays), test_counts(run, "student.pt", arrays)))
-            print(f"seed {seed}: test mIoU teacher {rows['teacher'][-1]:.2%}  scratch {rows['scratch'][-1]:.2%}  "
-                  f"distilled {rows['distilled'][-1]:.2%}", flush=True)
-            if shipped is None:
-                exported = export(run, "x86-cpu")
-                shipped = (result, exported, bench(run, target="x86-cpu", memory=False))
-    page = render(args, what, arrays, rows, paired, shipped, time.perf_counter() - began)
-    out = args.write or RESULTS / "segmentation-stardist.md"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    write_text(out, page)  # atomic: an interrupted run leaves the old page
-    print(page)
-
-
-def _mean_sd(values: list[float]) -> str:
-    spread = statistics.stdev(values) if len(values) > 1 else 0.0
-    return f"{statistics.mean(values):.2%} ± {spread:.2%}"
+    rows, paired, shipped = measure_seeds(
+        arrays, "stardist", lambda npz, seed: recipe(npz, seed, args), args.seeds,
+        lambda run, name: test_counts(run, name, arrays), lambda v: f"{v:.2%}", paired_iou_drop)
+    write_page(args.write or RESULTS / "segmentation-stardist.md", render(args, what, arrays, rows, paired, shipped, time.perf_counter() - began))
 
 
 def render(args, what: str, arrays, rows, paired, shipped, seconds: float) -> str:
     """The results page: how it was made, then the tables."""
-    import onnxruntime
-    import torch
-
     result, exported, report = shipped
     by_role = {v.role.value: v for v in report.variants}
     teacher_ms = by_role["teacher"].latency.p50_ms
-    gap = statistics.mean(rows["teacher"]) - statistics.mean(rows["scratch"])
-    gain = statistics.mean(rows["distilled"]) - statistics.mean(rows["scratch"])
-    noise = 2 * statistics.stdev(rows["scratch"]) if len(rows["scratch"]) > 1 else 0.0
-    closed = (f"closing {gain / gap:.0%} of the scratch → teacher gap" if gap > noise else
-              f"with no gap to close: the scratch student beats the teacher by {-gap * 100:.2f} points" if gap < 0 else
-              f"with no gap to close: the scratch student is within {noise * 100:.2f} points (2 sd over seeds) of the teacher")
+    gain, closed = gap_closed(rows, True, lambda v: f"{v * 100:.2f} points")
     objective = " + ".join(f"{args.kd_weight / len(args.terms):g}·{t}" for t in args.terms) + f" + {1 - args.kd_weight:g}·CE(labels)"
     lines = [
         "# Segmentation distillation — measured",
         "",
-        f"Written by `python tools/segmentation_table.py {' '.join(sys.argv[1:])}`".rstrip() + f" on {date.today().isoformat()}, "
-        f"{seconds:.0f} s on {cpu_info()['cpu']} ({cpu_info()['cores']} cores); edgekd {__version__}, torch {torch.__version__}, "
-        f"onnxruntime {onnxruntime.__version__}, Python {platform.python_version()}. Seeds {', '.join(map(str, args.seeds))}.",
+        provenance("segmentation_table.py", seconds, args.seeds),
         "",
         f"Data: {what}; {len(arrays['y_train']):,} train / {len(arrays['y_val']):,} val / {len(arrays['y_test']):,} test tiles "
         f"from disjoint column bands of the image. Teacher U-Net 32-64-128 ({args.teacher_epochs} epochs, trained once), "
-        f"students U-Net 8-16-32, {args.epochs} epochs, random shifts of up to 4 pixels (masks alike); distilled: {objective} "
+        f"students U-Net {'-'.join(map(str, args.student))}, {args.epochs} epochs, random shifts of up to 4 pixels (masks alike); distilled: {objective} "
         "(T = 4). Test mIoU (background, nucleus, boundary) at each model's best validation epoch.",
         "",
         f"| model | params | test mIoU ({len(args.seeds)} seed{'s' if len(args.seeds) > 1 else ''}, mean ± sd) |",
         "|---|---|---|",
-        f"| teacher | {result.teachers[0].parameters:,} | {_mean_sd(rows['teacher'])} |",
-        f"| student, scratch | {result.student.parameters:,} | {_mean_sd(rows['scratch'])} |",
-        f"| student, distilled | {result.student.parameters:,} | {_mean_sd(rows['distilled'])} |",
+        f"| teacher | {result.teachers[0].parameters:,} | {mean_sd(rows['teacher'], percent)} |",
+        f"| student, scratch | {result.student.parameters:,} | {mean_sd(rows['scratch'], percent)} |",
+        f"| student, distilled | {result.student.parameters:,} | {mean_sd(rows['distilled'], percent)} |",
         "",
         f"Distillation changes test mIoU by {gain * 100:+.2f} points on average, {closed}. Paired on the test tiles "
         "(scratch − distilled mIoU; 95% paired bootstrap over tiles, permutation p): "

@@ -1,0 +1,85 @@
+"""What the measured-results scripts share: distil one recipe over several seeds (teacher, scratch
+and distilled student each time, plus a paired comparison of the two students on the test split),
+ship the first seed's run (export, bench on x86-cpu), and write a results page with how it was made."""
+
+from __future__ import annotations
+
+import platform
+import statistics
+import sys
+import tempfile
+from collections.abc import Callable
+from datetime import date
+from pathlib import Path
+
+import numpy as np
+
+from edgekd._io import write_text
+from edgekd._platform import cpu_info
+from edgekd._version import __version__
+from edgekd.distill.stage import distill
+from edgekd.export.stage import export
+from edgekd.folders.bench import bench
+from edgekd.recipe import recipe_from_dict
+
+RESULTS = Path(__file__).resolve().parents[1] / "docs" / "results"
+
+
+def measure_seeds(arrays: dict[str, np.ndarray], name: str, recipe_for: Callable[[Path, int], dict], seeds: list[int],
+                  paired_of: Callable[[Path, str], np.ndarray], show: Callable[[float], str], compare) -> tuple[dict, list, tuple]:
+    """For each seed: distil `recipe_for(npz, seed)`; record test scores and the paired comparison
+    `compare(outcomes of student.scratch.pt, of student.pt)`; export and bench the first seed's run."""
+    rows: dict[str, list[float]] = {"teacher": [], "scratch": [], "distilled": []}
+    paired, shipped = [], None
+    with tempfile.TemporaryDirectory() as folder:
+        npz = Path(folder) / f"{name}.npz"
+        np.savez(npz, **arrays)
+        for seed in seeds:
+            run = Path(folder) / f"seed{seed}"
+            result = distill(recipe_from_dict(recipe_for(npz, seed)), run)
+            rows["teacher"].append(result.teacher_scores.test)
+            rows["scratch"].append(result.scratch.best.test)
+            rows["distilled"].append(result.distilled.best.test)
+            paired.append(compare(paired_of(run, "student.scratch.pt"), paired_of(run, "student.pt")))
+            print(f"seed {seed}: test {result.metric} teacher {show(rows['teacher'][-1])}  scratch {show(rows['scratch'][-1])}  "
+                  f"distilled {show(rows['distilled'][-1])}", flush=True)
+            if shipped is None:
+                shipped = (result, export(run, "x86-cpu"), bench(run, target="x86-cpu", memory=False))
+    return rows, paired, shipped
+
+
+def provenance(script: str, seconds: float, seeds: list[int]) -> str:
+    """The line every results page opens with: the command, date, machine, versions and seeds."""
+    import onnxruntime
+    import torch
+
+    return (f"Written by `python tools/{script} {' '.join(sys.argv[1:])}`".rstrip() + f" on {date.today().isoformat()}, "
+            f"{seconds:.0f} s on {cpu_info()['cpu']} ({cpu_info()['cores']} cores); edgekd {__version__}, torch {torch.__version__}, "
+            f"onnxruntime {onnxruntime.__version__}, Python {platform.python_version()}. Seeds {', '.join(map(str, seeds))}.")
+
+
+def mean_sd(values: list[float], show: Callable[[float], str]) -> str:
+    spread = statistics.stdev(values) if len(values) > 1 else 0.0
+    return f"{show(statistics.mean(values))} ± {show(spread)}"
+
+
+def gap_closed(rows: dict[str, list[float]], higher_is_better: bool, show: Callable[[float], str]) -> tuple[float, str]:
+    """The distilled student's mean gain over the scratch one (positive: better), and how much of
+    the scratch → teacher gap that closes in words — or why there is no gap to close (the scratch
+    student beats the teacher, or is within 2 sd over seeds of it)."""
+    sign = 1 if higher_is_better else -1
+    gap = sign * (statistics.mean(rows["teacher"]) - statistics.mean(rows["scratch"]))
+    gain = sign * (statistics.mean(rows["distilled"]) - statistics.mean(rows["scratch"]))
+    noise = 2 * statistics.stdev(rows["scratch"]) if len(rows["scratch"]) > 1 else 0.0
+    if gap > noise:
+        return gain, f"closing {gain / gap:.0%} of the scratch → teacher gap"
+    if gap < 0:
+        return gain, f"with no gap to close: the scratch student beats the teacher by {show(-gap)}"
+    return gain, f"with no gap to close: the scratch student is within {show(noise)} (2 sd over seeds) of the teacher"
+
+
+def write_page(out: Path, page: str) -> None:
+    """Atomically (an interrupted run leaves the old page), then printed."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    write_text(out, page)
+    print(page)
