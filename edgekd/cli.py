@@ -464,7 +464,7 @@ def _print_distill(result) -> None:
     if result.sweep:
         sweep = Table("T", "kd_weight", "ce_weight", f"best val {metric.heading}", "epoch", "kept", title="--sweep (validation split)")
         for trial in result.sweep:
-            sweep.add_row(f"{trial.temperature:g}", f"{trial.kd_weight:g}", f"{trial.ce_weight:g}", metric.show(trial.best_val), str(trial.best_epoch), "✓" if trial.kept else "")
+            sweep.add_row("—" if trial.temperature is None else f"{trial.temperature:g}", f"{trial.kd_weight:g}", f"{trial.ce_weight:g}", metric.show(trial.best_val), str(trial.best_epoch), "✓" if trial.kept else "")
         out_console.print(sweep)
     if result.kd_gain is None:
         out_console.print('distillation gain not measured: [distill] baseline = "none" trained no scratch student to compare with')

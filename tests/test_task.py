@@ -250,3 +250,17 @@ def test_several_regression_teachers_distil_towards_their_weighted_mean(tmp_path
     x = np.load(tmp_path / "reg.npz")["x_test"]
     members = [predict(m, x) for m in ensemble.members]
     np.testing.assert_allclose(predict(ensemble, x), 0.25 * members[0] + 0.75 * members[1], rtol=1e-5)
+
+
+def test_sweep_tunes_the_mse_term_s_weight_for_regression_and_keeps_the_lowest_rmse(tmp_path):
+    np.savez(tmp_path / "reg.npz", **_regression_arrays(160))
+    recipe = tmp_path / "reg.toml"
+    recipe.write_text('task = "regression"\n[data]\nsource = "npz:reg.npz"\n[teacher]\nmodel = "mlp"\nargs = { hidden = [16] }\nepochs = 2\n'
+                      '[student]\nmodel = "mlp"\nargs = { hidden = [4] }\n[distill]\nepochs = 2\nbaseline = "none"\n')
+    result = CliRunner().invoke(app, ["distill", str(recipe), "--out", str(tmp_path / "run"), "--sweep"])
+    assert result.exit_code == 0, result.output
+    trials = json.loads((tmp_path / "run" / "distill.json").read_text())["sweep"]
+    assert [t["kd_weight"] for t in trials] == [0.3, 0.5, 0.7, 0.9] and all(t["temperature"] is None for t in trials)
+    kept = next(t for t in trials if t["kept"])
+    assert kept["best_val"] == min(t["best_val"] for t in trials), "lower RMSE is better"
+    assert "kd_weight" in result.output and "best val rmse" in result.output

@@ -30,7 +30,7 @@ Encoding = Annotated[str, Strict(), AfterValidator(_known_encoding)]
 @dataclass(config=CONFIG)
 class DataConfig:
     # Where the data comes from: "digits", "npz:PATH", "text:PATH", ... or "package.module:function".
-    source: str = Field("digits", description='"digits", "npz:PATH", "idx:DIR", "csv:PATH", "imagefolder:DIR", "masks:DIR", "text:PATH" or "package.module:function"')
+    source: str = Field("digits", description='"digits", "npz:PATH", "idx:DIR", "csv:PATH", "imagefolder:DIR", "masks:DIR", "text:PATH", "conll:PATH" or "package.module:function"')
     # Seed of the stratified split, so every stage and every rerun sees the same split.
     split_seed: Seed = Field(0, description="seed of the stratified train/val/test split")
     # Share of the labelled training data held out for validation when the source has no val split.
@@ -41,9 +41,9 @@ class DataConfig:
     label_column: Optional[str] = Field(None, description='csv / text: name of the label column (text default: "label")')
     # regression: the models learn targets standardised with the training split's mean and std, and
     # map them back in their last step, so every model (and its ONNX file) answers in the data's units.
-    # segmentation: pixels whose label equals this are neither trained on nor scored (default 255, the
-    # usual value of "void" / boundary pixels in masks).
-    ignore_index: Optional[Int] = Field(None, description="segmentation: the label of unlabelled pixels, neither trained on nor scored (default 255)")
+    # segmentation / token classification: positions whose label equals this are neither trained on
+    # nor scored (default 255, the usual "void" value of masks; -100 for tokens, as Hugging Face has it).
+    ignore_index: Optional[Int] = Field(None, description="segmentation / token classification: the label neither trained on nor scored (default 255 / -100)")
     standardize_targets: Bool = Field(True, description="regression: train on standardised targets (undone inside the model)")
     # text:PATH (csv, tsv or jsonl): the column with the text, the tokenizer, the longest sequence kept.
     text_column: str = Field("text", description="text: name of the text column")

@@ -54,7 +54,7 @@ class ModelSummary:
 
 @dataclass(frozen=True)
 class SweepTrial:
-    temperature: float
+    temperature: float | None  # None: the task's soft-target term has none (regression)
     kd_weight: float
     ce_weight: float
     best_val: float

@@ -44,6 +44,7 @@ from edgekd.targets import Target
 RESULT, LABELS = runfolder.DISTILL_RESULT, runfolder.LABELS
 SWEEP_TEMPERATURES = (2.0, 4.0, 8.0)
 SWEEP_KD_WEIGHTS = (0.5, 0.9)  # ce_weight = 1 − kd_weight
+SWEEP_VALUE_WEIGHTS = (0.3, 0.5, 0.7, 0.9)  # tasks without a temperature (regression): the weights alone
 
 
 def distill(
@@ -64,8 +65,8 @@ def distill(
     recipe = _resolve_recipe(recipe, out, resume)
     data = load_recipe_data(recipe.data, recipe.task)
     recipe = with_task_models(recipe, data.task)  # the task's built-in teacher and student where the recipe names none
-    if sweep and (recipe.distill.loss or not task(data.task).soft_probabilities):
-        raise RecipeError("--sweep tunes the Hinton term's temperature and weights (classification); remove the [[distill.loss]] "
+    if sweep and recipe.distill.loss:
+        raise RecipeError("--sweep tunes the single soft-target term's temperature and weights; remove the [[distill.loss]] "
                           "tables or drop --sweep")
     spec = spec_for(recipe.student.model, recipe.student.args, data, recipe.data.standardize_targets)
     teachers = _checked_plan(recipe, spec, data, target, resume)  # every check runs before anything is written
@@ -258,23 +259,28 @@ def _check_transforms(recipe: Recipe, data: DataSplits) -> None:
 
 
 def _sweep(recipe, spec, data, base: TrainSettings, teachers: TeacherSet):
-    """Train one distilled student per (T, kd_weight) and keep the best on validation."""
+    """Train one distilled student per (T, kd_weight) of the task's soft-target term — per weight
+    alone where the term has no temperature (regression's mse) — and keep the best on validation."""
+    kind = task(data.task)
+    grid = (itertools.product(SWEEP_TEMPERATURES, SWEEP_KD_WEIGHTS) if kind.soft_probabilities
+            else ((None, weight) for weight in SWEEP_VALUE_WEIGHTS))
     results = []
-    for temperature, kd_weight in itertools.product(SWEEP_TEMPERATURES, SWEEP_KD_WEIGHTS):
-        settings = replace(base, ce_weight=round(1 - kd_weight, 6), temperature=temperature,
-                           terms=(LossTerm(method="kd", weight=kd_weight, temperature=temperature),))
+    for temperature, kd_weight in grid:
+        settings = replace(base, ce_weight=round(1 - kd_weight, 6), temperature=temperature or base.temperature,
+                           terms=(LossTerm(method=kind.soft_method, weight=kd_weight, temperature=temperature),))
         student = _fresh_student(recipe, spec, data, teachers)
-        outcome = fit(student, data.x_train, data.y_train, data.x_val, data.y_val, settings,
-                      label=f"sweep T={temperature:g} kd={kd_weight:g}", teachers=teachers, x_unlabeled=data.x_unlabeled)
+        label = f"sweep {f'T={temperature:g} ' if temperature else ''}kd={kd_weight:g}"
+        outcome = fit(student, data.x_train, data.y_train, data.x_val, data.y_val, settings, label=label, teachers=teachers,
+                      x_unlabeled=data.x_unlabeled)
         results.append((settings, student, outcome))
-    best = max(range(len(results)), key=lambda i: results[i][2].history[results[i][2].best_epoch - 1].val_metric)
-    trials = [
-        SweepTrial(s.temperature, s.terms[0].weight, s.ce_weight, o.history[o.best_epoch - 1].val_metric, o.best_epoch, i == best)
-        for i, (s, _, o) in enumerate(results)
-    ]
+    best_val = [o.history[o.best_epoch - 1].val_metric for _, _, o in results]
+    best = max(range(len(results)), key=lambda i: best_val[i] if kind.primary.higher_is_better else -best_val[i])
+    trials = [SweepTrial(s.terms[0].temperature, s.terms[0].weight, s.ce_weight, best_val[i], o.best_epoch, i == best)
+              for i, (s, _, o) in enumerate(results)]
     settings, student, outcome = results[best]
-    say(f"sweep: kept T={settings.temperature:g}, kd_weight={settings.terms[0].weight:g}, ce_weight={settings.ce_weight:g} "
-        f"(val {trials[best].best_val:.2%})")
+    temperature = f"T={settings.terms[0].temperature:g}, " if settings.terms[0].temperature else ""
+    say(f"sweep: kept {temperature}kd_weight={settings.terms[0].weight:g}, ce_weight={settings.ce_weight:g} "
+        f"(val {kind.primary.name} {kind.primary.show(trials[best].best_val)})")
     return settings, student, outcome, trials
 
 
