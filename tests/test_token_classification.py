@@ -209,3 +209,28 @@ def test_a_sequence_classifier_given_tags_is_refused_before_training(tmp_path, t
     result = CliRunner().invoke(app, ["-q", "distill", str(tmp_path / "r.toml"), "--out", str(tmp_path / "run")])
     one_line_error(result, "outputs shape (7,) per sample", "(sequence, tags) logits of 7 tags")
     assert not (tmp_path / "run").exists()
+
+
+def test_an_encoder_teacher_gets_a_per_token_head_trained_on_its_frozen_token_features(tmp_path, tokenizer):
+    """hf:FOLDER without a head (MiniLM's case) on tagged text: a head per token, trained alone on the
+    encoder's per-token features (batches of different lengths padded back), the encoder kept as published."""
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    from edgekd.distill.stage import distill
+    from edgekd.models.checkpoint import read_checkpoint
+    from edgekd.recipe import recipe_from_dict
+
+    torch.manual_seed(0)
+    vocab = len(AutoTokenizer.from_pretrained(str(tokenizer)))
+    encoder = BertModel(BertConfig(vocab_size=vocab, hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64))
+    encoder.save_pretrained(tmp_path / "enc")
+    write_tagged_jsonl(tmp_path / "ner.jsonl", tagged_sentences(120))
+    recipe = recipe_from_dict({"data": {"source": f"text:{tmp_path / 'ner.jsonl'}", "tokenizer": str(tokenizer), "max_length": 24},
+                               "teacher": {"model": f"hf:{tmp_path / 'enc'}", "epochs": 2},
+                               "student": {"args": {"layers": 1, "hidden": 16, "heads": 2, "intermediate": 32}},
+                               "distill": {"epochs": 1, "batch_size": 16}})
+    result = distill(recipe, tmp_path / "run")
+    assert result.task == "token-classification" and result.teachers[0].source == "trained" and result.history["teacher"]
+    saved = read_checkpoint(tmp_path / "run" / "teacher.pt")
+    assert saved["spec"]["args"]["pooling"] == "none" and saved["state_dict"]["classifier.weight"].shape == (7, 32)
+    assert torch.equal(saved["state_dict"]["encoder.embeddings.word_embeddings.weight"], encoder.embeddings.word_embeddings.weight)

@@ -25,15 +25,17 @@ from edgekd.recipe import recipe_from_dict
 RESULTS = Path(__file__).resolve().parents[1] / "docs" / "results"
 
 
-def measure_seeds(arrays: dict[str, np.ndarray], name: str, recipe_for: Callable[[Path, int], dict], seeds: list[int],
+def measure_seeds(arrays: dict[str, np.ndarray] | None, name: str, recipe_for: Callable[[Path | None, int], dict], seeds: list[int],
                   paired_of: Callable[[Path, str], np.ndarray], show: Callable[[float], str], compare) -> tuple[dict, list, tuple]:
-    """For each seed: distil `recipe_for(npz, seed)`; record test scores and the paired comparison
-    `compare(outcomes of student.scratch.pt, of student.pt)`; export and bench the first seed's run."""
+    """For each seed: distil `recipe_for(npz, seed)` (`arrays` saved as that npz; None: the recipe
+    names its own source); record test scores and the paired comparison `compare(outcomes of
+    student.scratch.pt, of student.pt)`; export and bench the first seed's run."""
     rows: dict[str, list[float]] = {"teacher": [], "scratch": [], "distilled": []}
     paired, shipped = [], None
     with tempfile.TemporaryDirectory() as folder:
-        npz = Path(folder) / f"{name}.npz"
-        np.savez(npz, **arrays)
+        npz = Path(folder) / f"{name}.npz" if arrays is not None else None
+        if npz is not None:
+            np.savez(npz, **arrays)
         for seed in seeds:
             run = Path(folder) / f"seed{seed}"
             result = distill(recipe_from_dict(recipe_for(npz, seed)), run)
