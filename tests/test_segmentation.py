@@ -263,3 +263,11 @@ def test_several_segmentation_teachers_are_one_reference_model_that_mixes_per_pi
     expected = SEG.combine([m(x).detach().numpy() for m in members], [1.0, 3.0])
     np.testing.assert_allclose(np.exp(together), expected, rtol=1e-5)
     assert together.shape == (2, 3, 4, 4)
+
+
+def test_a_batch_whose_every_pixel_is_ignored_adds_nothing_and_no_nan():
+    student = torch.randn(2, 3, 4, 4, requires_grad=True)
+    objective = Objective([LossTerm(method="kd", weight=1.0)], 1.0, 2.0, None, None, [1.0], None, "segmentation")
+    total, parts = objective(student, [torch.randn(2, 3, 4, 4)], torch.full((2, 4, 4), IGNORED))
+    total.backward()
+    assert float(total) == 0.0 and parts == {} and torch.equal(student.grad, torch.zeros_like(student))

@@ -52,7 +52,7 @@ def recipe(seed: int, args) -> dict:
         "teacher": {**TEACHERS[args.teacher], "epochs": args.teacher_epochs, "seed": 0},
         "student": {"model": "transformer", "args": {"layers": 2, "hidden": 128, "heads": 2, "intermediate": 512}},
         "distill": {"epochs": args.epochs, "seed": seed, "batch_size": 16, "lr": 1e-3, "kd_weight": args.kd_weight,
-                    "ce_weight": round(1 - args.kd_weight, 6)},
+                    "ce_weight": round(1 - args.kd_weight, 6), "temperature": args.temperature},
     }
 
 
@@ -72,6 +72,7 @@ def main() -> None:
     parser.add_argument("--teacher-epochs", type=int, default=12)
     parser.add_argument("--epochs", type=int, default=30)
     parser.add_argument("--kd-weight", type=float, default=0.7)
+    parser.add_argument("--temperature", type=float, default=4.0)
     parser.add_argument("--max-length", type=int, default=128)
     parser.add_argument("--write", type=Path, help="the results page to write (default: docs/results/ner-hironsan.md)")
     args = parser.parse_args()
@@ -104,7 +105,7 @@ def render(args, data, rows, paired, shipped, seconds: float) -> str:
         f"Data: hironsancorpus, Japanese IOB2 sentences with {len(types)} entity types ({', '.join(types)}); "
         f"{len(data.y_train):,} train / {len(data.y_val):,} val / {len(data.y_test):,} test sentences, MiniLM's tokenizer, "
         f"max_length {args.max_length}. Teacher: {teacher}, {args.teacher_epochs} epochs, trained once; students: a 2-layer "
-        f"transformer (hidden 128), {args.epochs} epochs; distilled: {args.kd_weight:g}·kd (per token, T = 4) + "
+        f"transformer (hidden 128), {args.epochs} epochs; distilled: {args.kd_weight:g}·kd (per token, T = {args.temperature:g}) + "
         f"{1 - args.kd_weight:g}·CE. Test entity F1 (exact IOB2 spans, micro) at each model's best validation epoch.",
         "",
         f"| model | params | test entity F1 ({len(args.seeds)} seed{'s' if len(args.seeds) > 1 else ''}, mean ± sd) |",

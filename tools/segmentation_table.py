@@ -88,7 +88,8 @@ def recipe(npz: Path, seed: int, args) -> dict:
         "teacher": {"model": "unet", "args": {"widths": [32, 64, 128]}, "epochs": args.teacher_epochs, "seed": 0, "augment": True, "max_shift": 4},
         "student": {"model": "unet", "args": {"widths": list(args.student)}},
         "distill": {"epochs": args.epochs, "seed": seed, "batch_size": 64, "lr": 3e-3,
-                    "ce_weight": round(1 - args.kd_weight, 6), "loss": loss},
+                    "ce_weight": round(1 - args.kd_weight, 6), "loss": loss,
+                    "temperature": args.temperature},
     }
 
 
@@ -109,6 +110,7 @@ def main() -> None:
     parser.add_argument("--student", type=int, nargs="+", default=[8, 16, 32], help="the student U-Net's widths")
     parser.add_argument("--terms", nargs="+", default=["kd"], choices=["kd", "cwd", "dkd"])
     parser.add_argument("--kd-weight", type=float, default=0.7)
+    parser.add_argument("--temperature", type=float, default=4.0)
     parser.add_argument("--write", type=Path, help="the results page to write (default: docs/results/segmentation-stardist.md)")
     args = parser.parse_args()
     set_quiet(True)
@@ -135,7 +137,7 @@ def render(args, what: str, arrays, rows, paired, shipped, seconds: float) -> st
         f"Data: {what}; {len(arrays['y_train']):,} train / {len(arrays['y_val']):,} val / {len(arrays['y_test']):,} test tiles "
         f"from disjoint column bands of the image. Teacher U-Net 32-64-128 ({args.teacher_epochs} epochs, trained once), "
         f"students U-Net {'-'.join(map(str, args.student))}, {args.epochs} epochs, random shifts of up to 4 pixels (masks alike); distilled: {objective} "
-        "(T = 4). Test mIoU (background, nucleus, boundary) at each model's best validation epoch.",
+        f"(T = {args.temperature:g}). Test mIoU (background, nucleus, boundary) at each model's best validation epoch.",
         "",
         f"| model | params | test mIoU ({len(args.seeds)} seed{'s' if len(args.seeds) > 1 else ''}, mean ± sd) |",
         "|---|---|---|",

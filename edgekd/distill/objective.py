@@ -162,7 +162,10 @@ class Objective:
         total = student_logits.new_zeros(())
         maps = None
         if self.class_axis is not None:
+            outputs = student_logits
             student_logits, teacher_logits, labels, *maps = dense_positions(student_logits, teacher_logits, labels, self.class_axis, IGNORED)
+            if len(student_logits) == 0:  # every position of this batch ignored (void tiles): nothing to learn, no NaN
+                return outputs.sum() * 0.0, parts
         if labels is not None and self.ce_weight > 0:
             hard = self.hard_loss(student_logits, labels)
             total = total + self.ce_weight * hard
