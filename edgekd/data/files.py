@@ -186,6 +186,9 @@ def read_mask_folder(folder: Path, size: list[int] | None, grayscale: bool, mean
         try:
             with Image.open(image_path) as image:
                 image_size = image.size
+        except (UnidentifiedImageError, OSError) as exc:
+            raise DataError(f"{image_path}: not a readable image ({exc})") from None
+        try:
             with Image.open(mask_path) as mask:
                 if mask.mode not in ("L", "P", "I", "I;16", "1"):
                     raise DataError(f"{mask_path}: a mask must be a single-channel image of class ids (PNG mode L, P or I); it is {mask.mode}")

@@ -88,24 +88,22 @@ def _masks(arg: str, cfg: DataConfig) -> dict[str, np.ndarray]:
 
 def _text(arg: str, cfg: DataConfig) -> dict[str, Any]:
     """csv / tsv / jsonl rows of text and label, tokenized ([data] tokenizer, max_length)."""
-    from edgekd.data.text import is_tagged, read_tagged_source, read_text_source
-
-    tagged = is_tagged(Path(arg), cfg.encoding)
-    table = read_tagged_source(Path(arg), cfg) if tagged else read_text_source(Path(arg), cfg)
-    split = random_split if tagged else stratified_split
-    x_train, y_train, x_test, y_test = split(table["x"], table["y"], cfg.test_fraction, cfg.split_seed)
-    return {"x_train": x_train, "y_train": y_train, "x_test": x_test, "y_test": y_test,
-            "classes": table["classes"], "vocab_size": table["vocab_size"], **({"task": "token-classification"} if tagged else {})}
+    return _text_splits(arg, cfg, conll=False)
 
 
 def _conll(arg: str, cfg: DataConfig) -> dict[str, Any]:
     """Token classification: CoNLL-2003-style columns (word first, IOB2 tag last, blank line between sentences)."""
-    from edgekd.data.text import read_tagged_source
+    return _text_splits(arg, cfg, conll=True)
 
-    table = read_tagged_source(Path(arg), cfg, conll=True)
-    x_train, y_train, x_test, y_test = random_split(table["x"], table["y"], cfg.test_fraction, cfg.split_seed)
-    return {"x_train": x_train, "y_train": y_train, "x_test": x_test, "y_test": y_test,
-            "classes": table["classes"], "vocab_size": table["vocab_size"], "task": "token-classification"}
+
+def _text_splits(arg: str, cfg: DataConfig, conll: bool) -> dict[str, Any]:
+    """A text file split into train and test: stratified by label (texts), at random (tagged sentences)."""
+    from edgekd.data.text import read_text_file
+
+    table = read_text_file(Path(arg), cfg, conll)
+    split = random_split if "task" in table else stratified_split
+    x_train, y_train, x_test, y_test = split(table.pop("x"), table.pop("y"), cfg.test_fraction, cfg.split_seed)
+    return {"x_train": x_train, "y_train": y_train, "x_test": x_test, "y_test": y_test, **table}
 
 
 def _rotten_tomatoes(arg: str, cfg: DataConfig) -> dict[str, Any]:
@@ -188,14 +186,14 @@ def load_test_split(source: str, options: DataConfig | None = None, task_name: s
                             ignore_index=options.ignore_index if options else None)
     cfg = replace(options or DataConfig(), source=source)
     if kind in ("text", "conll"):
-        from edgekd.data.text import is_tagged, read_tagged_source, read_text_source
+        from edgekd.data.text import read_text_file
 
-        tagged = kind == "conll" or is_tagged(Path(arg), cfg.encoding)
-        table = read_tagged_source(Path(arg), cfg, conll=kind == "conll") if tagged else read_text_source(Path(arg), cfg)
-        y = table["y"]
-        if tagged:  # the tags, as training would see them: ignored tokens → IGNORED
-            y = task("token-classification").check_labels(source, "test", y, table["x"]["input_ids"].shape, cfg.ignore_index if cfg.ignore_index is not None else -100)
-        return table["x"], y
+        table = read_text_file(Path(arg), cfg, conll=kind == "conll")
+        if "task" not in table:
+            return table["x"], table["y"]
+        # tagged sentences: the tags as training sees them (ignored tokens → IGNORED)
+        return checked_pair(source, {"x_test": table["x"], "y_test": table["y"]}, "test", required=True,
+                            kind=task(table["task"]), ignore_index=cfg.ignore_index)
     splits = load_data(source, cfg.val_fraction, cfg.test_fraction, cfg.split_seed, cfg, task_name)
     return splits.x_test, splits.y_test
 

@@ -74,8 +74,7 @@ def checked_splits(name: str, arrays: dict, val_fraction: float, seed: int, clas
     """
     kind = task_for(task_name, arrays.get("y_train"))
     if task_name is None and kind.name != "classification":
-        said = "real numbers" if kind.name == "regression" else "class ids per pixel"
-        say(f"data: {name}: the labels are {said}, so the task is {kind.name} (set task = \"{kind.name}\" to say so)")
+        say(f"data: {name}: the labels are {kind.labels}, so the task is {kind.name} (set task = \"{kind.name}\" to say so)")
     x_train, y_train = checked_pair(name, arrays, "train", required=True, kind=kind, ignore_index=ignore_index)
     x_test, y_test = checked_pair(name, arrays, "test", required=True, kind=kind, ignore_index=ignore_index)
     x_val, y_val = checked_pair(name, arrays, "val", required=False, kind=kind, ignore_index=ignore_index)

@@ -86,9 +86,9 @@ def load_tokenizer(spec: str | None):
 
 
 def read_text_table(path: Path, text_column: str, label_column: str, labels: list[str] | None = None,
-                    encoding: str = "utf-8") -> TextTable:
-    """Rows of a csv / tsv / jsonl file (optionally .gz / .bz2) → texts and class indices."""
-    rows = _rows(Path(path), encoding)
+                    encoding: str = "utf-8", rows: list[dict[str, Any]] | None = None) -> TextTable:
+    """Rows of a csv / tsv / jsonl file (optionally .gz / .bz2; or its `rows`, already read) → texts and class indices."""
+    rows = _rows(Path(path), encoding) if rows is None else rows
     if not rows:
         raise DataError(f"{path}: no data rows")
     columns = list(rows[0])
@@ -145,9 +145,22 @@ def tokenize(tokenizer, texts: list[str], max_length: int) -> Inputs:
                    "attention_mask": np.asarray(encoded["attention_mask"], dtype=np.int64)})
 
 
-def read_text_source(path: Path, cfg: Any) -> dict[str, Any]:
+def read_text_file(path: Path, cfg: Any, conll: bool = False) -> dict[str, Any]:
+    """A text file of either task, read once: CoNLL columns (`conll`) or jsonl rows of `tokens` and
+    `tags` are tagged sentences (token classification: the dict's "task" says so); other rows are
+    texts with a label (text classification)."""
+    if conll:
+        return {**read_tagged_source(path, cfg, read_conll(path, cfg.encoding)), "task": "token-classification"}
+    rows = _rows(path, cfg.encoding)
+    if path.name.lower().removesuffix(".gz").removesuffix(".bz2").endswith(".jsonl") and rows \
+            and isinstance(rows[0].get("tokens"), list) and "tags" in rows[0]:
+        return {**read_tagged_source(path, cfg, read_tagged_jsonl(path, rows)), "task": "token-classification"}
+    return read_text_source(path, cfg, rows)
+
+
+def read_text_source(path: Path, cfg: Any, rows: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     """The `text:PATH` source: every row tokenized, with label names and the vocabulary size."""
-    table = read_text_table(path, cfg.text_column, cfg.label_column or "label", cfg.labels, cfg.encoding)
+    table = read_text_table(path, cfg.text_column, cfg.label_column or "label", cfg.labels, cfg.encoding, rows)
     tokenizer = load_tokenizer(cfg.tokenizer)
     from edgekd._progress import say
 
@@ -166,19 +179,10 @@ class TaggedSentences:
     repaired: int  # I- tags that started an entity, read as B- (conlleval reads them so)
 
 
-def is_tagged(path: Path, encoding: str = "utf-8") -> bool:
-    """A .jsonl whose rows hold `tokens` and `tags` lists: token classification, not text classification."""
-    name = path.name.lower().removesuffix(".gz").removesuffix(".bz2")
-    if not name.endswith(".jsonl"):
-        return False
-    rows = _rows(path, encoding)
-    return bool(rows) and isinstance(rows[0].get("tokens"), list) and "tags" in rows[0]
-
-
-def read_tagged_jsonl(path: Path, encoding: str = "utf-8") -> TaggedSentences:
-    """jsonl rows {"tokens": [words], "tags": [IOB2 tags]}, one sentence each."""
+def read_tagged_jsonl(path: Path, rows: list[dict[str, Any]]) -> TaggedSentences:
+    """jsonl rows {"tokens": [words], "tags": [IOB2 tags]} (read from `path`), one sentence each."""
     sentences = []
-    for number, row in enumerate(_rows(path, encoding), start=1):
+    for number, row in enumerate(rows, start=1):
         words, tags = row.get("tokens"), row.get("tags")
         if not isinstance(words, list) or not isinstance(tags, list):
             raise DataError(f"{path}: line {number} needs \"tokens\" and \"tags\" lists (one IOB2 tag per word)")
@@ -237,14 +241,13 @@ def _checked_tags(path: Path, sentences: list[tuple[str, list[str], list[str]]])
     return TaggedSentences(all_words, all_tags, repaired)
 
 
-def read_tagged_source(path: Path, cfg: Any, conll: bool = False) -> dict[str, Any]:
-    """Tagged sentences tokenized into sub-words: each word's tag goes to its first sub-token; the
+def read_tagged_source(path: Path, cfg: Any, table: TaggedSentences) -> dict[str, Any]:
+    """Tagged sentences (read from `path`) tokenized into sub-words: each word's tag goes to its first sub-token; the
     other sub-tokens, special tokens and padding take the ignore index. Tag ids follow
     edgekd.task.tag_order (O, then B-/I- per type, types sorted)."""
     from edgekd._progress import say
     from edgekd.task import tag_order
 
-    table = read_conll(path, cfg.encoding) if conll else read_tagged_jsonl(path, cfg.encoding)
     seen: set[tuple[str, ...]] = set()
     keep = [i for i, words in enumerate(table.words) if tuple(words) not in seen and not seen.add(tuple(words))]
     order = tag_order(sorted({t[2:] for tags in table.tags for t in tags if t != "O"}))
