@@ -80,6 +80,33 @@ def gap_closed(rows: dict[str, list[float]], higher_is_better: bool, show: Calla
     return gain, f"with no gap to close: the scratch student is within {show(noise)} (2 sd over seeds) of the teacher"
 
 
+SHIPPED = (("teacher", "teacher fp32 (ONNX)"), ("student", "student fp32 (ONNX)"), ("ptq", "student int8 (deployed)"))
+
+
+def shipped_table(report, columns: dict[str, Callable]) -> list[str]:
+    """What the first seed ships: one row per model (teacher, fp32 student, int8 student), the
+    `columns` (heading → the variant's figure as text), then size, p50 and p50 against the teacher's."""
+    by_role = {v.role.value: v for v in report.variants}
+    teacher_ms = by_role["teacher"].latency.p50_ms
+    headings = ["model", *columns, "size KiB", "p50 ms", "p50 × teacher"]
+    lines = ["| " + " | ".join(headings) + " |", "|" + "---|" * len(headings)]
+    for role, name in SHIPPED:
+        v = by_role.get(role)
+        if v is not None:
+            figures = [show(v) for show in columns.values()]
+            lines.append(f"| {name} | " + " | ".join(figures) + f" | {v.profile.bytes / 1024:.1f} | {v.latency.p50_ms:.4f} | "
+                         f"{v.latency.p50_ms / teacher_ms:.2f}× |")
+    return lines
+
+
+def int8_points(quantized, metric: str, report) -> str:
+    """The int8 file against fp32 on validation, for a metric lost in points (mIoU, entity F1)."""
+    q = quantized
+    return (f"int8 against fp32 on the validation split: {metric} {q.fp32_val_accuracy:.2%} → {q.val_accuracy:.2%} "
+            f"({-q.drop_vs_fp32 * 100:+.2f} points, 95% CI [{-q.drop_interval[1] * 100:+.2f}, {-q.drop_interval[0] * 100:+.2f}], "
+            f"p = {q.drop_p_value:.2g}; budget {q.budget * 100:.1f} points); verdict of the bench: {'PASS' if report.passed else 'FAIL'}.")
+
+
 def write_page(out: Path, page: str) -> None:
     """Atomically (an interrupted run leaves the old page), then printed."""
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from _pages import RESULTS, gap_closed, mean_sd, measure_seeds, provenance, write_page
+from _pages import RESULTS, gap_closed, int8_points, mean_sd, measure_seeds, provenance, shipped_table, write_page
 
 from edgekd._progress import set_quiet
 from edgekd.data import load_data
@@ -92,8 +92,6 @@ def percent(value: float) -> str:
 def render(args, data, rows, paired, shipped, seconds: float) -> str:
     """The results page: how it was made, then the tables."""
     result, exported, report = shipped
-    by_role = {v.role.value: v for v in report.variants}
-    teacher_ms = by_role["teacher"].latency.p50_ms
     gain, closed = gap_closed(rows, True, lambda v: f"{v * 100:.2f} points")
     types = sorted({c[2:] for c in data.classes if c != "O"})
     teacher = "MiniLM-L6 (fine-tuned, per-token head)" if args.teacher == "minilm" else "a 4-layer transformer (hidden 256) from scratch"
@@ -121,18 +119,9 @@ def render(args, data, rows, paired, shipped, seconds: float) -> str:
         "",
         f"What seed {args.seeds[0]} ships on x86-cpu (static int8, batch 1, one thread, timed interleaved):",
         "",
-        "| model | test entity F1 | token accuracy | size KiB | p50 ms | p50 × teacher |",
-        "|---|---|---|---|---|---|",
     ]
-    for role, name in (("teacher", "teacher fp32 (ONNX)"), ("student", "student fp32 (ONNX)"), ("ptq", "student int8 (deployed)")):
-        v = by_role.get(role)
-        if v is not None:
-            lines.append(f"| {name} | {v.metrics['f1']:.2%} | {v.metrics['token_accuracy']:.2%} | {v.profile.bytes / 1024:.1f} | "
-                         f"{v.latency.p50_ms:.4f} | {v.latency.p50_ms / teacher_ms:.2f}× |")
-    q = exported.quantized
-    lines += ["", f"int8 against fp32 on the validation split: entity F1 {q.fp32_val_accuracy:.2%} → {q.val_accuracy:.2%} "
-                  f"({-q.drop_vs_fp32 * 100:+.2f} points, 95% CI [{-q.drop_interval[1] * 100:+.2f}, {-q.drop_interval[0] * 100:+.2f}], "
-                  f"p = {q.drop_p_value:.2g}; budget {q.budget * 100:.1f} points); verdict of the bench: {'PASS' if report.passed else 'FAIL'}.", ""]
+    lines += shipped_table(report, {"test entity F1": lambda v: f"{v.metrics['f1']:.2%}", "token accuracy": lambda v: f"{v.metrics['token_accuracy']:.2%}"})
+    lines += ["", int8_points(exported.quantized, "entity F1", report), ""]
     return "\n".join(lines)
 
 

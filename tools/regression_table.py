@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from _pages import RESULTS, gap_closed, mean_sd, measure_seeds, provenance, write_page
+from _pages import RESULTS, gap_closed, mean_sd, measure_seeds, provenance, shipped_table, write_page
 
 from edgekd._progress import set_quiet
 from edgekd.paired import paired_error_rise
@@ -102,8 +102,6 @@ def main() -> None:
 def render(args, what: str, arrays, rows, paired, shipped, seconds: float) -> str:
     """The results page: how it was made, then the tables."""
     result, exported, report = shipped
-    by_role = {v.role.value: v for v in report.variants}
-    teacher_ms = by_role["teacher"].latency.p50_ms
     gain, closed = gap_closed(rows, False, units)
     lines = [
         "# Regression distillation — measured",
@@ -129,14 +127,8 @@ def render(args, what: str, arrays, rows, paired, shipped, seconds: float) -> st
         "",
         f"What seed {args.seeds[0]} ships on x86-cpu (static int8, batch 1, one thread, timed interleaved):",
         "",
-        "| model | test RMSE | size KiB | p50 ms | p50 × teacher |",
-        "|---|---|---|---|---|",
     ]
-    for role, name in (("teacher", "teacher fp32 (ONNX)"), ("student", "student fp32 (ONNX)"), ("ptq", "student int8 (deployed)")):
-        v = by_role.get(role)
-        if v is not None:
-            lines.append(f"| {name} | {v.metrics['rmse']:.4f} | {v.profile.bytes / 1024:.1f} | {v.latency.p50_ms:.4f} | "
-                         f"{v.latency.p50_ms / teacher_ms:.2f}× |")
+    lines += shipped_table(report, {"test RMSE": lambda v: f"{v.metrics['rmse']:.4f}"})
     q = exported.quantized
     lines += ["", f"int8 against fp32 on the validation split: RMSE {q.fp32_val_accuracy:.4f} → {q.val_accuracy:.4f} "
                   f"({q.drop_vs_fp32:+.2%} relative, 95% CI [{q.drop_interval[0]:+.2%}, {q.drop_interval[1]:+.2%}], "

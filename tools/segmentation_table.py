@@ -29,7 +29,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from _pages import RESULTS, gap_closed, mean_sd, measure_seeds, provenance, write_page
+from _pages import RESULTS, gap_closed, int8_points, mean_sd, measure_seeds, provenance, shipped_table, write_page
 
 from edgekd._progress import set_quiet
 from edgekd.task import confusion_counts, paired_iou_drop
@@ -125,8 +125,6 @@ def main() -> None:
 def render(args, what: str, arrays, rows, paired, shipped, seconds: float) -> str:
     """The results page: how it was made, then the tables."""
     result, exported, report = shipped
-    by_role = {v.role.value: v for v in report.variants}
-    teacher_ms = by_role["teacher"].latency.p50_ms
     gain, closed = gap_closed(rows, True, lambda v: f"{v * 100:.2f} points")
     objective = " + ".join(f"{args.kd_weight / len(args.terms):g}·{t}" for t in args.terms) + f" + {1 - args.kd_weight:g}·CE(labels)"
     lines = [
@@ -152,19 +150,10 @@ def render(args, what: str, arrays, rows, paired, shipped, seconds: float) -> st
         "",
         f"What seed {args.seeds[0]} ships on x86-cpu (static int8, batch 1, one thread, timed interleaved):",
         "",
-        "| model | test mIoU | IoU background / nucleus / boundary | size KiB | p50 ms | p50 × teacher |",
-        "|---|---|---|---|---|---|",
     ]
-    for role, name in (("teacher", "teacher fp32 (ONNX)"), ("student", "student fp32 (ONNX)"), ("ptq", "student int8 (deployed)")):
-        v = by_role.get(role)
-        if v is not None:
-            per_class = " / ".join("—" if c is None else f"{c:.1%}" for c in v.per_class or [])
-            lines.append(f"| {name} | {v.metrics['miou']:.2%} | {per_class} | {v.profile.bytes / 1024:.1f} | {v.latency.p50_ms:.4f} | "
-                         f"{v.latency.p50_ms / teacher_ms:.2f}× |")
-    q = exported.quantized
-    lines += ["", f"int8 against fp32 on the validation split: mIoU {q.fp32_val_accuracy:.2%} → {q.val_accuracy:.2%} "
-                  f"({-q.drop_vs_fp32 * 100:+.2f} points, 95% CI [{-q.drop_interval[1] * 100:+.2f}, {-q.drop_interval[0] * 100:+.2f}], "
-                  f"p = {q.drop_p_value:.2g}; budget {q.budget * 100:.1f} points); verdict of the bench: {'PASS' if report.passed else 'FAIL'}.", ""]
+    lines += shipped_table(report, {"test mIoU": lambda v: f"{v.metrics['miou']:.2%}",
+                                     "IoU background / nucleus / boundary": lambda v: " / ".join("—" if c is None else f"{c:.1%}" for c in v.per_class or [])})
+    lines += ["", int8_points(exported.quantized, "mIoU", report), ""]
     return "\n".join(lines)
 
 
