@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from edgekd.errors import QadError
+from edgekd.qad import kernels
 
 _SMALLEST_SCALE = 1e-8
 _RANGES = {np.dtype(np.int8): (-128, 127), np.dtype(np.uint8): (0, 255)}
@@ -120,7 +121,7 @@ class FakeQuantGraph(nn.Module):
     LayerNorm's scale and shift) are trainable parameters; every other initializer is a constant.
     Inputs are taken by position in the graph's input order, or by name."""
 
-    def __init__(self, prepared: Path, plan: QuantPlan, fake_quant: bool = True) -> None:
+    def __init__(self, prepared: Path, plan: QuantPlan, fake_quant: bool = True, fused_kernels: bool = True) -> None:
         super().__init__()
         import onnx
         from onnx import numpy_helper
@@ -149,6 +150,9 @@ class FakeQuantGraph(nn.Module):
                 self.register_buffer(key, value)
         self.plan = plan
         self.fake_quant = fake_quant
+        # ORT's graph optimisation fuses DQ → op → Q into int8 kernels at level "extended" and above;
+        # where one computes differently (kernels.KERNELS), the mirror computes as it does.
+        self.fused_kernels = fused_kernels
         self.constant_rules = {name: _identify_rule(q, self.initializer(name)) for name, q in plan.weights.items()}
         for q in plan.activations.values():
             if q.follows and plan.weights[q.follows].axis is not None:
@@ -197,9 +201,23 @@ class FakeQuantGraph(nn.Module):
             if self.fake_quant and len(inputs) > 2 and inputs[2] in self.plan.biases:
                 values[2] = self._bias(inputs, values, call)
             result = _OPS[op](values, attrs)
+            fused = self._fused_kernel(op, inputs, outputs)
             for name, value in zip(outputs, result if isinstance(result, tuple) else (result,)):
                 env[name] = self._activation(name, value, call)
+            if fused:
+                exact = kernels.KERNELS[op](values[0].detach(), attrs, *fused)
+                env[outputs[0]] = kernels.StraightThrough.apply(env[outputs[0]], exact)
         return env[self.output_name]
+
+    def _fused_kernel(self, op: str, inputs: list[str], outputs: list[str]) -> tuple[kernels.Quant, kernels.Quant] | None:
+        """The input's and output's quantization when ORT runs this node as one of its int8 kernels
+        that compute differently from fp32-then-quantize; None when it does not."""
+        if not (self.fake_quant and self.fused_kernels and op in kernels.KERNELS):
+            return None
+        ends = [self.plan.activations.get(inputs[0]), self.plan.activations.get(outputs[0])]
+        if any(q is None or q.follows for q in ends):
+            return None  # not quantized on both sides: ORT runs the fp32 op
+        return tuple(kernels.Quant(self.activation_scale(q.tensor).detach(), q.zero_point, q.qmin, q.qmax) for q in ends)
 
     def _constant_value(self, name: str, call: _CallCache) -> torch.Tensor:
         """An initializer, fake-quantized where ORT stores it quantized."""
