@@ -512,6 +512,8 @@ def _print_bench(report) -> None:
     if report.missing_providers:
         out_console.print(f"not available in this onnxruntime build: {', '.join(report.missing_providers)}")
     out_console.print(verdict_line(report), style="bold green" if report.passed else "bold red", markup=False)
+    for note in report.notes:
+        out_console.print(f"note: {note}", markup=False)
     out_console.print("full figures (95% intervals, batch sweep, MACs, GFLOP/s): bench.md, bench.json, bench.png")
 
 

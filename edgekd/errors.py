@@ -51,6 +51,12 @@ class QadError(EdgekdError):
     """Quantization-aware distillation cannot run on this student or target as it is."""
 
 
+class MirrorError(QadError):
+    """edgekd's PyTorch mirror of ONNX Runtime's int8 model cannot reproduce it for this student (an
+    operator it does not run, or outputs that differ): a limit of edgekd, not bad input. The phase
+    is skipped and post-training int8 stays deployed, with the reason in qad.json and the report."""
+
+
 class ParityError(EdgekdError):
     """The exported model's outputs differ from PyTorch's by more than the allowed tolerance."""
 

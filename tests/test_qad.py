@@ -48,7 +48,11 @@ def _exact_on_ort_qdq_ops(graph, path: Path, x):
     from edgekd.qad.stage import PARITY_MAX_MEAN_REL, PARITY_MIN_AGREEMENT
     from edgekd.targets import RuntimeConfig
 
-    ours = predict(graph, x)
+    graph.fused_kernels = False  # at level "basic" ORT runs no fused int8 kernel
+    try:
+        ours = predict(graph, x)
+    finally:
+        graph.fused_kernels = True
     theirs = run_batches(open_session(path, runtime=RuntimeConfig(intra_op_threads=1, graph_optimization="basic")), x)
     assert (ours.argmax(1) == theirs.argmax(1)).all() and np.abs(ours - theirs).max() <= 1e-5 * np.abs(theirs).max()
     shipped = check_qad_parity(graph, path, x)  # raises beyond the gate
@@ -334,3 +338,65 @@ def test_quantization_aware_model_works_on_objects_without_a_run_folder(exported
     assert (tmp_path / qad.file).is_file() and qad.parity.agreement >= 0.99 and len(qad.history) == 1
     assert result.deployed in ("", qad.file) and result.settings["terms"] == ["kd"]
     assert not (tmp_path / "checkpoints").exists() and not list(tmp_path.glob(".edgekd-qad-*"))
+
+
+def test_a_phase_that_training_hurts_keeps_its_starting_point(exported_run, tmp_path):
+    """Never worse than the start: post-training int8's weights and scales are a candidate too, so
+    a phase whose training wrecks the model (a learning rate far too high) ends where it began."""
+    from edgekd.distill.model import distill_settings
+    from edgekd.models.checkpoint import load_model
+    from edgekd.qad.stage import quantization_aware_model
+    from edgekd.recipe import LossTerm
+    from edgekd.targets import load_target
+
+    teacher, _ = load_model(exported_run / "teacher.pt")
+    settings = distill_settings(epochs=1, lr=50.0, ce_weight=0.5, terms=(LossTerm(method="kd", weight=0.5, temperature=4.0),))
+    result = quantization_aware_model(exported_run / "student.sim.onnx", teacher, DIGITS, load_target("x86-cpu"), tmp_path, settings,
+                                      baseline=False, calibration=DIGITS.calibration(32))
+    start, qad = result.variants
+    assert qad.history and qad.history[-1].val_metric < start.val_accuracy - 0.2, "the training step did wreck the model"
+    assert qad.best_epoch == 0 and qad.val_accuracy >= start.val_accuracy
+
+
+def test_a_mirror_that_parts_from_ort_is_caught_and_the_tensor_named(exported_run, tmp_path):
+    from edgekd.errors import MirrorError
+
+    prepared, ptq, _ = _ptq(exported_run, tmp_path)
+    graph = FakeQuantGraph(prepared, read_plan(ptq)).eval()
+    check_qad_parity(graph, ptq, DIGITS.calibration(64))  # as ORT placed the quantizers: they agree
+    name, q = next((n, q) for n, q in graph.plan.activations.items() if not q.follows and n != graph.output_name and n in graph.activation_index)
+    with torch.no_grad():
+        graph.scales[f"a{graph.activation_index[name]}"].mul_(3.0)  # the mirror's scale for one tensor, no longer ORT's
+    with pytest.raises(MirrorError, match=f"before training.*first apart at '{name}'"):
+        check_qad_parity(graph, ptq, DIGITS.calibration(64), when="before training")
+
+
+PIXEL_SHUFFLE_STUDENT = '''
+import torch
+from torch import nn
+
+
+def student(num_classes=10, in_channels=1, **_):
+    """A student with an operator the mirror does not run (DepthToSpace) before its head."""
+    return nn.Sequential(nn.Conv2d(in_channels, 16, 3, padding=1), nn.ReLU(), nn.PixelShuffle(2), nn.Conv2d(4, 8, 3, stride=2, padding=1),
+                         nn.ReLU(), nn.Flatten(), nn.Linear(8 * 8 * 8, num_classes))
+'''
+
+
+@pytest.mark.slow
+def test_a_student_the_mirror_cannot_run_keeps_post_training_int8_and_the_report_says_why(tmp_path, monkeypatch):
+    """`[qad] when = "always"` on a student with an operator the mirror lacks: the run finishes, exits
+    by its budgets (0 or 1, never 2), ships post-training int8, and qad.json and bench.md say why."""
+    from cli_checks import quick_target
+
+    (tmp_path / "shuffle_student.py").write_text(PIXEL_SHUFFLE_STUDENT)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    recipe = tmp_path / "recipe.toml"
+    recipe.write_text('[teacher]\nmodel = "cnn"\nargs = { channels = [8, 16], hidden = 32 }\nepochs = 1\n[student]\nmodel = "shuffle_student:student"\n'
+                      '[distill]\nepochs = 1\n[qad]\nwhen = "always"\nepochs = 1\n')
+    result = CliRunner().invoke(app, ["run", str(recipe), "--out", str(tmp_path / "run"), "--target", str(quick_target(tmp_path / "target.toml", "max_accuracy_drop = 0.5"))])
+    assert result.exit_code in (0, 1), result.output
+    qad = json.loads((tmp_path / "run" / "qad.json").read_text())
+    assert "DepthToSpace" in qad["skipped"] and [v["phase"] for v in qad["variants"]] == ["post-training"]
+    assert "quantization-aware distillation was skipped" in (tmp_path / "run" / "bench.md").read_text()
+    assert not list((tmp_path / "run").glob("student.int8-q*.onnx"))

@@ -154,6 +154,7 @@ def to_markdown(report) -> str:
         "",
         f"**{verdict_line(report)}**",
         "",
+        *(f"Note: {note}\n" for note in report.notes),
         "## Environment",
         "",
         *(f"- {k}: {v}" for k, v in report.environment.items()),

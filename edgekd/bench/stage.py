@@ -52,6 +52,7 @@ class BenchReport:
     deployed_role: Role = Role.model  # the role of the variant the budgets apply to
     task: str = "classification"  # the task table's entry the models were scored by
     metric: str = "accuracy"  # the primary metric each variant's `accuracy` holds (rmse for regression)
+    notes: list[str] = field(default_factory=list)  # what the reader must know about the models (a quantization-aware phase skipped, and why)
     schema_version: int = SCHEMA_VERSION
 
     def variant(self, role: Role) -> VariantReport | None:

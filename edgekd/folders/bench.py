@@ -10,7 +10,7 @@ Imports no torch.
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -48,6 +48,7 @@ class BenchInputs:
     reference: str  # what the teacher is, for the report
     out: Path
     task: str | None = None  # the run's task; None (a bare file): what the labels make unambiguous
+    notes: list[str] = field(default_factory=list)  # for the report: a quantization-aware phase that was skipped, nodes it kept in fp32
 
 
 def bench(
@@ -83,6 +84,7 @@ def bench(
         report = bench_models(found.models, target, x, y, deployed=found.deployed, names=found.names, providers=providers,
                               memory=memory, max_length=max_length, coverage=found.coverage, classes=found.classes,
                               reference=found.reference, inputs_note=note, task=kind, input_shapes=shapes)
+        report = replace(report, notes=found.notes)
         _write(report, model, found.out, junit)
     say(f"bench: {verdict_line(report)}")
     return report
@@ -107,8 +109,9 @@ def _run_folder(run_dir: Path, out: Path | None) -> BenchInputs:
     if deployed is Role.ptq:
         models[Role.ptq] = runfolder.artifact(run_dir, exported.deployed, "bench")
         names[Role.ptq] = display_name(Role.ptq, exported.quantized.scheme, ort_format=exported.deployed.endswith(".ort"))
+    notes: list[str] = []
     if runfolder.stage_files(run_dir, "qad"):
-        deployed = _with_quantization_aware(run_dir, models, names, deployed)
+        deployed = _with_quantization_aware(run_dir, models, names, deployed, notes)
     saved = runfolder.load_manifest(run_dir).get("target")
     target = validate(Target, saved, f"{run_dir}/manifest.json target", TargetError) if saved else None
     classes = [str(c) for c in runfolder.read_json(run_dir / runfolder.LABELS).get("classes", [])] if (run_dir / runfolder.LABELS).is_file() else []
@@ -116,12 +119,18 @@ def _run_folder(run_dir: Path, out: Path | None) -> BenchInputs:
     recipe = runfolder.load_run_recipe(run_dir)
     return BenchInputs(models, names, deployed, recipe.data, target, list(exported.mobile), classes,
                        distilled.reference if distilled else "the teacher", Path(out or run_dir),
-                       distilled.task if distilled else recipe.task)
+                       distilled.task if distilled else recipe.task, notes)
 
 
-def _with_quantization_aware(run_dir: Path, models: dict[Role, Path], names: dict[Role, str], deployed: Role) -> Role:
-    """Add the quantization-aware phase's models beside post-training int8; return the role that ships."""
+def _with_quantization_aware(run_dir: Path, models: dict[Role, Path], names: dict[Role, str], deployed: Role, notes: list[str]) -> Role:
+    """Add the quantization-aware phase's models beside post-training int8; return the role that ships.
+    What the report must say about the phase (skipped, nodes kept in fp32) goes to `notes`."""
     qad = runfolder.read_result(run_dir, runfolder.QAD_RESULT, QadResult, "bench")
+    if qad.skipped:
+        notes.append(f"quantization-aware distillation was skipped, post-training int8 ships: {qad.skipped}")
+    if qad.kept_fp32 and not qad.skipped:
+        notes.append(f"the quantization-aware files keep {len(qad.kept_fp32)} node(s) in fp32: "
+                     + "; ".join(f"{node} ({why})" for node, why in qad.kept_fp32.items()))
     for variant in qad.variants:
         if variant.role in (Role.qat, Role.qad):
             models[variant.role] = runfolder.artifact(run_dir, variant.file, "bench")

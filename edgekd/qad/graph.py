@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from edgekd.errors import QadError
+from edgekd.errors import MirrorError
 from edgekd.qad import kernels
 
 _SMALLEST_SCALE = 1e-8
@@ -68,6 +68,22 @@ class QuantPlan:
     activations: dict[str, ActivationQuant]
     weights: dict[str, WeightQuant]
     biases: set[str]  # biases ORT stores as int32
+    kept_fp32: dict[str, str] = field(default_factory=dict)  # node → why: ops the mirror cannot match bit for bit stay fp32 in the file
+
+
+def unmirrored_nodes(prepared: Path) -> dict[str, str]:
+    """Nodes whose int8 execution in ONNX Runtime the mirror cannot reproduce exactly, with why:
+    they are kept in fp32 (ORT's nodes_to_exclude) in every file the phase writes, and run in fp32
+    in the mirror. Linear Resize: ORT interpolates in its own order of float operations, and the
+    output keeps its input's scale, so the many exact ties (weights of 1/4, 3/4) go its way."""
+    import onnx
+
+    kept = {}
+    for node in onnx.load(str(prepared)).graph.node:
+        attrs = _attributes(node)
+        if node.op_type == "Resize" and _text(attrs.get("mode", "nearest")) != "nearest":
+            kept[node.name] = f"Resize in {_text(attrs['mode'])} mode: ONNX Runtime's int8 interpolation rounds its ties its own way"
+    return kept
 
 
 def read_plan(qdq_path: Path) -> QuantPlan:
@@ -135,7 +151,7 @@ class FakeQuantGraph(nn.Module):
         self.nodes = [(n.op_type, list(n.input), list(n.output), _attributes(n)) for n in model.graph.node]
         unsupported = sorted({op for op, *_ in self.nodes if op not in _OPS})
         if unsupported:
-            raise QadError(f"quantization-aware training cannot run {', '.join(unsupported)} yet (it runs {', '.join(sorted(_OPS))}); "
+            raise MirrorError(f"quantization-aware training cannot run {', '.join(unsupported)} yet (it runs {', '.join(sorted(_OPS))}); "
                            "deploy post-training int8 for this student")
         trainable = _learned_initializers(model.graph)
         self.slots: dict[str, str] = {}  # ONNX name → attribute name of its parameter or buffer
@@ -156,7 +172,7 @@ class FakeQuantGraph(nn.Module):
         self.constant_rules = {name: _identify_rule(q, self.initializer(name)) for name, q in plan.weights.items()}
         for q in plan.activations.values():
             if q.follows and plan.weights[q.follows].axis is not None:
-                raise QadError(f"{q.tensor!r} takes the per-channel quantization of {q.follows!r}, which quantization-aware training "
+                raise MirrorError(f"{q.tensor!r} takes the per-channel quantization of {q.follows!r}, which quantization-aware training "
                                "does not mirror yet; deploy post-training int8 for this student")
         learned = {q.shared or name: q for name, q in plan.activations.items() if not q.follows}  # one per shared quantizer
         self.scales = nn.ParameterDict({  # the calibration's float32 values exactly, then learned
@@ -311,7 +327,7 @@ def _identify_rule(q: WeightQuant, value: torch.Tensor) -> ConstantRule:
             if (np.allclose(scale.numpy().ravel(), q.scale, rtol=1e-6, atol=0)
                     and np.array_equal(zero.numpy().ravel().astype(np.int64), np.asarray(q.zero_point))):
                 return rule
-    raise QadError(f"quantization-aware training cannot reproduce how ONNX Runtime quantized {q.tensor!r} "
+    raise MirrorError(f"quantization-aware training cannot reproduce how ONNX Runtime quantized {q.tensor!r} "
                    f"(stored scale {q.scale[:3]}…, zero point {q.zero_point[:3]}…); deploy post-training int8 for this student")
 
 
@@ -340,7 +356,7 @@ def _conv(v, a):
     spatial = x.ndim - 2
     pads = a.get("pads", [0] * 2 * spatial)
     if a.get("auto_pad", b"NOTSET") not in (b"NOTSET", "NOTSET"):
-        raise QadError(f"Conv with auto_pad {a['auto_pad']!r} is not supported yet; export with explicit pads")
+        raise MirrorError(f"Conv with auto_pad {a['auto_pad']!r} is not supported yet; export with explicit pads")
     if pads[:spatial] != pads[spatial:]:
         x = F.pad(x, [p for i in reversed(range(spatial)) for p in (pads[i], pads[i + spatial])])
         pads = [0] * 2 * spatial
@@ -363,7 +379,7 @@ def _pool(kind):
         pads = a.get("pads", [0] * 2 * spatial)
         kernel = a["kernel_shape"]
         if pads[:spatial] != pads[spatial:]:
-            raise QadError(f"{kind} with asymmetric pads is not supported yet")
+            raise MirrorError(f"{kind} with asymmetric pads is not supported yet")
         pool = {"max": (F.max_pool1d, F.max_pool2d, F.max_pool3d), "avg": (F.avg_pool1d, F.avg_pool2d, F.avg_pool3d)}[kind][spatial - 1]
         extra = {"count_include_pad": bool(a.get("count_include_pad", 0))} if kind == "avg" else {"dilation": a.get("dilations", 1)}
         return pool(x, kernel, stride=a.get("strides", kernel), padding=pads[:spatial], ceil_mode=bool(a.get("ceil_mode", 0)), **extra)
@@ -447,7 +463,7 @@ def _gather_nd(v, a):
     x, index = v[0], v[1]
     batch = a.get("batch_dims", 0)
     if batch:
-        raise QadError("GatherND with batch_dims > 0 is not supported yet")
+        raise MirrorError("GatherND with batch_dims > 0 is not supported yet")
     depth = index.shape[-1]
     index = torch.where(index < 0, index + torch.tensor(x.shape[:depth], device=index.device), index)
     return x[tuple(index[..., i] for i in range(depth))]
@@ -495,6 +511,39 @@ def _cast(v, a):
     return v[0].to(torch.from_numpy(np.zeros(0, dtype=helper.tensor_dtype_to_np_dtype(a["to"]))).dtype)
 
 
+def _resize(v, a):
+    """ONNX Resize in the modes exporters write for upsampling: nearest (asymmetric, floor) and
+    linear (half-pixel or align-corners), by `sizes` or by `scales`."""
+    x = v[0]
+    spatial = x.ndim - 2
+    sizes = v[3] if len(v) > 3 and v[3] is not None and v[3].numel() else None
+    if sizes is not None:
+        out = [int(s) for s in sizes.tolist()[2:]]
+    else:
+        out = [int(np.floor(n * float(s))) for n, s in zip(x.shape[2:], v[2].tolist()[2:])]
+    mode, coordinates = _text(a.get("mode", "nearest")), _text(a.get("coordinate_transformation_mode", "half_pixel"))
+    if mode == "nearest" and coordinates == "asymmetric" and _text(a.get("nearest_mode", "round_prefer_floor")) == "floor":
+        return F.interpolate(x, size=out, mode="nearest")
+    if mode == "linear" and coordinates in ("half_pixel", "pytorch_half_pixel", "align_corners") and not a.get("antialias", 0):
+        return F.interpolate(x, size=out, mode=("linear", "bilinear", "trilinear")[spatial - 1], align_corners=coordinates == "align_corners")
+    raise MirrorError(f"Resize in mode {mode!r} with coordinate_transformation_mode {coordinates!r} is not supported yet")
+
+
+def _split(v, a):
+    x = v[0]
+    axis = a.get("axis", 0) % x.ndim
+    sizes = v[1].tolist() if len(v) > 1 and v[1] is not None else a.get("split")
+    if sizes is None:
+        parts = a.get("num_outputs")
+        sizes = [-(-x.shape[axis] // parts)] * (parts - 1)
+        sizes.append(x.shape[axis] - sum(sizes))
+    return tuple(torch.split(x, [int(s) for s in sizes], dim=axis))
+
+
+def _text(value) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
 def _gelu(v, a):
     return F.gelu(v[0], approximate="tanh" if a.get("approximate", "none") in ("tanh", b"tanh") else "none")
 
@@ -522,6 +571,8 @@ _OPS = {
     "Flatten": _flatten,
     "Transpose": lambda v, a: v[0].permute(*a["perm"]) if "perm" in a else v[0].permute(*reversed(range(v[0].ndim))),
     "Concat": lambda v, a: torch.cat(v, dim=a["axis"]),
+    "Resize": _resize,
+    "Split": _split,
     "Unsqueeze": _unsqueeze,
     "Squeeze": _squeeze,
     "Identity": lambda v, a: v[0],

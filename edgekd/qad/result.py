@@ -51,6 +51,8 @@ class QadResult:
     deployed: str = ""  # the file the run ships after this phase: the QAD file, or export's deployed artifact
     deployed_because: str = ""
     deployed_role: Role = Role.ptq  # the role of the file that ships: ptq (export's artifact, whatever its scheme), qat or qad
+    skipped: str = ""  # why the phase did not train (edgekd's mirror cannot reproduce ORT's int8 model): post-training int8 ships
+    kept_fp32: dict[str, str] = field(default_factory=dict)  # nodes left in fp32 in the phase's files, and why
     schema_version: int = 2  # 2: variants carry their role (Role) and phase, the result its deployed_role
 
     @staticmethod

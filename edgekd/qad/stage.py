@@ -12,10 +12,12 @@ model; accuracies are paired against the fp32 student on the same images.
 
 from __future__ import annotations
 
+import copy
 import shutil
 import tempfile
 import time
 from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, get_args
@@ -26,7 +28,7 @@ from edgekd import runfolder
 from edgekd._io import atomic_path, sha256_file, write_json
 from edgekd._progress import say
 from edgekd.runtime.metrics import compare_outputs, file_correct
-from edgekd.errors import QadError
+from edgekd.errors import MirrorError, QadError
 from edgekd.export.stage import ExportResult
 from edgekd.paired import paired_drop
 from edgekd.qad.result import PHASE_ROLES, QadParity, QadPhase, QadResult, QadVariant
@@ -97,7 +99,10 @@ def _quantization_aware(run_dir: Path, recipe: Recipe, target: Target, epochs: i
     variants = list(result.variants)
     if quantized.scheme == Scheme.static_qdq.value and quantized.excluded_nodes:  # export's own int8 file, nodes kept in fp32
         variants.insert(1, _variant("post-training-exclusions", run_dir / Path(quantized.path).name, data, file_correct(simplified, data.x_test, data.y_test)))
-    deployed, deployed_role, why = _deployment(exported, best_trained(variants))
+    if result.skipped:
+        deployed, deployed_role, why = exported.deployed, exported.deployed_role, result.deployed_because
+    else:
+        deployed, deployed_role, why = _deployment(exported, best_trained(variants))
     result = replace(result, run_dir=str(run_dir), variants=variants, deployed=deployed, deployed_because=why, deployed_role=deployed_role,
                      settings={**result.settings, "teacher": teacher})
     if distributed.is_main():
@@ -148,29 +153,54 @@ def quantization_aware_model(
     calibration = as_inputs(calibration) if calibration is not None else data.calibration(qcfg.calibration_samples)
     fp32_val, fp32_test = file_correct(fp32_onnx, data.x_val, data.y_val), file_correct(fp32_onnx, data.x_test, data.y_test)
     ort_settings = scheme_settings(Scheme.static_qdq, qcfg)
+    settings_record = {"epochs": settings.epochs, "lr": settings.lr, "batch_size": settings.batch_size, "ce_weight": settings.ce_weight,
+                       "terms": [t.method for t in settings.terms], "kd_weight": sum(t.weight for t in settings.terms),
+                       "temperature": settings.temperature, **ort_settings}
+    result = partial(QadResult, run_dir=str(out_dir), target=target.name, settings=settings_record,
+                     fp32_val_accuracy=float(fp32_val.mean()), fp32_test_accuracy=float(fp32_test.mean()))
     with tempfile.TemporaryDirectory(prefix=".edgekd-qad-", dir=out_dir) as folder:
         work = Path(folder).resolve()
         prepared, ptq, plan = post_training_plan(fp32_onnx, work, ort_settings, calibration)
-        FakeQuantGraph(prepared, plan)  # refuses unsupported operators before anything trains
-        say(f"qad: {len(plan.activations)} activation and {len(plan.weights)} weight quantizers, as ONNX Runtime placed them "
-            f"(scales from {len(calibration)} calibration inputs)")
         variants = [_variant("post-training", ptq, data, fp32_test)]
+        kept = [f"{node} ({why})" for node, why in plan.kept_fp32.items()]
+        if kept:
+            say(f"qad: kept in fp32 in the quantization-aware files: {'; '.join(kept)}")
+        try:
+            check_qad_parity(FakeQuantGraph(prepared, plan, fused_kernels=fuses(target)).eval(), ptq, calibration, target, "before training")
+        except MirrorError as exc:
+            return _skipped(result, variants, exc, began)
+        say(f"qad: {len(plan.activations)} activation and {len(plan.weights)} weight quantizers, as ONNX Runtime placed them "
+            f"(scales from {len(calibration)} calibration inputs); the PyTorch mirror matches ORT's int8 run before training")
         teachers = cache_teacher_logits(teachers, data, cache_teacher, augment=False)
         phases = [("qat", replace(settings, ce_weight=1.0, terms=()), None)] if baseline else []
-        phase = _Phase(out_dir, work, prepared, plan, ort_settings, calibration, data, fp32_test, target, checkpoints, resume, settings.seed)
-        variants += [_train_phase(phase, role, phase_settings, phase_teachers)
-                     for role, phase_settings, phase_teachers in phases + [("qad", settings, teachers)]]
+        phase = _Phase(out_dir, work, prepared, plan, ort_settings, calibration, data, fp32_test, target, checkpoints, resume, settings.seed,
+                       variants[0].val_accuracy)
+        try:
+            variants += [_train_phase(phase, role, phase_settings, phase_teachers)
+                         for role, phase_settings, phase_teachers in phases + [("qad", settings, teachers)]]
+        except MirrorError as exc:
+            return _skipped(result, variants[:1], exc, began)
     best = best_trained(variants)
     ships = best.val_accuracy >= variants[0].val_accuracy
-    return QadResult(
-        run_dir=str(out_dir), target=target.name, deployed=best.file if ships else "", deployed_role=best.role if ships else Role.ptq,
+    return result(
+        deployed=best.file if ships else "", deployed_role=best.role if ships else Role.ptq,
         deployed_because=f"{best.name}: validation top-1 {best.val_accuracy:.2%} against post-training int8's {variants[0].val_accuracy:.2%}",
-        settings={"epochs": settings.epochs, "lr": settings.lr, "batch_size": settings.batch_size, "ce_weight": settings.ce_weight,
-                  "terms": [t.method for t in settings.terms], "kd_weight": sum(t.weight for t in settings.terms),
-                  "temperature": settings.temperature, **ort_settings},
-        fp32_val_accuracy=float(fp32_val.mean()), fp32_test_accuracy=float(fp32_test.mean()),
-        variants=variants, seconds=time.perf_counter() - began,
+        variants=variants, seconds=time.perf_counter() - began, kept_fp32=dict(plan.kept_fp32),
     )
+
+
+def fuses(target: Target) -> bool:
+    """Whether ONNX Runtime runs the target's int8 model through its fused int8 kernels (QDQ fusion
+    happens at optimisation level "extended" and above)."""
+    return target.runtime.graph_optimization in ("extended", "all")
+
+
+def _skipped(result, variants: list[QadVariant], exc: MirrorError, began: float) -> QadResult:
+    """The phase's result when the mirror cannot reproduce ORT's int8 model: post-training int8
+    stays deployed, and the reason travels to qad.json and the report."""
+    say(f"warning: quantization-aware distillation skipped: {exc}; post-training int8 stays deployed")
+    return result(deployed="", deployed_role=Role.ptq, deployed_because=f"quantization-aware phase skipped: {exc}", variants=variants,
+                  seconds=time.perf_counter() - began, skipped=str(exc))
 
 
 def _soft_targets(teachers) -> SoftTargets:
@@ -198,12 +228,13 @@ def post_training_plan(simplified: Path, work: Path, settings: dict, calibration
     """ORT's post-training static QDQ model of `simplified` (pre-processed in `work`, an absolute
     folder) and where it quantizes: (the prepared fp32 file, the QDQ file, its QuantPlan)."""
     from edgekd.export.quantize import prepare, produce_variant
-    from edgekd.qad.graph import read_plan
+    from edgekd.qad.graph import read_plan, unmirrored_nodes
 
     prepared, _ = prepare(simplified, work)
     ptq = work / "ptq.onnx"
-    produce_variant(prepared, ptq, Scheme.static_qdq, settings, calibration, [])
-    return prepared, ptq, read_plan(ptq)
+    kept = unmirrored_nodes(prepared)
+    produce_variant(prepared, ptq, Scheme.static_qdq, settings, calibration, list(kept))
+    return prepared, ptq, replace(read_plan(ptq), kept_fp32=kept)
 
 
 def export_qdq(graph, prepared: Path, dest: Path, settings: dict, calibration, work: Path) -> None:
@@ -221,7 +252,8 @@ def export_qdq(graph, prepared: Path, dest: Path, settings: dict, calibration, w
             model.graph.initializer[index].CopyFrom(numpy_helper.from_array(trained[tensor.name].astype(np.float32), tensor.name))
     weights = work / "trained.onnx"
     onnx.save(model, str(weights))
-    produce_variant(weights, dest, Scheme.static_qdq, settings, calibration[: min(8, len(calibration))], [], scales=graph.learned_scales())
+    produce_variant(weights, dest, Scheme.static_qdq, settings, calibration[: min(8, len(calibration))], list(graph.plan.kept_fp32),
+                    scales=graph.learned_scales())
 
 
 def _refuse_other_tasks(task: str) -> None:
@@ -230,18 +262,65 @@ def _refuse_other_tasks(task: str) -> None:
                        "deploy post-training int8 (or set [qad] when = \"never\")")
 
 
-def check_qad_parity(graph, path: Path, x) -> QadParity:
-    """The fake-quantized model and ORT's int8 run of the exported file agree to a few rounding steps."""
+def check_qad_parity(graph, path: Path, x, target: Target | None = None, when: str = "after training") -> QadParity:
+    """The fake-quantized model and ORT's int8 run of the exported file (as the target runs it) agree
+    to a few rounding steps; MirrorError otherwise."""
     from edgekd.runtime.session import open_session, run_batches
     from edgekd.models.call import predict
 
-    agree = compare_outputs(run_batches(open_session(path), x), predict(graph, x))  # ORT's run is the reference
+    session = open_session(path, runtime=target.runtime if target else None)
+    agree = compare_outputs(run_batches(session, x), predict(graph, x))  # ORT's run is the reference
     parity = QadParity(agree.max_abs, agree.mean_abs, agree.scale, agree.agreement)
     if parity.agreement < PARITY_MIN_AGREEMENT or parity.mean_abs > PARITY_MAX_MEAN_REL * max(parity.largest_logit, 1e-12):
-        raise QadError(f"{path.name}: ONNX Runtime's int8 run differs from the fake-quantized model (mean |Δ| {parity.mean_abs:.3g} "
-                       f"on logits up to {parity.largest_logit:.3g}, top-1 agreement {parity.agreement:.2%}); this is a bug in edgekd's "
-                       "mirror of ORT's quantization: deploy post-training int8 and report it")
+        raise MirrorError(f"{path.name}: {when}, ONNX Runtime's int8 run differs from edgekd's PyTorch mirror of it (mean |Δ| "
+                          f"{parity.mean_abs:.3g} on logits up to {parity.largest_logit:.3g}, top-1 agreement {parity.agreement:.2%}"
+                          f"{_first_difference(graph, path, x)}); please report it with the model")
     return parity
+
+
+def _first_difference(graph, path: Path, x) -> str:
+    """Where the mirror and ORT part, read at ORT's QuantizeLinear outputs with graph optimisations
+    off (reading them out changes what ORT fuses, so this names a suspect, not a proof)."""
+    import onnx
+    import onnxruntime as ort
+    import torch
+
+    from edgekd.runtime.session import feeds
+
+    model = onnx.load(str(path))
+    constants = {i.name: i.data_type for i in model.graph.initializer}
+    produced_by = {out: node.op_type for node in model.graph.node for out in node.output}
+    quantizers = [n for n in model.graph.node if n.op_type == "QuantizeLinear" and n.input[0] not in constants]
+    for node in quantizers:  # the stored integers' type is the zero point's
+        model.graph.output.append(onnx.helper.make_tensor_value_info(node.output[0], constants[node.input[2]], None))
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    sample = as_inputs(x).rows(0, min(len(x), 64))
+    values = dict(zip([o.name for o in session.get_outputs()], session.run(None, feeds(session, sample))))
+    seen: dict[str, torch.Tensor] = {}
+    activation = graph._activation
+
+    def record(name, value, call):
+        seen[name] = result = activation(name, value, call)
+        return result
+
+    graph._activation = record
+    try:
+        with torch.no_grad():
+            graph(**{k: torch.as_tensor(v) for k, v in sample.items()})
+    finally:
+        del graph._activation
+    for node in quantizers:
+        name = node.input[0].removesuffix("_QuantizeLinear_Input")
+        q = graph.plan.activations.get(name)
+        if q is None or name not in seen or q.follows:
+            continue
+        ours = np.rint(seen[name].numpy() / float(graph.activation_scale(name).detach())) + q.zero_point
+        off = np.abs(ours - values[node.output[0]].astype(np.float64)) > 0
+        if off.mean() > 1e-3:
+            return f"; first apart at {name!r}, the output of {produced_by.get(node.input[0], 'an input')}, {off.mean():.1%} of it"
+    return ""
 
 
 def best_trained(variants: list[QadVariant]) -> QadVariant:
@@ -280,6 +359,7 @@ class _Phase:
     checkpoints: Path | None  # where each phase keeps its epochs (None: nowhere)
     resume: bool
     seed: int
+    start_val_accuracy: float  # post-training int8 on validation: what each phase must not end below
 
 
 def _train_phase(phase: _Phase, role: QadPhase, settings, teachers) -> QadVariant:
@@ -294,21 +374,30 @@ def _train_phase(phase: _Phase, role: QadPhase, settings, teachers) -> QadVarian
     from edgekd.qad.graph import FakeQuantGraph
 
     data, target = phase.data, phase.target
-    graph = FakeQuantGraph(phase.prepared, phase.plan)
+    graph = FakeQuantGraph(phase.prepared, phase.plan, fused_kernels=fuses(target))
+    start = copy.deepcopy(graph.state_dict())  # post-training int8's weights and scales: a candidate like every epoch
     torch.manual_seed(phase.seed)
     outcome = fit(graph, data.x_train, data.y_train, data.x_val, data.y_val, settings, label=NAMES[role],
                   checkpoint=phase.checkpoints / f"{role}.ckpt" if phase.checkpoints else None, resume=phase.resume, teachers=teachers)
     graph.load_state_dict(outcome.best_state)
     folder = phase.out_dir if distributed.is_main() else phase.work  # other ranks check the same export without writing it
     dest = folder / ARTIFACTS[role]
+    best_epoch = outcome.best_epoch
     with atomic_path(dest) as tmp:
         export_qdq(graph, phase.prepared, tmp, phase.settings, phase.calibration, phase.work)
-    parity = check_qad_parity(graph.eval(), dest, data.x_test)
+        trained = float(file_correct(tmp, data.x_val, data.y_val).mean())
+        if trained < phase.start_val_accuracy:  # never worse than where it started
+            say(f"qad: {NAMES[role]} ended below post-training int8 on validation ({trained:.2%} vs {phase.start_val_accuracy:.2%}); "
+                "it keeps its starting point")
+            graph.load_state_dict(start)
+            best_epoch = 0
+            export_qdq(graph, phase.prepared, tmp, phase.settings, phase.calibration, phase.work)
+    parity = check_qad_parity(graph.eval(), dest, data.x_test, target)
     if target.runtime.format is ArtifactFormat.ort:  # what a mobile target ships, checked as it ships
         package = package_ort(dest, folder, list(target.runtime.providers), target.runtime.ort_platform)
         dest = Path(package.ort_file)
-        parity = check_qad_parity(graph, dest, data.x_test)
-    return _variant(role, dest, data, phase.fp32_test, parity=parity, history=outcome.history, best_epoch=outcome.best_epoch)
+        parity = check_qad_parity(graph, dest, data.x_test, target)
+    return _variant(role, dest, data, phase.fp32_test, parity=parity, history=outcome.history, best_epoch=best_epoch)
 
 
 def _deployment(exported: ExportResult, qad: QadVariant) -> tuple[str, Role, str]:

@@ -1,0 +1,124 @@
+"""The fake-quantized mirror against ONNX Runtime, one operator at a time, at the optimisation level
+targets ship ("all": ORT fuses DQ → op → Q into its int8 kernels).
+
+Each case is a tiny PyTorch model, exported, quantized post-training by ONNX Runtime (static QDQ,
+int8 per-channel or uint8 per-tensor) and run by both; the outputs are compared element by element
+in steps of the output's scale. The op reads the output of a 1×1 convolution (ORT quantizes an op
+only where its input is quantized), so its inputs lie on the int8 grid and its ties are real ties:
+a 2×2 mean lands half-way between two steps about a quarter of the time. What may differ is float
+arithmetic that PyTorch and ORT's kernels order differently (a convolution's sum, a sigmoid's
+approximation), which puts a rare value on the other side of a rounding boundary: so the contract
+is at most one step on at most 1 in 1000 elements, on any CPU. The second test shows that the ties
+are there: without the fused kernels' arithmetic, a good share of the elements is off.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from edgekd.export.onnx import export_onnx
+from edgekd.export.quantize import scheme_settings
+from edgekd.inputs import Inputs
+from edgekd.models.call import predict
+from edgekd.qad.graph import FakeQuantGraph
+from edgekd.qad.stage import post_training_plan
+from edgekd.runtime.session import open_session, run_batches
+from edgekd.targets import QuantizationConfig, RuntimeConfig, Scheme
+
+
+class _Apply(nn.Module):
+    """`fn` after a layer whose output ORT quantizes: a 1×1 convolution (or linear layer, or
+    embedding) unless the case names its own."""
+
+    def __init__(self, fn, layer: nn.Module | None = None, width: int = 4) -> None:
+        super().__init__()
+        self.layer = layer if layer is not None else nn.Conv2d(width, width, 1)
+        self.fn = fn
+
+    def forward(self, x):
+        return self.fn(self.layer(x))
+
+
+def _halves(fn):
+    return lambda x: fn(*torch.chunk(x, 2, dim=1))
+
+
+IMAGE, ROWS, TOKENS = (4, 8, 8), (5, 8), (6,)
+# name → (model, per-sample shape)
+CASES = {
+    "AveragePool 2x2": (lambda: _Apply(nn.AvgPool2d(2)), IMAGE),
+    "AveragePool 3x3 padded": (lambda: _Apply(nn.AvgPool2d(3, 1, 1, count_include_pad=False)), IMAGE),
+    "AveragePool 3x3 padded, pads counted": (lambda: _Apply(nn.AvgPool2d(3, 1, 1)), IMAGE),
+    "GlobalAveragePool": (lambda: _Apply(nn.AdaptiveAvgPool2d(1)), IMAGE),
+    "MaxPool": (lambda: _Apply(nn.MaxPool2d(2)), IMAGE),
+    "Concat": (lambda: _Apply(_halves(lambda a, b: torch.cat([b, a], 1))), IMAGE),
+    "Resize nearest": (lambda: _Apply(lambda y: F.interpolate(y, scale_factor=2, mode="nearest")), IMAGE),
+    "Resize bilinear (kept fp32)": (lambda: _Apply(lambda y: F.interpolate(y, scale_factor=2, mode="bilinear")), IMAGE),
+    "Add": (lambda: _Apply(_halves(torch.add)), IMAGE),
+    "Mul": (lambda: _Apply(_halves(torch.mul)), IMAGE),
+    "Sigmoid": (lambda: _Apply(torch.sigmoid), IMAGE),
+    "HardSigmoid": (lambda: _Apply(F.hardsigmoid), IMAGE),
+    "HardSwish": (lambda: _Apply(F.hardswish), IMAGE),
+    "LeakyRelu": (lambda: _Apply(lambda y: F.leaky_relu(y, 0.1)), IMAGE),
+    "Softmax": (lambda: _Apply(lambda y: torch.softmax(y, -1), nn.Linear(8, 8)), ROWS),
+    "LayerNormalization": (lambda: _Apply(nn.LayerNorm(8), nn.Linear(8, 8)), ROWS),
+    "Gather (embedding)": (lambda: _Apply(lambda y: y, nn.Embedding(20, 8)), TOKENS),
+    "Conv": (lambda: _Apply(lambda y: y, nn.Conv2d(4, 4, 3, padding=1)), IMAGE),
+    "Gemm": (lambda: _Apply(lambda y: y, nn.Linear(8, 8)), (8,)),
+    "MatMul": (lambda: _Apply(lambda y: y, nn.Linear(8, 8)), ROWS),
+}
+SCHEMES = {"s8 per-channel": {}, "u8 per-tensor": {"activation_type": "uint8", "weight_type": "uint8", "per_channel": False}}
+SHIPS = RuntimeConfig(intra_op_threads=1, graph_optimization="all")
+
+
+def _data(shape: tuple[int, ...], rows: int, seed: int) -> Inputs:
+    rng = np.random.default_rng(seed)
+    if shape == TOKENS:
+        return Inputs({"input": rng.integers(0, 20, (rows, *shape)).astype(np.int64)})
+    return Inputs({"input": rng.normal(size=(rows, *shape)).astype(np.float32)})
+
+
+def _quantized(case: str, scheme: dict, folder: Path):
+    make, shape = CASES[case]
+    torch.manual_seed(0)
+    export_onnx(make(), _data(shape, 2, 0), folder / "model.onnx", opset=18)
+    settings = scheme_settings(Scheme.static_qdq, QuantizationConfig(**scheme))
+    prepared, ptq, plan = post_training_plan(folder / "model.onnx", folder, settings, _data(shape, 64, 1))
+    return prepared, ptq, plan, _data(shape, 128, 2)
+
+
+def _steps_off(ours: np.ndarray, theirs: np.ndarray, step: float) -> np.ndarray:
+    return np.rint(np.abs(ours - theirs) / step)
+
+
+@pytest.mark.parametrize("scheme", list(SCHEMES))
+@pytest.mark.parametrize("case", list(CASES))
+def test_the_mirror_computes_what_onnx_runtime_s_int8_kernels_compute(case, scheme, tmp_path):
+    prepared, ptq, plan, x = _quantized(case, SCHEMES[scheme], tmp_path)
+    graph = FakeQuantGraph(prepared, plan).eval()
+    ours = predict(graph, x)
+    theirs = run_batches(open_session(ptq, runtime=SHIPS), x)
+    output = plan.activations.get(graph.output_name)
+    if output is None:  # ORT leaves this op's output in fp32 (HardSigmoid, a kept Resize, a pooled graph output)
+        off = (np.abs(ours - theirs) > 1e-5 * np.abs(theirs).max()).astype(float)
+    else:
+        off = _steps_off(ours, theirs, output.scale)
+    assert off.max() <= 1 and (off > 0).mean() <= 1e-3, f"{case}: {int((off > 0).sum())} of {off.size} elements off, up to {off.max():.0f} steps"
+    if "kept fp32" in case:
+        assert plan.kept_fp32 and all("Resize" in why for why in plan.kept_fp32.values())
+
+
+@pytest.mark.parametrize("case", ["AveragePool 2x2", "AveragePool 3x3 padded", "Softmax"])
+def test_without_the_kernels_arithmetic_the_ties_go_the_other_way(case, tmp_path):
+    """The cases above have teeth: the fp32 op followed by rounding (what the mirror did before it
+    computed as ORT's fused kernels compute) is off by a step on a good share of the elements."""
+    prepared, ptq, plan, x = _quantized(case, {}, tmp_path)
+    plain = FakeQuantGraph(prepared, plan, fused_kernels=False).eval()
+    theirs = run_batches(open_session(ptq, runtime=SHIPS), x)
+    assert (_steps_off(predict(plain, x), theirs, plan.activations[plain.output_name].scale) > 0).mean() > 0.005
