@@ -71,6 +71,37 @@ def write_json(dest: Path, obj: Any) -> None:
     write_text(dest, json.dumps(to_jsonable(obj), indent=2, sort_keys=False) + "\n")
 
 
+# The fields of stage results that hold a file or folder path (OnnxExport.path, QadVariant.file, ...).
+PATH_FIELDS = frozenset({"run_dir", "path", "file", "ort_file", "required_operators"})
+
+
+def write_portable_json(dest: Path, result: Any) -> None:
+    """Write a result as the JSON file `dest`, every path in it relative to dest's folder when the file
+    lies inside it (so the folder can move, and a build script reading the JSON from anywhere
+    finds the files), absolute otherwise. The object in memory keeps its paths as they were.
+
+    A path field holds an absolute path, a path relative to the working folder ("demo/student.onnx"),
+    or a bare file name, which stage results use for the folder's own files."""
+    write_json(dest, _portable(to_jsonable(result), Path(dest).parent.resolve()))
+
+
+def _portable(value: Any, folder: Path, field: str = "") -> Any:
+    if isinstance(value, dict):
+        return {k: _portable(v, folder, k) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_portable(v, folder, field) for v in value]
+    if field in PATH_FIELDS and isinstance(value, str) and value and (field == "run_dir" or Path(value).parent != Path(".")):
+        return folder_relative(value, folder)
+    return value
+
+
+def folder_relative(path: str | Path, folder: Path) -> str:
+    """`path` (absolute, or relative to the working folder) as a JSON file in `folder` records it:
+    relative to the folder when inside it, else absolute."""
+    resolved, folder = Path(path).resolve(), Path(folder).resolve()
+    return (resolved.relative_to(folder).as_posix() or ".") if resolved.is_relative_to(folder) else str(resolved)
+
+
 def sha256_file(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as fh:

@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 
 from edgekd._config import validate
 from edgekd._io import read_json as _read_json
-from edgekd._io import sha256_file, to_jsonable, write_json
+from edgekd._io import sha256_file, to_jsonable, write_json, write_portable_json
 from edgekd.errors import RunFolderError
 from edgekd.recipe import Recipe, recipe_from_dict
 
@@ -166,6 +166,11 @@ def versions() -> dict[str, str]:
         except metadata.PackageNotFoundError:
             found[package] = "not installed"
     return found
+
+
+def write_result(folder: Path, name: str, result: Any) -> None:
+    """Write a stage result as `folder/name`, its paths relative to the folder (`_io.write_portable_json`)."""
+    write_portable_json(Path(folder) / name, result)
 
 
 def read_json(path: Path) -> Any:

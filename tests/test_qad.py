@@ -192,7 +192,9 @@ def test_distill_qad_on_the_command_line(exported_run, tmp_path):
     assert result.exit_code == 0, result.output
     printed = json.loads(result.stdout)
     assert [v["name"] for v in printed["variants"]][-1] == "quantization-aware distillation" and printed["settings"]["epochs"] == 1
-    assert json.loads((run / "qad.json").read_text()) == printed
+    written = json.loads((run / "qad.json").read_text())
+    assert written["run_dir"] == "." and Path(printed["run_dir"]) == run  # the file names the folder it lies in relative to itself
+    assert {**written, "run_dir": printed["run_dir"]} == printed
     table = CliRunner().invoke(app, ["distill", "--qad", "--out", str(run), "--target", str(target), "--qad-epochs", "1"])
     assert table.exit_code == 0 and "student.int8-qad.onnx" in table.stdout, table.output
 

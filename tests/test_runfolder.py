@@ -1,6 +1,7 @@
 """Run folders: typed results read back, schema-version checked, hash-checked."""
 
 import json
+from pathlib import Path
 from dataclasses import dataclass
 
 import pytest
@@ -78,3 +79,41 @@ def test_an_older_distill_result_is_read_through_its_upgrade(tmp_path):
     result = runfolder.read_result(_folder(tmp_path, old), "stage.json", DistillResult, "test")
     assert result.history["distilled"][0].val_metric == 0.9 and result.task == "classification"
     assert (result.kd_gain_test.only_first, result.kd_gain_test.drop, result.kd_gain_test.images) == (5, 0.01, 360)
+
+
+def test_a_run_folder_moved_elsewhere_still_finds_every_file_its_json_names(exported_run, tmp_path, monkeypatch):
+    """Stages given a path relative to the working folder write paths relative to the run folder
+    (bench.json, export.json, qad.json, distill.json): a build script that reads them from anywhere
+    after the folder moved finds every file."""
+    import shutil
+
+    from edgekd.export.stage import export
+    from edgekd.folders.bench import bench
+    from edgekd.qad.stage import quantization_aware
+    from edgekd._io import PATH_FIELDS
+
+    shutil.copytree(exported_run, tmp_path / "work" / "run")
+    monkeypatch.chdir(tmp_path / "work")
+    export(Path("run"), "x86-cpu")
+    quantization_aware(Path("run"), "x86-cpu", epochs=1, baseline=False)
+    bench(Path("run"), memory=False)
+    moved = shutil.move(tmp_path / "work" / "run", tmp_path / "elsewhere")
+    monkeypatch.chdir(tmp_path)
+
+    def paths(value, field=""):
+        if isinstance(value, dict):
+            for key, item in value.items():
+                yield from paths(item, key)
+        elif isinstance(value, list):
+            for item in value:
+                yield from paths(item, field)
+        elif field in PATH_FIELDS and isinstance(value, str) and value:
+            yield value
+
+    found = {}
+    for name in ("distill.json", "export.json", "qad.json", "bench.json"):
+        found[name] = list(paths(json.loads((Path(moved) / name).read_text())))
+        for value in found[name]:
+            assert not Path(value).is_absolute(), f"{name}: {value} (the run's own files are named relative to it)"
+            assert (Path(moved) / value).exists(), f"{name}: {value} is not in the moved folder"
+    assert {"teacher.onnx", "student.sim.onnx", "student.int8.onnx", "."} <= set(found["export.json"]) | set(found["bench.json"])

@@ -88,7 +88,7 @@ def measure_variants(
         reports.append(VariantReport(
             name=names[name],
             role=name,
-            file=str(files[name]),
+            file=str(Path(files[name]).resolve()),
             profile=profile,
             accuracy=scores[name].metrics.get("accuracy"),
             top5=scores[name].top5,

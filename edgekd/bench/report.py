@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from xml.etree import ElementTree
 
-from edgekd._io import atomic_path, write_json, write_text
+from edgekd._io import atomic_path, write_portable_json, write_text
 from edgekd.task import metric_named, task
 
 VARIANT_HEADER = ["model", "size KiB", "params", "MACs", "top-1", "top-5", "p50 ms [95% CI]", "p90 ms", "p99 ms", "samples/s", "GFLOP/s", "session MB"]
@@ -20,7 +20,7 @@ REPORT_FILES = ("bench.json", "bench.md", "bench.png")
 def write_reports(report, out_dir: Path, plot: bool = True) -> list[Path]:
     out_dir = Path(out_dir)
     written = [out_dir / name for name in REPORT_FILES[:2]]
-    write_json(written[0], report)
+    write_portable_json(written[0], report)
     write_text(written[1], to_markdown(report))
     if plot:
         from edgekd.bench.plot import write_plot

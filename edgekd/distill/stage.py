@@ -192,7 +192,7 @@ def _write_run(out: Path, recipe: Recipe, spec: ModelSpec, data: DataSplits, tea
     if data.classes:
         write_json(out / LABELS, {"classes": list(data.classes)})
         files.append(LABELS)
-    write_json(out / RESULT, result)
+    runfolder.write_result(out, RESULT, result)
     runfolder.record(out, "distill", [RECIPE, *files, RESULT], recipe=recipe)
     shutil.rmtree(out / runfolder.CHECKPOINTS, ignore_errors=True)  # the run finished: resume state is spent
 

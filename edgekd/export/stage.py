@@ -22,7 +22,6 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from edgekd import runfolder
-from edgekd._io import write_json
 from edgekd._progress import say
 from edgekd.data import load_recipe_data
 from edgekd.export.mobile import OrtPackage, package_ort
@@ -166,7 +165,7 @@ def _export(run_dir: Path, target: Target | str | Path | None, scheme: Scheme | 
         deployed=deployed, deployed_role=Role.ptq if quantized.path else Role.student, metric=kind.primary.name, mobile=coverage, ort=package, seconds=time.perf_counter() - began,
         inputs=list(student_spec.inputs), outputs=list(student_spec.outputs),
     )
-    write_json(run_dir / RESULT, result)
+    runfolder.write_result(run_dir, RESULT, result)
     runfolder.record(run_dir, "export", ([] if onnx_teacher else [TEACHER_ONNX]) + written + [RESULT], target=target)
     return result
 

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, get_args
 import numpy as np
 
 from edgekd import runfolder
-from edgekd._io import atomic_path, sha256_file, write_json
+from edgekd._io import atomic_path, sha256_file
 from edgekd._progress import say
 from edgekd.runtime.metrics import compare_outputs, file_correct
 from edgekd.errors import MirrorError, QadError
@@ -106,7 +106,7 @@ def _quantization_aware(run_dir: Path, recipe: Recipe, target: Target, epochs: i
     result = replace(result, run_dir=str(run_dir), variants=variants, deployed=deployed, deployed_because=why, deployed_role=deployed_role,
                      settings={**result.settings, "teacher": teacher})
     if distributed.is_main():
-        write_json(run_dir / RESULT, result)
+        runfolder.write_result(run_dir, RESULT, result)
         runfolder.record(run_dir, "qad", [f for v in variants if v.phase in ARTIFACTS for f in _files_of(v, run_dir)] + [RESULT])
         shutil.rmtree(run_dir / runfolder.CHECKPOINTS, ignore_errors=True)  # finished: resume state is spent
     say(f"qad: deploying {deployed}: {why}")
@@ -142,7 +142,6 @@ def quantization_aware_model(
     own choice instead)."""
     from edgekd.distill.teacher import cache_teacher_logits
     from edgekd.export.quantize import scheme_settings
-    from edgekd.qad.graph import FakeQuantGraph
 
     began = time.perf_counter()
     _refuse_other_tasks(data.task)
@@ -153,29 +152,18 @@ def quantization_aware_model(
     calibration = as_inputs(calibration) if calibration is not None else data.calibration(qcfg.calibration_samples)
     fp32_val, fp32_test = file_correct(fp32_onnx, data.x_val, data.y_val), file_correct(fp32_onnx, data.x_test, data.y_test)
     ort_settings = scheme_settings(Scheme.static_qdq, qcfg)
-    settings_record = {"epochs": settings.epochs, "lr": settings.lr, "batch_size": settings.batch_size, "ce_weight": settings.ce_weight,
-                       "terms": [t.method for t in settings.terms], "kd_weight": sum(t.weight for t in settings.terms),
-                       "temperature": settings.temperature, **ort_settings}
-    result = partial(QadResult, run_dir=str(out_dir), target=target.name, settings=settings_record,
+    result = partial(QadResult, run_dir=str(out_dir), target=target.name, settings=_settings_record(settings, ort_settings),
                      fp32_val_accuracy=float(fp32_val.mean()), fp32_test_accuracy=float(fp32_test.mean()))
     with tempfile.TemporaryDirectory(prefix=".edgekd-qad-", dir=out_dir) as folder:
         work = Path(folder).resolve()
         prepared, ptq, plan = post_training_plan(fp32_onnx, work, ort_settings, calibration)
         variants = [_variant("post-training", ptq, data, fp32_test)]
-        kept = [f"{node} ({why})" for node, why in plan.kept_fp32.items()]
-        if kept:
-            say(f"qad: kept in fp32 in the quantization-aware files: {'; '.join(kept)}")
         try:
-            check_qad_parity(FakeQuantGraph(prepared, plan, fused_kernels=fuses(target)).eval(), ptq, calibration, target, "before training")
-        except MirrorError as exc:
-            return _skipped(result, variants, exc, began)
-        say(f"qad: {len(plan.activations)} activation and {len(plan.weights)} weight quantizers, as ONNX Runtime placed them "
-            f"(scales from {len(calibration)} calibration inputs); the PyTorch mirror matches ORT's int8 run before training")
-        teachers = cache_teacher_logits(teachers, data, cache_teacher, augment=False)
-        phases = [("qat", replace(settings, ce_weight=1.0, terms=()), None)] if baseline else []
-        phase = _Phase(out_dir, work, prepared, plan, ort_settings, calibration, data, fp32_test, target, checkpoints, resume, settings.seed,
-                       variants[0].val_accuracy)
-        try:
+            _check_start(prepared, ptq, plan, calibration, target)
+            teachers = cache_teacher_logits(teachers, data, cache_teacher, augment=False)
+            phases = [("qat", replace(settings, ce_weight=1.0, terms=()), None)] if baseline else []
+            phase = _Phase(out_dir, work, prepared, plan, ort_settings, calibration, data, fp32_test, target, checkpoints, resume,
+                           settings.seed, variants[0].val_accuracy)
             variants += [_train_phase(phase, role, phase_settings, phase_teachers)
                          for role, phase_settings, phase_teachers in phases + [("qad", settings, teachers)]]
         except MirrorError as exc:
@@ -187,6 +175,25 @@ def quantization_aware_model(
         deployed_because=f"{best.name}: validation top-1 {best.val_accuracy:.2%} against post-training int8's {variants[0].val_accuracy:.2%}",
         variants=variants, seconds=time.perf_counter() - began, kept_fp32=dict(plan.kept_fp32),
     )
+
+
+def _check_start(prepared: Path, ptq: Path, plan, calibration: Inputs, target: Target) -> None:
+    """Before any training: the mirror must compute what ORT's int8 run of the post-training model
+    computes on the calibration inputs (MirrorError, in seconds, when it does not)."""
+    from edgekd.qad.graph import FakeQuantGraph
+
+    if plan.kept_fp32:
+        say(f"qad: kept in fp32 in the quantization-aware files: {'; '.join(f'{n} ({why})' for n, why in plan.kept_fp32.items())}")
+    check_qad_parity(FakeQuantGraph(prepared, plan, fused_kernels=fuses(target)).eval(), ptq, calibration, target, "before training")
+    say(f"qad: {len(plan.activations)} activation and {len(plan.weights)} weight quantizers, as ONNX Runtime placed them "
+        f"(scales from {len(calibration)} calibration inputs); the PyTorch mirror matches ORT's int8 run before training")
+
+
+def _settings_record(settings: TrainSettings, ort_settings: dict) -> dict:
+    """What qad.json records of the phase's training and ORT's quantization settings."""
+    return {"epochs": settings.epochs, "lr": settings.lr, "batch_size": settings.batch_size, "ce_weight": settings.ce_weight,
+            "terms": [t.method for t in settings.terms], "kd_weight": sum(t.weight for t in settings.terms),
+            "temperature": settings.temperature, **ort_settings}
 
 
 def fuses(target: Target) -> bool:
