@@ -422,21 +422,25 @@ def _print_json(obj: object) -> None:
 
 
 def _print_qad(result) -> None:
-    table = Table("model", "test top-1", "drop vs fp32 [95% CI], p", "val top-1", "KiB", "file",
+    metric, name = _metric_display(result.metric)
+    show = metric.show
+    table = Table("model", f"test {name}", "drop vs fp32 [95% CI], p", f"val {name}", "KiB", "file",
                   title=f"quantization-aware phase ({result.settings['epochs']} epochs at lr {result.settings['lr']:g}; "
-                        f"fp32 student: {result.fp32_test_accuracy:.2%} test)")
+                        f"fp32 student: {show(result.fp32_test_accuracy)} test)")
     for column in table.columns:
         column.overflow = "fold"  # file names whole, never cut to "…"
     for v in result.variants:
         d = v.drop_vs_fp32
-        table.add_row(v.name, f"{v.test_accuracy:.2%}", f"{d.drop:+.2%} [{d.interval[0]:+.2%}, {d.interval[1]:+.2%}], {d.p_value:.2g}",
-                      f"{v.val_accuracy:.2%}", f"{v.bytes / 1024:.1f}", v.file or "(not kept)")
+        table.add_row(v.name, show(v.test_accuracy), f"{d.drop:+.2%} [{d.interval[0]:+.2%}, {d.interval[1]:+.2%}], {d.p_value:.2g}",
+                      show(v.val_accuracy), f"{v.bytes / 1024:.1f}", v.file or "(not kept)")
     out_console.print(table)
     out_console.print(f"deployed: {result.deployed} ({result.deployed_because})")
+    if result.skipped:
+        out_console.print(f"quantization-aware training skipped: {result.skipped}", markup=False)
     for v in result.variants:
         if v.parity:
-            out_console.print(f"{v.file}: ONNX Runtime's int8 run against the fake-quantized model: top-1 agreement {v.parity.agreement:.2%}, "
-                              f"mean |Δ| {v.parity.mean_abs:.2g} (logits up to {v.parity.largest_logit:.3g})")
+            out_console.print(f"{v.file}: ONNX Runtime's int8 run against the fake-quantized model: agreement {v.parity.agreement:.2%}, "
+                              f"mean |Δ| {v.parity.mean_abs:.2g} (outputs up to {v.parity.largest_logit:.3g})")
 
 
 def _metric_display(metric: str):

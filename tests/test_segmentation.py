@@ -271,3 +271,21 @@ def test_a_batch_whose_every_pixel_is_ignored_adds_nothing_and_no_nan():
     total, parts = objective(student, [torch.randn(2, 3, 4, 4)], torch.full((2, 4, 4), IGNORED))
     total.backward()
     assert float(total.detach()) == 0.0 and parts == {} and torch.equal(student.grad, torch.zeros_like(student))
+
+
+@pytest.mark.slow
+def test_a_segmenter_is_fine_tuned_through_its_int8_model_and_judged_by_miou(segmentation_run, tmp_path):
+    """Quantization-aware distillation of the U-Net student (nearest upsampling and skip Concats
+    mirrored as ORT runs them): the phase's files match ORT's int8 run, and it never ends below
+    post-training int8 on validation mIoU."""
+    import shutil
+
+    from edgekd.qad.stage import quantization_aware
+
+    shutil.copytree(segmentation_run / "run", tmp_path / "run")
+    result = quantization_aware(tmp_path / "run", segmentation_run / "target.toml", epochs=1)
+    assert result.metric == "miou" and not result.skipped
+    start, *trained = result.variants
+    assert [v.phase for v in trained] == ["qat", "qad"]
+    assert all(v.parity.agreement >= 0.99 and v.val_accuracy >= start.val_accuracy and (tmp_path / "run" / v.file).is_file() for v in trained)
+    assert "mIoU" in result.deployed_because

@@ -264,3 +264,18 @@ def test_sweep_tunes_the_mse_term_s_weight_for_regression_and_keeps_the_lowest_r
     kept = next(t for t in trials if t["kept"])
     assert kept["best_val"] == min(t["best_val"] for t in trials), "lower RMSE is better"
     assert "kd_weight" in result.output and "best val rmse" in result.output
+
+
+def test_a_regressor_is_fine_tuned_through_its_int8_model_and_lower_rmse_wins(regression_run, tmp_path):
+    import shutil
+
+    from edgekd.qad.stage import best_trained, quantization_aware
+    from edgekd.task import task
+
+    shutil.copytree(regression_run / "run", tmp_path / "run")
+    result = quantization_aware(tmp_path / "run", epochs=1)
+    assert result.metric == "rmse" and not result.skipped
+    start, *trained = result.variants
+    assert all(v.parity.agreement >= 0.99 and v.val_accuracy <= start.val_accuracy for v in trained), "never a higher RMSE than its start"
+    best = best_trained(result.variants, task("regression"))
+    assert best.val_accuracy == min(v.val_accuracy for v in trained)

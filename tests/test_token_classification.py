@@ -234,3 +234,17 @@ def test_an_encoder_teacher_gets_a_per_token_head_trained_on_its_frozen_token_fe
     saved = read_checkpoint(tmp_path / "run" / "teacher.pt")
     assert saved["spec"]["args"]["pooling"] == "none" and saved["state_dict"]["classifier.weight"].shape == (7, 32)
     assert torch.equal(saved["state_dict"]["encoder.embeddings.word_embeddings.weight"], encoder.embeddings.word_embeddings.weight)
+
+
+@pytest.mark.slow
+def test_a_tagger_is_fine_tuned_through_its_int8_model_and_judged_by_entity_f1(tagging_run, tmp_path):
+    import shutil
+
+    from edgekd.qad.stage import quantization_aware
+
+    shutil.copytree(tagging_run / "run", tmp_path / "run")
+    result = quantization_aware(tmp_path / "run", tagging_run / "target.toml", epochs=1)
+    assert result.metric == "f1" and not result.skipped
+    start, *trained = result.variants
+    assert all(v.parity.agreement >= 0.99 and v.val_accuracy >= start.val_accuracy for v in trained), "per-token outputs of every length line up"
+    assert "entity F1" in result.deployed_because

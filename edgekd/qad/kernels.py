@@ -81,7 +81,7 @@ def softmax(x: torch.Tensor, attrs: dict, x_quant: Quant, y_quant: Quant) -> tor
     q = torch.round((table * inverse) / total.unsqueeze(-1)) + y_quant.zero_point
     q = torch.clamp(q, max=255.0)
     if y_quant.qmin < 0:  # the kernel casts to int8 after clamping to 255 only: values above 127 wrap
-        q = torch.remainder(q + 128.0, 256.0) - 128.0
+        q = torch.where(q > 127.0, q - 256.0, q)
     return ((q - y_quant.zero_point) * y_quant.scale).movedim(-1, axis)
 
 

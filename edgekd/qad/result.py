@@ -30,9 +30,9 @@ class QadVariant:
     phase: QadPhase  # which of the phase's models: the role, with post-training int8 told apart from its exclusions variant
     name: str  # what the tables call it (NAMES[phase])
     file: str  # the file it ships as (.onnx, or .ort for ORT-format targets); "" for the post-training model (export's own artifact)
-    val_accuracy: float
+    val_accuracy: float  # the task's primary metric (QadResult.metric: accuracy, miou, entity_f1, rmse) on the validation split
     test_accuracy: float
-    drop_vs_fp32: PairedDrop  # test images, paired against the fp32 student
+    drop_vs_fp32: PairedDrop  # test split, paired against the fp32 student by the task's paired comparison
     bytes: int
     parity: QadParity | None = None  # None for the post-training model (ORT made it, nothing to compare)
     history: list = field(default_factory=list)
@@ -51,6 +51,7 @@ class QadResult:
     deployed: str = ""  # the file the run ships after this phase: the QAD file, or export's deployed artifact
     deployed_because: str = ""
     deployed_role: Role = Role.ptq  # the role of the file that ships: ptq (export's artifact, whatever its scheme), qat or qad
+    metric: str = "accuracy"  # the primary metric the variants' val_accuracy and test_accuracy hold
     skipped: str = ""  # why the phase did not train (edgekd's mirror cannot reproduce ORT's int8 model): post-training int8 ships
     kept_fp32: dict[str, str] = field(default_factory=dict)  # nodes left in fp32 in the phase's files, and why
     schema_version: int = 2  # 2: variants carry their role (Role) and phase, the result its deployed_role

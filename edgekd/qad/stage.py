@@ -27,15 +27,15 @@ import numpy as np
 from edgekd import runfolder
 from edgekd._io import atomic_path, sha256_file
 from edgekd._progress import say
-from edgekd.runtime.metrics import compare_outputs, file_correct
+from edgekd.runtime.metrics import compare_outputs, file_outcomes
 from edgekd.errors import MirrorError, QadError
 from edgekd.export.stage import ExportResult
-from edgekd.paired import paired_drop
 from edgekd.qad.result import PHASE_ROLES, QadParity, QadPhase, QadResult, QadVariant
 from edgekd.recipe import QadTeacher, Recipe, recipe_target
 from edgekd.roles import Role
 from edgekd.targets import ArtifactFormat, QuantizationConfig, Scheme, Target
 from edgekd.inputs import Inputs, as_inputs
+from edgekd.task import Task, task as task_entry
 
 if TYPE_CHECKING:
     from torch import nn
@@ -98,11 +98,12 @@ def _quantization_aware(run_dir: Path, recipe: Recipe, target: Target, epochs: i
     quantized = exported.quantized
     variants = list(result.variants)
     if quantized.scheme == Scheme.static_qdq.value and quantized.excluded_nodes:  # export's own int8 file, nodes kept in fp32
-        variants.insert(1, _variant("post-training-exclusions", run_dir / Path(quantized.path).name, data, file_correct(simplified, data.x_test, data.y_test)))
+        fp32_test = file_outcomes(simplified, data.x_test, data.y_test, data.task)
+        variants.insert(1, _variant("post-training-exclusions", run_dir / Path(quantized.path).name, data, fp32_test))
     if result.skipped:
         deployed, deployed_role, why = exported.deployed, exported.deployed_role, result.deployed_because
     else:
-        deployed, deployed_role, why = _deployment(exported, best_trained(variants))
+        deployed, deployed_role, why = _deployment(exported, best_trained(variants, task_entry(data.task)), task_entry(data.task))
     result = replace(result, run_dir=str(run_dir), variants=variants, deployed=deployed, deployed_because=why, deployed_role=deployed_role,
                      settings={**result.settings, "teacher": teacher})
     if distributed.is_main():
@@ -110,9 +111,10 @@ def _quantization_aware(run_dir: Path, recipe: Recipe, target: Target, epochs: i
         runfolder.record(run_dir, "qad", [f for v in variants if v.phase in ARTIFACTS for f in _files_of(v, run_dir)] + [RESULT])
         shutil.rmtree(run_dir / runfolder.CHECKPOINTS, ignore_errors=True)  # finished: resume state is spent
     say(f"qad: deploying {deployed}: {why}")
+    kind = task_entry(data.task)
     for v in variants:
-        say(f"qad: {v.name}: test top-1 {v.test_accuracy:.2%} (fp32 student {result.fp32_test_accuracy:.2%}, "
-            f"drop {v.drop_vs_fp32.drop:+.2%}, paired p = {v.drop_vs_fp32.p_value:.2g})")
+        say(f"qad: {v.name}: test {kind.primary.heading} {kind.primary.show(v.test_accuracy)} (fp32 student "
+            f"{kind.primary.show(result.fp32_test_accuracy)}, drop {kind.show_drop(v.drop_vs_fp32.drop)}, paired p = {v.drop_vs_fp32.p_value:.2g})")
     return result
 
 
@@ -144,22 +146,24 @@ def quantization_aware_model(
     from edgekd.export.quantize import scheme_settings
 
     began = time.perf_counter()
-    _refuse_other_tasks(data.task)
+    kind = task_entry(data.task)
+    settings = replace(settings, task=kind.name)
     fp32_onnx, out_dir = Path(fp32_onnx), Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     qcfg = _static(target.quantization)
     teachers = _soft_targets(teachers)
     calibration = as_inputs(calibration) if calibration is not None else data.calibration(qcfg.calibration_samples)
-    fp32_val, fp32_test = file_correct(fp32_onnx, data.x_val, data.y_val), file_correct(fp32_onnx, data.x_test, data.y_test)
+    fp32_val = file_outcomes(fp32_onnx, data.x_val, data.y_val, kind.name)
+    fp32_test = file_outcomes(fp32_onnx, data.x_test, data.y_test, kind.name)
     ort_settings = scheme_settings(Scheme.static_qdq, qcfg)
     result = partial(QadResult, run_dir=str(out_dir), target=target.name, settings=_settings_record(settings, ort_settings),
-                     fp32_val_accuracy=float(fp32_val.mean()), fp32_test_accuracy=float(fp32_test.mean()))
+                     fp32_val_accuracy=kind.summarise(fp32_val), fp32_test_accuracy=kind.summarise(fp32_test), metric=kind.primary.name)
     with tempfile.TemporaryDirectory(prefix=".edgekd-qad-", dir=out_dir) as folder:
         work = Path(folder).resolve()
         prepared, ptq, plan = post_training_plan(fp32_onnx, work, ort_settings, calibration)
         variants = [_variant("post-training", ptq, data, fp32_test)]
         try:
-            _check_start(prepared, ptq, plan, calibration, target)
+            _check_start(prepared, ptq, plan, calibration, target, kind.name)
             teachers = cache_teacher_logits(teachers, data, cache_teacher, augment=False)
             phases = [("qat", replace(settings, ce_weight=1.0, terms=()), None)] if baseline else []
             phase = _Phase(out_dir, work, prepared, plan, ort_settings, calibration, data, fp32_test, target, checkpoints, resume,
@@ -168,23 +172,24 @@ def quantization_aware_model(
                          for role, phase_settings, phase_teachers in phases + [("qad", settings, teachers)]]
         except MirrorError as exc:
             return _skipped(result, variants[:1], exc, began)
-    best = best_trained(variants)
-    ships = best.val_accuracy >= variants[0].val_accuracy
+    best = best_trained(variants, kind)
+    ships = kind.primary.gain(variants[0].val_accuracy, best.val_accuracy) >= 0
     return result(
         deployed=best.file if ships else "", deployed_role=best.role if ships else Role.ptq,
-        deployed_because=f"{best.name}: validation top-1 {best.val_accuracy:.2%} against post-training int8's {variants[0].val_accuracy:.2%}",
+        deployed_because=f"{best.name}: validation {_against_start(kind, best.val_accuracy, variants[0].val_accuracy)}",
         variants=variants, seconds=time.perf_counter() - began, kept_fp32=dict(plan.kept_fp32),
     )
 
 
-def _check_start(prepared: Path, ptq: Path, plan, calibration: Inputs, target: Target) -> None:
+def _check_start(prepared: Path, ptq: Path, plan, calibration: Inputs, target: Target, task_name: str) -> None:
     """Before any training: the mirror must compute what ORT's int8 run of the post-training model
     computes on the calibration inputs (MirrorError, in seconds, when it does not)."""
     from edgekd.qad.graph import FakeQuantGraph
 
     if plan.kept_fp32:
         say(f"qad: kept in fp32 in the quantization-aware files: {'; '.join(f'{n} ({why})' for n, why in plan.kept_fp32.items())}")
-    check_qad_parity(FakeQuantGraph(prepared, plan, fused_kernels=fuses(target)).eval(), ptq, calibration, target, "before training")
+    check_qad_parity(FakeQuantGraph(prepared, plan, fused_kernels=fuses(target)).eval(), ptq, calibration, target, "before training",
+                     task_name)
     say(f"qad: {len(plan.activations)} activation and {len(plan.weights)} weight quantizers, as ONNX Runtime placed them "
         f"(scales from {len(calibration)} calibration inputs); the PyTorch mirror matches ORT's int8 run before training")
 
@@ -263,24 +268,23 @@ def export_qdq(graph, prepared: Path, dest: Path, settings: dict, calibration, w
                     scales=graph.learned_scales())
 
 
-def _refuse_other_tasks(task: str) -> None:
-    if task != "classification":
-        raise QadError(f"quantization-aware distillation trains classifiers so far, and the data is {task}: "
-                       "deploy post-training int8 (or set [qad] when = \"never\")")
+def _against_start(kind: Task, value: float, start: float) -> str:
+    return f"{kind.primary.heading} {kind.primary.show(value)} against post-training int8's {kind.primary.show(start)}"
 
 
-def check_qad_parity(graph, path: Path, x, target: Target | None = None, when: str = "after training") -> QadParity:
+def check_qad_parity(graph, path: Path, x, target: Target | None = None, when: str = "after training",
+                     task_name: str = "classification") -> QadParity:
     """The fake-quantized model and ORT's int8 run of the exported file (as the target runs it) agree
     to a few rounding steps; MirrorError otherwise."""
     from edgekd.runtime.session import open_session, run_batches
     from edgekd.models.call import predict
 
     session = open_session(path, runtime=target.runtime if target else None)
-    agree = compare_outputs(run_batches(session, x), predict(graph, x))  # ORT's run is the reference
+    agree = compare_outputs(run_batches(session, x), predict(graph, x), task_name)  # ORT's run is the reference
     parity = QadParity(agree.max_abs, agree.mean_abs, agree.scale, agree.agreement)
     if parity.agreement < PARITY_MIN_AGREEMENT or parity.mean_abs > PARITY_MAX_MEAN_REL * max(parity.largest_logit, 1e-12):
         raise MirrorError(f"{path.name}: {when}, ONNX Runtime's int8 run differs from edgekd's PyTorch mirror of it (mean |Δ| "
-                          f"{parity.mean_abs:.3g} on logits up to {parity.largest_logit:.3g}, top-1 agreement {parity.agreement:.2%}"
+                          f"{parity.mean_abs:.3g} on logits up to {parity.largest_logit:.3g}, agreement {parity.agreement:.2%}"
                           f"{_first_difference(graph, path, x)}); please report it with the model")
     return parity
 
@@ -330,10 +334,11 @@ def _first_difference(graph, path: Path, x) -> str:
     return ""
 
 
-def best_trained(variants: list[QadVariant]) -> QadVariant:
-    """The quantization-aware model more accurate on the validation images; QAD on a tie."""
+def best_trained(variants: list[QadVariant], kind: Task | None = None) -> QadVariant:
+    """The quantization-aware model better on the validation split by the task's primary metric; QAD on a tie."""
     trained = [v for v in reversed(variants) if v.phase in ARTIFACTS]  # QAD first: max keeps the first of equals
-    return max(trained, key=lambda v: v.val_accuracy)
+    sign = 1 if kind is None or kind.primary.higher_is_better else -1
+    return max(trained, key=lambda v: sign * v.val_accuracy)
 
 
 def _phase_settings(recipe: Recipe, epochs: int, lr_scale: float):
@@ -392,41 +397,45 @@ def _train_phase(phase: _Phase, role: QadPhase, settings, teachers) -> QadVarian
     best_epoch = outcome.best_epoch
     with atomic_path(dest) as tmp:
         export_qdq(graph, phase.prepared, tmp, phase.settings, phase.calibration, phase.work)
-        trained = float(file_correct(tmp, data.x_val, data.y_val).mean())
-        if trained < phase.start_val_accuracy:  # never worse than where it started
-            say(f"qad: {NAMES[role]} ended below post-training int8 on validation ({trained:.2%} vs {phase.start_val_accuracy:.2%}); "
+        kind = task_entry(data.task)
+        trained = kind.summarise(file_outcomes(tmp, data.x_val, data.y_val, kind.name))
+        if kind.primary.gain(phase.start_val_accuracy, trained) < 0:  # never worse than where it started
+            say(f"qad: {NAMES[role]} ended below post-training int8 on validation ({_against_start(kind, trained, phase.start_val_accuracy)}); "
                 "it keeps its starting point")
             graph.load_state_dict(start)
             best_epoch = 0
             export_qdq(graph, phase.prepared, tmp, phase.settings, phase.calibration, phase.work)
-    parity = check_qad_parity(graph.eval(), dest, data.x_test, target)
+    parity = check_qad_parity(graph.eval(), dest, data.x_test, target, task_name=data.task)
     if target.runtime.format is ArtifactFormat.ort:  # what a mobile target ships, checked as it ships
         package = package_ort(dest, folder, list(target.runtime.providers), target.runtime.ort_platform)
         dest = Path(package.ort_file)
-        parity = check_qad_parity(graph, dest, data.x_test, target)
+        parity = check_qad_parity(graph, dest, data.x_test, target, task_name=data.task)
     return _variant(role, dest, data, phase.fp32_test, parity=parity, history=outcome.history, best_epoch=best_epoch)
 
 
-def _deployment(exported: ExportResult, qad: QadVariant) -> tuple[str, Role, str]:
-    """The better quantization-aware model on the validation images (QAD, or QAT when training on
-    labels alone did better) ships when export shipped static int8 and it is at least as accurate
-    there; otherwise export's choice stands (an fp32 artifact chosen for speed stays fp32: this
-    int8 model would be as slow)."""
+def _deployment(exported: ExportResult, qad: QadVariant, kind: Task) -> tuple[str, Role, str]:
+    """The better quantization-aware model on the validation split (QAD, or QAT when training on
+    labels alone did better) ships when export shipped static int8 and it is at least as good there
+    by the task's primary metric; otherwise export's choice stands (an fp32 artifact chosen for
+    speed stays fp32: this int8 model would be as slow)."""
     quantized, shipped = exported.quantized, exported.deployed
     if quantized.scheme != Scheme.static_qdq.value:
         return shipped, exported.deployed_role, f"export deployed {quantized.scheme}, not static int8"
     if shipped.endswith(".ort") != qad.file.endswith(".ort"):
         return shipped, exported.deployed_role, f"export shipped {shipped}; this phase ran for a target of another format"
-    if qad.val_accuracy >= quantized.val_accuracy:
-        return qad.file, qad.role, (f"{qad.name}: validation top-1 {qad.val_accuracy:.2%} against post-training int8's {quantized.val_accuracy:.2%}"
-                          + (f" with {len(quantized.excluded_nodes)} node(s) in fp32" if quantized.excluded_nodes else ""))
-    return shipped, exported.deployed_role, f"post-training int8 is more accurate on the validation images ({quantized.val_accuracy:.2%} vs {qad.val_accuracy:.2%})"
+    if kind.primary.gain(quantized.val_accuracy, qad.val_accuracy) >= 0:
+        return qad.file, qad.role, (f"{qad.name}: validation {_against_start(kind, qad.val_accuracy, quantized.val_accuracy)}"
+                                    + (f" with {len(quantized.excluded_nodes)} node(s) in fp32" if quantized.excluded_nodes else ""))
+    return shipped, exported.deployed_role, (f"post-training int8 is better on the validation split ({kind.primary.show(quantized.val_accuracy)} "
+                                             f"vs {kind.primary.show(qad.val_accuracy)} {kind.primary.heading})")
 
 
 def _variant(phase: QadPhase, path: Path, data, fp32_test, parity=None, history=(), best_epoch=0) -> QadVariant:
-    val, test = file_correct(path, data.x_val, data.y_val), file_correct(path, data.x_test, data.y_test)
-    return QadVariant(PHASE_ROLES[phase], phase, NAMES[phase], "" if phase == "post-training" else path.name, float(val.mean()), float(test.mean()),
-                      paired_drop(fp32_test, test), path.stat().st_size, parity, list(history), best_epoch)
+    """One int8 model's row: its primary metric on validation and test, its test outcomes paired against fp32's."""
+    kind = task_entry(data.task)
+    val, test = (file_outcomes(path, x, y, kind.name) for x, y in ((data.x_val, data.y_val), (data.x_test, data.y_test)))
+    return QadVariant(PHASE_ROLES[phase], phase, NAMES[phase], "" if phase == "post-training" else path.name, kind.summarise(val),
+                      kind.summarise(test), kind.paired(fp32_test, test), path.stat().st_size, parity, list(history), best_epoch)
 
 
 def _static(cfg: QuantizationConfig) -> QuantizationConfig:
