@@ -20,16 +20,20 @@ from edgekd._version import __version__
 from edgekd.distill.stage import distill
 from edgekd.export.stage import export
 from edgekd.folders.bench import bench
+from edgekd.qad.stage import quantization_aware
 from edgekd.recipe import recipe_from_dict
 
 RESULTS = Path(__file__).resolve().parents[1] / "docs" / "results"
 
 
 def measure_seeds(arrays: dict[str, np.ndarray] | None, name: str, recipe_for: Callable[[Path | None, int], dict], seeds: list[int],
-                  paired_of: Callable[[Path, str], np.ndarray], show: Callable[[float], str], compare) -> tuple[dict, list, tuple]:
+                  paired_of: Callable[[Path, str], np.ndarray], show: Callable[[float], str], compare,
+                  qad_epochs: int | None = None) -> tuple[dict, list, tuple]:
     """For each seed: distil `recipe_for(npz, seed)` (`arrays` saved as that npz; None: the recipe
     names its own source); record test scores and the paired comparison `compare(outcomes of
-    student.scratch.pt, of student.pt)`; export and bench the first seed's run."""
+    student.scratch.pt, of student.pt)`; export and bench the first seed's run, after
+    `qad_epochs` of the quantization-aware phase when given (the bench then shows its models too).
+    The shipped tuple is (distill result, export result, bench report, qad result or None)."""
     rows: dict[str, list[float]] = {"teacher": [], "scratch": [], "distilled": []}
     paired, shipped = [], None
     with tempfile.TemporaryDirectory() as folder:
@@ -46,7 +50,9 @@ def measure_seeds(arrays: dict[str, np.ndarray] | None, name: str, recipe_for: C
             print(f"seed {seed}: test {result.metric} teacher {show(rows['teacher'][-1])}  scratch {show(rows['scratch'][-1])}  "
                   f"distilled {show(rows['distilled'][-1])}", flush=True)
             if shipped is None:
-                shipped = (result, export(run, "x86-cpu"), bench(run, target="x86-cpu", memory=False))
+                exported = export(run, "x86-cpu")
+                qad = quantization_aware(run, "x86-cpu", epochs=qad_epochs) if qad_epochs else None
+                shipped = (result, exported, bench(run, target="x86-cpu", memory=False), qad)
     return rows, paired, shipped
 
 
@@ -112,3 +118,16 @@ def write_page(out: Path, page: str) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     write_text(out, page)
     print(page)
+
+
+def qad_sentence(qad, show: Callable[[float], str], metric: str) -> str:
+    """What the quantization-aware phase did, in one paragraph: each int8 model's validation and test
+    figures, the paired test drop against the fp32 student, and what ships."""
+    if qad is None:
+        return ""
+    if qad.skipped:
+        return f"The quantization-aware phase was skipped: {qad.skipped}."
+    parts = [f"{v.name}: val {show(v.val_accuracy)}, test {show(v.test_accuracy)} ({v.drop_vs_fp32.drop * 100:+.2f} points against "
+             f"fp32's {show(qad.fp32_test_accuracy)}, p = {v.drop_vs_fp32.p_value:.2g})" for v in qad.variants]
+    return (f"Quantization-aware phase ({qad.settings['epochs']} epochs at lr {qad.settings['lr']:g}, {qad.seconds / 60:.0f} min), {metric}: "
+            + "; ".join(parts) + f". Ships: {qad.deployed or 'post-training int8'} ({qad.deployed_because}).")

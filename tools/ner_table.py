@@ -14,6 +14,7 @@ distilled (per-token KD at T = 4); the scratch twin has the same initial weights
 Writes docs/results/ner-hironsan.md (command, date, machine, versions, seeds, then the tables) and prints it.
 
     python tools/ner_table.py                      # seeds 0 1 2 (tens of minutes on 2 cores)
+    python tools/ner_table.py --seeds 0 --qad 3    # and the quantization-aware phase on what seed 0 ships
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from _pages import RESULTS, gap_closed, int8_points, mean_sd, measure_seeds, provenance, shipped_table, write_page
+from _pages import RESULTS, gap_closed, int8_points, mean_sd, measure_seeds, provenance, qad_sentence, shipped_table, write_page
 
 from edgekd._progress import set_quiet
 from edgekd.data import load_data
@@ -74,6 +75,7 @@ def main() -> None:
     parser.add_argument("--kd-weight", type=float, default=0.7)
     parser.add_argument("--temperature", type=float, default=4.0)
     parser.add_argument("--max-length", type=int, default=128)
+    parser.add_argument("--qad", type=int, metavar="EPOCHS", help="also run the quantization-aware phase on seed 0's run for EPOCHS epochs")
     parser.add_argument("--write", type=Path, help="the results page to write (default: docs/results/ner-hironsan.md)")
     args = parser.parse_args()
     set_quiet(True)
@@ -81,7 +83,7 @@ def main() -> None:
     data = load_data(f"conll:{corpus()}", test_fraction=0.2, options=options(args.max_length), task_name="token-classification")
     kind = task("token-classification")
     rows, paired, shipped = measure_seeds(None, "hironsan", lambda _, seed: recipe(seed, args), args.seeds,
-                                          lambda run, name: test_counts(run, name, data), lambda v: f"{v:.2%}", kind.paired)
+                                          lambda run, name: test_counts(run, name, data), lambda v: f"{v:.2%}", kind.paired, args.qad)
     write_page(args.write or RESULTS / "ner-hironsan.md", render(args, data, rows, paired, shipped, time.perf_counter() - began))
 
 
@@ -91,7 +93,7 @@ def percent(value: float) -> str:
 
 def render(args, data, rows, paired, shipped, seconds: float) -> str:
     """The results page: how it was made, then the tables."""
-    result, exported, report = shipped
+    result, exported, report, qad = shipped
     gain, closed = gap_closed(rows, True, lambda v: f"{v * 100:.2f} points")
     types = sorted({c[2:] for c in data.classes if c != "O"})
     teacher = "MiniLM-L6 (fine-tuned, per-token head)" if args.teacher == "minilm" else "a 4-layer transformer (hidden 256) from scratch"
@@ -122,6 +124,8 @@ def render(args, data, rows, paired, shipped, seconds: float) -> str:
     ]
     lines += shipped_table(report, {"test entity F1": lambda v: f"{v.metrics['f1']:.2%}", "token accuracy": lambda v: f"{v.metrics['token_accuracy']:.2%}"})
     lines += ["", int8_points(exported.quantized, "entity F1", report), ""]
+    if qad is not None:
+        lines += [qad_sentence(qad, percent, "entity F1"), ""]
     return "\n".join(lines)
 
 

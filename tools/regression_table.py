@@ -101,7 +101,7 @@ def main() -> None:
 
 def render(args, what: str, arrays, rows, paired, shipped, seconds: float) -> str:
     """The results page: how it was made, then the tables."""
-    result, exported, report = shipped
+    result, exported, report, _ = shipped
     gain, closed = gap_closed(rows, False, units)
     lines = [
         "# Regression distillation — measured",

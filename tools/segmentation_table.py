@@ -124,7 +124,7 @@ def main() -> None:
 
 def render(args, what: str, arrays, rows, paired, shipped, seconds: float) -> str:
     """The results page: how it was made, then the tables."""
-    result, exported, report = shipped
+    result, exported, report, _ = shipped
     gain, closed = gap_closed(rows, True, lambda v: f"{v * 100:.2f} points")
     objective = " + ".join(f"{args.kd_weight / len(args.terms):g}·{t}" for t in args.terms) + f" + {1 - args.kd_weight:g}·CE(labels)"
     lines = [

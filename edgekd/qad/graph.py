@@ -169,6 +169,7 @@ class FakeQuantGraph(nn.Module):
         # ORT's graph optimisation fuses DQ → op → Q into int8 kernels at level "extended" and above;
         # where one computes differently (kernels.KERNELS), the mirror computes as it does.
         self.fused_kernels = fused_kernels
+        self._recording: dict[str, torch.Tensor] | None = None  # quantized_activations() collects here
         self.constant_rules = {name: _identify_rule(q, self.initializer(name)) for name, q in plan.weights.items()}
         for q in plan.activations.values():
             if q.follows and plan.weights[q.follows].axis is not None:
@@ -200,6 +201,17 @@ class FakeQuantGraph(nn.Module):
         """The trainable initializers' current values, by ONNX name (what the export writes back)."""
         return {name: self.params[key].detach().cpu().numpy() for name, key in self.slots.items() if key in self.params}
 
+    def quantized_activations(self, **feeds: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Every quantized activation of one forward pass on `feeds`, by tensor name (no gradients):
+        what a comparison with ORT's QuantizeLinear outputs reads."""
+        self._recording = {}
+        try:
+            with torch.no_grad():
+                self(**feeds)
+            return self._recording
+        finally:
+            self._recording = None
+
     def forward(self, *args: torch.Tensor, **named: torch.Tensor) -> torch.Tensor:
         feeds: dict[str, torch.Tensor] = {**dict(zip(self.input_names, args)), **named}
         rows = next(iter(feeds.values())).shape[0]
@@ -223,6 +235,8 @@ class FakeQuantGraph(nn.Module):
             if fused:
                 exact = kernels.KERNELS[op](values[0].detach(), attrs, *fused)
                 env[outputs[0]] = kernels.StraightThrough.apply(env[outputs[0]], exact)
+                if self._recording is not None:
+                    self._recording[outputs[0]] = env[outputs[0]]
         return env[self.output_name]
 
     def _fused_kernel(self, op: str, inputs: list[str], outputs: list[str]) -> tuple[kernels.Quant, kernels.Quant] | None:
@@ -249,6 +263,12 @@ class FakeQuantGraph(nn.Module):
         return call.params[name]
 
     def _activation(self, name: str, x: torch.Tensor, call: _CallCache) -> torch.Tensor:
+        value = self._quantize_activation(name, x, call)
+        if self._recording is not None and name in self.plan.activations:
+            self._recording[name] = value
+        return value
+
+    def _quantize_activation(self, name: str, x: torch.Tensor, call: _CallCache) -> torch.Tensor:
         q = self.plan.activations.get(name)
         if q is None or not self.fake_quant or not x.is_floating_point():
             return x

@@ -309,19 +309,7 @@ def _first_difference(graph, path: Path, x) -> str:
     session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
     sample = as_inputs(x).rows(0, min(len(x), 64))
     values = dict(zip([o.name for o in session.get_outputs()], session.run(None, feeds(session, sample))))
-    seen: dict[str, torch.Tensor] = {}
-    activation = graph._activation
-
-    def record(name, value, call):
-        seen[name] = result = activation(name, value, call)
-        return result
-
-    graph._activation = record
-    try:
-        with torch.no_grad():
-            graph(**{k: torch.as_tensor(v) for k, v in sample.items()})
-    finally:
-        del graph._activation
+    seen = graph.quantized_activations(**{k: torch.as_tensor(v) for k, v in sample.items()})
     for node in quantizers:
         name = node.input[0].removesuffix("_QuantizeLinear_Input")
         q = graph.plan.activations.get(name)
