@@ -402,3 +402,33 @@ def test_a_student_the_mirror_cannot_run_keeps_post_training_int8_and_the_report
     assert "DepthToSpace" in qad["skipped"] and [v["phase"] for v in qad["variants"]] == ["post-training"]
     assert "quantization-aware distillation was skipped" in (tmp_path / "run" / "bench.md").read_text()
     assert not list((tmp_path / "run").glob("student.int8-q*.onnx"))
+
+
+def test_skipping_quantizers_of_values_already_on_their_grid_changes_no_number(text_run, tmp_path):
+    """A Reshape's or Transpose's output that ORT quantizes with its input's scale is skipped by the
+    mirror: outputs and weight gradients are bit for bit those of quantizing it again, step-size
+    gradients the same to float rounding."""
+    from edgekd.models.call import forward, take, to_tensors, trim
+
+    from edgekd.data import load_recipe_data
+
+    data = load_recipe_data(runfolder.load_run_recipe(text_run).data)
+    settings = scheme_settings(Scheme.static_qdq, QuantizationConfig())
+    prepared, _, plan = post_training_plan(text_run / "student.sim.onnx", tmp_path, settings, data.calibration(32))
+    batch = trim(take(to_tensors(data.x_train, torch.device("cpu")), slice(0, 16)), data.x_train.spec)
+    results = []
+    for skip in (True, False):
+        graph = FakeQuantGraph(prepared, plan).train()
+        if not skip:
+            graph.already_on_grid = set()
+        out = forward(graph, batch)
+        out.float().logsumexp(1).sum().backward()
+        results.append((out.detach(), {n: p.grad.clone() for n, p in graph.named_parameters() if p.grad is not None}))
+    (skipped_out, skipped_grads), (full_out, full_grads) = results
+    assert FakeQuantGraph(prepared, plan).already_on_grid, "the text student has reshapes whose quantizer is skipped"
+    assert torch.equal(skipped_out, full_out) and skipped_grads.keys() == full_grads.keys()
+    weights = [n for n in full_grads if not n.startswith("scales.")]
+    assert weights and all(torch.equal(skipped_grads[n], full_grads[n]) for n in weights)
+    # Step sizes: PyTorch's kernel, quantizing a value already on the grid again, adds a spurious edge
+    # term at the top step for a negative zero point (it rounds the zero point toward zero after adding ½)
+    assert all(torch.allclose(skipped_grads[n], full_grads[n], rtol=1e-4, atol=1e-9) for n in full_grads if n.startswith("scales."))

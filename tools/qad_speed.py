@@ -5,7 +5,8 @@ ways, interleaved so that the machine's load falls on all three alike:
 
 - the PyTorch student as distillation trained it (student.pt);
 - the prepared ONNX graph run op by op in PyTorch without fake quantization (BatchNorm folded);
-- the same graph fake-quantized where ONNX Runtime's static QDQ model quantizes (what QAD trains).
+- the same graph fake-quantized where ONNX Runtime's static QDQ model quantizes (what QAD trains),
+  and the same again with every quantizer run, even those of values already on their grid.
 
     python tools/qad_speed.py --run runs/vision/fashion32-seed0 --data npz:fashion32.npz   # any run folder after `edgekd export`
     python tools/qad_speed.py --run runs/text/text-seed0 --batch 32 --per-tensor
@@ -54,7 +55,10 @@ def main() -> None:
         settings = scheme_settings(Scheme.static_qdq, QuantizationConfig(scheme=Scheme.static_qdq, per_channel=not args.per_tensor))
         prepared, _, plan = post_training_plan((args.run / "student.sim.onnx").resolve(), work, settings, data.calibration(64))
         student, _ = load_model(args.run / "student.pt")
+        every = FakeQuantGraph(prepared, plan)
+        every.already_on_grid = set()  # as before the mirror skipped quantizers of values already on their grid
         models = {"PyTorch student": student, "ONNX graph, fp32": FakeQuantGraph(prepared, plan, fake_quant=False),
+                  "ONNX graph, fake-quantized, every quantizer run": every,
                   "ONNX graph, fake-quantized (QAD)": FakeQuantGraph(prepared, plan)}
         times: dict[str, list[float]] = {name: [] for name in models}
         for step in range(args.steps + 1):

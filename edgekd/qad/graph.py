@@ -183,6 +183,21 @@ class FakeQuantGraph(nn.Module):
         self.activation_index = {name: group[q.shared or name] for name, q in plan.activations.items() if not q.follows}
         # Zero points as a buffer: made once, moved with the module, not rebuilt at every activation of every batch.
         self.register_buffer("zero_points", torch.tensor([float(q.zero_point) for q in learned.values()]))
+        self.already_on_grid = self._already_on_grid()
+
+    def _already_on_grid(self) -> set[str]:
+        """Outputs that only move or pick values of an input quantized by the same quantizer (a
+        Reshape's, Transpose's or MaxPool's output, where ORT shares the scale): quantizing them
+        again changes nothing, forwards or backwards (each value is already on the grid, inside the
+        range, and adds 0 to the step size's gradient), so the mirror skips the quantizer — the same
+        numbers at a fraction of the cost in a transformer, whose attention reshapes every tensor.
+        (PyTorch's kernel, run on such a tensor, adds a spurious edge term to the step size's
+        gradient at the top step when the zero point is negative; skipping leaves LSQ's exact zero.)"""
+        moves = {"Reshape", "Transpose", "Squeeze", "Unsqueeze", "Flatten", "Identity", "MaxPool", "Slice", "Split", "Expand"}
+        index = self.activation_index
+        return {out for op, inputs, outputs, attrs in self.nodes if op in moves and inputs and inputs[0] in index
+                for out in outputs if out in index and index[out] == index[inputs[0]] and self.plan.activations[out].zero_point
+                == self.plan.activations[inputs[0]].zero_point}
 
     def initializer(self, name: str) -> torch.Tensor:
         key = self.slots[name]
@@ -270,7 +285,7 @@ class FakeQuantGraph(nn.Module):
 
     def _quantize_activation(self, name: str, x: torch.Tensor, call: _CallCache) -> torch.Tensor:
         q = self.plan.activations.get(name)
-        if q is None or not self.fake_quant or not x.is_floating_point():
+        if q is None or not self.fake_quant or not x.is_floating_point() or name in self.already_on_grid:
             return x
         if q.follows:  # the constant's current scale and zero point, as ORT will derive them from it
             scale, zero = self._constant_params(q.follows, call)
