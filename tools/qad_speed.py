@@ -1,7 +1,7 @@
 """What a quantization-aware training step costs, measured side by side in one process.
 
-One training step (forward and backward, batch B, one thread) of an exported run's student three
-ways, interleaved so that the machine's load falls on all three alike:
+One training step (forward and backward, batch B, one thread) of an exported run's student four
+ways, interleaved so that the machine's load falls on all four alike:
 
 - the PyTorch student as distillation trained it (student.pt);
 - the prepared ONNX graph run op by op in PyTorch without fake quantization (BatchNorm folded);
