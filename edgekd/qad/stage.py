@@ -153,8 +153,7 @@ def quantization_aware_model(
     qcfg = _static(target.quantization)
     teachers = _soft_targets(teachers)
     calibration = as_inputs(calibration) if calibration is not None else data.calibration(qcfg.calibration_samples)
-    fp32_val = file_outcomes(fp32_onnx, data.x_val, data.y_val, kind.name)
-    fp32_test = file_outcomes(fp32_onnx, data.x_test, data.y_test, kind.name)
+    fp32_val, fp32_test = (file_outcomes(fp32_onnx, x, y, kind.name) for x, y in ((data.x_val, data.y_val), (data.x_test, data.y_test)))
     ort_settings = scheme_settings(Scheme.static_qdq, qcfg)
     result = partial(QadResult, run_dir=str(out_dir), target=target.name, settings=_settings_record(settings, ort_settings),
                      fp32_val_accuracy=kind.summarise(fp32_val), fp32_test_accuracy=kind.summarise(fp32_test), metric=kind.primary.name)
