@@ -31,7 +31,14 @@ from edgekd.targets import Scheme
 
 class _Commands(TyperGroup):
     """click's command group with one-line usage errors (click prints usage, a hint and the error
-    on three lines), and `-q` accepted after the subcommand as well as before it."""
+    on three lines), `-q` accepted after the subcommand as well as before it, and the commands
+    listed in the order a newcomer uses them (`run` first, as the help text says to start there)."""
+
+    ORDER = ("run", "distill", "export", "bench", "targets", "schema")
+
+    def list_commands(self, ctx) -> list[str]:
+        names = super().list_commands(ctx)
+        return sorted(names, key=lambda name: self.ORDER.index(name) if name in self.ORDER else len(self.ORDER))
 
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
         errors = _click_errors()

@@ -116,6 +116,8 @@ def test_help_explains_every_command_and_imports_no_torch():
     assert "TORCH False False" in out
     for option in ("--target", "--json", "--resume", "--data", "--teacher", "--out"):
         assert option in out
+    listed = out.split("Commands:", 1)[1].split()
+    assert [c for c in listed if c in ("run", "distill", "export", "bench")][:4] == ["run", "distill", "export", "bench"], "run first"
 
 
 def test_run_for_a_device_this_machine_is_not_fails_before_training(tmp_path):
