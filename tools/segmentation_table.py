@@ -29,7 +29,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from _pages import RESULTS, gap_closed, int8_points, mean_sd, measure_seeds, provenance, shipped_table, write_page
+from _pages import RESULTS, gap_closed, int8_points, mean_sd, measure_seeds, provenance, qad_sentence, shipped_table, write_page
 
 from edgekd._progress import set_quiet
 from edgekd.task import confusion_counts, paired_iou_drop
@@ -111,6 +111,7 @@ def main() -> None:
     parser.add_argument("--terms", nargs="+", default=["kd"], choices=["kd", "cwd", "dkd"])
     parser.add_argument("--kd-weight", type=float, default=0.7)
     parser.add_argument("--temperature", type=float, default=4.0)
+    parser.add_argument("--qad", type=int, metavar="EPOCHS", help="also run the quantization-aware phase on seed 0's run for EPOCHS epochs")
     parser.add_argument("--write", type=Path, help="the results page to write (default: docs/results/segmentation-stardist.md)")
     args = parser.parse_args()
     set_quiet(True)
@@ -118,13 +119,13 @@ def main() -> None:
     arrays, what = load_arrays()
     rows, paired, shipped = measure_seeds(
         arrays, "stardist", lambda npz, seed: recipe(npz, seed, args), args.seeds,
-        lambda run, name: test_counts(run, name, arrays), lambda v: f"{v:.2%}", paired_iou_drop)
+        lambda run, name: test_counts(run, name, arrays), lambda v: f"{v:.2%}", paired_iou_drop, args.qad)
     write_page(args.write or RESULTS / "segmentation-stardist.md", render(args, what, arrays, rows, paired, shipped, time.perf_counter() - began))
 
 
 def render(args, what: str, arrays, rows, paired, shipped, seconds: float) -> str:
     """The results page: how it was made, then the tables."""
-    result, exported, report, _ = shipped
+    result, exported, report, qad = shipped
     gain, closed = gap_closed(rows, True, lambda v: f"{v * 100:.2f} points")
     objective = " + ".join(f"{args.kd_weight / len(args.terms):g}·{t}" for t in args.terms) + f" + {1 - args.kd_weight:g}·CE(labels)"
     lines = [
@@ -154,6 +155,8 @@ def render(args, what: str, arrays, rows, paired, shipped, seconds: float) -> st
     lines += shipped_table(report, {"test mIoU": lambda v: f"{v.metrics['miou']:.2%}",
                                      "IoU background / nucleus / boundary": lambda v: " / ".join("—" if c is None else f"{c:.1%}" for c in v.per_class or [])})
     lines += ["", int8_points(exported.quantized, "mIoU", report), ""]
+    if qad is not None:
+        lines += [qad_sentence(qad, percent, "mIoU"), ""]
     return "\n".join(lines)
 
 
