@@ -206,7 +206,8 @@ def test_a_bare_regressor_benches_with_its_targets_and_compares_by_rmse(regressi
         assert result.exit_code in (0, 1), result.output
     report = json.loads((tmp_path / "a" / "bench.json").read_text())
     assert report["task"] == "regression" and report["variants"][0]["metrics"]["rmse"] > 0
-    compared = CliRunner().invoke(app, ["-q", "bench", "--compare", str(tmp_path / "a" / "bench.json"), str(tmp_path / "b" / "bench.json")])
+    compared = CliRunner().invoke(app, ["-q", "bench", "--compare", str(tmp_path / "a" / "bench.json"), str(tmp_path / "b" / "bench.json"),
+                                        "--max-latency-increase", "100"])  # the same file timed twice on a shared machine: only rmse is judged
     assert compared.exit_code == 0 and "rmse" in compared.stdout and "+0.0%" in compared.stdout, compared.output
 
 
