@@ -122,12 +122,12 @@ def write_page(out: Path, page: str) -> None:
 
 def qad_sentence(qad, show: Callable[[float], str], metric: str) -> str:
     """What the quantization-aware phase did, in one paragraph: each int8 model's validation and test
-    figures, the paired test drop against the fp32 student, and what ships."""
+    figures, its paired test difference from the fp32 student (negative: worse), and what ships."""
     if qad is None:
         return ""
     if qad.skipped:
         return f"The quantization-aware phase was skipped: {qad.skipped}."
-    parts = [f"{v.name}: val {show(v.val_accuracy)}, test {show(v.test_accuracy)} ({v.drop_vs_fp32.drop * 100:+.2f} points against "
-             f"fp32's {show(qad.fp32_test_accuracy)}, p = {v.drop_vs_fp32.p_value:.2g})" for v in qad.variants]
+    parts = [f"{v.name}: val {show(v.val_accuracy)}, test {show(v.test_accuracy)} ({-v.drop_vs_fp32.drop * 100:+.2f} points against "
+             f"fp32's {show(qad.fp32_test_accuracy)}, paired p = {v.drop_vs_fp32.p_value:.2g})" for v in qad.variants]
     return (f"Quantization-aware phase ({qad.settings['epochs']} epochs at lr {qad.settings['lr']:g}, {qad.seconds / 60:.0f} min), {metric}: "
             + "; ".join(parts) + f". Ships: {qad.deployed or 'post-training int8'} ({qad.deployed_because}).")
