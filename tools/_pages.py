@@ -86,12 +86,14 @@ def gap_closed(rows: dict[str, list[float]], higher_is_better: bool, show: Calla
     return gain, f"with no gap to close: the scratch student is within {show(noise)} (2 sd over seeds) of the teacher"
 
 
-SHIPPED = (("teacher", "teacher fp32 (ONNX)"), ("student", "student fp32 (ONNX)"), ("ptq", "student int8 (deployed)"))
+SHIPPED = (("teacher", "teacher fp32 (ONNX)"), ("student", "student fp32 (ONNX)"), ("ptq", "student int8"),
+           ("qat", "student int8, quantization-aware training"), ("qad", "student int8, quantization-aware distillation"))
 
 
 def shipped_table(report, columns: dict[str, Callable]) -> list[str]:
-    """What the first seed ships: one row per model (teacher, fp32 student, int8 student), the
-    `columns` (heading → the variant's figure as text), then size, p50 and p50 against the teacher's."""
+    """What the first seed ships: one row per model (teacher, fp32 student, int8 student and, after a
+    quantization-aware phase, its models), the one that ships marked, the `columns` (heading → the
+    variant's figure as text), then size, p50 and p50 against the teacher's."""
     by_role = {v.role.value: v for v in report.variants}
     teacher_ms = by_role["teacher"].latency.p50_ms
     headings = ["model", *columns, "size KiB", "p50 ms", "p50 × teacher"]
@@ -100,6 +102,7 @@ def shipped_table(report, columns: dict[str, Callable]) -> list[str]:
         v = by_role.get(role)
         if v is not None:
             figures = [show(v) for show in columns.values()]
+            name += " (deployed)" if v.role == report.deployed_role else ""
             lines.append(f"| {name} | " + " | ".join(figures) + f" | {v.profile.bytes / 1024:.1f} | {v.latency.p50_ms:.4f} | "
                          f"{v.latency.p50_ms / teacher_ms:.2f}× |")
     return lines
