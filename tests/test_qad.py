@@ -26,6 +26,7 @@ from edgekd.qad.graph import FakeQuantGraph, read_plan
 from edgekd.roles import Role
 from edgekd.qad.stage import check_qad_parity, export_qdq, post_training_plan, quantization_aware
 from edgekd.targets import QuantizationConfig, Scheme
+from edgekd.task import task
 
 DIGITS = load_data("digits")
 # Per-tensor weights and one calibration image: activation ranges that clip, an int8-fragile model.
@@ -55,7 +56,7 @@ def _exact_on_ort_qdq_ops(graph, path: Path, x):
         graph.fused_kernels = True
     theirs = run_batches(open_session(path, runtime=RuntimeConfig(intra_op_threads=1, graph_optimization="basic")), x)
     assert (ours.argmax(1) == theirs.argmax(1)).all() and np.abs(ours - theirs).max() <= 1e-5 * np.abs(theirs).max()
-    shipped = check_qad_parity(graph, path, x)  # raises beyond the gate
+    shipped = check_qad_parity(graph, path, x, "classification")  # raises beyond the gate
     assert shipped.agreement >= PARITY_MIN_AGREEMENT and shipped.mean_abs <= PARITY_MAX_MEAN_REL * shipped.largest_logit
     return shipped
 
@@ -91,7 +92,7 @@ def test_the_export_writes_the_learned_scales_and_ort_runs_it_as_int8(exported_r
     assert all(np.isclose(written[name], scale, rtol=1e-6) for name, (scale, _) in learned.items())
     session = open_session(tmp_path / "qad.onnx")
     assert session.get_providers() == ["CPUExecutionProvider"]
-    check_qad_parity(graph.eval(), tmp_path / "qad.onnx", DIGITS.x_test)
+    check_qad_parity(graph.eval(), tmp_path / "qad.onnx", DIGITS.x_test, "classification")
 
 
 def test_an_unsupported_operator_is_refused_before_training(exported_run, tmp_path):
@@ -316,9 +317,10 @@ def test_the_better_trained_model_on_validation_ships_and_qad_wins_ties():
         return QadVariant(PHASE_ROLES[phase], phase, phase, f"{phase}.onnx" if phase != "post-training" else "", val, val,
                           PairedDrop(0.0, [0.0, 0.0], 1.0, 0, 0, 10), 1)
 
-    assert best_trained([variant("post-training", 0.99), variant("qat", 0.80), variant("qad", 0.78)]).role == "qat"
-    assert best_trained([variant("post-training", 0.5), variant("qat", 0.80), variant("qad", 0.80)]).role == "qad"
-    assert best_trained([variant("post-training", 0.5), variant("qad", 0.70)]).role == "qad"
+    top1 = task("classification")
+    assert best_trained([variant("post-training", 0.99), variant("qat", 0.80), variant("qad", 0.78)], top1).role == "qat"
+    assert best_trained([variant("post-training", 0.5), variant("qat", 0.80), variant("qad", 0.80)], top1).role == "qad"
+    assert best_trained([variant("post-training", 0.5), variant("qad", 0.70)], top1).role == "qad"
 
 
 def test_quantization_aware_model_works_on_objects_without_a_run_folder(exported_run, tmp_path):
@@ -365,12 +367,12 @@ def test_a_mirror_that_parts_from_ort_is_caught_and_the_tensor_named(exported_ru
 
     prepared, ptq, _ = _ptq(exported_run, tmp_path)
     graph = FakeQuantGraph(prepared, read_plan(ptq)).eval()
-    check_qad_parity(graph, ptq, DIGITS.calibration(64))  # as ORT placed the quantizers: they agree
+    check_qad_parity(graph, ptq, DIGITS.calibration(64), "classification")  # as ORT placed the quantizers: they agree
     name, q = next((n, q) for n, q in graph.plan.activations.items() if not q.follows and n != graph.output_name and n in graph.activation_index)
     with torch.no_grad():
         graph.scales[f"a{graph.activation_index[name]}"].mul_(3.0)  # the mirror's scale for one tensor, no longer ORT's
     with pytest.raises(MirrorError, match=f"before training.*first apart at '{name}'"):
-        check_qad_parity(graph, ptq, DIGITS.calibration(64), when="before training")
+        check_qad_parity(graph, ptq, DIGITS.calibration(64), "classification", when="before training")
 
 
 PIXEL_SHUFFLE_STUDENT = '''

@@ -72,18 +72,15 @@ class QuantPlan:
 
 
 def unmirrored_nodes(prepared: Path) -> dict[str, str]:
-    """Nodes whose int8 execution in ONNX Runtime the mirror cannot reproduce exactly, with why:
-    they are kept in fp32 (ORT's nodes_to_exclude) in every file the phase writes, and run in fp32
-    in the mirror. Linear Resize: ORT interpolates in its own order of float operations, and the
-    output keeps its input's scale, so the many exact ties (weights of 1/4, 3/4) go its way."""
+    """Nodes whose int8 execution in ONNX Runtime the mirror cannot reproduce exactly, with why
+    (`kernels.unmirrored`): they are kept in fp32 (ORT's nodes_to_exclude) in every file the phase
+    writes, and run in fp32 in the mirror. Linear Resize, for one: ORT interpolates in its own order
+    of float operations, and the output keeps its input's scale, so the many exact ties (weights of
+    1/4, 3/4) go its way."""
     import onnx
 
-    kept = {}
-    for node in onnx.load(str(prepared)).graph.node:
-        attrs = _attributes(node)
-        if node.op_type == "Resize" and _text(attrs.get("mode", "nearest")) != "nearest":
-            kept[node.name] = f"Resize in {_text(attrs['mode'])} mode: ONNX Runtime's int8 interpolation rounds its ties its own way"
-    return kept
+    reasons = {node.name: kernels.unmirrored(node.op_type, _attributes(node)) for node in onnx.load(str(prepared)).graph.node}
+    return {name: why for name, why in reasons.items() if why}
 
 
 def read_plan(qdq_path: Path) -> QuantPlan:
@@ -377,9 +374,11 @@ def _learned_initializers(graph) -> set[str]:
 
 
 def _attributes(node) -> dict[str, Any]:
+    """A node's attributes as Python values, text as str (ONNX stores it as bytes)."""
     from onnx import helper
 
-    return {a.name: helper.get_attribute_value(a) for a in node.attribute}
+    values = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+    return {name: value.decode() if isinstance(value, bytes) else value for name, value in values.items()}
 
 
 # ---------------------------------------------------------------- the ONNX operators, in PyTorch
@@ -390,7 +389,7 @@ def _conv(v, a):
     b = v[2] if len(v) > 2 else None
     spatial = x.ndim - 2
     pads = a.get("pads", [0] * 2 * spatial)
-    if a.get("auto_pad", b"NOTSET") not in (b"NOTSET", "NOTSET"):
+    if a.get("auto_pad", "NOTSET") != "NOTSET":
         raise MirrorError(f"Conv with auto_pad {a['auto_pad']!r} is not supported yet; export with explicit pads")
     if pads[:spatial] != pads[spatial:]:
         x = F.pad(x, [p for i in reversed(range(spatial)) for p in (pads[i], pads[i + spatial])])
@@ -556,8 +555,8 @@ def _resize(v, a):
         out = [int(s) for s in sizes.tolist()[2:]]
     else:
         out = [int(np.floor(n * float(s))) for n, s in zip(x.shape[2:], v[2].tolist()[2:])]
-    mode, coordinates = _text(a.get("mode", "nearest")), _text(a.get("coordinate_transformation_mode", "half_pixel"))
-    if mode == "nearest" and coordinates == "asymmetric" and _text(a.get("nearest_mode", "round_prefer_floor")) == "floor":
+    mode, coordinates = a.get("mode", "nearest"), a.get("coordinate_transformation_mode", "half_pixel")
+    if mode == "nearest" and coordinates == "asymmetric" and a.get("nearest_mode", "round_prefer_floor") == "floor":
         return F.interpolate(x, size=out, mode="nearest")
     if mode == "linear" and coordinates in ("half_pixel", "pytorch_half_pixel", "align_corners") and not a.get("antialias", 0):
         return F.interpolate(x, size=out, mode=("linear", "bilinear", "trilinear")[spatial - 1], align_corners=coordinates == "align_corners")
@@ -575,12 +574,8 @@ def _split(v, a):
     return tuple(torch.split(x, [int(s) for s in sizes], dim=axis))
 
 
-def _text(value) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
 def _gelu(v, a):
-    return F.gelu(v[0], approximate="tanh" if a.get("approximate", "none") in ("tanh", b"tanh") else "none")
+    return F.gelu(v[0], approximate="tanh" if a.get("approximate", "none") == "tanh" else "none")
 
 
 _OPS = {

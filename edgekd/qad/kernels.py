@@ -21,6 +21,7 @@ tests/test_qad_ops.py, ties included.
 
 from __future__ import annotations
 
+import functools
 import math
 import platform
 from dataclasses import dataclass
@@ -41,13 +42,12 @@ class Quant:
 
 
 def average_pool(x: torch.Tensor, attrs: dict, x_quant: Quant, y_quant: Quant) -> torch.Tensor:
-    """com.microsoft.QLinearAveragePool on `x` (already on x_quant's grid), dequantized."""
+    """com.microsoft.QLinearAveragePool on `x` (already on x_quant's grid), dequantized. Pools with
+    ceil_mode or dilations never reach it: `unmirrored` keeps them fp32 in the phase's files."""
     spatial = x.ndim - 2
     kernel = list(attrs["kernel_shape"])
     strides = list(attrs.get("strides", [1] * spatial))
     pads = list(attrs.get("pads", [0] * 2 * spatial))
-    if attrs.get("ceil_mode", 0) or any(d != 1 for d in attrs.get("dilations", [1] * spatial)):
-        raise NotImplementedError("ceil_mode and dilations")
     padded = F.pad(x, [p for i in reversed(range(spatial)) for p in (pads[i], pads[i + spatial])])
     out = [(padded.shape[2 + i] - kernel[i]) // strides[i] + 1 for i in range(spatial)]
     total = torch.zeros(*x.shape[:2], *out, dtype=x.dtype, device=x.device)
@@ -85,6 +85,7 @@ def softmax(x: torch.Tensor, attrs: dict, x_quant: Quant, y_quant: Quant) -> tor
     return ((q - y_quant.zero_point) * y_quant.scale).movedim(-1, axis)
 
 
+@functools.lru_cache(maxsize=256)  # one per (scale, row length): built once while the scales stay put (evaluation)
 def _exp_table(scale: float, length: int) -> np.ndarray:
     """The kernel's float32 exp table by steps below the row's largest, built as it builds it: in
     double precision with the C library's exp, shifted up so that a row's sum stays finite."""
@@ -105,6 +106,16 @@ def _requantize(y: torch.Tensor, quant: Quant) -> torch.Tensor:
 
 S8_RUNS_AS_U8 = platform.machine().lower() in {"x86_64", "amd64", "i386", "i686", "x86"}
 KERNELS = {"AveragePool": average_pool, "Softmax": softmax}
+
+
+def unmirrored(op: str, attrs: dict) -> str | None:
+    """Why ORT's int8 execution of this node (`attrs`: text as str) is not reproduced bit for bit (it
+    is then kept fp32 in the phase's files and run in fp32 by the mirror), or None when it is."""
+    if op == "AveragePool" and (attrs.get("ceil_mode", 0) or any(d != 1 for d in attrs.get("dilations", []))):
+        return "AveragePool with ceil_mode or dilations: its int8 kernel's window arithmetic is not mirrored"
+    if op == "Resize" and attrs.get("mode", "nearest") != "nearest":
+        return f"Resize in {attrs['mode']} mode: ONNX Runtime's int8 interpolation rounds its ties its own way"
+    return None
 
 
 class StraightThrough(torch.autograd.Function):

@@ -187,8 +187,7 @@ def _check_start(prepared: Path, ptq: Path, plan, calibration: Inputs, target: T
 
     if plan.kept_fp32:
         say(f"qad: kept in fp32 in the quantization-aware files: {'; '.join(f'{n} ({why})' for n, why in plan.kept_fp32.items())}")
-    check_qad_parity(FakeQuantGraph(prepared, plan, fused_kernels=fuses(target)).eval(), ptq, calibration, target, "before training",
-                     task_name)
+    check_qad_parity(FakeQuantGraph(prepared, plan, fused_kernels=fuses(target)).eval(), ptq, calibration, task_name, target, "before training")
     say(f"qad: {len(plan.activations)} activation and {len(plan.weights)} weight quantizers, as ONNX Runtime placed them "
         f"(scales from {len(calibration)} calibration inputs); the PyTorch mirror matches ORT's int8 run before training")
 
@@ -271,43 +270,45 @@ def _against_start(kind: Task, value: float, start: float) -> str:
     return f"{kind.primary.heading} {kind.primary.show(value)} against post-training int8's {kind.primary.show(start)}"
 
 
-def check_qad_parity(graph, path: Path, x, target: Target | None = None, when: str = "after training",
-                     task_name: str = "classification") -> QadParity:
+def check_qad_parity(graph, path: Path, x, task_name: str, target: Target | None = None, when: str = "after training") -> QadParity:
     """The fake-quantized model and ORT's int8 run of the exported file (as the target runs it) agree
-    to a few rounding steps; MirrorError otherwise."""
+    to a few rounding steps, outputs compared as the task `task_name` says; MirrorError otherwise."""
     from edgekd.runtime.session import open_session, run_batches
     from edgekd.models.call import predict
 
-    session = open_session(path, runtime=target.runtime if target else None)
-    agree = compare_outputs(run_batches(session, x), predict(graph, x), task_name)  # ORT's run is the reference
+    runtime = target.runtime if target else None
+    agree = compare_outputs(run_batches(open_session(path, runtime=runtime), x), predict(graph, x), task_name)  # ORT's run is the reference
     parity = QadParity(agree.max_abs, agree.mean_abs, agree.scale, agree.agreement)
     if parity.agreement < PARITY_MIN_AGREEMENT or parity.mean_abs > PARITY_MAX_MEAN_REL * max(parity.largest_logit, 1e-12):
         raise MirrorError(f"{path.name}: {when}, ONNX Runtime's int8 run differs from edgekd's PyTorch mirror of it (mean |Δ| "
-                          f"{parity.mean_abs:.3g} on logits up to {parity.largest_logit:.3g}, agreement {parity.agreement:.2%}"
-                          f"{_first_difference(graph, path, x)}); please report it with the model")
+                          f"{parity.mean_abs:.3g} on outputs up to {parity.largest_logit:.3g}, agreement {parity.agreement:.2%}"
+                          f"{_first_difference(graph, path, x, runtime)}); please report it with the model")
     return parity
 
 
-def _first_difference(graph, path: Path, x) -> str:
-    """Where the mirror and ORT part, read at ORT's QuantizeLinear outputs with graph optimisations
-    off (reading them out changes what ORT fuses, so this names a suspect, not a proof)."""
+def _first_difference(graph, path: Path, x, runtime) -> str:
+    """Where the mirror and ORT part, read at ORT's QuantizeLinear outputs as the target runs the
+    file. Reading them out can change what ORT fuses, so this names a suspect, not a proof; it is
+    a hint inside an error message, so a file it cannot read this way (ORT format) gets none."""
     import onnx
-    import onnxruntime as ort
     import torch
 
-    from edgekd.runtime.session import feeds
+    from edgekd.runtime.session import feeds, open_session
 
+    if path.suffix != ".onnx":
+        return ""
     model = onnx.load(str(path))
     constants = {i.name: i.data_type for i in model.graph.initializer}
     produced_by = {out: node.op_type for node in model.graph.node for out in node.output}
     quantizers = [n for n in model.graph.node if n.op_type == "QuantizeLinear" and n.input[0] not in constants]
     for node in quantizers:  # the stored integers' type is the zero point's
         model.graph.output.append(onnx.helper.make_tensor_value_info(node.output[0], constants[node.input[2]], None))
-    options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
     sample = as_inputs(x).rows(0, min(len(x), 64))
-    values = dict(zip([o.name for o in session.get_outputs()], session.run(None, feeds(session, sample))))
+    with tempfile.TemporaryDirectory(prefix=".edgekd-qad-", dir=path.parent) as folder:
+        exposed = Path(folder) / "exposed.onnx"
+        onnx.save(model, str(exposed))
+        session = open_session(exposed, runtime=runtime)
+        values = dict(zip([o.name for o in session.get_outputs()], session.run(None, feeds(session, sample))))
     seen = graph.quantized_activations(**{k: torch.as_tensor(v) for k, v in sample.items()})
     for node in quantizers:
         name = node.input[0].removesuffix("_QuantizeLinear_Input")
@@ -321,10 +322,10 @@ def _first_difference(graph, path: Path, x) -> str:
     return ""
 
 
-def best_trained(variants: list[QadVariant], kind: Task | None = None) -> QadVariant:
+def best_trained(variants: list[QadVariant], kind: Task) -> QadVariant:
     """The quantization-aware model better on the validation split by the task's primary metric; QAD on a tie."""
     trained = [v for v in reversed(variants) if v.phase in ARTIFACTS]  # QAD first: max keeps the first of equals
-    sign = 1 if kind is None or kind.primary.higher_is_better else -1
+    sign = 1 if kind.primary.higher_is_better else -1
     return max(trained, key=lambda v: sign * v.val_accuracy)
 
 
@@ -392,11 +393,11 @@ def _train_phase(phase: _Phase, role: QadPhase, settings, teachers) -> QadVarian
             graph.load_state_dict(start)
             best_epoch = 0
             export_qdq(graph, phase.prepared, tmp, phase.settings, phase.calibration, phase.work)
-    parity = check_qad_parity(graph.eval(), dest, data.x_test, target, task_name=data.task)
+    parity = check_qad_parity(graph.eval(), dest, data.x_test, data.task, target)
     if target.runtime.format is ArtifactFormat.ort:  # what a mobile target ships, checked as it ships
         package = package_ort(dest, folder, list(target.runtime.providers), target.runtime.ort_platform)
         dest = Path(package.ort_file)
-        parity = check_qad_parity(graph, dest, data.x_test, target, task_name=data.task)
+        parity = check_qad_parity(graph, dest, data.x_test, data.task, target)
     return _variant(role, dest, data, phase.fp32_test, parity=parity, history=outcome.history, best_epoch=best_epoch)
 
 
