@@ -26,6 +26,16 @@ from edgekd.recipe import recipe_from_dict
 RESULTS = Path(__file__).resolve().parents[1] / "docs" / "results"
 
 
+def seed_options(parser, page: str, qad: bool = True) -> None:
+    """The options every results script shares: seeds, the soft-target weight, the results page
+    (`page`: its default name) and, where the task has the phase, `--qad EPOCHS`."""
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--kd-weight", type=float, default=0.7)
+    if qad:
+        parser.add_argument("--qad", type=int, metavar="EPOCHS", help="also run the quantization-aware phase on seed 0's run for EPOCHS epochs")
+    parser.add_argument("--write", type=Path, help=f"the results page to write (default: docs/results/{page})")
+
+
 def measure_seeds(arrays: dict[str, np.ndarray] | None, name: str, recipe_for: Callable[[Path | None, int], dict], seeds: list[int],
                   paired_of: Callable[[Path, str], np.ndarray], show: Callable[[float], str], compare,
                   qad_epochs: int | None = None) -> tuple[dict, list, tuple]:
@@ -106,6 +116,13 @@ def shipped_table(report, columns: dict[str, Callable]) -> list[str]:
             lines.append(f"| {name} | " + " | ".join(figures) + f" | {v.profile.bytes / 1024:.1f} | {v.latency.p50_ms:.4f} | "
                          f"{v.latency.p50_ms / teacher_ms:.2f}× |")
     return lines
+
+
+def shipped_section(report, exported, qad, columns: dict[str, Callable], metric: str) -> list[str]:
+    """For a metric lost in points (mIoU, entity F1): the shipped table, the int8 file against fp32,
+    and what the quantization-aware phase did when it ran."""
+    lines = [*shipped_table(report, columns), "", int8_points(exported.quantized, metric, report), ""]
+    return lines + ([qad_sentence(qad, lambda v: f"{v:.2%}", metric), ""] if qad is not None else [])
 
 
 def int8_points(quantized, metric: str, report) -> str:

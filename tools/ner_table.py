@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from _pages import RESULTS, gap_closed, int8_points, mean_sd, measure_seeds, provenance, qad_sentence, shipped_table, write_page
+from _pages import RESULTS, gap_closed, mean_sd, measure_seeds, provenance, seed_options, shipped_section, write_page
 
 from edgekd._progress import set_quiet
 from edgekd.data import load_data
@@ -68,15 +68,12 @@ def test_counts(run: Path, name: str, data) -> np.ndarray:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    seed_options(parser, "ner-hironsan.md")
     parser.add_argument("--teacher", choices=sorted(TEACHERS), default="minilm")
     parser.add_argument("--teacher-epochs", type=int, default=12)
     parser.add_argument("--epochs", type=int, default=30)
-    parser.add_argument("--kd-weight", type=float, default=0.7)
     parser.add_argument("--temperature", type=float, default=4.0)
     parser.add_argument("--max-length", type=int, default=128)
-    parser.add_argument("--qad", type=int, metavar="EPOCHS", help="also run the quantization-aware phase on seed 0's run for EPOCHS epochs")
-    parser.add_argument("--write", type=Path, help="the results page to write (default: docs/results/ner-hironsan.md)")
     args = parser.parse_args()
     set_quiet(True)
     began = time.perf_counter()
@@ -122,10 +119,8 @@ def render(args, data, rows, paired, shipped, seconds: float) -> str:
         f"What seed {args.seeds[0]} ships on x86-cpu (static int8, batch 1, one thread, timed interleaved):",
         "",
     ]
-    lines += shipped_table(report, {"test entity F1": lambda v: f"{v.metrics['f1']:.2%}", "token accuracy": lambda v: f"{v.metrics['token_accuracy']:.2%}"})
-    lines += ["", int8_points(exported.quantized, "entity F1", report), ""]
-    if qad is not None:
-        lines += [qad_sentence(qad, percent, "entity F1"), ""]
+    lines += shipped_section(report, exported, qad, {"test entity F1": lambda v: f"{v.metrics['f1']:.2%}",
+                                                     "token accuracy": lambda v: f"{v.metrics['token_accuracy']:.2%}"}, "entity F1")
     return "\n".join(lines)
 
 

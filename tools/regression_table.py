@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from _pages import RESULTS, gap_closed, mean_sd, measure_seeds, provenance, shipped_table, write_page
+from _pages import RESULTS, gap_closed, mean_sd, measure_seeds, provenance, seed_options, shipped_table, write_page
 
 from edgekd._progress import set_quiet
 from edgekd.paired import paired_error_rise
@@ -84,10 +84,8 @@ def test_errors(run: Path, name: str, arrays: dict[str, np.ndarray]) -> np.ndarr
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", default="randhie")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    seed_options(parser, "regression-DATA.md", qad=False)
     parser.add_argument("--epochs", type=int, default=40)
-    parser.add_argument("--kd-weight", type=float, default=0.7)
-    parser.add_argument("--write", type=Path, help="the results page to write (default: docs/results/regression-DATA.md)")
     args = parser.parse_args()
     set_quiet(True)
     began = time.perf_counter()

@@ -29,7 +29,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from _pages import RESULTS, gap_closed, int8_points, mean_sd, measure_seeds, provenance, qad_sentence, shipped_table, write_page
+from _pages import RESULTS, gap_closed, mean_sd, measure_seeds, provenance, seed_options, shipped_section, write_page
 
 from edgekd._progress import set_quiet
 from edgekd.task import confusion_counts, paired_iou_drop
@@ -104,15 +104,12 @@ def test_counts(run: Path, name: str, arrays: dict[str, np.ndarray]) -> np.ndarr
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    seed_options(parser, "segmentation-stardist.md")
     parser.add_argument("--epochs", type=int, default=30)
     parser.add_argument("--teacher-epochs", type=int, default=40)
     parser.add_argument("--student", type=int, nargs="+", default=[8, 16, 32], help="the student U-Net's widths")
     parser.add_argument("--terms", nargs="+", default=["kd"], choices=["kd", "cwd", "dkd"])
-    parser.add_argument("--kd-weight", type=float, default=0.7)
     parser.add_argument("--temperature", type=float, default=4.0)
-    parser.add_argument("--qad", type=int, metavar="EPOCHS", help="also run the quantization-aware phase on seed 0's run for EPOCHS epochs")
-    parser.add_argument("--write", type=Path, help="the results page to write (default: docs/results/segmentation-stardist.md)")
     args = parser.parse_args()
     set_quiet(True)
     began = time.perf_counter()
@@ -152,11 +149,9 @@ def render(args, what: str, arrays, rows, paired, shipped, seconds: float) -> st
         f"What seed {args.seeds[0]} ships on x86-cpu (static int8, batch 1, one thread, timed interleaved):",
         "",
     ]
-    lines += shipped_table(report, {"test mIoU": lambda v: f"{v.metrics['miou']:.2%}",
-                                     "IoU background / nucleus / boundary": lambda v: " / ".join("—" if c is None else f"{c:.1%}" for c in v.per_class or [])})
-    lines += ["", int8_points(exported.quantized, "mIoU", report), ""]
-    if qad is not None:
-        lines += [qad_sentence(qad, percent, "mIoU"), ""]
+    lines += shipped_section(report, exported, qad, {
+        "test mIoU": lambda v: f"{v.metrics['miou']:.2%}",
+        "IoU background / nucleus / boundary": lambda v: " / ".join("—" if c is None else f"{c:.1%}" for c in v.per_class or [])}, "mIoU")
     return "\n".join(lines)
 
 
