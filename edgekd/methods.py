@@ -33,13 +33,16 @@ METHODS: dict[str, Method] = {
         Method("dkd", "decoupled knowledge distillation", "Zhao et al. 2022", uses_logits=True, uses_layers=False,
                needs_one_class=True, adapter=False, tasks=("classification", "segmentation", "token-classification"), term="edgekd.distill.objective:dkd_term"),
         Method("hint", "hint / feature distillation (FitNets)", "Romero et al. 2015", uses_logits=False, uses_layers=True,
-               needs_one_class=False, adapter=True, tasks=("classification", "segmentation", "token-classification", "regression"), term="edgekd.distill.objective:hint_term"),
+               needs_one_class=False, adapter=True, tasks=("classification", "segmentation", "token-classification", "regression", "detection"), term="edgekd.distill.objective:hint_term"),
         Method("at", "attention transfer", "Zagoruyko & Komodakis 2017", uses_logits=False, uses_layers=True,
-               needs_one_class=False, adapter=False, tasks=("classification", "segmentation", "token-classification", "regression"), term="edgekd.distill.objective:at_term"),
+               needs_one_class=False, adapter=False, tasks=("classification", "segmentation", "token-classification", "regression", "detection"), term="edgekd.distill.objective:at_term"),
         Method("cwd", "channel-wise distillation", "Shu et al. 2021", uses_logits=True, uses_layers=False,
                needs_one_class=False, adapter=False, tasks=("segmentation",), term="edgekd.distill.objective:cwd_term"),
         Method("mse", "output regression to the teachers (MSE)", "Ba & Caruana 2014", uses_logits=True, uses_layers=False,
                needs_one_class=False, adapter=False, tasks=("regression",), term="edgekd.distill.objective:mse_term"),
+        Method("det-kd", "dense detection distillation (class scores at T, boxes where the teacher is confident)",
+               "Chen et al. 2017", uses_logits=True, uses_layers=False, needs_one_class=False, adapter=False,
+               tasks=("detection",), term="edgekd.distill.objective:detection_kd_term"),
     )
 }
 

@@ -171,7 +171,7 @@ class TargetRef:
 class Recipe:
     # What the model does (edgekd/task.py): the labels, the losses, the metrics. None: what the
     # training labels make unambiguous (whole numbers: classification; real numbers: regression).
-    task: Optional[TaskName] = Field(None, description='"classification", "segmentation", "token-classification" or "regression"; default: inferred from the labels')
+    task: Optional[TaskName] = Field(None, description='"classification", "segmentation", "token-classification", "regression" or "detection"; default: inferred from the labels')
     data: DataConfig = Field(default_factory=DataConfig)
     teacher: TeacherConfig = Field(default_factory=TeacherConfig)
     # Several teachers ([[teachers]] tables) whose soft targets are averaged; replaces [teacher].

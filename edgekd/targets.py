@@ -181,6 +181,7 @@ class Budgets:
     max_rmse_rise: Optional[Float] = Field(None, ge=0, description="regression: deployed RMSE / teacher RMSE − 1 (0.1 = 10% higher)")
     max_miou_drop: Optional[Float] = Field(None, ge=0, le=1, description="segmentation: teacher mIoU minus deployed mIoU (0.02 = 2 points)")
     max_f1_drop: Optional[Float] = Field(None, ge=0, le=1, description="token classification: teacher entity F1 minus deployed entity F1 (0.02 = 2 points)")
+    max_map_drop: Optional[Float] = Field(None, ge=0, le=1, description="detection: teacher COCO mAP minus deployed mAP (0.02 = 2 points)")
     min_compression: Optional[Float] = Field(None, gt=0, description="teacher fp32 bytes / deployed bytes")
     min_throughput: Optional[Float] = Field(None, gt=0, description="samples/s at the throughput batch")
     # Coverage budgets apply to this mobile EP; default: the first NNAPI or CoreML provider listed.

@@ -19,10 +19,12 @@ from typing import Literal
 
 import numpy as np
 
+from edgekd.detection import evaluate as _detection
+from edgekd.detection import labels as _boxes
 from edgekd.errors import DataError
 from edgekd.paired import PairedDrop, paired_drop, paired_error_rise, paired_pooled_drop
 
-TaskName = Literal["classification", "segmentation", "token-classification", "regression"]
+TaskName = Literal["classification", "segmentation", "token-classification", "regression", "detection"]
 MAX_LABEL = 2**31 - 1  # a class index beyond this is a mistake (ids, hashes), never a class count
 IGNORED = -1  # a label neither trained on nor scored: what a dense task's [data] ignore_index becomes when loaded
 
@@ -77,12 +79,16 @@ class Task:
     outputs_text: str = "{n} classes (labels 0..{last})"  # what the data asks of a model's outputs, for messages
     # a paired comparison's counts and test in words: (only_first, only_second, the test)
     paired_words: tuple[str, str, str] = ("right only with the teacher", "only without", "exact McNemar")
-    # the primary metric per class from per-sample outcomes (segmentation: IoU; None: not per class)
-    per_class: tuple[str, Callable[[np.ndarray], list[float | None]]] | None = None
+    # the primary metric per class from per-sample outcomes, and what the mean leaves out (segmentation: IoU; None: not per class)
+    per_class: tuple[str, Callable[[np.ndarray], list[float | None]], str] | None = None
+    outputs_axis: int = 1  # the axis of a batch of outputs that holds the classes (or targets), after `box_values`
+    box_values: int = 0  # values before the classes on that axis (detection: a box, x1 y1 x2 y2)
+    hard_loss_reads_model: bool = False  # the hard-label loss takes the student as `model` (detection: its positions)
+    label_geometry: str = "none"  # how labels move when [data] augment shifts an image: "none", "mask" (per pixel), "boxes"
 
     def outputs_fit(self, shape: tuple[int, ...], outputs: int) -> bool:
         """Whether a batch of model outputs of `shape` has this task's layout with `outputs` classes (or targets)."""
-        return len(shape) == self.output_rank and shape[self.class_axis if self.dense else 1] == outputs
+        return len(shape) == self.output_rank and shape[self.class_axis if self.dense else self.outputs_axis] == outputs + self.box_values
 
     def wanted_outputs(self, outputs: int) -> str:
         return self.outputs_text.format(n=outputs, last=outputs - 1)
@@ -506,7 +512,8 @@ TASKS: dict[str, Task] = {
              models=(("unet", {"widths": [32, 64, 128]}), ("unet", {"widths": [8, 16, 32]})),
              output_rank=4, outputs_text="(classes, height, width) logits of {n} classes (class ids 0..{last})",
              paired_words=("segmented better with the teacher", "without", "permutation test"),
-             per_class=("IoU", lambda counts: [None if np.isnan(v) else float(v) for v in iou_per_class(counts)]),
+             per_class=("IoU", lambda counts: [None if np.isnan(v) else float(v) for v in iou_per_class(counts)],
+                        "the mean over the classes present in the predictions or the truth; — marks a class absent from both"),
              paired_method="Drops are mIoU points lost; 95% intervals are paired bootstraps over the images (both models' "
                            "pixel counts of an image drawn together, mIoU recomputed per resample), p-values paired permutation "
                            "tests (each image's two results swapped at random)."),
@@ -536,6 +543,21 @@ TASKS: dict[str, Task] = {
              paired_words=("predicted more closely with the teacher", "without", "sign-flip test"),
              paired_method="Drops are relative RMSE rises (0.01 = 1% higher); 95% intervals are paired bootstraps over the "
                            "samples, p-values paired sign-flip tests of the squared errors."),
+        Task("detection", "boxes per image: rows [class, x1, y1, x2, y2] in pixels, padded with class -1",
+             (Metric("map", True, True, "mAP"), Metric("map50", True, True, "mAP50")),
+             hard_loss="edgekd.detection.loss:detection_loss", hard_loss_name="det", soft_method="det-kd",
+             check_labels=_boxes.check_box_labels, outputs_of=_boxes.box_classes, check_split=_boxes.classes_fit, split=random_split,
+             score=_detection.scores, check_outputs=_boxes.outputs_fit, agreement=_boxes.same_detections, combine=_boxes.combine,
+             per_sample=_detection.image_records, summarise=_detection.mean_ap,
+             paired=lambda a, b: paired_pooled_drop(a, b, _detection.mean_ap), drop_unit="points", drop_budget="max_map_drop",
+             soft_probabilities=True, mixup=False, outputs_axis=-1, box_values=4, hard_loss_reads_model=True, label_geometry="boxes",
+             models=(("detector", {"widths": [32, 64, 128], "neck": 64}), ("detector", {"widths": [8, 16, 32], "neck": 16})),
+             output_rank=3, outputs_text="(positions, 4 + {n}) outputs: a box x1 y1 x2 y2 in pixels, then {n} class logits",
+             paired_words=("detected better with the teacher", "without", "permutation test"),
+             per_class=("AP", _detection.per_class_ap, "COCO's mean over the classes with true boxes; — marks a class without any"),
+             paired_method="Drops are COCO mAP@[.5:.95] points lost; 95% intervals are paired bootstraps over the images (each "
+                           "image's matched detections under both models drawn together, mAP recomputed per resample), p-values "
+                           "paired permutation tests."),
     )
 }
 
@@ -561,10 +583,13 @@ def task_for(name: str | None, y) -> Task:
 def infer_task(y_train) -> str:
     """The task labels make unambiguous: whole numbers in one column are class indices, whole
     numbers per pixel (N, H, W) class ids of a segmentation, whole numbers per token with -100 for
-    ignored tokens (N, S) tags; anything else numeric (fractions, several columns) is regression."""
+    ignored tokens (N, S) tags, rows of five per image with fractions or class -1 padding (N, M, 5)
+    boxes; anything else numeric (fractions, several columns) is regression."""
     y = np.asarray(y_train)
     if y.ndim == 1 and _whole_numbers(y):
         return "classification"
+    if y.ndim == 3 and y.shape[2] == 5 and (not _whole_numbers(y) or (y[..., 0] == -1).any()):  # boxes, padded with class -1
+        return "detection"
     if y.ndim == 3 and _whole_numbers(y):
         return "segmentation"
     if y.ndim == 2 and _whole_numbers(y) and len(y) and ((y == -100) | (y == IGNORED)).any():  # ignored tokens: a tagger's labels

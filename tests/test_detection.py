@@ -112,3 +112,192 @@ def test_records_resample_like_images():
     twice = np.concatenate([records, records])
     assert mean_ap(twice) == pytest.approx(mean_ap(records))  # the same images twice: the same precision at each recall
     assert mean_ap(records[:4]) != pytest.approx(mean_ap(records))
+
+
+# --- labels, the task table ------------------------------------------------------------------------
+
+def _boxes(*rows, most=3):
+    y = np.full((1, most, 5), -1.0, dtype=np.float32)
+    if rows:
+        y[0, : len(rows)] = rows
+    return y
+
+
+def test_boxes_are_inferred_as_detection_and_checked():
+    from edgekd.task import infer_task, task
+
+    y = _boxes([0, 2.5, 3, 20, 18.5], [1, 30, 30, 40, 44])
+    assert infer_task(y) == "detection"
+    kind = task("detection")
+    checked = kind.check_labels("d.npz", "train", y, (1, 3, 64, 64), None)
+    assert checked.dtype == np.float32 and kind.outputs_of("d.npz", checked) == 2
+    assert kind.outputs_fit((5, 336, 6), 2) and not kind.outputs_fit((5, 336, 2), 2)
+
+
+@pytest.mark.parametrize("rows, fragment", [
+    ([[0, 10, 10, 10, 20]], "has a box of no size"),
+    ([[0, 10, 10, 70, 20]], "outside its 64×64 pixels; clip boxes"),
+    ([[0.5, 10, 10, 20, 20]], "class ids must be whole numbers"),
+    ([[0, np.nan, 10, 20, 20]], "NaN or infinite"),
+])
+def test_bad_boxes_are_named(rows, fragment):
+    from edgekd.errors import DataError
+    from edgekd.task import task
+
+    with pytest.raises(DataError, match=fragment):
+        task("detection").check_labels("d.npz", "train", _boxes(*rows), (1, 3, 64, 64), None)
+
+
+def test_boxes_of_the_wrong_shape_say_the_layout():
+    from edgekd.errors import DataError
+    from edgekd.task import task
+
+    with pytest.raises(DataError, match=r"expected \(1, boxes, 5\)"):
+        task("detection").check_labels("d.npz", "train", np.zeros((1, 3, 4), np.float32), (1, 3, 64, 64), None)
+
+
+def test_parity_compares_decoded_detections_not_raw_outputs():
+    from edgekd.detection.labels import same_detections
+
+    outputs = np.full((2, 3, 6), -9.0, dtype=np.float32)
+    outputs[:, 0, :5] = [5, 5, 25, 25, 2.0]
+    other = outputs.copy()
+    other[:, 1, 4] = -7.0  # a background logit moves: nothing a device acts on changes
+    assert same_detections(outputs, other).all()
+    other[1, 0, :4] = [5, 5, 25, 35]  # a confident box moves
+    assert same_detections(outputs, other).tolist() == [True, False]
+
+
+def test_several_detectors_combine_boxes_and_probabilities():
+    from edgekd.detection.labels import combine
+
+    a, b = np.zeros((1, 1, 5)), np.zeros((1, 1, 5))
+    a[0, 0] = [0, 0, 10, 10, _logit(0.9)]
+    b[0, 0] = [2, 2, 12, 12, _logit(0.5)]
+    mixed = combine([a, b], [3.0, 1.0])
+    assert np.allclose(mixed[0, 0, :4], [0.5, 0.5, 10.5, 10.5]) and np.isclose(1 / (1 + np.exp(-mixed[0, 0, 4])), 0.8)
+
+
+# --- the model, its loss and distillation ----------------------------------------------------------
+
+def test_positions_learn_the_boxes_around_them_at_the_level_of_their_size():
+    import torch
+
+    from edgekd.detection.loss import assign
+    from edgekd.detection.model import detector
+
+    model = detector((3, 64, 64), 2)  # levels of strides 4, 8, 16
+    labels = torch.from_numpy(_boxes([0, 10, 10, 22, 22], [1, 0, 0, 64, 64], [1, 8, 8, 30, 30]))
+    assigned = assign(model.anchor_points, model.anchor_strides, labels)[0]
+    for box in range(3):
+        mine = assigned == box
+        assert mine.any(), f"box {box} has positions"
+        points = model.anchor_points[mine]
+        x1, y1, x2, y2 = labels[0, box, 1:].tolist()
+        assert ((points[:, 0] > x1) & (points[:, 0] < x2) & (points[:, 1] > y1) & (points[:, 1] < y2)).all()
+    assert set(model.anchor_strides[assigned == 0].tolist()) == {4.0}, "a 12-pixel box at the finest level"
+    assert set(model.anchor_strides[assigned == 1].tolist()) == {8.0}, "the whole image (sides up to 40 px from a position) at stride 8"
+    empty = torch.from_numpy(_boxes())
+    assert (assign(model.anchor_points, model.anchor_strides, empty) == -1).all(), "padding rows claim nothing"
+
+
+def test_the_smaller_box_takes_a_position_two_boxes_claim():
+    import torch
+
+    from edgekd.detection.loss import assign
+
+    points, strides = torch.tensor([[16.0, 16.0]]), torch.tensor([4.0])
+    labels = torch.from_numpy(_boxes([0, 13, 13, 19, 19], [1, 12, 12, 20, 20]))
+    assert assign(points, strides, labels).tolist() == [[0]]
+
+
+def test_the_loss_is_zero_gradient_free_of_nan_on_an_image_without_boxes_and_trains_a_detector():
+    import torch
+
+    from edgekd.detection.evaluate import scores
+    from edgekd.detection.loss import detection_loss
+    from edgekd.detection.model import detector
+    from detection_data import make_shapes
+
+    torch.manual_seed(0)
+    model = detector((3, 64, 64), 2, widths=(8, 16, 32), neck=16)
+    out = model(torch.zeros(1, 3, 64, 64))
+    loss = detection_loss(out, torch.from_numpy(_boxes()), model)
+    loss.backward()
+    assert torch.isfinite(loss) and all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+    x, y = (torch.from_numpy(a) for a in make_shapes(96))
+    optimizer = torch.optim.Adam(model.parameters(), 3e-3)
+    before = scores(model.eval()(x[:32]).detach().numpy(), y[:32].numpy())["map50"]
+    for _ in range(8):
+        model.train()
+        for start in range(0, 96, 16):
+            loss = detection_loss(model(x[start:start + 16]), y[start:start + 16], model)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+    after = scores(model.eval()(x[:32]).detach().numpy(), y[:32].numpy())["map50"]
+    assert after > before + 0.2, (before, after)
+
+
+def test_detection_kd_is_zero_against_itself_and_pulls_the_student_to_the_teacher():
+    import torch
+
+    from edgekd.detection.loss import detection_kd_loss
+
+    torch.manual_seed(0)
+    teacher = torch.cat([torch.rand(2, 10, 2) * 10, torch.rand(2, 10, 2) * 10 + 20, torch.randn(2, 10, 3) * 3], -1)
+    assert float(detection_kd_loss(teacher, [teacher], 2.0)) == pytest.approx(0.0, abs=1e-6)
+    student = (teacher + torch.randn_like(teacher)).requires_grad_()
+    loss = detection_kd_loss(student, [teacher], 2.0)
+    loss.backward()
+    stepped = student.detach() - 0.1 * student.grad
+    assert float(detection_kd_loss(stepped, [teacher], 2.0)) < float(loss.detach())
+
+
+def test_boxes_shift_with_their_images_and_a_box_pushed_out_becomes_padding():
+    import torch
+
+    from edgekd.distill.trainer import _shift_boxes
+
+    boxes = torch.from_numpy(_boxes([0, 10, 10, 20, 20], [1, 0, 0, 8, 8]))
+    moved = _shift_boxes(boxes, torch.tensor([[3.0]]), torch.tensor([[-5.0]]), 64, 64)
+    assert moved[0, 0].tolist() == [0, 13, 5, 23, 15]
+    assert moved[0, 1, 0] == -1, "clipped to 3 of its 8 rows: no longer the object"
+    assert moved[0, 2, 0] == -1, "padding stays padding"
+
+
+# --- end to end ------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def detection_run(tmp_path_factory):
+    """`edgekd run` on generated shapes: FCOS-style teacher and student, det-kd, int8, gated on mAP (read only)."""
+    from cli_checks import run_folder
+    from detection_data import write_shapes
+
+    folder = tmp_path_factory.mktemp("detection")
+    write_shapes(folder / "shapes.npz", train=160, test=48)
+    return run_folder(folder, 'task = "detection"\n[data]\nsource = "npz:shapes.npz"\naugment = true\nmax_shift = 4\n'
+                      '[teacher]\nargs = { widths = [16, 32, 64], neck = 32 }\nepochs = 6\nlr = 3e-3\n[student]\nargs = { widths = [8, 16, 32], neck = 16 }\n'
+                      '[distill]\nepochs = 4\nlr = 3e-3\ntemperature = 2.0\nkd_weight = 0.5\nce_weight = 1.0\n',
+                      "max_map_drop = 0.9\nmax_accuracy_drop = 0.01")
+
+
+@pytest.mark.slow
+def test_a_detector_runs_end_to_end_and_is_judged_by_map(detection_run):
+    import json
+
+    run = detection_run / "run"
+    summary = json.loads((run / "distill.json").read_text())
+    assert summary["task"] == "detection" and summary["metric"] == "map"
+    assert set(summary["distilled"]["best"]["metrics"]) == {"map", "map50"}
+    assert "det-kd" in summary["history"]["distilled"][0]["terms"] and "det" in summary["history"]["distilled"][0]["terms"]
+    assert summary["teacher_scores"]["metrics"]["map"] > 0.05, "the teacher learned to detect"
+    exported = json.loads((run / "export.json").read_text())
+    assert exported["metric"] == "map" and exported["student_parity"]["argmax_agreement"] > 0.99, "the same detections as PyTorch's"
+    bench = json.loads((run / "bench.json").read_text())
+    assert bench["task"] == "detection" and all(set(v["metrics"]) == {"map", "map50"} for v in bench["variants"])
+    verdicts = {v["budget"]: v for v in bench["verdicts"]}
+    teacher, deployed = (next(v for v in bench["variants"] if v["role"] == r)["metrics"]["map"] for r in ("teacher", bench["deployed_role"]))
+    assert verdicts["max_map_drop"]["measured"] == pytest.approx(teacher - deployed) and verdicts["max_map_drop"]["passed"]
+    assert verdicts["max_accuracy_drop"]["passed"] is None and "not applicable" in verdicts["max_accuracy_drop"]["note"]
+    assert "## AP per class" in (run / "bench.md").read_text()

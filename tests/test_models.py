@@ -7,7 +7,8 @@ from edgekd.models.checkpoint import load_model, save_checkpoint
 
 
 IMAGE_FAMILIES = sorted(set(FAMILIES) - {"transformer"})  # the text family: tests/test_text.py
-DENSE = {"unet": lambda n, classes: (n, classes, 8, 8)}  # segmentation: logits per pixel
+DENSE = {"unet": lambda n, classes: (n, classes, 8, 8),  # segmentation: logits per pixel
+         "detector": lambda n, classes: (n, 2 * 2 + 1 + 1, 4 + classes)}  # detection: box + logits at positions of strides 4, 8, 16
 
 
 @pytest.mark.parametrize("family", IMAGE_FAMILIES)

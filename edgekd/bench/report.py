@@ -164,7 +164,7 @@ def to_markdown(report) -> str:
 
 
 def _per_class_section(report) -> list[str]:
-    """Segmentation: each class's IoU per model (a class absent from both prediction and truth: —)."""
+    """Segmentation and detection: each class's IoU (AP) per model (a class the mean leaves out: —)."""
     measured = [v for v in report.variants if v.per_class]
     kind = task(report.task)
     if not measured or kind.per_class is None:
@@ -174,7 +174,7 @@ def _per_class_section(report) -> list[str]:
     rows = [[v.name, *("—" if i >= len(v.per_class) or v.per_class[i] is None else f"{v.per_class[i]:.2%}" for i in range(count))]
             for v in measured]
     return [f"## {kind.per_class[0]} per class (test split)", "",
-            f"{kind.primary.heading} is the mean over the classes present in the predictions or the truth; — marks a class absent from both.", "",
+            f"{kind.primary.heading} is {kind.per_class[2]}.", "",
             _table(["model", *names], rows), ""]
 
 

@@ -10,6 +10,7 @@ method needs what, and which function below computes its term, is the methods ta
 
 from __future__ import annotations
 
+import functools
 import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -76,6 +77,12 @@ def mse_term(x: TermInputs, term: LossTerm) -> torch.Tensor:
     return teacher_output_loss(x.student_logits, x.teacher_logits, x.teacher_weights)
 
 
+def detection_kd_term(x: TermInputs, term: LossTerm) -> torch.Tensor:
+    from edgekd.detection.loss import detection_kd_loss
+
+    return detection_kd_loss(x.student_logits, x.teacher_logits, x.temperature, x.teacher_weights)
+
+
 def hint_term(x: TermInputs, term: LossTerm) -> torch.Tensor:
     return hint_loss(x.adapter(x.student_features), x.teacher_features, x.mask)
 
@@ -108,6 +115,8 @@ class Objective:
         self.class_axis = kind.class_axis  # dense tasks: terms and the hard-label loss run per position
         module, function = kind.hard_loss.split(":")
         self.hard_loss, self.hard_loss_name = getattr(importlib.import_module(module), function), kind.hard_loss_name
+        if kind.hard_loss_reads_model:  # detection: the loss reads the student's positions
+            self.hard_loss = functools.partial(self.hard_loss, model=student)
         self.terms = terms
         self.ce_weight = ce_weight
         self.default_temperature = default_temperature

@@ -295,13 +295,16 @@ def _scheduler(optimizer, settings: TrainSettings, steps: int):
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
 
 
-def _augment(x: torch.Tensor, enabled: bool, max_shift: int | None = None, masks: torch.Tensor | None = None):
+def _augment(x: torch.Tensor, enabled: bool, max_shift: int | None = None, masks: torch.Tensor | None = None,
+             boxes: torch.Tensor | None = None):
     """Random shifts of up to max_shift pixels, or 1/8 of the height and width (zero padding), drawn for each image.
 
     With `masks` (N, H, W) — segmentation labels — each mask is shifted with its image, the pixels
-    shifted in marked IGNORED (not scored), and (images, masks) returned."""
+    shifted in marked IGNORED (not scored), and (images, masks) returned. With `boxes` (N, M, 5) —
+    detection labels — each image's boxes move with it and are clipped to the image; a box left
+    with under half its area becomes padding (class −1); (images, boxes) returned."""
     if not enabled or x.ndim != 4:
-        return x if masks is None else (x, masks)
+        return x if masks is None and boxes is None else (x, masks if boxes is None else boxes)
     n, _, h, w = x.shape
     mh, mw = (h // 8, w // 8) if max_shift is None else (max_shift, max_shift)
     top = torch.randint(0, 2 * mh + 1, (n, 1), device=x.device)  # window offset in the padded image
@@ -310,9 +313,21 @@ def _augment(x: torch.Tensor, enabled: bool, max_shift: int | None = None, masks
     cols = (left + torch.arange(w, device=x.device))[:, None, :]  # (N, 1, W)
     batch = torch.arange(n, device=x.device)[:, None, None]
     shifted = F.pad(x, (mw, mw, mh, mh))[batch, :, rows, cols].permute(0, 3, 1, 2)  # advanced indexing puts channels last
+    if boxes is not None:
+        return shifted, _shift_boxes(boxes, (mw - left).to(boxes.dtype), (mh - top).to(boxes.dtype), h, w)
     if masks is None:
         return shifted
     return shifted, F.pad(masks, (mw, mw, mh, mh), value=IGNORED)[batch, rows, cols]
+
+
+def _shift_boxes(boxes: torch.Tensor, dx: torch.Tensor, dy: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """Boxes (N, M, 5) moved by (dx, dy) per image (N, 1), clipped to the image."""
+    moved = boxes.clone()
+    moved[..., [1, 3]] = (boxes[..., [1, 3]] + dx[:, :, None]).clamp(0, width)
+    moved[..., [2, 4]] = (boxes[..., [2, 4]] + dy[:, :, None]).clamp(0, height)
+    area = lambda b: (b[..., 3] - b[..., 1]) * (b[..., 4] - b[..., 2])  # noqa: E731
+    moved[..., 0] = torch.where((boxes[..., 0] >= 0) & (area(moved) >= 0.5 * area(boxes)), boxes[..., 0], -1.0)
+    return moved
 
 
 def _check_transforms(x: Inputs, settings: TrainSettings, label: str) -> None:
@@ -328,8 +343,10 @@ def _student_inputs(xb: Batch, y: torch.Tensor | None, settings: TrainSettings) 
     if not settings.augment and settings.mixup <= 0:
         return xb, y
     (name, x), = xb.items()  # _check_transforms let only one float image input through
-    if y is not None and y.ndim == 3:  # segmentation masks move with their images (mixup is refused for them)
-        shifted, y = _augment(x, settings.augment, settings.max_shift, masks=y)
+    geometry = task(settings.task).label_geometry
+    if y is not None and geometry != "none":  # masks and boxes move with their images (mixup is refused for them)
+        shifted, y = _augment(x, settings.augment, settings.max_shift, masks=y if geometry == "mask" else None,
+                              boxes=y if geometry == "boxes" else None)
         return {name: shifted}, y
     shifted, labels = _mixup(_augment(x, settings.augment, settings.max_shift), y, settings.mixup)
     return {name: shifted}, labels

@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from edgekd.errors import ModelError
+from edgekd.detection.model import detector
 from edgekd.models.text import transformer
 
 
@@ -304,4 +305,4 @@ def unet(
 
 # "transformer" (models/text.py) is the BERT-style text student; it imports transformers only when built.
 FAMILIES = {"mlp": mlp, "cnn": cnn, "resnet": resnet, "mobilenetv2": mobilenetv2, "mobilenetv3": mobilenetv3, "transformer": transformer,
-            "unet": unet}
+            "unet": unet, "detector": detector}
