@@ -305,11 +305,13 @@ def _resolve_paths(data: dict[str, Any], base: Path) -> None:
                 table["model"] = "hf:" + str(base / Path(folder).expanduser())
     for key in ("source", "unlabeled"):
         value = section.get(key)
-        for prefix in ("idx:", "csv:", "imagefolder:", "masks:", "text:", "conll:"):
+        for prefix in ("idx:", "csv:", "imagefolder:", "masks:", "coco:", "text:", "conll:"):
             if isinstance(value, str) and value.startswith(prefix):
                 section[key] = prefix + str(base / Path(value[len(prefix):]).expanduser())
     if isinstance(section.get("unlabeled"), str) and section["unlabeled"].startswith("npz:"):
         section["unlabeled"] = "npz:" + str(base / Path(section["unlabeled"][4:]).expanduser())
+    if isinstance(section.get("images"), str):  # coco's image folder
+        section["images"] = str(base / Path(section["images"]).expanduser())
     target = data.get("target")
     if isinstance(target, dict) and isinstance(target.get("path"), str):
         target["path"] = str(base / Path(target["path"]).expanduser())

@@ -301,3 +301,96 @@ def test_a_detector_runs_end_to_end_and_is_judged_by_map(detection_run):
     assert verdicts["max_map_drop"]["measured"] == pytest.approx(teacher - deployed) and verdicts["max_map_drop"]["passed"]
     assert verdicts["max_accuracy_drop"]["passed"] is None and "not applicable" in verdicts["max_accuracy_drop"]["note"]
     assert "## AP per class" in (run / "bench.md").read_text()
+
+
+# --- coco:PATH ---------------------------------------------------------------------------------
+
+def _coco_folder(folder, count=3, **changes):
+    """A COCO instances file of generated shapes (PNG images of different sizes), with `changes`
+    applied to the document."""
+    import json
+
+    from PIL import Image
+
+    from detection_data import make_shapes
+
+    x, y = make_shapes(count, size=48, seed=5)
+    document = {"images": [], "annotations": [], "categories": [{"id": 7, "name": "square"}, {"id": 9, "name": "disc"}]}
+    (folder / "pics").mkdir(exist_ok=True)
+    for i in range(count):
+        pixels = (np.clip(x[i].transpose(1, 2, 0), 0, 1) * 255).astype(np.uint8)
+        Image.fromarray(pixels).resize((96, 96), Image.NEAREST).save(folder / "pics" / f"{i}.png")  # twice the size
+        document["images"].append({"id": 100 + i, "file_name": f"pics/{i}.png", "width": 96, "height": 96})
+        for c, x1, y1, x2, y2 in y[i][y[i][:, 0] >= 0].tolist():
+            document["annotations"].append({"id": len(document["annotations"]) + 1, "image_id": 100 + i, "category_id": (7, 9)[int(c)],
+                                            "bbox": [2 * x1, 2 * y1, 2 * (x2 - x1), 2 * (y2 - y1)], "iscrowd": 0})
+    for key, change in changes.items():
+        change(document[key])
+    (folder / "instances.json").write_text(json.dumps(document))
+    return folder / "instances.json", y
+
+
+def test_a_coco_file_is_read_letterboxed_with_its_boxes_mapped_alike(tmp_path):
+    from edgekd.data.coco import read_coco
+
+    path, y = _coco_folder(tmp_path)
+    x, boxes, classes = read_coco(path, [48, 64], None, False, None, None)  # 96×96 → scale 0.5, padded on the right
+    assert x.shape == (3, 3, 48, 64) and classes == ("square", "disc")
+    for read, made in zip(boxes, y):  # category ids 7, 9 → classes 0, 1; boxes halved with the image
+        assert np.allclose(read[read[:, 0] >= 0], made[made[:, 0] >= 0])
+    assert (x[:, :, :, 48:] == 0).all(), "the letterbox pads the right"
+
+
+def test_a_coco_source_trains_a_detector_from_a_recipe(tmp_path):
+    from edgekd.data import load_data
+    from edgekd.data.config import DataConfig
+
+    path, _ = _coco_folder(tmp_path, count=12)
+    data = load_data(f"coco:{path}", options=DataConfig(image_size=[48, 48]))
+    assert data.task == "detection" and data.num_classes == 2 and data.classes == ("square", "disc")
+    assert data.y_train.shape[-1] == 5 and len(data.y_train) + len(data.y_val) + len(data.y_test) == 12
+
+
+def _drop_file(images):
+    images[0]["file_name"] = "pics/missing.png"
+
+
+@pytest.mark.parametrize("changes, fragment", [
+    ({"annotations": lambda a: a[0].update(category_id=3)}, "category_id 3, which `categories` does not list"),
+    ({"annotations": lambda a: a[0].update(bbox=[1, 1, 0, 5])}, "a box of no size"),
+    ({"annotations": lambda a: a[0].update(bbox=[90, 1, 20, 5])}, "outside it; fix the annotation"),
+    ({"annotations": lambda a: a[0].update(image_id=5)}, "names image_id 5"),
+    ({"images": _drop_file}, "missing.png: image not found"),
+    ({"annotations": lambda a: a.clear()}, "no annotation has a box"),
+])
+def test_a_broken_coco_file_is_named(tmp_path, changes, fragment):
+    from edgekd.data.coco import read_coco
+    from edgekd.errors import DataError
+
+    path, _ = _coco_folder(tmp_path, **changes)
+    with pytest.raises(DataError, match=fragment):
+        read_coco(path, [48, 48], None, False, None, None)
+
+
+def test_a_coco_file_that_is_not_one_says_what_it_needs(tmp_path):
+    from edgekd.data.coco import read_coco
+    from edgekd.errors import DataError
+
+    (tmp_path / "a.json").write_text('{"images": []}')
+    with pytest.raises(DataError, match="no 'annotations', 'categories'"):
+        read_coco(tmp_path / "a.json", [48, 48], None, False, None, None)
+    with pytest.raises(DataError, match="needs \\[data\\] image_size"):
+        read_coco(_coco_folder(tmp_path)[0], None, None, False, None, None)
+
+
+def test_distill_on_a_broken_coco_file_is_one_line_and_writes_nothing(tmp_path):
+    from typer.testing import CliRunner
+
+    from cli_checks import one_line_error
+    from edgekd.cli import app
+
+    _coco_folder(tmp_path, annotations=lambda a: a[0].update(category_id=3))
+    (tmp_path / "r.toml").write_text('task = "detection"\n[data]\nsource = "coco:instances.json"\nimage_size = [48, 48]\n')
+    result = CliRunner().invoke(app, ["-q", "distill", str(tmp_path / "r.toml"), "--out", str(tmp_path / "run")])
+    one_line_error(result, "instances.json: annotation 1 has category_id 3")
+    assert not (tmp_path / "run").exists()

@@ -30,7 +30,7 @@ Encoding = Annotated[str, Strict(), AfterValidator(_known_encoding)]
 @dataclass(config=CONFIG)
 class DataConfig:
     # Where the data comes from: "digits", "npz:PATH", "text:PATH", ... or "package.module:function".
-    source: str = Field("digits", description='"digits", "npz:PATH", "idx:DIR", "csv:PATH", "imagefolder:DIR", "masks:DIR", "text:PATH", "conll:PATH" or "package.module:function"')
+    source: str = Field("digits", description='"digits", "npz:PATH", "idx:DIR", "csv:PATH", "imagefolder:DIR", "masks:DIR", "coco:PATH", "text:PATH", "conll:PATH" or "package.module:function"')
     # Seed of the stratified split, so every stage and every rerun sees the same split.
     split_seed: Seed = Field(0, description="seed of the stratified train/val/test split")
     # Share of the labelled training data held out for validation when the source has no val split.
@@ -52,8 +52,10 @@ class DataConfig:
     # text: keep only these labels, in this class order (e.g. ["fresh", "rotten"]); default: all, sorted.
     labels: Optional[list[str]] = Field(None, min_length=2, description="text: the labels to keep, in class-index order")
     # imagefolder / masks: resize to (height, width), optionally to one grey channel, then normalise.
-    image_size: Optional[list[Count]] = Field(None, min_length=2, max_length=2, description="imagefolder: [height, width]")
+    image_size: Optional[list[Count]] = Field(None, min_length=2, max_length=2, description="imagefolder / masks / coco: [height, width]")
     grayscale: Bool = Field(False, description="imagefolder: convert images to one channel")
+    # coco: the folder of the images the JSON names (default: the JSON's own folder).
+    images: Optional[str] = Field(None, description="coco: folder of the images (default: the annotation file's folder)")
     mean: Optional[list[Float]] = Field(None, description="imagefolder: per-channel mean to subtract (after scaling to 0..1)")
     std: Optional[list[Annotated[float, Strict(), Field(gt=0)]]] = Field(None, description="imagefolder: per-channel std to divide by")
     # csv / text files: the encoding they were saved in (UTF-8 unless a spreadsheet wrote, say, cp1252).

@@ -86,6 +86,15 @@ def _masks(arg: str, cfg: DataConfig) -> dict[str, np.ndarray]:
     return {"x_train": x_train, "y_train": y_train, "x_test": x_test, "y_test": y_test}
 
 
+def _coco(arg: str, cfg: DataConfig) -> dict[str, Any]:
+    """Detection: a COCO instances JSON; images letterboxed to [data] image_size, split at random."""
+    from edgekd.data.coco import read_coco
+
+    x, y, classes = read_coco(Path(arg), cfg.image_size, Path(cfg.images) if cfg.images else None, cfg.grayscale, cfg.mean, cfg.std)
+    x_train, y_train, x_test, y_test = random_split(x, y, cfg.test_fraction, cfg.split_seed)
+    return {"x_train": x_train, "y_train": y_train, "x_test": x_test, "y_test": y_test, "classes": classes, "task": "detection"}
+
+
 def _text(arg: str, cfg: DataConfig) -> dict[str, Any]:
     """csv / tsv / jsonl rows of text and label, tokenized ([data] tokenizer, max_length)."""
     return _text_splits(arg, cfg, conll=False)
@@ -143,6 +152,7 @@ SOURCES: dict[str, Callable[[str, Any], dict[str, np.ndarray]]] = {
     "csv": _csv,
     "imagefolder": _imagefolder,
     "masks": _masks,
+    "coco": _coco,
     "text": _text,
     "conll": _conll,
     "rotten-tomatoes": _rotten_tomatoes,
@@ -276,5 +286,5 @@ def _parse(source: str) -> tuple[str, str]:
     if sep and head and tail:
         return "", source
     raise DataError(
-        f"unknown data source '{source}'; use digits, npz:PATH, idx:DIR, csv:PATH, imagefolder:DIR, masks:DIR, text:PATH, conll:PATH, rotten-tomatoes, or package.module:function"
+        f"unknown data source '{source}'; use digits, npz:PATH, idx:DIR, csv:PATH, imagefolder:DIR, masks:DIR, coco:PATH, text:PATH, conll:PATH, rotten-tomatoes, or package.module:function"
     )
