@@ -183,22 +183,22 @@ def test_several_detectors_combine_boxes_and_probabilities():
 def test_positions_learn_the_boxes_around_them_at_the_level_of_their_size():
     import torch
 
-    from edgekd.detection.loss import assign
+    from edgekd.detection.loss import anchors_of, assign
     from edgekd.detection.model import detector
 
     model = detector((3, 64, 64), 2)  # levels of strides 4, 8, 16
+    points, strides = anchors_of(model)
     labels = torch.from_numpy(_boxes([0, 10, 10, 22, 22], [1, 0, 0, 64, 64], [1, 8, 8, 30, 30]))
-    assigned = assign(model.anchor_points, model.anchor_strides, labels)[0]
+    assigned = assign(points, strides, labels)[0]
     for box in range(3):
         mine = assigned == box
         assert mine.any(), f"box {box} has positions"
-        points = model.anchor_points[mine]
+        inside = points[mine]
         x1, y1, x2, y2 = labels[0, box, 1:].tolist()
-        assert ((points[:, 0] > x1) & (points[:, 0] < x2) & (points[:, 1] > y1) & (points[:, 1] < y2)).all()
-    assert set(model.anchor_strides[assigned == 0].tolist()) == {4.0}, "a 12-pixel box at the finest level"
-    assert set(model.anchor_strides[assigned == 1].tolist()) == {8.0}, "the whole image (sides up to 40 px from a position) at stride 8"
-    empty = torch.from_numpy(_boxes())
-    assert (assign(model.anchor_points, model.anchor_strides, empty) == -1).all(), "padding rows claim nothing"
+        assert ((inside[:, 0] > x1) & (inside[:, 0] < x2) & (inside[:, 1] > y1) & (inside[:, 1] < y2)).all()
+    assert set(strides[assigned == 0].tolist()) == {4.0}, "a 12-pixel box at the finest level"
+    assert set(strides[assigned == 1].tolist()) == {8.0}, "the whole image (sides up to 40 px from a position) at stride 8"
+    assert (assign(points, strides, torch.from_numpy(_boxes())) == -1).all(), "padding rows claim nothing"
 
 
 def test_the_smaller_box_takes_a_position_two_boxes_claim():
@@ -394,3 +394,21 @@ def test_distill_on_a_broken_coco_file_is_one_line_and_writes_nothing(tmp_path):
     result = CliRunner().invoke(app, ["-q", "distill", str(tmp_path / "r.toml"), "--out", str(tmp_path / "run")])
     one_line_error(result, "instances.json: annotation 1 has category_id 3")
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.slow
+def test_a_detector_is_fine_tuned_through_its_int8_model_and_judged_by_map(detection_run, tmp_path):
+    """Quantization-aware training of the detector's ONNX graph: the loss finds the positions in the
+    file's anchor initializers, the phase's files detect as ORT's int8 run does, and it never ends
+    below post-training int8 on validation mAP."""
+    import shutil
+
+    from edgekd.qad.stage import quantization_aware
+
+    shutil.copytree(detection_run / "run", tmp_path / "run")
+    result = quantization_aware(tmp_path / "run", detection_run / "target.toml", epochs=1)
+    assert result.metric == "map" and not result.skipped, result.skipped
+    start, *trained = result.variants
+    assert [v.phase for v in trained] == ["qat", "qad"]
+    assert all(v.parity.agreement >= 0.99 and v.val_accuracy >= start.val_accuracy and (tmp_path / "run" / v.file).is_file() for v in trained)
+    assert "mAP" in result.deployed_because

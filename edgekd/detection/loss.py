@@ -25,14 +25,17 @@ CONFIDENT = 0.3  # distillation: the teacher's boxes are learned where its best 
 
 
 def anchors_of(model: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
-    """The positions (A, 2) and strides (A,) a detector's outputs follow (the built-in family's buffers)."""
+    """The positions (A, 2) and strides (A,) a detector's outputs follow: the built-in family's
+    buffers, or the initializers of those names in the ONNX graph quantization-aware training runs."""
     inner = getattr(model, "module", model)  # DistributedDataParallel
     inner = getattr(inner, "student", inner)  # the trainer's student-plus-adapters module
     points, strides = getattr(inner, "anchor_points", None), getattr(inner, "anchor_strides", None)
+    if (points is None or strides is None) and hasattr(inner, "slots"):  # qad.graph.FakeQuantGraph: the file's initializers
+        points, strides = (inner.initializer(n) if n in inner.slots else None for n in ("anchor_points", "anchor_strides"))
     if points is None or strides is None:
-        raise ModelError(f"{type(inner).__name__} has no anchor_points (A, 2) and anchor_strides (A,): the detection loss assigns "
+        raise ModelError(f"{type(inner).__name__} has no anchor_points (A, 2) and anchor_strides (A, 1): the detection loss assigns "
                          "true boxes to the positions of the outputs; give the detector those buffers (as edgekd's `detector` has)")
-    return points, strides
+    return points, strides.reshape(-1)
 
 
 def assign(points: torch.Tensor, strides: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:

@@ -6,8 +6,9 @@ a level with stride s the box branch predicts distances (l, t, r, b) ≥ 0 in un
 model answers the box [p − (l, t)·s, p + (r, b)·s] in input pixels beside C class logits: the
 (N, A, 4 + C) layout of edgekd.detection. Detection inputs have one fixed size (letterboxed by
 the data source), so the positions and strides are constants of the model (`anchor_points`,
-`anchor_strides`): the exported graph holds them as initializers, with no shape arithmetic, and
-the detection loss reads them to assign true boxes to positions.
+`anchor_strides`, (A, 2) and (A, 1)): the exported graph holds them as initializers of those
+names, with no shape arithmetic, and the detection loss reads them — from the PyTorch model, or
+from the ONNX graph the quantization-aware phase trains — to assign true boxes to positions.
 
 Layer paths for feature terms (hint/at/pkd): `backbone.<i>` and `neck.<i>` (level i, stride
 `strides[i]`), `heads.<i>`.
@@ -69,7 +70,7 @@ class _Detector(nn.Module):
             points.append(torch.stack([x, y], -1).reshape(-1, 2).float() * s + s // 2)
             strides.append(torch.full((rows * cols,), float(s)))
         self.register_buffer("anchor_points", torch.cat(points), persistent=False)  # (A, 2): x, y in pixels
-        self.register_buffer("anchor_strides", torch.cat(strides), persistent=False)  # (A,)
+        self.register_buffer("anchor_strides", torch.cat(strides)[:, None], persistent=False)  # (A, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         features = []
@@ -84,7 +85,7 @@ class _Detector(nn.Module):
             scores, box = head(neck(level))
             logits.append(scores.flatten(2).transpose(1, 2))  # (N, positions, C), row-major positions
             distances.append(box.flatten(2).transpose(1, 2))
-        distance = torch.cat(distances, 1) * self.anchor_strides[:, None]
+        distance = torch.cat(distances, 1) * self.anchor_strides
         boxes = torch.cat([self.anchor_points - distance[..., :2], self.anchor_points + distance[..., 2:]], -1)
         return torch.cat([boxes, torch.cat(logits, 1)], -1)
 
