@@ -36,6 +36,8 @@ METHODS: dict[str, Method] = {
                needs_one_class=False, adapter=True, tasks=("classification", "segmentation", "token-classification", "regression", "detection"), term="edgekd.distill.objective:hint_term"),
         Method("at", "attention transfer", "Zagoruyko & Komodakis 2017", uses_logits=False, uses_layers=True,
                needs_one_class=False, adapter=False, tasks=("classification", "segmentation", "token-classification", "regression", "detection"), term="edgekd.distill.objective:at_term"),
+        Method("pkd", "Pearson-correlation feature distillation", "Cao et al. 2022", uses_logits=False, uses_layers=True,
+               needs_one_class=False, adapter=True, tasks=("classification", "segmentation", "detection"), term="edgekd.distill.objective:pkd_term"),
         Method("cwd", "channel-wise distillation", "Shu et al. 2021", uses_logits=True, uses_layers=False,
                needs_one_class=False, adapter=False, tasks=("segmentation",), term="edgekd.distill.objective:cwd_term"),
         Method("mse", "output regression to the teachers (MSE)", "Ba & Caruana 2014", uses_logits=True, uses_layers=False,

@@ -412,3 +412,36 @@ def test_a_detector_is_fine_tuned_through_its_int8_model_and_judged_by_map(detec
     assert [v.phase for v in trained] == ["qat", "qad"]
     assert all(v.parity.agreement >= 0.99 and v.val_accuracy >= start.val_accuracy and (tmp_path / "run" / v.file).is_file() for v in trained)
     assert "mAP" in result.deployed_because
+
+
+def test_pkd_matches_patterns_not_magnitudes():
+    import torch
+
+    from edgekd.distill.losses import pearson_loss
+
+    torch.manual_seed(0)
+    teacher = torch.randn(4, 8, 6, 6)
+    assert float(pearson_loss(teacher * 10 + 3, teacher)) == pytest.approx(0.0, abs=1e-5), "scale and shift drop out"
+    unrelated = float(pearson_loss(torch.randn(4, 8, 6, 6), teacher))
+    assert 0.8 < unrelated < 1.2, "uncorrelated channels: about 1 − 0"
+    assert float(pearson_loss(-teacher, teacher)) == pytest.approx(2.0 * (teacher[:, 0].numel() - 1) / teacher[:, 0].numel(), rel=1e-4)
+
+
+def test_pkd_on_neck_levels_trains_a_detector_student(tmp_path):
+    import torch
+
+    from edgekd.detection.model import detector
+    from edgekd.distill.objective import Objective
+    from edgekd.recipe import LossTerm
+
+    torch.manual_seed(0)
+    teacher, student = detector((3, 32, 32), 2, widths=(16, 32), neck=32), detector((3, 32, 32), 2, widths=(8, 16), neck=8)
+    x = {"x": torch.randn(2, 3, 32, 32)}
+    objective = Objective([LossTerm(method="pkd", weight=1.0, teacher_layer="neck.0", student_layer="neck.0")], 0.0, 2.0,
+                          student, teacher, [1.0], x, "detection")
+    with torch.no_grad():
+        teacher(x["x"])
+    total, parts = objective(student(x["x"]), None, None)
+    total.backward()
+    assert "pkd" in parts and parts["pkd"] > 0 and student.neck[0][0].weight.grad.abs().sum() > 0
+    objective.close()

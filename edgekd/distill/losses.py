@@ -141,6 +141,21 @@ def hint_loss(adapted_student: torch.Tensor, teacher_feature: torch.Tensor, mask
     return ((student - teacher).pow(2) * weights).sum() / (weights.sum() * student.shape[-1]).clamp_min(1.0)
 
 
+def pearson_loss(adapted_student: torch.Tensor, teacher_feature: torch.Tensor) -> torch.Tensor:
+    """PKD (Cao et al. 2022): each channel of both (N, C, H, W) maps standardised over the batch and
+    the positions (zero mean, unit variance), then MSE / 2 — 1 minus the mean Pearson correlation of
+    the two channels. Magnitudes drop out: a teacher whose features are 10× larger, or a detector of
+    another family, is matched on the pattern alone, with no weight to tune per pair."""
+    if adapted_student.ndim != 4:
+        raise ValueError(f"pkd needs (N, C, H, W) feature maps; got shape {tuple(adapted_student.shape)}")
+
+    def standardise(feature: torch.Tensor) -> torch.Tensor:
+        channels = feature.transpose(0, 1).flatten(1)  # (C, N·H·W)
+        return (channels - channels.mean(1, keepdim=True)) / (channels.std(1, keepdim=True) + 1e-6)
+
+    return F.mse_loss(standardise(_wide(adapted_student)), standardise(_wide(teacher_feature.detach()))) / 2
+
+
 def attention_map(feature: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
     """Attention Σ_c |A_c|² / C, L2-normalised: spatial for (N, C, H, W), per token for (N, S, H)."""
     if feature.ndim == 3:

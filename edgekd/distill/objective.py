@@ -26,6 +26,7 @@ from edgekd.distill.losses import (
     dense_positions,
     dkd_loss,
     hint_loss,
+    pearson_loss,
     kd_loss_from_log_probs,
     soft_log_targets,
     teacher_output_loss,
@@ -85,6 +86,10 @@ def detection_kd_term(x: TermInputs, term: LossTerm) -> torch.Tensor:
 
 def hint_term(x: TermInputs, term: LossTerm) -> torch.Tensor:
     return hint_loss(x.adapter(x.student_features), x.teacher_features, x.mask)
+
+
+def pkd_term(x: TermInputs, term: LossTerm) -> torch.Tensor:
+    return pearson_loss(x.adapter(x.student_features), x.teacher_features)
 
 
 def at_term(x: TermInputs, term: LossTerm) -> torch.Tensor:
