@@ -85,6 +85,9 @@ class Task:
     box_values: int = 0  # values before the classes on that axis (detection: a box, x1 y1 x2 y2)
     hard_loss_reads_model: bool = False  # the hard-label loss takes the student as `model` (detection: its positions)
     label_geometry: str = "none"  # how labels move when [data] augment shifts an image: "none", "mask" (per pixel), "boxes"
+    # what an app runs on a batch of outputs before it can act ("module:function", numpy), and its name:
+    # the bench times it with the model, and the latency budget holds the two together
+    postprocess: tuple[str, str] | None = None
 
     def outputs_fit(self, shape: tuple[int, ...], outputs: int) -> bool:
         """Whether a batch of model outputs of `shape` has this task's layout with `outputs` classes (or targets)."""
@@ -551,6 +554,7 @@ TASKS: dict[str, Task] = {
              per_sample=_detection.image_records, summarise=_detection.mean_ap,
              paired=lambda a, b: paired_pooled_drop(a, b, _detection.mean_ap), drop_unit="points", drop_budget="max_map_drop",
              soft_probabilities=True, mixup=False, outputs_axis=-1, box_values=4, hard_loss_reads_model=True, label_geometry="boxes",
+             postprocess=("edgekd.detection.boxes:decode_batch", "decode + NMS"),
              models=(("detector", {"widths": [32, 64, 128], "neck": 64}), ("detector", {"widths": [8, 16, 32], "neck": 16})),
              output_rank=3, outputs_text="(positions, 4 + {n}) outputs: a box x1 y1 x2 y2 in pixels, then {n} class logits",
              paired_words=("detected better with the teacher", "without", "permutation test"),

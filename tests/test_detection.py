@@ -301,6 +301,8 @@ def test_a_detector_runs_end_to_end_and_is_judged_by_map(detection_run):
     assert verdicts["max_map_drop"]["measured"] == pytest.approx(teacher - deployed) and verdicts["max_map_drop"]["passed"]
     assert verdicts["max_accuracy_drop"]["passed"] is None and "not applicable" in verdicts["max_accuracy_drop"]["note"]
     assert "## AP per class" in (run / "bench.md").read_text()
+    assert all(v["postprocessed"]["p50_ms"] > 0 for v in bench["variants"]), "latency with decode + NMS beside the model's"
+    assert "## Latency with decode + NMS" in (run / "bench.md").read_text()
 
 
 # --- coco:PATH ---------------------------------------------------------------------------------

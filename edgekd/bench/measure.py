@@ -43,6 +43,9 @@ class VariantReport:
     role: Role = Role.model  # what the model is in the run: what the code looks it up by
     metrics: dict[str, float] = field(default_factory=dict)  # every metric of the task on the test split, by name
     per_class: list[float | None] | None = None  # segmentation: IoU of each class on the test split (None: absent from both)
+    # detection: the model and the task's post-processing (decode + NMS) as an app runs them, timed
+    # interleaved with the model alone at the latency batch; the latency budget holds this one
+    postprocessed: LatencyStats | None = None
 
     def primary(self, metric: str) -> float | None:
         """The variant's figure of the report's primary metric (None: not measured)."""
@@ -75,7 +78,8 @@ def measure_variants(
     scores = {n: _scores(s, x, y, names[n], task_name) for n, s in sessions.items()}
     batch = {n: fixed_batch(s) or cfg.latency_batch for n, s in sessions.items()}  # fixed shapes run their own batch
     bulk_batch = {n: fixed_batch(s) or cfg.throughput_batch for n, s in sessions.items()}
-    latency = time_interleaved(_calls(sessions, x, batch, providers, length), cfg.warmup_runs, cfg.runs, cfg.min_seconds)
+    calls = _calls(sessions, x, batch, providers, length)
+    latency = time_interleaved({**calls, **_postprocessed(calls, task_name)}, cfg.warmup_runs, cfg.runs, cfg.min_seconds)
     throughput_runs = max(10, cfg.runs // 10)
     bulk = time_interleaved(_calls(sessions, x, bulk_batch, providers, length), 2, throughput_runs)
     sweep = _sweep(sessions, x, cfg, providers, length)
@@ -102,8 +106,29 @@ def measure_variants(
             length_sweep=length_sweep.get(name, {}),
             metrics=scores[name].metrics,
             per_class=scores[name].per_class,
+            postprocessed=summarize(latency[(name, "post")], batch[name]) if (name, "post") in latency else None,
         ))
     return reports, {n: score.outcomes for n, score in scores.items()}
+
+
+def _postprocessed(calls: dict, task_name: str) -> dict:
+    """(role, "post") → the model's call followed by the task's post-processing of its outputs (none
+    for tasks without one). Outputs bound on a device (CUDA timing) are read back first, as an app must."""
+    post = task(task_name).postprocess
+    if post is None:
+        return {}
+    import importlib
+
+    module, name = post[0].split(":")
+    function = getattr(importlib.import_module(module), name)
+
+    def then(call):
+        def run(i: int):
+            out = call(i)
+            return function(out[0] if isinstance(out, list) else out.copy_outputs_to_cpu()[0])
+        return run
+
+    return {(role, "post"): then(call) for role, call in calls.items()}
 
 
 @dataclass(frozen=True)

@@ -140,6 +140,7 @@ def to_markdown(report) -> str:
                   f"Against the teacher and the fp32 student: {task(report.task).paired_method}", "",
                   _table(["model", *(metric_named(n).heading for n in names)],
                          [[v.name, *(metric_named(n).show(v.metrics[n]) if n in v.metrics else "—" for n in names)] for v in report.variants]), ""]
+    lines += _postprocessed_section(report)
     lines += _per_class_section(report)
     if sweep:
         lines += ["## Batch sweep", "", _table(sweep_header, sweep), ""]
@@ -161,6 +162,20 @@ def to_markdown(report) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def _postprocessed_section(report) -> list[str]:
+    """Detection: each model's latency alone and with the task's post-processing, timed interleaved."""
+    timed = [v for v in report.variants if v.postprocessed]
+    if not timed:
+        return []
+    what = task(report.task).postprocess[1]
+    rows = [[v.name, f"{v.latency.p50_ms:.4f}", f"{v.postprocessed.p50_ms:.4f}", f"{v.postprocessed.p90_ms:.4f}",
+             f"{v.postprocessed.p50_ms - v.latency.p50_ms:+.4f}"] for v in timed]
+    return [f"## Latency with {what} (batch {timed[0].postprocessed.batch})", "",
+            f"The model alone and the model followed by {what} in numpy (edgekd.detection.boxes.decode, what an app runs), "
+            "timed interleaved; the latency budget holds the second.", "",
+            _table(["model", "model p50 ms", f"with {what} p50 ms", f"with {what} p90 ms", "added p50 ms"], rows), ""]
 
 
 def _per_class_section(report) -> list[str]:

@@ -58,6 +58,7 @@ class BudgetFigures:
     versus_fp32: VersusFp32 | None = None  # the deployed quantized student against its fp32 original
     quantization_drop: PairedDrop | None = None  # its accuracy drop from that original
     task: str = "classification"  # what `accuracy` and the drops are in: top-1 points, or relative RMSE rise (regression)
+    latency_with: str = ""  # the post-processing `latency_ms` includes ("decode + NMS"), if any
 
 
 def check_budgets(budgets: Budgets, figures: BudgetFigures, quantization: QuantizationConfig | None = None) -> list[Verdict]:
@@ -70,8 +71,9 @@ def check_budgets(budgets: Budgets, figures: BudgetFigures, quantization: Quanti
     if budgets.max_size_kb is not None:
         verdicts.append(_at_most("max_size_kb", f.size_bytes / 1024, budgets.max_size_kb, "KiB"))
     if budgets.max_latency_ms is not None:
+        with_post = f", with {f.latency_with}" if f.latency_with else ""
         verdicts.append(_within_interval("max_latency_ms", f.latency_ms, f.latency_ci, budgets.max_latency_ms,
-                                         f"ms (p{budgets.latency_percentile})", "rerun with more runs or on a quiet machine"))
+                                         f"ms (p{budgets.latency_percentile}{with_post})", "rerun with more runs or on a quiet machine"))
     verdicts += _teacher_drops(budgets, f)
     if budgets.min_compression is not None:
         if f.teacher_bytes is None:

@@ -71,6 +71,11 @@ def decode(outputs: np.ndarray, score_threshold: float = SCORE_THRESHOLD, iou_th
     return Detections(candidate_boxes[keep], candidate_scores[keep].astype(np.float32), label[keep].astype(np.int64))
 
 
+def decode_batch(outputs: np.ndarray) -> list[Detections]:
+    """A batch of raw outputs (N, A, 4 + C) → each image's detections: what an app runs after the model."""
+    return [decode(image) for image in np.asarray(outputs)]
+
+
 def label_boxes(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """One image's padded labels (M, 5) → (boxes (k, 4), classes (k,)) of its real rows."""
     labels = np.asarray(labels)
