@@ -137,6 +137,9 @@ class DistillConfig:
 class ExportOverrides:
     # Quantization scheme for this model, overriding the target's [quantization] scheme.
     scheme: Optional[Scheme] = Field(None, description='"static-qdq", "dynamic", "fp16", "none" or "auto"; default: the target\'s')
+    # Detection: also write the deployed model with ONNX NonMaxSuppression appended (<deployed>.nms.onnx),
+    # for apps that would rather not decode; its output is (S, 7) rows [image, x1, y1, x2, y2, score, class].
+    include_nms: Bool = Field(False, description="detection: also write the deployed model with NMS inside (<name>.nms.onnx)")
 
 
 QadTeacher = Literal["teacher", "student"]  # whose soft targets the quantization-aware phase learns from
@@ -236,6 +239,8 @@ def task_problem(recipe: Recipe, task: str) -> str | None:
             return f"a temperature softens class probabilities; {task} outputs have none: remove temperature"
     if recipe.data.mixup > 0 and not TASKS[task].mixup:
         return f"[data] mixup blends one class label per input; {task} labels are not that: set mixup = 0"
+    if recipe.export.include_nms and TASKS[task].postprocess is None:
+        return f"[export] include_nms appends a detector's NMS; {task} models have none: remove it"
     if recipe.data.ignore_index is not None and TASKS[task].ignore_default is None:
         return f"[data] ignore_index marks unlabelled pixels; {task} labels have none: remove it"
     return None

@@ -278,7 +278,7 @@ def detection_run(tmp_path_factory):
     write_shapes(folder / "shapes.npz", train=160, test=48)
     return run_folder(folder, 'task = "detection"\n[data]\nsource = "npz:shapes.npz"\naugment = true\nmax_shift = 4\n'
                       '[teacher]\nargs = { widths = [16, 32, 64], neck = 32 }\nepochs = 6\nlr = 3e-3\n[student]\nargs = { widths = [8, 16, 32], neck = 16 }\n'
-                      '[distill]\nepochs = 4\nlr = 3e-3\ntemperature = 2.0\nkd_weight = 0.5\nce_weight = 1.0\n',
+                      '[distill]\nepochs = 4\nlr = 3e-3\ntemperature = 2.0\nkd_weight = 0.5\nce_weight = 1.0\n[export]\ninclude_nms = true\n',
                       "max_map_drop = 0.9\nmax_accuracy_drop = 0.01")
 
 
@@ -303,6 +303,7 @@ def test_a_detector_runs_end_to_end_and_is_judged_by_map(detection_run):
     assert "## AP per class" in (run / "bench.md").read_text()
     assert all(v["postprocessed"]["p50_ms"] > 0 for v in bench["variants"]), "latency with decode + NMS beside the model's"
     assert "## Latency with decode + NMS" in (run / "bench.md").read_text()
+    assert exported["with_nms"] == "student.int8.nms.onnx" and (run / exported["with_nms"]).is_file(), "[export] include_nms"
 
 
 # --- coco:PATH ---------------------------------------------------------------------------------
@@ -447,3 +448,40 @@ def test_pkd_on_neck_levels_trains_a_detector_student(tmp_path):
     total.backward()
     assert "pkd" in parts and parts["pkd"] > 0 and student.neck[0][0].weight.grad.abs().sum() > 0
     objective.close()
+
+
+def test_the_nms_graph_detects_what_numpy_decoding_does(tmp_path):
+    import onnxruntime as ort
+    import torch
+
+    from detection_data import make_shapes
+    from edgekd.detection.boxes import decode
+    from edgekd.detection.model import detector
+    from edgekd.detection.nms_graph import detections_per_image, with_nms
+
+    torch.manual_seed(0)
+    model = detector((3, 64, 64), 2, widths=(8, 16, 32), neck=16).eval()
+    with torch.no_grad():  # confident, overlapping boxes: biases that make many positions score
+        for head in model.heads:
+            head.classes[-1].bias.fill_(0.5)
+    x = torch.from_numpy(make_shapes(3)[0])
+    torch.onnx.export(model, (x,), tmp_path / "d.onnx", input_names=["x"], output_names=["raw"], dynamic_axes={"x": {0: "n"}}, dynamo=False)
+    raw = ort.InferenceSession(str(tmp_path / "d.onnx")).run(None, {"x": x.numpy()})[0]
+    threshold = float(np.quantile(1 / (1 + np.exp(-raw[..., 4:])), 0.9))  # a tenth of the positions' scores pass: under 100 per class
+    with_nms(tmp_path / "d.onnx", tmp_path / "d.nms.onnx", score_threshold=threshold)
+    rows = ort.InferenceSession(str(tmp_path / "d.nms.onnx")).run(None, {"x": x.numpy()})[0]
+    for image, found in enumerate(detections_per_image(rows, 3)):
+        expected = decode(raw[image], score_threshold=threshold)
+        assert len(found) == len(expected.scores) > 0
+        order = np.lexsort((found[:, 0], -found[:, 4]))
+        assert np.allclose(found[order, 4], expected.scores, atol=1e-6)
+        assert np.allclose(found[order, :4], expected.boxes, atol=1e-4) and (found[order, 5] == expected.classes).all()
+
+
+def test_include_nms_is_refused_for_a_task_without_boxes(tmp_path):
+    from edgekd.errors import RecipeError
+    from edgekd.recipe import load_recipe
+
+    (tmp_path / "r.toml").write_text('task = "classification"\n[export]\ninclude_nms = true\n')
+    with pytest.raises(RecipeError, match="include_nms appends a detector's NMS; classification models have none"):
+        load_recipe(tmp_path / "r.toml")

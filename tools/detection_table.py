@@ -12,7 +12,7 @@ least 40% of the box lies inside, and is dropped otherwise. Intensities are stan
 training band's mean and std.
 
 Teacher: the built-in `detector` at widths 32-64-128, neck 64 (trained once, fixed seed); students
-widths 8-16-32, neck 16, from scratch and distilled (det-kd: class scores at T and the teacher's
+widths 4-8-16, neck 8, from scratch and distilled (det-kd: class scores at T and the teacher's
 confident boxes, plus the detector's own loss on the labels); the scratch twin has the same initial
 weights, batches and epochs. Random shifts of the training tiles, boxes alike.
 
@@ -100,8 +100,8 @@ def main() -> None:
     seed_options(parser, "detection-stardist.md")
     parser.add_argument("--epochs", type=int, default=30)
     parser.add_argument("--teacher-epochs", type=int, default=40)
-    parser.add_argument("--student", type=int, nargs="+", default=[8, 16, 32], help="the student detector's widths")
-    parser.add_argument("--neck", type=int, default=16, help="the student's pyramid and head channels")
+    parser.add_argument("--student", type=int, nargs="+", default=[4, 8, 16], help="the student detector's widths")
+    parser.add_argument("--neck", type=int, default=8, help="the student's pyramid and head channels")
     parser.add_argument("--temperature", type=float, default=2.0)
     args = parser.parse_args()
     set_quiet(True)

@@ -65,6 +65,7 @@ class ExportResult:
     outputs: list[str] = dataclasses.field(default_factory=list)  # its named outputs; the first (logits) is scored
     deployed_role: Role = Role.ptq  # what ships: the quantized student (ptq), or the fp32 student (student) when scheme is none
     metric: str = "accuracy"  # the primary metric the test figures are in (rmse for regression)
+    with_nms: str | None = None  # [export] include_nms: the deployed model with ONNX NonMaxSuppression appended
     schema_version: int = 5  # 5: deployed_role
 
     @staticmethod
@@ -152,6 +153,7 @@ def _export(run_dir: Path, target: Target | str | Path | None, scheme: Scheme | 
     quantized = quantize_model(exported.path, run_dir, qcfg, calibration, data.x_val, data.y_val, list(target.runtime.providers), target.runtime,
                                task=data.task)
     deployed, package, written = _deployed_artifact(run_dir, exported, quantized, target)
+    with_nms = _with_nms(run_dir, Path(quantized.path).name if quantized.path else STUDENT_SIMPLIFIED, data) if recipe.export.include_nms else None
     coverage = mobile_coverage(run_dir / (Path(quantized.path).name if quantized.path else STUDENT_SIMPLIFIED))
     fp32_accuracy = kind.summarise(file_outcomes(exported.path, data.x_test, data.y_test, kind.name))
     deployed_accuracy = kind.summarise(file_outcomes(run_dir / deployed, data.x_test, data.y_test, kind.name))
@@ -163,10 +165,10 @@ def _export(run_dir: Path, target: Target | str | Path | None, scheme: Scheme | 
         simplified=exported.simplified, quantized=quantized,
         fp32_test_accuracy=fp32_accuracy, deployed_test_accuracy=deployed_accuracy,
         deployed=deployed, deployed_role=Role.ptq if quantized.path else Role.student, metric=kind.primary.name, mobile=coverage, ort=package, seconds=time.perf_counter() - began,
-        inputs=list(student_spec.inputs), outputs=list(student_spec.outputs),
+        inputs=list(student_spec.inputs), outputs=list(student_spec.outputs), with_nms=with_nms,
     )
     runfolder.write_result(run_dir, RESULT, result)
-    runfolder.record(run_dir, "export", ([] if onnx_teacher else [TEACHER_ONNX]) + written + [RESULT], target=target)
+    runfolder.record(run_dir, "export", ([] if onnx_teacher else [TEACHER_ONNX]) + written + ([with_nms] if with_nms else []) + [RESULT], target=target)
     return result
 
 
@@ -180,6 +182,19 @@ def _deployed_artifact(run_dir: Path, exported: ExportedModel, quantized: Quanti
         return deployed, None, written
     package = package_ort(run_dir / deployed, run_dir, list(target.runtime.providers), target.runtime.ort_platform)
     return Path(package.ort_file).name, package, written + [Path(package.ort_file).name, Path(package.required_operators).name]
+
+
+def _with_nms(run_dir: Path, onnx_name: str, data) -> str:
+    """The deployed ONNX model with NonMaxSuppression appended, run once on test images to prove it loads."""
+    from edgekd.detection.nms_graph import with_nms
+    from edgekd.inputs import as_inputs
+    from edgekd.runtime.session import feeds, open_session
+
+    path = with_nms(run_dir / onnx_name, run_dir / (Path(onnx_name).stem + ".nms.onnx"))
+    session = open_session(path, ["CPUExecutionProvider"])
+    rows = session.run(None, feeds(session, as_inputs(data.x_test).rows(0, 4)))[0]
+    say(f"export: {path.name}: the deployed model with NMS inside ({len(rows)} detection(s) on 4 test images)")
+    return path.name
 
 
 def _say_exported(teacher: ExportedModel | None, student: ExportedModel, cfg: ExportConfig) -> None:
