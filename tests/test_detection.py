@@ -304,6 +304,8 @@ def test_a_detector_runs_end_to_end_and_is_judged_by_map(detection_run):
     assert all(v["postprocessed"]["p50_ms"] > 0 for v in bench["variants"]), "latency with decode + NMS beside the model's"
     assert "## Latency with decode + NMS" in (run / "bench.md").read_text()
     assert exported["with_nms"] == "student.int8.nms.onnx" and (run / exported["with_nms"]).is_file(), "[export] include_nms"
+    shipped = next(v for v in bench["variants"] if v["role"] == bench["deployed_role"])
+    assert shipped["nms_graph"]["p50_ms"] > 0, "the file with NMS inside is timed beside the deployed one"
 
 
 # --- coco:PATH ---------------------------------------------------------------------------------

@@ -46,6 +46,7 @@ class VariantReport:
     # detection: the model and the task's post-processing (decode + NMS) as an app runs them, timed
     # interleaved with the model alone at the latency batch; the latency budget holds this one
     postprocessed: LatencyStats | None = None
+    nms_graph: LatencyStats | None = None  # the same with NMS inside the ONNX graph ([export] include_nms), timed alike
 
     def primary(self, metric: str) -> float | None:
         """The variant's figure of the report's primary metric (None: not measured)."""
@@ -63,6 +64,7 @@ def measure_variants(
     memory: bool = True,
     max_length: int | None = None,
     task_name: str = "classification",
+    nms_sessions: dict[Role, object] | None = None,
 ) -> tuple[list[VariantReport], dict[Role, np.ndarray | None]]:
     """Figures for every session in `sessions` (by role, like `files`), measured interleaved, and
     each model's per-sample outcomes under the task (top-1 hits, squared errors; None without
@@ -70,7 +72,7 @@ def measure_variants(
 
     Text models are timed at `sequence_length` tokens (the target's, else the median test text)
     and swept over `sweep_lengths` up to `max_length` (the longest input the data keeps) as well as
-    over batch sizes."""
+    over batch sizes. `nms_sessions`: detection models with NMS inside, timed with the role's model."""
     x = as_inputs(x)
     length = sequence_length(x, cfg)
     if length and max_length:
@@ -79,7 +81,8 @@ def measure_variants(
     batch = {n: fixed_batch(s) or cfg.latency_batch for n, s in sessions.items()}  # fixed shapes run their own batch
     bulk_batch = {n: fixed_batch(s) or cfg.throughput_batch for n, s in sessions.items()}
     calls = _calls(sessions, x, batch, providers, length)
-    latency = time_interleaved({**calls, **_postprocessed(calls, task_name)}, cfg.warmup_runs, cfg.runs, cfg.min_seconds)
+    in_graph = {(n, "graph"): c for n, c in _calls(nms_sessions or {}, x, batch, providers, length).items()}
+    latency = time_interleaved({**calls, **_postprocessed(calls, task_name), **in_graph}, cfg.warmup_runs, cfg.runs, cfg.min_seconds)
     throughput_runs = max(10, cfg.runs // 10)
     bulk = time_interleaved(_calls(sessions, x, bulk_batch, providers, length), 2, throughput_runs)
     sweep = _sweep(sessions, x, cfg, providers, length)
@@ -107,6 +110,7 @@ def measure_variants(
             metrics=scores[name].metrics,
             per_class=scores[name].per_class,
             postprocessed=summarize(latency[(name, "post")], batch[name]) if (name, "post") in latency else None,
+            nms_graph=summarize(latency[(name, "graph")], batch[name]) if (name, "graph") in latency else None,
         ))
     return reports, {n: score.outcomes for n, score in scores.items()}
 

@@ -77,6 +77,7 @@ def bench_models(
     inputs_note: str = "",
     task: str = "classification",
     input_shapes: Mapping[str, Sequence[int]] | None = None,
+    with_nms: Path | None = None,
 ) -> BenchReport:
     """Measure `models` (ONNX or ORT files by role) on the test inputs `x` (labels `y`, when known)
     and check `target`'s budgets on the `deployed` one; write nothing.
@@ -88,7 +89,8 @@ def bench_models(
     `coverage` is the deployed model's NNAPI/CoreML coverage when already known (else computed).
     `names` are the display names (default: made from the roles). `task` says how outputs are
     scored against `y` (top-1 for classification; RMSE, MAE and R² for regression). Without `x`,
-    `input_shapes` (else the target's `[bench] input_shapes`) size the random inputs' free dimensions."""
+    `input_shapes` (else the target's `[bench] input_shapes`) size the random inputs' free dimensions.
+    `with_nms` (detection): the deployed model with NMS inside, timed beside it."""
     deployed = Role(deployed)
     roles = {Role(r): Path(p) for r, p in models.items()}
     if deployed not in roles:
@@ -105,7 +107,9 @@ def bench_models(
         (x, inputs_note), y = random_inputs(sessions[deployed], dict(cfg.input_shapes, **(input_shapes or {})), largest), None
     say(f"bench: timing {len(sessions)} model(s), {cfg.warmup_runs} warm-up + {cfg.runs} runs each, interleaved; "
         f"sweep over batches {cfg.sweep_batches}" + ("; session memory in child processes" if memory else ""))
-    variants, outcomes = measure_variants(ordered, sessions, names, x, y, cfg, providers, memory=memory, max_length=max_length, task_name=task)
+    in_graph = {deployed: open_session(with_nms, providers, target.runtime)} if with_nms else None
+    variants, outcomes = measure_variants(ordered, sessions, names, x, y, cfg, providers, memory=memory, max_length=max_length, task_name=task,
+                                          nms_sessions=in_graph)
     verdicts = check_budgets(target.budgets, _figures(variants, outcomes, deployed, target, providers, coverage, task), target.quantization)
     return BenchReport(
         target=target.name, deployed=names[deployed], passed=run_passed(verdicts), verdicts=verdicts, variants=variants,

@@ -49,6 +49,7 @@ class BenchInputs:
     out: Path
     task: str | None = None  # the run's task; None (a bare file): what the labels make unambiguous
     notes: list[str] = field(default_factory=list)  # for the report: a quantization-aware phase that was skipped, nodes it kept in fp32
+    with_nms: Path | None = None  # detection: the deployed model with NMS inside ([export] include_nms), timed beside it
 
 
 def bench(
@@ -83,7 +84,7 @@ def bench(
         kind = task_for(found.task, y).name
         report = bench_models(found.models, target, x, y, deployed=found.deployed, names=found.names, providers=providers,
                               memory=memory, max_length=max_length, coverage=found.coverage, classes=found.classes,
-                              reference=found.reference, inputs_note=note, task=kind, input_shapes=shapes)
+                              reference=found.reference, inputs_note=note, task=kind, input_shapes=shapes, with_nms=found.with_nms)
         report = replace(report, notes=found.notes)
         _write(report, model, found.out, junit)
     say(f"bench: {verdict_line(report)}")
@@ -117,9 +118,11 @@ def _run_folder(run_dir: Path, out: Path | None) -> BenchInputs:
     classes = [str(c) for c in runfolder.read_json(run_dir / runfolder.LABELS).get("classes", [])] if (run_dir / runfolder.LABELS).is_file() else []
     distilled = runfolder.read_result(run_dir, runfolder.DISTILL_RESULT, DistillResult, "bench") if (run_dir / runfolder.DISTILL_RESULT).is_file() else None
     recipe = runfolder.load_run_recipe(run_dir)
+    # the NMS file was made of export's deployed model: it is timed while that one still ships
+    with_nms = runfolder.artifact(run_dir, exported.with_nms, "bench") if exported.with_nms and deployed is exported.deployed_role else None
     return BenchInputs(models, names, deployed, recipe.data, target, list(exported.mobile), classes,
                        distilled.reference if distilled else "the teacher", Path(out or run_dir),
-                       distilled.task if distilled else recipe.task, notes)
+                       distilled.task if distilled else recipe.task, notes, with_nms)
 
 
 def _with_quantization_aware(run_dir: Path, models: dict[Role, Path], names: dict[Role, str], deployed: Role, notes: list[str]) -> Role:
