@@ -75,13 +75,15 @@ def load_arrays() -> tuple[dict[str, np.ndarray], str]:
 
 
 def recipe(npz: Path, seed: int, args) -> dict:
+    loss = [{"method": "det-kd", "weight": args.kd_weight}]
+    loss += [{"method": "pkd", "weight": args.pkd, "teacher_layer": f"neck.{i}", "student_layer": f"neck.{i}"} for i in range(3) if args.pkd]
     return {
         "task": "detection",
         "data": {"source": f"npz:{npz}", "augment": True, "max_shift": 8},
         "teacher": {"model": "detector", "args": {"widths": [32, 64, 128], "neck": 64}, "epochs": args.teacher_epochs, "seed": 0,
                     "augment": True, "max_shift": 8, "lr": 3e-3},
         "student": {"model": "detector", "args": {"widths": list(args.student), "neck": args.neck}},
-        "distill": {"epochs": args.epochs, "seed": seed, "batch_size": 32, "lr": 3e-3, "ce_weight": 1.0, "kd_weight": args.kd_weight,
+        "distill": {"epochs": args.epochs, "seed": seed, "batch_size": 32, "lr": 3e-3, "ce_weight": 1.0, "loss": loss,
                     "temperature": args.temperature},
     }
 
@@ -103,6 +105,7 @@ def main() -> None:
     parser.add_argument("--student", type=int, nargs="+", default=[4, 8, 16], help="the student detector's widths")
     parser.add_argument("--neck", type=int, default=8, help="the student's pyramid and head channels")
     parser.add_argument("--temperature", type=float, default=2.0)
+    parser.add_argument("--pkd", type=float, default=0.0, help="weight of a pkd term on each pyramid level (neck.0..2; 0: none)")
     args = parser.parse_args()
     set_quiet(True)
     began = time.perf_counter()
@@ -129,7 +132,8 @@ def render(args, what: str, arrays, rows, paired, shipped, seconds: float) -> st
         f"({boxes('train'):,} / {boxes('val'):,} / {boxes('test'):,} boxes) from disjoint column bands of the image. "
         f"Teacher: detector 32-64-128, neck 64 ({args.teacher_epochs} epochs, trained once); students: detector "
         f"{'-'.join(map(str, args.student))}, neck {args.neck}, {args.epochs} epochs, random shifts of up to 8 pixels (boxes alike); "
-        f"distilled: 1·detection loss (labels) + {args.kd_weight:g}·det-kd (T = {args.temperature:g}). "
+        f"distilled: 1·detection loss (labels) + {args.kd_weight:g}·det-kd (T = {args.temperature:g})"
+        + (f" + {args.pkd:g}·pkd on each pyramid level" if args.pkd else "") + ". "
         "Test COCO mAP@[.5:.95] at each model's best validation epoch.",
         "",
         f"| model | params | test mAP ({len(args.seeds)} seed{'s' if len(args.seeds) > 1 else ''}, mean ± sd) |",
