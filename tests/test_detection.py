@@ -487,3 +487,17 @@ def test_include_nms_is_refused_for_a_task_without_boxes(tmp_path):
     (tmp_path / "r.toml").write_text('task = "classification"\n[export]\ninclude_nms = true\n')
     with pytest.raises(RecipeError, match="include_nms appends a detector's NMS; classification models have none"):
         load_recipe(tmp_path / "r.toml")
+
+
+def test_a_classifier_given_boxes_is_refused_before_training(tmp_path):
+    from typer.testing import CliRunner
+
+    from cli_checks import one_line_error
+    from detection_data import write_shapes
+    from edgekd.cli import app
+
+    write_shapes(tmp_path / "d.npz", train=24, test=8, size=32)
+    (tmp_path / "r.toml").write_text('task = "detection"\n[data]\nsource = "npz:d.npz"\n[student]\nmodel = "cnn"\n')
+    result = CliRunner().invoke(app, ["-q", "distill", str(tmp_path / "r.toml"), "--out", str(tmp_path / "run")])
+    one_line_error(result, "student outputs shape (2,) per sample", "(positions, 4 + 2) outputs")
+    assert not (tmp_path / "run").exists()
