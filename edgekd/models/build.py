@@ -98,6 +98,17 @@ def layers_of(model: nn.Module) -> nn.Module:
     return model.inner if isinstance(model, InDataUnits) else model
 
 
+def start_pretrained(model: nn.Module) -> bool:
+    """Load the pretrained weights a family's args name (the detector's ImageNet MobileNetV2
+    backbone), for a model about to train; a checkpoint being rebuilt never calls this, so the
+    weights file is needed only where training starts. Returns whether anything was loaded."""
+    inner = layers_of(model)
+    if getattr(inner, "pretrained", None) and hasattr(inner, "load_pretrained"):
+        inner.load_pretrained()
+        return True
+    return False
+
+
 def build_model(spec: ModelSpec) -> nn.Module:
     """Build the module a spec names (answering in the data's units when the spec has a
     target_scale); unknown families and arguments raise with the valid ones."""
