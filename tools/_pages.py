@@ -96,6 +96,14 @@ def gap_closed(rows: dict[str, list[float]], higher_is_better: bool, show: Calla
     return gain, f"with no gap to close: the scratch student is within {show(noise)} (2 sd over seeds) of the teacher"
 
 
+def paired_sentence(seeds: list[int], paired: list, metric: str, samples: str) -> str:
+    """Each seed's paired comparison of the distilled and the scratch student in points of `metric`,
+    bootstrapped over the test `samples` (tiles, sentences)."""
+    return (f"Paired on the test {samples} (distilled − scratch {metric}; 95% paired bootstrap over {samples}, permutation p): "
+            + "; ".join(f"seed {s}: {-p.drop * 100:+.2f} points [{-p.interval[1] * 100:+.2f}, {-p.interval[0] * 100:+.2f}], p = {p.p_value:.2g}"
+                        for s, p in zip(seeds, paired)) + " (positive: the distilled student is better).")
+
+
 SHIPPED = (("teacher", "teacher fp32 (ONNX)"), ("student", "student fp32 (ONNX)"), ("ptq", "student int8"),
            ("qat", "student int8, quantization-aware training"), ("qad", "student int8, quantization-aware distillation"))
 

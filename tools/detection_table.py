@@ -32,7 +32,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from _pages import RESULTS, gap_closed, mean_sd, measure_seeds, provenance, seed_options, shipped_section, write_page
+from _pages import RESULTS, gap_closed, mean_sd, measure_seeds, paired_sentence, provenance, seed_options, shipped_section, write_page
 from segmentation_table import stardist_image
 
 from edgekd._progress import set_quiet
@@ -154,10 +154,7 @@ def render(args, what: str, arrays, rows, paired, shipped, seconds: float) -> st
         f"| student, scratch | {result.student.parameters:,} | {mean_sd(rows['scratch'], percent)} |",
         f"| student, distilled | {result.student.parameters:,} | {mean_sd(rows['distilled'], percent)} |",
         "",
-        f"Distillation changes test mAP by {gain * 100:+.2f} points on average, {closed}. Paired on the test tiles "
-        "(distilled − scratch mAP; 95% paired bootstrap over tiles, permutation p): "
-        + "; ".join(f"seed {s}: {-p.drop * 100:+.2f} points [{-p.interval[1] * 100:+.2f}, {-p.interval[0] * 100:+.2f}], p = {p.p_value:.2g}"
-                    for s, p in zip(args.seeds, paired)) + " (positive: the distilled student is better).",
+        f"Distillation changes test mAP by {gain * 100:+.2f} points on average, {closed}. " + paired_sentence(args.seeds, paired, "mAP", "tiles"),
         "",
         f"What seed {args.seeds[0]} ships on x86-cpu (static int8, batch 1, one thread, timed interleaved; model only, without NMS):",
         "",

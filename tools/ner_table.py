@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from _pages import RESULTS, gap_closed, mean_sd, measure_seeds, provenance, seed_options, shipped_section, write_page
+from _pages import RESULTS, gap_closed, mean_sd, measure_seeds, paired_sentence, provenance, seed_options, shipped_section, write_page
 
 from edgekd._progress import set_quiet
 from edgekd.data import load_data
@@ -111,10 +111,7 @@ def render(args, data, rows, paired, shipped, seconds: float) -> str:
         f"| student, scratch | {result.student.parameters:,} | {mean_sd(rows['scratch'], percent)} |",
         f"| student, distilled | {result.student.parameters:,} | {mean_sd(rows['distilled'], percent)} |",
         "",
-        f"Distillation changes test entity F1 by {gain * 100:+.2f} points on average, {closed}. Paired on the test sentences "
-        "(distilled − scratch F1; 95% paired bootstrap over sentences, permutation p): "
-        + "; ".join(f"seed {s}: {-p.drop * 100:+.2f} points [{-p.interval[1] * 100:+.2f}, {-p.interval[0] * 100:+.2f}], p = {p.p_value:.2g}"
-                    for s, p in zip(args.seeds, paired)) + " (positive: the distilled student is better).",
+        f"Distillation changes test entity F1 by {gain * 100:+.2f} points on average, {closed}. " + paired_sentence(args.seeds, paired, "F1", "sentences"),
         "",
         f"What seed {args.seeds[0]} ships on x86-cpu (static int8, batch 1, one thread, timed interleaved):",
         "",
