@@ -223,6 +223,9 @@ class Recipe:
             if cfg.max_shift is not None and not cfg.augment:
                 raise ValueError(f"[{table}] max_shift = {cfg.max_shift} has no effect without [{table}] augment = true: "
                                  "add augment = true or remove max_shift")
+        if self.data.flip and not (self.data.augment or self.teacher.augment or any(t.augment for t in self.teachers)):
+            raise ValueError("[data] flip mirrors the images augment shifts; with no augment = true it has no effect: "
+                             "add [data] augment = true or remove flip")
         return self
 
 

@@ -276,7 +276,7 @@ def detection_run(tmp_path_factory):
 
     folder = tmp_path_factory.mktemp("detection")
     write_shapes(folder / "shapes.npz", train=160, test=48)
-    return run_folder(folder, 'task = "detection"\n[data]\nsource = "npz:shapes.npz"\naugment = true\nmax_shift = 4\n'
+    return run_folder(folder, 'task = "detection"\n[data]\nsource = "npz:shapes.npz"\naugment = true\nmax_shift = 4\nflip = true\n'
                       '[teacher]\nargs = { widths = [16, 32, 64], neck = 32 }\nepochs = 6\nlr = 3e-3\n[student]\nargs = { widths = [8, 16, 32], neck = 16 }\n'
                       '[distill]\nepochs = 4\nlr = 3e-3\ntemperature = 2.0\nkd_weight = 0.5\nce_weight = 1.0\n[export]\ninclude_nms = true\n',
                       "max_map_drop = 0.9\nmax_accuracy_drop = 0.01")
@@ -534,3 +534,27 @@ def test_a_mobilenetv2_backbone_loads_torchvision_weights_only_when_training_sta
     torch.save({"features.0.0.weight": torch.zeros(3)}, tmp_path / "other.pth")
     with pytest.raises(ModelError, match="not torchvision's MobileNetV2 weights"):
         build_model(ModelSpec("detector", {"backbone": "mobilenetv2", "pretrained": str(tmp_path / "other.pth")}, (1, 32, 32), 1)).load_pretrained()
+
+
+def test_flips_mirror_images_with_their_boxes_and_masks():
+    import torch
+
+    from edgekd.distill.trainer import _flip
+
+    x = torch.zeros(2, 1, 4, 8)
+    x[:, :, :, 0] = 1.0  # a bright left column
+    boxes = torch.from_numpy(np.concatenate([_boxes([0, 1, 0, 3, 2]), _boxes([0, 1, 0, 3, 2])]))
+    masks = (x[:, 0] > 0).long()
+    flipped, turned_masks, turned = _flip(torch.tensor([True, False]), x, masks, boxes)
+    assert flipped[0, 0, 0, 7] == 1 and flipped[1, 0, 0, 0] == 1, "only the first image is mirrored"
+    assert turned[0, 0].tolist() == [0, 5, 0, 7, 2] and turned[1, 0].tolist() == [0, 1, 0, 3, 2]
+    assert turned_masks[0, 0, 7] == 1 and turned_masks[1, 0, 0] == 1
+
+
+def test_flip_without_augment_is_refused(tmp_path):
+    from edgekd.errors import RecipeError
+    from edgekd.recipe import load_recipe
+
+    (tmp_path / "r.toml").write_text("[data]\nflip = true\n")
+    with pytest.raises(RecipeError, match="flip mirrors the images augment shifts"):
+        load_recipe(tmp_path / "r.toml")

@@ -67,6 +67,9 @@ class DataConfig:
     augment: Bool = Field(False, description="random shifts of the students' training images (disables teacher-output caching)")
     # Largest shift in pixels, up and down and sideways (Hinton et al. 2015 used 2 on MNIST's 28×28).
     max_shift: Optional[Int] = Field(None, ge=1, description="largest shift in pixels with augment = true (default: 1/8 of the height and width)")
+    # With augment (the students', and the teacher's with [teacher] augment): each image also mirrored
+    # left-right with probability 1/2, masks and boxes alike. Off by default: a mirrored digit is not that digit.
+    flip: Bool = Field(False, description="with augment = true: also mirror images left-right at random (masks and boxes alike)")
     # Mixup (Zhang et al. 2018) while the students train: each image is blended with another of
     # its batch, share ~ Beta(α, α) per image; the hard-label loss is blended the same way. The
     # teacher sees the very same blended image, so distillation matches the teacher's function

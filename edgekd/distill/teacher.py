@@ -128,7 +128,7 @@ def _plan(cfg: TeacherConfig, recipe: Recipe, data: DataSplits, position: int) -
         return Teacher(f"checkpoint {cfg.checkpoint}", cfg.weight, model=model.eval(), spec=spec, identity=weights_hash(model))
     seed = cfg.seed if cfg.seed is not None else recipe.distill.seed + position
     settings = TrainSettings(epochs=cfg.epochs, batch_size=recipe.distill.batch_size, lr=cfg.lr, seed=seed,
-                             augment=cfg.augment, max_shift=cfg.max_shift, finetune=cfg.finetune, task=data.task)
+                             augment=cfg.augment, max_shift=cfg.max_shift, flip=recipe.data.flip, finetune=cfg.finetune, task=data.task)
     torch.manual_seed(seed)
     model = build_model(spec)
     pretrained = weights_hash(model) if start_pretrained(model) else None  # a new weights file: a new cache key

@@ -47,6 +47,7 @@ class TrainSettings:
     grad_clip: float | None = None
     augment: bool = False  # random shifts, per image
     max_shift: int | None = None  # largest shift in pixels; None: 1/8 of the height and width
+    flip: bool = False  # with augment: each image also mirrored left-right with probability 1/2 (masks and boxes alike)
     mixup: float = 0.0  # mixup α (0: off): each input blended with another of its batch
     amp: bool = False  # CUDA only
     compile: bool = False  # CUDA only
@@ -296,13 +297,14 @@ def _scheduler(optimizer, settings: TrainSettings, steps: int):
 
 
 def _augment(x: torch.Tensor, enabled: bool, max_shift: int | None = None, masks: torch.Tensor | None = None,
-             boxes: torch.Tensor | None = None):
+             boxes: torch.Tensor | None = None, flip: bool = False):
     """Random shifts of up to max_shift pixels, or 1/8 of the height and width (zero padding), drawn for each image.
 
     With `masks` (N, H, W) — segmentation labels — each mask is shifted with its image, the pixels
     shifted in marked IGNORED (not scored), and (images, masks) returned. With `boxes` (N, M, 5) —
     detection labels — each image's boxes move with it and are clipped to the image; a box left
-    with under half its area becomes padding (class −1); (images, boxes) returned."""
+    with under half its area becomes padding (class −1); (images, boxes) returned. With `flip`,
+    each shifted image (and its mask or boxes) is then mirrored left-right with probability 1/2."""
     if not enabled or x.ndim != 4:
         return x if masks is None and boxes is None else (x, masks if boxes is None else boxes)
     n, _, h, w = x.shape
@@ -314,10 +316,27 @@ def _augment(x: torch.Tensor, enabled: bool, max_shift: int | None = None, masks
     batch = torch.arange(n, device=x.device)[:, None, None]
     shifted = F.pad(x, (mw, mw, mh, mh))[batch, :, rows, cols].permute(0, 3, 1, 2)  # advanced indexing puts channels last
     if boxes is not None:
-        return shifted, _shift_boxes(boxes, (mw - left).to(boxes.dtype), (mh - top).to(boxes.dtype), h, w)
-    if masks is None:
-        return shifted
-    return shifted, F.pad(masks, (mw, mw, mh, mh), value=IGNORED)[batch, rows, cols]
+        boxes = _shift_boxes(boxes, (mw - left).to(boxes.dtype), (mh - top).to(boxes.dtype), h, w)
+    if masks is not None:
+        masks = F.pad(masks, (mw, mw, mh, mh), value=IGNORED)[batch, rows, cols]
+    if flip:  # drawn only when asked: runs without flips keep their random stream
+        shifted, masks, boxes = _flip(torch.rand(n, device=x.device) < 0.5, shifted, masks, boxes)
+    if boxes is not None:
+        return shifted, boxes
+    return shifted if masks is None else (shifted, masks)
+
+
+def _flip(mirrored: torch.Tensor, x: torch.Tensor, masks: torch.Tensor | None, boxes: torch.Tensor | None):
+    """Images (N, C, H, W), masks (N, H, W) and boxes (N, M, 5) of the images `mirrored` (N,) marks, mirrored left-right."""
+    x = torch.where(mirrored[:, None, None, None], x.flip(-1), x)
+    if masks is not None:
+        masks = torch.where(mirrored[:, None, None], masks.flip(-1), masks)
+    if boxes is not None:
+        width = x.shape[-1]
+        turned = boxes.clone()
+        turned[..., 1], turned[..., 3] = width - boxes[..., 3], width - boxes[..., 1]
+        boxes = torch.where(mirrored[:, None, None], turned, boxes)
+    return x, masks, boxes
 
 
 def _shift_boxes(boxes: torch.Tensor, dx: torch.Tensor, dy: torch.Tensor, height: int, width: int) -> torch.Tensor:
@@ -346,9 +365,9 @@ def _student_inputs(xb: Batch, y: torch.Tensor | None, settings: TrainSettings) 
     geometry = task(settings.task).label_geometry
     if y is not None and geometry != "none":  # masks and boxes move with their images (mixup is refused for them)
         shifted, y = _augment(x, settings.augment, settings.max_shift, masks=y if geometry == "mask" else None,
-                              boxes=y if geometry == "boxes" else None)
+                              boxes=y if geometry == "boxes" else None, flip=settings.flip)
         return {name: shifted}, y
-    shifted, labels = _mixup(_augment(x, settings.augment, settings.max_shift), y, settings.mixup)
+    shifted, labels = _mixup(_augment(x, settings.augment, settings.max_shift, flip=settings.flip), y, settings.mixup)
     return {name: shifted}, labels
 
 
