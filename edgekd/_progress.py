@@ -5,7 +5,9 @@ Bars render only when stderr is a terminal; in CI logs a stage prints one line w
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
@@ -31,6 +33,18 @@ def set_quiet(quiet: bool) -> None:
             onnxruntime.set_default_logger_severity(3)
         except ImportError:
             pass
+
+
+@contextlib.contextmanager
+def hushed() -> Iterator[None]:
+    """No status lines inside: for a stage run many times as a step of another (the search's
+    per-candidate quantization), whose own lines would drown the caller's."""
+    global _quiet
+    before, _quiet = _quiet, True
+    try:
+        yield
+    finally:
+        _quiet = before
 
 
 def _main_rank() -> bool:

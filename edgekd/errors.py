@@ -71,3 +71,7 @@ class ParityError(EdgekdError):
             f"the export is not faithful — check for ops that differ between train and eval, "
             f"or relax [export] parity thresholds in the target"
         )
+
+
+class SearchError(EdgekdError):
+    """A student search that cannot give a student: no candidate within the target's budgets, or none measurable."""

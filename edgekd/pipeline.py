@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 
@@ -20,6 +20,9 @@ from edgekd.runfolder import RECIPE, load_run_recipe
 from edgekd.targets import Scheme, Target
 
 
+SEARCH_DIR = "search"  # the student search's folder inside a run folder
+
+
 @dataclass(frozen=True)
 class RunResult:
     run_dir: str
@@ -29,6 +32,7 @@ class RunResult:
     passed: bool  # every budget of the target holds
     seconds: float
     qad: "QadResult | None" = None  # noqa: F821 - the quantization-aware phase, when it ran
+    search: "SearchResult | None" = None  # noqa: F821 - the student search, when the recipe has [search]
 
 
 def default_run_dir(recipe_path: Path | None, root: Path = Path("runs")) -> Path:
@@ -65,7 +69,34 @@ def run(
     target_obj = recipe_target(recipe_obj, target)  # fail before training on a bad target
     usable_providers(list(target_obj.runtime.providers if providers is None else providers))  # ... or on a provider this machine lacks
     with shared_data():  # the stages read the data once
-        return _run_stages(recipe_obj, target_obj, out, resume, force, scheme, providers, sweep, began)
+        searched = _search(recipe_obj, target_obj, out, resume, force) if recipe_obj.search is not None else None
+        if searched is None:
+            return _run_stages(recipe_obj, target_obj, out, resume, force, scheme, providers, sweep, began)
+        from edgekd.search.stage import searched_recipe
+
+        result = _run_stages(searched_recipe(recipe_obj, searched), target_obj, out, resume, force, scheme, providers, sweep, began)
+        return replace(result, search=_confirmed(searched, result.bench, target_obj, out))
+
+
+def _search(recipe: Recipe, target: Target, out: Path, resume: bool, force: bool):
+    """The recipe's [search], into the run folder's search/ (continued on --resume, redone on --force)."""
+    import shutil
+
+    from edgekd.search.stage import search
+
+    if force and not resume:
+        shutil.rmtree(out / SEARCH_DIR, ignore_errors=True)
+    return search(recipe, target, out / SEARCH_DIR, resume=resume)
+
+
+def _confirmed(searched, report: BenchReport, target: Target, out: Path):
+    """The search's measured prediction against the final bench, said and written into search.json."""
+    from edgekd.search.stage import confirm, write_result
+
+    searched = confirm(searched, report, target.budgets.latency_percentile)
+    write_result(out / SEARCH_DIR, searched)
+    say(f"search: {searched.confirmed}")
+    return searched
 
 
 def _run_stages(recipe_obj: Recipe, target_obj: Target, out: Path, resume: bool, force: bool, scheme: str | None,

@@ -164,6 +164,43 @@ class QadConfig:
 
 
 @dataclass(config=CONFIG)
+class SearchConfig:
+    """[search]: which students `edgekd search` considers, and how much training it spends on them."""
+
+    # The family whose args are searched; default: the [student] model (a factory "module:fn" works too).
+    family: Optional[str] = Field(None, description="model family or factory whose args are searched; default: the [student] model")
+    # Each key lists the values to try; candidates are every combination, over [student] args.
+    space: dict[str, list[Any]] = Field(default_factory=dict, description="arg name → values to try; the candidates are every combination")
+    # Explicit candidates (args of each), tried beside the grid of `space`.
+    candidates: list[dict[str, Any]] = Field(default_factory=list, description="explicit candidates: the args of each (beside `space`)")
+    max_candidates: Int = Field(64, ge=1, le=10_000, description="refuse a space with more candidates than this (each is exported, quantized and timed)")
+    # A candidate passes a budget only with this share of it to spare: measured latency moves between runs.
+    margin: Float = Field(0.1, ge=0, lt=1, description="share of each size/latency budget kept in reserve (0.1: within 90% of it)")
+    timing_runs: Int = Field(100, ge=10, le=100_000, description="timed runs per candidate (interleaved with its fp32 model)")
+    # Successive halving over the frontier: every candidate trains `first_epochs`, the best 1/`eta`
+    # on validation go on with `eta` times the epochs, until one is left.
+    max_trained: Int = Field(8, ge=1, le=1000, description="frontier candidates that enter training at most (spread over the latency range)")
+    first_epochs: Int = Field(3, ge=1, le=100_000, description="epochs of the first halving round")
+    eta: Int = Field(2, ge=2, le=10, description="each halving round keeps 1/eta of the candidates and gives them eta times the epochs")
+    # Hyper-parameters of the winner: Optuna's TPE sampler with a median pruner (0: the recipe's own).
+    trials: Int = Field(0, ge=0, le=10_000, description="Optuna trials over temperature, kd/ce weights and lr for the winner (0: keep the recipe's)")
+    trial_epochs: Optional[Int] = Field(None, ge=1, le=100_000, description="epochs of each trial; default: the last halving round's")
+    storage: Optional[str] = Field(None, description="Optuna storage shared by machines: a journal file path or a database URL; "
+                                                     "default: a journal file in the search folder")
+    seed: Optional[Int] = Field(None, ge=0, description="seed of the trials' sampler; default [distill] seed")
+    train: Bool = Field(True, description="false: measure and report the candidates only (no training)")
+
+    @model_validator(mode="after")
+    def _something_to_search(self) -> "SearchConfig":
+        if not self.space and not self.candidates:
+            raise ValueError("[search] names no candidates: give `space` (arg → values) or `candidates` (a list of args)")
+        for name, values in self.space.items():
+            if not values:
+                raise ValueError(f"[search] space.{name} is empty: list at least one value")
+        return self
+
+
+@dataclass(config=CONFIG)
 class TargetRef:
     # A target shipped with edgekd ("x86-cpu") or a path to the user's own TOML file.
     name: Optional[str] = Field("x86-cpu", description="a built-in target name")
@@ -184,6 +221,7 @@ class Recipe:
     export: ExportOverrides = Field(default_factory=ExportOverrides)
     qad: QadConfig = Field(default_factory=QadConfig)
     target: TargetRef = Field(default_factory=TargetRef)
+    search: Optional[SearchConfig] = Field(None, description="choose the student by measuring candidates on the target (edgekd search)")
 
     def qad_objective(self) -> tuple[float, tuple[LossTerm, ...]]:
         """The quantization-aware phase's hard-label weight and logit terms (kd, dkd): [qad] ce_weight

@@ -14,6 +14,7 @@ import math
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any, Protocol
 
 import numpy as np
@@ -116,11 +117,13 @@ def fit(
     resume: bool = False,
     teachers: SoftTargets | None = None,
     x_unlabeled: Inputs | np.ndarray | None = None,
+    on_epoch: Callable[[int, float], None] | None = None,
 ) -> FitResult:
     """Train `model` in place (ending at its last-epoch weights); returns history and best weights.
 
     Inputs are named arrays (a bare array is the one-input case); each batch is cut to its own
-    longest sequence. Frozen parameters (requires_grad False) are not optimised."""
+    longest sequence. Frozen parameters (requires_grad False) are not optimised. `on_epoch(epoch,
+    val_metric)` is called after each epoch (a search's pruner stops a trial by raising from it)."""
     loop = _prepare(model, x_train, y_train, settings, label, teachers, x_unlabeled, checkpoint)
     kind = task(settings.task)
     metric = kind.primary
@@ -145,6 +148,8 @@ def fit(
                     _save(checkpoint, loop.trainable, loop.optimizer, loop.scheduler, settings, history, best_epoch, best_state)
                 distributed.barrier()
                 progress.update(bar_task, advance=1, info=f"loss {history[-1].loss:.4f}  val {metric.name} {metric.show(val_metric)}")
+                if on_epoch is not None:
+                    on_epoch(epoch, val_metric)
     finally:
         loop.objective.close()
     if history:
