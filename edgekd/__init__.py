@@ -47,6 +47,8 @@ _API = {
     "export_run": "edgekd.export.stage",
     "ExportResult": "edgekd.export.stage",
     "bench_run": "edgekd.folders.bench",
+    "search": "edgekd.search.stage",
+    "SearchResult": "edgekd.search.result",
     # configuration and data
     "load_recipe": "edgekd.recipe",
     "Recipe": "edgekd.recipe",
@@ -78,6 +80,8 @@ if TYPE_CHECKING:
     from edgekd.qad.stage import quantization_aware_model
     from edgekd.recipe import Recipe, load_recipe
     from edgekd.roles import Role
+    from edgekd.search.result import SearchResult
+    from edgekd.search.stage import search
     from edgekd.targets import Target, load_target
 
 

@@ -34,7 +34,7 @@ class _Commands(TyperGroup):
     on three lines), `-q` accepted after the subcommand as well as before it, and the commands
     listed in the order a newcomer uses them (`run` first, as the help text says to start there)."""
 
-    ORDER = ("run", "distill", "export", "bench", "targets", "schema")
+    ORDER = ("run", "search", "distill", "export", "bench", "targets", "schema")
 
     def list_commands(self, ctx) -> list[str]:
         names = super().list_commands(ctx)
@@ -383,10 +383,32 @@ def run(
     if as_json:
         _print_json(result)
     else:
+        if result.search is not None:
+            _print_search(result.search)
         _print_distill(result.distill)
         _print_bench(result.bench)
         out_console.print(f"run folder: {result.run_dir}  ({result.seconds:.0f} s)")
     raise typer.Exit(0 if result.passed else 1)
+
+
+@app.command()
+def search(
+    recipe: Annotated[Path, typer.Argument(help="Recipe TOML file with a [search] section (the students to consider).", show_default=False)],
+    target: TargetOpt = None,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for search.json, search.png and the rounds' record.")] = Path("runs/search"),
+    resume: Annotated[bool, typer.Option("--resume", help="Continue a search in --out: cached measurements, recorded rounds and trials are reused.")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Find the student to ship: measure every [search] candidate on the target as it would ship, keep those within the budgets, train the best by successive halving, tune the winner with Optuna (exit 2 when none fits)."""
+    with _guard():
+        from edgekd.search.stage import search as run_search
+
+        result = run_search(recipe, target, out, resume=resume)
+    if as_json:
+        _print_json(result)
+    else:
+        _print_search(result)
+        out_console.print(f"search folder: {out}  ({result.seconds['total']:.0f} s); `edgekd run` with this \\[search] ships the winner")
 
 
 @targets_app.callback()
@@ -456,6 +478,21 @@ def _metric_display(metric: str):
 
     found = metric_named(metric)
     return found, found.heading
+
+
+def _print_search(result) -> None:
+    """One row per candidate: as measured on the target, its halving rounds, and why it was not chosen."""
+    table = Table("candidate", "params", "KiB", "ms", "int8 pays", f"rounds ({result.metric})", "outcome", title=f"search on {result.target}")
+    for record in result.candidates:
+        m = record.measurement
+        rounds = ", ".join(f"{epochs} ep: {value:.4g}" for epochs, value in record.rounds)
+        cells = (f"{m.params:,}", f"{m.deployed_bytes / 1024:.1f}", f"{m.latency_ms:.3f}", {True: "yes", False: "no"}.get(m.int8_pays, "-")) if m else ("-",) * 4
+        table.add_row(record.changed, *cells, rounds, "[bold]winner[/bold]" if record.key == result.winner else record.dropped or "")
+    out_console.print(table)
+    if result.hyper:
+        out_console.print("trials chose: " + ", ".join(f"{k} = {v:.4g}" for k, v in sorted(result.hyper.items())))
+    if result.confirmed:
+        out_console.print(f"search: {result.confirmed}")
 
 
 def _print_distill(result) -> None:

@@ -143,3 +143,18 @@ def test_run_with_search_ships_the_winner_and_confirms_its_prediction(tmp_path):
     assert saved["confirmed"]
     recorded = json.loads((tmp_path / "run" / "recipe.json").read_text())
     assert recorded["student"]["args"] == saved["winner_args"]
+
+
+def test_search_command_refuses_what_it_cannot_do_in_one_line(tmp_path):
+    from typer.testing import CliRunner
+
+    from cli_checks import one_line_error, quick_target
+    from edgekd.cli import app
+
+    (tmp_path / "plain.toml").write_text(SEARCH_RECIPE.split("[search]")[0])
+    result = CliRunner().invoke(app, ["-q", "search", str(tmp_path / "plain.toml"), "--out", str(tmp_path / "a")])
+    one_line_error(result, "no [search] section")
+    (tmp_path / "s.toml").write_text(SEARCH_RECIPE.replace("[[8], [16], [32], [64]]", "[[16], [64]]"))
+    target = quick_target(tmp_path / "t.toml", "max_size_kb = 0.5")
+    result = CliRunner().invoke(app, ["-q", "search", str(tmp_path / "s.toml"), "--target", str(target), "--out", str(tmp_path / "b")])
+    one_line_error(result, "no candidate fits", "closest, hidden=[16]")
