@@ -117,7 +117,7 @@ def test_help_explains_every_command_and_imports_no_torch():
     for option in ("--target", "--json", "--resume", "--data", "--teacher", "--out"):
         assert option in out
     listed = [line.split()[0] for line in out.split("Commands:", 1)[1].split("Usage:", 1)[0].splitlines() if line.startswith("  ")]
-    assert listed[:4] == ["run", "distill", "export", "bench"], "run first, then the stages in the order data flows"
+    assert listed[:5] == ["run", "search", "distill", "export", "bench"], "run first, then the stages in the order data flows"
 
 
 def test_run_for_a_device_this_machine_is_not_fails_before_training(tmp_path):
