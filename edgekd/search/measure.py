@@ -65,6 +65,7 @@ def _measure(candidate: Candidate, data: DataSplits, target: Target, seed: int, 
     from edgekd.export.quantize import quantize_model
     from edgekd.export.stage import export_model
     from edgekd.models.build import build_model, spec_for
+    from edgekd.runtime.graph import read_profile
 
     began = time.perf_counter()
     spec = spec_for(candidate.family, candidate.args, data, standardize_targets)
@@ -79,20 +80,16 @@ def _measure(candidate: Candidate, data: DataSplits, target: Target, seed: int, 
                                        data.y_val[:_JUDGE_ROWS], providers=list(target.runtime.providers), runtime=target.runtime, task=data.task)
         deployed = Path(quantized.path) if quantized.path else exported.path
         timed = _time(exported.path, deployed, data, target, runs)
-        slower = quantized.path is not None and timed["deployed"].percentile(target.budgets.latency_percentile) > timed["fp32"].percentile(target.budgets.latency_percentile)
+        fp32_ms, deployed_ms = (timed[n].percentile(target.budgets.latency_percentile) for n in ("fp32", "deployed"))
+        slower = quantized.path is not None and deployed_ms > fp32_ms
+        scheme = quantized.scheme if quantized.path else Scheme.none.value
         if slower and target.quantization.if_slower_than_fp32 is SlowerPolicy.fallback:
-            deployed, timed["deployed"], scheme = exported.path, timed["fp32"], "none"  # what export would ship
-        else:
-            scheme = quantized.scheme if quantized.path else Scheme.none.value
-        from edgekd.runtime.graph import read_profile
-
+            deployed, timed["deployed"], deployed_ms, scheme = exported.path, timed["fp32"], fp32_ms, Scheme.none.value  # what export would ship
         profile = read_profile(exported.path, timed["length"])
         return Measurement(
             params=params, macs=int(profile.macs), fp32_bytes=exported.path.stat().st_size, deployed_bytes=deployed.stat().st_size,
-            scheme=scheme, latency_ms=timed["deployed"].percentile(target.budgets.latency_percentile),
-            p50_ms=timed["deployed"].p50_ms, p90_ms=timed["deployed"].p90_ms,
-            fp32_latency_ms=timed["fp32"].percentile(target.budgets.latency_percentile),
-            int8_pays=None if quantized.path is None else not slower, batch=timed["deployed"].batch,
+            scheme=scheme, latency_ms=deployed_ms, p50_ms=timed["deployed"].p50_ms, p90_ms=timed["deployed"].p90_ms,
+            fp32_latency_ms=fp32_ms, int8_pays=None if quantized.path is None else not slower, batch=timed["deployed"].batch,
             sequence_length=timed["length"], seconds=time.perf_counter() - began)
 
 

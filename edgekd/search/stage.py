@@ -50,7 +50,7 @@ def search(recipe: Recipe | Path | None, target: Target | str | Path | None = No
     measured, dropped = _measure_all(pool, data, target, recipe)
     seconds["measure"] = time.perf_counter() - began
     teachers = _teachers(recipe, data, out, resume) if cfg.train or target.budgets.min_compression else None
-    teacher_bytes = _teacher_bytes(teachers, data, target) if target.budgets.min_compression else None
+    teacher_bytes = _teacher_bytes(teachers, recipe, data, target) if target.budgets.min_compression else None
     seconds["teachers"] = time.perf_counter() - began - seconds["measure"]
     limit = limits(target, cfg.margin, teacher_bytes)
     entrants = _entrants(pool, measured, dropped, limit, target, cfg.max_trained)
@@ -161,19 +161,19 @@ def _teachers(recipe: Recipe, data: DataSplits, out: Path, resume: bool):
     return cache_teacher_logits(teachers, data, recipe.distill.cache_teacher, recipe.data.augment or recipe.data.mixup > 0)
 
 
-def _teacher_bytes(teachers, data: DataSplits, target: Target) -> int:
-    """The teacher's fp32 ONNX bytes (min_compression's reference), exported as the export stage would."""
+def _teacher_bytes(teachers, recipe: Recipe, data: DataSplits, target: Target) -> int:
+    """The teacher's fp32 ONNX bytes (min_compression's reference), exported as the export stage exports it."""
     import tempfile
 
-    from edgekd.export.onnx import export_onnx
+    from edgekd.export.stage import export_model
 
     first = teachers.members[0]
-    if first.model is None:
+    if first.model is None:  # an ONNX teacher: source is "onnx PATH"
         return Path(first.source.split(" ", 1)[1]).stat().st_size
     with tempfile.TemporaryDirectory(prefix="edgekd-search-") as folder:
-        path = Path(folder) / "teacher.onnx"
-        export_onnx(first.model.cpu().eval(), data.x_test[: min(8, len(data.x_test))], path, target.export.opset, target.export.fixed_batch)
-        return path.stat().st_size
+        exported = export_model(first.model.cpu().eval(), data.x_test, target.export, Path(folder), name="teacher", simplify_graph=False,
+                                max_length=recipe.data.max_length, task=data.task)
+        return exported.path.stat().st_size
 
 
 def _train(entrants: list[Candidate], recipe: Recipe, data: DataSplits, teachers, out: Path):
