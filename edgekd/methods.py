@@ -63,7 +63,7 @@ def describe() -> str:
 
 
 def markdown_table() -> str:
-    """The methods as the README's table shows them (a test keeps the two the same)."""
+    """The methods as docs/reference/recipe.md's table shows them (a test keeps the two the same)."""
     yes = {True: "yes", False: "—"}
     rows = ["| method | what | paper | learns from | tasks | needs labels | learned adapter |", "|---|---|---|---|---|---|---|"]
     rows += [f"| `{m.name}` | {m.title} | {m.reference} | {'outputs' if m.uses_logits else 'named layers'} | {', '.join(m.tasks)} | "

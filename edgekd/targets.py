@@ -42,6 +42,9 @@ class SlowerPolicy(str, Enum):
     warn = "warn"  # deploy it; export warns and the bench reports the verdict without failing the run
     fallback = "fallback"  # deploy the fp32 model instead (export measures on this machine)
     fail = "fail"  # deploy it, and the bench fails the run (exit 1)
+    # deploy the faster of the two among those that meet the target's size budgets (max_size_kb,
+    # min_compression): fp32 when it is faster and small enough, int8 when a size budget needs it
+    fastest = "fastest"
 
 
 class ArtifactFormat(str, Enum):
@@ -75,6 +78,9 @@ class RuntimeConfig:
     format: ArtifactFormat = ArtifactFormat.onnx
     # CPU family the .ort file's kernels are optimised for ("arm" or "amd64"; format "ort" only).
     ort_platform: Optional[Literal["arm", "amd64"]] = None
+    # Options of each execution provider, by its name (string values, as ONNX Runtime takes them):
+    # e.g. { CoreMLExecutionProvider = { ModelFormat = "MLProgram" } }.
+    provider_options: dict[str, dict[str, str]] = Field(default_factory=dict)
     why: str = ""
 
     @model_validator(mode="after")
@@ -88,6 +94,9 @@ class RuntimeConfig:
         problem = provider_names_problem(self.providers)
         if problem:
             raise ValueError(problem)
+        for name in self.provider_options:
+            if name not in self.providers:
+                raise ValueError(f"provider_options names '{name}', which providers does not list; add it to providers or remove its options")
         return self
 
 
@@ -126,8 +135,9 @@ class QuantizationConfig:
     # is no longer worth deploying).
     max_excluded_nodes: Int = Field(8, ge=0, le=100_000)
     # A fixed scheme's artifact is timed against the fp32 model (interleaved, this machine, the
-    # target's provider); when it is slower or larger, "warn", "fallback" to fp32, or "fail" the bench.
-    if_slower_than_fp32: SlowerPolicy = SlowerPolicy.warn
+    # target's provider); when it is slower or larger, "warn", "fallback" to fp32, "fail" the bench,
+    # or ship the "fastest" one that meets the size budgets (int8 only where fp32 misses one).
+    if_slower_than_fp32: SlowerPolicy = SlowerPolicy.fastest
     # Always fine-tune the student through this int8 model against the teacher in `edgekd run`
     # (quantization-aware distillation), not only when post-training int8 misses max_drop_vs_fp32.
     quantization_aware: Bool = False
@@ -252,3 +262,13 @@ def provider_names_problem(names: list[str]) -> str | None:
     if len(set(names)) != len(names):
         return "an execution provider is listed twice; list each once, in preference order"
     return None
+
+
+def size_limit(target: Target, teacher_bytes: int | None) -> tuple[float, str] | None:
+    """The largest deployed file the target's size budgets allow, and which budget sets it (None: no size budget)."""
+    budgets, caps = target.budgets, []
+    if budgets.max_size_kb is not None:
+        caps.append((budgets.max_size_kb * 1024, f"max_size_kb = {budgets.max_size_kb:g}"))
+    if budgets.min_compression is not None and teacher_bytes:
+        caps.append((teacher_bytes / budgets.min_compression, f"min_compression = {budgets.min_compression:g} of the teacher's {teacher_bytes / 1024:.1f} KiB"))
+    return min(caps, default=None)

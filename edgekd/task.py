@@ -173,9 +173,19 @@ def _classes_fit(name: str, split: str, y: np.ndarray, num_classes: int) -> None
                         f"0..{num_classes - 1}; every class must appear in the training split")
 
 
+def _sklearn_split():
+    """scikit-learn's splitter (the splits must be the ones training used): an extra of the device install."""
+    try:
+        from sklearn.model_selection import train_test_split
+    except ImportError:
+        raise DataError("splitting this data needs scikit-learn: pip install 'edgekd[train]' (or scikit-learn alone); "
+                        "or give data that holds its own test split (npz with x_test, y_test)") from None
+    return train_test_split
+
+
 def stratified_split(x, y: np.ndarray, fraction: float, seed: int) -> tuple:
     """Split off `fraction` of (x, y) with class proportions kept; returns (x_a, y_a, x_b, y_b)."""
-    from sklearn.model_selection import train_test_split
+    train_test_split = _sklearn_split()
 
     _, counts = np.unique(y, return_counts=True)  # not bincount: its array is as long as the largest label
     stratify = y if counts.min() >= 2 else None  # tiny classes cannot be stratified
@@ -457,7 +467,7 @@ def _values_fit(label: str, outputs: np.ndarray, y: np.ndarray) -> None:
 
 def random_split(x, y: np.ndarray, fraction: float, seed: int) -> tuple:
     """Split off `fraction` of (x, y) at random; returns (x_a, y_a, x_b, y_b)."""
-    from sklearn.model_selection import train_test_split
+    train_test_split = _sklearn_split()
 
     a, b = train_test_split(np.arange(len(y)), test_size=fraction, random_state=seed)
     return x[a], y[a], x[b], y[b]

@@ -115,7 +115,7 @@ def android_run(tmp_path_factory: pytest.TempPathFactory, exported_run: Path) ->
 
     run_dir = tmp_path_factory.mktemp("android") / "tiny"
     shutil.copytree(exported_run, run_dir)
-    export(run_dir, "android-arm64")
+    export(run_dir, "android-arm64-nnapi")
     return run_dir
 
 

@@ -273,7 +273,7 @@ def test_accuracy_drop_fails_only_when_its_paired_interval_lies_beyond_the_budge
     assert verdict.measured == lost / 400 and verdict.interval == drop.interval
 
 
-@pytest.mark.parametrize("policy", ["warn", "fail", "fallback"])
+@pytest.mark.parametrize("policy", ["warn", "fail", "fallback", "fastest"])
 def test_a_deployed_model_slower_than_fp32_is_a_verdict_the_target_decides(policy):
     from edgekd.runtime.timing import LatencyStats
     from edgekd.bench.report import verdict_line
@@ -289,14 +289,15 @@ def test_a_deployed_model_slower_than_fp32_is_a_verdict_the_target_decides(polic
                                   quantization=QuantizationConfig(if_slower_than_fp32=policy))
     assert latency.passed is False and latency.measured == 2.0 and "slower than the fp32 student" in latency.note
     assert size.passed and size.measured == 0.5
-    assert latency.blocking is (policy != "warn")
+    non_blocking = policy in ("warn", "fastest")  # fastest: int8 ships slower only where fp32 misses a size budget
+    assert latency.blocking is not non_blocking
 
     class Report:
         target, verdicts = "x", [latency, size]
 
     line = verdict_line(Report())
-    assert line.startswith("FAIL") is (policy != "warn")
-    if policy == "warn":
+    assert line.startswith("FAIL") is not non_blocking
+    if non_blocking:
         assert "warning: deployed_vs_fp32_latency" in line
 
 
@@ -318,7 +319,9 @@ def test_the_core_install_needs_no_torch():
     assert not any(r.split(">")[0].split("=")[0].strip() in ("torch", "onnxsim", "onnxscript", "transformers") for r in core), core
     assert any(r.startswith("onnxruntime") for r in core)
     train = [r for r in requires("edgekd") if r.replace('"', "'").endswith("extra == 'train'")]
-    assert {r.split(">")[0] for r in train} == {"torch", "onnxscript", "onnxsim"}
+    assert {r.split(">")[0] for r in train} == {"torch", "onnxscript", "onnxsim", "scikit-learn", "matplotlib"}
+    heavy = ("scikit-learn", "scipy", "matplotlib")  # issue 29: the device install stays lean; they are extras with hints
+    assert not any(r.split(">")[0].split("=")[0].strip() in heavy for r in core), core
 
 
 def _core_distributions() -> set[str]:

@@ -121,7 +121,7 @@ def test_help_explains_every_command_and_imports_no_torch():
 
 
 def test_run_for_a_device_this_machine_is_not_fails_before_training(tmp_path):
-    result = _invoke("run", "--target", "android-arm64", "--out", tmp_path / "o")
+    result = _invoke("run", "--target", "android-arm64-nnapi", "--out", tmp_path / "o")
     one_line_error(result, "NnapiExecutionProvider", "--providers")
     assert not (tmp_path / "o").exists()
 

@@ -59,10 +59,10 @@ def test_a_label_term_is_skipped_on_unlabelled_batches_and_counted_on_labelled_o
     assert unlabelled == {} and set(labelled) == {t.method for t in terms}
 
 
-def test_the_readme_shows_the_methods_table_as_the_code_has_it():
+def test_the_recipe_reference_shows_the_methods_table_as_the_code_has_it():
     from pathlib import Path
 
     from edgekd.methods import markdown_table
 
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
-    assert markdown_table() in readme, "README's methods table differs from edgekd.methods: paste markdown_table()'s output"
+    page = (Path(__file__).resolve().parents[1] / "docs" / "reference" / "recipe.md").read_text(encoding="utf-8")
+    assert markdown_table() in page, "docs/reference/recipe.md's methods table differs from edgekd.methods: paste markdown_table()'s output"

@@ -212,7 +212,7 @@ def test_a_mobile_target_gets_its_qad_model_in_ort_format_checked_as_it_ships(an
     """android-arm64: uint8 weights and activations per tensor, a fixed batch of 1, ORT format."""
     run = tmp_path / "run"
     shutil.copytree(android_run, run)
-    result = quantization_aware(run, "android-arm64", epochs=1, baseline=False)
+    result = quantization_aware(run, "android-arm64-nnapi", epochs=1, baseline=False)
     qad = result.variants[-1]
     assert qad.file == "student.int8-qad.ort" and qad.parity.agreement >= 0.99
     assert (run / "student.int8-qad.required_operators.config").is_file()

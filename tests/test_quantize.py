@@ -19,11 +19,12 @@ ARTIFACTS = {Scheme.static_qdq: "student.int8.onnx", Scheme.dynamic: "student.in
 DIGITS = load_data("digits")
 
 
-def _quantize(run, tmp_path, **settings):
-    cfg = QuantizationConfig(**settings)
+def _quantize(run, tmp_path, size_limit=None, **settings):
+    # These tests are about the quantized file: "warn" keeps it even where the tiny student runs faster in fp32.
+    cfg = QuantizationConfig(**{"if_slower_than_fp32": "warn", **settings})
     source = tmp_path / "student.sim.onnx"
     shutil.copyfile(run / "student.sim.onnx", source)
-    return quantize_model(source, tmp_path, cfg, DIGITS.calibration(cfg.calibration_samples), DIGITS.x_val, DIGITS.y_val)
+    return quantize_model(source, tmp_path, cfg, DIGITS.calibration(cfg.calibration_samples), DIGITS.x_val, DIGITS.y_val, size_limit=size_limit)
 
 
 @pytest.mark.parametrize("scheme", [Scheme.static_qdq, Scheme.dynamic, Scheme.fp16])
@@ -49,7 +50,7 @@ def test_relative_paths_get_ort_pre_processing(exported_run, tmp_path, monkeypat
     shutil.copyfile(exported_run / "student.sim.onnx", tmp_path / "student.sim.onnx")
     monkeypatch.chdir(tmp_path)
     (tmp_path / "out").mkdir()
-    result = quantize_model("student.sim.onnx", "out", QuantizationConfig(scheme=Scheme.static_qdq), DIGITS.calibration(64), DIGITS.x_val, DIGITS.y_val)
+    result = quantize_model("student.sim.onnx", "out", QuantizationConfig(scheme=Scheme.static_qdq, if_slower_than_fp32="warn"), DIGITS.calibration(64), DIGITS.x_val, DIGITS.y_val)
     assert result.preprocess == "quant_pre_process", result.preprocess
 
 
@@ -125,7 +126,7 @@ def test_a_drop_of_a_few_images_is_too_close_to_call_and_excludes_nothing(export
     lost, both = np.flatnonzero(fp32_hits & ~int8_hits), np.flatnonzero(fp32_hits & int8_hits)
     assert len(lost) >= 2, "one calibration image makes int8 lose some validation images"
     subset = np.concatenate([lost[:2], both[:38]])
-    cfg = QuantizationConfig(scheme=Scheme.static_qdq, calibration_samples=1, max_drop_vs_fp32=0.0)
+    cfg = QuantizationConfig(scheme=Scheme.static_qdq, calibration_samples=1, max_drop_vs_fp32=0.0, if_slower_than_fp32="warn")
     result = quantize_model(tmp_path / "student.sim.onnx", tmp_path, cfg, DIGITS.calibration(1), DIGITS.x_val[subset], DIGITS.y_val[subset])
     assert result.drop_vs_fp32 == 2 / 40 and result.drop_p_value == 0.5
     assert result.too_close_to_call and result.budget_met and result.excluded_nodes == [] and len(result.steps) == 1
@@ -200,13 +201,33 @@ def test_a_fixed_scheme_slower_than_fp32_is_measured_and_acted_on(exported_run, 
         assert any("slower" in w for w in result.warnings)
 
 
+@pytest.mark.parametrize("fp32_fits", [True, False])
+def test_fastest_ships_fp32_when_it_is_faster_and_small_enough_else_says_why_int8_ships(exported_run, tmp_path, monkeypatch, fp32_fits):
+    """if_slower_than_fp32 = "fastest" (timings fixed): int8 three times slower; fp32 ships unless it misses the size budget."""
+    import edgekd.runtime.timing as latency
+
+    monkeypatch.setattr(latency, "time_interleaved", lambda calls, warmup, runs, min_seconds=0.0: {n: [1_000 if n == "fp32" else 3_000] * runs for n in calls})
+    fp32_bytes = (exported_run / "student.sim.onnx").stat().st_size
+    limit = (fp32_bytes * (2 if fp32_fits else 0.5), "max_size_kb = 1")
+    result = _quantize(exported_run, tmp_path, size_limit=limit, scheme=Scheme.static_qdq, if_slower_than_fp32="fastest")
+    if fp32_fits:
+        assert result.scheme == "none" and result.path is None and "fp32 is faster" in result.deployed_because
+        assert "meet the size budgets (max_size_kb = 1)" in result.deployed_because
+        assert not (tmp_path / ARTIFACTS[Scheme.static_qdq]).exists()
+    else:
+        assert result.scheme == "static-qdq" and result.path and not result.fell_back
+        assert "misses the size budget" in result.deployed_because and "max_size_kb = 1" in result.deployed_because
+
+
 def test_a_fixed_scheme_that_pays_is_recorded_without_a_warning(exported_run, tmp_path, monkeypatch):
     import edgekd.runtime.timing as latency
 
     monkeypatch.setattr(latency, "time_interleaved", lambda calls, warmup, runs, min_seconds=0.0: {n: [2_000 if n == "fp32" else 1_000] * runs for n in calls})
-    result = _quantize(exported_run, tmp_path, scheme=Scheme.static_qdq, if_slower_than_fp32="fallback")
-    assert result.scheme == "static-qdq" and not result.versus_fp32.slower and not result.versus_fp32.larger
-    assert not any("than the fp32 model" in w for w in result.warnings)
+    for policy in ("fallback", "fastest"):
+        result = _quantize(exported_run, tmp_path, scheme=Scheme.static_qdq, if_slower_than_fp32=policy)
+        assert result.scheme == "static-qdq" and not result.versus_fp32.slower and not result.versus_fp32.larger
+        assert not any("than the fp32 model" in w for w in result.warnings)
+    assert "not slower than fp32" in result.deployed_because
 
 
 _RANK_IN_CHILD = """

@@ -62,6 +62,8 @@ def test_a_search_section_must_name_candidates():
 def test_frontier_keeps_what_nothing_beats_on_capacity_and_latency_fastest_first():
     measured = {"a": _m(100, 1.0), "b": _m(200, 2.0), "c": _m(150, 2.5), "d": _m(300, 3.0)}
     assert frontier(measured) == ["a", "b", "d"]  # c: b has more parameters and is faster
+    deep = replace(_m(120, 2.5), macs=10_000)  # fewer parameters than b, but more multiply-accumulates: not beaten
+    assert frontier({**measured, "deep": deep}) == ["a", "b", "deep", "d"]
     assert spread(["a", "b", "c", "d", "e"], 3) == ["a", "c", "e"]
     assert spread(["a", "b"], 5) == ["a", "b"]
     assert spread(["a", "b", "c"], 1) == ["c"]

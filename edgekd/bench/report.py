@@ -7,6 +7,7 @@ from pathlib import Path
 from xml.etree import ElementTree
 
 from edgekd._io import atomic_path, write_portable_json, write_text
+from edgekd._progress import say
 from edgekd.task import metric_named, task
 
 VARIANT_HEADER = ["model", "size KiB", "params", "MACs", "top-1", "top-5", "p50 ms [95% CI]", "p90 ms", "p99 ms", "samples/s", "GFLOP/s", "session MB"]
@@ -22,11 +23,21 @@ def write_reports(report, out_dir: Path, plot: bool = True) -> list[Path]:
     written = [out_dir / name for name in REPORT_FILES[:2]]
     write_portable_json(written[0], report)
     write_text(written[1], to_markdown(report))
-    if plot:
+    if plot and _can_plot():
         from edgekd.bench.plot import write_plot
 
         written.append(write_plot(report, out_dir / REPORT_FILES[2]))
     return written
+
+
+def _can_plot() -> bool:
+    """matplotlib is an extra (the device install stays lean): without it, bench.png is left out and said."""
+    import importlib.util
+
+    if importlib.util.find_spec("matplotlib") is None:
+        say("bench: bench.png not drawn: matplotlib is not installed (pip install matplotlib, or edgekd[train])")
+        return False
+    return True
 
 
 def _second_metric(report):

@@ -166,8 +166,9 @@ def _within_interval(name: str, measured: float, interval: list[float] | None, a
 
 def _versus_fp32(f: VersusFp32, policy: SlowerPolicy) -> list[Verdict]:
     """The deployed quantized student may be neither slower (whole p50 intervals apart) nor larger than fp32."""
-    blocking = policy is not SlowerPolicy.warn
+    blocking = policy not in (SlowerPolicy.warn, SlowerPolicy.fastest)
     why = {SlowerPolicy.warn: 'warning only: the target says if_slower_than_fp32 = "warn"',
+           SlowerPolicy.fastest: 'warning only: the target says if_slower_than_fp32 = "fastest" and fp32 misses a size budget (export.json says which)',
            SlowerPolicy.fail: 'the target says if_slower_than_fp32 = "fail"',
            SlowerPolicy.fallback: 'the target says if_slower_than_fp32 = "fallback": export again on this machine to deploy fp32'}[policy]
     ratio = f.p50_ms / f.fp32_p50_ms

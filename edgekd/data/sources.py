@@ -28,7 +28,10 @@ _NPZ_KEYS = ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test", "x_unla
 
 def _digits(arg: str, cfg: DataConfig) -> dict[str, np.ndarray]:
     """scikit-learn's 1,797 real 8×8 handwritten digits, pixels scaled from 0..16 to 0..1."""
-    from sklearn.datasets import load_digits
+    try:
+        from sklearn.datasets import load_digits
+    except ImportError:
+        raise DataError("the built-in digits data ships with scikit-learn: pip install 'edgekd[train]' (or scikit-learn alone)") from None
 
     bunch = load_digits()
     x = (bunch.images.astype(np.float32) / 16.0)[:, None, :, :]  # (N, 1, 8, 8)

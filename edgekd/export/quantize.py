@@ -88,6 +88,7 @@ class QuantizeResult:
     too_close_to_call: bool = False  # the drop exceeds the budget but is not distinguishable from noise
     versus_fp32: VersusFp32 | None = None  # a fixed scheme's artifact timed against fp32 (None: not measured, see warnings)
     fell_back: str = ""  # why fp32 was deployed instead of the requested scheme
+    deployed_because: str = ""  # why the deployed file is the one that ships (if_slower_than_fp32 = "fastest")
     metric: str = "accuracy"  # the primary metric the val figures above are in
 
 
@@ -110,6 +111,7 @@ class _Job:
     judge: AgainstFp32  # the validation split, the task and the fp32 model's outcomes on it
     providers: list[str] | None
     runtime: RuntimeConfig | None
+    size_limit: tuple[float, str] | None = None  # the target's size budgets: bytes allowed, and which budget
 
 
 def quantize_model(
@@ -122,11 +124,13 @@ def quantize_model(
     providers: list[str] | None = None,
     runtime: RuntimeConfig | None = None,
     task: str = "classification",
+    size_limit: tuple[float, str] | None = None,
 ) -> QuantizeResult:
     """Quantize the fp32 model `source` as `cfg` says, calibrated on `calibration` (training
     inputs); decide on the validation split (`x_val`, `y_val`) by `task`'s primary metric; write
     the artifact into `out_dir`. `providers` and `runtime` are where the artifact is timed against
-    fp32 (default: this CPU)."""
+    fp32 (default: this CPU). `size_limit` is the largest file the target's size budgets allow and
+    which budget says so: with if_slower_than_fp32 = "fastest", fp32 ships only within it."""
     source, out_dir = Path(source), Path(out_dir)
     calibration, x_val = as_inputs(calibration), as_inputs(x_val)
     kind = task_entry(task)
@@ -137,7 +141,7 @@ def quantize_model(
     with tempfile.TemporaryDirectory(prefix=".edgekd-quant-", dir=out_dir) as work_dir:
         work = Path(work_dir).resolve()  # absolute: ORT's tools run with the work folder as the working folder
         prepared, preprocess = prepare(source, work)
-        job = _Job(source, prepared, out_dir, work, cfg, calibration, judge, providers, runtime)
+        job = _Job(source, prepared, out_dir, work, cfg, calibration, judge, providers, runtime, size_limit)
         if cfg.scheme is Scheme.auto:
             result = _auto(job)
         else:
@@ -169,6 +173,8 @@ def _against_fp32(result: QuantizeResult, job: _Job) -> QuantizeResult:
     stats = time_against_fp32(source, {"quantized": Path(result.path)}, job.judge.x_val, usable, job.runtime)
     versus = versus_fp32(usable[0], stats["quantized"], stats["fp32"], result.bytes, Path(source).stat().st_size)
     result = dataclasses.replace(result, versus_fp32=versus, fp32_p50_ms=versus.fp32_p50_ms)
+    if cfg.if_slower_than_fp32 is SlowerPolicy.fastest:
+        return _fastest(result, job, versus)
     if not (versus.slower or versus.larger):
         return result
     costs = " and ".join(c for c, bad in ((f"slower ({versus.p50_ms:.4g} vs {versus.fp32_p50_ms:.4g} ms p50 on {versus.provider}, "
@@ -183,6 +189,28 @@ def _against_fp32(result: QuantizeResult, job: _Job) -> QuantizeResult:
     action = "the bench fails it" if cfg.if_slower_than_fp32 is SlowerPolicy.fail else "deployed anyway (if_slower_than_fp32 = \"warn\")"
     say(f"warning: {what}; {action}")
     return dataclasses.replace(result, warnings=[*result.warnings, f"{what}; {action}"])
+
+
+def _fastest(result: QuantizeResult, job: _Job, versus: VersusFp32) -> QuantizeResult:
+    """if_slower_than_fp32 = "fastest": of the quantized file and fp32, ship the faster one that meets
+    the target's size budgets (ties: the smaller); say why in the result."""
+    fp32_bytes, timing = versus.fp32_bytes, f"{versus.p50_ms:.4g} vs {versus.fp32_p50_ms:.4g} ms p50 on {versus.provider}"
+    limit, rule = job.size_limit or (None, "")
+    fp32_fits = limit is None or fp32_bytes <= limit
+    if not (versus.slower or versus.larger):
+        because = f"{result.scheme} is not slower than fp32 ({timing}) and is {versus.bytes / fp32_bytes:.2f}× its size"
+        return dataclasses.replace(result, deployed_because=because + ' (if_slower_than_fp32 = "fastest")')
+    if fp32_fits:
+        why = (f"fp32 is faster ({timing})" if versus.slower else f"{result.scheme} is larger than fp32") + \
+              (f" and its {fp32_bytes / 1024:.1f} KiB meet the size budgets ({rule})" if limit is not None else " and the target sets no size budget")
+        say(f"quantize: {why}: deploying fp32 (the target's if_slower_than_fp32 = \"fastest\")")
+        Path(result.path).unlink()
+        return _fp32_result(result.requested, job.source, job.judge, job.cfg, versus_fp32=versus, fp32_p50_ms=versus.fp32_p50_ms,
+                            fell_back=why, deployed_because=why + ' (if_slower_than_fp32 = "fastest")', warnings=list(result.warnings))
+    because = (f"{result.scheme} is slower than fp32 ({timing}), but the fp32 file ({fp32_bytes / 1024:.1f} KiB) misses "
+               f"the size budget ({limit / 1024:.1f} KiB, {rule}): the quantized file ships (if_slower_than_fp32 = \"fastest\")")
+    say(f"quantize: {because}")
+    return dataclasses.replace(result, deployed_because=because)
 
 
 def _finish(job: _Job, scheme: Scheme, settings: dict[str, Any], requested: str, candidates: Sequence[Candidate] = (),

@@ -35,7 +35,7 @@ from edgekd.runfolder import load_run_recipe
 from edgekd.runtime.coverage import EpCoverage, mobile_coverage
 from edgekd.runtime.metrics import file_outcomes
 from edgekd.task import task as task_entry
-from edgekd.targets import ArtifactFormat, ExportConfig, Scheme, Target
+from edgekd.targets import ArtifactFormat, ExportConfig, Scheme, Target, size_limit
 
 if TYPE_CHECKING:
     from torch import nn
@@ -151,7 +151,7 @@ def _export(run_dir: Path, target: Target | str | Path | None, scheme: Scheme | 
     _say_exported(teacher, exported, cfg)
     calibration = data.calibration(qcfg.calibration_samples, seed=recipe.data.split_seed)
     quantized = quantize_model(exported.path, run_dir, qcfg, calibration, data.x_val, data.y_val, list(target.runtime.providers), target.runtime,
-                               task=data.task)
+                               task=data.task, size_limit=size_limit(target, (run_dir / TEACHER_ONNX).stat().st_size))
     deployed, package, written = _deployed_artifact(run_dir, exported, quantized, target)
     with_nms = _with_nms(run_dir, Path(quantized.path).name if quantized.path else STUDENT_SIMPLIFIED, data) if recipe.export.include_nms else None
     coverage = mobile_coverage(run_dir / (Path(quantized.path).name if quantized.path else STUDENT_SIMPLIFIED))

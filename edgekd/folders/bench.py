@@ -110,7 +110,7 @@ def _run_folder(run_dir: Path, out: Path | None) -> BenchInputs:
     if deployed is Role.ptq:
         models[Role.ptq] = runfolder.artifact(run_dir, exported.deployed, "bench")
         names[Role.ptq] = display_name(Role.ptq, exported.quantized.scheme, ort_format=exported.deployed.endswith(".ort"))
-    notes: list[str] = []
+    notes: list[str] = [f"deployed: {exported.quantized.deployed_because}"] if exported.quantized.deployed_because else []
     if runfolder.stage_files(run_dir, "qad"):
         deployed = _with_quantization_aware(run_dir, models, names, deployed, notes)
     saved = runfolder.load_manifest(run_dir).get("target")

@@ -65,7 +65,9 @@ def open_session(path: Path, providers: list[str] | None = None, runtime: Runtim
     options.execution_mode = ort.ExecutionMode.ORT_PARALLEL if runtime.execution_mode == "parallel" else ort.ExecutionMode.ORT_SEQUENTIAL
     options.log_severity_level = 3  # errors only: warnings would clutter the user's terminal
     try:
-        return ort.InferenceSession(str(path), options, providers=providers or ["CPUExecutionProvider"])
+        chosen = providers or ["CPUExecutionProvider"]
+        return ort.InferenceSession(str(path), options, providers=chosen,
+                                    provider_options=[dict(runtime.provider_options.get(p, {})) for p in chosen])
     except Exception as exc:  # ORT raises its own pybind exception types for bad models
         reason = first_line(exc, 300)
         raise OnnxModelError(f"{path}: ONNX Runtime cannot load it ({reason}); re-export the model") from None

@@ -83,7 +83,7 @@ def _measure(candidate: Candidate, data: DataSplits, target: Target, seed: int, 
         fp32_ms, deployed_ms = (timed[n].percentile(target.budgets.latency_percentile) for n in ("fp32", "deployed"))
         slower = quantized.path is not None and deployed_ms > fp32_ms
         scheme = quantized.scheme if quantized.path else Scheme.none.value
-        if slower and target.quantization.if_slower_than_fp32 is SlowerPolicy.fallback:
+        if slower and _ships_fp32(target, exported.path.stat().st_size):
             deployed, timed["deployed"], deployed_ms, scheme = exported.path, timed["fp32"], fp32_ms, Scheme.none.value  # what export would ship
         profile = read_profile(exported.path, timed["length"])
         return Measurement(
@@ -91,6 +91,15 @@ def _measure(candidate: Candidate, data: DataSplits, target: Target, seed: int, 
             scheme=scheme, latency_ms=deployed_ms, p50_ms=timed["deployed"].p50_ms, p90_ms=timed["deployed"].p90_ms,
             fp32_latency_ms=fp32_ms, int8_pays=None if quantized.path is None else not slower, batch=timed["deployed"].batch,
             sequence_length=timed["length"], seconds=time.perf_counter() - began)
+
+
+def _ships_fp32(target: Target, fp32_bytes: int) -> bool:
+    """Whether export would ship fp32 instead of a slower quantized file. With "fastest", only within
+    max_size_kb: min_compression needs the teacher, which the search trains after measuring."""
+    policy = target.quantization.if_slower_than_fp32
+    if policy is SlowerPolicy.fastest:
+        return target.budgets.max_size_kb is None or fp32_bytes <= target.budgets.max_size_kb * 1024
+    return policy is SlowerPolicy.fallback
 
 
 def _time(fp32: Path, deployed: Path, data: DataSplits, target: Target, runs: int) -> dict:

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from edgekd.search.measure import Measurement
-from edgekd.targets import Target
+from edgekd.targets import Target, size_limit
 
 
 @dataclass(frozen=True)
@@ -42,25 +42,33 @@ class Limits:
 def limits(target: Target, margin: float, teacher_bytes: int | None) -> Limits:
     """The size and latency limits of `target` with `margin` kept in reserve."""
     budgets, keep = target.budgets, 1 - margin
-    caps = []
-    if budgets.max_size_kb is not None:
-        caps.append((budgets.max_size_kb * 1024 * keep, f"{keep:.0%} of max_size_kb"))
-    if budgets.min_compression is not None and teacher_bytes:
-        caps.append((teacher_bytes / budgets.min_compression * keep, f"{keep:.0%} of the teacher's bytes / min_compression"))
-    cap = min(caps, default=(None, ""))
+    allowed = size_limit(target, teacher_bytes)
+    cap = (allowed[0] * keep, f"{keep:.0%} of {allowed[1]}") if allowed else (None, "")
     latency = budgets.max_latency_ms * keep if budgets.max_latency_ms is not None else None
     return Limits(cap[0], latency, budgets.latency_percentile, margin, cap[1])
 
 
 def frontier(measured: dict[str, Measurement]) -> list[str]:
-    """The candidates no other one beats on both capacity (parameters) and measured latency, fastest
-    first. Size is a budget, not an axis: within it, more parameters are what buys accuracy."""
+    """The candidates no other one beats on capacity and measured latency, fastest first. Capacity
+    has two axes, parameters and multiply-accumulates: a deeper convnet can hold fewer parameters
+    and still learn more (on digits, cnn [16, 32] beats cnn [32] by 2 points with half the
+    parameters), so one is beaten only by a candidate with at least as many of both that is no
+    slower. Size is a budget, not an axis: within it, capacity is what buys accuracy."""
+    def beats(o: Measurement, mine: Measurement) -> bool:
+        at_least = o.params >= mine.params and o.macs >= mine.macs and o.latency_ms <= mine.latency_ms
+        return at_least and (o.params > mine.params or o.macs > mine.macs or o.latency_ms < mine.latency_ms)
+
     def beaten(key: str) -> bool:
-        mine = measured[key]
-        return any(o.params >= mine.params and o.latency_ms <= mine.latency_ms and (o.params > mine.params or o.latency_ms < mine.latency_ms)
-                   for k, o in measured.items() if k != key)
+        return any(beats(o, measured[key]) for k, o in measured.items() if k != key)
 
     return sorted((k for k in measured if not beaten(k)), key=lambda k: (measured[k].latency_ms, measured[k].params))
+
+
+def beaten_by(key: str, measured: dict[str, Measurement], front: list[str]) -> str:
+    """The frontier candidate that beats `key` (off the frontier), for the reason given."""
+    mine = measured[key]
+    return next(k for k in front if measured[k].params >= mine.params and measured[k].macs >= mine.macs
+                and measured[k].latency_ms <= mine.latency_ms)
 
 
 def spread(keys: list[str], count: int) -> list[str]:

@@ -25,7 +25,7 @@ from edgekd.errors import RecipeError, RunFolderError, SearchError
 from edgekd.recipe import Recipe, load_recipe, recipe_target, with_task_models
 from edgekd.search.measure import Measurement, measured_or_why
 from edgekd.search.result import PLOT, RESULT, CandidateRecord, SearchResult, plot
-from edgekd.search.select import Limits, frontier, limits, spread
+from edgekd.search.select import Limits, beaten_by, frontier, limits, spread
 from edgekd.search.space import Candidate, candidates
 from edgekd.search.train import ROUNDS, halving, train_once, tune
 from edgekd.targets import Target
@@ -134,8 +134,8 @@ def _entrants(pool: list[Candidate], measured: dict[str, Measurement], dropped: 
     front = frontier(fitting)
     by_key = {c.key: c for c in pool}
     for key in set(fitting) - set(front):
-        better = next(k for k in front if fitting[k].params >= fitting[key].params and fitting[k].latency_ms <= fitting[key].latency_ms)
-        dropped[key] = f"off the frontier: {by_key[better].describe(by_key[key].args)} has as many parameters or more and is no slower"
+        better = beaten_by(key, fitting, front)
+        dropped[key] = f"off the frontier: {by_key[better].describe(by_key[key].args)} has as many parameters and MACs or more and is no slower"
     entrants = spread(front, max_trained)
     for key in set(front) - set(entrants):
         dropped[key] = f"on the frontier, not among the {max_trained} trained (max_trained; spread over the latency range)"
