@@ -137,7 +137,7 @@ class QuantizationConfig:
     # A fixed scheme's artifact is timed against the fp32 model (interleaved, this machine, the
     # target's provider); when it is slower or larger, "warn", "fallback" to fp32, "fail" the bench,
     # or ship the "fastest" one that meets the size budgets (int8 only where fp32 misses one).
-    if_slower_than_fp32: SlowerPolicy = SlowerPolicy.fastest
+    if_slower_than_fp32: SlowerPolicy = SlowerPolicy.warn
     # Always fine-tune the student through this int8 model against the teacher in `edgekd run`
     # (quantization-aware distillation), not only when post-training int8 misses max_drop_vs_fp32.
     quantization_aware: Bool = False
