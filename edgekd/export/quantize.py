@@ -201,7 +201,8 @@ def _fastest(result: QuantizeResult, job: _Job, versus: VersusFp32) -> QuantizeR
         because = f"{result.scheme} is not slower than fp32 ({timing}) and is {versus.bytes / fp32_bytes:.2f}× its size"
         return dataclasses.replace(result, deployed_because=because + ' (if_slower_than_fp32 = "fastest")')
     if fp32_fits:
-        why = (f"fp32 is faster ({timing})" if versus.slower else f"{result.scheme} is larger than fp32") + \
+        faster = f"{versus.fp32_p50_ms:.4g} ms p50 against {result.scheme}'s {versus.p50_ms:.4g} on {versus.provider}"
+        why = (f"fp32 is faster ({faster})" if versus.slower else f"{result.scheme} is larger than fp32") + \
               (f" and its {fp32_bytes / 1024:.1f} KiB meet the size budgets ({rule})" if limit is not None else " and the target sets no size budget")
         say(f"quantize: {why}: deploying fp32 (the target's if_slower_than_fp32 = \"fastest\")")
         Path(result.path).unlink()
