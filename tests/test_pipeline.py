@@ -14,10 +14,13 @@ def test_edgekd_run_default_end_to_end(tmp_path):
     out = tmp_path / "run"
     proc = subprocess.run([sys.executable, "-m", "edgekd", "run", "--out", str(out)], capture_output=True, text=True, cwd=tmp_path)
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert re.search(r"PASS: (all 7 budgets|6 of 7 checks) of target x86-cpu met", proc.stdout), proc.stdout
     verdicts = {v["budget"]: v for v in json.loads((out / "bench.json").read_text())["verdicts"]}
-    assert all(verdicts[b]["passed"] for b in ("max_size_kb", "max_latency_ms", "max_accuracy_drop", "min_compression", "max_drop_vs_fp32"))
-    assert not verdicts["deployed_vs_fp32_latency"]["blocking"], "x86-cpu warns, and only warns, when int8 is slower than fp32"
+    assert all(verdicts[b]["passed"] for b in ("max_size_kb", "max_latency_ms", "max_accuracy_drop", "min_compression"))
+    if "max_drop_vs_fp32" in verdicts:  # int8 ships (it was faster on this CPU): judged against fp32 too
+        assert re.search(r"PASS: (all 7 budgets|6 of 7 checks) of target x86-cpu met", proc.stdout), proc.stdout
+        assert verdicts["max_drop_vs_fp32"]["passed"] and not verdicts["deployed_vs_fp32_latency"]["blocking"]
+    else:  # x86-cpu's "fastest" rule shipped the fp32 student, and the report says why
+        assert "PASS: all 4 budgets of target x86-cpu met" in proc.stdout and "deployed: fp32 is faster" in proc.stdout, proc.stdout
     assert "test samples:" in proc.stdout and "exact McNemar p =" in proc.stdout
 
     manifest = json.loads((out / "manifest.json").read_text())
@@ -34,7 +37,7 @@ def test_edgekd_run_default_end_to_end(tmp_path):
     assert distilled["objective"]["terms"][0]["method"] == "kd" and distilled["teacher_cache"].startswith("computed")
     assert len(distilled["history"]["distilled"]) == distilled["settings"]["epochs"]
     report = json.loads((out / "bench.json").read_text())
-    assert report["passed"] is True and len(report["variants"]) == 3
+    assert report["passed"] is True and len(report["variants"]) == (3 if "max_drop_vs_fp32" in verdicts else 2)  # fp32 shipped: no int8 file
     assert not (out / "checkpoints").exists(), "finished runs drop their resume state"
 
 
