@@ -370,7 +370,7 @@ def test_a_mirror_that_parts_from_ort_is_caught_and_the_tensor_named(exported_ru
     check_qad_parity(graph, ptq, DIGITS.calibration(64), "classification")  # as ORT placed the quantizers: they agree
     name, q = next((n, q) for n, q in graph.plan.activations.items() if not q.follows and n != graph.output_name and n in graph.activation_index)
     with torch.no_grad():
-        graph.scales[f"a{graph.activation_index[name]}"].mul_(3.0)  # the mirror's scale for one tensor, no longer ORT's
+        graph.scales[f"a{graph.activation_index[name]}"].mul_(10.0)  # the mirror's scale for one tensor, far from ORT's (3× stayed within the tolerance for the student one CPU trains)
     with pytest.raises(MirrorError, match=f"before training.*first apart at '{name}'"):
         check_qad_parity(graph, ptq, DIGITS.calibration(64), "classification", when="before training")
 
