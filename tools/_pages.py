@@ -71,9 +71,11 @@ def provenance(script: str, seconds: float, seeds: list[int]) -> str:
     import onnxruntime
     import torch
 
-    return (f"Written by `python tools/{script} {' '.join(sys.argv[1:])}`".rstrip() + f" on {date.today().isoformat()}, "
+    command = f"python tools/{script} {' '.join(sys.argv[1:])}".rstrip()
+    return (f"Written by `{command}`" + f" on {date.today().isoformat()}, "
             f"{seconds:.0f} s on {cpu_info()['cpu']} ({cpu_info()['cores']} cores); edgekd {__version__}, torch {torch.__version__}, "
-            f"onnxruntime {onnxruntime.__version__}, Python {platform.python_version()}. Seeds {', '.join(map(str, seeds))}.")
+            f"onnxruntime {onnxruntime.__version__}, Python {platform.python_version()}."
+            + (f" Seeds {', '.join(map(str, seeds))}." if seeds else ""))
 
 
 def mean_sd(values: list[float], show: Callable[[float], str]) -> str:

@@ -189,8 +189,6 @@ def _page(args, result, target, hand, predicted, students, runs, seconds: float)
     if result.hyper:
         lines += ["", "Hyper-parameters the trials chose for the searched student: "
                   + ", ".join(f"{k} {v:.4g}" for k, v in sorted(result.hyper.items())) + "."]
-    if runs["searched"].search is None and result.confirmed:
-        lines += ["", f"Prediction vs bench: {result.confirmed}."]
     return "\n".join(lines) + "\n"
 
 

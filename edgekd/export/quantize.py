@@ -208,7 +208,8 @@ def _fastest(result: QuantizeResult, job: _Job, versus: VersusFp32) -> QuantizeR
         Path(result.path).unlink()
         return _fp32_result(result.requested, job.source, job.judge, job.cfg, versus_fp32=versus, fp32_p50_ms=versus.fp32_p50_ms,
                             fell_back=why, deployed_because=why + ' (if_slower_than_fp32 = "fastest")', warnings=list(result.warnings))
-    because = (f"{result.scheme} is slower than fp32 ({timing}), but the fp32 file ({fp32_bytes / 1024:.1f} KiB) misses "
+    worse = f"slower than fp32 ({timing})" if versus.slower else f"larger than fp32 ({versus.bytes:,} vs {fp32_bytes:,} bytes)"
+    because = (f"{result.scheme} is {worse}, but the fp32 file ({fp32_bytes / 1024:.1f} KiB) misses "
                f"the size budget ({limit / 1024:.1f} KiB, {rule}): the quantized file ships (if_slower_than_fp32 = \"fastest\")")
     say(f"quantize: {because}")
     return dataclasses.replace(result, deployed_because=because)

@@ -21,7 +21,7 @@ from edgekd._progress import hushed
 from edgekd.data.splits import DataSplits
 from edgekd.errors import EdgekdError, first_line
 from edgekd.search.space import Candidate
-from edgekd.targets import Scheme, SlowerPolicy, Target
+from edgekd.targets import Scheme, SlowerPolicy, Target, size_limit
 
 _CALIBRATION_ROWS = 128  # enough to set activation ranges; the trained student is calibrated again at export
 _JUDGE_ROWS = 64
@@ -98,7 +98,8 @@ def _ships_fp32(target: Target, fp32_bytes: int) -> bool:
     max_size_kb: min_compression needs the teacher, which the search trains after measuring."""
     policy = target.quantization.if_slower_than_fp32
     if policy is SlowerPolicy.fastest:
-        return target.budgets.max_size_kb is None or fp32_bytes <= target.budgets.max_size_kb * 1024
+        allowed = size_limit(target, teacher_bytes=None)  # the rule export applies, less the teacher's budget
+        return allowed is None or fp32_bytes <= allowed[0]
     return policy is SlowerPolicy.fallback
 
 
