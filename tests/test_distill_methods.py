@@ -263,6 +263,27 @@ def test_unlabeled_data_adds_soft_target_terms(tmp_path):
     assert "kd (unlabeled)" in result.history["distilled"][0].terms and "ce (unlabeled)" not in result.history["distilled"][0].terms
 
 
+def test_few_labels_the_teacher_learns_from_all_and_the_students_from_their_share(tmp_path):
+    full = distill(_recipe(tmp_path), tmp_path / "full")
+    few = distill(_recipe(tmp_path, base=BASE.replace("[teacher]", "[data]\nlabel_fraction = 0.25\n[teacher]")), tmp_path / "few")
+    sizes, train = few.split_sizes, full.split_sizes["train"]
+    assert sizes["teacher_train"] == train and sizes["train"] + sizes["unlabeled"] == train
+    assert abs(sizes["train"] - 0.25 * train) <= 10, "stratified: about a quarter of every class"
+    assert (sizes["val"], sizes["test"]) == (full.split_sizes["val"], full.split_sizes["test"]), "val and test keep their labels"
+    assert few.teachers[0].source.startswith("cache"), "the same training labels: the teacher the full run trained"
+    assert few.teacher_scores == full.teacher_scores
+    assert "kd (unlabeled)" in few.history["distilled"][0].terms
+
+
+def test_few_labels_refuses_a_share_that_keeps_too_few(tmp_path):
+    from edgekd.data import load_data
+    from edgekd.data.config import DataConfig
+    from edgekd.errors import DataError
+
+    with pytest.raises(DataError, match="label_fraction = 0.001 .*raise label_fraction"):
+        load_data("digits", options=DataConfig(label_fraction=0.001))
+
+
 def test_sweep_keeps_the_best_on_validation(tmp_path):
     result = distill(_recipe(tmp_path, base=BASE.replace("epochs = 3\n[student]", "epochs = 3\n[student]").replace("[distill]\nepochs = 3", "[distill]\nepochs = 2")), tmp_path / "run", sweep=True)
     assert len(result.sweep) == 6 and sum(t.kept for t in result.sweep) == 1

@@ -1,4 +1,6 @@
 
+from dataclasses import replace
+
 import pytest
 
 from edgekd.errors import RecipeError
@@ -7,7 +9,7 @@ from edgekd.recipe import Recipe, load_recipe, with_task_models
 
 def test_no_recipe_is_the_builtin_demo():
     recipe = load_recipe(None)
-    assert recipe == Recipe()
+    assert recipe == replace(Recipe(), data=replace(Recipe().data, label_fraction=0.15)), "the defaults, with few labels"
     assert recipe.data.source == "digits" and recipe.teacher.model is None and recipe.student.model is None, "the task's models"
     models = with_task_models(recipe, "classification")
     assert models.teacher.model == "cnn" and models.student.model == "mlp"

@@ -188,3 +188,28 @@ def test_compiled_student_keeps_feature_hooks_losses_and_adapter_gradients():
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in objective.adapters.parameters())
     assert not any("_orig_mod" in key for key in student.state_dict())  # checkpoints keep plain keys
     objective.close()
+
+
+def test_an_epoch_passes_over_the_larger_of_the_labelled_and_unlabelled_sets(monkeypatch):
+    """A transfer set bigger than the labels sets the epoch's length, for the distilled student and
+    for its scratch twin (given the unlabelled inputs, which it does not train on) alike."""
+    from edgekd.distill.teacher import Teacher, TeacherSet
+
+    data = load_data("digits")
+    labelled, unlabelled = 100, data.x_train[100:400]
+    steps = []
+    real = trainer._optimise
+    monkeypatch.setattr(trainer, "_optimise", lambda loop, loss: (steps.append(1), real(loop, loss)))
+    from edgekd.recipe import LossTerm
+
+    settings = TrainSettings(epochs=1, batch_size=64, lr=1e-3, seed=0)
+    kd = TrainSettings(epochs=1, batch_size=64, lr=1e-3, seed=0, ce_weight=0.3, terms=(LossTerm(method="kd", weight=0.7),))
+    teacher = TeacherSet([Teacher("given", 1.0, model=_model().eval())])
+    args = (data.x_train[:labelled], data.y_train[:labelled], data.x_val, data.y_val, settings)
+    counted = {}
+    for name, extra in {"alone": {}, "scratch twin": {"x_unlabeled": unlabelled},
+                        "distilled": {"x_unlabeled": unlabelled, "teachers": teacher}}.items():
+        steps.clear()
+        fit(_model(), *args[:4], kd if "teachers" in extra else settings, label=name, **extra)
+        counted[name] = len(steps)
+    assert counted == {"alone": 2, "scratch twin": 5, "distilled": 5}  # ceil(100 / 64), ceil(300 / 64)

@@ -60,6 +60,12 @@ class DataConfig:
     std: Optional[list[Annotated[float, Strict(), Field(gt=0)]]] = Field(None, description="imagefolder: per-channel std to divide by")
     # csv / text files: the encoding they were saved in (UTF-8 unless a spreadsheet wrote, say, cp1252).
     encoding: Encoding = Field("utf-8", description='csv / text: the files\' text encoding, e.g. "latin-1" or "cp1252"')
+    # Few labels: the students keep the labels of this share of the training split (the task's split:
+    # stratified for classes, seeded by split_seed); the other training inputs join the unlabelled
+    # transfer set, which only the distilled student sees, through the teachers' soft targets. A teacher
+    # edgekd trains still learns from every training label: it stands for a model trained elsewhere on
+    # more labels than the students have (the usual reason to distil). Validation and test keep theirs.
+    label_fraction: Float = Field(1.0, gt=0, le=1, description="share of the training labels the students keep; the rest become unlabelled inputs (a teacher edgekd trains keeps all)")
     # Unlabelled inputs (an .npz with x_unlabeled, an image folder, or a text file) used with teacher soft targets only.
     unlabeled: Optional[str] = Field(None, description="npz:PATH (x_unlabeled), imagefolder:DIR or text:PATH (its text column) of unlabelled inputs")
     # Random translations (up to 1/8 of the image size, or max_shift pixels), drawn per image, while the students

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from edgekd.data.files import read_csv, read_idx_dir, read_image_folder, read_mask_folder
-from edgekd.data.splits import DataSplits, checked_inputs, checked_pair, checked_splits
+from edgekd.data.splits import DataSplits, checked_inputs, checked_pair, checked_splits, withhold_labels
 from edgekd.task import random_split, stratified_split, task, task_for
 from edgekd._user import call_user, import_object
 from edgekd.errors import DataError
@@ -178,7 +178,8 @@ def load_data(
     if cfg.unlabeled:
         arrays["x_unlabeled"] = _unlabeled(cfg)
     classes, vocab_size, made = arrays.pop("classes", ()), arrays.pop("vocab_size", None), arrays.pop("task", None)
-    return checked_splits(source, arrays, val_fraction, split_seed, classes, vocab_size, task_name or made, cfg.ignore_index)
+    splits = checked_splits(source, arrays, val_fraction, split_seed, classes, vocab_size, task_name or made, cfg.ignore_index)
+    return withhold_labels(splits, cfg.label_fraction, split_seed)
 
 
 def load_test_split(source: str, options: DataConfig | None = None, task_name: str | None = None) -> tuple[Inputs, np.ndarray | None]:

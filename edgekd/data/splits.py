@@ -11,7 +11,7 @@ segmentation (ignored pixels: task.IGNORED), float32 (samples, targets) for regr
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -35,6 +35,9 @@ class DataSplits:
     classes: tuple[str, ...] = ()  # label names by class index, when the source has names
     vocab_size: int | None = None  # text: the tokenizer's vocabulary (the student's embedding rows)
     task: str = "classification"  # the task table's entry (edgekd/task.py): what the labels are
+    # [data] label_fraction < 1: the whole labelled training split, which a teacher edgekd trains learns
+    # from; x_train / y_train are the students' share of it, and the rest is in x_unlabeled.
+    teacher_train: tuple[Inputs, np.ndarray] | None = None
 
     @property
     def inputs(self) -> tuple[TensorSpec, ...]:
@@ -45,6 +48,14 @@ class DataSplits:
     def input_shape(self) -> tuple[int, ...]:
         """One sample's shape of the first input (an image net's input_shape)."""
         return self.x_test.per_sample_shape
+
+    def for_teacher(self) -> "DataSplits":
+        """The splits a teacher edgekd trains learns from: every training label, also those that
+        [data] label_fraction withheld from the students."""
+        if self.teacher_train is None:
+            return self
+        x_train, y_train = self.teacher_train
+        return replace(self, x_train=x_train, y_train=y_train, x_unlabeled=None, teacher_train=None)
 
     def calibration(self, count: int, seed: int = 0) -> Inputs:
         """A fixed random subset of the *training* inputs for quantization calibration."""
@@ -92,6 +103,41 @@ def checked_splits(name: str, arrays: dict, val_fraction: float, seed: int, clas
         if _layout(x_unlabeled) != _layout(x_train):
             raise DataError(f"{name}: unlabeled inputs have shape {_shapes(x_unlabeled)} per sample but the labelled ones {_shapes(x_train)}; they must match")
     return DataSplits(name, x_train, y_train, x_val, y_val, x_test, y_test, num_classes, x_unlabeled, tuple(classes), vocab_size, kind.name)
+
+
+def withhold_labels(data: DataSplits, fraction: float, seed: int) -> DataSplits:
+    """The students keep the labels of `fraction` of the training split (the task's split: stratified
+    for classes); the other training inputs join the unlabelled ones. The whole split stays, for a
+    teacher edgekd trains (`DataSplits.for_teacher`). Validation and test are untouched."""
+    if fraction >= 1:
+        return data
+    count = len(data.y_train)
+    try:
+        _, _, kept, _ = task(data.task).split(np.arange(count), data.y_train, fraction, seed)
+    except ValueError as exc:  # scikit-learn: a share too small for the split (or for one per class)
+        raise DataError(f"{data.name}: [data] label_fraction = {fraction:g} of {count} training samples is too few to split "
+                        f"({exc}); raise label_fraction") from None
+    kept = np.sort(kept)
+    withheld = np.setdiff1d(np.arange(count), kept)
+    if len(kept) < 2 or not len(withheld):
+        raise DataError(f"{data.name}: [data] label_fraction = {fraction:g} keeps {len(kept)} of {count} training labels; "
+                        "choose a share that keeps at least 2 and withholds at least 1")
+    unlabeled = data.x_train[withheld]
+    if data.x_unlabeled is not None:
+        unlabeled = joined(unlabeled, data.x_unlabeled)
+    say(f"data: {data.name}: the students keep the labels of {len(kept):,} of {count:,} training samples "
+        f"([data] label_fraction = {fraction:g}); the other {len(withheld):,} join the unlabelled inputs")
+    return replace(data, x_train=data.x_train[kept], y_train=data.y_train[kept], x_unlabeled=unlabeled,
+                   teacher_train=(data.x_train, data.y_train))
+
+
+def joined(first: Inputs, second: Inputs) -> Inputs:
+    """The samples of both, in order; sequence inputs padded to the longer of the two widths."""
+    width = max((first[s.name].shape[1] for s in first.spec if s.is_sequence), default=None)
+    if width is not None:
+        width = max(width, max(second[s.name].shape[1] for s in second.spec if s.is_sequence))
+        first, second = first.at_length(width), second.at_length(width)
+    return Inputs({s.name: np.concatenate([first[s.name], second[s.name]]) for s in first.spec}, first.spec)
 
 
 def _layout(x: Inputs) -> tuple:

@@ -81,6 +81,7 @@ def distill(
         distributed.barrier()
         say(f"data: {data.name} — {len(data.x_train)} train / {len(data.x_val)} val / {len(data.x_test)} test"
             + (f" / {len(data.x_unlabeled)} unlabeled" if data.x_unlabeled is not None else "")
+            + (f" (a teacher trained here learns from all {len(data.teacher_train[1])} training labels)" if data.teacher_train is not None else "")
             + f", {_describe_outputs(data)}, inputs {_describe_inputs(data)}")
         teachers = train_teachers(teachers, data, out, resume)
         teachers = cache_teacher_logits(teachers, data, recipe.distill.cache_teacher, recipe.data.augment or recipe.data.mixup > 0)
@@ -135,7 +136,8 @@ def _train_students(recipe: Recipe, spec: ModelSpec, data: DataSplits, teachers:
     if recipe.distill.baseline == "scratch":
         scratch = _fresh_student(recipe, spec, data, teachers)
         scratch_fit = fit(scratch, data.x_train, data.y_train, data.x_val, data.y_val, base,
-                          label="student (scratch)", checkpoint=out / runfolder.CHECKPOINTS / "scratch.ckpt", resume=resume)
+                          label="student (scratch)", checkpoint=out / runfolder.CHECKPOINTS / "scratch.ckpt", resume=resume,
+                          x_unlabeled=data.x_unlabeled)  # no teacher: the unlabelled inputs only set its epoch's length
     if sweep:
         kd_settings, student, student_fit, trials = _sweep(recipe, spec, data, base, teachers)
         return _Trained(student, student_fit, kd_settings, scratch, scratch_fit, trials)
@@ -162,7 +164,8 @@ def _result(out: Path, recipe: Recipe, spec: ModelSpec, data: DataSplits, teache
         run_dir=str(out),
         data=data.name,
         split_sizes={"train": len(data.x_train), "val": len(data.x_val), "test": len(data.x_test),
-                     **({"unlabeled": len(data.x_unlabeled)} if data.x_unlabeled is not None else {})},
+                     **({"unlabeled": len(data.x_unlabeled)} if data.x_unlabeled is not None else {}),
+                     **({"teacher_train": len(data.teacher_train[1])} if data.teacher_train is not None else {})},
         teachers=[_summary(m, "teacher.pt" if i == 0 and not _ensemble_reference(teachers) else None) for i, m in enumerate(teachers.members)],
         student=ModelSummary(spec.to_dict(), _count(trained.student), "student.pt", "trained"),
         teacher_scores=teacher_scores,

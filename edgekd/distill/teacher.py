@@ -108,6 +108,7 @@ class TeacherSet:
 
 def plan_teachers(recipe: Recipe, data: DataSplits) -> TeacherSet:
     """Build every teacher and load its weights if they exist; nothing is written or trained."""
+    data = data.for_teacher()  # a teacher edgekd trains learns from every training label
     return TeacherSet([_plan(cfg, recipe, data, position) for position, cfg in enumerate(teacher_configs(recipe))])
 
 
@@ -148,7 +149,9 @@ def _plan(cfg: TeacherConfig, recipe: Recipe, data: DataSplits, position: int) -
 
 
 def train_teachers(teachers: TeacherSet, data: DataSplits, run_dir: Path, resume: bool) -> TeacherSet:
-    """Train the teachers that need it (best-on-val weights kept) and cache them for later runs."""
+    """Train the teachers that need it (best-on-val weights kept) and cache them for later runs; they
+    learn from every training label, also those [data] label_fraction withheld from the students."""
+    data = data.for_teacher()
     for index, teacher in enumerate(teachers.members):
         if teacher.settings is None:
             if teacher.source.startswith("cache"):

@@ -99,9 +99,11 @@ class _Loop:
     spec: tuple  # the inputs' TensorSpecs: each batch is trimmed to its longest sequence
     x: Batch
     y: torch.Tensor
-    x_unlabeled: Batch | None
+    x_unlabeled: Batch | None  # with teachers only: the soft-target-only batches
     device: torch.device
     steps: int  # per epoch, on this rank
+    epoch_length: int  # samples per epoch: the larger of the labelled and the unlabelled set
+    unlabeled_count: int
     checkpoint: Path | None
 
 
@@ -179,25 +181,30 @@ def _prepare(model: nn.Module, x_train: Inputs | np.ndarray, y_train: np.ndarray
     spec = x_train.spec
     x, y = to_tensors(x_train, device), torch.as_tensor(y_train, device=device)
     x_un = to_tensors(as_inputs(x_unlabeled), device) if x_unlabeled is not None and teachers else None
+    # An epoch is a pass over the larger of the labelled and the unlabelled set (the smaller cycles):
+    # a transfer set of 10^5 images beside 10^3 labels is seen once per epoch, and a scratch twin given
+    # the same unlabelled inputs (which it does not train on) takes as many steps on its labels.
+    unlabeled_count = len(as_inputs(x_unlabeled)) if x_unlabeled is not None else 0
+    epoch_length = max(len(y), unlabeled_count)
     objective = Objective(list(settings.terms) if teachers else [], settings.ce_weight, settings.temperature, model,
                           teachers.feature_teacher if teachers else None, teachers.weights if teachers else [],
                           trim(take(x, slice(0, 2)), spec), settings.task)
     trainable = _Trainable(model, objective.adapters).to(device)
     optimizer = torch.optim.Adam([p for p in trainable.parameters() if p.requires_grad], lr=settings.lr)
-    steps = math.ceil(len(distributed.shard(torch.arange(len(y)))) / settings.batch_size)
+    steps = math.ceil(len(distributed.shard(torch.arange(epoch_length))) / settings.batch_size)
     if (settings.amp or settings.compile) and not cuda:
         say(f"{label}: amp/compile apply on CUDA only; training in fp32 eager mode on the CPU")
     return _Loop(model, trainable, _wrap(trainable, settings, cuda), objective, optimizer, _scheduler(optimizer, settings, steps),
                  torch.amp.GradScaler("cuda", enabled=settings.amp and cuda), settings, label, teachers, spec, x, y, x_un, device,
-                 steps, checkpoint)
+                 steps, epoch_length, unlabeled_count, checkpoint)
 
 
 def _train_epoch(loop: _Loop, epoch: int) -> dict[str, float]:
     """One pass over this rank's shard; the mean loss and mean of each term over all ranks."""
     settings, device = loop.settings, loop.device
     torch.manual_seed(settings.seed * 1_000_003 + epoch)  # shuffling, augmentation, dropout of this epoch
-    order = distributed.shard(torch.randperm(len(loop.y), device=device))
-    order_un = torch.randint(0, len(next(iter(loop.x_unlabeled.values()))), (len(order),), device=device) if loop.x_unlabeled is not None else None
+    order = distributed.shard(_cycled(len(loop.y), loop.epoch_length, device))
+    order_un = distributed.shard(_cycled(loop.unlabeled_count, loop.epoch_length, device)) if loop.x_unlabeled is not None else None
     sums: dict[str, float] = {}
     loop.trainable.train()
     for step in range(loop.steps):
@@ -213,6 +220,13 @@ def _train_epoch(loop: _Loop, epoch: int) -> dict[str, float]:
     keys = sorted(sums)
     totals = distributed.sum_across([sums[k] for k in keys] + [float(loop.steps)])
     return {k: v / totals[-1] for k, v in zip(keys, totals[:-1])}
+
+
+def _cycled(count: int, length: int, device: torch.device) -> torch.Tensor:
+    """`length` indices into `count` samples: shuffled passes, one after another (the first pass is
+    the whole epoch's order when `length` is `count`)."""
+    passes = [torch.randperm(count, device=device) for _ in range(math.ceil(length / count))]
+    return torch.cat(passes)[:length]
 
 
 def _step_loss(loop: _Loop, idx: torch.Tensor, unlabeled_idx: torch.Tensor | None) -> tuple[torch.Tensor, dict[str, float]]:
