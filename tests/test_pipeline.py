@@ -33,6 +33,9 @@ def test_edgekd_run_default_end_to_end(tmp_path):
     distilled = json.loads((out / "distill.json").read_text())
     assert distilled["teacher_scores"]["test"] > 0.95
     assert distilled["distilled"]["best"]["test"] > 0.90 and distilled["scratch"]["best"]["test"] > 0.85
+    sizes = distilled["split_sizes"]  # the demo: few labels for the students, the rest a transfer set; the teacher has all
+    assert sizes["teacher_train"] == sizes["train"] + sizes["unlabeled"] and sizes["train"] < sizes["unlabeled"]
+    assert distilled["distilled"]["best"]["test"] > distilled["scratch"]["best"]["test"], "the demo shows what the teacher adds"
     assert 1 <= distilled["distilled"]["best_epoch"] <= distilled["settings"]["epochs"]
     assert distilled["objective"]["terms"][0]["method"] == "kd" and distilled["teacher_cache"].startswith("computed")
     assert len(distilled["history"]["distilled"]) == distilled["settings"]["epochs"]

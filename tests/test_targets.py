@@ -25,6 +25,9 @@ def test_user_target_file(tmp_path):
     path.write_text('description = "mine"\n[budgets]\nmax_size_kb = 1\n')
     target = load_target(str(path))
     assert target.name == "mine" and target.budgets.max_size_kb == 1
+    # A target that does not say otherwise ships the faster of int8 and fp32 within its size budgets;
+    # one that must run int8 (an NPU) says if_slower_than_fp32 = "warn".
+    assert target.quantization.if_slower_than_fp32 == "fastest"
 
 
 @pytest.mark.parametrize(
