@@ -16,8 +16,10 @@ def one_line_error(result, *fragments: str) -> str:
 
 
 def quick_target(path, budgets: str):
-    """A target file for end-to-end tests: the CPU provider, a short bench, and the given [budgets] lines."""
+    """A target file for end-to-end tests: the CPU provider, a short bench, int8 deployed even where
+    this CPU runs it slower than fp32 (the int8 path is what these tests check), and the given [budgets] lines."""
     path.write_text('name = "test"\ndescription = "test"\n[runtime]\nproviders = ["CPUExecutionProvider"]\n'
+                    '[quantization]\nif_slower_than_fp32 = "warn"\n'
                     f'[bench]\nruns = 20\nwarmup_runs = 2\n[budgets]\n{budgets}\n')
     return path
 
