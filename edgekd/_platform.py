@@ -58,3 +58,26 @@ def fits_in_memory(needed: int, share: float = 0.8) -> bool:
     """`needed` bytes fit in `share` of the free memory (True where the free memory is unknown)."""
     free = available_bytes()
     return free is None or needed <= share * free
+
+
+@functools.lru_cache(maxsize=1)
+def _malloc_trim():
+    """glibc's malloc_trim, or None (another C library, another OS)."""
+    if platform.system() != "Linux":
+        return None
+    try:
+        import ctypes
+
+        return ctypes.CDLL("libc.so.6").malloc_trim
+    except (OSError, AttributeError):
+        return None
+
+
+def release_freed_memory() -> None:
+    """Hand memory the process has freed back to the operating system. Batches of varying sequence
+    lengths leave glibc's heap fragmented: over 10^5 sentences its resident memory grew by 0.8 GB
+    that nothing used (tools/stream_text.py); trimming every few batches keeps it flat at no
+    measurable cost. A no-op where glibc is not the C library."""
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)

@@ -152,7 +152,7 @@ class Inputs(Mapping):
         for name in sorted(self._arrays):
             array = np.ascontiguousarray(self._arrays[name])
             digest.update(name.encode() + str(array.shape).encode() + array.dtype.str.encode())
-            digest.update(array.tobytes())
+            digest.update(memoryview(array).cast("B"))  # the array's own bytes: no copy of a memory-mapped set
 
     def sha256(self) -> str:
         digest = hashlib.sha256()

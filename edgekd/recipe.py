@@ -116,6 +116,9 @@ class DistillConfig:
     compile: Bool = Field(False, description="torch.compile the student (CUDA only; ignored on the CPU)")
     # Compute teacher logits once per (teachers, data) and reuse them from disk.
     cache_teacher: Bool = Field(True, description="cache teacher outputs on disk (off when inputs are augmented)")
+    # Text: each window of 50 batches of the shuffled order sorted by length, cut into batches, the
+    # batches shuffled; every batch is cut to its longest text, so less padding is computed.
+    bucket_by_length: Bool = Field(False, description="sequence inputs: batches of similar lengths (faster; the batches are still shuffled)")
 
     def terms(self, task: str = "classification") -> list[LossTerm]:
         """The loss terms in force: the [[distill.loss]] tables, or the task's single soft-target term

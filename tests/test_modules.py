@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from edgekd._config import read_toml, validate
-from edgekd._platform import available_bytes, cpu_info, fits_in_memory
+from edgekd._platform import available_bytes, cpu_info, fits_in_memory, release_freed_memory
 from edgekd.data.splits import checked_splits
 from edgekd.task import stratified_split
 from edgekd.distill import distributed
@@ -85,6 +85,25 @@ def test_the_platform_probes_answer_on_any_machine():
     free = available_bytes()
     assert free is None or free > 0
     assert fits_in_memory(1) and not (free is not None and fits_in_memory(10 * free))
+    release_freed_memory()  # glibc's malloc_trim where it exists, else nothing; never an error
+
+
+def test_freed_memory_goes_back_to_the_system_on_glibc():
+    import platform
+
+    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+        pytest.skip("malloc_trim is glibc's")
+
+    def anonymous_kb() -> int:
+        status = dict(line.split(":", 1) for line in open("/proc/self/status"))
+        return int(status["RssAnon"].split()[0])
+
+    blocks = [bytearray(100_000 + i) for i in range(2000)]  # ~200 MB from the heap (below the mmap threshold)
+    del blocks[::2]  # holes: freed, but glibc keeps the pages
+    held = anonymous_kb()
+    release_freed_memory()
+    assert anonymous_kb() < held - 50_000, "at least 50 MB of freed heap handed back"
+    del blocks
 
 
 def test_one_process_is_its_own_world():

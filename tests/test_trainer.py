@@ -213,3 +213,35 @@ def test_an_epoch_passes_over_the_larger_of_the_labelled_and_unlabelled_sets(mon
         fit(_model(), *args[:4], kd if "teachers" in extra else settings, label=name, **extra)
         counted[name] = len(steps)
     assert counted == {"alone": 2, "scratch twin": 5, "distilled": 5}  # ceil(100 / 64), ceil(300 / 64)
+
+
+def test_batches_bucketed_by_length_hold_the_same_samples_with_similar_lengths():
+    """bucket_by_length: every sample once per pass, each batch from a run of similar lengths, the
+    batches in random order, a partial batch last; the same seed gives the same order."""
+    torch.manual_seed(0)
+    lengths = torch.randint(1, 200, (1000,))
+    order = torch.randperm(1000)
+    torch.manual_seed(1)
+    bucketed = trainer._bucketed(order, lengths, 16)
+    assert sorted(bucketed.tolist()) == list(range(1000))
+    batches = bucketed.split(16)
+    spread = [int(lengths[b].max() - lengths[b].min()) for b in batches]
+    random = [int(lengths[b].max() - lengths[b].min()) for b in order.split(16)]
+    assert sum(spread) < sum(random) / 5, "similar lengths within a batch"
+    assert len(batches[-1]) == 1000 % 16, "the partial batch stays last"
+    firsts = [int(lengths[b].min()) for b in batches[:-1]]
+    assert firsts != sorted(firsts), "the batches are shuffled, not sorted by length"
+    torch.manual_seed(1)
+    assert torch.equal(trainer._bucketed(order, lengths, 16), bucketed)
+
+
+def test_bucketing_applies_only_to_sequences(corpus):
+    from edgekd.data import load_data
+    from edgekd.data.config import DataConfig
+
+    settings = TrainSettings(1, 8, 1e-3, 0, bucket_by_length=True)
+    assert trainer._lengths(load_data("digits").x_train, settings) is None
+    text = load_data(f"text:{corpus[0]}", options=DataConfig(tokenizer=str(corpus[1]), max_length=48))
+    lengths = trainer._lengths(text.x_train, settings)
+    assert lengths is not None and len(lengths) == len(text.x_train) and int(lengths.max()) <= 48
+    assert trainer._lengths(text.x_train, TrainSettings(1, 8, 1e-3, 0)) is None

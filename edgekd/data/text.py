@@ -19,6 +19,7 @@ import io
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import numpy as np
@@ -127,13 +128,12 @@ def read_text_table(path: Path, text_column: str, label_column: str, labels: lis
 
 def read_unlabeled_texts(path: Path, cfg: Any) -> Inputs:
     """`[data] unlabeled = "text:PATH"`: the text column of every row (labels, if any, unused), duplicates
-    dropped, tokenized like the labelled texts: a transfer set for the teachers' soft targets."""
-    rows = _rows(Path(path), cfg.encoding)
-    if not rows or cfg.text_column not in rows[0]:
-        columns = ", ".join(rows[0]) if rows else "none"
-        raise DataError(f"{path}: no column '{cfg.text_column}' (columns: {columns}); set [data] text_column")
-    texts = list(dict.fromkeys(str(row[cfg.text_column]) for row in rows if str(row.get(cfg.text_column) or "").strip()))
-    return tokenize(load_tokenizer(cfg.tokenizer), texts, cfg.max_length)
+    dropped, tokenized like the labelled texts: a transfer set for the teachers' soft targets. It is
+    streamed (10^5–10^7 sentences need not fit in memory): tokenized once, a chunk at a time, into
+    memory-mapped arrays in edgekd's cache (edgekd.data.tokens)."""
+    from edgekd.data.tokens import tokenized_file
+
+    return tokenized_file(Path(path), cfg.text_column, load_tokenizer(cfg.tokenizer), cfg.max_length, cfg.encoding)
 
 
 def tokenize(tokenizer, texts: list[str], max_length: int) -> Inputs:
@@ -277,7 +277,9 @@ def read_tagged_source(path: Path, cfg: Any, table: TaggedSentences) -> dict[str
     return {"x": x, "y": labels, "classes": order, "vocab_size": len(tokenizer)}
 
 
-def _rows(path: Path, encoding: str = "utf-8") -> list[dict[str, Any]]:
+def text_format(path: Path) -> tuple[Any, str]:
+    """How to open a text data file (open, gzip.open or bz2.open) and its kind (".csv", ".tsv" or
+    ".jsonl"); a missing file or another kind is a DataError."""
     if not path.is_file():
         raise DataError(f"text file not found: {path} (check the path)")
     name = path.name.lower()
@@ -286,6 +288,26 @@ def _rows(path: Path, encoding: str = "utf-8") -> list[dict[str, Any]]:
     kind = next((k for k in _FORMATS if stem.endswith(k)), None)
     if kind is None:
         raise DataError(f"{path}: text data must be .csv, .tsv or .jsonl (optionally .gz or .bz2)")
+    return opener, kind
+
+
+def json_rows(lines: Iterable[str], path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(line number, object) of each non-blank line of a jsonl file; a line that is not a JSON
+    object is a DataError naming it."""
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise DataError(f"{path}: line {number} is not JSON ({exc.msg})") from None
+        if not isinstance(row, dict):
+            raise DataError(f"{path}: line {number} is not a JSON object")
+        yield number, row
+
+
+def _rows(path: Path, encoding: str = "utf-8") -> list[dict[str, Any]]:
+    opener, kind = text_format(path)
     try:
         with opener(path, "rb") as fh:
             raw = fh.read()
@@ -294,18 +316,7 @@ def _rows(path: Path, encoding: str = "utf-8") -> list[dict[str, Any]]:
     where = f"{path} (after decompression)" if opener is not open else path
     text = decode_text(raw, where, DataError, encoding, ENCODING_FIX)
     if kind == ".jsonl":
-        rows = []
-        for number, line in enumerate(text.splitlines(), start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise DataError(f"{path}: line {number} is not JSON ({exc.msg})") from None
-            if not isinstance(row, dict):
-                raise DataError(f"{path}: line {number} is not a JSON object")
-            rows.append(row)
-        return rows
+        return [row for _, row in json_rows(text.splitlines(), path)]
     try:
         return list(csv.DictReader(io.StringIO(text, newline=""), delimiter="\t" if kind == ".tsv" else ","))
     except csv.Error as exc:

@@ -47,7 +47,8 @@ def distill_settings(cfg: DistillConfig | None = None, data: DataConfig | None =
     cfg, data = cfg or DistillConfig(), data or DataConfig()
     settings = TrainSettings(cfg.epochs, cfg.batch_size, cfg.lr, cfg.seed, ce_weight=cfg.ce_weight, terms=tuple(cfg.terms(task)), task=task,
                              temperature=cfg.temperature, schedule=cfg.schedule, grad_clip=cfg.grad_clip, augment=data.augment,
-                             max_shift=data.max_shift, flip=data.flip, mixup=data.mixup, amp=cfg.amp, compile=cfg.compile)
+                             max_shift=data.max_shift, flip=data.flip, mixup=data.mixup, amp=cfg.amp, compile=cfg.compile,
+                             bucket_by_length=cfg.bucket_by_length)
     return replace(settings, **changes)
 
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import zipfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -26,6 +25,7 @@ from torch import nn
 
 from edgekd import runfolder
 from edgekd._version import __version__
+from edgekd._cache import cache_dir
 from edgekd._io import atomic_path
 from edgekd._progress import say
 from edgekd.data import DataSplits
@@ -37,10 +37,6 @@ from edgekd.models.build import ModelSpec, build_model, spec_for, start_pretrain
 from edgekd.models.call import Batch, forward, predict
 from edgekd.models.checkpoint import load_weights, read_checkpoint, save_checkpoint
 from edgekd.recipe import Recipe, TeacherConfig, teacher_configs
-
-
-def cache_dir() -> Path:
-    return Path(os.environ.get("EDGEKD_CACHE_DIR") or Path.home() / ".cache" / "edgekd")
 
 
 @dataclass
@@ -129,7 +125,8 @@ def _plan(cfg: TeacherConfig, recipe: Recipe, data: DataSplits, position: int) -
         return Teacher(f"checkpoint {cfg.checkpoint}", cfg.weight, model=model.eval(), spec=spec, identity=weights_hash(model))
     seed = cfg.seed if cfg.seed is not None else recipe.distill.seed + position
     settings = TrainSettings(epochs=cfg.epochs, batch_size=recipe.distill.batch_size, lr=cfg.lr, seed=seed,
-                             augment=cfg.augment, max_shift=cfg.max_shift, flip=recipe.data.flip, finetune=cfg.finetune, task=data.task)
+                             augment=cfg.augment, max_shift=cfg.max_shift, flip=recipe.data.flip, finetune=cfg.finetune, task=data.task,
+                             bucket_by_length=recipe.distill.bucket_by_length)
     torch.manual_seed(seed)
     model = build_model(spec)
     pretrained = weights_hash(model) if start_pretrained(model) else None  # a new weights file: a new cache key

@@ -22,13 +22,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from edgekd._platform import release_freed_memory
 from edgekd._progress import bar, say
 from edgekd.distill import distributed
 from edgekd.distill.losses import MixedLabels
 from edgekd.distill.result import EpochRecord, epoch_record
 from edgekd.errors import TrainingError
 from edgekd.inputs import MASK, Inputs, as_inputs
-from edgekd.models.call import Batch, accuracy, forward, predict, take, to_tensors, trim
+from edgekd.models.call import TRIM_EVERY, Batch, accuracy, forward, predict, take, to_tensors, trim
 from edgekd.models.checkpoint import save_torch
 from edgekd.task import IGNORED, task
 
@@ -54,6 +55,7 @@ class TrainSettings:
     compile: bool = False  # CUDA only
     finetune: bool = False  # hf encoder teachers: train the encoder too, not only the new head
     task: str = "classification"  # the task table's entry: the hard-label loss and the validation metric
+    bucket_by_length: bool = False  # sequence inputs: batches of similar lengths (less padding computed)
 
 
 @dataclass
@@ -104,6 +106,8 @@ class _Loop:
     steps: int  # per epoch, on this rank
     epoch_length: int  # samples per epoch: the larger of the labelled and the unlabelled set
     unlabeled_count: int
+    lengths: torch.Tensor | None  # bucket_by_length: real tokens per labelled sample
+    unlabeled_lengths: torch.Tensor | None  # ... and per unlabelled one
     checkpoint: Path | None
 
 
@@ -180,7 +184,9 @@ def _prepare(model: nn.Module, x_train: Inputs | np.ndarray, y_train: np.ndarray
     _check_transforms(x_train, settings, label)
     spec = x_train.spec
     x, y = to_tensors(x_train, device), torch.as_tensor(y_train, device=device)
-    x_un = to_tensors(as_inputs(x_unlabeled), device) if x_unlabeled is not None and teachers else None
+    # On the CPU, beside the device: a streamed transfer set stays memory-mapped (to_tensors shares
+    # its pages), and each step moves one gathered batch to the device.
+    x_un = to_tensors(as_inputs(x_unlabeled), "cpu") if x_unlabeled is not None and teachers else None
     # An epoch is a pass over the larger of the labelled and the unlabelled set (the smaller cycles):
     # a transfer set of 10^5 images beside 10^3 labels is seen once per epoch, and a scratch twin given
     # the same unlabelled inputs (which it does not train on) takes as many steps on its labels.
@@ -196,15 +202,17 @@ def _prepare(model: nn.Module, x_train: Inputs | np.ndarray, y_train: np.ndarray
         say(f"{label}: amp/compile apply on CUDA only; training in fp32 eager mode on the CPU")
     return _Loop(model, trainable, _wrap(trainable, settings, cuda), objective, optimizer, _scheduler(optimizer, settings, steps),
                  torch.amp.GradScaler("cuda", enabled=settings.amp and cuda), settings, label, teachers, spec, x, y, x_un, device,
-                 steps, epoch_length, unlabeled_count, checkpoint)
+                 steps, epoch_length, unlabeled_count, _lengths(x_train, settings), _lengths(x_unlabeled if x_un is not None else None, settings),
+                 checkpoint)
 
 
 def _train_epoch(loop: _Loop, epoch: int) -> dict[str, float]:
     """One pass over this rank's shard; the mean loss and mean of each term over all ranks."""
     settings, device = loop.settings, loop.device
     torch.manual_seed(settings.seed * 1_000_003 + epoch)  # shuffling, augmentation, dropout of this epoch
-    order = distributed.shard(_cycled(len(loop.y), loop.epoch_length, device))
-    order_un = distributed.shard(_cycled(loop.unlabeled_count, loop.epoch_length, device)) if loop.x_unlabeled is not None else None
+    order = distributed.shard(_cycled(len(loop.y), loop.epoch_length, device, loop.lengths, settings.batch_size))
+    order_un = (distributed.shard(_cycled(loop.unlabeled_count, loop.epoch_length, device, loop.unlabeled_lengths, settings.batch_size))
+                if loop.x_unlabeled is not None else None)
     sums: dict[str, float] = {}
     loop.trainable.train()
     for step in range(loop.steps):
@@ -212,6 +220,8 @@ def _train_epoch(loop: _Loop, epoch: int) -> dict[str, float]:
         loss, parts = _step_loss(loop, order[batch], order_un[batch] if order_un is not None else None)
         _refuse_non_finite(loop, loss, epoch, step)
         _optimise(loop, loss)
+        if (step + 1) % TRIM_EVERY == 0:
+            release_freed_memory()
         sums["loss"] = sums.get("loss", 0.0) + float(loss.detach())
         for key, value in parts.items():
             sums[key] = sums.get(key, 0.0) + value
@@ -222,11 +232,36 @@ def _train_epoch(loop: _Loop, epoch: int) -> dict[str, float]:
     return {k: v / totals[-1] for k, v in zip(keys, totals[:-1])}
 
 
-def _cycled(count: int, length: int, device: torch.device) -> torch.Tensor:
+def _cycled(count: int, length: int, device: torch.device, lengths: torch.Tensor | None = None, batch_size: int = 1) -> torch.Tensor:
     """`length` indices into `count` samples: shuffled passes, one after another (the first pass is
-    the whole epoch's order when `length` is `count`)."""
+    the whole epoch's order when `length` is `count`); with `lengths`, bucketed by them."""
     passes = [torch.randperm(count, device=device) for _ in range(math.ceil(length / count))]
-    return torch.cat(passes)[:length]
+    order = torch.cat(passes)[:length]
+    return order if lengths is None else _bucketed(order, lengths, batch_size)
+
+
+BUCKET_WINDOW = 50  # batches whose samples are sorted by length together
+
+
+def _bucketed(order: torch.Tensor, lengths: torch.Tensor, batch_size: int) -> torch.Tensor:
+    """The same samples in batches of similar lengths, the batches in random order: each window of
+    BUCKET_WINDOW batches of the shuffled order is sorted by length and cut into batches (each batch
+    is then trimmed to its own longest row, so less padding is computed). A last, partial batch stays last."""
+    pieces = []
+    for start in range(0, len(order), BUCKET_WINDOW * batch_size):
+        window = order[start:start + BUCKET_WINDOW * batch_size]
+        pieces += list(window[torch.argsort(lengths[window.cpu()], stable=True).to(window.device)].split(batch_size))
+    tail = [pieces.pop()] if len(pieces[-1]) < batch_size else []
+    shuffled = [pieces[i] for i in torch.randperm(len(pieces)).tolist()]
+    return torch.cat(shuffled + tail)
+
+
+def _lengths(x: Inputs | np.ndarray | None, settings: TrainSettings) -> torch.Tensor | None:
+    """Real tokens per sample, when batches are bucketed by length and the inputs are sequences."""
+    if x is None or not settings.bucket_by_length:
+        return None
+    lengths = as_inputs(x).lengths()
+    return torch.as_tensor(lengths) if lengths is not None else None
 
 
 def _step_loss(loop: _Loop, idx: torch.Tensor, unlabeled_idx: torch.Tensor | None) -> tuple[torch.Tensor, dict[str, float]]:
@@ -236,7 +271,8 @@ def _step_loss(loop: _Loop, idx: torch.Tensor, unlabeled_idx: torch.Tensor | Non
     with torch.autocast(loop.device.type, dtype=torch.float16, enabled=settings.amp and loop.device.type == "cuda"):
         loss, parts = _batch_loss(loop.wrapped, loop.objective, loop.teachers, xb, yb, idx, "train")
         if unlabeled_idx is not None:
-            ub = _student_inputs(trim(take(loop.x_unlabeled, unlabeled_idx), loop.spec), None, settings)[0]
+            gathered = {k: v.to(loop.device) for k, v in take(loop.x_unlabeled, unlabeled_idx.cpu()).items()}
+            ub = _student_inputs(trim(gathered, loop.spec), None, settings)[0]
             u_loss, u_parts = _batch_loss(loop.wrapped, loop.objective, loop.teachers, ub, None, unlabeled_idx, "unlabeled")
             loss = loss + u_loss
             parts.update({f"{k} (unlabeled)": v for k, v in u_parts.items()})

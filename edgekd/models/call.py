@@ -11,6 +11,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from edgekd._platform import release_freed_memory
 from edgekd.runtime.metrics import top1_hits
 from edgekd.inputs import MASK, Inputs, TensorSpec, as_inputs, concat_outputs
 
@@ -46,6 +47,9 @@ def forward(model: nn.Module, batch: Batch) -> torch.Tensor:
     return model(**batch)
 
 
+TRIM_EVERY = 8  # batches (or training steps) between returns of freed memory to the OS
+
+
 @torch.no_grad()
 def predict(model: nn.Module, x: Inputs | np.ndarray, batch_size: int = 512) -> np.ndarray:
     """Logits of `model` in eval mode, as a numpy array (the model's train/eval mode is restored)."""
@@ -53,7 +57,11 @@ def predict(model: nn.Module, x: Inputs | np.ndarray, batch_size: int = 512) -> 
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
-    chunks = [forward(model, to_tensors(x[i : i + batch_size].trimmed(), device)).float().cpu() for i in range(0, len(x), batch_size)]
+    chunks = []
+    for number, start in enumerate(range(0, len(x), batch_size), start=1):
+        chunks.append(forward(model, to_tensors(x[start : start + batch_size].trimmed(), device)).float().cpu())
+        if number % TRIM_EVERY == 0:
+            release_freed_memory()
     model.train(was_training)
     return concat_outputs([c.numpy() for c in chunks])  # per-token outputs of shorter batches padded back
 

@@ -121,7 +121,7 @@ def _time(fp32: Path, deployed: Path, data: DataSplits, target: Target, runs: in
 def _cache_path(candidate: Candidate, data: DataSplits, target: Target, runs: int) -> Path:
     """Where this measurement is cached: keyed by everything that decides the figures."""
     from edgekd._platform import cpu_info
-    from edgekd.distill.teacher import cache_dir
+    from edgekd._cache import cache_dir
     from edgekd.runfolder import versions
 
     layout = {"inputs": [to_jsonable(s) for s in data.inputs], "outputs": data.num_classes, "task": data.task,

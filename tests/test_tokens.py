@@ -1,0 +1,90 @@
+"""Unlabelled text streamed into memory-mapped token arrays: the same tokens as reading the file
+whole, built once, rebuilt when the file changes, and never left half-written."""
+
+import json
+
+import numpy as np
+import pytest
+
+from edgekd.data import tokens
+from edgekd.data.text import load_tokenizer, tokenize
+from edgekd.errors import DataError
+
+
+@pytest.fixture
+def tokenizer(corpus):
+    return load_tokenizer(str(corpus[1]))
+
+
+def _jsonl(path, texts):
+    path.write_text("".join(json.dumps({"text": t}) + "\n" for t in texts), encoding="utf-8")
+    return path
+
+
+TEXTS = ["a great film", "the plot was dull", "", "a great film", "charming cast and music " * 3, "boring", "the plot was dull", "sharp"]
+
+
+def test_the_same_tokens_as_reading_the_file_whole_across_chunks(tmp_path, tokenizer, monkeypatch):
+    monkeypatch.setattr(tokens, "CHUNK", 3)  # duplicates fall in other chunks, widths differ per chunk
+    stored = tokens.tokenized_file(_jsonl(tmp_path / "u.jsonl", TEXTS), "text", tokenizer, 12)
+    distinct = list(dict.fromkeys(t for t in TEXTS if t.strip()))  # first occurrences, in file order
+    whole = tokenize(tokenizer, distinct, 12)
+    for name in ("input_ids", "attention_mask"):
+        assert stored[name].dtype == np.int64 and np.array_equal(stored[name], whole[name]), name
+    assert not stored["input_ids"].flags.owndata, "mapped from the cache file, not read into memory"
+
+
+def test_csv_and_tsv_stream_too(tmp_path, tokenizer):
+    path = tmp_path / "u.tsv"
+    path.write_text("id\ttext\n1\ta great film\n2\tboring\n", encoding="utf-8")
+    assert len(tokens.tokenized_file(path, "text", tokenizer, 12)) == 2
+    with pytest.raises(DataError, match="no column 'body'.*set \\[data\\] text_column"):
+        tokens.tokenized_file(path, "body", tokenizer, 12)
+
+
+def test_built_once_and_rebuilt_when_the_file_changes(tmp_path, tokenizer, monkeypatch):
+    path = _jsonl(tmp_path / "u.jsonl", TEXTS)
+    first = tokens.tokenized_file(path, "text", tokenizer, 12)
+    built = []
+    real = tokens._build
+    monkeypatch.setattr(tokens, "_build", lambda *args: (built.append(1), real(*args)))
+    again = tokens.tokenized_file(path, "text", tokenizer, 12)
+    assert built == [] and np.array_equal(first["input_ids"], again["input_ids"])
+    _jsonl(path, TEXTS + ["a new sentence"])
+    assert len(tokens.tokenized_file(path, "text", tokenizer, 12)) == len(first) + 1 and built == [1]
+    assert len(tokens.tokenized_file(path, "text", tokenizer, 8)["input_ids"][0]) <= 8 and built == [1, 1], "max_length is in the key"
+
+
+def test_an_interrupted_build_leaves_nothing_behind(tmp_path, tokenizer, monkeypatch):
+    monkeypatch.setattr(tokens, "CHUNK", 2)
+
+    class Failing:  # the tokenizer, interrupted (Ctrl-C) in its second chunk
+        calls = 0
+
+        def __getattr__(self, name):
+            return getattr(tokenizer, name)
+
+        def __call__(self, texts, **kwargs):
+            Failing.calls += 1
+            if Failing.calls == 2:
+                raise KeyboardInterrupt
+            return tokenizer(texts, **kwargs)
+
+    with pytest.raises(KeyboardInterrupt):
+        tokens.tokenized_file(_jsonl(tmp_path / "u.jsonl", TEXTS), "text", Failing(), 12)
+    from edgekd._cache import cache_dir
+
+    assert not list((cache_dir() / "tokens").glob("*.tmp-*")), "no temporary folder left"
+    assert all((folder / "done").is_file() for folder in (cache_dir() / "tokens").iterdir()), "no half store"
+
+
+@pytest.mark.parametrize("content,expected", [
+    (b'{"text": "ok"}\nnot json\n', "line 2 is not JSON"),
+    (b'{"body": "ok"}\n', "line 1 has no 'text'"),
+    (b'{"text": "caf\xe9"}\n', "not valid utf-8 text.*encoding"),
+])
+def test_bad_files_are_one_line_errors(tmp_path, tokenizer, content, expected):
+    path = tmp_path / "u.jsonl"
+    path.write_bytes(content)
+    with pytest.raises(DataError, match=expected):
+        tokens.tokenized_file(path, "text", tokenizer, 12)

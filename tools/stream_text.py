@@ -1,0 +1,194 @@
+"""Unlabelled text that does not fit in memory, measured: peak memory and training speed of the
+streamed transfer set (tokenized chunk by chunk into memory-mapped arrays, edgekd.data.tokens)
+against the in-memory path (the whole file read, then tokenized at once, as edgekd did before).
+
+For each size (10^4, 10^5, 10^6 generated sentences by default) and each path, a fresh process
+with an empty cache: loads the unlabelled sentences (tokenizing them), computes a small teacher's
+soft targets on them (edgekd's teacher-output cache), then times STEPS distillation steps (or one epoch, if shorter) of a
+2-layer BERT student on 2,000 labelled sentences + the unlabelled ones (one labelled and one
+unlabelled batch of 64 per step). A sampler thread records the peak of the process's resident
+memory (VmRSS) and of its anonymous part (RssAnon: what the process itself allocated; the rest is
+file pages the kernel may drop at any time). The streamed path runs again with batches bucketed by
+length (`[distill] bucket_by_length`). Sentences: random words of MiniLM's vocabulary, 4–40
+per sentence, seeded.
+
+Writes docs/results/streaming-text.md (command, date, machine, versions, then the table) and prints it.
+
+    python tools/stream_text.py                              # 10^4, 10^5, 10^6: about 15 minutes on 2 cores
+    python tools/stream_text.py --sizes 10000 --memory-up-to 10000
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+LABELLED = 2_000
+BATCH = 64
+
+
+def _words() -> list[str]:
+    from edgekd.data.text import pretrained_dir
+
+    vocabulary = (pretrained_dir("minilm") / "vocab.txt").read_text(encoding="utf-8").split()
+    return [w for w in vocabulary if w.isalpha() and w.isascii() and len(w) > 2][:8000]
+
+
+def _sentences(count: int, seed: int, words: list[str]) -> list[str]:
+    rng = np.random.default_rng(seed)
+    lengths = rng.integers(4, 41, size=count)
+    picks = rng.integers(0, len(words), size=int(lengths.sum()))
+    out, start = [], 0
+    for length in lengths:
+        out.append(" ".join(words[i] for i in picks[start:start + length]))
+        start += length
+    return out
+
+
+def _write_corpus(folder: Path, size: int) -> Path:
+    words = _words()
+    path = folder / f"unlabelled-{size}.jsonl"
+    with open(path, "w", encoding="utf-8") as fh:
+        for start in range(0, size, 100_000):
+            for text in _sentences(min(100_000, size - start), start, words):
+                fh.write(json.dumps({"text": text}) + "\n")
+    return path
+
+
+class _Peak(threading.Thread):
+    """Samples /proc/self/status every 10 ms; keeps the largest VmRSS and RssAnon (kB)."""
+
+    def __init__(self) -> None:
+        super().__init__(daemon=True)
+        self.peak = {"VmRSS": 0, "RssAnon": 0}
+        self.running = True
+
+    def run(self) -> None:
+        while self.running:
+            self.sample()
+            time.sleep(0.01)
+
+    def sample(self) -> None:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                key, _, value = line.partition(":")
+                if key in self.peak:
+                    self.peak[key] = max(self.peak[key], int(value.split()[0]))
+
+
+def _child(corpus: Path, mode: str, steps: int, bucketed: bool) -> dict:
+    """One measurement, in this (fresh) process; returns the figures."""
+    import torch
+
+    from edgekd._progress import set_quiet
+    from edgekd.data.splits import DataSplits
+    from edgekd.data.text import _rows, load_tokenizer, tokenize
+    from edgekd.data.tokens import tokenized_file
+    from edgekd.distill import trainer
+    from edgekd.distill.teacher import Teacher, TeacherSet, cache_teacher_logits
+    from edgekd.distill.trainer import TrainSettings
+    from edgekd.models import ModelSpec, build_model
+    from edgekd.recipe import LossTerm
+
+    set_quiet(True)
+    torch.set_num_threads(os.cpu_count() or 1)
+    peak = _Peak()
+    peak.start()
+    tokenizer = load_tokenizer("minilm")
+    words = _words()
+    labelled = tokenize(tokenizer, _sentences(LABELLED + 400, 10**9, words), 128)
+    labels = np.random.default_rng(0).integers(0, 2, size=LABELLED + 400)
+    began = time.perf_counter()
+    if mode == "memory":  # what edgekd did before: the whole file read, every text tokenized at once
+        texts = list(dict.fromkeys(str(r["text"]) for r in _rows(corpus)))
+        unlabelled = tokenize(tokenizer, texts, 128)
+        del texts
+    else:
+        unlabelled = tokenized_file(corpus, "text", tokenizer, 128)
+    load_seconds = time.perf_counter() - began
+    data = DataSplits("generated", labelled[:LABELLED], labels[:LABELLED], labelled[LABELLED:LABELLED + 200], labels[LABELLED:LABELLED + 200],
+                      labelled[LABELLED + 200:], labels[LABELLED + 200:], 2, unlabelled, vocab_size=len(tokenizer))
+    spec = ModelSpec("transformer", {"layers": 1, "hidden": 64, "heads": 2, "intermediate": 128}, (), 2, data.inputs, len(tokenizer))
+    torch.manual_seed(0)
+    teachers = TeacherSet([Teacher("given", 1.0, model=build_model(spec).eval())])
+    began = time.perf_counter()
+    teachers = cache_teacher_logits(teachers, data, enabled=True, augment=False)
+    teacher_seconds = time.perf_counter() - began
+    student = build_model(ModelSpec("transformer", {"layers": 2, "hidden": 128, "heads": 2, "intermediate": 512}, (), 2, data.inputs, len(tokenizer)))
+    settings = TrainSettings(epochs=1, batch_size=BATCH, lr=1e-3, seed=0, ce_weight=0.3, terms=(LossTerm(method="kd", weight=0.7),),
+                             bucket_by_length=bucketed)
+    loop = trainer._prepare(student, data.x_train, data.y_train, settings, "student", teachers, data.x_unlabeled, None)
+    loop.steps = steps = min(steps, loop.steps)  # a fixed number of steps, not an epoch over 10^6 sentences
+    began = time.perf_counter()
+    trainer._train_epoch(loop, 1)
+    train_seconds = time.perf_counter() - began
+    loop.objective.close()
+    peak.running = False
+    peak.sample()
+    return {"rows": len(unlabelled), "steps": steps, "width": int(unlabelled["input_ids"].shape[1]), "load_s": load_seconds, "teacher_s": teacher_seconds,
+            "steps_per_s": steps / train_seconds, "peak_rss_mb": peak.peak["VmRSS"] / 1024, "peak_anon_mb": peak.peak["RssAnon"] / 1024}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000, 1_000_000])
+    parser.add_argument("--memory-up-to", type=int, default=1_000_000, help="largest size also run through the in-memory path")
+    parser.add_argument("--steps", type=int, default=300)
+    parser.add_argument("--write", type=Path, default=HERE.parent / "docs" / "results" / "streaming-text.md")
+    parser.add_argument("--child", nargs=2, metavar=("CORPUS", "MODE"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        print(json.dumps(_child(Path(args.child[0]), args.child[1].removesuffix("-bucketed"), args.steps, args.child[1].endswith("-bucketed"))))
+        return
+    sys.path.insert(0, str(HERE))
+    from _pages import provenance, write_page
+
+    began = time.perf_counter()
+    rows = []
+    with tempfile.TemporaryDirectory() as folder:
+        for size in args.sizes:
+            corpus = _write_corpus(Path(folder), size)
+            for mode in ("memory", "stream", "stream-bucketed") if size <= args.memory_up_to else ("stream", "stream-bucketed"):
+                with tempfile.TemporaryDirectory() as cache:
+                    env = {**os.environ, "EDGEKD_CACHE_DIR": cache}
+                    out = subprocess.run([sys.executable, __file__, "--child", str(corpus), mode, "--steps", str(args.steps)],
+                                         capture_output=True, text=True, env=env)
+                if out.returncode:
+                    raise SystemExit(f"{mode} at {size}: {out.stderr[-2000:]}")
+                figures = json.loads(out.stdout.strip().splitlines()[-1])
+                rows.append((size, mode, figures))
+                print(size, mode, figures, flush=True)
+    memory = {size: f for size, mode, f in rows if mode == "memory"}
+    lines = [
+        "# Unlabelled text, streamed — measured", "",
+        provenance("stream_text.py", time.perf_counter() - began, []), "",
+        f"Each row a fresh process with an empty cache: load the unlabelled sentences (tokenized with MiniLM's tokenizer, "
+        f"max_length 128), compute a 1-layer teacher's soft targets on them (edgekd's teacher-output cache), then {args.steps} "
+        f"distillation steps of a 2-layer BERT student (hidden 128) on {LABELLED:,} labelled sentences + the unlabelled ones, one "
+        f"batch of {BATCH} of each per step. *memory*: the whole file read, then tokenized at once (edgekd before 2026-12-06); "
+        "*stream*: read row by row and tokenized 10,000 at a time into memory-mapped arrays (edgekd.data.tokens). Peak RSS "
+        "counts the file pages the kernel maps in (and may drop at any time); peak anonymous memory is what the process "
+        "itself holds. *stream-bucketed*: the same with `[distill] bucket_by_length = true` (batches of similar lengths, "
+        "each cut to its longest sentence). Steps: as many as asked, or one epoch if that is shorter.", "",
+        "| sentences | path | padded width | load + tokenize s | teacher outputs s | steps | steps/s | × memory | peak RSS MB | peak anonymous MB |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for size, mode, f in rows:
+        ratio = f"{f['steps_per_s'] / memory[size]['steps_per_s']:.2f}×" if size in memory else "—"
+        lines.append(f"| {f['rows']:,} | {mode} | {f['width']} | {f['load_s']:.1f} | {f['teacher_s']:.1f} | {f['steps']} | {f['steps_per_s']:.1f} | "
+                     f"{ratio} | {f['peak_rss_mb']:.0f} | {f['peak_anon_mb']:.0f} |")
+    write_page(args.write, "\n".join(lines) + "\n")
+
+
+if __name__ == "__main__":
+    main()
