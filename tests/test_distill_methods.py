@@ -337,10 +337,13 @@ def test_corrupt_teacher_output_cache_is_recomputed(tmp_path):
 
     recipe = _recipe(tmp_path)
     distill(recipe, tmp_path / "a")
-    for cached in (cache_dir() / "teacher-logits").glob("*.npz"):
+    damaged = list((cache_dir() / "teacher-logits").glob("*/train.npy"))
+    assert damaged, "the outputs are stored as one .npy per split"
+    for cached in damaged:
         cached.write_bytes(b"damaged")
     again = distill(recipe, tmp_path / "b")
     assert again.teacher_cache.startswith("computed")
+    assert distill(recipe, tmp_path / "c").teacher_cache.startswith("reused"), "the recomputed outputs are stored again"
 
 
 def test_jittered_teacher_keeps_the_students_cache(tmp_path):

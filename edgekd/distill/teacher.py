@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-import zipfile
+import os
+import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -26,7 +27,6 @@ from torch import nn
 from edgekd import runfolder
 from edgekd._version import __version__
 from edgekd._cache import cache_dir
-from edgekd._io import atomic_path
 from edgekd._progress import say
 from edgekd.data import DataSplits
 from edgekd.distill import distributed
@@ -201,24 +201,38 @@ def cache_teacher_logits(teachers: TeacherSet, data: DataSplits, enabled: bool, 
     splits = {"train": data.x_train, **({"unlabeled": data.x_unlabeled} if data.x_unlabeled is not None else {})}
     identity = {"teachers": [m.identity for m in teachers.members], "data": {k: v.sha256() for k, v in splits.items()}}
     key = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:24]
-    path = cache_dir() / "teacher-logits" / f"{key}.npz"
-    if path.is_file():
+    path = cache_dir() / "teacher-logits" / key  # one .npy per split, memory-mapped when reused
+    if (path / "done").is_file():
         try:
-            with np.load(path, allow_pickle=False) as archive:
-                teachers.cached = {k: torch.as_tensor(archive[k]) for k in archive.files}
+            # copy-on-write maps: a transfer set of 10^6 sentences is read page by page, never copied
+            teachers.cached = {split: torch.as_tensor(np.load(path / f"{split}.npy", mmap_mode="c")) for split in splits}
             teachers.cache_note = f"reused {path}"
             say(f"teacher outputs: reusing {path}")
             return teachers
-        except (zipfile.BadZipFile, ValueError, OSError, EOFError):
+        except (ValueError, OSError, EOFError):
             say(f"teacher outputs: {path} is unreadable; computing them again")  # a cache is never worth a failed run
     computed = {split: torch.stack([torch.as_tensor(m.predict(x)).float().cpu() for m in teachers.members]) for split, x in splits.items()}
     if distributed.is_main():
-        with atomic_path(path) as tmp:
-            with open(tmp, "wb") as fh:
-                np.savez(fh, **{k: v.numpy() for k, v in computed.items()})
+        _store_outputs(path, computed)
     teachers.cached = computed
     teachers.cache_note = f"computed and stored at {path}"
     return teachers
+
+
+def _store_outputs(path: Path, computed: dict[str, torch.Tensor]) -> None:
+    """The teachers' outputs per split as .npy files, written into a temporary folder renamed into
+    place: an interrupted run leaves no half cache."""
+    work = path.with_name(f"{path.name}.tmp-{os.getpid()}")
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    try:
+        for split, outputs in computed.items():
+            np.save(work / f"{split}.npy", outputs.numpy())
+        (work / "done").write_text("")
+        shutil.rmtree(path, ignore_errors=True)
+        os.replace(work, path)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
 
 
 def weights_hash(model: nn.Module) -> str:
