@@ -13,6 +13,7 @@ import dataclasses
 import hashlib
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from enum import Enum
@@ -37,6 +38,25 @@ def atomic_path(dest: Path) -> Iterator[Path]:
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+@contextlib.contextmanager
+def atomic_folder(dest: Path) -> Iterator[Path]:
+    """Yield an empty temporary folder beside `dest`; only if the block succeeds does it take `dest`'s
+    place (an older `dest` is renamed aside first, then removed), so `dest` is only ever absent or
+    complete — an interrupted build leaves nothing to mistake for a finished one."""
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent))
+    try:
+        yield work
+        old = dest.with_name(f"{work.name}.old")
+        if dest.exists():
+            os.replace(dest, old)
+        os.replace(work, dest)
+        shutil.rmtree(old, ignore_errors=True)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
 
 
 def _umask() -> int:

@@ -74,8 +74,9 @@ def test_an_interrupted_build_leaves_nothing_behind(tmp_path, tokenizer, monkeyp
         tokens.tokenized_file(_jsonl(tmp_path / "u.jsonl", TEXTS), "text", Failing(), 12)
     from edgekd._cache import cache_dir
 
-    assert not list((cache_dir() / "tokens").glob("*.tmp-*")), "no temporary folder left"
-    assert all((folder / "done").is_file() for folder in (cache_dir() / "tokens").iterdir()), "no half store"
+    stores = list((cache_dir() / "tokens").iterdir())
+    assert not [f for f in stores if f.name.endswith((".tmp", ".old"))], "no temporary folder left"
+    assert all({p.name for p in f.iterdir()} == {"input_ids.npy", "attention_mask.npy"} for f in stores), "no half store"
 
 
 @pytest.mark.parametrize("content,expected", [

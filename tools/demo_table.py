@@ -30,12 +30,13 @@ from edgekd.distill.stage import distill
 from edgekd.pipeline import run
 from edgekd.recipe import DEMO, load_recipe
 
-SETUPS = {"demo: labels for 15%, the rest unlabelled": DEMO, "every label (the recipe defaults)": {}}
+# set-up → [data] label_fraction: the demo's, and every label (the recipe defaults otherwise)
+SETUPS = {"demo: labels for 15%, the rest unlabelled": DEMO["data"]["label_fraction"], "every label (the recipe defaults)": 1.0}
 
 
-def _recipe(setup: dict, seed: int):
-    recipe = load_recipe(None) if setup is DEMO else replace(load_recipe(None), data=replace(load_recipe(None).data, label_fraction=1.0))
-    return replace(recipe, distill=replace(recipe.distill, seed=seed))
+def _recipe(label_fraction: float, seed: int):
+    demo = load_recipe(None)
+    return replace(demo, data=replace(demo.data, label_fraction=label_fraction), distill=replace(demo.distill, seed=seed))
 
 
 def _mean_sd(values: list[float]) -> str:
@@ -55,10 +56,10 @@ def main() -> None:
     paired = ["| set-up | seed | teacher | scratch | distilled | right only when distilled / only from scratch | exact McNemar p |",
               "|---|---|---|---|---|---|---|"]
     with tempfile.TemporaryDirectory() as folder:
-        for name, setup in SETUPS.items():
+        for name, label_fraction in SETUPS.items():
             rows = {"teacher": [], "scratch": [], "distilled": []}
             for seed in args.seeds:
-                result = distill(_recipe(setup, seed), Path(folder) / f"{len(sizes)}-{seed}")
+                result = distill(_recipe(label_fraction, seed), Path(folder) / f"{len(sizes)}-{seed}")
                 sizes[name] = result.split_sizes
                 rows["teacher"].append(result.teacher_scores.test)
                 rows["scratch"].append(result.scratch.best.test)

@@ -16,8 +16,6 @@ import csv
 import hashlib
 import io
 import json
-import os
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -25,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from edgekd._cache import cache_dir
+from edgekd._io import atomic_folder, sha256_file
 from edgekd._platform import release_freed_memory
 from edgekd._progress import say
 from edgekd.data.files import ENCODING_FIX
@@ -76,7 +75,7 @@ def tokenized_file(path: Path, column: str, tokenizer, max_length: int, encoding
     tokenized and truncated at `max_length`: int64 `input_ids` and `attention_mask`, padded to the
     longest, as memory-mapped arrays built once in the cache. `spec` names the tokenizer in messages."""
     folder = cache_dir() / "tokens" / _key(Path(path), column, tokenizer, max_length, encoding)
-    if not (folder / "done").is_file():
+    if not folder.is_dir():
         _build(Path(path), column, tokenizer, max_length, encoding, folder)
     else:
         say(f"data: {Path(path).name}: reusing its tokens in {folder}")
@@ -85,10 +84,7 @@ def tokenized_file(path: Path, column: str, tokenizer, max_length: int, encoding
 
 
 def _key(path: Path, column: str, tokenizer, max_length: int, encoding: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
+    digest = hashlib.sha256(sha256_file(path).encode())
     backend = getattr(tokenizer, "backend_tokenizer", None)
     vocabulary = backend.to_str() if backend is not None else repr(sorted(tokenizer.get_vocab().items()))
     digest.update(hashlib.sha256(vocabulary.encode()).digest())
@@ -97,30 +93,10 @@ def _key(path: Path, column: str, tokenizer, max_length: int, encoding: str) -> 
 
 
 def _build(path: Path, column: str, tokenizer, max_length: int, encoding: str, folder: Path) -> None:
-    """Tokenize chunk by chunk into a temporary folder beside `folder`, then rename it into place
-    (an interrupted build leaves no half store: the next run starts over)."""
-    from edgekd._progress import bar
-
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    work = folder.with_name(f"{folder.name}.tmp-{os.getpid()}")
-    shutil.rmtree(work, ignore_errors=True)
-    work.mkdir()
-    try:
-        hashes, widths, chunks = [], 0, 0
-        with bar() as progress:
-            task = progress.add_task(f"tokenizing {path.name}", total=None, info="")
-            for texts in _chunks(stream_texts(path, column, encoding)):
-                encoded = tokenizer(texts, truncation=True, max_length=max_length, padding="longest", return_tensors="np")
-                ids = np.asarray(encoded["input_ids"], dtype=np.int64)
-                np.save(work / f"chunk{chunks}.ids.npy", ids)
-                np.save(work / f"chunk{chunks}.mask.npy", np.asarray(encoded["attention_mask"], dtype=np.int8))
-                hashes.append(np.array([int.from_bytes(hashlib.blake2b(t.encode(), digest_size=8).digest(), "little") for t in texts],
-                                       dtype=np.uint64))
-                widths, chunks = max(widths, ids.shape[1]), chunks + 1
-                progress.update(task, advance=len(texts))
-                release_freed_memory()
-        if not chunks:
-            raise DataError(f"{path}: no non-empty '{column}' in any row")
+    """Tokenize chunk by chunk into chunk files, then copy the distinct rows into one array per
+    input; the store appears only when complete (an interrupted build leaves nothing)."""
+    with atomic_folder(folder) as work:
+        hashes, widths, chunks = _tokenize_chunks(path, column, tokenizer, max_length, encoding, work)
         every = np.concatenate(hashes)
         _, first = np.unique(every, return_index=True)  # the first row of each distinct text
         keep = np.zeros(len(every), dtype=bool)
@@ -129,27 +105,44 @@ def _build(path: Path, column: str, tokenizer, max_length: int, encoding: str, f
                   for name in _NAMES}
         start = row = 0
         for index in range(chunks):
-            ids = np.load(work / f"chunk{index}.ids.npy")
-            mask = np.load(work / f"chunk{index}.mask.npy")
-            kept = keep[start:start + len(ids)]
+            parts = {name: work / f"chunk{index}.{name}.npy" for name in _NAMES}
+            arrays = {name: np.load(file) for name, file in parts.items()}
+            kept = keep[start:start + len(arrays["input_ids"])]
             count = int(kept.sum())
-            for name, array in (("input_ids", ids), ("attention_mask", mask)):
+            for name, array in arrays.items():
                 stored[name][row:row + count] = 0
                 stored[name][row:row + count, :array.shape[1]] = array[kept]
-            start, row = start + len(ids), row + count
-            (work / f"chunk{index}.ids.npy").unlink()
-            (work / f"chunk{index}.mask.npy").unlink()
+            start, row = start + len(kept), row + count
+            for file in parts.values():
+                file.unlink()
         for array in stored.values():
             array.flush()
         del stored
-        (work / "done").write_text(json.dumps({"rows": int(len(every)), "kept": int(keep.sum()), "width": widths}))
-        shutil.rmtree(folder, ignore_errors=True)
-        os.replace(work, folder)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
     dropped = len(every) - int(keep.sum())
     say(f"data: {path.name}: tokenized {len(every):,} texts in {chunks} chunk(s) into {folder}"
         + (f"; dropped {dropped:,} duplicate texts" if dropped else ""))
+
+
+def _tokenize_chunks(path: Path, column: str, tokenizer, max_length: int, encoding: str, work: Path) -> tuple[list[np.ndarray], int, int]:
+    """Each CHUNK of texts tokenized into `work`/chunkN.<input>.npy; returns the texts' 8-byte hashes
+    per chunk, the widest chunk and the chunk count."""
+    from edgekd._progress import bar
+
+    hashes, widths, chunks = [], 0, 0
+    with bar() as progress:
+        task = progress.add_task(f"tokenizing {path.name}", total=None, info="")
+        for texts in _chunks(stream_texts(path, column, encoding)):
+            encoded = tokenizer(texts, truncation=True, max_length=max_length, padding="longest", return_tensors="np")
+            for name, dtype in (("input_ids", np.int64), ("attention_mask", np.int8)):
+                np.save(work / f"chunk{chunks}.{name}.npy", np.asarray(encoded[name], dtype=dtype))
+            hashes.append(np.array([int.from_bytes(hashlib.blake2b(t.encode(), digest_size=8).digest(), "little") for t in texts],
+                                   dtype=np.uint64))
+            widths, chunks = max(widths, encoded["input_ids"].shape[1]), chunks + 1
+            progress.update(task, advance=len(texts))
+            release_freed_memory()
+    if not chunks:
+        raise DataError(f"{path}: no non-empty '{column}' in any row")
+    return hashes, widths, chunks
 
 
 def _chunks(texts: Iterator[str]) -> Iterator[list[str]]:

@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -27,6 +25,7 @@ from torch import nn
 from edgekd import runfolder
 from edgekd._version import __version__
 from edgekd._cache import cache_dir
+from edgekd._io import atomic_folder
 from edgekd._progress import say
 from edgekd.data import DataSplits
 from edgekd.distill import distributed
@@ -202,7 +201,7 @@ def cache_teacher_logits(teachers: TeacherSet, data: DataSplits, enabled: bool, 
     identity = {"teachers": [m.identity for m in teachers.members], "data": {k: v.sha256() for k, v in splits.items()}}
     key = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:24]
     path = cache_dir() / "teacher-logits" / key  # one .npy per split, memory-mapped when reused
-    if (path / "done").is_file():
+    if path.is_dir():
         try:
             # copy-on-write maps: a transfer set of 10^6 sentences is read page by page, never copied
             teachers.cached = {split: torch.as_tensor(np.load(path / f"{split}.npy", mmap_mode="c")) for split in splits}
@@ -220,19 +219,10 @@ def cache_teacher_logits(teachers: TeacherSet, data: DataSplits, enabled: bool, 
 
 
 def _store_outputs(path: Path, computed: dict[str, torch.Tensor]) -> None:
-    """The teachers' outputs per split as .npy files, written into a temporary folder renamed into
-    place: an interrupted run leaves no half cache."""
-    work = path.with_name(f"{path.name}.tmp-{os.getpid()}")
-    shutil.rmtree(work, ignore_errors=True)
-    work.mkdir(parents=True)
-    try:
+    """The teachers' outputs, one .npy per split, in a folder that appears only when complete."""
+    with atomic_folder(path) as work:
         for split, outputs in computed.items():
             np.save(work / f"{split}.npy", outputs.numpy())
-        (work / "done").write_text("")
-        shutil.rmtree(path, ignore_errors=True)
-        os.replace(work, path)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
 
 
 def weights_hash(model: nn.Module) -> str:
