@@ -31,6 +31,9 @@ def seed_options(parser, page: str, qad: bool = True) -> None:
     (`page`: its default name) and, where the task has the phase, `--qad EPOCHS`."""
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--kd-weight", type=float, default=0.7)
+    parser.add_argument("--label-fraction", type=float, default=1.0, metavar="SHARE",
+                        help="[data] label_fraction: the students keep the labels of SHARE of the training split, the rest "
+                             "become an unlabelled transfer set (the teacher learns from every label); default 1 (every label)")
     if qad:
         parser.add_argument("--qad", type=int, metavar="EPOCHS", help="also run the quantization-aware phase on seed 0's run for EPOCHS epochs")
     parser.add_argument("--write", type=Path, help=f"the results page to write (default: docs/results/{page})")
@@ -64,6 +67,23 @@ def measure_seeds(arrays: dict[str, np.ndarray] | None, name: str, recipe_for: C
                 qad = quantization_aware(run, "x86-cpu", epochs=qad_epochs) if qad_epochs else None
                 shipped = (result, exported, bench(run, target="x86-cpu", memory=False), qad)
     return rows, paired, shipped
+
+
+def page_name(stem: str, label_fraction: float) -> str:
+    """A results page's file name: `stem.md`, or `stem-few-labels.md` when the students kept only a share of the labels."""
+    return f"{stem}{'-few-labels' if label_fraction < 1 else ''}.md"
+
+
+def labels_sentence(result, label_fraction: float, samples: str) -> str:
+    """How the labels were shared out, for a page measured with `--label-fraction` (empty with every label)."""
+    if label_fraction >= 1:
+        return ""
+    sizes = result.split_sizes
+    return (f" The students keep the labels of {sizes['train']:,} of the {sizes['teacher_train']:,} training {samples} "
+            f"([data] label_fraction = {label_fraction:g}); the other {sizes['unlabeled']:,} are an unlabelled transfer set that "
+            "only the distilled student learns from, through the teacher's outputs (an epoch passes over it; the scratch twin takes "
+            f"as many steps on its labels). The teacher learns from all {sizes['teacher_train']:,} labels, as a model trained on "
+            "more labelled data than the student has would.")
 
 
 def provenance(script: str, seconds: float, seeds: list[int]) -> str:

@@ -15,6 +15,7 @@ Writes docs/results/ner-hironsan.md (command, date, machine, versions, seeds, th
 
     python tools/ner_table.py                      # seeds 0 1 2 (tens of minutes on 2 cores)
     python tools/ner_table.py --seeds 0 --qad 3    # and the quantization-aware phase on what seed 0 ships
+    python tools/ner_table.py --label-fraction 0.3 # few labels + a transfer set: ner-hironsan-few-labels.md
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from _pages import RESULTS, gap_closed, mean_sd, measure_seeds, paired_sentence, provenance, seed_options, shipped_section, write_page
+from _pages import RESULTS, gap_closed, labels_sentence, mean_sd, measure_seeds, page_name, paired_sentence, provenance, seed_options, shipped_section, write_page
 
 from edgekd._progress import set_quiet
 from edgekd.data import load_data
@@ -49,7 +50,8 @@ def options(max_length: int) -> DataConfig:
 def recipe(seed: int, args) -> dict:
     return {
         "task": "token-classification",
-        "data": {"source": f"conll:{corpus()}", "tokenizer": "minilm", "max_length": args.max_length, "test_fraction": 0.2},
+        "data": {"source": f"conll:{corpus()}", "tokenizer": "minilm", "max_length": args.max_length, "test_fraction": 0.2,
+                 "label_fraction": args.label_fraction},
         "teacher": {**TEACHERS[args.teacher], "epochs": args.teacher_epochs, "seed": 0},
         "student": {"model": "transformer", "args": {"layers": 2, "hidden": 128, "heads": 2, "intermediate": 512}},
         "distill": {"epochs": args.epochs, "seed": seed, "batch_size": 16, "lr": 1e-3, "kd_weight": args.kd_weight,
@@ -81,7 +83,7 @@ def main() -> None:
     kind = task("token-classification")
     rows, paired, shipped = measure_seeds(None, "hironsan", lambda _, seed: recipe(seed, args), args.seeds,
                                           lambda run, name: test_counts(run, name, data), lambda v: f"{v:.2%}", kind.paired, args.qad)
-    write_page(args.write or RESULTS / "ner-hironsan.md", render(args, data, rows, paired, shipped, time.perf_counter() - began))
+    write_page(args.write or RESULTS / page_name("ner-hironsan", args.label_fraction), render(args, data, rows, paired, shipped, time.perf_counter() - began))
 
 
 def percent(value: float) -> str:
@@ -103,7 +105,8 @@ def render(args, data, rows, paired, shipped, seconds: float) -> str:
         f"{len(data.y_train):,} train / {len(data.y_val):,} val / {len(data.y_test):,} test sentences, MiniLM's tokenizer, "
         f"max_length {args.max_length}. Teacher: {teacher}, {args.teacher_epochs} epochs, trained once; students: a 2-layer "
         f"transformer (hidden 128), {args.epochs} epochs; distilled: {args.kd_weight:g}·kd (per token, T = {args.temperature:g}) + "
-        f"{1 - args.kd_weight:g}·CE. Test entity F1 (exact IOB2 spans, micro) at each model's best validation epoch.",
+        f"{1 - args.kd_weight:g}·CE. Test entity F1 (exact IOB2 spans, micro) at each model's best validation epoch."
+        + labels_sentence(result, args.label_fraction, "sentences"),
         "",
         f"| model | params | test entity F1 ({len(args.seeds)} seed{'s' if len(args.seeds) > 1 else ''}, mean ± sd) |",
         "|---|---|---|",

@@ -17,6 +17,7 @@ prints it.
 
     python tools/regression_table.py                       # randhie, seeds 0 1 2 (a few minutes on 2 cores)
     python tools/regression_table.py --data diabetes --epochs 200
+    python tools/regression_table.py --label-fraction 0.02   # few labels + a transfer set: regression-randhie-few-labels.md
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from _pages import RESULTS, gap_closed, mean_sd, measure_seeds, provenance, seed_options, shipped_table, write_page
+from _pages import RESULTS, gap_closed, labels_sentence, mean_sd, measure_seeds, page_name, provenance, seed_options, shipped_table, write_page
 
 from edgekd._progress import set_quiet
 from edgekd.paired import paired_error_rise
@@ -62,10 +63,10 @@ def load_arrays(name: str) -> tuple[dict[str, np.ndarray], str]:
     return arrays, what
 
 
-def recipe(npz: Path, seed: int, epochs: int, kd_weight: float) -> dict:
+def recipe(npz: Path, seed: int, epochs: int, kd_weight: float, label_fraction: float = 1.0) -> dict:
     return {
         "task": "regression",
-        "data": {"source": f"npz:{npz}"},
+        "data": {"source": f"npz:{npz}", "label_fraction": label_fraction},
         "teacher": {"model": "mlp", "args": {"hidden": [256, 256]}, "epochs": epochs, "seed": 0},
         "student": {"model": "mlp", "args": {"hidden": [16]}},
         "distill": {"epochs": epochs, "seed": seed, "batch_size": 128, "kd_weight": kd_weight, "ce_weight": round(1 - kd_weight, 6)},
@@ -91,10 +92,10 @@ def main() -> None:
     began = time.perf_counter()
     arrays, what = load_arrays(args.data)
     rows, paired, shipped = measure_seeds(
-        arrays, args.data, lambda npz, seed: recipe(npz, seed, args.epochs, args.kd_weight), args.seeds,
+        arrays, args.data, lambda npz, seed: recipe(npz, seed, args.epochs, args.kd_weight, args.label_fraction), args.seeds,
         lambda run, name: test_errors(run, name, arrays), lambda v: f"{v:.4f}", paired_error_rise)
     page = render(args, what, arrays, rows, paired, shipped, time.perf_counter() - began)
-    write_page(args.write or RESULTS / f"regression-{args.data}.md", page)
+    write_page(args.write or RESULTS / page_name(f"regression-{args.data}", args.label_fraction), page)
 
 
 def render(args, what: str, arrays, rows, paired, shipped, seconds: float) -> str:
@@ -109,7 +110,8 @@ def render(args, what: str, arrays, rows, paired, shipped, seconds: float) -> st
         f"Data: {what}; {len(arrays['y_train']):,} train / {len(arrays['y_val']):,} val / {len(arrays['y_test']):,} test "
         f"(test targets: mean {arrays['y_test'].mean():.3g}, std {arrays['y_test'].std():.3g} — the RMSE of predicting the mean). "
         f"Teacher MLP 256-256 (trained once), students MLP 16; {args.epochs} epochs; distilled: "
-        f"{args.kd_weight:g}·MSE(teacher) + {1 - args.kd_weight:g}·MSE(labels). Test RMSE at each model's best validation epoch.",
+        f"{args.kd_weight:g}·MSE(teacher) + {1 - args.kd_weight:g}·MSE(labels). Test RMSE at each model's best validation epoch."
+        + labels_sentence(result, args.label_fraction, "samples"),
         "",
         f"| model | params | test RMSE ({len(args.seeds)} seed{'s' if len(args.seeds) > 1 else ''}, mean ± sd) |",
         "|---|---|---|",

@@ -19,6 +19,7 @@ tables) and prints it.
 
     python tools/segmentation_table.py                 # seeds 0 1 2 (several minutes on 2 cores)
     python tools/segmentation_table.py --terms kd cwd  # per-pixel KD plus channel-wise distillation
+    python tools/segmentation_table.py --label-fraction 0.05   # few labels + a transfer set: segmentation-stardist-few-labels.md
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from _pages import RESULTS, gap_closed, mean_sd, measure_seeds, paired_sentence, provenance, seed_options, shipped_section, write_page
+from _pages import RESULTS, gap_closed, labels_sentence, mean_sd, measure_seeds, page_name, paired_sentence, provenance, seed_options, shipped_section, write_page
 
 from edgekd._progress import set_quiet
 from edgekd.task import confusion_counts, paired_iou_drop
@@ -84,7 +85,7 @@ def recipe(npz: Path, seed: int, args) -> dict:
     loss = [{"method": name, "weight": round(args.kd_weight / len(args.terms), 6)} for name in args.terms]
     return {
         "task": "segmentation",
-        "data": {"source": f"npz:{npz}", "augment": True, "max_shift": 4},
+        "data": {"source": f"npz:{npz}", "augment": True, "max_shift": 4, "label_fraction": args.label_fraction},
         "teacher": {"model": "unet", "args": {"widths": [32, 64, 128]}, "epochs": args.teacher_epochs, "seed": 0, "augment": True, "max_shift": 4},
         "student": {"model": "unet", "args": {"widths": list(args.student)}},
         "distill": {"epochs": args.epochs, "seed": seed, "batch_size": 64, "lr": 3e-3,
@@ -117,7 +118,7 @@ def main() -> None:
     rows, paired, shipped = measure_seeds(
         arrays, "stardist", lambda npz, seed: recipe(npz, seed, args), args.seeds,
         lambda run, name: test_counts(run, name, arrays), lambda v: f"{v:.2%}", paired_iou_drop, args.qad)
-    write_page(args.write or RESULTS / "segmentation-stardist.md", render(args, what, arrays, rows, paired, shipped, time.perf_counter() - began))
+    write_page(args.write or RESULTS / page_name("segmentation-stardist", args.label_fraction), render(args, what, arrays, rows, paired, shipped, time.perf_counter() - began))
 
 
 def render(args, what: str, arrays, rows, paired, shipped, seconds: float) -> str:
@@ -133,7 +134,8 @@ def render(args, what: str, arrays, rows, paired, shipped, seconds: float) -> st
         f"Data: {what}; {len(arrays['y_train']):,} train / {len(arrays['y_val']):,} val / {len(arrays['y_test']):,} test tiles "
         f"from disjoint column bands of the image. Teacher U-Net 32-64-128 ({args.teacher_epochs} epochs, trained once), "
         f"students U-Net {'-'.join(map(str, args.student))}, {args.epochs} epochs, random shifts of up to 4 pixels (masks alike); distilled: {objective} "
-        f"(T = {args.temperature:g}). Test mIoU (background, nucleus, boundary) at each model's best validation epoch.",
+        f"(T = {args.temperature:g}). Test mIoU (background, nucleus, boundary) at each model's best validation epoch."
+        + labels_sentence(result, args.label_fraction, "tiles"),
         "",
         f"| model | params | test mIoU ({len(args.seeds)} seed{'s' if len(args.seeds) > 1 else ''}, mean ± sd) |",
         "|---|---|---|",
