@@ -381,3 +381,36 @@ def test_the_same_recipe_and_seed_give_byte_identical_checkpoints(tmp_path):
         assert (first / name).read_bytes() == (second / name).read_bytes(), name
     sha = lambda run: {f: e["sha256"] for f, e in json.loads((run / "manifest.json").read_text())["files"].items() if f.endswith(".pt")}  # noqa: E731
     assert sha(first) == sha(second)
+
+
+def test_per_token_teacher_outputs_are_written_to_disk_batch_by_batch(tmp_path):
+    """Outputs (teachers, sentences, tokens, tags) go into a .npy a batch at a time and are mapped
+    back; each batch is cut to its own longest sentence, so shorter batches are zero-padded to the
+    inputs' width — the same array as computed in memory, and as one full-width forward pass."""
+    from torch import nn
+
+    from edgekd.distill.teacher import Teacher, _compute_outputs
+    from edgekd.inputs import Inputs
+
+    class Tagger(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.embed = nn.Embedding(50, 3)
+
+        def forward(self, input_ids, attention_mask):
+            return self.embed(input_ids) * attention_mask[..., None]
+
+    rng = np.random.default_rng(0)
+    lengths = np.concatenate([rng.integers(1, 5, 512), rng.integers(1, 13, 600)])  # batches of 512: widths 4, 12, 12
+    mask = (np.arange(12)[None, :] < lengths[:, None]).astype(np.int64)
+    ids = rng.integers(1, 50, (len(lengths), 12)) * mask
+    x = Inputs({"input_ids": ids, "attention_mask": mask})
+    teacher = Teacher("trained", 1.0, model=Tagger())
+    stored = _compute_outputs([teacher], {"unlabeled": x}, tmp_path / "outputs")["unlabeled"]
+    in_memory = _compute_outputs([teacher], {"unlabeled": x}, None)["unlabeled"]
+    with torch.no_grad():
+        whole = teacher.model(torch.as_tensor(ids), torch.as_tensor(mask))
+    assert stored.shape == (1, len(lengths), 12, 3)
+    assert torch.equal(stored, in_memory) and torch.equal(stored[0], whole)
+    assert isinstance(np.load(tmp_path / "outputs" / "unlabeled.npy", mmap_mode="r"), np.memmap)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["outputs"], "no temporary folder is left behind"

@@ -23,6 +23,7 @@ tables) and prints it.
     python tools/detection_table.py                 # seeds 0 1 2
     python tools/detection_table.py --seeds 0 --qad 3
     python tools/detection_table.py --teacher mobilenetv2 --write /tmp/mobilenet.md
+    python tools/detection_table.py --label-fraction 0.1   # few labels + a transfer set: detection-stardist-few-labels.md
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from _pages import RESULTS, gap_closed, mean_sd, measure_seeds, paired_sentence, provenance, seed_options, shipped_section, write_page
+from _pages import RESULTS, gap_closed, labels_sentence, mean_sd, measure_seeds, page_name, paired_sentence, provenance, seed_options, shipped_section, write_page
 from segmentation_table import stardist_image
 
 from edgekd._progress import set_quiet
@@ -88,7 +89,7 @@ def recipe(npz: Path, seed: int, args) -> dict:
     loss += [{"method": "pkd", "weight": args.pkd, "teacher_layer": f"neck.{i}", "student_layer": f"neck.{i}"} for i in range(3) if args.pkd]
     return {
         "task": "detection",
-        "data": {"source": f"npz:{npz}", "augment": True, "max_shift": 8},
+        "data": {"source": f"npz:{npz}", "augment": True, "max_shift": 8, "label_fraction": args.label_fraction},
         "teacher": {"model": "detector", "args": TEACHERS[args.teacher], "epochs": args.teacher_epochs, "seed": 0,
                     "augment": True, "max_shift": 8, "lr": 3e-3},
         # the student answers at the teacher's positions (det-kd compares them one by one)
@@ -125,7 +126,7 @@ def main() -> None:
         arrays, "nuclei", lambda npz, seed: recipe(npz, seed, args), args.seeds,
         lambda run, name: test_records(run, name, arrays), lambda v: f"{v:.2%}",
         lambda a, b: paired_pooled_drop(a, b, mean_ap), args.qad)
-    write_page(args.write or RESULTS / "detection-stardist.md", render(args, what, arrays, rows, paired, shipped, time.perf_counter() - began))
+    write_page(args.write or RESULTS / page_name("detection-stardist", args.label_fraction), render(args, what, arrays, rows, paired, shipped, time.perf_counter() - began))
 
 
 def render(args, what: str, arrays, rows, paired, shipped, seconds: float) -> str:
@@ -146,7 +147,7 @@ def render(args, what: str, arrays, rows, paired, shipped, seconds: float) -> st
         f"{args.epochs} epochs, random shifts of up to 8 pixels (boxes alike); "
         f"distilled: 1·detection loss (labels) + {args.kd_weight:g}·det-kd (T = {args.temperature:g})"
         + (f" + {args.pkd:g}·pkd on each pyramid level" if args.pkd else "") + ". "
-        "Test COCO mAP@[.5:.95] at each model's best validation epoch.",
+        "Test COCO mAP@[.5:.95] at each model's best validation epoch." + labels_sentence(result, args.label_fraction, "tiles"),
         "",
         f"| model | params | test mAP ({len(args.seeds)} seed{'s' if len(args.seeds) > 1 else ''}, mean ± sd) |",
         "|---|---|---|",

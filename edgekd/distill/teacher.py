@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -31,9 +32,9 @@ from edgekd.data import DataSplits
 from edgekd.distill import distributed
 from edgekd.distill.result import epoch_record
 from edgekd.distill.trainer import EpochRecord, TrainSettings, fit
-from edgekd.inputs import Inputs
+from edgekd.inputs import Inputs, as_inputs, concat_outputs
 from edgekd.models.build import ModelSpec, build_model, spec_for, start_pretrained
-from edgekd.models.call import Batch, forward, predict
+from edgekd.models.call import Batch, forward, predict_batches
 from edgekd.models.checkpoint import load_weights, read_checkpoint, save_checkpoint
 from edgekd.recipe import Recipe, TeacherConfig, teacher_configs
 
@@ -58,12 +59,16 @@ class Teacher:
         return torch.as_tensor(self.predict(Inputs({k: v.detach().cpu().numpy() for k, v in batch.items()})), device=device)
 
     def predict(self, x: Inputs | np.ndarray) -> np.ndarray:
-        """Eval-mode logits for a whole array: shape checks, scores and the logit cache use this."""
-        if self.model is not None:
-            return predict(self.model, x)
-        from edgekd.runtime.session import run_batches
+        """Eval-mode logits for a whole array: shape checks and scores use this."""
+        return concat_outputs(list(self.predict_batches(x)))
 
-        return run_batches(self.session, x)
+    def predict_batches(self, x: Inputs | np.ndarray) -> Iterator[np.ndarray]:
+        """Eval-mode logits a batch at a time, in order: the teacher-output cache writes them to disk as they come."""
+        if self.model is not None:
+            return predict_batches(self.model, x)
+        from edgekd.runtime.session import run_batch_outputs
+
+        return run_batch_outputs(self.session, x)
 
 
 @dataclass
@@ -210,19 +215,47 @@ def cache_teacher_logits(teachers: TeacherSet, data: DataSplits, enabled: bool, 
             return teachers
         except (ValueError, OSError, EOFError):
             say(f"teacher outputs: {path} is unreadable; computing them again")  # a cache is never worth a failed run
-    computed = {split: torch.stack([torch.as_tensor(m.predict(x)).float().cpu() for m in teachers.members]) for split, x in splits.items()}
-    if distributed.is_main():
-        _store_outputs(path, computed)
-    teachers.cached = computed
-    teachers.cache_note = f"computed and stored at {path}"
+    try:
+        teachers.cached = _compute_outputs(teachers.members, splits, path if distributed.is_main() else None)
+        teachers.cache_note = f"computed and stored at {path}"
+    except OSError as exc:  # a full or read-only disk: the run goes on with the outputs in memory
+        say(f"teacher outputs: cannot store them at {path} ({exc.strerror or exc}); keeping them in memory")
+        teachers.cached = _compute_outputs(teachers.members, splits, None)
+        teachers.cache_note = f"computed, not stored ({exc.strerror or exc})"
     return teachers
 
 
-def _store_outputs(path: Path, computed: dict[str, torch.Tensor]) -> None:
-    """The teachers' outputs, one .npy per split, in a folder that appears only when complete."""
+def _compute_outputs(members: list[Teacher], splits: dict[str, Inputs | np.ndarray], path: Path | None) -> dict[str, torch.Tensor]:
+    """Every teacher's outputs on each split, (teachers, samples, ...) float32. With a `path`, each
+    split is written batch by batch into a .npy in a folder that appears only when complete, then
+    mapped back: the outputs on a 10^6-sentence transfer set (per token: sentences × tokens × tags)
+    never sit in memory. Without one (a process other than the first of a distributed run, or no
+    room on disk), in memory."""
+    if path is None:
+        return {split: torch.as_tensor(_fill(members, x, np.zeros)) for split, x in splits.items()}
     with atomic_folder(path) as work:
-        for split, outputs in computed.items():
-            np.save(work / f"{split}.npy", outputs.numpy())
+        for split, x in splits.items():
+            stored = _fill(members, x, lambda shape, dtype, name=work / f"{split}.npy": np.lib.format.open_memmap(name, "w+", dtype, shape))
+            stored.flush()
+            del stored  # the map is closed before the folder is renamed into place
+    return {split: torch.as_tensor(np.load(path / f"{split}.npy", mmap_mode="c")) for split in splits}
+
+
+def _fill(members: list[Teacher], x: Inputs | np.ndarray, allocate) -> np.ndarray:
+    """`allocate(shape, dtype)` one array for every member's outputs on `x` and fill it batch by
+    batch; per-token outputs of batches cut to their own longest sequence are zero-padded to `x`'s width."""
+    x = as_inputs(x)
+    width = max((x[s.name].shape[1] for s in x.spec if s.is_sequence), default=None)
+    out = None
+    for number, member in enumerate(members):
+        start = 0
+        for chunk in member.predict_batches(x):
+            per_token = width is not None and chunk.ndim >= 3
+            if out is None:
+                out = allocate((len(members), len(x), *((width,) if per_token else chunk.shape[1:2]), *chunk.shape[2:]), np.float32)
+            out[number, start:start + len(chunk), :chunk.shape[1]] = chunk
+            start += len(chunk)
+    return out
 
 
 def weights_hash(model: nn.Module) -> str:

@@ -7,6 +7,8 @@ inputs are cut to the batch's longest real row before the call.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import numpy as np
 import torch
 from torch import nn
@@ -50,20 +52,26 @@ def forward(model: nn.Module, batch: Batch) -> torch.Tensor:
 TRIM_EVERY = 8  # batches (or training steps) between returns of freed memory to the OS
 
 
-@torch.no_grad()
 def predict(model: nn.Module, x: Inputs | np.ndarray, batch_size: int = 512) -> np.ndarray:
     """Logits of `model` in eval mode, as a numpy array (the model's train/eval mode is restored)."""
+    return concat_outputs(list(predict_batches(model, x, batch_size)))  # per-token outputs of shorter batches padded back
+
+
+@torch.no_grad()  # a generator: torch re-enters no_grad at each resumption
+def predict_batches(model: nn.Module, x: Inputs | np.ndarray, batch_size: int = 512) -> Iterator[np.ndarray]:
+    """Eval-mode logits of `model` for `x`, one batch at a time and in order, each batch cut to its
+    own longest sequence: what a caller that stores outputs on disk consumes without holding them all."""
     x = as_inputs(x)
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
-    chunks = []
-    for number, start in enumerate(range(0, len(x), batch_size), start=1):
-        chunks.append(forward(model, to_tensors(x[start : start + batch_size].trimmed(), device)).float().cpu())
-        if number % TRIM_EVERY == 0:
-            release_freed_memory()
-    model.train(was_training)
-    return concat_outputs([c.numpy() for c in chunks])  # per-token outputs of shorter batches padded back
+    try:
+        for number, start in enumerate(range(0, len(x), batch_size), start=1):
+            yield forward(model, to_tensors(x[start : start + batch_size].trimmed(), device)).float().cpu().numpy()
+            if number % TRIM_EVERY == 0:
+                release_freed_memory()
+    finally:
+        model.train(was_training)
 
 
 def accuracy(model: nn.Module, x: Inputs | np.ndarray, y: np.ndarray) -> float:

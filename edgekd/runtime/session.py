@@ -5,6 +5,7 @@ No torch here: a build machine that only benches an ONNX file needs onnxruntime 
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -139,7 +140,12 @@ def fixed_batch(session) -> int | None:
 
 
 def run_batches(session, x: Inputs | np.ndarray, batch_size: int = 256) -> np.ndarray:
-    """First output of the model for every sample of `x`, run in batches.
+    """First output of the model for every sample of `x`, run in batches (see `run_batch_outputs`)."""
+    return concat_outputs(list(run_batch_outputs(session, x, batch_size)))  # per-token outputs padded back to the longest
+
+
+def run_batch_outputs(session, x: Inputs | np.ndarray, batch_size: int = 256) -> Iterator[np.ndarray]:
+    """First output of the model for each batch of `x`, in order.
 
     Each batch's sequence inputs are cut to its own longest row. A model with a fixed batch size
     gets batches of exactly that size; the last one is padded by repeating rows, and the
@@ -148,19 +154,18 @@ def run_batches(session, x: Inputs | np.ndarray, batch_size: int = 256) -> np.nd
     x = as_inputs(x)
     fixed = fixed_batch(session)
     batch = fixed or batch_size
-    outs = []
-    try:
-        for i in range(0, len(x), batch):
-            chunk = x[i : i + batch].trimmed()
-            rows = len(chunk)
-            if fixed and rows < batch:
-                chunk = chunk[np.concatenate([np.arange(rows), np.full(batch - rows, rows - 1)])]
-            outs.append(session.run(None, feeds(session, chunk))[0][:rows])
-    except (OnnxModelError, DataError):
-        raise
-    except Exception as exc:
-        expected = ", ".join(f"{m.name} {m.shape}" for m in session.get_inputs())
-        given = ", ".join(f"{k} {list(v.shape[1:])}" for k, v in x.items())
-        reason = first_line(exc)
-        raise OnnxModelError(f"the model expects inputs {expected} but got {given} per sample ({reason}); use data that fits the model") from None
-    return concat_outputs(outs)  # per-token outputs of shorter batches padded back to the longest
+    for i in range(0, len(x), batch):
+        chunk = x[i : i + batch].trimmed()
+        rows = len(chunk)
+        if fixed and rows < batch:
+            chunk = chunk[np.concatenate([np.arange(rows), np.full(batch - rows, rows - 1)])]
+        try:
+            output = session.run(None, feeds(session, chunk))[0][:rows]
+        except (OnnxModelError, DataError):
+            raise
+        except Exception as exc:
+            expected = ", ".join(f"{m.name} {m.shape}" for m in session.get_inputs())
+            given = ", ".join(f"{k} {list(v.shape[1:])}" for k, v in x.items())
+            reason = first_line(exc)
+            raise OnnxModelError(f"the model expects inputs {expected} but got {given} per sample ({reason}); use data that fits the model") from None
+        yield output
