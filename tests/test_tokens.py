@@ -89,3 +89,71 @@ def test_bad_files_are_one_line_errors(tmp_path, tokenizer, content, expected):
     path.write_bytes(content)
     with pytest.raises(DataError, match=expected):
         tokens.tokenized_file(path, "text", tokenizer, 12)
+
+
+def _mapped(array) -> bool:
+    import mmap
+
+    while array is not None and not isinstance(array, (np.memmap, mmap.mmap)):
+        array = getattr(array, "base", None)
+    return array is not None
+
+
+ROWS = [("a great film", "pos"), ("the plot was dull", "neg"), ("a great film", "neg"), ("so so", "meh"),
+        ("charming cast and music " * 3, "pos"), ("boring", "neg"), ("", "pos"), ("sharp", "pos"), ("so so", "pos")]
+
+
+def _csv(path, rows):
+    import csv
+
+    with open(path, "w", newline="", encoding="utf-8") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["text", "label"])
+        writer.writerows(rows)
+    return path
+
+
+@pytest.mark.parametrize("labels", [None, ["pos", "neg"], ["neg", "pos"]])
+def test_labelled_texts_streamed_match_reading_the_file_whole(tmp_path, tokenizer, monkeypatch, labels):
+    from edgekd.data.text import read_text_table
+
+    monkeypatch.setattr(tokens, "CHUNK", 3)  # duplicates and filtered rows fall in other chunks
+    path = _csv(tmp_path / "t.csv", ROWS)
+    x, y, classes, duplicates, other = tokens.tokenized_table(path, "text", "label", labels, tokenizer, 12)
+    whole = read_text_table(path, "text", "label", labels)
+    expected = tokenize(tokenizer, whole.texts, 12)
+    assert _mapped(x["input_ids"]), "the inputs are read from the cache's file, not held in memory"
+    assert np.array_equal(x["input_ids"], expected["input_ids"]) and np.array_equal(x["attention_mask"], expected["attention_mask"])
+    assert np.array_equal(y, whole.labels) and classes == whole.classes
+    assert (duplicates, other) == (whole.dropped_duplicates, whole.dropped_labels)
+    again = tokens.tokenized_table(path, "text", "label", labels, tokenizer, 12)
+    assert np.array_equal(again[1], y) and again[2:] == (classes, duplicates, other), "reused from the cache as built"
+
+
+def test_integer_labels_streamed(tmp_path, tokenizer):
+    path = _csv(tmp_path / "t.csv", [("one", "1"), ("zero", "0.0"), ("three", "3")])
+    _, y, classes, _, _ = tokens.tokenized_table(path, "text", "label", None, tokenizer, 12)
+    assert classes == ("0", "1", "2", "3") and y.tolist() == [1, 0, 3]
+
+
+def test_the_text_source_streams_its_labelled_rows(tmp_path, corpus):
+    from edgekd.data import load_data
+    from edgekd.data.config import DataConfig
+
+    path = _csv(tmp_path / "t.csv", [(f"sentence number {i}", "pos" if i % 3 else "neg") for i in range(60)])
+    data = load_data(f"text:{path}", options=DataConfig(tokenizer=str(corpus[1]), max_length=12))
+    assert len(data.y_train) + len(data.y_val) + len(data.y_test) == 60 and data.classes == ("neg", "pos")
+    stores = [f for f in (tokens.cache_dir() / "tokens").iterdir() if (f / "labels.npy").is_file() and len(np.load(f / "labels.npy")) == 60]
+    assert len(stores) == 1, "the labelled rows went through a token store"
+
+
+@pytest.mark.parametrize("content,expected", [
+    ("text,category\nok,a\n", "no column 'label'.*label_column"),
+    ("text,label\nok,\n", "row 2 lacks a text or a label"),
+    ("text,label\nok,a\n", r"no rows left with labels \['b'\]"),
+])
+def test_bad_labelled_files_are_one_line_errors(tmp_path, tokenizer, content, expected):
+    path = tmp_path / "t.csv"
+    path.write_text(content, encoding="utf-8")
+    with pytest.raises(DataError, match=expected):
+        tokens.tokenized_table(path, "text", "label", ["b"] if "rows left" in expected else None, tokenizer, 12)

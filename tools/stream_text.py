@@ -16,6 +16,12 @@ Writes docs/results/streaming-text.md (command, date, machine, versions, then th
 
     python tools/stream_text.py                              # 10^4, 10^5, 10^6: about 15 minutes on 2 cores
     python tools/stream_text.py --sizes 10000 --memory-up-to 10000
+    python tools/stream_text.py --labelled                   # docs/results/streaming-labelled-text.md
+
+`--labelled` measures the labelled `text:PATH` source instead: for each size, a fresh process with an
+empty cache loads the file into train / val / test splits (`edgekd.data.load_data`, labels stratified)
+read whole and tokenized at once (*memory*) or streamed into the token store (*stream*); peak memory
+and seconds of the load alone.
 """
 
 from __future__ import annotations
@@ -34,6 +40,7 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 LABELLED = 2_000
+DEFAULT_PAGE = HERE.parent / "docs" / "results" / "streaming-text.md"
 BATCH = 64
 
 
@@ -55,13 +62,14 @@ def _sentences(count: int, seed: int, words: list[str]) -> list[str]:
     return out
 
 
-def _write_corpus(folder: Path, size: int) -> Path:
+def _write_corpus(folder: Path, size: int, labelled: bool = False) -> Path:
+    """`size` generated sentences as jsonl rows of "text" (and, `labelled`, a "label" of two classes)."""
     words = _words()
-    path = folder / f"unlabelled-{size}.jsonl"
+    path = folder / f"{'labelled' if labelled else 'unlabelled'}-{size}.jsonl"
     with open(path, "w", encoding="utf-8") as fh:
         for start in range(0, size, 100_000):
-            for text in _sentences(min(100_000, size - start), start, words):
-                fh.write(json.dumps({"text": text}) + "\n")
+            for number, text in enumerate(_sentences(min(100_000, size - start), start, words), start=start):
+                fh.write(json.dumps({"text": text, **({"label": "ab"[number % 2]} if labelled else {})}) + "\n")
     return path
 
 
@@ -139,14 +147,69 @@ def _child(corpus: Path, mode: str, steps: int, bucketed: bool) -> dict:
             "steps_per_s": steps / train_seconds, "peak_rss_mb": peak.peak["VmRSS"] / 1024, "peak_anon_mb": peak.peak["RssAnon"] / 1024}
 
 
+def _child_labelled(corpus: Path, mode: str) -> dict:
+    """Load a labelled file into splits, in this (fresh) process: read whole (`memory`, edgekd before
+    2026-12-06) or streamed; returns seconds and peak memory of the load."""
+    from edgekd._progress import set_quiet
+    from edgekd.data import load_data, text
+    from edgekd.data.config import DataConfig
+
+    set_quiet(True)
+    peak = _Peak()
+    peak.start()
+    if mode == "memory":  # the source as it was: every row read, then every text tokenized at once
+        text.streamed_text_source = text.read_text_source
+    began = time.perf_counter()
+    data = load_data(f"text:{corpus}", options=DataConfig(tokenizer="minilm", max_length=128))
+    seconds = time.perf_counter() - began
+    peak.running = False
+    peak.sample()
+    rows = len(data.y_train) + len(data.y_val) + len(data.y_test)
+    return {"rows": rows, "width": int(data.x_train["input_ids"].shape[1]), "load_s": seconds,
+            "peak_rss_mb": peak.peak["VmRSS"] / 1024, "peak_anon_mb": peak.peak["RssAnon"] / 1024}
+
+
+def _labelled_page(args, rows: list, seconds: float) -> str:
+    from _pages import provenance
+
+    lines = [
+        "# Labelled text, streamed — measured", "",
+        provenance("stream_text.py", seconds, []), "",
+        "Each row a fresh process with an empty cache loading a `text:` file of generated labelled sentences (jsonl, two "
+        "classes) into stratified train / val / test splits with MiniLM's tokenizer, max_length 128 (`edgekd.data.load_data`). "
+        "*memory*: every row read, then every text tokenized at once (edgekd until 2026-12-06); *stream*: read row by row "
+        "and tokenized 10,000 at a time into memory-mapped arrays in the cache (edgekd.data.tokens); the splits are then "
+        "gathered from the map (int64 ids and mask: 16 bytes per token of each split). Peak RSS counts the file pages the "
+        "kernel maps in; peak anonymous memory is what the process itself holds.", "",
+        "| sentences | path | padded width | load + tokenize + split s | peak RSS MB | peak anonymous MB |",
+        "|---|---|---|---|---|---|",
+    ]
+    for size, mode, f in rows:
+        lines.append(f"| {f['rows']:,} | {mode} | {f['width']} | {f['load_s']:.1f} | {f['peak_rss_mb']:.0f} | {f['peak_anon_mb']:.0f} |")
+    return "\n".join(lines) + "\n"
+
+
+def _measure(command: list[str], what: str) -> dict:
+    """Run one measurement in a fresh process with an empty cache; its figures."""
+    with tempfile.TemporaryDirectory() as cache:
+        out = subprocess.run([sys.executable, __file__, *command], capture_output=True, text=True, env={**os.environ, "EDGEKD_CACHE_DIR": cache})
+    if out.returncode:
+        raise SystemExit(f"{what}: {out.stderr[-2000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000, 1_000_000])
     parser.add_argument("--memory-up-to", type=int, default=1_000_000, help="largest size also run through the in-memory path")
     parser.add_argument("--steps", type=int, default=300)
-    parser.add_argument("--write", type=Path, default=HERE.parent / "docs" / "results" / "streaming-text.md")
+    parser.add_argument("--write", type=Path, default=DEFAULT_PAGE)
+    parser.add_argument("--labelled", action="store_true", help="measure the labelled text: source (its own page)")
     parser.add_argument("--child", nargs=2, metavar=("CORPUS", "MODE"), help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.child and args.labelled:
+        print(json.dumps(_child_labelled(Path(args.child[0]), args.child[1])))
+        return
     if args.child:
         print(json.dumps(_child(Path(args.child[0]), args.child[1].removesuffix("-bucketed"), args.steps, args.child[1].endswith("-bucketed"))))
         return
@@ -157,17 +220,20 @@ def main() -> None:
     rows = []
     with tempfile.TemporaryDirectory() as folder:
         for size in args.sizes:
-            corpus = _write_corpus(Path(folder), size)
-            for mode in ("memory", "stream", "stream-bucketed") if size <= args.memory_up_to else ("stream", "stream-bucketed"):
-                with tempfile.TemporaryDirectory() as cache:
-                    env = {**os.environ, "EDGEKD_CACHE_DIR": cache}
-                    out = subprocess.run([sys.executable, __file__, "--child", str(corpus), mode, "--steps", str(args.steps)],
-                                         capture_output=True, text=True, env=env)
-                if out.returncode:
-                    raise SystemExit(f"{mode} at {size}: {out.stderr[-2000:]}")
-                figures = json.loads(out.stdout.strip().splitlines()[-1])
+            corpus = _write_corpus(Path(folder), size, args.labelled)
+            if args.labelled:
+                modes = ("memory", "stream") if size <= args.memory_up_to else ("stream",)
+            else:
+                modes = ("memory", "stream", "stream-bucketed") if size <= args.memory_up_to else ("stream", "stream-bucketed")
+            for mode in modes:
+                command = ["--child", str(corpus), mode, *(["--labelled"] if args.labelled else ["--steps", str(args.steps)])]
+                figures = _measure(command, f"{mode} at {size}")
                 rows.append((size, mode, figures))
                 print(size, mode, figures, flush=True)
+    if args.labelled:
+        out = args.write if args.write != DEFAULT_PAGE else DEFAULT_PAGE.with_name("streaming-labelled-text.md")
+        write_page(out, _labelled_page(args, rows, time.perf_counter() - began))
+        return
     memory = {size: f for size, mode, f in rows if mode == "memory"}
     lines = [
         "# Unlabelled text, streamed — measured", "",

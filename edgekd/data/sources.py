@@ -202,7 +202,7 @@ def load_test_split(source: str, options: DataConfig | None = None, task_name: s
     if kind in ("text", "conll"):
         from edgekd.data.text import read_text_file
 
-        table = read_text_file(Path(arg), cfg, conll=kind == "conll")
+        table = read_text_file(Path(arg), cfg, conll=kind == "conll", stream=False)
         if "task" not in table:
             return table["x"], table["y"]
         # tagged sentences: the tags as training sees them (ignored tokens → IGNORED)

@@ -87,9 +87,9 @@ def load_tokenizer(spec: str | None):
 
 
 def read_text_table(path: Path, text_column: str, label_column: str, labels: list[str] | None = None,
-                    encoding: str = "utf-8", rows: list[dict[str, Any]] | None = None) -> TextTable:
-    """Rows of a csv / tsv / jsonl file (optionally .gz / .bz2; or its `rows`, already read) → texts and class indices."""
-    rows = _rows(Path(path), encoding) if rows is None else rows
+                    encoding: str = "utf-8") -> TextTable:
+    """Rows of a csv / tsv / jsonl file (optionally .gz / .bz2), read whole → texts and class indices."""
+    rows = _rows(Path(path), encoding)
     if not rows:
         raise DataError(f"{path}: no data rows")
     columns = list(rows[0])
@@ -113,17 +113,21 @@ def read_text_table(path: Path, text_column: str, label_column: str, labels: lis
             unique.append(i)
     if not unique:
         raise DataError(f"{path}: no rows left with labels {labels}; the file's labels are {sorted(set(raw))[:10]}")
-    values = [raw[i] for i in unique]
+    classes, index = class_indices(sorted({raw[i] for i in unique}), labels)
+    return TextTable([texts[i] for i in unique], np.array([index[raw[i]] for i in unique], dtype=np.int64), classes,
+                     len(keep) - len(unique), dropped_labels)
+
+
+def class_indices(names: list[str], labels: list[str] | None) -> tuple[tuple[str, ...], dict[str, int]]:
+    """The class names of a text source and each label name's index: `[data] labels` in their order
+    if given; integer labels ("0", "2", "1.0") as "0".."max"; other names sorted."""
     if labels is not None:
         classes = tuple(labels)
-    elif all(_is_int(v) for v in values):
-        classes = tuple(str(c) for c in range(max(int(v) for v in values) + 1))
-        values = [str(int(v)) for v in values]
-    else:
-        classes = tuple(sorted(set(values)))
-    index = {c: i for i, c in enumerate(classes)}
-    return TextTable([texts[i] for i in unique], np.array([index[v] for v in values], dtype=np.int64), classes,
-                     len(keep) - len(unique), dropped_labels)
+        return classes, {c: i for i, c in enumerate(classes)}
+    if all(_is_int(v) for v in names):
+        return tuple(str(c) for c in range(max(int(float(v)) for v in names) + 1)), {v: int(float(v)) for v in names}
+    classes = tuple(sorted(set(names)))
+    return classes, {c: i for i, c in enumerate(classes)}
 
 
 def read_unlabeled_texts(path: Path, cfg: Any) -> Inputs:
@@ -145,29 +149,50 @@ def tokenize(tokenizer, texts: list[str], max_length: int) -> Inputs:
                    "attention_mask": np.asarray(encoded["attention_mask"], dtype=np.int64)})
 
 
-def read_text_file(path: Path, cfg: Any, conll: bool = False) -> dict[str, Any]:
-    """A text file of either task, read once: CoNLL columns (`conll`) or jsonl rows of `tokens` and
-    `tags` are tagged sentences (token classification: the dict's "task" says so); other rows are
-    texts with a label (text classification)."""
+def read_text_file(path: Path, cfg: Any, conll: bool = False, stream: bool = True) -> dict[str, Any]:
+    """A text file of either task: CoNLL columns (`conll`) or jsonl rows of `tokens` and `tags` are
+    tagged sentences (token classification: the dict's "task" says so), read whole; other rows are
+    texts with a label (text classification), streamed into the cache's token store (`stream`; the
+    bench, which may run where nothing can be written, reads them whole)."""
     if conll:
         return {**read_tagged_source(path, cfg, read_conll(path, cfg.encoding)), "task": "token-classification"}
-    rows = _rows(path, cfg.encoding)
-    if path.name.lower().removesuffix(".gz").removesuffix(".bz2").endswith(".jsonl") and rows \
-            and isinstance(rows[0].get("tokens"), list) and "tags" in rows[0]:
-        return {**read_tagged_source(path, cfg, read_tagged_jsonl(path, rows)), "task": "token-classification"}
-    return read_text_source(path, cfg, rows)
+    if path.name.lower().removesuffix(".gz").removesuffix(".bz2").endswith(".jsonl"):
+        from edgekd.data.tokens import stream_rows
+
+        first = next((row for _, row in stream_rows(path, cfg.encoding)), None)
+        if first is not None and isinstance(first.get("tokens"), list) and "tags" in first:
+            rows = _rows(path, cfg.encoding)
+            return {**read_tagged_source(path, cfg, read_tagged_jsonl(path, rows)), "task": "token-classification"}
+    return streamed_text_source(path, cfg) if stream else read_text_source(path, cfg)
 
 
-def read_text_source(path: Path, cfg: Any, rows: list[dict[str, Any]] | None = None) -> dict[str, Any]:
-    """The `text:PATH` source: every row tokenized, with label names and the vocabulary size."""
-    table = read_text_table(path, cfg.text_column, cfg.label_column or "label", cfg.labels, cfg.encoding, rows)
+def read_text_source(path: Path, cfg: Any) -> dict[str, Any]:
+    """The `text:PATH` source read whole: every row tokenized, with label names and the vocabulary size."""
+    table = read_text_table(path, cfg.text_column, cfg.label_column or "label", cfg.labels, cfg.encoding)
     tokenizer = load_tokenizer(cfg.tokenizer)
+    _say_dropped(path, table.dropped_duplicates, table.dropped_labels)
+    return {"x": tokenize(tokenizer, table.texts, cfg.max_length), "y": table.labels, "classes": table.classes, "vocab_size": len(tokenizer)}
+
+
+def streamed_text_source(path: Path, cfg: Any) -> dict[str, Any]:
+    """The `text:PATH` source streamed: read row by row, tokenized a chunk at a time into
+    memory-mapped arrays in the cache (edgekd.data.tokens), built once per file and settings; the
+    same texts, labels and classes as `read_text_source`."""
+    from edgekd.data.tokens import tokenized_table
+
+    tokenizer = load_tokenizer(cfg.tokenizer)
+    x, y, classes, duplicates, other = tokenized_table(path, cfg.text_column, cfg.label_column or "label", cfg.labels, tokenizer,
+                                                       cfg.max_length, cfg.encoding)
+    _say_dropped(path, duplicates, other)
+    return {"x": x, "y": y, "classes": classes, "vocab_size": len(tokenizer)}
+
+
+def _say_dropped(path: Path, duplicates: int, other: int) -> None:
     from edgekd._progress import say
 
-    dropped = [f"{n} {what}" for n, what in ((table.dropped_duplicates, "duplicate texts"), (table.dropped_labels, "rows with other labels")) if n]
+    dropped = [f"{n} {what}" for n, what in ((duplicates, "duplicate texts"), (other, "rows with other labels")) if n]
     if dropped:
         say(f"data: {path.name}: dropped {' and '.join(dropped)}")
-    return {"x": tokenize(tokenizer, table.texts, cfg.max_length), "y": table.labels, "classes": table.classes, "vocab_size": len(tokenizer)}
 
 
 # --- token classification: sentences of words with IOB2 tags ------------------------------------

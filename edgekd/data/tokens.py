@@ -16,18 +16,18 @@ import csv
 import hashlib
 import io
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from edgekd._cache import cache_dir
-from edgekd._io import atomic_folder, sha256_file
+from edgekd._io import atomic_folder, sha256_file, write_text
 from edgekd._platform import release_freed_memory
 from edgekd._progress import say
 from edgekd.data.files import ENCODING_FIX
-from edgekd.data.text import json_rows, text_format
+from edgekd.data.text import class_indices, json_rows, text_format
 from edgekd.errors import DataError
 from edgekd.inputs import Inputs
 
@@ -36,9 +36,10 @@ _FORMAT = 1  # bump when the stored layout changes: older stores are then rebuil
 _NAMES = ("input_ids", "attention_mask")
 
 
-def stream_texts(path: Path, column: str, encoding: str = "utf-8") -> Iterator[str]:
-    """The non-empty `column` of every row of a csv / tsv / jsonl file (optionally .gz / .bz2), one
-    row in memory at a time; a bad byte, a line that is not JSON or a missing column is a DataError."""
+def stream_rows(path: Path, encoding: str = "utf-8", columns: tuple[str, ...] = (), fix: str = "set [data] text_column") -> Iterator[tuple[int, dict[str, Any]]]:
+    """(line number, row) of every row of a csv / tsv / jsonl file (optionally .gz / .bz2), one row in
+    memory at a time; a bad byte, a line that is not JSON, or `columns` missing from the csv header
+    or the first JSON row is a DataError (`fix` says which setting names them)."""
     path = Path(path)
     opener, kind = text_format(path)
     utf8 = encoding.replace("_", "-").lower() in ("utf-8", "utf8")
@@ -47,19 +48,33 @@ def stream_texts(path: Path, column: str, encoding: str = "utf-8") -> Iterator[s
         with opener(path, "rb") as raw, io.TextIOWrapper(raw, encoding="utf-8-sig" if utf8 else encoding, newline="") as fh:
             if kind == ".jsonl":
                 for number, row in json_rows(fh, path):
-                    yield from _text_of(row, column, path, number)
+                    if columns and number == 1:
+                        _check_columns(path, columns, list(row), fix)
+                    yield number, row
             else:
                 reader = csv.DictReader(fh, delimiter="\t" if kind == ".tsv" else ",")
-                if reader.fieldnames is not None and column not in reader.fieldnames:
-                    raise DataError(f"{path}: no column '{column}' (columns: {', '.join(reader.fieldnames)}); set [data] text_column")
+                if columns and reader.fieldnames is not None:
+                    _check_columns(path, columns, reader.fieldnames, fix)
                 for number, row in enumerate(reader, start=2):
-                    yield from _text_of(row, column, path, number)
+                    yield number, row
     except UnicodeDecodeError as exc:
         raise DataError(f"{path}: near line {number + 1}, a byte is not valid {encoding} text ({exc.reason}); {ENCODING_FIX}") from None
     except csv.Error as exc:
         raise DataError(f"{path}: not a readable {kind.lstrip('.')} file ({exc})") from None
     except (OSError, EOFError) as exc:
         raise DataError(f"{path}: cannot read it ({exc})") from None
+
+
+def _check_columns(path: Path, columns: tuple[str, ...], present: list[str], fix: str) -> None:
+    missing = [c for c in columns if c not in present]
+    if missing:
+        raise DataError(f"{path}: no column '{missing[0]}' (columns: {', '.join(map(str, present))}); {fix}")
+
+
+def stream_texts(path: Path, column: str, encoding: str = "utf-8") -> Iterator[str]:
+    """The non-empty `column` of every row, one row in memory at a time (see `stream_rows`)."""
+    for number, row in stream_rows(path, encoding, (column,) if text_format(Path(path))[1] != ".jsonl" else ()):
+        yield from _text_of(row, column, Path(path), number)
 
 
 def _text_of(row: dict[str, Any], column: str, path: Path, number: int) -> Iterator[str]:
@@ -70,33 +85,84 @@ def _text_of(row: dict[str, Any], column: str, path: Path, number: int) -> Itera
         yield text
 
 
-def tokenized_file(path: Path, column: str, tokenizer, max_length: int, encoding: str = "utf-8", spec: str = "") -> Inputs:
+def tokenized_file(path: Path, column: str, tokenizer, max_length: int, encoding: str = "utf-8") -> Inputs:
     """Every distinct non-empty text of the file's `column` (first occurrences, in file order),
     tokenized and truncated at `max_length`: int64 `input_ids` and `attention_mask`, padded to the
-    longest, as memory-mapped arrays built once in the cache. `spec` names the tokenizer in messages."""
-    folder = cache_dir() / "tokens" / _key(Path(path), column, tokenizer, max_length, encoding)
+    longest, as memory-mapped arrays built once in the cache."""
+    path = Path(path)
+    folder = cache_dir() / "tokens" / _key(path, [column], tokenizer, max_length, encoding)
     if not folder.is_dir():
-        _build(Path(path), column, tokenizer, max_length, encoding, folder)
+        _build(path, stream_texts(path, column, encoding), tokenizer, max_length, folder, f"no non-empty '{column}' in any row")
     else:
-        say(f"data: {Path(path).name}: reusing its tokens in {folder}")
+        say(f"data: {path.name}: reusing its tokens in {folder}")
+    return _mapped(folder)
+
+
+def tokenized_table(path: Path, text_column: str, label_column: str, labels: list[str] | None, tokenizer, max_length: int,
+                    encoding: str = "utf-8") -> tuple[Inputs, np.ndarray, tuple[str, ...], int, int]:
+    """The labelled `text:PATH` source, streamed like `tokenized_file`: the rows whose label is among
+    `labels` (all: None), distinct texts only (first occurrences), tokenized once into the cache.
+    Returns the mapped inputs, int64 class indices, the class names, and how many duplicate texts
+    and rows with other labels were dropped. Memory while building: one chunk of texts plus 16
+    bytes per row (the duplicate check and the label)."""
+    path = Path(path)
+    folder = cache_dir() / "tokens" / _key(path, [text_column, label_column, labels], tokenizer, max_length, encoding)
+    if not folder.is_dir():
+        names: dict[str, int] = {}
+        label_ids: list[int] = []
+        other = [0]
+
+        def texts() -> Iterator[str]:
+            for number, row in stream_rows(path, encoding, (text_column, label_column), "set [data] text_column / label_column"):
+                text, label = row.get(text_column), row.get(label_column)
+                if text is None or label is None or str(label).strip() == "":
+                    raise DataError(f"{path}: row {number} lacks a text or a label; fix or remove it")
+                label = str(label).strip()
+                if labels is not None and label not in labels:
+                    other[0] += 1
+                    continue
+                label_ids.append(names.setdefault(label, len(names)))
+                yield str(text)
+
+        def store_labels(work: Path, keep: np.ndarray) -> None:
+            kept = np.asarray(label_ids, dtype=np.int64)[keep]
+            by_id = list(names)
+            present = [by_id[i] for i in np.unique(kept)]
+            classes, index = class_indices(present, labels)
+            np.save(work / "labels.npy", np.array([index.get(name, -1) for name in by_id], dtype=np.int64)[kept])  # -1: only on duplicates
+            write_text(work / "table.json", json.dumps({"classes": classes, "dropped_duplicates": int(len(keep) - keep.sum()),
+                                                       "dropped_labels": other[0]}))
+
+        empty = (f"no rows left with labels {labels}" if labels is not None else f"no rows with a '{text_column}' and a '{label_column}'")
+        _build(path, texts(), tokenizer, max_length, folder, empty, store_labels)
+    else:
+        say(f"data: {path.name}: reusing its tokens in {folder}")
+    table = json.loads((folder / "table.json").read_text(encoding="utf-8"))
+    y = np.load(folder / "labels.npy")
+    return _mapped(folder), y, tuple(table["classes"]), table["dropped_duplicates"], table["dropped_labels"]
+
+
+def _mapped(folder: Path) -> Inputs:
     # copy-on-write: training may not write to the file, and torch wants writable arrays
     return Inputs({name: np.load(folder / f"{name}.npy", mmap_mode="c") for name in _NAMES})
 
 
-def _key(path: Path, column: str, tokenizer, max_length: int, encoding: str) -> str:
+def _key(path: Path, columns: list, tokenizer, max_length: int, encoding: str) -> str:
     digest = hashlib.sha256(sha256_file(path).encode())
     backend = getattr(tokenizer, "backend_tokenizer", None)
     vocabulary = backend.to_str() if backend is not None else repr(sorted(tokenizer.get_vocab().items()))
     digest.update(hashlib.sha256(vocabulary.encode()).digest())
-    digest.update(json.dumps([column, max_length, encoding, type(tokenizer).__name__, _FORMAT]).encode())
+    digest.update(json.dumps([*columns, max_length, encoding, type(tokenizer).__name__, _FORMAT]).encode())
     return digest.hexdigest()[:24]
 
 
-def _build(path: Path, column: str, tokenizer, max_length: int, encoding: str, folder: Path) -> None:
+def _build(path: Path, texts: Iterator[str], tokenizer, max_length: int, folder: Path, empty: str,
+           finish: Callable[[Path, np.ndarray], None] | None = None) -> None:
     """Tokenize chunk by chunk into chunk files, then copy the distinct rows into one array per
-    input; the store appears only when complete (an interrupted build leaves nothing)."""
+    input; `finish(work, keep)` adds what else the store holds (the labels of the kept rows). The
+    store appears only when complete (an interrupted build leaves nothing)."""
     with atomic_folder(folder) as work:
-        hashes, widths, chunks = _tokenize_chunks(path, column, tokenizer, max_length, encoding, work)
+        hashes, widths, chunks = _tokenize_chunks(path, texts, tokenizer, max_length, work, empty)
         every = np.concatenate(hashes)
         _, first = np.unique(every, return_index=True)  # the first row of each distinct text
         keep = np.zeros(len(every), dtype=bool)
@@ -118,30 +184,32 @@ def _build(path: Path, column: str, tokenizer, max_length: int, encoding: str, f
         for array in stored.values():
             array.flush()
         del stored
+        if finish is not None:
+            finish(work, keep)
     dropped = len(every) - int(keep.sum())
     say(f"data: {path.name}: tokenized {len(every):,} texts in {chunks} chunk(s) into {folder}"
         + (f"; dropped {dropped:,} duplicate texts" if dropped else ""))
 
 
-def _tokenize_chunks(path: Path, column: str, tokenizer, max_length: int, encoding: str, work: Path) -> tuple[list[np.ndarray], int, int]:
-    """Each CHUNK of texts tokenized into `work`/chunkN.<input>.npy; returns the texts' 8-byte hashes
-    per chunk, the widest chunk and the chunk count."""
+def _tokenize_chunks(path: Path, texts: Iterator[str], tokenizer, max_length: int, work: Path, empty: str) -> tuple[list[np.ndarray], int, int]:
+    """Each CHUNK of `texts` tokenized into `work`/chunkN.<input>.npy; returns the texts' 8-byte hashes
+    per chunk, the widest chunk and the chunk count (none: a DataError, `empty` says why)."""
     from edgekd._progress import bar
 
     hashes, widths, chunks = [], 0, 0
     with bar() as progress:
         task = progress.add_task(f"tokenizing {path.name}", total=None, info="")
-        for texts in _chunks(stream_texts(path, column, encoding)):
-            encoded = tokenizer(texts, truncation=True, max_length=max_length, padding="longest", return_tensors="np")
+        for chunk in _chunks(texts):
+            encoded = tokenizer(chunk, truncation=True, max_length=max_length, padding="longest", return_tensors="np")
             for name, dtype in (("input_ids", np.int64), ("attention_mask", np.int8)):
                 np.save(work / f"chunk{chunks}.{name}.npy", np.asarray(encoded[name], dtype=dtype))
-            hashes.append(np.array([int.from_bytes(hashlib.blake2b(t.encode(), digest_size=8).digest(), "little") for t in texts],
+            hashes.append(np.array([int.from_bytes(hashlib.blake2b(t.encode(), digest_size=8).digest(), "little") for t in chunk],
                                    dtype=np.uint64))
             widths, chunks = max(widths, encoded["input_ids"].shape[1]), chunks + 1
-            progress.update(task, advance=len(texts))
+            progress.update(task, advance=len(chunk))
             release_freed_memory()
     if not chunks:
-        raise DataError(f"{path}: no non-empty '{column}' in any row")
+        raise DataError(f"{path}: {empty}")
     return hashes, widths, chunks
 
 
