@@ -39,10 +39,14 @@ def test_warmup_runs_are_excluded():
     assert max(times["m"]) < 10_000_000, "the 20 ms warm-up calls must not be in the timed runs"
 
 
-def test_models_are_timed_interleaved():
+def test_models_are_timed_interleaved_in_blocks():
+    """Each model runs a block in a row, opened by an untimed run that refills the caches the other
+    model evicted; the blocks alternate, so drift hits both alike."""
     order = []
-    time_interleaved({"a": lambda i: order.append("a"), "b": lambda i: order.append("b")}, warmup=0, runs=3)
-    assert order == ["a", "b", "a", "b", "a", "b"]
+    times = time_interleaved({"a": lambda i: order.append(f"a{i}"), "b": lambda i: order.append(f"b{i}")}, warmup=0, runs=5, block=2)
+    assert order == ["a0", "a0", "a1", "b0", "b0", "b1", "a2", "a2", "a3", "b2", "b2", "b3", "a4", "a4", "b4", "b4"]
+    assert len(times["a"]) == len(times["b"]) == 5
+
 
 
 @pytest.mark.parametrize(
