@@ -521,7 +521,7 @@ TASKS: dict[str, Task] = {
              score=_segmentation_scores, check_outputs=_maps_fit, agreement=_same_pixel_class,
              combine=lambda logits, weights: _mixture(logits, weights, axis=1),
              per_sample=confusion_counts, summarise=mean_iou, paired=paired_iou_drop, drop_unit="points",
-             drop_budget="max_miou_drop", soft_probabilities=True, class_axis=1, ignore_default=255, mixup=False,
+             drop_budget="max_miou_drop", soft_probabilities=True, class_axis=1, ignore_default=255, mixup=False, label_geometry="mask",
              models=(("unet", {"widths": [32, 64, 128]}), ("unet", {"widths": [8, 16, 32]})),
              output_rank=4, outputs_text="(classes, height, width) logits of {n} classes (class ids 0..{last})",
              paired_words=("segmented better with the teacher", "without", "permutation test"),

@@ -135,14 +135,24 @@ def test_cwd_is_the_temperature_scaled_kl_of_spatial_distributions_per_channel()
     assert float(shifted) == pytest.approx(float(expected), rel=1e-4)
 
 
-def test_masks_shift_with_their_images_and_shifted_in_pixels_are_not_scored():
+@pytest.mark.parametrize("flip", [False, True])
+def test_masks_shift_with_their_images_and_shifted_in_pixels_are_not_scored(flip):
+    """Through the trainer's own path (the task's settings pick how labels move): a segmentation
+    run shifted its images but not their masks from 2026-12-06 to 2026-12-07, and its teacher
+    never learned the thin boundary class."""
+    from edgekd.distill.trainer import TrainSettings, _student_inputs
+
     torch.manual_seed(0)
     masks = torch.randint(0, 3, (4, 8, 8))
     images = masks[:, None].float()
-    shifted, moved = _augment(images, True, 2, masks=masks)
+    settings = TrainSettings(epochs=1, batch_size=4, lr=1e-3, seed=0, augment=True, max_shift=2, flip=flip, task="segmentation")
+    batch, moved = _student_inputs({"input": images}, masks, settings)
+    shifted = batch["input"]
     inside = moved != IGNORED
     assert torch.equal(shifted[:, 0][inside], moved[inside].float()), "every labelled pixel keeps its image pixel"
     assert (~inside).any() and (shifted[:, 0][~inside] == 0).all(), "padding is zero in the image and ignored in the mask"
+    direct, _ = _augment(images, True, 2, masks=masks)
+    assert direct.shape == shifted.shape
 
 
 def test_the_recipe_gives_segmentation_its_own_models_and_refuses_what_does_not_apply():

@@ -273,6 +273,6 @@ def _cache_key(spec: ModelSpec, settings: TrainSettings, data: DataSplits, pretr
         "settings": asdict(settings),
         "data": data.fingerprint(("train", "val")),
         "edgekd": __version__,  # a new release may train differently: do not reuse its cache
-        "format": 2,
+        "format": 3,  # 3: segmentation teachers trained with augment before 2026-12-07 saw unshifted masks
     }
     return hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:24]
