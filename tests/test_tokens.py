@@ -160,3 +160,30 @@ def test_bad_labelled_files_are_one_line_errors(tmp_path, tokenizer, content, ex
     path.write_text(content, encoding="utf-8")
     with pytest.raises(DataError, match=expected):
         tokens.tokenized_table(path, "text", "label", ["b"] if "rows left" in expected else None, tokenizer, 12)
+
+
+def test_a_damaged_labelled_store_is_rebuilt(tmp_path, tokenizer):
+    path = _csv(tmp_path / "t.csv", ROWS)
+    first = tokens.tokenized_table(path, "text", "label", None, tokenizer, 12)
+    stores = [f for f in (tokens.cache_dir() / "tokens").iterdir() if (f / "table.json").is_file()]
+    for store in stores:
+        (store / "table.json").write_text("damaged", encoding="utf-8")
+    again = tokens.tokenized_table(path, "text", "label", None, tokenizer, 12)
+    assert np.array_equal(again[0]["input_ids"], first[0]["input_ids"]) and np.array_equal(again[1], first[1]) and again[2:] == first[2:]
+
+
+def test_a_cache_that_cannot_be_written_reads_the_files_whole(tmp_path, corpus, monkeypatch):
+    from edgekd.data.config import DataConfig
+    from edgekd.data.text import read_text_file, read_text_table, read_unlabeled_texts
+
+    blocked = tmp_path / "not-a-folder"
+    blocked.write_text("", encoding="utf-8")
+    monkeypatch.setenv("EDGEKD_CACHE_DIR", str(blocked))  # every store under it fails to be created
+    cfg = DataConfig(tokenizer=str(corpus[1]), max_length=12)
+    path = _csv(tmp_path / "t.csv", ROWS)
+    table = read_text_file(path, cfg)
+    whole = read_text_table(path, "text", "label")
+    assert np.array_equal(table["y"], whole.labels) and table["classes"] == whole.classes
+    assert not _mapped(table["x"]["input_ids"])
+    unlabeled = read_unlabeled_texts(_jsonl(tmp_path / "u.jsonl", TEXTS), cfg)
+    assert len(unlabeled) == len({t for t in TEXTS if t.strip()})

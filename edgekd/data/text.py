@@ -98,11 +98,9 @@ def read_text_table(path: Path, text_column: str, label_column: str, labels: lis
             raise DataError(f"{path}: no column '{column}' (columns: {', '.join(columns)}); set [data] {what}")
     texts, raw = [], []
     for number, row in enumerate(rows, start=2):
-        text, label = row.get(text_column), row.get(label_column)
-        if text is None or label is None or str(label).strip() == "":
-            raise DataError(f"{path}: row {number} lacks a text or a label; fix or remove it")
-        texts.append(str(text))
-        raw.append(str(label).strip())
+        text, label = text_and_label(row, number, path, text_column, label_column)
+        texts.append(text)
+        raw.append(label)
     keep = [i for i, label in enumerate(raw) if labels is None or label in labels]
     dropped_labels = len(raw) - len(keep)
     seen: set[str] = set()
@@ -116,6 +114,14 @@ def read_text_table(path: Path, text_column: str, label_column: str, labels: lis
     classes, index = class_indices(sorted({raw[i] for i in unique}), labels)
     return TextTable([texts[i] for i in unique], np.array([index[raw[i]] for i in unique], dtype=np.int64), classes,
                      len(keep) - len(unique), dropped_labels)
+
+
+def text_and_label(row: dict[str, Any], number: int, path: Path, text_column: str, label_column: str) -> tuple[str, str]:
+    """A labelled row's text and its label name (stripped); a row without either is a DataError naming it."""
+    text, label = row.get(text_column), row.get(label_column)
+    if text is None or label is None or str(label).strip() == "":
+        raise DataError(f"{path}: row {number} lacks a text or a label; fix or remove it")
+    return str(text), str(label).strip()
 
 
 def class_indices(names: list[str], labels: list[str] | None) -> tuple[tuple[str, ...], dict[str, int]]:
@@ -135,9 +141,14 @@ def read_unlabeled_texts(path: Path, cfg: Any) -> Inputs:
     dropped, tokenized like the labelled texts: a transfer set for the teachers' soft targets. It is
     streamed (10^5–10^7 sentences need not fit in memory): tokenized once, a chunk at a time, into
     memory-mapped arrays in edgekd's cache (edgekd.data.tokens)."""
-    from edgekd.data.tokens import tokenized_file
+    from edgekd.data.tokens import stream_texts, tokenized_file
 
-    return tokenized_file(Path(path), cfg.text_column, load_tokenizer(cfg.tokenizer), cfg.max_length, cfg.encoding)
+    tokenizer = load_tokenizer(cfg.tokenizer)
+    try:
+        return tokenized_file(Path(path), cfg.text_column, tokenizer, cfg.max_length, cfg.encoding)
+    except OSError as exc:  # the cache cannot be written (read-only or full disk): tokenize in memory
+        _say_unstored(path, exc)
+        return tokenize(tokenizer, list(dict.fromkeys(stream_texts(Path(path), cfg.text_column, cfg.encoding))), cfg.max_length)
 
 
 def tokenize(tokenizer, texts: list[str], max_length: int) -> Inputs:
@@ -163,7 +174,12 @@ def read_text_file(path: Path, cfg: Any, conll: bool = False, stream: bool = Tru
         if first is not None and isinstance(first.get("tokens"), list) and "tags" in first:
             rows = _rows(path, cfg.encoding)
             return {**read_tagged_source(path, cfg, read_tagged_jsonl(path, rows)), "task": "token-classification"}
-    return streamed_text_source(path, cfg) if stream else read_text_source(path, cfg)
+    if stream:
+        try:
+            return streamed_text_source(path, cfg)
+        except OSError as exc:  # the cache cannot be written (read-only or full disk): read the file whole
+            _say_unstored(path, exc)
+    return read_text_source(path, cfg)
 
 
 def read_text_source(path: Path, cfg: Any) -> dict[str, Any]:
@@ -185,6 +201,14 @@ def streamed_text_source(path: Path, cfg: Any) -> dict[str, Any]:
                                                        cfg.max_length, cfg.encoding)
     _say_dropped(path, duplicates, other)
     return {"x": x, "y": y, "classes": classes, "vocab_size": len(tokenizer)}
+
+
+def _say_unstored(path: Path, exc: OSError) -> None:
+    from edgekd._cache import cache_dir
+    from edgekd._progress import say
+
+    say(f"data: {Path(path).name}: cannot store its tokens in {cache_dir()} ({exc.strerror or exc}); "
+        "reading it into memory instead (set EDGEKD_CACHE_DIR to a writable folder to stream it)")
 
 
 def _say_dropped(path: Path, duplicates: int, other: int) -> None:

@@ -27,7 +27,7 @@ from edgekd._io import atomic_folder, sha256_file, write_text
 from edgekd._platform import release_freed_memory
 from edgekd._progress import say
 from edgekd.data.files import ENCODING_FIX
-from edgekd.data.text import class_indices, json_rows, text_format
+from edgekd.data.text import class_indices, json_rows, text_and_label, text_format
 from edgekd.errors import DataError
 from edgekd.inputs import Inputs
 
@@ -91,11 +91,8 @@ def tokenized_file(path: Path, column: str, tokenizer, max_length: int, encoding
     longest, as memory-mapped arrays built once in the cache."""
     path = Path(path)
     folder = cache_dir() / "tokens" / _key(path, [column], tokenizer, max_length, encoding)
-    if not folder.is_dir():
-        _build(path, stream_texts(path, column, encoding), tokenizer, max_length, folder, f"no non-empty '{column}' in any row")
-    else:
-        say(f"data: {path.name}: reusing its tokens in {folder}")
-    return _mapped(folder)
+    return _stored(path, folder, _mapped,
+                   lambda: _build(path, stream_texts(path, column, encoding), tokenizer, max_length, folder, f"no non-empty '{column}' in any row"))
 
 
 def tokenized_table(path: Path, text_column: str, label_column: str, labels: list[str] | None, tokenizer, max_length: int,
@@ -107,22 +104,20 @@ def tokenized_table(path: Path, text_column: str, label_column: str, labels: lis
     bytes per row (the duplicate check and the label)."""
     path = Path(path)
     folder = cache_dir() / "tokens" / _key(path, [text_column, label_column, labels], tokenizer, max_length, encoding)
-    if not folder.is_dir():
+
+    def build() -> None:
         names: dict[str, int] = {}
         label_ids: list[int] = []
         other = [0]
 
         def texts() -> Iterator[str]:
             for number, row in stream_rows(path, encoding, (text_column, label_column), "set [data] text_column / label_column"):
-                text, label = row.get(text_column), row.get(label_column)
-                if text is None or label is None or str(label).strip() == "":
-                    raise DataError(f"{path}: row {number} lacks a text or a label; fix or remove it")
-                label = str(label).strip()
+                text, label = text_and_label(row, number, path, text_column, label_column)
                 if labels is not None and label not in labels:
                     other[0] += 1
                     continue
                 label_ids.append(names.setdefault(label, len(names)))
-                yield str(text)
+                yield text
 
         def store_labels(work: Path, keep: np.ndarray) -> None:
             kept = np.asarray(label_ids, dtype=np.int64)[keep]
@@ -135,11 +130,27 @@ def tokenized_table(path: Path, text_column: str, label_column: str, labels: lis
 
         empty = (f"no rows left with labels {labels}" if labels is not None else f"no rows with a '{text_column}' and a '{label_column}'")
         _build(path, texts(), tokenizer, max_length, folder, empty, store_labels)
-    else:
-        say(f"data: {path.name}: reusing its tokens in {folder}")
-    table = json.loads((folder / "table.json").read_text(encoding="utf-8"))
-    y = np.load(folder / "labels.npy")
-    return _mapped(folder), y, tuple(table["classes"]), table["dropped_duplicates"], table["dropped_labels"]
+
+    def load(folder: Path) -> tuple[Inputs, np.ndarray, tuple[str, ...], int, int]:
+        table = json.loads((folder / "table.json").read_text(encoding="utf-8"))
+        y = np.load(folder / "labels.npy")
+        return _mapped(folder), y, tuple(table["classes"]), int(table["dropped_duplicates"]), int(table["dropped_labels"])
+
+    return _stored(path, folder, load, build)
+
+
+def _stored(path: Path, folder: Path, load: Callable[[Path], Any], build: Callable[[], None]) -> Any:
+    """`load(folder)`, building the store first when it is absent — or unreadable (damaged by hand, a
+    full disk, an older layout): a cache is never worth a failed run."""
+    if folder.is_dir():
+        try:
+            loaded = load(folder)
+            say(f"data: {path.name}: reusing its tokens in {folder}")
+            return loaded
+        except (ValueError, OSError, EOFError, KeyError, TypeError):
+            say(f"data: {path.name}: its token store {folder} is unreadable; tokenizing it again")
+    build()
+    return load(folder)
 
 
 def _mapped(folder: Path) -> Inputs:

@@ -22,14 +22,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from edgekd._platform import release_freed_memory
+from edgekd._platform import TRIM_EVERY, release_freed_memory
 from edgekd._progress import bar, say
 from edgekd.distill import distributed
 from edgekd.distill.losses import MixedLabels
 from edgekd.distill.result import EpochRecord, epoch_record
 from edgekd.errors import TrainingError
 from edgekd.inputs import MASK, Inputs, as_inputs
-from edgekd.models.call import TRIM_EVERY, Batch, accuracy, forward, predict, take, to_tensors, trim
+from edgekd.models.call import Batch, accuracy, forward, predict, take, to_tensors, trim
 from edgekd.models.checkpoint import save_torch
 from edgekd.task import IGNORED, task
 

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from edgekd._platform import release_freed_memory
+from edgekd._platform import TRIM_EVERY, release_freed_memory
 from edgekd.runtime.metrics import top1_hits
 from edgekd.inputs import MASK, Inputs, TensorSpec, as_inputs, concat_outputs
 
@@ -47,9 +47,6 @@ def forward(model: nn.Module, batch: Batch) -> torch.Tensor:
     if len(batch) == 1:
         return model(next(iter(batch.values())))
     return model(**batch)
-
-
-TRIM_EVERY = 8  # batches (or training steps) between returns of freed memory to the OS
 
 
 def predict(model: nn.Module, x: Inputs | np.ndarray, batch_size: int = 512) -> np.ndarray:
