@@ -23,12 +23,14 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from _pages import RESULTS, provenance, write_page
+from _pages import RESULTS, mean_sd, provenance, write_page
 
 from edgekd._progress import set_quiet
 from edgekd.distill.stage import distill
 from edgekd.pipeline import run
 from edgekd.recipe import DEMO, load_recipe
+
+PERCENT = "{:.2%}".format
 
 # set-up → [data] label_fraction: the demo's, and every label (the recipe defaults otherwise)
 SETUPS = {"demo: labels for 15%, the rest unlabelled": DEMO["data"]["label_fraction"], "every label (the recipe defaults)": 1.0}
@@ -37,11 +39,6 @@ SETUPS = {"demo: labels for 15%, the rest unlabelled": DEMO["data"]["label_fract
 def _recipe(label_fraction: float, seed: int):
     demo = load_recipe(None)
     return replace(demo, data=replace(demo.data, label_fraction=label_fraction), distill=replace(demo.distill, seed=seed))
-
-
-def _mean_sd(values: list[float]) -> str:
-    spread = statistics.stdev(values) if len(values) > 1 else 0.0
-    return f"{statistics.mean(values):.2%} ± {spread:.2%}"
 
 
 def main() -> None:
@@ -71,7 +68,7 @@ def main() -> None:
                       f"distilled {rows['distilled'][-1]:.2%}, McNemar p = {test.p_value:.2g}", flush=True)
             means = {k: statistics.mean(v) for k, v in rows.items()}
             closed = (means["distilled"] - means["scratch"]) / (means["teacher"] - means["scratch"])
-            summary.append(f"| {name} | {_mean_sd(rows['teacher'])} | {_mean_sd(rows['scratch'])} | {_mean_sd(rows['distilled'])} | {closed:.0%} |")
+            summary.append(f"| {name} | {mean_sd(rows['teacher'], PERCENT)} | {mean_sd(rows['scratch'], PERCENT)} | {mean_sd(rows['distilled'], PERCENT)} | {closed:.0%} |")
         started = time.perf_counter()
         shipped = run(None, out=Path(folder) / "demo")
         demo_seconds = time.perf_counter() - started
