@@ -1,6 +1,6 @@
 """What the measured-results scripts share: distil one recipe over several seeds (teacher, scratch
 and distilled student each time, plus a paired comparison of the two students on the test split),
-ship the first seed's run (export, bench on x86-cpu), and write a results page with how it was made."""
+ship the first seed's run (export, bench on a target: x86-cpu unless a script says otherwise), and write a results page with how it was made."""
 
 from __future__ import annotations
 
@@ -26,9 +26,10 @@ from edgekd.recipe import recipe_from_dict
 RESULTS = Path(__file__).resolve().parents[1] / "docs" / "results"
 
 
-def seed_options(parser, page: str, qad: bool = True) -> None:
+def seed_options(parser, page: str, qad: bool = True, target: str = "x86-cpu") -> None:
     """The options every results script shares: seeds, the soft-target weight, the results page
-    (`page`: its default name) and, where the task has the phase, `--qad EPOCHS`."""
+    (`page`: its default name), the target that seed 0's run ships to (`target`: the script's
+    default) and, where the task has the phase, `--qad EPOCHS`."""
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--kd-weight", type=float, default=0.7)
     parser.add_argument("--label-fraction", type=float, default=1.0, metavar="SHARE",
@@ -37,14 +38,15 @@ def seed_options(parser, page: str, qad: bool = True) -> None:
     if qad:
         parser.add_argument("--qad", type=int, metavar="EPOCHS", help="also run the quantization-aware phase on seed 0's run for EPOCHS epochs")
     parser.add_argument("--write", type=Path, help=f"the results page to write (default: docs/results/{page})")
+    parser.add_argument("--target", default=target, help=f"the target seed 0's run is exported and benched for (default: {target})")
 
 
 def measure_seeds(arrays: dict[str, np.ndarray] | None, name: str, recipe_for: Callable[[Path | None, int], dict], seeds: list[int],
                   paired_of: Callable[[Path, str], np.ndarray], show: Callable[[float], str], compare,
-                  qad_epochs: int | None = None) -> tuple[dict, list, tuple]:
+                  qad_epochs: int | None = None, target: str = "x86-cpu") -> tuple[dict, list, tuple]:
     """For each seed: distil `recipe_for(npz, seed)` (`arrays` saved as that npz; None: the recipe
     names its own source); record test scores and the paired comparison `compare(outcomes of
-    student.scratch.pt, of student.pt)`; export and bench the first seed's run, after
+    student.scratch.pt, of student.pt)`; export and bench the first seed's run for `target`, after
     `qad_epochs` of the quantization-aware phase when given (the bench then shows its models too).
     The shipped tuple is (distill result, export result, bench report, qad result or None)."""
     rows: dict[str, list[float]] = {"teacher": [], "scratch": [], "distilled": []}
@@ -63,9 +65,9 @@ def measure_seeds(arrays: dict[str, np.ndarray] | None, name: str, recipe_for: C
             print(f"seed {seed}: test {result.metric} teacher {show(rows['teacher'][-1])}  scratch {show(rows['scratch'][-1])}  "
                   f"distilled {show(rows['distilled'][-1])}", flush=True)
             if shipped is None:
-                exported = export(run, "x86-cpu")
-                qad = quantization_aware(run, "x86-cpu", epochs=qad_epochs) if qad_epochs else None
-                shipped = (result, exported, bench(run, target="x86-cpu", memory=False), qad)
+                exported = export(run, target)
+                qad = quantization_aware(run, target, epochs=qad_epochs) if qad_epochs else None
+                shipped = (result, exported, bench(run, target=target, memory=False), qad)
     return rows, paired, shipped
 
 
@@ -146,6 +148,17 @@ def shipped_table(report, columns: dict[str, Callable]) -> list[str]:
             lines.append(f"| {name} | " + " | ".join(figures) + f" | {v.profile.bytes / 1024:.1f} | {v.latency.p50_ms:.4f} | "
                          f"{v.latency.p50_ms / teacher_ms:.2f}× |")
     return lines
+
+
+def shipped_heading(target: str, seed: int, note: str = "") -> str:
+    """The line above the shipped table: the target, its scheme and how it was timed (then `note`)."""
+    from edgekd.targets import load_target
+
+    profile = load_target(target)
+    scheme = {"static-qdq": "static int8", "dynamic": "dynamic int8"}.get(profile.quantization.scheme.value, profile.quantization.scheme.value)
+    threads = profile.runtime.intra_op_threads
+    threads = "one thread" if threads == 1 else f"{threads} threads" if threads else "all threads"
+    return f"What seed {seed} ships on {target} ({scheme}, batch {profile.bench.latency_batch}, {threads}, timed interleaved{note}):"
 
 
 def shipped_section(report, exported, qad, columns: dict[str, Callable], metric: str) -> list[str]:

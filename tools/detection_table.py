@@ -33,7 +33,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from _pages import RESULTS, gap_closed, labels_sentence, mean_sd, measure_seeds, page_name, paired_sentence, provenance, seed_options, shipped_section, write_page
+from _pages import RESULTS, gap_closed, labels_sentence, mean_sd, measure_seeds, page_name, paired_sentence, provenance, seed_options, shipped_heading, shipped_section, write_page
 from segmentation_table import stardist_image
 
 from edgekd._progress import set_quiet
@@ -125,7 +125,7 @@ def main() -> None:
     rows, paired, shipped = measure_seeds(
         arrays, "nuclei", lambda npz, seed: recipe(npz, seed, args), args.seeds,
         lambda run, name: test_records(run, name, arrays), lambda v: f"{v:.2%}",
-        lambda a, b: paired_pooled_drop(a, b, mean_ap), args.qad)
+        lambda a, b: paired_pooled_drop(a, b, mean_ap), args.qad, args.target)
     write_page(args.write or RESULTS / page_name("detection-stardist", args.label_fraction), render(args, what, arrays, rows, paired, shipped, time.perf_counter() - began))
 
 
@@ -157,7 +157,7 @@ def render(args, what: str, arrays, rows, paired, shipped, seconds: float) -> st
         "",
         f"Distillation changes test mAP by {gain * 100:+.2f} points on average, {closed}. " + paired_sentence(args.seeds, paired, "mAP", "tiles"),
         "",
-        f"What seed {args.seeds[0]} ships on x86-cpu (static int8, batch 1, one thread, timed interleaved; model only, without NMS):",
+        shipped_heading(args.target, args.seeds[0], "; model only, without NMS"),
         "",
     ]
     lines += shipped_section(report, exported, qad, {"test mAP": lambda v: f"{v.metrics['map']:.2%}",

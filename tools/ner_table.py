@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from _pages import RESULTS, gap_closed, labels_sentence, mean_sd, measure_seeds, page_name, paired_sentence, provenance, seed_options, shipped_section, write_page
+from _pages import RESULTS, gap_closed, labels_sentence, mean_sd, measure_seeds, page_name, paired_sentence, provenance, seed_options, shipped_heading, shipped_section, write_page
 
 from edgekd._progress import set_quiet
 from edgekd.data import load_data
@@ -70,7 +70,7 @@ def test_counts(run: Path, name: str, data) -> np.ndarray:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    seed_options(parser, "ner-hironsan.md")
+    seed_options(parser, "ner-hironsan.md", target="x86-cpu-text")
     parser.add_argument("--teacher", choices=sorted(TEACHERS), default="minilm")
     parser.add_argument("--teacher-epochs", type=int, default=12)
     parser.add_argument("--epochs", type=int, default=30)
@@ -82,7 +82,7 @@ def main() -> None:
     data = load_data(f"conll:{corpus()}", test_fraction=0.2, options=options(args.max_length), task_name="token-classification")
     kind = task("token-classification")
     rows, paired, shipped = measure_seeds(None, "hironsan", lambda _, seed: recipe(seed, args), args.seeds,
-                                          lambda run, name: test_counts(run, name, data), lambda v: f"{v:.2%}", kind.paired, args.qad)
+                                          lambda run, name: test_counts(run, name, data), lambda v: f"{v:.2%}", kind.paired, args.qad, args.target)
     write_page(args.write or RESULTS / page_name("ner-hironsan", args.label_fraction), render(args, data, rows, paired, shipped, time.perf_counter() - began))
 
 
@@ -116,7 +116,7 @@ def render(args, data, rows, paired, shipped, seconds: float) -> str:
         "",
         f"Distillation changes test entity F1 by {gain * 100:+.2f} points on average, {closed}. " + paired_sentence(args.seeds, paired, "F1", "sentences"),
         "",
-        f"What seed {args.seeds[0]} ships on x86-cpu (static int8, batch 1, one thread, timed interleaved):",
+        shipped_heading(args.target, args.seeds[0]),
         "",
     ]
     lines += shipped_section(report, exported, qad, {"test entity F1": lambda v: f"{v.metrics['f1']:.2%}",

@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from _pages import RESULTS, gap_closed, labels_sentence, mean_sd, measure_seeds, page_name, provenance, seed_options, shipped_table, write_page
+from _pages import RESULTS, gap_closed, labels_sentence, mean_sd, measure_seeds, page_name, provenance, seed_options, shipped_heading, shipped_table, write_page
 
 from edgekd._progress import set_quiet
 from edgekd.paired import paired_error_rise
@@ -93,7 +93,7 @@ def main() -> None:
     arrays, what = load_arrays(args.data)
     rows, paired, shipped = measure_seeds(
         arrays, args.data, lambda npz, seed: recipe(npz, seed, args.epochs, args.kd_weight, args.label_fraction), args.seeds,
-        lambda run, name: test_errors(run, name, arrays), lambda v: f"{v:.4f}", paired_error_rise)
+        lambda run, name: test_errors(run, name, arrays), lambda v: f"{v:.4f}", paired_error_rise, target=args.target)
     page = render(args, what, arrays, rows, paired, shipped, time.perf_counter() - began)
     write_page(args.write or RESULTS / page_name(f"regression-{args.data}", args.label_fraction), page)
 
@@ -125,7 +125,7 @@ def render(args, what: str, arrays, rows, paired, shipped, seconds: float) -> st
         + "; ".join(f"seed {s}: {p.drop:+.2%} [{p.interval[0]:+.2%}, {p.interval[1]:+.2%}], p = {p.p_value:.2g}"
                     for s, p in zip(args.seeds, paired)) + " (negative: the distilled student errs less).",
         "",
-        f"What seed {args.seeds[0]} ships on x86-cpu (static int8, batch 1, one thread, timed interleaved):",
+        shipped_heading(args.target, args.seeds[0]),
         "",
     ]
     lines += shipped_table(report, {"test RMSE": lambda v: f"{v.metrics['rmse']:.4f}"})

@@ -30,7 +30,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from _pages import RESULTS, gap_closed, labels_sentence, mean_sd, measure_seeds, page_name, paired_sentence, provenance, seed_options, shipped_section, write_page
+from _pages import RESULTS, gap_closed, labels_sentence, mean_sd, measure_seeds, page_name, paired_sentence, provenance, seed_options, shipped_heading, shipped_section, write_page
 
 from edgekd._progress import set_quiet
 from edgekd.task import confusion_counts, paired_iou_drop
@@ -117,7 +117,7 @@ def main() -> None:
     arrays, what = load_arrays()
     rows, paired, shipped = measure_seeds(
         arrays, "stardist", lambda npz, seed: recipe(npz, seed, args), args.seeds,
-        lambda run, name: test_counts(run, name, arrays), lambda v: f"{v:.2%}", paired_iou_drop, args.qad)
+        lambda run, name: test_counts(run, name, arrays), lambda v: f"{v:.2%}", paired_iou_drop, args.qad, args.target)
     write_page(args.write or RESULTS / page_name("segmentation-stardist", args.label_fraction), render(args, what, arrays, rows, paired, shipped, time.perf_counter() - began))
 
 
@@ -145,7 +145,7 @@ def render(args, what: str, arrays, rows, paired, shipped, seconds: float) -> st
         "",
         f"Distillation changes test mIoU by {gain * 100:+.2f} points on average, {closed}. " + paired_sentence(args.seeds, paired, "mIoU", "tiles"),
         "",
-        f"What seed {args.seeds[0]} ships on x86-cpu (static int8, batch 1, one thread, timed interleaved):",
+        shipped_heading(args.target, args.seeds[0]),
         "",
     ]
     lines += shipped_section(report, exported, qad, {
