@@ -14,10 +14,12 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Union
 
 import numpy as np
 
+from edgekd._io import atomic_path
 from edgekd.errors import DataError
 
 BATCH = "batch"
@@ -192,3 +194,46 @@ def concat_outputs(chunks: list[np.ndarray]) -> np.ndarray:
         longest = max(c.shape[1] for c in chunks)
         chunks = [np.pad(c, [(0, 0), (0, longest - c.shape[1])] + [(0, 0)] * (c.ndim - 2)) for c in chunks]
     return np.concatenate(chunks)
+
+
+ROWS_CHUNK = 65_536  # rows gathered per step into a mapped rows file
+
+
+def take_rows(x: Inputs | np.ndarray, index: np.ndarray) -> Inputs | np.ndarray:
+    """`x[index]` for splitting data (Inputs or one array). An array mapped whole from one of
+    edgekd's on-disk stores (the token store of a big text file) keeps its rows on disk: they are
+    gathered, a chunk at a time, into a file beside the store (`rows/`, once per index: a later run
+    with the same split maps it again) and mapped in turn, so the splits of a file larger than
+    memory cost disk, not memory. Other arrays — and a store whose folder cannot be written — are
+    gathered into memory as `x[index]` would."""
+    if isinstance(x, Inputs):
+        return Inputs({name: _take(array, index) for name, array in x.items()}, x.spec)
+    return _take(np.asarray(x), index)
+
+
+def _take(array: np.ndarray, index: np.ndarray) -> np.ndarray:
+    mapped = array.base
+    whole = (isinstance(mapped, np.memmap) and mapped.filename is not None and array.shape == mapped.shape
+             and array.strides == mapped.strides and array.ctypes.data == mapped.ctypes.data)
+    if not whole:
+        return array[index]
+    index = np.asarray(index, dtype=np.int64)
+    source = Path(mapped.filename)
+    folder = source.parent if source.parent.name == "rows" else source.parent / "rows"
+    digest = hashlib.sha256(index.tobytes() + repr((array.shape, array.dtype.str)).encode()).hexdigest()[:24]
+    path = folder / f"{source.stem.split('.')[0]}.{digest}.npy"
+    try:
+        if not path.is_file():
+            _write_rows(array, index, path)
+        return np.asarray(np.load(path, mmap_mode="c"))  # copy-on-write: training may not write to the file
+    except (OSError, ValueError):  # a read-only or full cache, a damaged rows file: gather into memory
+        return array[index]
+
+
+def _write_rows(array: np.ndarray, index: np.ndarray, path: Path) -> None:
+    with atomic_path(path) as tmp:
+        out = np.lib.format.open_memmap(tmp, mode="w+", dtype=array.dtype, shape=(len(index), *array.shape[1:]))
+        for start in range(0, len(index), ROWS_CHUNK):
+            out[start:start + ROWS_CHUNK] = array[index[start:start + ROWS_CHUNK]]
+        out.flush()
+        del out

@@ -80,6 +80,55 @@ def test_an_interrupted_build_leaves_nothing_behind(tmp_path, tokenizer, monkeyp
     assert all({p.name for p in f.iterdir()} in whole for f in stores), "no half store"
 
 
+@pytest.mark.parametrize("label_fraction", [1.0, 0.5])
+def test_the_splits_of_a_streamed_text_file_stay_on_disk(tmp_path, corpus, monkeypatch, label_fraction):
+    """Every split (and the withheld labels' transfer set) is mapped from rows files beside the store,
+    with the same rows as gathering them into memory; a later load maps the same files again."""
+    import edgekd.inputs
+    from edgekd.data import load_data
+    from edgekd.data.config import DataConfig
+
+    monkeypatch.setattr(edgekd.inputs, "ROWS_CHUNK", 7)  # several chunks per split
+    path = _csv(tmp_path / "t.csv", [(f"sentence number {i} " + "word " * (i % 5), "pos" if i % 3 else "neg") for i in range(60)])
+    options = DataConfig(tokenizer=str(corpus[1]), max_length=12, label_fraction=label_fraction)
+    mapped = load_data(f"text:{path}", options=options)
+    splits = ["x_train", "x_val", "x_test"] + (["x_unlabeled"] if label_fraction < 1 else [])
+    for split in splits:
+        assert all(_mapped(a) for a in getattr(mapped, split).values()), f"{split} is held in memory"
+    rows = {f.name for f in (tokens.cache_dir() / "tokens").glob("*/rows/*.npy")}
+    assert load_data(f"text:{path}", options=options).fingerprint() == mapped.fingerprint()
+    assert {f.name for f in (tokens.cache_dir() / "tokens").glob("*/rows/*.npy")} == rows, "the same split maps the same files"
+
+    def unwritable(*_):
+        raise OSError(30, "Read-only file system")
+
+    monkeypatch.setattr(edgekd.inputs, "_write_rows", unwritable)
+    monkeypatch.setenv("EDGEKD_CACHE_DIR", str(tmp_path / "fresh"))  # a new store whose rows cannot be written
+    held = load_data(f"text:{path}", options=options)
+    for split in splits:
+        ours, theirs = getattr(mapped, split), getattr(held, split)
+        assert not _mapped(theirs["input_ids"]), "a rows file that cannot be written: gathered into memory"
+        for name in ours:
+            assert np.array_equal(ours[name], theirs[name]), (split, name)
+    assert np.array_equal(mapped.y_train, held.y_train) and np.array_equal(mapped.y_test, held.y_test)
+
+
+def test_take_rows_of_arrays_not_mapped_whole_is_plain_indexing(tmp_path):
+    from edgekd.inputs import take_rows
+
+    np.save(tmp_path / "a.npy", np.arange(40).reshape(20, 2))
+    whole = np.asarray(np.load(tmp_path / "a.npy", mmap_mode="c"))
+    index = np.array([5, 1, 19, 1])
+    part = whole[2:10]  # a view: its rows are not the file's, so never keyed by the file
+    assert np.array_equal(take_rows(part, np.array([0, 3])), np.arange(40).reshape(20, 2)[[2, 5]])
+    assert not (tmp_path / "rows").exists()
+    taken = take_rows(whole, index)
+    assert np.array_equal(taken, np.arange(40).reshape(20, 2)[index]) and _mapped(taken)
+    again = take_rows(taken, np.array([2, 0]))  # rows of rows: the same folder
+    assert np.array_equal(again, np.arange(40).reshape(20, 2)[[19, 5]]) and len(list((tmp_path / "rows").iterdir())) == 2
+    assert np.array_equal(take_rows(np.arange(6), np.array([4, 2])), [4, 2])
+
+
 @pytest.mark.parametrize("content,expected", [
     (b'{"text": "ok"}\nnot json\n', "line 2 is not JSON"),
     (b'{"body": "ok"}\n', "line 1 has no 'text'"),

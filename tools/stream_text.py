@@ -20,8 +20,9 @@ Writes docs/results/streaming-text.md (command, date, machine, versions, then th
 
 `--labelled` measures the labelled `text:PATH` source instead: for each size, a fresh process with an
 empty cache loads the file into train / val / test splits (`edgekd.data.load_data`, labels stratified)
-read whole and tokenized at once (*memory*) or streamed into the token store (*stream*); peak memory
-and seconds of the load alone.
+read whole and tokenized at once (*memory*), streamed into the token store with the splits gathered
+into memory (*stream, splits held*: edgekd on 2026-12-06) or streamed with the splits' rows in mapped
+files beside the store (*stream*); peak memory and seconds of the load alone.
 """
 
 from __future__ import annotations
@@ -159,6 +160,13 @@ def _child_labelled(corpus: Path, mode: str) -> dict:
     peak.start()
     if mode == "memory":  # the source as it was: every row read, then every text tokenized at once
         text.streamed_text_source = text.read_text_source
+    if mode == "stream-held":  # the splits gathered into memory, as when their rows files cannot be written
+        import edgekd.inputs
+
+        def unwritable(*_):
+            raise OSError(30, "not written: measuring the splits held in memory")
+
+        edgekd.inputs._write_rows = unwritable
     began = time.perf_counter()
     data = load_data(f"text:{corpus}", options=DataConfig(tokenizer="minilm", max_length=128))
     seconds = time.perf_counter() - began
@@ -178,14 +186,17 @@ def _labelled_page(args, rows: list, seconds: float) -> str:
         "Each row a fresh process with an empty cache loading a `text:` file of generated labelled sentences (jsonl, two "
         "classes) into stratified train / val / test splits with MiniLM's tokenizer, max_length 128 (`edgekd.data.load_data`). "
         "*memory*: every row read, then every text tokenized at once (edgekd until 2026-12-06); *stream*: read row by row "
-        "and tokenized 10,000 at a time into memory-mapped arrays in the cache (edgekd.data.tokens); the splits are then "
-        "gathered from the map (int64 ids and mask: 16 bytes per token of each split). Peak RSS counts the file pages the "
+        "and tokenized 10,000 at a time into memory-mapped arrays in the cache (edgekd.data.tokens), each split's rows then "
+        "gathered a chunk at a time into a mapped file beside the store (edgekd.inputs.take_rows); *stream, splits held*: the "
+        "same with the splits gathered into memory (edgekd on 2026-12-06: int64 ids and mask, 16 bytes per token of each "
+        "split; still what happens when the cache cannot be written). Peak RSS counts the file pages the "
         "kernel maps in; peak anonymous memory is what the process itself holds.", "",
         "| sentences | path | padded width | load + tokenize + split s | peak RSS MB | peak anonymous MB |",
         "|---|---|---|---|---|---|",
     ]
+    names = {"stream-held": "stream, splits held"}
     for size, mode, f in rows:
-        lines.append(f"| {f['rows']:,} | {mode} | {f['width']} | {f['load_s']:.1f} | {f['peak_rss_mb']:.0f} | {f['peak_anon_mb']:.0f} |")
+        lines.append(f"| {f['rows']:,} | {names.get(mode, mode)} | {f['width']} | {f['load_s']:.1f} | {f['peak_rss_mb']:.0f} | {f['peak_anon_mb']:.0f} |")
     return "\n".join(lines) + "\n"
 
 
@@ -222,7 +233,7 @@ def main() -> None:
         for size in args.sizes:
             corpus = _write_corpus(Path(folder), size, args.labelled)
             if args.labelled:
-                modes = ("memory", "stream") if size <= args.memory_up_to else ("stream",)
+                modes = ("memory", "stream-held", "stream") if size <= args.memory_up_to else ("stream-held", "stream")
             else:
                 modes = ("memory", "stream", "stream-bucketed") if size <= args.memory_up_to else ("stream", "stream-bucketed")
             for mode in modes:

@@ -17,7 +17,7 @@ import numpy as np
 
 from edgekd.errors import DataError
 from edgekd._progress import say
-from edgekd.inputs import Inputs, TensorSpec, as_inputs
+from edgekd.inputs import Inputs, TensorSpec, as_inputs, take_rows
 from edgekd.task import Task, task, task_for
 
 
@@ -122,12 +122,12 @@ def withhold_labels(data: DataSplits, fraction: float, seed: int) -> DataSplits:
     if len(kept) < 2 or not len(withheld):
         raise DataError(f"{data.name}: [data] label_fraction = {fraction:g} keeps {len(kept)} of {count} training labels; "
                         "choose a share that keeps at least 2 and withholds at least 1")
-    unlabeled = data.x_train[withheld]
+    unlabeled = take_rows(data.x_train, withheld)
     if data.x_unlabeled is not None:
         unlabeled = joined(unlabeled, data.x_unlabeled)
     say(f"data: {data.name}: the students keep the labels of {len(kept):,} of {count:,} training samples "
         f"([data] label_fraction = {fraction:g}); the other {len(withheld):,} join the unlabelled inputs")
-    return replace(data, x_train=data.x_train[kept], y_train=data.y_train[kept], x_unlabeled=unlabeled,
+    return replace(data, x_train=take_rows(data.x_train, kept), y_train=data.y_train[kept], x_unlabeled=unlabeled,
                    teacher_train=(data.x_train, data.y_train))
 
 
