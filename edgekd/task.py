@@ -191,7 +191,7 @@ def stratified_split(x, y: np.ndarray, fraction: float, seed: int) -> tuple:
     _, counts = np.unique(y, return_counts=True)  # not bincount: its array is as long as the largest label
     stratify = y if counts.min() >= 2 else None  # tiny classes cannot be stratified
     a, b = train_test_split(np.arange(len(y)), test_size=fraction, random_state=seed, stratify=stratify)
-    return take_rows(x, a), y[a], take_rows(x, b), y[b]
+    return take_rows(x, a), take_rows(y, a), take_rows(x, b), take_rows(y, b)
 
 
 def top1_hits(logits: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -471,7 +471,7 @@ def random_split(x, y: np.ndarray, fraction: float, seed: int) -> tuple:
     train_test_split = _sklearn_split()
 
     a, b = train_test_split(np.arange(len(y)), test_size=fraction, random_state=seed)
-    return take_rows(x, a), y[a], take_rows(x, b), y[b]
+    return take_rows(x, a), take_rows(y, a), take_rows(x, b), take_rows(y, b)
 
 
 def squared_errors(outputs: np.ndarray, y: np.ndarray) -> np.ndarray:

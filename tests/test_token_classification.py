@@ -248,3 +248,46 @@ def test_a_tagger_is_fine_tuned_through_its_int8_model_and_judged_by_entity_f1(t
     start, *trained = result.variants
     assert all(v.parity.agreement >= 0.99 and v.val_accuracy >= start.val_accuracy for v in trained), "per-token outputs of every length line up"
     assert "entity F1" in result.deployed_because
+
+
+@pytest.mark.parametrize("kind", ["conll", "jsonl"])
+def test_tagged_sentences_streamed_match_reading_the_file_whole(tmp_path, tokenizer, monkeypatch, capsys, kind):
+    """Chunk by chunk into the cache's token store: the same tokens, tags, tag order and notes
+    (duplicates, I- read as B-, words cut by max_length) as the file read whole, mapped from disk."""
+    from edgekd._progress import set_quiet
+    from edgekd.data import tokens
+    from edgekd.data.text import read_text_file
+
+    monkeypatch.setattr(tokens, "CHUNK", 4)  # duplicates and new entity types fall in later chunks
+    sentences = tagged_sentences(14, seed=5)
+    sentences += [sentences[1], (["alice", "met", "carol"], ["I-PER", "O", "I-PER"]), (["zorbanov"] * 30, ["B-ZZZ"] + ["I-ZZZ"] * 29)]
+    path = write_conll(tmp_path / "a.conll", sentences) if kind == "conll" else write_tagged_jsonl(tmp_path / "a.jsonl", sentences)
+    cfg = DataConfig(tokenizer=str(tokenizer), max_length=16)
+    set_quiet(False)
+    try:
+        streamed = read_text_file(path, cfg, conll=kind == "conll")
+        said_streamed = [line for line in capsys.readouterr().err.splitlines() if "duplicate sentences dropped" in line]
+        whole = read_text_file(path, cfg, conll=kind == "conll", stream=False)
+        said_whole = [line for line in capsys.readouterr().err.splitlines() if "duplicate sentences dropped" in line]
+    finally:
+        set_quiet(True)
+    assert streamed["classes"] == whole["classes"] and "B-ZZZ" in streamed["classes"] and streamed["task"] == "token-classification"
+    assert np.array_equal(streamed["y"], whole["y"]) and streamed["y"].dtype == np.int64
+    for name in ("input_ids", "attention_mask"):
+        assert np.array_equal(streamed["x"][name], whole["x"][name]), name
+    assert not streamed["x"]["input_ids"].flags.owndata and not streamed["y"].flags.owndata, "mapped from the store"
+    assert said_streamed == said_whole and "1 duplicate sentences dropped; 2 I- tags that started an entity read as B-" in said_whole[0]
+    assert "words beyond max_length = 16 left out" in said_whole[0]
+
+
+def test_a_bad_tag_in_a_later_chunk_stops_the_stream_and_leaves_no_store(tmp_path, tokenizer, monkeypatch):
+    from edgekd._cache import cache_dir
+    from edgekd.data import tokens
+
+    monkeypatch.setattr(tokens, "CHUNK", 3)
+    sentences = tagged_sentences(10) + [(["a", "b"], ["O", "PER"])]
+    write_conll(tmp_path / "a.conll", sentences)
+    before = set((cache_dir() / "tokens").iterdir()) if (cache_dir() / "tokens").is_dir() else set()
+    with pytest.raises(DataError, match="tag 'PER' is not IOB2"):
+        load_data(f"conll:{tmp_path / 'a.conll'}", options=DataConfig(tokenizer=str(tokenizer)))
+    assert set((cache_dir() / "tokens").iterdir()) == before, "nothing stored, no temporary folder left"

@@ -127,7 +127,7 @@ def withhold_labels(data: DataSplits, fraction: float, seed: int) -> DataSplits:
         unlabeled = joined(unlabeled, data.x_unlabeled)
     say(f"data: {data.name}: the students keep the labels of {len(kept):,} of {count:,} training samples "
         f"([data] label_fraction = {fraction:g}); the other {len(withheld):,} join the unlabelled inputs")
-    return replace(data, x_train=take_rows(data.x_train, kept), y_train=data.y_train[kept], x_unlabeled=unlabeled,
+    return replace(data, x_train=take_rows(data.x_train, kept), y_train=take_rows(data.y_train, kept), x_unlabeled=unlabeled,
                    teacher_train=(data.x_train, data.y_train))
 
 

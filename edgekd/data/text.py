@@ -162,24 +162,75 @@ def tokenize(tokenizer, texts: list[str], max_length: int) -> Inputs:
 
 def read_text_file(path: Path, cfg: Any, conll: bool = False, stream: bool = True) -> dict[str, Any]:
     """A text file of either task: CoNLL columns (`conll`) or jsonl rows of `tokens` and `tags` are
-    tagged sentences (token classification: the dict's "task" says so), read whole; other rows are
-    texts with a label (text classification), streamed into the cache's token store (`stream`; the
-    bench, which may run where nothing can be written, reads them whole)."""
-    if conll:
-        return {**read_tagged_source(path, cfg, read_conll(path, cfg.encoding)), "task": "token-classification"}
-    if path.name.lower().removesuffix(".gz").removesuffix(".bz2").endswith(".jsonl"):
-        from edgekd.data.tokens import stream_rows
-
-        first = next((row for _, row in stream_rows(path, cfg.encoding)), None)
-        if first is not None and isinstance(first.get("tokens"), list) and "tags" in first:
-            rows = _rows(path, cfg.encoding)
-            return {**read_tagged_source(path, cfg, read_tagged_jsonl(path, rows)), "task": "token-classification"}
+    tagged sentences (token classification: the dict's "task" says so); other rows are texts with a
+    label (text classification). Both are streamed into the cache's token store (`stream`; the
+    bench, which may run where nothing can be written, reads them whole, and so does a run whose
+    cache cannot be written)."""
+    tagged = "conll" if conll else "jsonl" if _tagged_jsonl(path, cfg.encoding) else None
+    if tagged:
+        if stream:
+            try:
+                return {**streamed_tagged_source(path, cfg, tagged), "task": "token-classification"}
+            except OSError as exc:
+                _say_unstored(path, exc)
+        sentences = read_conll(path, cfg.encoding) if tagged == "conll" else read_tagged_jsonl(path, _rows(path, cfg.encoding))
+        return {**read_tagged_source(path, cfg, sentences), "task": "token-classification"}
     if stream:
         try:
             return streamed_text_source(path, cfg)
         except OSError as exc:  # the cache cannot be written (read-only or full disk): read the file whole
             _say_unstored(path, exc)
     return read_text_source(path, cfg)
+
+
+def _tagged_jsonl(path: Path, encoding: str) -> bool:
+    """Whether `path` is a jsonl file of tagged sentences: its first row has a `tokens` list and `tags`."""
+    if not path.name.lower().removesuffix(".gz").removesuffix(".bz2").endswith(".jsonl"):
+        return False
+    from edgekd.data.tokens import stream_rows
+
+    first = next((row for _, row in stream_rows(path, encoding)), None)
+    return first is not None and isinstance(first.get("tokens"), list) and "tags" in first
+
+
+def streamed_tagged_source(path: Path, cfg: Any, kind: str) -> dict[str, Any]:
+    """Tagged sentences (`kind`: "conll" or "jsonl") streamed into the cache's token store
+    (edgekd.data.tokens.tokenized_tagged): the same inputs, tags and notes as `read_tagged_source`
+    of the file read whole, one chunk of sentences in memory at a time."""
+    from edgekd.data.tokens import stream_lines, stream_rows, tokenized_tagged
+
+    if kind == "conll" and not path.is_file():
+        raise DataError(f"CoNLL file not found: {path} (check the path)")
+    tokenizer = _fast_tokenizer(cfg.tokenizer)
+
+    def sentences() -> Iterator[tuple[str, list[str], list[str]]]:
+        if kind == "conll":
+            yield from conll_sentences(stream_lines(path, cfg.encoding), path)
+        else:
+            for number, row in stream_rows(path, cfg.encoding):
+                yield _tagged_row(path, number, row)
+
+    ignore = cfg.ignore_index if cfg.ignore_index is not None else -100
+    table = tokenized_tagged(path, sentences, tokenizer, cfg.max_length, ignore, cfg.encoding)
+    _say_tag_notes(path, table.pop("dropped_duplicates"), table.pop("repaired"), table.pop("cut"), cfg.max_length)
+    return table
+
+
+def _fast_tokenizer(name: str):
+    tokenizer = load_tokenizer(name)
+    if not getattr(tokenizer, "is_fast", False):
+        raise DataError(f"token classification needs a fast tokenizer (word positions of sub-tokens); '{name}' is not one")
+    return tokenizer
+
+
+def _say_tag_notes(path: Path, duplicates: int, repaired: int, cut: int, max_length: int) -> None:
+    from edgekd._progress import say
+
+    notes = [f"{n} {what}" for n, what in ((duplicates, "duplicate sentences dropped"),
+                                           (repaired, "I- tags that started an entity read as B-"),
+                                           (cut, f"words beyond max_length = {max_length} left out")) if n]
+    if notes:
+        say(f"data: {path.name}: {'; '.join(notes)}")
 
 
 def read_text_source(path: Path, cfg: Any) -> dict[str, Any]:
@@ -230,13 +281,14 @@ class TaggedSentences:
 
 def read_tagged_jsonl(path: Path, rows: list[dict[str, Any]]) -> TaggedSentences:
     """jsonl rows {"tokens": [words], "tags": [IOB2 tags]} (read from `path`), one sentence each."""
-    sentences = []
-    for number, row in enumerate(rows, start=1):
-        words, tags = row.get("tokens"), row.get("tags")
-        if not isinstance(words, list) or not isinstance(tags, list):
-            raise DataError(f"{path}: line {number} needs \"tokens\" and \"tags\" lists (one IOB2 tag per word)")
-        sentences.append((f"line {number}", [str(w) for w in words], [str(t) for t in tags]))
-    return _checked_tags(path, sentences)
+    return _checked_tags(path, [_tagged_row(path, number, row) for number, row in enumerate(rows, start=1)])
+
+
+def _tagged_row(path: Path, number: int, row: dict[str, Any]) -> tuple[str, list[str], list[str]]:
+    words, tags = row.get("tokens"), row.get("tags")
+    if not isinstance(words, list) or not isinstance(tags, list):
+        raise DataError(f"{path}: line {number} needs \"tokens\" and \"tags\" lists (one IOB2 tag per word)")
+    return f"line {number}", [str(w) for w in words], [str(t) for t in tags]
 
 
 def read_conll(path: Path, encoding: str = "utf-8") -> TaggedSentences:
@@ -250,60 +302,75 @@ def read_conll(path: Path, encoding: str = "utf-8") -> TaggedSentences:
             text = decode_text(fh.read(), path, DataError, encoding, ENCODING_FIX)
     except (OSError, EOFError) as exc:
         raise DataError(f"{path}: cannot read it ({exc})") from None
-    sentences, words, tags, start = [], [], [], 1
-    for number, line in enumerate([*text.splitlines(), ""], start=1):
+    return _checked_tags(path, list(conll_sentences(text.splitlines(), path)))
+
+
+def conll_sentences(lines: Iterable[str], path: Path) -> Iterator[tuple[str, list[str], list[str]]]:
+    """(where, words, tags) of each sentence of CoNLL `lines` (read from `path`), as they come."""
+    words: list[str] = []
+    tags: list[str] = []
+    start = number = 0
+    for number, line in enumerate(lines, start=1):
         columns = line.split()
         if columns and columns[0] == "-DOCSTART-":
             continue
         if not columns:
             if words:
-                sentences.append((f"line {start}", words, tags))
-            words, tags, start = [], [], number + 1
+                yield f"line {start}", words, tags
+            words, tags = [], []
             continue
         if len(columns) < 2:
             raise DataError(f"{path}: line {number} has one column ('{columns[0][:40]}'); CoNLL lines are a word, ..., and its tag")
+        if not words:
+            start = number
         words.append(columns[0])
         tags.append(columns[-1])
-    return _checked_tags(path, sentences)
+    if words:
+        yield f"line {start}", words, tags
 
 
 def _checked_tags(path: Path, sentences: list[tuple[str, list[str], list[str]]]) -> TaggedSentences:
-    """IOB2 tags checked word by word; an I- tag that starts an entity becomes B- (counted)."""
+    """Every sentence's tags checked (`checked_sentence`); empty sentences left out."""
     if not sentences:
         raise DataError(f"{path}: no sentences")
     repaired, all_words, all_tags = 0, [], []
     for where, words, tags in sentences:
-        if len(words) != len(tags):
-            raise DataError(f"{path}: {where} has {len(words)} tokens but {len(tags)} tags; give one tag per token")
-        if not words:
-            continue
-        fixed = []
-        for position, tag in enumerate(tags):
-            if tag != "O" and not (len(tag) > 2 and tag[:2] in ("B-", "I-")):
-                raise DataError(f"{path}: {where}: tag '{tag[:40]}' is not IOB2 (O, B-TYPE or I-TYPE); convert the tags to IOB2")
-            previous = fixed[position - 1] if position else "O"
-            if tag.startswith("I-") and previous[2:] != tag[2:]:
-                tag, repaired = "B-" + tag[2:], repaired + 1
-            fixed.append(tag)
-        all_words.append(words)
-        all_tags.append(fixed)
+        fixed, count = checked_sentence(path, where, words, tags)
+        if words:
+            all_words.append(words)
+            all_tags.append(fixed)
+            repaired += count
     return TaggedSentences(all_words, all_tags, repaired)
+
+
+def checked_sentence(path: Path, where: str, words: list[str], tags: list[str]) -> tuple[list[str], int]:
+    """One sentence's IOB2 tags checked word by word: the tags, with each I- tag that starts an
+    entity read as B-, and how many were (conlleval reads them so)."""
+    if len(words) != len(tags):
+        raise DataError(f"{path}: {where} has {len(words)} tokens but {len(tags)} tags; give one tag per token")
+    fixed: list[str] = []
+    repaired = 0
+    for position, tag in enumerate(tags):
+        if tag != "O" and not (len(tag) > 2 and tag[:2] in ("B-", "I-")):
+            raise DataError(f"{path}: {where}: tag '{tag[:40]}' is not IOB2 (O, B-TYPE or I-TYPE); convert the tags to IOB2")
+        previous = fixed[position - 1] if position else "O"
+        if tag.startswith("I-") and previous[2:] != tag[2:]:
+            tag, repaired = "B-" + tag[2:], repaired + 1
+        fixed.append(tag)
+    return fixed, repaired
 
 
 def read_tagged_source(path: Path, cfg: Any, table: TaggedSentences) -> dict[str, Any]:
     """Tagged sentences (read from `path`) tokenized into sub-words: each word's tag goes to its first sub-token; the
     other sub-tokens, special tokens and padding take the ignore index. Tag ids follow
     edgekd.task.tag_order (O, then B-/I- per type, types sorted)."""
-    from edgekd._progress import say
     from edgekd.task import tag_order
 
     seen: set[tuple[str, ...]] = set()
     keep = [i for i, words in enumerate(table.words) if tuple(words) not in seen and not seen.add(tuple(words))]
     order = tag_order(sorted({t[2:] for tags in table.tags for t in tags if t != "O"}))
     index = {tag: i for i, tag in enumerate(order)}
-    tokenizer = load_tokenizer(cfg.tokenizer)
-    if not getattr(tokenizer, "is_fast", False):
-        raise DataError(f"token classification needs a fast tokenizer (word positions of sub-tokens); '{cfg.tokenizer}' is not one")
+    tokenizer = _fast_tokenizer(cfg.tokenizer)
     words = [table.words[i] for i in keep]
     encoded = tokenizer(words, is_split_into_words=True, truncation=True, max_length=cfg.max_length, padding="longest", return_tensors="np")
     ignore = cfg.ignore_index if cfg.ignore_index is not None else -100
@@ -317,11 +384,7 @@ def read_tagged_source(path: Path, cfg: Any, table: TaggedSentences) -> dict[str
                 labelled += 1
             previous = word
         cut += len(table.words[sentence]) - labelled
-    notes = [f"{n} {what}" for n, what in ((len(table.words) - len(keep), "duplicate sentences dropped"),
-                                           (table.repaired, "I- tags that started an entity read as B-"),
-                                           (cut, f"words beyond max_length = {cfg.max_length} left out")) if n]
-    if notes:
-        say(f"data: {path.name}: {'; '.join(notes)}")
+    _say_tag_notes(path, len(table.words) - len(keep), table.repaired, cut, cfg.max_length)
     x = Inputs({"input_ids": np.asarray(encoded["input_ids"], dtype=np.int64), "attention_mask": np.asarray(encoded["attention_mask"], dtype=np.int64)})
     return {"x": x, "y": labels, "classes": order, "vocab_size": len(tokenizer)}
 

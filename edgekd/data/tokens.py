@@ -12,7 +12,9 @@ mapped arrays and the operating system pages them in and out.
 
 from __future__ import annotations
 
+import bz2
 import csv
+import gzip
 import hashlib
 import io
 import json
@@ -65,6 +67,23 @@ def stream_rows(path: Path, encoding: str = "utf-8", columns: tuple[str, ...] = 
         raise DataError(f"{path}: cannot read it ({exc})") from None
 
 
+def stream_lines(path: Path, encoding: str = "utf-8") -> Iterator[str]:
+    """The lines of a text file (optionally .gz / .bz2), one in memory at a time; a bad byte or an
+    unreadable file is a DataError naming it."""
+    path = Path(path)
+    opener = gzip.open if path.name.endswith(".gz") else bz2.open if path.name.endswith(".bz2") else open
+    utf8 = encoding.replace("_", "-").lower() in ("utf-8", "utf8")
+    number = 0
+    try:
+        with opener(path, "rb") as raw, io.TextIOWrapper(raw, encoding="utf-8-sig" if utf8 else encoding) as fh:
+            for number, line in enumerate(fh, start=1):
+                yield line
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{path}: near line {number + 1}, a byte is not valid {encoding} text ({exc.reason}); {ENCODING_FIX}") from None
+    except (OSError, EOFError) as exc:
+        raise DataError(f"{path}: cannot read it ({exc})") from None
+
+
 def _check_columns(path: Path, columns: tuple[str, ...], present: list[str], fix: str) -> None:
     missing = [c for c in columns if c not in present]
     if missing:
@@ -92,7 +111,8 @@ def tokenized_file(path: Path, column: str, tokenizer, max_length: int, encoding
     path = Path(path)
     folder = cache_dir() / "tokens" / _key(path, [column], tokenizer, max_length, encoding)
     return _stored(path, folder, _mapped,
-                   lambda: _build(path, stream_texts(path, column, encoding), tokenizer, max_length, folder, f"no non-empty '{column}' in any row"))
+                   lambda: _build(path, folder, lambda work: _tokenize_chunks(path, stream_texts(path, column, encoding), tokenizer, max_length,
+                                                                              work, f"no non-empty '{column}' in any row")))
 
 
 def tokenized_table(path: Path, text_column: str, label_column: str, labels: list[str] | None, tokenizer, max_length: int,
@@ -129,7 +149,7 @@ def tokenized_table(path: Path, text_column: str, label_column: str, labels: lis
                                                        "dropped_labels": other[0]}))
 
         empty = (f"no rows left with labels {labels}" if labels is not None else f"no rows with a '{text_column}' and a '{label_column}'")
-        _build(path, texts(), tokenizer, max_length, folder, empty, store_labels)
+        _build(path, folder, lambda work: _tokenize_chunks(path, texts(), tokenizer, max_length, work, empty), store_labels)
 
     def load(folder: Path) -> tuple[Inputs, np.ndarray, tuple[str, ...], int, int]:
         table = json.loads((folder / "table.json").read_text(encoding="utf-8"))
@@ -137,6 +157,104 @@ def tokenized_table(path: Path, text_column: str, label_column: str, labels: lis
         return _mapped(folder), y, tuple(table["classes"]), int(table["dropped_duplicates"]), int(table["dropped_labels"])
 
     return _stored(path, folder, load, build)
+
+
+def tokenized_tagged(path: Path, sentences: Callable[[], Iterator[tuple[str, list[str], list[str]]]], tokenizer, max_length: int,
+                     ignore_index: int, encoding: str = "utf-8") -> dict[str, Any]:
+    """Tagged sentences (token classification: `sentences()` yields (where, words, IOB2 tags), read
+    from `path` one at a time) streamed into a store like `tokenized_file`'s: distinct sentences
+    (first occurrences), the words split into sub-tokens, each word's tag id on its first sub-token
+    and `ignore_index` on the rest, on special tokens and on padding. Tag ids follow
+    edgekd.task.tag_order over the entity types found. Returns the mapped inputs and labels, the
+    tag names, and the counts a reader is told of (duplicates, I- tags read as B-, words cut by
+    `max_length`). Memory while building: one chunk of sentences plus 12 bytes a sentence."""
+    from edgekd.task import tag_order
+
+    path = Path(path)
+    folder = cache_dir() / "tokens" / _key(path, ["tagged", ignore_index], tokenizer, max_length, encoding)
+
+    def build() -> None:
+        seen_tags: dict[str, int] = {}  # tag name -> id while reading; the final ids come at the end
+        counts = {"repaired": 0}
+        cut: list[np.ndarray] = []
+
+        def tokenized(work: Path) -> tuple[list[np.ndarray], int, int]:
+            return _tokenize_tagged_chunks(path, sentences(), tokenizer, max_length, work, seen_tags, counts, cut)
+
+        def store_tags(work: Path, keep: np.ndarray) -> None:
+            order = tag_order(sorted({name[2:] for name in seen_tags if name != "O"}))
+            final = {name: i for i, name in enumerate(order)}
+            remap = np.array([ignore_index] + [final[name] for name in seen_tags], dtype=np.int64)  # read id + 1 (-1: not scored) -> tag id
+            labels = np.load(work / "labels.npy", mmap_mode="r+")
+            for start in range(0, len(labels), CHUNK):
+                labels[start:start + CHUNK] = remap[labels[start:start + CHUNK] + 1]
+            labels.flush()
+            del labels
+            write_text(work / "table.json", json.dumps({"classes": order, "dropped_duplicates": int(len(keep) - keep.sum()),
+                                                       "repaired": counts["repaired"], "cut": int(np.concatenate(cut)[keep].sum())}))
+
+        _build(path, folder, tokenized, store_tags, {"labels": -1})
+
+    def load(folder: Path) -> dict[str, Any]:
+        table = json.loads((folder / "table.json").read_text(encoding="utf-8"))
+        return {"x": _mapped(folder), "y": np.asarray(np.load(folder / "labels.npy", mmap_mode="c")), "classes": tuple(table["classes"]),
+                "vocab_size": len(tokenizer), "dropped_duplicates": int(table["dropped_duplicates"]), "repaired": int(table["repaired"]),
+                "cut": int(table["cut"])}
+
+    return _stored(path, folder, load, build)
+
+
+def _tokenize_tagged_chunks(path: Path, sentences: Iterator[tuple[str, list[str], list[str]]], tokenizer, max_length: int, work: Path,
+                            seen_tags: dict[str, int], counts: dict[str, int], cut: list[np.ndarray]) -> tuple[list[np.ndarray], int, int]:
+    """Each CHUNK of checked sentences tokenized into `work`/chunkN.{input_ids,attention_mask,labels}.npy
+    (labels: the tag's id in `seen_tags`, which grows as tags appear, or -1 for tokens not scored); per chunk, the sentences' 8-byte hashes and how many words each lost to `max_length`."""
+    from edgekd._progress import bar
+    from edgekd.data.text import checked_sentence
+
+    hashes, widths, chunks = [], 0, 0
+    with bar() as progress:
+        task = progress.add_task(f"tokenizing {path.name}", total=None, info="")
+        chunk: list[tuple[list[str], list[str]]] = []
+        for last, item in _with_last(sentences):
+            if item is not None:
+                where, words, tags = item
+                fixed, repaired = checked_sentence(path, where, words, tags)
+                counts["repaired"] += repaired
+                if words:
+                    chunk.append((words, fixed))
+            if chunk and (len(chunk) == CHUNK or last):
+                encoded = tokenizer([w for w, _ in chunk], is_split_into_words=True, truncation=True, max_length=max_length,
+                                    padding="longest", return_tensors="np")
+                labels = np.full(encoded["input_ids"].shape, -1, dtype=np.int64)
+                lost = np.zeros(len(chunk), dtype=np.int32)
+                for row, (words, fixed) in enumerate(chunk):
+                    previous, labelled = None, 0
+                    for position, word in enumerate(encoded.word_ids(row)):
+                        if word is not None and word != previous:
+                            labels[row, position] = seen_tags.setdefault(fixed[word], len(seen_tags))
+                            labelled += 1
+                        previous = word
+                    lost[row] = len(words) - labelled
+                np.save(work / f"chunk{chunks}.input_ids.npy", np.asarray(encoded["input_ids"], dtype=np.int64))
+                np.save(work / f"chunk{chunks}.attention_mask.npy", np.asarray(encoded["attention_mask"], dtype=np.int8))
+                np.save(work / f"chunk{chunks}.labels.npy", labels)
+                hashes.append(np.array([int.from_bytes(hashlib.blake2b("\x00".join(w).encode(), digest_size=8).digest(), "little")
+                                        for w, _ in chunk], dtype=np.uint64))
+                cut.append(lost)
+                widths, chunks = max(widths, encoded["input_ids"].shape[1]), chunks + 1
+                progress.update(task, advance=len(chunk))
+                chunk = []
+                release_freed_memory()
+    if not chunks:
+        raise DataError(f"{path}: no sentences")
+    return hashes, widths, chunks
+
+
+def _with_last(items: Iterator[Any]) -> Iterator[tuple[bool, Any]]:
+    """(is it the last, item) for each item; (True, None) once at the end, so a final partial chunk is flushed."""
+    for item in items:
+        yield False, item
+    yield True, None
 
 
 def _stored(path: Path, folder: Path, load: Callable[[Path], Any], build: Callable[[], None]) -> Any:
@@ -167,27 +285,31 @@ def _key(path: Path, columns: list, tokenizer, max_length: int, encoding: str) -
     return digest.hexdigest()[:24]
 
 
-def _build(path: Path, texts: Iterator[str], tokenizer, max_length: int, folder: Path, empty: str,
-           finish: Callable[[Path, np.ndarray], None] | None = None) -> None:
-    """Tokenize chunk by chunk into chunk files, then copy the distinct rows into one array per
-    input; `finish(work, keep)` adds what else the store holds (the labels of the kept rows). The
-    store appears only when complete (an interrupted build leaves nothing)."""
+def _build(path: Path, folder: Path, tokenized: Callable[[Path], tuple[list[np.ndarray], int, int]],
+           finish: Callable[[Path, np.ndarray], None] | None = None, pads: dict[str, int] | None = None) -> None:
+    """`tokenized(work)` writes chunk files (chunkN.<name>.npy, one per input and per entry of
+    `pads`) and returns each chunk's row hashes, the widest chunk and the chunk count; the distinct
+    rows are then copied into one int64 array per name, padded with 0 (`pads`: another value, such
+    as the ignore index of per-token labels); `finish(work, keep)` adds what else the store holds
+    (the labels of the kept rows). The store appears only when complete (an interrupted build
+    leaves nothing)."""
+    pads = {**dict.fromkeys(_NAMES, 0), **(pads or {})}
     with atomic_folder(folder) as work:
-        hashes, widths, chunks = _tokenize_chunks(path, texts, tokenizer, max_length, work, empty)
+        hashes, widths, chunks = tokenized(work)
         every = np.concatenate(hashes)
         _, first = np.unique(every, return_index=True)  # the first row of each distinct text
         keep = np.zeros(len(every), dtype=bool)
         keep[first] = True
         stored = {name: np.lib.format.open_memmap(work / f"{name}.npy", mode="w+", dtype=np.int64, shape=(int(keep.sum()), widths))
-                  for name in _NAMES}
+                  for name in pads}
         start = row = 0
         for index in range(chunks):
-            parts = {name: work / f"chunk{index}.{name}.npy" for name in _NAMES}
+            parts = {name: work / f"chunk{index}.{name}.npy" for name in pads}
             arrays = {name: np.load(file) for name, file in parts.items()}
             kept = keep[start:start + len(arrays["input_ids"])]
             count = int(kept.sum())
             for name, array in arrays.items():
-                stored[name][row:row + count] = 0
+                stored[name][row:row + count] = pads[name]
                 stored[name][row:row + count, :array.shape[1]] = array[kept]
             start, row = start + len(kept), row + count
             for file in parts.values():
@@ -198,8 +320,8 @@ def _build(path: Path, texts: Iterator[str], tokenizer, max_length: int, folder:
         if finish is not None:
             finish(work, keep)
     dropped = len(every) - int(keep.sum())
-    say(f"data: {path.name}: tokenized {len(every):,} texts in {chunks} chunk(s) into {folder}"
-        + (f"; dropped {dropped:,} duplicate texts" if dropped else ""))
+    say(f"data: {path.name}: tokenized {len(every):,} {'sentences' if 'labels' in pads else 'texts'} in {chunks} chunk(s) into {folder}"
+        + (f"; dropped {dropped:,} duplicates" if dropped else ""))
 
 
 def _tokenize_chunks(path: Path, texts: Iterator[str], tokenizer, max_length: int, work: Path, empty: str) -> tuple[list[np.ndarray], int, int]:
