@@ -212,28 +212,76 @@ def take_rows(x: Inputs | np.ndarray, index: np.ndarray) -> Inputs | np.ndarray:
 
 
 def _take(array: np.ndarray, index: np.ndarray) -> np.ndarray:
+    source = _mapped_file(array)
+    if source is None:
+        return array[index]
+    index = np.asarray(index, dtype=np.int64)
+    digest = hashlib.sha256(index.tobytes() + repr((array.shape, array.dtype.str)).encode()).hexdigest()[:24]
+    return _stored_rows(_rows_path(source, digest), (len(index), *array.shape[1:]), array.dtype,
+                        lambda out: _copy_rows(out, 0, array, index), lambda: array[index])
+
+
+def joined_rows(first: np.ndarray, second: np.ndarray, width: int | None = None) -> np.ndarray:
+    """The rows of `first`, then those of `second`; `width`: sequences zero-padded to that many
+    tokens (at least either's). Two arrays mapped whole from edgekd's stores are joined into a
+    mapped file beside the first (once per pair), as `take_rows` gathers; others in memory."""
+    sources = (_mapped_file(first), _mapped_file(second))
+    if None in sources:
+        return _joined_in_memory(first, second, width)
+    key = repr([(str(f), a.shape, a.dtype.str, width) for f, a in zip(sources, (first, second))])
+    digest = "join-" + hashlib.sha256(key.encode()).hexdigest()[:24]
+
+    def fill(out: np.ndarray) -> None:
+        _copy_rows(out, 0, first, np.arange(len(first)))
+        _copy_rows(out, len(first), second, np.arange(len(second)))
+
+    shape = (len(first) + len(second), *((width,) if width is not None else ()), *first.shape[1 + (width is not None):])
+    return _stored_rows(_rows_path(sources[0], digest), shape, first.dtype, fill, lambda: _joined_in_memory(first, second, width))
+
+
+def _joined_in_memory(first: np.ndarray, second: np.ndarray, width: int | None) -> np.ndarray:
+    if width is None:
+        return np.concatenate([first, second])
+    return np.concatenate([np.pad(a, [(0, 0), (0, width - a.shape[1])] + [(0, 0)] * (a.ndim - 2)) for a in (first, second)])
+
+
+def _mapped_file(array: np.ndarray) -> Path | None:
+    """The .npy file `array` is mapped from as a whole (None: an array in memory, or part of a file)."""
     mapped = array.base
     whole = (isinstance(mapped, np.memmap) and mapped.filename is not None and array.shape == mapped.shape
              and array.strides == mapped.strides and array.ctypes.data == mapped.ctypes.data)
-    if not whole:
-        return array[index]
-    index = np.asarray(index, dtype=np.int64)
-    source = Path(mapped.filename)
+    return Path(mapped.filename) if whole else None
+
+
+def _rows_path(source: Path, digest: str) -> Path:
     folder = source.parent if source.parent.name == "rows" else source.parent / "rows"
-    digest = hashlib.sha256(index.tobytes() + repr((array.shape, array.dtype.str)).encode()).hexdigest()[:24]
-    path = folder / f"{source.stem.split('.')[0]}.{digest}.npy"
+    return folder / f"{source.stem.split('.')[0]}.{digest}.npy"
+
+
+def _stored_rows(path: Path, shape: tuple, dtype, fill, in_memory) -> np.ndarray:
+    """The array stored at `path` (written by `fill(out)` first if absent), mapped copy-on-write
+    (training may not write to the file); `in_memory()` where it cannot be written or read."""
     try:
         if not path.is_file():
-            _write_rows(array, index, path)
-        return np.asarray(np.load(path, mmap_mode="c"))  # copy-on-write: training may not write to the file
-    except (OSError, ValueError):  # a read-only or full cache, a damaged rows file: gather into memory
-        return array[index]
+            with atomic_path(path) as tmp:
+                out = np.lib.format.open_memmap(tmp, mode="w+", dtype=dtype, shape=shape)
+                fill(out)
+                out.flush()
+                del out
+        return np.asarray(np.load(path, mmap_mode="c"))
+    except (OSError, ValueError):  # a read-only or full cache, a damaged rows file: in memory
+        return in_memory()
 
 
-def _write_rows(array: np.ndarray, index: np.ndarray, path: Path) -> None:
-    with atomic_path(path) as tmp:
-        out = np.lib.format.open_memmap(tmp, mode="w+", dtype=array.dtype, shape=(len(index), *array.shape[1:]))
-        for start in range(0, len(index), ROWS_CHUNK):
-            out[start:start + ROWS_CHUNK] = array[index[start:start + ROWS_CHUNK]]
-        out.flush()
-        del out
+def _copy_rows(out: np.ndarray, at: int, array: np.ndarray, index: np.ndarray) -> None:
+    """out[at + i] = array[index[i]], a chunk of ROWS_CHUNK rows at a time; with a wider `out`, the
+    rest of each row is zero (sequence padding)."""
+    width = array.shape[1] if array.ndim > 1 else None
+    for start in range(0, len(index), ROWS_CHUNK):
+        rows = array[index[start:start + ROWS_CHUNK]]
+        target = out[at + start:at + start + len(rows)]
+        if width is not None and out.shape[1] != width:
+            target[...] = 0
+            target[:, :width] = rows
+        else:
+            target[...] = rows

@@ -166,7 +166,7 @@ def _child_labelled(corpus: Path, mode: str) -> dict:
         def unwritable(*_):
             raise OSError(30, "not written: measuring the splits held in memory")
 
-        edgekd.inputs._write_rows = unwritable
+        edgekd.inputs.atomic_path = unwritable
     began = time.perf_counter()
     data = load_data(f"text:{corpus}", options=DataConfig(tokenizer="minilm", max_length=128))
     seconds = time.perf_counter() - began

@@ -17,7 +17,7 @@ import numpy as np
 
 from edgekd.errors import DataError
 from edgekd._progress import say
-from edgekd.inputs import Inputs, TensorSpec, as_inputs, take_rows
+from edgekd.inputs import Inputs, TensorSpec, as_inputs, joined_rows, take_rows
 from edgekd.task import Task, task, task_for
 
 
@@ -132,12 +132,12 @@ def withhold_labels(data: DataSplits, fraction: float, seed: int) -> DataSplits:
 
 
 def joined(first: Inputs, second: Inputs) -> Inputs:
-    """The samples of both, in order; sequence inputs padded to the longer of the two widths."""
-    width = max((first[s.name].shape[1] for s in first.spec if s.is_sequence), default=None)
-    if width is not None:
-        width = max(width, max(second[s.name].shape[1] for s in second.spec if s.is_sequence))
-        first, second = first.at_length(width), second.at_length(width)
-    return Inputs({s.name: np.concatenate([first[s.name], second[s.name]]) for s in first.spec}, first.spec)
+    """The samples of both, in order; sequence inputs padded to the longer of the two widths. Inputs
+    mapped from edgekd's stores (a streamed transfer set and the withheld rows of a streamed
+    labelled file) are joined on disk (`joined_rows`), not in memory."""
+    widths = [x[s.name].shape[1] for x in (first, second) for s in x.spec if s.is_sequence]
+    width = max(widths) if widths else None
+    return Inputs({s.name: joined_rows(first[s.name], second[s.name], width if s.is_sequence else None) for s in first.spec}, first.spec)
 
 
 def _layout(x: Inputs) -> tuple:
