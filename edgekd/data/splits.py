@@ -113,7 +113,10 @@ def withhold_labels(data: DataSplits, fraction: float, seed: int) -> DataSplits:
         return data
     count = len(data.y_train)
     try:
-        _, _, kept, _ = task(data.task).split(np.arange(count), data.y_train, fraction, seed)
+        # only the indices are kept: labels per pixel or token (split at random) stand in as zeros, so
+        # that labels mapped from a store are not gathered into a rows file here
+        labels = data.y_train if np.ndim(data.y_train) == 1 else np.zeros(count, dtype=np.int64)
+        _, _, kept, _ = task(data.task).split(np.arange(count), labels, fraction, seed)
     except ValueError as exc:  # scikit-learn: a share too small for the split (or for one per class)
         raise DataError(f"{data.name}: [data] label_fraction = {fraction:g} of {count} training samples is too few to split "
                         f"({exc}); raise label_fraction") from None
