@@ -377,16 +377,23 @@ def read_tagged_source(path: Path, cfg: Any, table: TaggedSentences) -> dict[str
     labels = np.full(encoded["input_ids"].shape, ignore, dtype=np.int64)
     cut = 0
     for row, sentence in enumerate(keep):
-        previous, labelled = None, 0
-        for position, word in enumerate(encoded.word_ids(row)):
-            if word is not None and word != previous:
-                labels[row, position] = index[table.tags[sentence][word]]
-                labelled += 1
-            previous = word
-        cut += len(table.words[sentence]) - labelled
+        cut += len(table.words[sentence]) - tag_first_subtokens(encoded.word_ids(row), table.tags[sentence], index.__getitem__, labels[row])
     _say_tag_notes(path, len(table.words) - len(keep), table.repaired, cut, cfg.max_length)
     x = Inputs({"input_ids": np.asarray(encoded["input_ids"], dtype=np.int64), "attention_mask": np.asarray(encoded["attention_mask"], dtype=np.int64)})
     return {"x": x, "y": labels, "classes": order, "vocab_size": len(tokenizer)}
+
+
+def tag_first_subtokens(word_ids: list[int | None], tags: list[str], tag_id, row: np.ndarray) -> int:
+    """Each word's tag id (`tag_id(tag)`) on its first sub-token in `row` (`word_ids`: the tokenizer's
+    word index at each position, None for special tokens); the rest of `row` is left as it is.
+    Returns how many words got a tag (the others were cut by max_length)."""
+    previous, labelled = None, 0
+    for position, word in enumerate(word_ids):
+        if word is not None and word != previous:
+            row[position] = tag_id(tags[word])
+            labelled += 1
+        previous = word
+    return labelled
 
 
 def text_format(path: Path) -> tuple[Any, str]:

@@ -18,7 +18,7 @@ import gzip
 import hashlib
 import io
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -209,7 +209,10 @@ def _tokenize_tagged_chunks(path: Path, sentences: Iterator[tuple[str, list[str]
     """Each CHUNK of checked sentences tokenized into `work`/chunkN.{input_ids,attention_mask,labels}.npy
     (labels: the tag's id in `seen_tags`, which grows as tags appear, or -1 for tokens not scored); per chunk, the sentences' 8-byte hashes and how many words each lost to `max_length`."""
     from edgekd._progress import bar
-    from edgekd.data.text import checked_sentence
+    from edgekd.data.text import checked_sentence, tag_first_subtokens
+
+    def read_id(tag: str) -> int:
+        return seen_tags.setdefault(tag, len(seen_tags))
 
     hashes, widths, chunks = [], 0, 0
     with bar() as progress:
@@ -228,18 +231,9 @@ def _tokenize_tagged_chunks(path: Path, sentences: Iterator[tuple[str, list[str]
                 labels = np.full(encoded["input_ids"].shape, -1, dtype=np.int64)
                 lost = np.zeros(len(chunk), dtype=np.int32)
                 for row, (words, fixed) in enumerate(chunk):
-                    previous, labelled = None, 0
-                    for position, word in enumerate(encoded.word_ids(row)):
-                        if word is not None and word != previous:
-                            labels[row, position] = seen_tags.setdefault(fixed[word], len(seen_tags))
-                            labelled += 1
-                        previous = word
-                    lost[row] = len(words) - labelled
-                np.save(work / f"chunk{chunks}.input_ids.npy", np.asarray(encoded["input_ids"], dtype=np.int64))
-                np.save(work / f"chunk{chunks}.attention_mask.npy", np.asarray(encoded["attention_mask"], dtype=np.int8))
-                np.save(work / f"chunk{chunks}.labels.npy", labels)
-                hashes.append(np.array([int.from_bytes(hashlib.blake2b("\x00".join(w).encode(), digest_size=8).digest(), "little")
-                                        for w, _ in chunk], dtype=np.uint64))
+                    lost[row] = len(words) - tag_first_subtokens(encoded.word_ids(row), fixed, read_id, labels[row])
+                _save_chunk(work, chunks, encoded, labels)
+                hashes.append(_hashes("\x00".join(words) for words, _ in chunk))
                 cut.append(lost)
                 widths, chunks = max(widths, encoded["input_ids"].shape[1]), chunks + 1
                 progress.update(task, advance=len(chunk))
@@ -334,16 +328,27 @@ def _tokenize_chunks(path: Path, texts: Iterator[str], tokenizer, max_length: in
         task = progress.add_task(f"tokenizing {path.name}", total=None, info="")
         for chunk in _chunks(texts):
             encoded = tokenizer(chunk, truncation=True, max_length=max_length, padding="longest", return_tensors="np")
-            for name, dtype in (("input_ids", np.int64), ("attention_mask", np.int8)):
-                np.save(work / f"chunk{chunks}.{name}.npy", np.asarray(encoded[name], dtype=dtype))
-            hashes.append(np.array([int.from_bytes(hashlib.blake2b(t.encode(), digest_size=8).digest(), "little") for t in chunk],
-                                   dtype=np.uint64))
+            _save_chunk(work, chunks, encoded)
+            hashes.append(_hashes(chunk))
             widths, chunks = max(widths, encoded["input_ids"].shape[1]), chunks + 1
             progress.update(task, advance=len(chunk))
             release_freed_memory()
     if not chunks:
         raise DataError(f"{path}: {empty}")
     return hashes, widths, chunks
+
+
+def _save_chunk(work: Path, number: int, encoded, labels: np.ndarray | None = None) -> None:
+    """One tokenized chunk as work/chunkN.<name>.npy (the mask as int8: it is copied into the store's int64)."""
+    for name, dtype in (("input_ids", np.int64), ("attention_mask", np.int8)):
+        np.save(work / f"chunk{number}.{name}.npy", np.asarray(encoded[name], dtype=dtype))
+    if labels is not None:
+        np.save(work / f"chunk{number}.labels.npy", labels)
+
+
+def _hashes(texts: Iterable[str]) -> np.ndarray:
+    """An 8-byte hash of each text: the duplicate check, 8 bytes a row."""
+    return np.array([int.from_bytes(hashlib.blake2b(t.encode(), digest_size=8).digest(), "little") for t in texts], dtype=np.uint64)
 
 
 def _chunks(texts: Iterator[str]) -> Iterator[list[str]]:
