@@ -208,7 +208,7 @@ def take_rows(x: Inputs | np.ndarray, index: np.ndarray) -> Inputs | np.ndarray:
     gathered into memory as `x[index]` would."""
     if isinstance(x, Inputs):
         return Inputs({name: _take(array, index) for name, array in x.items()}, x.spec)
-    return _take(np.asarray(x), index)
+    return _take(x, index)
 
 
 def _take(array: np.ndarray, index: np.ndarray) -> np.ndarray:
@@ -247,7 +247,7 @@ def _joined_in_memory(first: np.ndarray, second: np.ndarray, width: int | None) 
 
 def _mapped_file(array: np.ndarray) -> Path | None:
     """The .npy file `array` is mapped from as a whole (None: an array in memory, or part of a file)."""
-    mapped = array.base
+    mapped = getattr(array, "base", None)
     whole = (isinstance(mapped, np.memmap) and mapped.filename is not None and array.shape == mapped.shape
              and array.strides == mapped.strides and array.ctypes.data == mapped.ctypes.data)
     return Path(mapped.filename) if whole else None

@@ -242,3 +242,18 @@ def test_a_cache_that_cannot_be_written_reads_the_files_whole(tmp_path, corpus, 
     conll.write_text("a O\ngreat B-X\nfilm I-X\n\nthe O\nplot B-Y\n", encoding="utf-8")
     tagged = read_text_file(conll, cfg, conll=True)
     assert tagged["classes"] == ("O", "B-X", "I-X", "B-Y", "I-Y") and len(tagged["y"]) == 2 and not _mapped(tagged["y"])
+
+
+@pytest.mark.parametrize("name, conll", [("missing.csv", False), ("missing.conll", True)])
+def test_a_missing_text_file_is_named_not_taken_for_an_unwritable_cache(tmp_path, corpus, capsys, name, conll):
+    from edgekd._progress import set_quiet
+    from edgekd.data.config import DataConfig
+    from edgekd.data.text import read_text_file
+
+    set_quiet(False)
+    try:
+        with pytest.raises(DataError, match=f"{name}: cannot read it .*check the path"):
+            read_text_file(tmp_path / name, DataConfig(tokenizer=str(corpus[1]), max_length=12), conll=conll)
+    finally:
+        set_quiet(True)
+    assert "cannot store its tokens" not in capsys.readouterr().err

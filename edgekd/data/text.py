@@ -199,8 +199,6 @@ def streamed_tagged_source(path: Path, cfg: Any, kind: str) -> dict[str, Any]:
     of the file read whole, one chunk of sentences in memory at a time."""
     from edgekd.data.tokens import stream_lines, stream_rows, tokenized_tagged
 
-    if kind == "conll" and not path.is_file():
-        raise DataError(f"CoNLL file not found: {path} (check the path)")
     tokenizer = _fast_tokenizer(cfg.tokenizer)
 
     def sentences() -> Iterator[tuple[str, list[str], list[str]]]:
@@ -296,9 +294,8 @@ def read_conll(path: Path, encoding: str = "utf-8") -> TaggedSentences:
     between sentences; -DOCSTART- lines are skipped."""
     if not path.is_file():
         raise DataError(f"CoNLL file not found: {path} (check the path)")
-    opener = gzip.open if path.name.endswith(".gz") else bz2.open if path.name.endswith(".bz2") else open
     try:
-        with opener(path, "rb") as fh:
+        with compressed_opener(path)(path, "rb") as fh:
             text = decode_text(fh.read(), path, DataError, encoding, ENCODING_FIX)
     except (OSError, EOFError) as exc:
         raise DataError(f"{path}: cannot read it ({exc})") from None
@@ -396,13 +393,19 @@ def tag_first_subtokens(word_ids: list[int | None], tags: list[str], tag_id, row
     return labelled
 
 
+def compressed_opener(path: Path):
+    """How to open a data file by its name: gzip.open (.gz), bz2.open (.bz2) or open."""
+    name = Path(path).name.lower()
+    return gzip.open if name.endswith(".gz") else bz2.open if name.endswith(".bz2") else open
+
+
 def text_format(path: Path) -> tuple[Any, str]:
     """How to open a text data file (open, gzip.open or bz2.open) and its kind (".csv", ".tsv" or
     ".jsonl"); a missing file or another kind is a DataError."""
     if not path.is_file():
         raise DataError(f"text file not found: {path} (check the path)")
     name = path.name.lower()
-    opener = gzip.open if name.endswith(".gz") else bz2.open if name.endswith(".bz2") else open
+    opener = compressed_opener(path)
     stem = name.removesuffix(".gz").removesuffix(".bz2")
     kind = next((k for k in _FORMATS if stem.endswith(k)), None)
     if kind is None:

@@ -12,9 +12,7 @@ mapped arrays and the operating system pages them in and out.
 
 from __future__ import annotations
 
-import bz2
 import csv
-import gzip
 import hashlib
 import io
 import json
@@ -29,7 +27,7 @@ from edgekd._io import atomic_folder, sha256_file, write_text
 from edgekd._platform import release_freed_memory
 from edgekd._progress import say
 from edgekd.data.files import ENCODING_FIX
-from edgekd.data.text import class_indices, json_rows, text_and_label, text_format
+from edgekd.data.text import class_indices, compressed_opener, json_rows, text_and_label, text_format
 from edgekd.errors import DataError
 from edgekd.inputs import Inputs
 
@@ -43,39 +41,31 @@ def stream_rows(path: Path, encoding: str = "utf-8", columns: tuple[str, ...] = 
     memory at a time; a bad byte, a line that is not JSON, or `columns` missing from the csv header
     or the first JSON row is a DataError (`fix` says which setting names them)."""
     path = Path(path)
-    opener, kind = text_format(path)
-    utf8 = encoding.replace("_", "-").lower() in ("utf-8", "utf8")
-    number = 0
+    _, kind = text_format(path)
+    lines = stream_lines(path, encoding, newline="")  # csv reads quoted line breaks itself
     try:
-        with opener(path, "rb") as raw, io.TextIOWrapper(raw, encoding="utf-8-sig" if utf8 else encoding, newline="") as fh:
-            if kind == ".jsonl":
-                for number, row in json_rows(fh, path):
-                    if columns and number == 1:
-                        _check_columns(path, columns, list(row), fix)
-                    yield number, row
-            else:
-                reader = csv.DictReader(fh, delimiter="\t" if kind == ".tsv" else ",")
-                if columns and reader.fieldnames is not None:
-                    _check_columns(path, columns, reader.fieldnames, fix)
-                for number, row in enumerate(reader, start=2):
-                    yield number, row
-    except UnicodeDecodeError as exc:
-        raise DataError(f"{path}: near line {number + 1}, a byte is not valid {encoding} text ({exc.reason}); {ENCODING_FIX}") from None
+        if kind == ".jsonl":
+            for number, row in json_rows(lines, path):
+                if columns and number == 1:
+                    _check_columns(path, columns, list(row), fix)
+                yield number, row
+        else:
+            reader = csv.DictReader(lines, delimiter="\t" if kind == ".tsv" else ",")
+            if columns and reader.fieldnames is not None:
+                _check_columns(path, columns, reader.fieldnames, fix)
+            yield from enumerate(reader, start=2)
     except csv.Error as exc:
         raise DataError(f"{path}: not a readable {kind.lstrip('.')} file ({exc})") from None
-    except (OSError, EOFError) as exc:
-        raise DataError(f"{path}: cannot read it ({exc})") from None
 
 
-def stream_lines(path: Path, encoding: str = "utf-8") -> Iterator[str]:
+def stream_lines(path: Path, encoding: str = "utf-8", newline: str | None = None) -> Iterator[str]:
     """The lines of a text file (optionally .gz / .bz2), one in memory at a time; a bad byte or an
     unreadable file is a DataError naming it."""
     path = Path(path)
-    opener = gzip.open if path.name.endswith(".gz") else bz2.open if path.name.endswith(".bz2") else open
     utf8 = encoding.replace("_", "-").lower() in ("utf-8", "utf8")
     number = 0
     try:
-        with opener(path, "rb") as raw, io.TextIOWrapper(raw, encoding="utf-8-sig" if utf8 else encoding) as fh:
+        with compressed_opener(path)(path, "rb") as raw, io.TextIOWrapper(raw, encoding="utf-8-sig" if utf8 else encoding, newline=newline) as fh:
             for number, line in enumerate(fh, start=1):
                 yield line
     except UnicodeDecodeError as exc:
@@ -271,7 +261,11 @@ def _mapped(folder: Path) -> Inputs:
 
 
 def _key(path: Path, columns: list, tokenizer, max_length: int, encoding: str) -> str:
-    digest = hashlib.sha256(sha256_file(path).encode())
+    try:
+        content = sha256_file(path)
+    except OSError as exc:  # the source's to fix, not a cache that cannot be written (read_text_file's fallback)
+        raise DataError(f"{path}: cannot read it ({exc.strerror or exc}); check the path") from None
+    digest = hashlib.sha256(content.encode())
     backend = getattr(tokenizer, "backend_tokenizer", None)
     vocabulary = backend.to_str() if backend is not None else repr(sorted(tokenizer.get_vocab().items()))
     digest.update(hashlib.sha256(vocabulary.encode()).digest())
