@@ -168,6 +168,21 @@ def test_parity_compares_decoded_detections_not_raw_outputs():
     assert same_detections(outputs, other).tolist() == [True, False]
 
 
+def test_parity_is_not_broken_by_nms_choosing_between_boxes_that_score_alike():
+    from edgekd.detection.boxes import decode
+    from edgekd.detection.labels import same_detections
+
+    outputs = np.full((1, 3, 6), -9.0, dtype=np.float32)
+    outputs[0, 0, :5] = [0, 0, 20, 20, 2.0]
+    outputs[0, 1, :5] = [4, 0, 24, 20, 2.0001]  # IoU 0.67 with the first: NMS keeps one of the two
+    other = outputs.copy()
+    other[0, 1, 4] = 1.9999  # a rounding step: the other box is kept
+    assert decode(outputs[0]).boxes.tolist() != decode(other[0]).boxes.tolist()
+    assert same_detections(outputs, other).all()
+    other[0, :2, 4] = 0.5  # the scores really change (0.88 → 0.62)
+    assert not same_detections(outputs, other).any()
+
+
 def test_several_detectors_combine_boxes_and_probabilities():
     from edgekd.detection.labels import combine
 

@@ -45,7 +45,7 @@ from edgekd.pipeline import run
 from edgekd.recipe import SearchConfig, load_recipe, recipe_from_dict, recipe_target, with_task_models
 from edgekd.search.measure import measure
 from edgekd.search.space import Candidate
-from edgekd.search.stage import search, searched_recipe
+from edgekd.search.stage import confirm, search, searched_recipe
 
 TOOLS = Path(__file__).resolve().parent
 
@@ -58,7 +58,7 @@ TASKS = {
     "text": {
         "recipe": lambda: load_recipe(TOOLS / "text.toml"),
         "search": {"candidates": [_bert(layers, hidden) for layers in (1, 2, 3, 4) for hidden in (64, 128, 192)],
-                   "first_epochs": 1, "max_trained": 4, "timing_runs": 200},
+                   "first_epochs": 2, "max_trained": 4, "trials": 3, "trial_epochs": 2, "timing_runs": 200},
         "hand": ("transformer", _bert(2, 128)),
     },
     "digits": {
@@ -108,7 +108,7 @@ def main() -> None:
         finished = (folder / "bench.json").exists()
         runs[name] = run(recipe, target, folder, resume=finished, force=not finished)
         print(f"{name}: {recipe.student.model} {recipe.student.args} → {runs[name].bench.passed and 'PASS' or 'FAIL'}", flush=True)
-    page = _page(args, result, target, hand, proxy_rows, students, runs, time.perf_counter() - began)
+    page = _page(args, result, target, hand, proxy_rows, students, runs, time.perf_counter() - began) + _paired(runs, data, result.metric)
     write_page(args.write or RESULTS / f"search-{args.task}.md", page)
 
 
@@ -175,6 +175,8 @@ def _page(args, result, target, hand, predicted, students, runs, seconds: float)
         lines.append(f"| {name} | {recipe.student.model} {json.dumps(recipe.student.args)} | {m.params:,} | {m.macs:,} | {how} | "
                      f"{deployed.latency.percentile(percentile):.3f} | {deployed.profile.bytes / 1024:.1f} | "
                      f"{show(deployed.metrics[metric])} | {'PASS' if r.bench.passed else 'FAIL'} |")
+    checked = confirm(result, runs["searched"].bench, percentile).confirmed
+    lines += ["", f"The searched student's final bench against the search's measurement of it untrained: {checked}."]
     lines += ["", "Every measured candidate (untrained, as shipped), the proxy's prediction beside it, and what became of it:", "",
               f"| candidate | params | MACs | KiB | measured p{percentile} ms | proxy ms | int8 pays | outcome |", "|---|---|---|---|---|---|---|---|"]
     for record in result.candidates:
@@ -190,6 +192,31 @@ def _page(args, result, target, hand, predicted, students, runs, seconds: float)
         lines += ["", "Hyper-parameters the trials chose for the searched student: "
                   + ", ".join(f"{k} {v:.4g}" for k, v in sorted(result.hyper.items())) + "."]
     return "\n".join(lines) + "\n"
+
+
+def _paired(runs: dict, data, metric: str) -> str:
+    """The searched student against each other student on the same test samples (what the deployed files
+    get right, one by one): a difference of a few samples is chance, and this says whether it is."""
+    from edgekd.paired import paired_drop
+    from edgekd.runtime.metrics import file_outcomes
+
+    if data.task != "classification" or "searched" not in runs:
+        return ""
+
+    def hits(r) -> "object":
+        deployed = r.bench.variant(r.bench.deployed_role)
+        path = Path(deployed.file) if Path(deployed.file).is_absolute() else Path(r.run_dir) / deployed.file
+        return file_outcomes(path, data.x_test, data.y_test, data.task)
+
+    searched = hits(runs["searched"])
+    lines = []
+    for name, r in runs.items():
+        if name != "searched":
+            d = paired_drop(hits(r), searched)  # the drop from `name` to the searched student
+            lines.append(f"against the {name} student {-d.drop * 100:+.2f} points [{-d.interval[1] * 100:+.2f}, {-d.interval[0] * 100:+.2f}] "
+                         f"(only it right on {d.only_first}, only the searched on {d.only_second} of {d.images:,}; McNemar p = {d.p_value:.2g})")
+    return (f"\nThe searched student's deployed file paired with the others' on the {len(searched):,} test samples ({metric}, "
+            "95% interval, positive: the searched student is better): " + "; ".join(lines) + ".\n")
 
 
 def _duration(seconds: float) -> str:

@@ -71,12 +71,21 @@ def outputs_fit(label: str, outputs: np.ndarray, y: np.ndarray) -> None:
 def same_detections(reference: np.ndarray, other: np.ndarray) -> np.ndarray:
     """Per image, whether the two outputs detect the same objects: each confident detection
     (score ≥ AGREE_SCORE) of either has one in the other of its class, IoU ≥ AGREE_IOU and a
-    score within AGREE_SCORE_GAP. Raw outputs are not compared: what a device acts on is the boxes."""
+    score within AGREE_SCORE_GAP. Raw outputs are not compared: what a device acts on is the boxes.
+
+    The match is sought among the other output's candidates before NMS: where two overlapping
+    boxes score alike, a rounding step decides which one NMS keeps (an int8 model against its fp32
+    original, or the QAD mirror against ONNX Runtime), and the box kept by one output is still
+    there, suppressed, in the other; a box that moved or a score that changed is not."""
     agree = np.zeros(len(reference), dtype=bool)
     for i, (a, b) in enumerate(zip(reference, other)):
-        first, second = decode(a), decode(b)
-        agree[i] = _covered(first, second) and _covered(second, first)
+        agree[i] = _covered(decode(a), _candidates(b)) and _covered(decode(b), _candidates(a))
     return agree
+
+
+def _candidates(outputs: np.ndarray):
+    """Every detection of one image's outputs before NMS (no overlap suppresses another)."""
+    return decode(outputs, iou_threshold=1.0)
 
 
 def _covered(found, among) -> bool:
