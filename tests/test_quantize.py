@@ -211,7 +211,8 @@ def test_fastest_ships_fp32_when_it_is_faster_and_small_enough_else_says_why_int
     limit = (fp32_bytes * (2 if fp32_fits else 0.5), "max_size_kb = 1")
     result = _quantize(exported_run, tmp_path, size_limit=limit, scheme=Scheme.static_qdq, if_slower_than_fp32="fastest")
     if fp32_fits:
-        assert result.scheme == "none" and result.path is None and "fp32 is faster" in result.deployed_because
+        assert result.scheme == "none" and result.path is None and "fp32 is faster" in result.deployed_because \
+            and "on the validation split: accuracy" in result.deployed_because
         assert "meet the size budgets (max_size_kb = 1)" in result.deployed_because
         assert not (tmp_path / ARTIFACTS[Scheme.static_qdq]).exists()
     else:

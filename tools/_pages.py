@@ -171,6 +171,9 @@ def shipped_section(report, exported, qad, columns: dict[str, Callable], metric:
 def int8_points(quantized, metric: str, report) -> str:
     """The int8 file against fp32 on validation, for a metric lost in points (mIoU, entity F1)."""
     q = quantized
+    if q.scheme == "none":  # fp32 ships: no int8 file to hold against it
+        return (f"The fp32 student ships: {q.deployed_because or q.fell_back or 'the target deploys fp32'}; "
+                f"verdict of the bench: {'PASS' if report.passed else 'FAIL'}.")
     return (f"int8 against fp32 on the validation split: {metric} {q.fp32_val_accuracy:.2%} → {q.val_accuracy:.2%} "
             f"({-q.drop_vs_fp32 * 100:+.2f} points, 95% CI [{-q.drop_interval[1] * 100:+.2f}, {-q.drop_interval[0] * 100:+.2f}], "
             f"p = {q.drop_p_value:.2g}; budget {q.budget * 100:.1f} points); verdict of the bench: {'PASS' if report.passed else 'FAIL'}.")

@@ -180,7 +180,7 @@ def _against_fp32(result: QuantizeResult, job: _Job) -> QuantizeResult:
     costs = " and ".join(c for c, bad in ((f"slower ({versus.p50_ms:.4g} vs {versus.fp32_p50_ms:.4g} ms p50 on {versus.provider}, "
                                            f"int8 dot product: {cpu_info()['int8_dot_product']})", versus.slower),
                                           (f"larger ({versus.bytes:,} vs {versus.fp32_bytes:,} bytes)", versus.larger)) if bad)
-    what = f"{result.scheme} is {costs} than the fp32 model"
+    what = f"{result.scheme} is {costs} than the fp32 model" + _what_it_would_have_cost(result, job.judge)
     if cfg.if_slower_than_fp32 is SlowerPolicy.fallback:
         say(f"quantize: {what}: deploying fp32 instead (the target's if_slower_than_fp32 = \"fallback\")")
         Path(result.path).unlink()
@@ -189,6 +189,14 @@ def _against_fp32(result: QuantizeResult, job: _Job) -> QuantizeResult:
     action = "the bench fails it" if cfg.if_slower_than_fp32 is SlowerPolicy.fail else "deployed anyway (if_slower_than_fp32 = \"warn\")"
     say(f"warning: {what}; {action}")
     return dataclasses.replace(result, warnings=[*result.warnings, f"{what}; {action}"])
+
+
+def _what_it_would_have_cost(result: QuantizeResult, judge: AgainstFp32) -> str:
+    """The quantized file's validation figure beside fp32's, for the line saying why fp32 ships instead:
+    the int8 file is deleted, and a reader still wants to know whether accuracy was the reason."""
+    primary = judge.kind.primary
+    return (f" ({result.scheme} on the validation split: {primary.name} {primary.show(result.val_accuracy)} against fp32's "
+            f"{primary.show(result.fp32_val_accuracy)})")
 
 
 def _fastest(result: QuantizeResult, job: _Job, versus: VersusFp32) -> QuantizeResult:
@@ -203,7 +211,8 @@ def _fastest(result: QuantizeResult, job: _Job, versus: VersusFp32) -> QuantizeR
     if fp32_fits:
         faster = f"{versus.fp32_p50_ms:.4g} ms p50 against {result.scheme}'s {versus.p50_ms:.4g} on {versus.provider}"
         why = (f"fp32 is faster ({faster})" if versus.slower else f"{result.scheme} is larger than fp32") + \
-              (f" and its {fp32_bytes / 1024:.1f} KiB meet the size budgets ({rule})" if limit is not None else " and the target sets no size budget")
+              (f" and its {fp32_bytes / 1024:.1f} KiB meet the size budgets ({rule})" if limit is not None else " and the target sets no size budget") + \
+              _what_it_would_have_cost(result, job.judge)
         say(f"quantize: {why}: deploying fp32 (the target's if_slower_than_fp32 = \"fastest\")")
         Path(result.path).unlink()
         return _fp32_result(result.requested, job.source, job.judge, job.cfg, versus_fp32=versus, fp32_p50_ms=versus.fp32_p50_ms,
