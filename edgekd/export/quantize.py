@@ -195,8 +195,8 @@ def _what_it_would_have_cost(result: QuantizeResult, judge: AgainstFp32) -> str:
     """The quantized file's validation figure beside fp32's, for the line saying why fp32 ships instead:
     the int8 file is deleted, and a reader still wants to know whether accuracy was the reason."""
     primary = judge.kind.primary
-    return (f" ({result.scheme} on the validation split: {primary.name} {primary.show(result.val_accuracy)} against fp32's "
-            f"{primary.show(result.fp32_val_accuracy)})")
+    return (f"; {result.scheme} on the validation split: {primary.name} {primary.show(result.val_accuracy)} against fp32's "
+            f"{primary.show(result.fp32_val_accuracy)}")
 
 
 def _fastest(result: QuantizeResult, job: _Job, versus: VersusFp32) -> QuantizeResult:
