@@ -165,6 +165,9 @@ class QadConfig:
     # that has overtaken its teacher may need more of the hard-label term here.
     ce_weight: Optional[Float] = Field(None, ge=0, description="weight of the hard-label loss in the phase; default [distill] ce_weight")
     kd_weight: Optional[Float] = Field(None, ge=0, description="total weight of the soft-target term(s) in the phase; default [distill]'s")
+    # LSQ learns each activation's int8 step with the weights; frozen, the calibration's scales stay
+    # and a cheaper fixed-scale fake quantizer runs (no step-size gradient to reduce).
+    learn_scales: bool = Field(True, description="learn each activation's int8 scale (LSQ); false keeps the calibration's and trains the weights alone, faster per step")
 
 
 @dataclass(config=CONFIG)

@@ -434,3 +434,57 @@ def test_skipping_quantizers_of_values_already_on_their_grid_changes_no_number(t
     # Step sizes: PyTorch's kernel, quantizing a value already on the grid again, adds a spurious edge
     # term at the top step for a negative zero point (it rounds the zero point toward zero after adding ½)
     assert all(torch.allclose(skipped_grads[n], full_grads[n], rtol=1e-4, atol=1e-9) for n in full_grads if n.startswith("scales."))
+
+
+def test_frozen_scales_give_lsq_s_outputs_and_weight_gradients_and_leave_the_scales_alone(exported_run, tmp_path):
+    """[qad] learn_scales = false runs PyTorch's fixed-scale fake quantizer: the forward LSQ's kernel
+    computes, the same straight-through mask for the inputs' gradients, and no step-size gradient."""
+    prepared, ptq, _ = _ptq(exported_run, tmp_path)
+    from edgekd.models.call import forward, take, to_tensors, trim
+
+    batch = trim(take(to_tensors(DIGITS.x_train, torch.device("cpu")), slice(0, 32)), DIGITS.x_train.spec)
+    results = []
+    for learn in (True, False):
+        graph = FakeQuantGraph(prepared, read_plan(ptq), learn_scales=learn).train()
+        out = forward(graph, batch).float()
+        out.logsumexp(1).sum().backward()
+        results.append((out.detach(), {n: p.grad for n, p in graph.named_parameters() if p.grad is not None}, graph))
+    (learned_out, learned_grads, _), (frozen_out, frozen_grads, frozen) = results
+    assert torch.equal(learned_out, frozen_out)
+    assert any(n.startswith("scales.") for n in learned_grads) and not any(n.startswith("scales.") for n in frozen_grads)
+    weights = [n for n in learned_grads if not n.startswith("scales.")]
+    assert weights and frozen_grads.keys() == set(weights)
+    assert all(torch.equal(learned_grads[n], frozen_grads[n]) for n in weights)
+    assert not any(p.requires_grad for p in frozen.scales.values()), "the optimiser leaves them at the calibration's values"
+
+
+def test_a_phase_with_frozen_scales_ships_the_calibration_s_scales_and_new_weights(exported_run, tmp_path):
+    from edgekd.distill.model import distill_settings
+    from edgekd.models.checkpoint import load_model
+    from edgekd.qad.stage import quantization_aware_model
+    from edgekd.recipe import LossTerm
+    from edgekd.targets import load_target
+
+    def scales_and_weights(path: Path) -> tuple[dict, dict]:
+        model = onnx.load(str(path))
+        init = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+        scales = {n.input[0]: float(init[n.input[1]]) for n in model.graph.node if n.op_type == "QuantizeLinear"}
+        return scales, {name: v for name, v in init.items() if v.dtype == np.int8 and v.size > 16}
+
+    teacher, _ = load_model(exported_run / "teacher.pt")
+    settings = distill_settings(epochs=1, lr=1e-3, ce_weight=0.3, terms=(LossTerm(method="kd", weight=0.7, temperature=4.0),))
+    calibration = DIGITS.calibration(32)
+    result = quantization_aware_model(exported_run / "student.sim.onnx", teacher, DIGITS, load_target("x86-cpu"), tmp_path, settings,
+                                      baseline=False, calibration=calibration, learn_scales=False)
+    assert result.settings["learn_scales"] is False
+    start, qad = result.variants
+    assert qad.parity.agreement >= 0.99
+    target = load_target("x86-cpu")
+    (tmp_path / "ptq").mkdir()
+    _, ptq, _ = post_training_plan(exported_run / "student.sim.onnx", tmp_path / "ptq", scheme_settings(Scheme.static_qdq, target.quantization),
+                                   calibration)
+    ptq_scales, ptq_weights = scales_and_weights(ptq)
+    qad_scales, qad_weights = scales_and_weights(tmp_path / qad.file)
+    assert qad_scales == ptq_scales and ptq_scales
+    if qad.best_epoch:  # trained weights shipped (a phase that ended below its start keeps post-training int8's)
+        assert any(not np.array_equal(ptq_weights[n], qad_weights[n]) for n in ptq_weights)

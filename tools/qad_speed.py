@@ -1,12 +1,14 @@
 """What a quantization-aware training step costs, measured side by side in one process.
 
-One training step (forward and backward, batch B, one thread) of an exported run's student four
-ways, interleaved so that the machine's load falls on all four alike:
+One training step (forward and backward, batch B, one thread) of an exported run's student five
+ways, interleaved so that the machine's load falls on all of them alike:
 
 - the PyTorch student as distillation trained it (student.pt);
 - the prepared ONNX graph run op by op in PyTorch without fake quantization (BatchNorm folded);
 - the same graph fake-quantized where ONNX Runtime's static QDQ model quantizes (what QAD trains),
-  and the same again with every quantizer run, even those of values already on their grid.
+  and the same again with every quantizer run, even those of values already on their grid;
+- the same with the activations' scales frozen at the calibration's (`[qad] learn_scales = false`:
+  PyTorch's fixed-scale fake quantizer, the same forward, no step-size gradient).
 
     python tools/qad_speed.py --run runs/vision/fashion32-seed0 --data npz:fashion32.npz   # any run folder after `edgekd export`
     python tools/qad_speed.py --run runs/text/text-seed0 --batch 32 --per-tensor
@@ -59,7 +61,8 @@ def main() -> None:
         every.already_on_grid = set()  # as before the mirror skipped quantizers of values already on their grid
         models = {"PyTorch student": student, "ONNX graph, fp32": FakeQuantGraph(prepared, plan, fake_quant=False),
                   "ONNX graph, fake-quantized, every quantizer run": every,
-                  "ONNX graph, fake-quantized (QAD)": FakeQuantGraph(prepared, plan)}
+                  "ONNX graph, fake-quantized (QAD)": FakeQuantGraph(prepared, plan),
+                  "ONNX graph, fake-quantized, scales frozen": FakeQuantGraph(prepared, plan, learn_scales=False)}
         times: dict[str, list[float]] = {name: [] for name in models}
         for step in range(args.steps + 1):
             for name, model in models.items():

@@ -132,9 +132,12 @@ class FakeQuantGraph(nn.Module):
 
     The learned tensors of layers (weights and biases of Conv / Gemm / MatMul, embedding tables,
     LayerNorm's scale and shift) are trainable parameters; every other initializer is a constant.
-    Inputs are taken by position in the graph's input order, or by name."""
+    Inputs are taken by position in the graph's input order, or by name. With `learn_scales` False
+    the activations keep the calibration's scales: PyTorch's fixed-scale fake quantizer runs, the same
+    values forwards, without LSQ's step-size gradient (half the quantizer's backward work)."""
 
-    def __init__(self, prepared: Path, plan: QuantPlan, fake_quant: bool = True, fused_kernels: bool = True) -> None:
+    def __init__(self, prepared: Path, plan: QuantPlan, fake_quant: bool = True, fused_kernels: bool = True,
+                 learn_scales: bool = True) -> None:
         super().__init__()
         import onnx
         from onnx import numpy_helper
@@ -176,6 +179,8 @@ class FakeQuantGraph(nn.Module):
         self.scales = nn.ParameterDict({  # the calibration's float32 values exactly, then learned
             f"a{index}": nn.Parameter(torch.tensor(q.scale, dtype=torch.float32)) for index, q in enumerate(learned.values())
         })
+        self.learn_scales = learn_scales
+        self.scales.requires_grad_(learn_scales)
         group = {key: index for index, key in enumerate(learned)}
         self.activation_index = {name: group[q.shared or name] for name, q in plan.activations.items() if not q.follows}
         # Zero points as a buffer: made once, moved with the module, not rebuilt at every activation of every batch.
@@ -287,8 +292,10 @@ class FakeQuantGraph(nn.Module):
         if q.follows:  # the constant's current scale and zero point, as ORT will derive them from it
             scale, zero = self._constant_params(q.follows, call)
             return torch.fake_quantize_per_tensor_affine(x, float(scale), int(zero), q.qmin, q.qmax)
-        scale = self.activation_scale(name).reshape(1)
         index = self.activation_index[name]
+        if not self.learn_scales:  # the same forward as LSQ's kernel (it calls this one), straight through backwards
+            return torch.fake_quantize_per_tensor_affine(x, float(self.activation_scale(name)), int(self.zero_points[index]), q.qmin, q.qmax)
+        scale = self.activation_scale(name).reshape(1)
         zero = self.zero_points[index : index + 1]
         grad_factor = 1.0 / float(np.sqrt(x.numel() * q.qmax))  # LSQ's step-size gradient scale
         return torch._fake_quantize_learnable_per_tensor_affine(x, scale, zero, q.qmin, q.qmax, grad_factor)

@@ -94,7 +94,8 @@ def _quantization_aware(run_dir: Path, recipe: Recipe, target: Target, epochs: i
     result = quantization_aware_model(
         simplified, teachers, data, target, run_dir, qad_settings, baseline=baseline,
         calibration=data.calibration(target.quantization.calibration_samples, seed=recipe.data.split_seed),
-        cache_teacher=recipe.distill.cache_teacher, checkpoints=run_dir / runfolder.CHECKPOINTS, resume=resume)
+        cache_teacher=recipe.distill.cache_teacher, checkpoints=run_dir / runfolder.CHECKPOINTS, resume=resume,
+        learn_scales=recipe.qad.learn_scales)
     quantized = exported.quantized
     variants = list(result.variants)
     if quantized.scheme == Scheme.static_qdq.value and quantized.excluded_nodes:  # export's own int8 file, nodes kept in fp32
@@ -131,6 +132,7 @@ def quantization_aware_model(
     cache_teacher: bool = False,
     checkpoints: Path | None = None,
     resume: bool = False,
+    learn_scales: bool = True,
 ) -> QadResult:
     """Fine-tune the fp32 model `fp32_onnx` through the int8 model ONNX Runtime makes of it with
     `target`'s static QDQ settings (quantization-aware distillation against `teachers`, with
@@ -138,7 +140,8 @@ def quantization_aware_model(
     exported to `out_dir` with its learned scales and checked against ONNX Runtime's int8 run.
 
     `calibration` (default: training inputs, as many as the target says) sets the starting scales;
-    `checkpoints` (a folder) keeps each phase's epochs for `resume`. The result lists post-training
+    `checkpoints` (a folder) keeps each phase's epochs for `resume`; without `learn_scales` the
+    activations keep the calibration's scales and the weights alone train. The result lists post-training
     int8 and each phase, paired against the fp32 model on the test split; `deployed` names the
     more accurate quantization-aware file on validation (a run folder decides against export's
     own choice instead)."""
@@ -155,7 +158,7 @@ def quantization_aware_model(
     calibration = as_inputs(calibration) if calibration is not None else data.calibration(qcfg.calibration_samples)
     fp32_val, fp32_test = (file_outcomes(fp32_onnx, x, y, kind.name) for x, y in ((data.x_val, data.y_val), (data.x_test, data.y_test)))
     ort_settings = scheme_settings(Scheme.static_qdq, qcfg)
-    result = partial(QadResult, run_dir=str(out_dir), target=target.name, settings=_settings_record(settings, ort_settings),
+    result = partial(QadResult, run_dir=str(out_dir), target=target.name, settings={**_settings_record(settings, ort_settings), "learn_scales": learn_scales},
                      fp32_val_accuracy=kind.summarise(fp32_val), fp32_test_accuracy=kind.summarise(fp32_test), metric=kind.primary.name)
     with tempfile.TemporaryDirectory(prefix=".edgekd-qad-", dir=out_dir) as folder:
         work = Path(folder).resolve()
@@ -166,7 +169,7 @@ def quantization_aware_model(
             teachers = cache_teacher_logits(teachers, data, cache_teacher, augment=False)
             phases = [("qat", replace(settings, ce_weight=1.0, terms=()), None)] if baseline else []
             phase = _Phase(out_dir, work, prepared, plan, ort_settings, calibration, data, fp32_test, target, checkpoints, resume,
-                           settings.seed, variants[0].val_accuracy)
+                           settings.seed, variants[0].val_accuracy, learn_scales)
             variants += [_train_phase(phase, role, phase_settings, phase_teachers)
                          for role, phase_settings, phase_teachers in phases + [("qad", settings, teachers)]]
         except MirrorError as exc:
@@ -363,6 +366,7 @@ class _Phase:
     resume: bool
     seed: int
     start_val_accuracy: float  # post-training int8 on validation: what each phase must not end below
+    learn_scales: bool  # [qad] learn_scales: LSQ step sizes, or the calibration's kept
 
 
 def _train_phase(phase: _Phase, role: QadPhase, settings, teachers) -> QadVariant:
@@ -377,7 +381,7 @@ def _train_phase(phase: _Phase, role: QadPhase, settings, teachers) -> QadVarian
     from edgekd.qad.graph import FakeQuantGraph
 
     data, target = phase.data, phase.target
-    graph = FakeQuantGraph(phase.prepared, phase.plan, fused_kernels=fuses(target))
+    graph = FakeQuantGraph(phase.prepared, phase.plan, fused_kernels=fuses(target), learn_scales=phase.learn_scales)
     start = copy.deepcopy(graph.state_dict())  # post-training int8's weights and scales: a candidate like every epoch
     torch.manual_seed(phase.seed)
     outcome = fit(graph, data.x_train, data.y_train, data.x_val, data.y_val, settings, label=NAMES[role],
