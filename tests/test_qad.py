@@ -488,3 +488,45 @@ def test_a_phase_with_frozen_scales_ships_the_calibration_s_scales_and_new_weigh
     assert qad_scales == ptq_scales and ptq_scales
     if qad.best_epoch:  # trained weights shipped (a phase that ended below its start keeps post-training int8's)
         assert any(not np.array_equal(ptq_weights[n], qad_weights[n]) for n in ptq_weights)
+
+
+def test_the_fixed_scale_quantizer_is_pytorch_s_bit_for_bit_ties_and_clipping_included():
+    from edgekd.qad.graph import fixed_fake_quant
+
+    rng = np.random.default_rng(0)
+    for case in range(300):
+        scale = float(np.float32(10 ** rng.uniform(-5, 1)))
+        qmin, qmax = [(-128, 127), (0, 255), (-127, 127)][case % 3]
+        zero = int(rng.integers(qmin, qmax + 1)) if qmin == 0 else int(rng.integers(-20, 20)) * (case % 2)
+        x = torch.from_numpy((rng.standard_normal(500) * scale * rng.uniform(1, 300)).astype(np.float32))
+        x[:20] = (torch.arange(20) - 9.5) * scale  # half-way between two steps
+        x.requires_grad_()
+        theirs = torch.fake_quantize_per_tensor_affine(x, scale, zero, qmin, qmax)
+        ours = fixed_fake_quant(x, scale, zero, qmin, qmax)
+        upstream = torch.from_numpy(rng.standard_normal(500).astype(np.float32))
+        assert torch.equal(ours, theirs), case
+        assert torch.equal(*(torch.autograd.grad(y, x, upstream)[0] for y in (ours, theirs))), case
+
+
+def test_an_embedding_table_s_rows_are_quantized_where_they_are_looked_up_with_the_same_numbers(text_run, tmp_path, monkeypatch):
+    """The mirror quantizes the rows a Gather looks up rather than the whole table: the same
+    outputs and the same gradients, table included."""
+    from edgekd.data import load_recipe_data
+    from edgekd.models.call import forward, take, to_tensors, trim
+
+    data = load_recipe_data(runfolder.load_run_recipe(text_run).data)
+    settings = scheme_settings(Scheme.static_qdq, QuantizationConfig(per_channel=False))
+    prepared, _, plan = post_training_plan(text_run / "student.sim.onnx", tmp_path, settings, data.calibration(32))
+    batch = trim(take(to_tensors(data.x_train, torch.device("cpu")), slice(0, 16)), data.x_train.spec)
+    results = []
+    for rows_only in (True, False):
+        graph = FakeQuantGraph(prepared, plan).train()
+        assert any(graph._looks_up_rows(op, inputs) for op, inputs, *_ in graph.nodes), "the text student looks up an embedding table"
+        if not rows_only:
+            monkeypatch.setattr(graph, "_looks_up_rows", lambda op, inputs: False)
+        out = forward(graph, batch)
+        out.float().logsumexp(1).sum().backward()
+        results.append((out.detach(), {n: p.grad.clone() for n, p in graph.named_parameters() if p.grad is not None}))
+    (rows_out, rows_grads), (table_out, table_grads) = results
+    assert torch.equal(rows_out, table_out) and rows_grads.keys() == table_grads.keys()
+    assert all(torch.equal(rows_grads[n], table_grads[n]) for n in table_grads)

@@ -1,17 +1,22 @@
 """What a quantization-aware training step costs, measured side by side in one process.
 
-One training step (forward and backward, batch B, one thread) of an exported run's student five
-ways, interleaved so that the machine's load falls on all of them alike:
+One training step (forward and backward, batch B, one thread) of a student five ways,
+interleaved so that the machine's load falls on all of them alike:
 
-- the PyTorch student as distillation trained it (student.pt);
-- the prepared ONNX graph run op by op in PyTorch without fake quantization (BatchNorm folded);
-- the same graph fake-quantized where ONNX Runtime's static QDQ model quantizes (what QAD trains),
-  and the same again with every quantizer run, even those of values already on their grid;
+- the PyTorch student;
+- its exported, simplified ONNX graph run op by op in PyTorch without fake quantization (BatchNorm folded);
+- the same graph fake-quantized where ONNX Runtime's static QDQ model quantizes, with learned
+  activation scales (LSQ: what QAD trains by default), and the same again with every quantizer
+  run, even those of values already on their grid;
 - the same with the activations' scales frozen at the calibration's (`[qad] learn_scales = false`:
-  PyTorch's fixed-scale fake quantizer, the same forward, no step-size gradient).
+  the same forward values, no step-size gradient).
 
-    python tools/qad_speed.py --run runs/vision/fashion32-seed0 --data npz:fashion32.npz   # any run folder after `edgekd export`
-    python tools/qad_speed.py --run runs/text/text-seed0 --batch 32 --per-tensor
+The student is the recipe's, built with random weights (a step costs what the architecture costs,
+whatever the weights) and exported as `edgekd export` exports it; `--run` times a run folder's own.
+
+    python tools/qad_speed.py --student mobilenetv3 --write docs/results/qad-speed-mobilenetv3.md   # the demo recipe's digits
+    python tools/qad_speed.py --recipe tools/text.toml --batch 32 --per-tensor --write docs/results/qad-speed-text.md
+    python tools/qad_speed.py --run runs/vision/fashion32-seed0 --data npz:fashion32.npz   # a run folder after `edgekd export`
 """
 
 from __future__ import annotations
@@ -23,14 +28,20 @@ import tempfile
 import time
 from pathlib import Path
 
+from _pages import provenance, write_page
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--run", type=Path, required=True, help="a run folder `edgekd export` has written")
+    source = parser.add_mutually_exclusive_group()
+    source.add_argument("--recipe", type=Path, help="the recipe whose student is timed (default: the built-in demo recipe)")
+    source.add_argument("--run", type=Path, help="a run folder `edgekd export` has written: its own student")
+    parser.add_argument("--student", help="a built-in family replacing the recipe's [student] model (its default args)")
     parser.add_argument("--batch", type=int, default=64)
-    parser.add_argument("--steps", type=int, default=10, help="timed steps of each (after one warm-up step)")
+    parser.add_argument("--steps", type=int, default=20, help="timed steps of each (after one warm-up step)")
     parser.add_argument("--per-tensor", action="store_true", help="per-tensor weights (default: per channel)")
     parser.add_argument("--data", help="the run's data source when its recipe's has moved (vision_table.py's temporary npz, say)")
+    parser.add_argument("--write", type=Path, help="also write the table as a results page")
     args = parser.parse_args()
 
     import torch
@@ -40,44 +51,73 @@ def main() -> None:
     from edgekd.export.quantize import scheme_settings
     from edgekd.inputs import as_inputs
     from edgekd.models.call import forward, take, to_tensors, trim
-    from edgekd.models.checkpoint import load_model
     from edgekd.qad.graph import FakeQuantGraph
     from edgekd.qad.stage import post_training_plan
-    from edgekd.runfolder import load_run_recipe
     from edgekd.targets import QuantizationConfig, Scheme
 
+    began = time.perf_counter()
     set_quiet(True)
     torch.set_num_threads(1)
-    recipe = load_run_recipe(args.run).data
-    data = load_recipe_data(dataclasses.replace(recipe, source=args.data) if args.data else recipe)
-    x = as_inputs(data.x_train)
-    batch = trim(take(to_tensors(x, torch.device("cpu")), slice(0, args.batch)), x.spec)
     with tempfile.TemporaryDirectory() as folder:
         work = Path(folder).resolve()
+        recipe, student, simplified = _student(args, work)
+        data = load_recipe_data(dataclasses.replace(recipe.data, source=args.data) if args.data else recipe.data, recipe.task)
+        x = as_inputs(data.x_train)
+        batch = trim(take(to_tensors(x, torch.device("cpu")), slice(0, args.batch)), x.spec)
         settings = scheme_settings(Scheme.static_qdq, QuantizationConfig(scheme=Scheme.static_qdq, per_channel=not args.per_tensor))
-        prepared, _, plan = post_training_plan((args.run / "student.sim.onnx").resolve(), work, settings, data.calibration(64))
-        student, _ = load_model(args.run / "student.pt")
+        prepared, _, plan = post_training_plan(simplified, work, settings, data.calibration(64))
         every = FakeQuantGraph(prepared, plan)
         every.already_on_grid = set()  # as before the mirror skipped quantizers of values already on their grid
         models = {"PyTorch student": student, "ONNX graph, fp32": FakeQuantGraph(prepared, plan, fake_quant=False),
-                  "ONNX graph, fake-quantized, every quantizer run": every,
-                  "ONNX graph, fake-quantized (QAD)": FakeQuantGraph(prepared, plan),
-                  "ONNX graph, fake-quantized, scales frozen": FakeQuantGraph(prepared, plan, learn_scales=False)}
+                  "ONNX graph, fake-quantized, learned scales, every quantizer run": every,
+                  "ONNX graph, fake-quantized, learned scales (QAD's default)": FakeQuantGraph(prepared, plan),
+                  "ONNX graph, fake-quantized, scales frozen (`[qad] learn_scales = false`)": FakeQuantGraph(prepared, plan, learn_scales=False)}
         times: dict[str, list[float]] = {name: [] for name in models}
         for step in range(args.steps + 1):
             for name, model in models.items():
                 model.train()
-                began = time.perf_counter()
+                start = time.perf_counter()
                 forward(model, batch).float().logsumexp(1).sum().backward()
                 if step:  # the first step warms up
-                    times[name].append(time.perf_counter() - began)
+                    times[name].append(time.perf_counter() - start)
     base = statistics.median(times["PyTorch student"])
-    print(f"{args.run}: one training step at batch {args.batch}, one thread, median of {args.steps} interleaved; "
-          f"{len(plan.activations)} activation and {len(plan.weights)} constant quantizers")
-    print("| model | ms per step | × PyTorch student |")
-    print("|---|---|---|")
-    for name, values in times.items():
-        print(f"| {name} | {statistics.median(values) * 1000:.0f} | {statistics.median(values) / base:.2f} |")
+    described = f"`{args.run}`" if args.run else f"{recipe.student.model} {recipe.student.args or ''} on {recipe.data.source}".replace("  ", " ")
+    lines = [f"{described}: one training step (forward and backward) at batch {args.batch}, one thread, median of {args.steps} "
+             f"interleaved; {len(plan.activations)} activation and {len(plan.weights)} constant quantizers, "
+             f"{'per-tensor' if args.per_tensor else 'per-channel'} weights.", "",
+             "| model | ms per step | × PyTorch student |", "|---|---|---|"]
+    lines += [f"| {name} | {statistics.median(values) * 1000:.0f} | {statistics.median(values) / base:.2f} |" for name, values in times.items()]
+    if args.write:
+        write_page(args.write, "\n".join(["# A quantization-aware training step — measured", "",
+                                          provenance("qad_speed.py", time.perf_counter() - began, []), "", *lines, ""]))
+    else:
+        print("\n".join(lines))
+
+
+def _student(args, work: Path):
+    """The recipe, the PyTorch student and its simplified ONNX file: a run folder's, or the
+    recipe's student built with random weights (seed 0) and exported as `edgekd export` does."""
+    import torch
+
+    from edgekd.data import load_recipe_data
+    from edgekd.export.stage import export_model
+    from edgekd.models.build import build_model, spec_for
+    from edgekd.models.checkpoint import load_model
+    from edgekd.recipe import load_recipe, recipe_target, with_task_models
+    from edgekd.runfolder import load_run_recipe
+
+    if args.run:
+        student, _ = load_model(args.run / "student.pt")
+        return load_run_recipe(args.run), student, (args.run / "student.sim.onnx").resolve()
+    recipe = load_recipe(args.recipe)
+    if args.student:
+        recipe = dataclasses.replace(recipe, student=dataclasses.replace(recipe.student, model=args.student, args={}))
+    data = load_recipe_data(recipe.data, recipe.task)
+    recipe = with_task_models(recipe, data.task)
+    torch.manual_seed(0)
+    student = build_model(spec_for(recipe.student.model, recipe.student.args, data))
+    exported = export_model(student.eval(), data.x_test[:64], recipe_target(recipe).export, work, name="student", task=data.task)
+    return recipe, student, exported.path
 
 
 if __name__ == "__main__":
