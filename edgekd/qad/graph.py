@@ -33,6 +33,7 @@ from edgekd.errors import MirrorError
 from edgekd.qad import kernels
 
 _SMALLEST_SCALE = 1e-8
+_INT32 = np.iinfo(np.int32)
 _RANGES = {np.dtype(np.int8): (-128, 127), np.dtype(np.uint8): (0, 255)}
 
 
@@ -170,7 +171,11 @@ class FakeQuantGraph(nn.Module):
         # where one computes differently (kernels.KERNELS), the mirror computes as it does.
         self.fused_kernels = fused_kernels
         self._recording: dict[str, torch.Tensor] | None = None  # quantized_activations() collects here
-        self.constant_rules = {name: _identify_rule(q, self.initializer(name)) for name, q in plan.weights.items()}
+        # A weight whose layer adds an int32-quantized bias: (the layer's input, the bias), for ORT's widening of its scale.
+        self.biased = {inputs[1]: (inputs[0], inputs[2]) for op, inputs, _, _ in self.nodes
+                       if len(inputs) > 2 and inputs[2] in plan.biases and inputs[1] in plan.weights and inputs[0] in plan.activations}
+        self.constant_rules = {name: _identify_rule(q, self.initializer(name), self._bias_floor(name, plan.activations))
+                               for name, q in plan.weights.items()}
         for q in plan.activations.values():
             if q.follows and plan.weights[q.follows].axis is not None:
                 raise MirrorError(f"{q.tensor!r} takes the per-channel quantization of {q.follows!r}, which quantization-aware training "
@@ -179,6 +184,7 @@ class FakeQuantGraph(nn.Module):
         self.scales = nn.ParameterDict({  # the calibration's float32 values exactly, then learned
             f"a{index}": nn.Parameter(torch.tensor(q.scale, dtype=torch.float32)) for index, q in enumerate(learned.values())
         })
+        self.scale_floors = [min(_SMALLEST_SCALE, q.scale) for q in learned.values()]
         self.learn_scales = learn_scales
         self.scales.requires_grad_(learn_scales)
         group = {key: index for index, key in enumerate(learned)}
@@ -206,7 +212,8 @@ class FakeQuantGraph(nn.Module):
         return self.params[key] if key in self.params else getattr(self, key)
 
     def activation_scale(self, name: str) -> torch.Tensor:
-        return self.scales[f"a{self.activation_index[name]}"].clamp_min(_SMALLEST_SCALE)  # a step may not push a scale to 0 or below
+        index = self.activation_index[name]  # a step may not push a scale to 0 or below (nor a calibrated one below itself)
+        return self.scales[f"a{index}"].clamp_min(self.scale_floors[index])
 
     def learned_scales(self) -> dict[str, tuple[float, int]]:
         """tensor → (scale, zero point) as the QDQ export must write them (not the tensors that take a
@@ -288,8 +295,21 @@ class FakeQuantGraph(nn.Module):
     def _constant_params(self, name: str, call: _CallCache) -> tuple[torch.Tensor, torch.Tensor]:
         """The scale and zero point ORT will derive from the constant's current values."""
         if name not in call.params:
-            call.params[name] = constant_scale(self.initializer(name), self.plan.weights[name].axis, self.constant_rules[name])
+            scale, zero = constant_scale(self.initializer(name), self.plan.weights[name].axis, self.constant_rules[name])
+            if name in self.biased:
+                scale = widened_for_bias(scale, zero, self.plan.weights[name], self.activation_scale(self.biased[name][0]).detach(),
+                                         self.initializer(self.biased[name][1]))
+            call.params[name] = scale, zero
         return call.params[name]
+
+    def _bias_floor(self, name: str, activations: dict[str, ActivationQuant]):
+        """The weight's scale as ORT widens it for its bias, at the calibration's input scale (rule
+        identification, before any training); identity for a weight without an int32 bias."""
+        if name not in self.biased:
+            return lambda scale, zero: scale
+        x_name, b_name = self.biased[name]
+        input_scale = torch.tensor(activations[x_name].scale, dtype=torch.float32)
+        return lambda scale, zero: widened_for_bias(scale, zero, self.plan.weights[name], input_scale, self.initializer(b_name))
 
     def _activation(self, name: str, x: torch.Tensor, call: _CallCache) -> torch.Tensor:
         value = self._quantize_activation(name, x, call)
@@ -331,7 +351,9 @@ class FakeQuantGraph(nn.Module):
         if x_name not in self.plan.activations or w_name not in self.plan.weights:
             return b
         step = self.activation_scale(x_name).detach() * self._constant_params(w_name, call)[0]
-        return b + (torch.round(b / step) * step - b).detach()  # rounded forward, identity backward
+        # ORT divides in float64 and clips to int32 (a bias too large for its scale saturates)
+        stored = torch.round(b.detach().double() / step.double()).clamp(_INT32.min, _INT32.max).float()
+        return b + (stored * step - b).detach()  # rounded forward, identity backward
 
 
 @dataclass
@@ -390,7 +412,30 @@ def constant_scale(w: torch.Tensor, axis: int | None, rule: ConstantRule) -> tup
     return torch.where(degenerate, 1.0, scale).float(), torch.where(degenerate, 0.0, zero).float()
 
 
-def _identify_rule(q: WeightQuant, value: torch.Tensor) -> ConstantRule:
+def widened_for_bias(scale: torch.Tensor, zero: torch.Tensor, q: WeightQuant, input_scale: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    """ORT's `_adjust_weight_scale_for_int32_bias`: where input scale × weight scale is too fine for
+    the bias to fit int32 (an input that barely varies, a large bias), the weight's scale grows until
+    it fits (× 1.0001), for symmetric int8/int16 weights. The same dtypes as ORT's numpy: the bound
+    per channel computed in float32 up to the division, per tensor in float64."""
+    from onnx import TensorProto
+
+    if q.elem_type not in (TensorProto.INT8, TensorProto.INT16) or bool((zero != 0).any()):
+        return scale
+    qrange = float(np.iinfo(np.int32).max) - float(np.iinfo(np.int32).min + 1)
+    b = bias.detach().float()
+    if q.axis is None:
+        bound = max(-min(float(b.min()), 0.0), max(float(b.max()), 0.0))
+        smallest = torch.tensor(1.0001 * (2.0 * bound) / qrange, dtype=torch.float64)
+    else:
+        smallest = (1.0001 * (2.0 * b.abs())).double() / qrange  # numpy keeps float32 until the division
+    candidate = input_scale.double() * scale.double()
+    grows = (candidate < smallest) & (candidate > 0.0)
+    if not bool(grows.any()):
+        return scale
+    return torch.where(grows, (scale.double() * (smallest / candidate)).float(), scale)
+
+
+def _identify_rule(q: WeightQuant, value: torch.Tensor, widen=lambda scale, zero: scale) -> ConstantRule:
     """Which of ORT's formulas made this constant's stored scale and zero point: symmetric or not,
     full or reduced range. Found by reproducing the stored numbers, so the mirror is checked, not assumed."""
     from onnxruntime.quantization.quant_utils import get_qmin_qmax_for_qType
@@ -400,6 +445,7 @@ def _identify_rule(q: WeightQuant, value: torch.Tensor) -> ConstantRule:
             qmin, qmax = (int(v) for v in get_qmin_qmax_for_qType(q.elem_type, reduce_range=reduce_range, symmetric=symmetric))
             rule = ConstantRule(symmetric, qmin, qmax, *(int(v) for v in get_qmin_qmax_for_qType(q.elem_type)))
             scale, zero = constant_scale(value, q.axis, rule)
+            scale = widen(scale, zero)
             if (np.allclose(scale.numpy().ravel(), q.scale, rtol=1e-6, atol=0)
                     and np.array_equal(zero.numpy().ravel().astype(np.int64), np.asarray(q.zero_point))):
                 return rule
