@@ -134,17 +134,15 @@ def quantization_aware_model(
     resume: bool = False,
     learn_scales: bool = True,
 ) -> QadResult:
-    """Fine-tune the fp32 model `fp32_onnx` through the int8 model ONNX Runtime makes of it with
-    `target`'s static QDQ settings (quantization-aware distillation against `teachers`, with
-    `settings`' objective), and, with `baseline`, the same on the hard labels alone (QAT). Each is
-    exported to `out_dir` with its learned scales and checked against ONNX Runtime's int8 run.
+    """Fine-tune the fp32 model `fp32_onnx` through the int8 model ONNX Runtime makes of it with `target`'s static
+    QDQ settings (quantization-aware distillation against `teachers`, with `settings`' objective), and, with
+    `baseline`, the same on the hard labels alone (QAT); each exported to `out_dir` and checked against ORT's int8 run.
 
-    `calibration` (default: training inputs, as many as the target says) sets the starting scales;
-    `checkpoints` (a folder) keeps each phase's epochs for `resume`; without `learn_scales` the
-    activations keep the calibration's scales and the weights alone train. The result lists post-training
-    int8 and each phase, paired against the fp32 model on the test split; `deployed` names the
-    more accurate quantization-aware file on validation (a run folder decides against export's
-    own choice instead)."""
+    `calibration` (default: training inputs, as many as the target says) sets the starting scales,
+    which stay without `learn_scales` (the weights alone train); `checkpoints` (a folder) keeps each
+    phase's epochs for `resume`. The result lists post-training int8 and each phase, paired against
+    the fp32 model on the test split; `deployed` names the more accurate quantization-aware file on
+    validation (a run folder decides against export's own choice instead)."""
     from edgekd.distill.teacher import cache_teacher_logits
     from edgekd.export.quantize import scheme_settings
 
