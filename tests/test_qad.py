@@ -39,6 +39,33 @@ def _ptq(run: Path, work: Path, **settings) -> tuple[Path, Path, dict]:
     return prepared, ptq, chosen
 
 
+def _written_scales(path: Path) -> dict[str, float]:
+    """The activation scales a QDQ file quantizes with, by tensor (its QuantizeLinear nodes)."""
+    model = onnx.load(str(path))
+    init = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+    return {n.input[0].removesuffix("_QuantizeLinear_Input"): float(init[n.input[1]]) for n in model.graph.node if n.op_type == "QuantizeLinear"}
+
+
+def _one_step(graph: FakeQuantGraph, batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """One training step's output and the gradients it leaves on the graph's parameters."""
+    from edgekd.models.call import forward
+
+    out = forward(graph.train(), batch).float()
+    out.logsumexp(1).sum().backward()
+    return out.detach(), {n: p.grad for n, p in graph.named_parameters() if p.grad is not None}
+
+
+def _text_mirror(text_run: Path, folder: Path, **quantization):
+    """The text student's prepared graph and quantizer plan, and a training batch of 16."""
+    from edgekd.data import load_recipe_data
+    from edgekd.models.call import take, to_tensors, trim
+
+    data = load_recipe_data(runfolder.load_run_recipe(text_run).data)
+    settings = scheme_settings(Scheme.static_qdq, QuantizationConfig(**quantization))
+    prepared, _, plan = post_training_plan(text_run / "student.sim.onnx", folder, settings, data.calibration(32))
+    return prepared, plan, trim(take(to_tensors(data.x_train, torch.device("cpu")), slice(0, 16)), data.x_train.spec)
+
+
 def _exact_on_ort_qdq_ops(graph, path: Path, x):
     """The mirror's promise: the same tensors quantized, the same scales, the same rounding. It is
     checked where ONNX Runtime executes the QDQ model as written (QuantizeLinear, DequantizeLinear
@@ -83,10 +110,7 @@ def test_the_export_writes_the_learned_scales_and_ort_runs_it_as_int8(exported_r
         for scale in graph.scales.values():
             scale.mul_(1.3)  # as if training had moved every activation scale
     export_qdq(graph, prepared, tmp_path / "qad.onnx", settings, DIGITS.calibration(64), tmp_path)
-    model = onnx.load(str(tmp_path / "qad.onnx"))
-    init = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
-    written = {n.input[0].removesuffix("_QuantizeLinear_Input"): float(init[n.input[1]])
-               for n in model.graph.node if n.op_type == "QuantizeLinear"}
+    written = _written_scales(tmp_path / "qad.onnx")
     learned = graph.learned_scales()
     assert set(written) == set(learned)
     assert all(np.isclose(written[name], scale, rtol=1e-6) for name, (scale, _) in learned.items())
@@ -410,23 +434,10 @@ def test_skipping_quantizers_of_values_already_on_their_grid_changes_no_number(t
     """A Reshape's or Transpose's output that ORT quantizes with its input's scale is skipped by the
     mirror: outputs and weight gradients are bit for bit those of quantizing it again, step-size
     gradients the same to float rounding."""
-    from edgekd.models.call import forward, take, to_tensors, trim
-
-    from edgekd.data import load_recipe_data
-
-    data = load_recipe_data(runfolder.load_run_recipe(text_run).data)
-    settings = scheme_settings(Scheme.static_qdq, QuantizationConfig())
-    prepared, _, plan = post_training_plan(text_run / "student.sim.onnx", tmp_path, settings, data.calibration(32))
-    batch = trim(take(to_tensors(data.x_train, torch.device("cpu")), slice(0, 16)), data.x_train.spec)
-    results = []
-    for skip in (True, False):
-        graph = FakeQuantGraph(prepared, plan).train()
-        if not skip:
-            graph.already_on_grid = set()
-        out = forward(graph, batch)
-        out.float().logsumexp(1).sum().backward()
-        results.append((out.detach(), {n: p.grad.clone() for n, p in graph.named_parameters() if p.grad is not None}))
-    (skipped_out, skipped_grads), (full_out, full_grads) = results
+    prepared, plan, batch = _text_mirror(text_run, tmp_path)
+    every = FakeQuantGraph(prepared, plan)
+    every.already_on_grid = set()
+    (skipped_out, skipped_grads), (full_out, full_grads) = _one_step(FakeQuantGraph(prepared, plan), batch), _one_step(every, batch)
     assert FakeQuantGraph(prepared, plan).already_on_grid, "the text student has reshapes whose quantizer is skipped"
     assert torch.equal(skipped_out, full_out) and skipped_grads.keys() == full_grads.keys()
     weights = [n for n in full_grads if not n.startswith("scales.")]
@@ -439,17 +450,12 @@ def test_skipping_quantizers_of_values_already_on_their_grid_changes_no_number(t
 def test_frozen_scales_give_lsq_s_outputs_and_weight_gradients_and_leave_the_scales_alone(exported_run, tmp_path):
     """[qad] learn_scales = false runs PyTorch's fixed-scale fake quantizer: the forward LSQ's kernel
     computes, the same straight-through mask for the inputs' gradients, and no step-size gradient."""
-    prepared, ptq, _ = _ptq(exported_run, tmp_path)
-    from edgekd.models.call import forward, take, to_tensors, trim
+    from edgekd.models.call import take, to_tensors, trim
 
+    prepared, ptq, _ = _ptq(exported_run, tmp_path)
     batch = trim(take(to_tensors(DIGITS.x_train, torch.device("cpu")), slice(0, 32)), DIGITS.x_train.spec)
-    results = []
-    for learn in (True, False):
-        graph = FakeQuantGraph(prepared, read_plan(ptq), learn_scales=learn).train()
-        out = forward(graph, batch).float()
-        out.logsumexp(1).sum().backward()
-        results.append((out.detach(), {n: p.grad for n, p in graph.named_parameters() if p.grad is not None}, graph))
-    (learned_out, learned_grads, _), (frozen_out, frozen_grads, frozen) = results
+    frozen = FakeQuantGraph(prepared, read_plan(ptq), learn_scales=False)
+    (learned_out, learned_grads), (frozen_out, frozen_grads) = _one_step(FakeQuantGraph(prepared, read_plan(ptq)), batch), _one_step(frozen, batch)
     assert torch.equal(learned_out, frozen_out)
     assert any(n.startswith("scales.") for n in learned_grads) and not any(n.startswith("scales.") for n in frozen_grads)
     weights = [n for n in learned_grads if not n.startswith("scales.")]
@@ -465,27 +471,24 @@ def test_a_phase_with_frozen_scales_ships_the_calibration_s_scales_and_new_weigh
     from edgekd.recipe import LossTerm
     from edgekd.targets import load_target
 
-    def scales_and_weights(path: Path) -> tuple[dict, dict]:
-        model = onnx.load(str(path))
-        init = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
-        scales = {n.input[0]: float(init[n.input[1]]) for n in model.graph.node if n.op_type == "QuantizeLinear"}
-        return scales, {name: v for name, v in init.items() if v.dtype == np.int8 and v.size > 16}
+    def int8_weights(path: Path) -> dict[str, np.ndarray]:
+        return {i.name: numpy_helper.to_array(i) for i in onnx.load(str(path)).graph.initializer
+                if i.data_type == onnx.TensorProto.INT8 and np.prod(i.dims) > 16}
 
     teacher, _ = load_model(exported_run / "teacher.pt")
+    target = load_target("x86-cpu")
     settings = distill_settings(epochs=1, lr=1e-3, ce_weight=0.3, terms=(LossTerm(method="kd", weight=0.7, temperature=4.0),))
     calibration = DIGITS.calibration(32)
-    result = quantization_aware_model(exported_run / "student.sim.onnx", teacher, DIGITS, load_target("x86-cpu"), tmp_path, settings,
+    result = quantization_aware_model(exported_run / "student.sim.onnx", teacher, DIGITS, target, tmp_path, settings,
                                       baseline=False, calibration=calibration, learn_scales=False)
     assert result.settings["learn_scales"] is False
     start, qad = result.variants
     assert qad.parity.agreement >= 0.99
-    target = load_target("x86-cpu")
     (tmp_path / "ptq").mkdir()
     _, ptq, _ = post_training_plan(exported_run / "student.sim.onnx", tmp_path / "ptq", scheme_settings(Scheme.static_qdq, target.quantization),
                                    calibration)
-    ptq_scales, ptq_weights = scales_and_weights(ptq)
-    qad_scales, qad_weights = scales_and_weights(tmp_path / qad.file)
-    assert qad_scales == ptq_scales and ptq_scales
+    ptq_weights, qad_weights = int8_weights(ptq), int8_weights(tmp_path / qad.file)
+    assert _written_scales(tmp_path / qad.file) == _written_scales(ptq) and _written_scales(ptq)
     if qad.best_epoch:  # trained weights shipped (a phase that ended below its start keeps post-training int8's)
         assert any(not np.array_equal(ptq_weights[n], qad_weights[n]) for n in ptq_weights)
 
@@ -511,22 +514,10 @@ def test_the_fixed_scale_quantizer_is_pytorch_s_bit_for_bit_ties_and_clipping_in
 def test_an_embedding_table_s_rows_are_quantized_where_they_are_looked_up_with_the_same_numbers(text_run, tmp_path, monkeypatch):
     """The mirror quantizes the rows a Gather looks up rather than the whole table: the same
     outputs and the same gradients, table included."""
-    from edgekd.data import load_recipe_data
-    from edgekd.models.call import forward, take, to_tensors, trim
-
-    data = load_recipe_data(runfolder.load_run_recipe(text_run).data)
-    settings = scheme_settings(Scheme.static_qdq, QuantizationConfig(per_channel=False))
-    prepared, _, plan = post_training_plan(text_run / "student.sim.onnx", tmp_path, settings, data.calibration(32))
-    batch = trim(take(to_tensors(data.x_train, torch.device("cpu")), slice(0, 16)), data.x_train.spec)
-    results = []
-    for rows_only in (True, False):
-        graph = FakeQuantGraph(prepared, plan).train()
-        assert any(graph._looks_up_rows(op, inputs) for op, inputs, *_ in graph.nodes), "the text student looks up an embedding table"
-        if not rows_only:
-            monkeypatch.setattr(graph, "_looks_up_rows", lambda op, inputs: False)
-        out = forward(graph, batch)
-        out.float().logsumexp(1).sum().backward()
-        results.append((out.detach(), {n: p.grad.clone() for n, p in graph.named_parameters() if p.grad is not None}))
-    (rows_out, rows_grads), (table_out, table_grads) = results
+    prepared, plan, batch = _text_mirror(text_run, tmp_path, per_channel=False)
+    rows, table = FakeQuantGraph(prepared, plan), FakeQuantGraph(prepared, plan)
+    assert any(rows._looks_up_rows(op, inputs) for op, inputs, *_ in rows.nodes), "the text student looks up an embedding table"
+    monkeypatch.setattr(table, "_looks_up_rows", lambda op, inputs: False)
+    (rows_out, rows_grads), (table_out, table_grads) = _one_step(rows, batch), _one_step(table, batch)
     assert torch.equal(rows_out, table_out) and rows_grads.keys() == table_grads.keys()
     assert all(torch.equal(rows_grads[n], table_grads[n]) for n in table_grads)

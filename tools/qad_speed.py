@@ -14,7 +14,7 @@ interleaved so that the machine's load falls on all of them alike:
 The student is the recipe's, built with random weights (a step costs what the architecture costs,
 whatever the weights) and exported as `edgekd export` exports it; `--run` times a run folder's own.
 
-    python tools/qad_speed.py --student mobilenetv3 --write docs/results/qad-speed-mobilenetv3.md   # the demo recipe's digits
+    python tools/qad_speed.py --student mobilenetv2 --write docs/results/qad-speed-mobilenetv2.md   # the demo recipe's digits
     python tools/qad_speed.py --recipe tools/text.toml --batch 32 --per-tensor --write docs/results/qad-speed-text.md
     python tools/qad_speed.py --run runs/vision/fashion32-seed0 --data npz:fashion32.npz   # a run folder after `edgekd export`
 """
@@ -43,6 +43,8 @@ def main() -> None:
     parser.add_argument("--data", help="the run's data source when its recipe's has moved (vision_table.py's temporary npz, say)")
     parser.add_argument("--write", type=Path, help="also write the table as a results page")
     args = parser.parse_args()
+    if args.run and args.student:
+        parser.error("--student replaces a recipe's student; a run folder times its own")
 
     import torch
 
@@ -53,6 +55,7 @@ def main() -> None:
     from edgekd.models.call import forward, take, to_tensors, trim
     from edgekd.qad.graph import FakeQuantGraph
     from edgekd.qad.stage import post_training_plan
+    from edgekd.recipe import with_task_models
     from edgekd.targets import QuantizationConfig, Scheme
 
     began = time.perf_counter()
@@ -60,8 +63,10 @@ def main() -> None:
     torch.set_num_threads(1)
     with tempfile.TemporaryDirectory() as folder:
         work = Path(folder).resolve()
-        recipe, student, simplified = _student(args, work)
+        recipe = _recipe(args)
         data = load_recipe_data(dataclasses.replace(recipe.data, source=args.data) if args.data else recipe.data, recipe.task)
+        recipe = with_task_models(recipe, data.task)  # the task's built-in student where the recipe names none
+        student, simplified = _student(args, recipe, data, work)
         x = as_inputs(data.x_train)
         batch = trim(take(to_tensors(x, torch.device("cpu")), slice(0, args.batch)), x.spec)
         settings = scheme_settings(Scheme.static_qdq, QuantizationConfig(scheme=Scheme.static_qdq, per_channel=not args.per_tensor))
@@ -81,7 +86,8 @@ def main() -> None:
                 if step:  # the first step warms up
                     times[name].append(time.perf_counter() - start)
     base = statistics.median(times["PyTorch student"])
-    described = f"`{args.run}`" if args.run else f"{recipe.student.model} {recipe.student.args or ''} on {recipe.data.source}".replace("  ", " ")
+    args_shown = f" {recipe.student.args}" if recipe.student.args else ""
+    described = f"`{args.run}`" if args.run else f"{recipe.student.model}{args_shown} on {recipe.data.source}, random weights"
     lines = [f"{described}: one training step (forward and backward) at batch {args.batch}, one thread, median of {args.steps} "
              f"interleaved; {len(plan.activations)} activation and {len(plan.weights)} constant quantizers, "
              f"{'per-tensor' if args.per_tensor else 'per-channel'} weights.", "",
@@ -94,30 +100,36 @@ def main() -> None:
         print("\n".join(lines))
 
 
-def _student(args, work: Path):
-    """The recipe, the PyTorch student and its simplified ONNX file: a run folder's, or the
-    recipe's student built with random weights (seed 0) and exported as `edgekd export` does."""
-    import torch
-
-    from edgekd.data import load_recipe_data
-    from edgekd.export.stage import export_model
-    from edgekd.models.build import build_model, spec_for
-    from edgekd.models.checkpoint import load_model
-    from edgekd.recipe import load_recipe, recipe_target, with_task_models
+def _recipe(args):
+    """The run folder's recipe, or the recipe file's (the built-in demo's by default) with `--student`
+    replacing its student."""
+    from edgekd.recipe import load_recipe
     from edgekd.runfolder import load_run_recipe
 
     if args.run:
-        student, _ = load_model(args.run / "student.pt")
-        return load_run_recipe(args.run), student, (args.run / "student.sim.onnx").resolve()
+        return load_run_recipe(args.run)
     recipe = load_recipe(args.recipe)
     if args.student:
         recipe = dataclasses.replace(recipe, student=dataclasses.replace(recipe.student, model=args.student, args={}))
-    data = load_recipe_data(recipe.data, recipe.task)
-    recipe = with_task_models(recipe, data.task)
+    return recipe
+
+
+def _student(args, recipe, data, work: Path):
+    """The PyTorch student and its simplified ONNX file: a run folder's, or the recipe's student
+    built with random weights (seed 0) and exported as `edgekd export` does."""
+    import torch
+
+    from edgekd.export.stage import export_model
+    from edgekd.models.build import build_model, spec_for
+    from edgekd.models.checkpoint import load_model
+    from edgekd.recipe import recipe_target
+
+    if args.run:
+        return load_model(args.run / "student.pt")[0], (args.run / "student.sim.onnx").resolve()
     torch.manual_seed(0)
     student = build_model(spec_for(recipe.student.model, recipe.student.args, data))
     exported = export_model(student.eval(), data.x_test[:64], recipe_target(recipe).export, work, name="student", task=data.task)
-    return recipe, student, exported.path
+    return student, exported.path
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ trained weights into the fp32 graph and has ORT quantize it with these scales as
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,6 +35,7 @@ from edgekd.qad import kernels
 
 _SMALLEST_SCALE = 1e-8
 _INT32 = np.iinfo(np.int32)
+_INT32_SPAN = float(_INT32.max) - float(_INT32.min + 1)  # the range ORT fits a bias into
 _RANGES = {np.dtype(np.int8): (-128, 127), np.dtype(np.uint8): (0, 255)}
 
 
@@ -171,11 +173,6 @@ class FakeQuantGraph(nn.Module):
         # where one computes differently (kernels.KERNELS), the mirror computes as it does.
         self.fused_kernels = fused_kernels
         self._recording: dict[str, torch.Tensor] | None = None  # quantized_activations() collects here
-        # A weight whose layer adds an int32-quantized bias: (the layer's input, the bias), for ORT's widening of its scale.
-        self.biased = {inputs[1]: (inputs[0], inputs[2]) for op, inputs, _, _ in self.nodes
-                       if len(inputs) > 2 and inputs[2] in plan.biases and inputs[1] in plan.weights and inputs[0] in plan.activations}
-        self.constant_rules = {name: _identify_rule(q, self.initializer(name), self._bias_floor(name, plan.activations))
-                               for name, q in plan.weights.items()}
         for q in plan.activations.values():
             if q.follows and plan.weights[q.follows].axis is not None:
                 raise MirrorError(f"{q.tensor!r} takes the per-channel quantization of {q.follows!r}, which quantization-aware training "
@@ -191,6 +188,12 @@ class FakeQuantGraph(nn.Module):
         self.activation_index = {name: group[q.shared or name] for name, q in plan.activations.items() if not q.follows}
         # Zero points as a buffer: made once, moved with the module, not rebuilt at every activation of every batch.
         self.register_buffer("zero_points", torch.tensor([float(q.zero_point) for q in learned.values()]))
+        # An int8/int16 weight whose layer adds an int32 bias: (the layer's input, the bias), for ORT's widening of its scale.
+        self.biased = {inputs[1]: (inputs[0], inputs[2]) for _, inputs, _, _ in self.nodes
+                       if len(inputs) > 2 and inputs[2] in plan.biases and inputs[0] in self.activation_index
+                       and inputs[1] in plan.weights and plan.weights[inputs[1]].elem_type in (onnx.TensorProto.INT8, onnx.TensorProto.INT16)}
+        self.constant_rules = {name: _identify_rule(q, self.initializer(name), functools.partial(self._widened, name))
+                               for name, q in plan.weights.items()}  # at the calibration's scales: nothing trained yet
         self.already_on_grid = self._already_on_grid()
 
     def _already_on_grid(self) -> set[str]:
@@ -249,10 +252,9 @@ class FakeQuantGraph(nn.Module):
         for name in self.input_names:
             env[name] = self._activation(name, env[name], call)
         for op, inputs, outputs, attrs in self.nodes:
-            rows_only = self._looks_up_rows(op, inputs)
-            values = [env[name] if name in env else self._constant_value(name, call) if name else None for name in inputs[rows_only:]]
-            if rows_only:
-                values.insert(0, self.initializer(inputs[0]))
+            rows_only = self._looks_up_rows(op, inputs)  # the table raw: only the rows looked up are quantized, below
+            values = [self.initializer(name) if rows_only and i == 0 else env[name] if name in env else
+                      self._constant_value(name, call) if name else None for i, name in enumerate(inputs)]
             if self.fake_quant and len(inputs) > 2 and inputs[2] in self.plan.biases:
                 values[2] = self._bias(inputs, values, call)
             result = _OPS[op](values, attrs)
@@ -296,20 +298,16 @@ class FakeQuantGraph(nn.Module):
         """The scale and zero point ORT will derive from the constant's current values."""
         if name not in call.params:
             scale, zero = constant_scale(self.initializer(name), self.plan.weights[name].axis, self.constant_rules[name])
-            if name in self.biased:
-                scale = widened_for_bias(scale, zero, self.plan.weights[name], self.activation_scale(self.biased[name][0]).detach(),
-                                         self.initializer(self.biased[name][1]))
-            call.params[name] = scale, zero
+            call.params[name] = self._widened(name, scale, zero), zero
         return call.params[name]
 
-    def _bias_floor(self, name: str, activations: dict[str, ActivationQuant]):
-        """The weight's scale as ORT widens it for its bias, at the calibration's input scale (rule
-        identification, before any training); identity for a weight without an int32 bias."""
+    def _widened(self, name: str, scale: torch.Tensor, zero: torch.Tensor) -> torch.Tensor:
+        """The constant's scale as ORT widens it for its layer's int32 bias, at the input's current
+        scale (unchanged for a constant without one)."""
         if name not in self.biased:
-            return lambda scale, zero: scale
+            return scale
         x_name, b_name = self.biased[name]
-        input_scale = torch.tensor(activations[x_name].scale, dtype=torch.float32)
-        return lambda scale, zero: widened_for_bias(scale, zero, self.plan.weights[name], input_scale, self.initializer(b_name))
+        return _widened_for_bias(scale, zero, self.plan.weights[name].axis, self.activation_scale(x_name).detach(), self.initializer(b_name))
 
     def _activation(self, name: str, x: torch.Tensor, call: _CallCache) -> torch.Tensor:
         value = self._quantize_activation(name, x, call)
@@ -416,22 +414,19 @@ def constant_scale(w: torch.Tensor, axis: int | None, rule: ConstantRule) -> tup
     return torch.where(degenerate, 1.0, scale).float(), torch.where(degenerate, 0.0, zero).float()
 
 
-def widened_for_bias(scale: torch.Tensor, zero: torch.Tensor, q: WeightQuant, input_scale: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
-    """ORT's `_adjust_weight_scale_for_int32_bias`: where input scale × weight scale is too fine for
-    the bias to fit int32 (an input that barely varies, a large bias), the weight's scale grows until
-    it fits (× 1.0001), for symmetric int8/int16 weights. The same dtypes as ORT's numpy: the bound
-    per channel computed in float32 up to the division, per tensor in float64."""
-    from onnx import TensorProto
-
-    if q.elem_type not in (TensorProto.INT8, TensorProto.INT16) or bool((zero != 0).any()):
+def _widened_for_bias(scale: torch.Tensor, zero: torch.Tensor, axis: int | None, input_scale: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    """ORT's `_adjust_weight_scale_for_int32_bias` for an int8/int16 weight: where input scale ×
+    weight scale is too fine for the bias to fit int32 (an input that barely varies, a large bias),
+    a symmetric weight's scale grows until it fits (× 1.0001). The same dtypes as ORT's numpy: the
+    bound per channel computed in float32 up to the division, per tensor in float64."""
+    if bool((zero != 0).any()):
         return scale
-    qrange = float(np.iinfo(np.int32).max) - float(np.iinfo(np.int32).min + 1)
     b = bias.detach().float()
-    if q.axis is None:
+    if axis is None:
         bound = max(-min(float(b.min()), 0.0), max(float(b.max()), 0.0))
-        smallest = torch.tensor(1.0001 * (2.0 * bound) / qrange, dtype=torch.float64)
+        smallest = torch.tensor(1.0001 * (2.0 * bound) / _INT32_SPAN, dtype=torch.float64)
     else:
-        smallest = (1.0001 * (2.0 * b.abs())).double() / qrange  # numpy keeps float32 until the division
+        smallest = (1.0001 * (2.0 * b.abs())).double() / _INT32_SPAN  # numpy keeps float32 until the division
     candidate = input_scale.double() * scale.double()
     grows = (candidate < smallest) & (candidate > 0.0)
     if not bool(grows.any()):
@@ -439,7 +434,7 @@ def widened_for_bias(scale: torch.Tensor, zero: torch.Tensor, q: WeightQuant, in
     return torch.where(grows, (scale.double() * (smallest / candidate)).float(), scale)
 
 
-def _identify_rule(q: WeightQuant, value: torch.Tensor, widen=lambda scale, zero: scale) -> ConstantRule:
+def _identify_rule(q: WeightQuant, value: torch.Tensor, widen: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> ConstantRule:
     """Which of ORT's formulas made this constant's stored scale and zero point: symmetric or not,
     full or reduced range. Found by reproducing the stored numbers, so the mirror is checked, not assumed."""
     from onnxruntime.quantization.quant_utils import get_qmin_qmax_for_qType

@@ -156,7 +156,7 @@ def quantization_aware_model(
     calibration = as_inputs(calibration) if calibration is not None else data.calibration(qcfg.calibration_samples)
     fp32_val, fp32_test = (file_outcomes(fp32_onnx, x, y, kind.name) for x, y in ((data.x_val, data.y_val), (data.x_test, data.y_test)))
     ort_settings = scheme_settings(Scheme.static_qdq, qcfg)
-    result = partial(QadResult, run_dir=str(out_dir), target=target.name, settings={**_settings_record(settings, ort_settings), "learn_scales": learn_scales},
+    result = partial(QadResult, run_dir=str(out_dir), target=target.name, settings=_settings_record(settings, ort_settings, learn_scales),
                      fp32_val_accuracy=kind.summarise(fp32_val), fp32_test_accuracy=kind.summarise(fp32_test), metric=kind.primary.name)
     with tempfile.TemporaryDirectory(prefix=".edgekd-qad-", dir=out_dir) as folder:
         work = Path(folder).resolve()
@@ -193,11 +193,11 @@ def _check_start(prepared: Path, ptq: Path, plan, calibration: Inputs, target: T
         f"(scales from {len(calibration)} calibration inputs); the PyTorch mirror matches ORT's int8 run before training")
 
 
-def _settings_record(settings: TrainSettings, ort_settings: dict) -> dict:
+def _settings_record(settings: TrainSettings, ort_settings: dict, learn_scales: bool) -> dict:
     """What qad.json records of the phase's training and ORT's quantization settings."""
     return {"epochs": settings.epochs, "lr": settings.lr, "batch_size": settings.batch_size, "ce_weight": settings.ce_weight,
             "terms": [t.method for t in settings.terms], "kd_weight": sum(t.weight for t in settings.terms),
-            "temperature": settings.temperature, **ort_settings}
+            "temperature": settings.temperature, "learn_scales": learn_scales, **ort_settings}
 
 
 def fuses(target: Target) -> bool:
