@@ -493,24 +493,6 @@ def test_a_phase_with_frozen_scales_ships_the_calibration_s_scales_and_new_weigh
         assert any(not np.array_equal(ptq_weights[n], qad_weights[n]) for n in ptq_weights)
 
 
-def test_the_fixed_scale_quantizer_is_pytorch_s_bit_for_bit_ties_and_clipping_included():
-    from edgekd.qad.graph import fixed_fake_quant
-
-    rng = np.random.default_rng(0)
-    for case in range(300):
-        scale = float(np.float32(10 ** rng.uniform(-5, 1)))
-        qmin, qmax = [(-128, 127), (0, 255), (-127, 127)][case % 3]
-        zero = int(rng.integers(qmin, qmax + 1)) if qmin == 0 else int(rng.integers(-20, 20)) * (case % 2)
-        x = torch.from_numpy((rng.standard_normal(500) * scale * rng.uniform(1, 300) / (1 + 99 * (case % 4 == 0))).astype(np.float32))
-        x[:20] = (torch.arange(20) - 9.5) * scale  # half-way between two steps (a quarter of the cases clip nothing)
-        x.requires_grad_()
-        theirs = torch.fake_quantize_per_tensor_affine(x, scale, zero, qmin, qmax)
-        ours = fixed_fake_quant(x, scale, zero, qmin, qmax)
-        upstream = torch.from_numpy(rng.standard_normal(500).astype(np.float32))
-        assert torch.equal(ours, theirs), case
-        assert torch.equal(*(torch.autograd.grad(y, x, upstream)[0] for y in (ours, theirs))), case
-
-
 def test_an_embedding_table_s_rows_are_quantized_where_they_are_looked_up_with_the_same_numbers(text_run, tmp_path, monkeypatch):
     """The mirror quantizes the rows a Gather looks up rather than the whole table: the same
     outputs and the same gradients, table included."""
@@ -521,3 +503,22 @@ def test_an_embedding_table_s_rows_are_quantized_where_they_are_looked_up_with_t
     (rows_out, rows_grads), (table_out, table_grads) = _one_step(rows, batch), _one_step(table, batch)
     assert torch.equal(rows_out, table_out) and rows_grads.keys() == table_grads.keys()
     assert all(torch.equal(rows_grads[n], table_grads[n]) for n in table_grads)
+
+
+def test_the_compiled_quantizers_change_no_number_of_a_training_step(text_run, tmp_path, monkeypatch):
+    """A step of the text student with numba's loops (fake quantizers, LSQ's backward, the int8
+    softmax) gives the outputs and the gradients, step sizes included, of PyTorch's own kernels."""
+    from edgekd.qad import fakequant, kernels
+
+    if fakequant.compiled() is None:
+        pytest.skip("numba is not installed: only PyTorch's kernels run")
+    prepared, plan, batch = _text_mirror(text_run, tmp_path, per_channel=False)
+    for learn_scales in (True, False):
+        fast = _one_step(FakeQuantGraph(prepared, plan, learn_scales=learn_scales), batch)
+        with monkeypatch.context() as patched:
+            patched.setattr(fakequant, "compiled", lambda: None)
+            patched.setattr(kernels, "compiled", lambda: None)
+            slow = _one_step(FakeQuantGraph(prepared, plan, learn_scales=learn_scales), batch)
+        assert torch.equal(fast[0], slow[0]) and fast[1].keys() == slow[1].keys()
+        assert all(torch.equal(fast[1][n], slow[1][n]) for n in slow[1]), learn_scales
+        assert any(n.startswith("scales.") for n in fast[1]) == learn_scales

@@ -154,3 +154,25 @@ def test_a_bias_that_outgrows_int32_saturates_as_onnx_runtime_stores_it(case, tm
     graph = FakeQuantGraph(prepared, plan, fused_kernels=False).eval()
     theirs = run_batches(open_session(ptq, runtime=RuntimeConfig(intra_op_threads=1, graph_optimization="basic")), x)
     assert _steps_off(predict(graph, x), theirs, plan.activations[graph.output_name].scale).max() == 0
+
+
+def test_the_compiled_int8_softmax_is_the_tensor_version_bit_for_bit(monkeypatch):
+    """numba's loop for QLinearSoftmax computes what the tensor operations compute (which the ORT
+    comparisons above check), element for element, for both output types and any axis."""
+    from edgekd.qad import kernels
+
+    if kernels.compiled() is None:
+        pytest.skip("numba is not installed")
+    rng = np.random.default_rng(0)
+    for case in range(40):
+        length = int(rng.integers(2, 80))
+        x_scale = torch.tensor(np.float32(10 ** rng.uniform(-2, 0)))
+        y_scale = torch.tensor(np.float32(rng.choice([1 / 255, 1 / 256, 0.0039, 1 / 128])))
+        qmin = (0, -128)[case % 2]
+        x = torch.round(torch.from_numpy(rng.standard_normal((7, 3, length)).astype(np.float32)) * 3 / x_scale).clamp(-127, 127) * x_scale
+        quants = kernels.Quant(x_scale, 0, -128, 127), kernels.Quant(y_scale, qmin, qmin, qmin + 255)
+        attrs = {"axis": int(rng.integers(0, 3))}
+        compiled = kernels.softmax(x, attrs, *quants)
+        with monkeypatch.context() as patched:
+            patched.setattr(kernels, "compiled", lambda: None)
+            assert torch.equal(compiled, kernels.softmax(x, attrs, *quants)), case

@@ -9,7 +9,9 @@ interleaved so that the machine's load falls on all of them alike:
   activation scales (LSQ: what QAD trains by default), and the same again with every quantizer
   run, even those of values already on their grid;
 - the same with the activations' scales frozen at the calibration's (`[qad] learn_scales = false`:
-  the same forward values, no step-size gradient).
+  the same forward values, no step-size gradient);
+- both again with PyTorch's own kernels instead of numba's compiled loops (edgekd/qad/loops.py):
+  what an install without numba runs, the same numbers.
 
 The student is the recipe's, built with random weights (a step costs what the architecture costs,
 whatever the weights) and exported as `edgekd export` exports it; `--run` times a run folder's own.
@@ -22,6 +24,7 @@ whatever the weights) and exported as `edgekd export` exports it; `--run` times 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import statistics
 import tempfile
@@ -76,15 +79,18 @@ def main() -> None:
         models = {"PyTorch student": student, "ONNX graph, fp32": FakeQuantGraph(prepared, plan, fake_quant=False),
                   "ONNX graph, fake-quantized, learned scales, every quantizer run": every,
                   "ONNX graph, fake-quantized, learned scales (QAD's default)": FakeQuantGraph(prepared, plan),
-                  "ONNX graph, fake-quantized, scales frozen (`[qad] learn_scales = false`)": FakeQuantGraph(prepared, plan, learn_scales=False)}
+                  "ONNX graph, fake-quantized, scales frozen (`[qad] learn_scales = false`)": FakeQuantGraph(prepared, plan, learn_scales=False),
+                  "ONNX graph, fake-quantized, learned scales, PyTorch's kernels (no numba)": FakeQuantGraph(prepared, plan),
+                  "ONNX graph, fake-quantized, scales frozen, PyTorch's kernels (no numba)": FakeQuantGraph(prepared, plan, learn_scales=False)}
         times: dict[str, list[float]] = {name: [] for name in models}
         for step in range(args.steps + 1):
             for name, model in models.items():
                 model.train()
-                start = time.perf_counter()
-                forward(model, batch).float().logsumexp(1).sum().backward()
-                if step:  # the first step warms up
-                    times[name].append(time.perf_counter() - start)
+                with _loops(enabled="PyTorch's kernels" not in name):
+                    start = time.perf_counter()
+                    forward(model, batch).float().logsumexp(1).sum().backward()
+                    if step:  # the first step warms up
+                        times[name].append(time.perf_counter() - start)
     base = statistics.median(times["PyTorch student"])
     args_shown = f" {recipe.student.args}" if recipe.student.args else ""
     described = f"`{args.run}`" if args.run else f"{recipe.student.model}{args_shown} on {recipe.data.source}, random weights"
@@ -98,6 +104,20 @@ def main() -> None:
                                           provenance("qad_speed.py", time.perf_counter() - began, []), "", *lines, ""]))
     else:
         print("\n".join(lines))
+
+
+@contextlib.contextmanager
+def _loops(enabled: bool):
+    """numba's compiled loops on (as installed) or off (PyTorch's kernels, as without numba)."""
+    from edgekd.qad import fakequant, kernels
+
+    saved = fakequant.compiled, kernels.compiled
+    if not enabled:
+        fakequant.compiled = kernels.compiled = lambda: None
+    try:
+        yield
+    finally:
+        fakequant.compiled, kernels.compiled = saved
 
 
 def _recipe(args):

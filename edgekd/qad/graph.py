@@ -32,6 +32,7 @@ from torch import nn
 
 from edgekd.errors import MirrorError
 from edgekd.qad import kernels
+from edgekd.qad.fakequant import fixed_fake_quant, learned_fake_quant
 
 _SMALLEST_SCALE = 1e-8
 _INT32 = np.iinfo(np.int32)
@@ -136,8 +137,8 @@ class FakeQuantGraph(nn.Module):
     The learned tensors of layers (weights and biases of Conv / Gemm / MatMul, embedding tables,
     LayerNorm's scale and shift) are trainable parameters; every other initializer is a constant.
     Inputs are taken by position in the graph's input order, or by name. With `learn_scales` False
-    the activations keep the calibration's scales: PyTorch's fixed-scale fake quantizer runs, the same
-    values forwards, without LSQ's step-size gradient (half the quantizer's backward work)."""
+    the activations keep the calibration's scales: a fixed-scale fake quantizer runs (`fakequant`), the
+    same values forwards, without LSQ's step-size gradient (straight through backwards)."""
 
     def __init__(self, prepared: Path, plan: QuantPlan, fake_quant: bool = True, fused_kernels: bool = True,
                  learn_scales: bool = True) -> None:
@@ -328,7 +329,7 @@ class FakeQuantGraph(nn.Module):
         scale = self.activation_scale(name).reshape(1)
         zero = self.zero_points[index : index + 1]
         grad_factor = 1.0 / float(np.sqrt(x.numel() * q.qmax))  # LSQ's step-size gradient scale
-        return torch._fake_quantize_learnable_per_tensor_affine(x, scale, zero, q.qmin, q.qmax, grad_factor)
+        return learned_fake_quant(x, scale, zero, q.qmin, q.qmax, grad_factor)
 
     def _constant(self, name: str, w: torch.Tensor, call: _CallCache) -> torch.Tensor:
         """ORT's quantization of the constant's current values (`quantize_nparray`: a float32 division,
@@ -364,35 +365,6 @@ class _CallCache:
     params: dict[str, tuple[torch.Tensor, torch.Tensor]] = field(default_factory=dict)
 
 
-def fixed_fake_quant(x: torch.Tensor, scale: float, zero: int, qmin: int, qmax: int) -> torch.Tensor:
-    """`torch.fake_quantize_per_tensor_affine`, bit for bit forwards and backwards, as whole-tensor
-    operations: PyTorch's kernel computes element by element (20× a multiplication's time on this
-    CPU at 884,736 elements), these run vectorised. round(x / scale) in float32 as PyTorch rounds it
-    (times the float32 reciprocal, half to even), clamped where zero point + it leaves [qmin, qmax]
-    (gradient 0 there, 1 inside: the straight-through estimator)."""
-    return _FixedFakeQuant.apply(x, scale, float(qmin - zero), float(qmax - zero))
-
-
-class _FixedFakeQuant(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x: torch.Tensor, scale: float, low: float, high: float) -> torch.Tensor:
-        step = np.float32(scale)
-        steps = torch.mul(x, float(np.float32(1.0) / step)).round_()  # the steps from the zero point
-        ctx.clipped = x.device.type != "cpu" or not low <= float(steps.min()) <= float(steps.max()) <= high
-        if not ctx.clipped:  # the usual case on a CPU, checked in two reads: no mask to make, identity backwards
-            return steps.mul_(float(step))
-        kept = steps.clamp(low, high)
-        ctx.save_for_backward(kept == steps)
-        return kept.mul_(float(step))
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor):
-        if not ctx.clipped:
-            return grad, None, None, None
-        (inside,) = ctx.saved_tensors
-        return torch.where(inside, grad, 0.0), None, None, None
-
-
 def constant_scale(w: torch.Tensor, axis: int | None, rule: ConstantRule) -> tuple[torch.Tensor, torch.Tensor]:
     """ORT's `compute_scale_zp` on a constant's current values, per channel along `axis` or per tensor:
     the range widened to hold 0 (and made symmetric when the rule is), scale = range / (qmax − qmin)
@@ -400,8 +372,11 @@ def constant_scale(w: torch.Tensor, axis: int | None, rule: ConstantRule) -> tup
     w = w.detach()
     dims = [d for d in range(w.ndim) if axis is None or d != axis % w.ndim]
     # min and max in the tensor's own precision (exact), the arithmetic in float64: no float64 copy of a whole embedding table
-    rmin = (w.amin(dim=dims) if dims else w).double().clamp_max(0.0)
-    rmax = (w.amax(dim=dims) if dims else w).double().clamp_min(0.0)
+    if axis is None:  # one read for both
+        rmin, rmax = torch.aminmax(w)
+    else:
+        rmin, rmax = (w.amin(dim=dims), w.amax(dim=dims)) if dims else (w, w)
+    rmin, rmax = rmin.double().clamp_max(0.0), rmax.double().clamp_min(0.0)
     if rule.symmetric:
         rmax = torch.maximum(rmin.abs(), rmax)
         rmin = -rmax

@@ -30,6 +30,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from edgekd.qad.loops import compiled
+
 
 @dataclass(frozen=True)
 class Quant:
@@ -71,6 +73,14 @@ def softmax(x: torch.Tensor, attrs: dict, x_quant: Quant, y_quant: Quant) -> tor
     axis = attrs.get("axis", -1) % x.ndim
     moved = x.movedim(axis, -1)
     length = moved.shape[-1]
+    loops = compiled() if x.device.type == "cpu" and x.dtype == torch.float32 else None
+    if loops is not None:  # the same arithmetic, one pass over each row
+        rows = moved.detach().contiguous().reshape(-1, length)
+        out = torch.empty_like(rows)
+        loops.softmax(rows.numpy(), _exp_table(float(x_quant.scale), length), np.float32(x_quant.scale),
+                      np.floor(np.float32(1.0) / np.float32(y_quant.scale)), np.float32(y_quant.zero_point), np.float32(y_quant.scale),
+                      y_quant.qmin < 0, out.numpy())
+        return out.reshape(moved.shape).movedim(-1, axis)
     below = torch.round(moved / x_quant.scale)  # q - zero point: whole numbers
     below = (below.amax(dim=-1, keepdim=True) - below).long()  # steps below the row's largest: 0…255
     table = torch.from_numpy(_exp_table(float(x_quant.scale), length)).to(x.device)[below]

@@ -1,0 +1,99 @@
+"""The loops that quantization-aware training runs per element, compiled by numba.
+
+PyTorch's elementwise operations each read and write a whole tensor; the fake quantizer and ONNX
+Runtime's int8 softmax are a handful of such passes each, or a Python loop. Here each is one loop
+over memory, compiled on first use (a second or two) and written to compute what the PyTorch code it
+replaces computes, operation for operation in float32 (`fakequant` and `kernels` check this, and fall
+back to their PyTorch versions where numba is missing). numba is an optional dependency: the
+training extras install it.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Loops:
+    forward: Callable  # the fake quantizer: values on the grid, the straight-through mask, whether anything clipped
+    masked: Callable  # PyTorch's dY · mask
+    learned_backward: dict[bool, Callable]  # LSQ's backward, by whether PyTorch's build fuses its multiply-adds
+    softmax: Callable  # com.microsoft.QLinearSoftmax on rows of steps
+
+
+@functools.cache
+def compiled() -> Loops | None:
+    """The loops (compiled lazily, at their first call); None without numba."""
+    try:
+        import numba
+    except ImportError:
+        return None
+    jit = numba.njit(nogil=True)
+    one, nothing = np.float32(1.0), np.float32(0.0)
+
+    @jit
+    def forward(x, out, inside, inverse, step, low, high):
+        clipped = False
+        for i in range(x.size):
+            steps = np.rint(x[i] * inverse)
+            kept = min(max(steps, low), high)
+            inside[i] = steps == kept
+            clipped |= steps != kept
+            out[i] = kept * step
+        return clipped
+
+    @jit
+    def masked(grad, inside, out):
+        for i in range(grad.size):
+            out[i] = grad[i] * (one if inside[i] else nothing)
+
+    return Loops(forward, masked, {contracted: jit(_learned_backward(contracted, one, nothing)) for contracted in (True, False)},
+                 jit(_softmax))
+
+
+def _learned_backward(contracted: bool, one: np.float32, nothing: np.float32) -> Callable:
+    """LSQ's backward loop as PyTorch's C++ computes it, with (`contracted`) or without fused multiply-adds."""
+
+    def run(x, dy, dx, dscale, inverse, step, zero, qmin, qmax, below, above, factor):
+        for i in range(x.size):
+            if contracted:  # x · (1/scale) + zero as one fused multiply-add: exact in float64, rounded once
+                q = np.rint(np.float32(np.float64(x[i]) * np.float64(inverse) + zero))
+            else:
+                q = np.rint(x[i] * inverse + np.float32(zero))
+            if q < qmin or q > qmax:
+                dx[i] = dy[i] * nothing
+                dscale[i] = (dy[i] * (below if q < qmin else above)) * factor
+            else:
+                dx[i] = dy[i] * one
+                if contracted:  # (q − zero) · scale − x, fused: the product is exact in float64
+                    error = np.float32(np.float64(q - zero) * np.float64(step) - np.float64(x[i]))
+                else:
+                    error = np.float32(q - zero) * step - x[i]
+                dscale[i] = dy[i] * error * inverse * factor
+
+    return run
+
+
+def _softmax(x, exp_table, x_scale, inverse, zero, scale, wrap, out):
+    """Rows of `x` (on its grid) through QLinearSoftmax's arithmetic, as `kernels.softmax` computes it:
+    steps below the row's largest, exp looked up, summed in float32 in order, divided, rounded."""
+    rows, length = x.shape
+    below = np.empty(length, dtype=np.int64)
+    for r in range(rows):
+        top = np.rint(x[r, 0] / x_scale)
+        for i in range(1, length):
+            top = max(top, np.rint(x[r, i] / x_scale))
+        for i in range(length):
+            below[i] = np.int64(top - np.rint(x[r, i] / x_scale))
+        total = exp_table[below[0]]
+        for i in range(1, length):
+            total += exp_table[below[i]]
+        for i in range(length):
+            q = min(np.rint((exp_table[below[i]] * inverse) / total) + zero, np.float32(255.0))
+            if wrap and q > np.float32(127.0):
+                q -= np.float32(256.0)
+            out[r, i] = (q - zero) * scale
