@@ -64,3 +64,38 @@ def test_a_tensor_the_loops_cannot_read_gets_pytorch_s_kernels_and_the_same_numb
     ours = fakequant.learned_fake_quant(x, scale, zero, 0, 255, 0.01)
     assert torch.equal(ours, torch._fake_quantize_learnable_per_tensor_affine(x, scale, zero, 0, 255, 0.01))
     assert torch.equal(fakequant.fixed_fake_quant(x, 0.02, 3, 0, 255), torch.fake_quantize_per_tensor_affine(x, 0.02, 3, 0, 255))
+
+
+def test_a_constant_is_quantized_as_ort_stores_it_on_either_path(path):
+    """Per tensor (the compiled loop where numba is installed) and per channel: the value training
+    sees, `w + (dequantized − w)`, and an identity gradient."""
+    rng = np.random.default_rng(1)
+    for case in range(60):
+        w = torch.from_numpy((rng.standard_normal((16, 24)) * 10 ** rng.uniform(-3, 1)).astype(np.float32))
+        w[0, :8] = torch.arange(8) + 0.5  # ties, at a scale of 1
+        per_channel = case % 2 == 1
+        shape = (16, 1) if per_channel else ()
+        scale = torch.tensor(np.abs(rng.standard_normal(shape)) * 0.05 + 1e-3, dtype=torch.float32) if case % 3 else torch.ones(shape)
+        zero = torch.tensor(rng.integers(-10, 10, shape), dtype=torch.float32)
+        w.requires_grad_()
+        ours = fakequant.constant_fake_quant(w, scale, zero, -128, 127)
+        stored = torch.clamp(torch.round(w.detach() / scale) + zero, -128, 127)
+        assert torch.equal(ours, w.detach() + ((stored - zero) * scale - w.detach())), case
+        assert torch.equal(torch.autograd.grad(ours.sum(), w)[0], torch.ones_like(w)), case
+
+
+def test_a_constant_s_scale_per_tensor_is_its_one_channel_scale(monkeypatch):
+    """The per-tensor scale and zero point (Python floats after one read) are what the per-channel
+    tensor arithmetic gives the whole constant as one channel, for each of ORT's rules."""
+    from edgekd.qad.graph import ConstantRule, constant_scale
+
+    rng = np.random.default_rng(2)
+    rules = [ConstantRule(True, -127, 127, -128, 127), ConstantRule(False, 0, 255, 0, 255), ConstantRule(True, -64, 64, -128, 127),
+             ConstantRule(False, -128, 127, -128, 127)]
+    for case in range(200):
+        w = torch.from_numpy((rng.standard_normal(300) * 10 ** rng.uniform(-6, 2) + rng.uniform(-1, 1) * (case % 3)).astype(np.float32))
+        if case % 17 == 0:
+            w = torch.zeros(300)
+        rule = rules[case % len(rules)]
+        tensor, channel = constant_scale(w, None, rule), constant_scale(w.reshape(1, -1), 0, rule)
+        assert tensor[0].ndim == 0 and all(torch.equal(a.reshape(1), b) for a, b in zip(tensor, channel)), case

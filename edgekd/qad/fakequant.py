@@ -45,6 +45,29 @@ def learned_fake_quant(x: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor,
     return _LearnedFakeQuant.apply(x, scale, zero, qmin, qmax, grad_factor)
 
 
+def constant_fake_quant(w: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor, low: int, high: int) -> torch.Tensor:
+    """ORT's quantization of a constant's current values (`quantize_nparray`: a float32 division,
+    rounded half to even, plus the zero point, clipped to the stored type's [low, high]), dequantized
+    and given to training as `w + (that − w)`, straight through backwards. `scale` and `zero`:
+    0-d (per tensor), or shaped to broadcast along the channel axis."""
+    if scale.ndim == 0 and _fused(w):
+        return _ConstantFakeQuant.apply(w, np.float32(scale.item()), np.float32(zero.item()), np.float32(low), np.float32(high))
+    stored = torch.clamp(torch.round(w.detach() / scale) + zero, low, high)
+    return w + ((stored - zero) * scale - w).detach()
+
+
+class _ConstantFakeQuant(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, w: torch.Tensor, scale: np.float32, zero: np.float32, low: np.float32, high: np.float32) -> torch.Tensor:
+        out = torch.empty_like(w)
+        compiled().constant(_flat(w), _flat(out), scale, zero, low, high)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        return grad, None, None, None, None
+
+
 class _FixedFakeQuant(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: torch.Tensor, scale: float, low: float, high: float) -> torch.Tensor:

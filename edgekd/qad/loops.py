@@ -23,6 +23,7 @@ class Loops:
     masked: Callable  # PyTorch's dY · mask
     learned_backward: dict[bool, Callable]  # LSQ's backward, by whether PyTorch's build fuses its multiply-adds
     softmax: Callable  # com.microsoft.QLinearSoftmax on rows of steps
+    constant: Callable  # ORT's quantization of a constant with one scale, as training sees it
 
 
 @functools.cache
@@ -51,8 +52,14 @@ def compiled() -> Loops | None:
         for i in range(grad.size):
             out[i] = grad[i] * (one if inside[i] else nothing)
 
+    @jit
+    def constant(w, out, scale, zero, low, high):  # w + (dequantized − w), each operation in float32 as PyTorch's
+        for i in range(w.size):
+            stored = min(max(np.rint(w[i] / scale) + zero, low), high)
+            out[i] = w[i] + ((stored - zero) * scale - w[i])
+
     return Loops(forward, masked, {contracted: jit(_learned_backward(contracted, one, nothing)) for contracted in (True, False)},
-                 jit(_softmax))
+                 jit(_softmax), constant)
 
 
 def _learned_backward(contracted: bool, one: np.float32, nothing: np.float32) -> Callable:
