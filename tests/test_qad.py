@@ -522,3 +522,28 @@ def test_the_compiled_quantizers_change_no_number_of_a_training_step(text_run, t
         assert torch.equal(fast[0], slow[0]) and fast[1].keys() == slow[1].keys()
         assert all(torch.equal(fast[1][n], slow[1][n]) for n in slow[1]), learn_scales
         assert any(n.startswith("scales.") for n in fast[1]) == learn_scales
+
+
+@pytest.mark.parametrize("per_channel", [False, True])
+def test_a_constant_s_scale_and_zero_point_are_what_ort_computes_from_its_values(per_channel):
+    """`constant_scale` against ORT's own `compute_scale_zp`, for each of its rules (symmetric or not,
+    full or reduced range, int8 and uint8), ranges that do and do not hold 0, and all-zero constants."""
+    from onnx import TensorProto
+    from onnxruntime.quantization.quant_utils import compute_scale_zp, get_qmin_qmax_for_qType
+
+    from edgekd.qad.graph import ConstantRule, constant_scale
+
+    rng = np.random.default_rng(2)
+    for case in range(120):
+        w = (rng.standard_normal((6, 50)) * 10 ** rng.uniform(-6, 2) + rng.uniform(-1, 1) * (case % 3)).astype(np.float32)
+        if case % 17 == 0:
+            w[:] = 0.0
+        elem_type, symmetric, reduce_range = (TensorProto.INT8, TensorProto.UINT8)[case % 2], case % 3 == 0, case % 5 == 0
+        qmin, qmax = get_qmin_qmax_for_qType(elem_type, reduce_range=reduce_range, symmetric=symmetric)
+        rule = ConstantRule(symmetric, int(qmin), int(qmax), *(int(v) for v in get_qmin_qmax_for_qType(elem_type)))
+        scale, zero = constant_scale(torch.from_numpy(w), 0 if per_channel else None, rule)
+        rows = w if per_channel else w.reshape(1, -1)
+        theirs = [compute_scale_zp(row.min(), row.max(), qmin, qmax, symmetric) for row in rows]
+        assert scale.dtype == zero.dtype == torch.float32 and scale.ndim == int(per_channel), case
+        assert np.array_equal(scale.numpy().ravel(), np.array([float(s) for _, s in theirs], dtype=np.float32)), case
+        assert np.array_equal(zero.numpy().ravel(), np.array([float(z) for z, _ in theirs], dtype=np.float32)), case

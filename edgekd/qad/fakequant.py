@@ -24,6 +24,7 @@ PyTorch's own kernels (or their tensor-operation equivalent) run instead: the sa
 from __future__ import annotations
 
 import functools
+import math
 
 import numpy as np
 import torch
@@ -45,27 +46,32 @@ def learned_fake_quant(x: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor,
     return _LearnedFakeQuant.apply(x, scale, zero, qmin, qmax, grad_factor)
 
 
-def constant_fake_quant(w: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor, low: int, high: int) -> torch.Tensor:
+def constant_fake_quant(w: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor, axis: int | None, low: int, high: int) -> torch.Tensor:
     """ORT's quantization of a constant's current values (`quantize_nparray`: a float32 division,
     rounded half to even, plus the zero point, clipped to the stored type's [low, high]), dequantized
-    and given to training as `w + (that − w)`, straight through backwards. `scale` and `zero`:
-    0-d (per tensor), or shaped to broadcast along the channel axis."""
-    if scale.ndim == 0 and _fused(w):
-        return _ConstantFakeQuant.apply(w, np.float32(scale.item()), np.float32(zero.item()), np.float32(low), np.float32(high))
+    and given to training as `w + (that − w)`, straight through backwards. `scale` and `zero` (float32):
+    0-d with `axis` None (per tensor), else one per channel along `axis`."""
+    if _fused(w) and scale.device.type == "cpu":
+        channels = (1, 1, w.numel()) if axis is None else (math.prod(w.shape[:axis]), w.shape[axis], math.prod(w.shape[axis + 1 :]))
+        return _ConstantFakeQuant.apply(w, channels, scale.reshape(-1).numpy(), zero.reshape(-1).numpy(), np.float32(low), np.float32(high))
+    if axis is not None:
+        shape = [1] * w.ndim
+        shape[axis] = -1
+        scale, zero = scale.reshape(shape), zero.reshape(shape)
     stored = torch.clamp(torch.round(w.detach() / scale) + zero, low, high)
     return w + ((stored - zero) * scale - w).detach()
 
 
 class _ConstantFakeQuant(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, w: torch.Tensor, scale: np.float32, zero: np.float32, low: np.float32, high: np.float32) -> torch.Tensor:
+    def forward(ctx, w: torch.Tensor, channels: tuple, scale: np.ndarray, zero: np.ndarray, low: np.float32, high: np.float32) -> torch.Tensor:
         out = torch.empty_like(w)
-        compiled().constant(_flat(w), _flat(out), scale, zero, low, high)
+        compiled().constant(_flat(w).reshape(channels), _flat(out).reshape(channels), scale, zero, low, high)
         return out
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
-        return grad, None, None, None, None
+        return grad, None, None, None, None, None
 
 
 class _FixedFakeQuant(torch.autograd.Function):
@@ -111,9 +117,12 @@ def _quantize(x: torch.Tensor, step: np.float32, low: float, high: float) -> tup
     (None when nothing was: the gradient then passes straight through, no mask to keep)."""
     inverse = np.float32(1.0) / step
     if _fused(x) and _agreement() is not None:
-        out, inside = torch.empty_like(x), torch.empty(x.shape, dtype=torch.bool)
-        clipped = compiled().forward(_flat(x), _flat(out), _flat(inside), inverse, step, np.float32(low), np.float32(high))
-        return out, inside if clipped else None
+        out = torch.empty_like(x)
+        if not compiled().forward(_flat(x), _flat(out), inverse, step, np.float32(low), np.float32(high)):
+            return out, None
+        inside = torch.empty(x.shape, dtype=torch.bool)
+        compiled().inside(_flat(x), _flat(inside), inverse, np.float32(low), np.float32(high))
+        return out, inside
     steps = torch.mul(x.detach(), float(inverse)).round_()  # the same arithmetic as whole-tensor operations
     if x.device.type == "cpu" and low <= float(steps.min()) <= float(steps.max()) <= high:  # two reads: nothing clipped
         return steps.mul_(float(step)), None
@@ -160,12 +169,14 @@ def _probe(case: int, rng: np.random.Generator) -> tuple:
 
 def _reproduces(contracted: bool, x: torch.Tensor, dy: torch.Tensor, scale: np.float32, zero: float, qmin: int, qmax: int) -> bool:
     zero_t, factor = torch.tensor([zero]), 1.0 / float(np.sqrt(x.numel() * qmax))
-    theirs = torch.fake_quantize_per_tensor_affine(x, float(scale), int(zero), qmin, qmax)
+    theirs, their_mask = torch.ops.aten.fake_quantize_per_tensor_affine_cachemask(x, float(scale), int(zero), qmin, qmax)
     out, inside = torch.empty_like(x), torch.empty(x.shape, dtype=torch.bool)
-    compiled().forward(x.numpy(), out.numpy(), inside.numpy(), np.float32(1.0) / scale, scale, np.float32(qmin - zero), np.float32(qmax - zero))
+    loops, inverse, low, high = compiled(), np.float32(1.0) / scale, np.float32(qmin - zero), np.float32(qmax - zero)
+    clipped = loops.forward(x.numpy(), out.numpy(), inverse, scale, low, high)
+    loops.inside(x.numpy(), inside.numpy(), inverse, low, high)
     dx_theirs, dscale_theirs, _ = torch.ops.aten._fake_quantize_learnable_per_tensor_affine_backward(
         dy, x, torch.tensor([scale]), zero_t, qmin, qmax, factor)
     dx, per_element = torch.empty_like(x), torch.empty_like(x)
-    compiled().learned_backward[contracted](x.numpy(), dy.numpy(), dx.numpy(), per_element.numpy(),
-                                            *_backward_constants(scale, zero_t, qmin, qmax, factor))
-    return torch.equal(out, theirs) and torch.equal(dx, dx_theirs) and torch.equal(per_element.sum().unsqueeze(0), dscale_theirs)
+    loops.learned_backward[contracted](x.numpy(), dy.numpy(), dx.numpy(), per_element.numpy(), *_backward_constants(scale, zero_t, qmin, qmax, factor))
+    return (torch.equal(out, theirs) and torch.equal(inside, their_mask) and clipped == (not bool(their_mask.all()))
+            and torch.equal(dx, dx_theirs) and torch.equal(per_element.sum().unsqueeze(0), dscale_theirs))

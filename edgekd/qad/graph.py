@@ -336,11 +336,7 @@ class FakeQuantGraph(nn.Module):
         rounded half to even, clipped to the type), passed straight through backwards."""
         q, rule = self.plan.weights[name], self.constant_rules[name]
         scale, zero = self._constant_params(name, call)
-        if q.axis is not None:
-            shape = [1] * w.ndim
-            shape[q.axis % w.ndim] = -1
-            scale, zero = scale.reshape(shape), zero.reshape(shape)
-        return constant_fake_quant(w, scale, zero, rule.low, rule.high)
+        return constant_fake_quant(w, scale, zero, None if q.axis is None else q.axis % w.ndim, rule.low, rule.high)
 
     def _bias(self, inputs: list[str], values: list, call: _CallCache) -> torch.Tensor:
         """The bias as ORT stores it: int32 at (input scale × weight scale), per channel."""
@@ -369,38 +365,23 @@ def constant_scale(w: torch.Tensor, axis: int | None, rule: ConstantRule) -> tup
     the range widened to hold 0 (and made symmetric when the rule is), scale = range / (qmax − qmin)
     computed in float64 and stored as float32, zero point rounded half to even."""
     w = w.detach()
-    if axis is None:
-        return _tensor_scale(w, rule)
-    dims = [d for d in range(w.ndim) if d != axis % w.ndim]
-    # min and max in the tensor's own precision (exact), the arithmetic in float64
-    rmin = (w.amin(dim=dims) if dims else w).double().clamp_max(0.0)
-    rmax = (w.amax(dim=dims) if dims else w).double().clamp_min(0.0)
+    if axis is None:  # one read for both
+        low, high = (v.double().cpu().numpy() for v in torch.aminmax(w))
+    else:  # min and max in the tensor's own precision (exact), the arithmetic in float64 on the channels' few values
+        dims = [d for d in range(w.ndim) if d != axis % w.ndim]
+        low, high = ((getattr(w, reduce)(dim=dims) if dims else w).double().cpu().numpy() for reduce in ("amin", "amax"))
+    rmin, rmax = np.minimum(low, 0.0), np.maximum(high, 0.0)
     if rule.symmetric:
-        rmax = torch.maximum(rmin.abs(), rmax)
+        rmax = np.maximum(np.abs(rmin), rmax)
         rmin = -rmax
     scale = (rmax - rmin) / (rule.qmax - rule.qmin)
     degenerate = scale < np.finfo(np.float32).tiny  # an all-zero constant: ORT stores scale 1, zero point 0
     if rule.symmetric:
-        zero = torch.full_like(scale, round((rule.qmin + rule.qmax) / 2))
+        zero = np.full_like(scale, round((rule.qmin + rule.qmax) / 2))
     else:
-        zero = torch.round(rule.qmin - rmin / torch.where(degenerate, 1.0, scale))
-    return torch.where(degenerate, 1.0, scale).float(), torch.where(degenerate, 0.0, zero).float()
-
-
-def _tensor_scale(w: torch.Tensor, rule: ConstantRule) -> tuple[torch.Tensor, torch.Tensor]:
-    """`constant_scale` of a constant quantized per tensor: the same float64 arithmetic on Python
-    floats after one read for min and max (a dozen tensor operations fewer per constant per step)."""
-    low, high = (float(v) for v in torch.aminmax(w))
-    rmin, rmax = min(low, 0.0), max(high, 0.0)
-    if rule.symmetric:
-        rmax = max(abs(rmin), rmax)
-        rmin = -rmax
-    scale = (rmax - rmin) / (rule.qmax - rule.qmin)
-    if scale < np.finfo(np.float32).tiny:  # an all-zero constant: ORT stores scale 1, zero point 0
-        scale, zero = 1.0, 0.0
-    else:
-        zero = float(round((rule.qmin + rule.qmax) / 2) if rule.symmetric else round(rule.qmin - rmin / scale))
-    return torch.tensor(scale, dtype=torch.float32, device=w.device), torch.tensor(zero, dtype=torch.float32, device=w.device)
+        zero = np.rint(rule.qmin - rmin / np.where(degenerate, 1.0, scale))
+    as_tensor = lambda values: torch.from_numpy(np.asarray(values, dtype=np.float32)).to(w.device)  # noqa: E731
+    return as_tensor(np.where(degenerate, 1.0, scale)), as_tensor(np.where(degenerate, 0.0, zero))
 
 
 def _widened_for_bias(scale: torch.Tensor, zero: torch.Tensor, axis: int | None, input_scale: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:

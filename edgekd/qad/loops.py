@@ -19,11 +19,12 @@ import numpy as np
 
 @dataclass(frozen=True)
 class Loops:
-    forward: Callable  # the fake quantizer: values on the grid, the straight-through mask, whether anything clipped
+    forward: Callable  # the fake quantizer: values on the grid, and whether anything was clipped
+    inside: Callable  # the straight-through mask: where nothing was clipped
     masked: Callable  # PyTorch's dY · mask
     learned_backward: dict[bool, Callable]  # LSQ's backward, by whether PyTorch's build fuses its multiply-adds
     softmax: Callable  # com.microsoft.QLinearSoftmax on rows of steps
-    constant: Callable  # ORT's quantization of a constant with one scale, as training sees it
+    constant: Callable  # ORT's quantization of a constant, per tensor or per channel, as training sees it
 
 
 @functools.cache
@@ -37,15 +38,20 @@ def compiled() -> Loops | None:
     one, nothing = np.float32(1.0), np.float32(0.0)
 
     @jit
-    def forward(x, out, inside, inverse, step, low, high):
+    def forward(x, out, inverse, step, low, high):
         clipped = False
         for i in range(x.size):
             steps = np.rint(x[i] * inverse)
             kept = min(max(steps, low), high)
-            inside[i] = steps == kept
             clipped |= steps != kept
             out[i] = kept * step
         return clipped
+
+    @jit
+    def inside(x, mask, inverse, low, high):  # where forward clipped nothing: asked for only where it clipped something
+        for i in range(x.size):
+            steps = np.rint(x[i] * inverse)
+            mask[i] = low <= steps <= high
 
     @jit
     def masked(grad, inside, out):
@@ -54,11 +60,15 @@ def compiled() -> Loops | None:
 
     @jit
     def constant(w, out, scale, zero, low, high):  # w + (dequantized − w), each operation in float32 as PyTorch's
-        for i in range(w.size):
-            stored = min(max(np.rint(w[i] / scale) + zero, low), high)
-            out[i] = w[i] + ((stored - zero) * scale - w[i])
+        outer, channels, inner = w.shape  # a scale and zero point per channel (one channel: per tensor)
+        for o in range(outer):
+            for c in range(channels):
+                for i in range(inner):
+                    value = w[o, c, i]
+                    stored = min(max(np.rint(value / scale[c]) + zero[c], low), high)
+                    out[o, c, i] = value + ((stored - zero[c]) * scale[c] - value)
 
-    return Loops(forward, masked, {contracted: jit(_learned_backward(contracted, one, nothing)) for contracted in (True, False)},
+    return Loops(forward, inside, masked, {contracted: jit(_learned_backward(contracted, one, nothing)) for contracted in (True, False)},
                  jit(_softmax), constant)
 
 
