@@ -117,12 +117,9 @@ def _quantize(x: torch.Tensor, step: np.float32, low: float, high: float) -> tup
     (None when nothing was: the gradient then passes straight through, no mask to keep)."""
     inverse = np.float32(1.0) / step
     if _fused(x) and _agreement() is not None:
-        out = torch.empty_like(x)
-        if not compiled().forward(_flat(x), _flat(out), inverse, step, np.float32(low), np.float32(high)):
-            return out, None
-        inside = torch.empty(x.shape, dtype=torch.bool)
-        compiled().inside(_flat(x), _flat(inside), inverse, np.float32(low), np.float32(high))
-        return out, inside
+        out, inside = torch.empty_like(x), torch.empty(x.shape, dtype=torch.bool)
+        clipped = compiled().forward(_flat(x), _flat(out), _flat(inside), inverse, step, np.float32(low), np.float32(high))
+        return out, inside if clipped else None
     steps = torch.mul(x.detach(), float(inverse)).round_()  # the same arithmetic as whole-tensor operations
     if x.device.type == "cpu" and low <= float(steps.min()) <= float(steps.max()) <= high:  # two reads: nothing clipped
         return steps.mul_(float(step)), None
@@ -172,8 +169,7 @@ def _reproduces(contracted: bool, x: torch.Tensor, dy: torch.Tensor, scale: np.f
     theirs, their_mask = torch.ops.aten.fake_quantize_per_tensor_affine_cachemask(x, float(scale), int(zero), qmin, qmax)
     out, inside = torch.empty_like(x), torch.empty(x.shape, dtype=torch.bool)
     loops, inverse, low, high = compiled(), np.float32(1.0) / scale, np.float32(qmin - zero), np.float32(qmax - zero)
-    clipped = loops.forward(x.numpy(), out.numpy(), inverse, scale, low, high)
-    loops.inside(x.numpy(), inside.numpy(), inverse, low, high)
+    clipped = loops.forward(x.numpy(), out.numpy(), inside.numpy(), inverse, scale, low, high)
     dx_theirs, dscale_theirs, _ = torch.ops.aten._fake_quantize_learnable_per_tensor_affine_backward(
         dy, x, torch.tensor([scale]), zero_t, qmin, qmax, factor)
     dx, per_element = torch.empty_like(x), torch.empty_like(x)

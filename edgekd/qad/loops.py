@@ -19,8 +19,7 @@ import numpy as np
 
 @dataclass(frozen=True)
 class Loops:
-    forward: Callable  # the fake quantizer: values on the grid, and whether anything was clipped
-    inside: Callable  # the straight-through mask: where nothing was clipped
+    forward: Callable  # the fake quantizer: values on the grid, the straight-through mask, whether anything clipped
     masked: Callable  # PyTorch's dY · mask
     learned_backward: dict[bool, Callable]  # LSQ's backward, by whether PyTorch's build fuses its multiply-adds
     softmax: Callable  # com.microsoft.QLinearSoftmax on rows of steps
@@ -38,20 +37,15 @@ def compiled() -> Loops | None:
     one, nothing = np.float32(1.0), np.float32(0.0)
 
     @jit
-    def forward(x, out, inverse, step, low, high):
+    def forward(x, out, inside, inverse, step, low, high):
         clipped = False
         for i in range(x.size):
             steps = np.rint(x[i] * inverse)
             kept = min(max(steps, low), high)
+            inside[i] = steps == kept
             clipped |= steps != kept
             out[i] = kept * step
         return clipped
-
-    @jit
-    def inside(x, mask, inverse, low, high):  # where forward clipped nothing: asked for only where it clipped something
-        for i in range(x.size):
-            steps = np.rint(x[i] * inverse)
-            mask[i] = low <= steps <= high
 
     @jit
     def masked(grad, inside, out):
@@ -68,7 +62,7 @@ def compiled() -> Loops | None:
                     stored = min(max(np.rint(value / scale[c]) + zero[c], low), high)
                     out[o, c, i] = value + ((stored - zero[c]) * scale[c] - value)
 
-    return Loops(forward, inside, masked, {contracted: jit(_learned_backward(contracted, one, nothing)) for contracted in (True, False)},
+    return Loops(forward, masked, {contracted: jit(_learned_backward(contracted, one, nothing)) for contracted in (True, False)},
                  jit(_softmax), constant)
 
 
