@@ -96,7 +96,7 @@ def main() -> None:
     described = f"`{args.run}`" if args.run else f"{recipe.student.model}{args_shown} on {recipe.data.source}, random weights"
     lines = [f"{described}: one training step (forward and backward) at batch {args.batch}, one thread, median of {args.steps} "
              f"interleaved; {len(plan.activations)} activation and {len(plan.weights)} constant quantizers, "
-             f"{'per-tensor' if args.per_tensor else 'per-channel'} weights.", "",
+             f"{'per-tensor' if args.per_tensor else 'per-channel'} weights; {_numba()}.", "",
              "| model | ms per step | × PyTorch student |", "|---|---|---|"]
     lines += [f"| {name} | {statistics.median(values) * 1000:.0f} | {statistics.median(values) / base:.2f} |" for name, values in times.items()]
     if args.write:
@@ -104,6 +104,14 @@ def main() -> None:
                                           provenance("qad_speed.py", time.perf_counter() - began, []), "", *lines, ""]))
     else:
         print("\n".join(lines))
+
+
+def _numba() -> str:
+    try:
+        import numba
+    except ImportError:
+        return "numba not installed (every row runs PyTorch's kernels)"
+    return f"numba {numba.__version__} compiles the loops"
 
 
 @contextlib.contextmanager
