@@ -29,9 +29,10 @@ from edgekd.export.quantize import scheme_settings
 from edgekd.inputs import Inputs
 from edgekd.models.call import predict
 from edgekd.qad.graph import FakeQuantGraph
-from edgekd.qad.stage import post_training_plan
+from edgekd.errors import MirrorError
+from edgekd.qad.stage import check_qad_parity, post_training_plan
 from edgekd.runtime.session import open_session, run_batches
-from edgekd.targets import QuantizationConfig, RuntimeConfig, Scheme
+from edgekd.targets import QuantizationConfig, RuntimeConfig, Scheme, Target
 
 
 class _Apply(nn.Module):
@@ -154,6 +155,20 @@ def test_a_bias_that_outgrows_int32_saturates_as_onnx_runtime_stores_it(case, tm
     graph = FakeQuantGraph(prepared, plan, fused_kernels=False).eval()
     theirs = run_batches(open_session(ptq, runtime=RuntimeConfig(intra_op_threads=1, graph_optimization="basic")), x)
     assert _steps_off(predict(graph, x), theirs, plan.activations[graph.output_name].scale).max() == 0
+
+
+@pytest.mark.parametrize("case", [case for case in CASES if "outgrows" in case])
+def test_a_parity_failure_from_a_saturated_bias_names_the_bias_and_the_fix(case, tmp_path):
+    """As the target ships the file (level "all"), the overflow parts ORT's run from the mirror: the
+    error names the bias and says to quantize weights as int8, where ORT widens the weight's scale."""
+    prepared, ptq, plan, x = _quantized(case, SCHEMES["u8 per-tensor"], tmp_path)
+    graph = FakeQuantGraph(prepared, plan).eval()
+    saturated = graph.saturated_biases()
+    assert len(saturated) == 1 and saturated[0] in plan.biases
+    with pytest.raises(MirrorError, match=f"int32 bias '{saturated[0]}' does not fit.*weight_type = \"int8\""):
+        check_qad_parity(graph, ptq, x, "regression", Target(name="x86", description="as it ships", runtime=SHIPS))
+    prepared, ptq, plan, x = _quantized(case, SCHEMES["s8 per-channel"], tmp_path / "s8")
+    assert FakeQuantGraph(prepared, plan).saturated_biases() == []  # ORT widened the int8 weight's scale: the bias fits
 
 
 def test_the_compiled_int8_softmax_is_the_tensor_version_bit_for_bit(monkeypatch):

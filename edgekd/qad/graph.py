@@ -338,6 +338,17 @@ class FakeQuantGraph(nn.Module):
         scale, zero = self._constant_params(name, call)
         return constant_fake_quant(w, scale, zero, None if q.axis is None else q.axis % w.ndim, rule.low, rule.high)
 
+    def saturated_biases(self) -> list[str]:
+        """The int32 biases that do not fit at the current scales (input scale × weight scale too fine
+        for them) and are clipped as ORT clips them. ORT widens only a symmetric int8 weight's scale
+        to make a bias fit, so these belong to other weights; its fused int8 kernels then overflow
+        their int32 sums, which no mirror follows."""
+        call = _CallCache()
+        return [inputs[2] for _, inputs, _, _ in self.nodes if len(inputs) > 2 and inputs[2] in self.plan.biases
+                and inputs[0] in self.activation_index and inputs[1] in self.plan.weights
+                and bool((self.initializer(inputs[2]).detach().double().abs()
+                          > _INT32.max * (self.activation_scale(inputs[0]).detach() * self._constant_params(inputs[1], call)[0]).double()).any())]
+
     def _bias(self, inputs: list[str], values: list, call: _CallCache) -> torch.Tensor:
         """The bias as ORT stores it: int32 at (input scale × weight scale), per channel."""
         x_name, w_name = inputs[0], inputs[1]

@@ -281,9 +281,14 @@ def check_qad_parity(graph, path: Path, x, task_name: str, target: Target | None
     agree = compare_outputs(run_batches(open_session(path, runtime=runtime), x), predict(graph, x), task_name)  # ORT's run is the reference
     parity = QadParity(agree.max_abs, agree.mean_abs, agree.scale, agree.agreement)
     if parity.agreement < PARITY_MIN_AGREEMENT or parity.mean_abs > PARITY_MAX_MEAN_REL * max(parity.largest_logit, 1e-12):
-        raise MirrorError(f"{path.name}: {when}, ONNX Runtime's int8 run differs from edgekd's PyTorch mirror of it (mean |Δ| "
-                          f"{parity.mean_abs:.3g} on outputs up to {parity.largest_logit:.3g}, agreement {parity.agreement:.2%}"
-                          f"{_first_difference(graph, path, x, runtime)}); please report it with the model")
+        differs = (f"{path.name}: {when}, ONNX Runtime's int8 run differs from edgekd's PyTorch mirror of it (mean |Δ| "
+                   f"{parity.mean_abs:.3g} on outputs up to {parity.largest_logit:.3g}, agreement {parity.agreement:.2%}")
+        saturated = graph.saturated_biases()
+        if saturated:  # a known cause, with its fix
+            raise MirrorError(f"{differs}): the int32 bias {', '.join(map(repr, saturated))} does not fit at its layer's scales and "
+                              "ONNX Runtime's int8 kernels overflow their int32 sums there; quantize weights as int8 "
+                              '(weight_type = "int8" in the target\'s [quantization]: ORT then widens the weight\'s scale to fit the bias)')
+        raise MirrorError(f"{differs}{_first_difference(graph, path, x, runtime)}); please report it with the model")
     return parity
 
 
