@@ -323,7 +323,8 @@ def test_the_core_install_needs_no_torch():
     assert not any(r.split(">")[0].split("=")[0].strip() in ("torch", "onnxsim", "onnxscript", "transformers") for r in core), core
     assert any(r.startswith("onnxruntime") for r in core)
     train = [r for r in requires("edgekd") if r.replace('"', "'").endswith("extra == 'train'")]
-    assert {r.split(">")[0] for r in train} == {"torch", "onnxscript", "onnxsim", "scikit-learn", "matplotlib"}
+    # numba: quantization-aware training's compiled loops (edgekd/qad/loops.py)
+    assert {r.split(">")[0] for r in train} == {"torch", "onnxscript", "onnxsim", "scikit-learn", "matplotlib", "numba"}
     heavy = ("scikit-learn", "scipy", "matplotlib")  # issue 29: the device install stays lean; they are extras with hints
     assert not any(r.split(">")[0].split("=")[0].strip() in heavy for r in core), core
 
