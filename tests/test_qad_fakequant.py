@@ -82,3 +82,20 @@ def test_a_constant_is_quantized_as_ort_stores_it_on_either_path(path):
         stored = torch.clamp(torch.round(w.detach() / scale) + zero, -128, 127)
         assert torch.equal(ours, w.detach() + ((stored - zero) * scale - w.detach())), case
         assert torch.equal(torch.autograd.grad(ours.sum(), w)[0], torch.ones_like(w)), case
+
+
+def test_loops_numba_cannot_compile_leave_pytorch_s_kernels_in_charge_with_a_warning(monkeypatch):
+    from edgekd.qad import loops
+
+    pytest.importorskip("numba")
+
+    def broken(jit):
+        raise RuntimeError("LLVM says no")
+
+    monkeypatch.setattr(loops, "_build", broken)
+    loops.compiled.cache_clear()
+    try:
+        with pytest.warns(RuntimeWarning, match="LLVM says no.*PyTorch's kernels run instead"):
+            assert loops.compiled() is None
+    finally:
+        loops.compiled.cache_clear()

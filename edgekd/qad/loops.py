@@ -4,13 +4,14 @@ PyTorch's elementwise operations each read and write a whole tensor; the fake qu
 Runtime's int8 softmax are a handful of such passes each, or a Python loop. Here each is one loop
 over memory, compiled on first use (a second or two) and written to compute what the PyTorch code it
 replaces computes, operation for operation in float32 (`fakequant` and `kernels` check this, and fall
-back to their PyTorch versions where numba is missing). numba is an optional dependency: the
+back to their PyTorch versions where numba is missing or cannot compile them). numba is an optional dependency: the
 training extras install it.
 """
 
 from __future__ import annotations
 
 import functools
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -28,12 +29,21 @@ class Loops:
 
 @functools.cache
 def compiled() -> Loops | None:
-    """The loops (compiled lazily, at their first call); None without numba."""
+    """The loops, compiled and run once on a few values (about a second, once per process); None
+    without numba or where numba cannot compile them here (a warning says so): PyTorch's kernels then run."""
     try:
         import numba
     except ImportError:
         return None
-    jit = numba.njit(nogil=True)
+    try:
+        return _warmed(_build(numba.njit(nogil=True)))
+    except Exception as error:  # noqa: BLE001 — any failure of the optional accelerator leaves PyTorch's kernels in charge
+        warnings.warn(f"numba could not compile quantization-aware training's loops ({error}); PyTorch's kernels run instead, "
+                      "the same numbers, slower", RuntimeWarning, stacklevel=2)
+        return None
+
+
+def _build(jit) -> Loops:
     one, nothing = np.float32(1.0), np.float32(0.0)
 
     @jit
@@ -64,6 +74,19 @@ def compiled() -> Loops | None:
 
     return Loops(forward, masked, {contracted: jit(_learned_backward(contracted, one, nothing)) for contracted in (True, False)},
                  jit(_softmax), constant)
+
+
+def _warmed(loops: Loops) -> Loops:
+    """Each loop compiled for the types the callers pass, by running it on a few values."""
+    x, f32 = np.linspace(-2, 2, 8, dtype=np.float32), np.float32
+    out, inside = np.empty_like(x), np.empty(x.shape, dtype=np.bool_)
+    loops.forward(x, out, inside, f32(4.0), f32(0.25), f32(-4.0), f32(4.0))
+    loops.masked(x, inside, out)
+    for backward in loops.learned_backward.values():
+        backward(x, x, out, np.empty_like(x), f32(4.0), f32(0.25), 0.0, f32(-4.0), f32(4.0), f32(-4.0), f32(4.0), f32(0.1))
+    loops.softmax(x.reshape(2, 4), np.ones(256, dtype=np.float32), f32(0.25), f32(255.0), f32(0.0), f32(1 / 255), False, out.reshape(2, 4))
+    loops.constant(x.reshape(1, 2, 4), out.reshape(1, 2, 4), np.ones(2, dtype=np.float32), np.zeros(2, dtype=np.float32), f32(-128.0), f32(127.0))
+    return loops
 
 
 def _learned_backward(contracted: bool, one: np.float32, nothing: np.float32) -> Callable:
