@@ -343,22 +343,31 @@ class FakeQuantGraph(nn.Module):
         for them) and are clipped as ORT clips them. ORT widens only a symmetric int8 weight's scale
         to make a bias fit, so these belong to other weights; its fused int8 kernels then overflow
         their int32 sums, which no mirror follows."""
-        call = _CallCache()
-        return [inputs[2] for _, inputs, _, _ in self.nodes if len(inputs) > 2 and inputs[2] in self.plan.biases
-                and inputs[0] in self.activation_index and inputs[1] in self.plan.weights
-                and bool((self.initializer(inputs[2]).detach().double().abs()
-                          > _INT32.max * (self.activation_scale(inputs[0]).detach() * self._constant_params(inputs[1], call)[0]).double()).any())]
+        call, saturated = _CallCache(), []
+        for _, inputs, _, _ in self.nodes:
+            if len(inputs) > 2 and inputs[2] in self.plan.biases:
+                steps, _ = self._bias_steps(inputs, self.initializer(inputs[2]), call)
+                if steps is not None and bool(((steps < _INT32.min) | (steps > _INT32.max)).any()):
+                    saturated.append(inputs[2])
+        return saturated
 
     def _bias(self, inputs: list[str], values: list, call: _CallCache) -> torch.Tensor:
         """The bias as ORT stores it: int32 at (input scale × weight scale), per channel."""
-        x_name, w_name = inputs[0], inputs[1]
         b = values[2]
-        if x_name not in self.plan.activations or w_name not in self.plan.weights:
+        steps, step = self._bias_steps(inputs, b, call)
+        if steps is None:
             return b
-        step = self.activation_scale(x_name).detach() * self._constant_params(w_name, call)[0]
-        # ORT divides in float64 and clips to int32 (a bias too large for its scale saturates)
-        stored = torch.round(b.detach().double() / step.double()).clamp(_INT32.min, _INT32.max).float()
+        stored = steps.clamp(_INT32.min, _INT32.max).float()  # a bias too large for its scale saturates
         return b + (stored * step - b).detach()  # rounded forward, identity backward
+
+    def _bias_steps(self, inputs: list[str], b: torch.Tensor, call: _CallCache) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """The bias in steps of (input scale × weight scale), divided in float64 and rounded as ORT
+        does, before ORT clips it to int32, and the step; (None, None) where ORT keeps the bias fp32."""
+        x_name, w_name = inputs[0], inputs[1]
+        if x_name not in self.activation_index or w_name not in self.plan.weights:
+            return None, None
+        step = self.activation_scale(x_name).detach() * self._constant_params(w_name, call)[0]
+        return torch.round(b.detach().double() / step.double()), step
 
 
 @dataclass
