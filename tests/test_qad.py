@@ -505,19 +505,17 @@ def test_an_embedding_table_s_rows_are_quantized_where_they_are_looked_up_with_t
     assert all(torch.equal(rows_grads[n], table_grads[n]) for n in table_grads)
 
 
-def test_the_compiled_quantizers_change_no_number_of_a_training_step(text_run, tmp_path, monkeypatch):
+def test_the_compiled_quantizers_change_no_number_of_a_training_step(text_run, tmp_path):
     """A step of the text student with numba's loops (fake quantizers, LSQ's backward, the int8
     softmax) gives the outputs and the gradients, step sizes included, of PyTorch's own kernels."""
-    from edgekd.qad import fakequant, kernels
+    from edgekd.qad import loops
 
-    if fakequant.compiled() is None:
+    if loops.compiled() is None:
         pytest.skip("numba is not installed: only PyTorch's kernels run")
     prepared, plan, batch = _text_mirror(text_run, tmp_path, per_channel=False)
     for learn_scales in (True, False):
         fast = _one_step(FakeQuantGraph(prepared, plan, learn_scales=learn_scales), batch)
-        with monkeypatch.context() as patched:
-            patched.setattr(fakequant, "compiled", lambda: None)
-            patched.setattr(kernels, "compiled", lambda: None)
+        with loops.switched_off():
             slow = _one_step(FakeQuantGraph(prepared, plan, learn_scales=learn_scales), batch)
         assert torch.equal(fast[0], slow[0]) and fast[1].keys() == slow[1].keys()
         assert all(torch.equal(fast[1][n], slow[1][n]) for n in slow[1]), learn_scales

@@ -4,22 +4,23 @@ tensor operations where the loops cannot run)."""
 
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 import pytest
 import torch
 
-from edgekd.qad import fakequant
+from edgekd.qad import fakequant, loops
 
 PATHS = ["compiled", "pytorch"]
 
 
 @pytest.fixture(params=PATHS)
-def path(request, monkeypatch):
+def path(request):
     if request.param == "compiled" and fakequant.compiled() is None:
         pytest.skip("numba is not installed")
-    if request.param == "pytorch":
-        monkeypatch.setattr(fakequant, "compiled", lambda: None)
-    return request.param
+    with contextlib.nullcontext() if request.param == "compiled" else loops.switched_off():
+        yield request.param
 
 
 def _cases(count: int):
@@ -57,8 +58,28 @@ def test_lsq_is_pytorch_s_bit_for_bit_step_size_gradient_included(path):
         assert all(torch.equal(ours, theirs) for ours, theirs in zip(*results)), case
 
 
+def test_transposed_tensors_and_gradients_give_pytorch_s_numbers(path):
+    """An attention's transposed keys: the loops read a permuted tensor in its memory order; the
+    gradient may arrive in another layout than the input's."""
+    for case, scale, zero, qmin, qmax, x, upstream in _cases(60):
+        x, upstream = x.reshape(5, 10, 10).permute(2, 0, 1), upstream.reshape(5, 10, 10).permute(1, 0, 2)
+        if case % 2:
+            upstream = upstream.contiguous()
+        assert fakequant._fused(x) or path == "pytorch"
+        xs = x.detach().requires_grad_()
+        ours, theirs = fakequant.fixed_fake_quant(xs, scale, zero, qmin, qmax), torch.fake_quantize_per_tensor_affine(xs, scale, zero, qmin, qmax)
+        assert torch.equal(ours, theirs), case
+        assert torch.equal(*(torch.autograd.grad(y, xs, upstream)[0] for y in (ours, theirs))), case
+        factor, results = 1.0 / float(np.sqrt(x.numel() * qmax)), []
+        for quantize in (torch._fake_quantize_learnable_per_tensor_affine, fakequant.learned_fake_quant):
+            xs, step = x.detach().requires_grad_(), torch.tensor([scale], requires_grad=True)
+            y = quantize(xs, step, torch.tensor([float(zero)]), qmin, qmax, factor)
+            results.append((y, *torch.autograd.grad(y, (xs, step), upstream)))
+        assert all(torch.equal(ours, theirs) for ours, theirs in zip(*results)), case
+
+
 def test_a_tensor_the_loops_cannot_read_gets_pytorch_s_kernels_and_the_same_numbers(path):
-    x = torch.randn(40, 30)[:, ::3]  # not contiguous
+    x = torch.randn(40, 30)[:, ::3]  # gaps between its values: not one run of memory
     assert not fakequant._fused(x)
     scale, zero = torch.tensor([0.02], requires_grad=True), torch.tensor([3.0])
     ours = fakequant.learned_fake_quant(x, scale, zero, 0, 255, 0.01)
@@ -85,17 +106,15 @@ def test_a_constant_is_quantized_as_ort_stores_it_on_either_path(path):
 
 
 def test_loops_numba_cannot_compile_leave_pytorch_s_kernels_in_charge_with_a_warning(monkeypatch):
-    from edgekd.qad import loops
-
     pytest.importorskip("numba")
 
     def broken(jit):
         raise RuntimeError("LLVM says no")
 
     monkeypatch.setattr(loops, "_build", broken)
-    loops.compiled.cache_clear()
+    loops._compiled_once.cache_clear()
     try:
         with pytest.warns(RuntimeWarning, match="LLVM says no.*PyTorch's kernels run instead"):
             assert loops.compiled() is None
     finally:
-        loops.compiled.cache_clear()
+        loops._compiled_once.cache_clear()

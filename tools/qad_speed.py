@@ -56,6 +56,7 @@ def main() -> None:
     from edgekd.export.quantize import scheme_settings
     from edgekd.inputs import as_inputs
     from edgekd.models.call import forward, take, to_tensors, trim
+    from edgekd.qad import loops
     from edgekd.qad.graph import FakeQuantGraph
     from edgekd.qad.stage import post_training_plan
     from edgekd.recipe import with_task_models
@@ -86,7 +87,7 @@ def main() -> None:
         for step in range(args.steps + 1):
             for name, model in models.items():
                 model.train()
-                with _loops(enabled="PyTorch's kernels" not in name):
+                with contextlib.nullcontext() if "PyTorch's kernels" not in name else loops.switched_off():
                     start = time.perf_counter()
                     forward(model, batch).float().logsumexp(1).sum().backward()
                     if step:  # the first step warms up
@@ -112,20 +113,6 @@ def _numba() -> str:
     except ImportError:
         return "numba not installed (every row runs PyTorch's kernels)"
     return f"numba {numba.__version__} compiles the loops"
-
-
-@contextlib.contextmanager
-def _loops(enabled: bool):
-    """numba's compiled loops on (as installed) or off (PyTorch's kernels, as without numba)."""
-    from edgekd.qad import fakequant, kernels
-
-    saved = fakequant.compiled, kernels.compiled
-    if not enabled:
-        fakequant.compiled = kernels.compiled = lambda: None
-    try:
-        yield
-    finally:
-        fakequant.compiled, kernels.compiled = saved
 
 
 def _recipe(args):

@@ -17,8 +17,9 @@ it) that computes, element for element, what PyTorch's kernel computes:
 
 Which arithmetic the installed PyTorch uses is found by running its kernels once on a probe of
 ties, clipped values and both signs of zero point (`_agreement`), not assumed; where the loops do not
-reproduce it bit for bit, or numba is missing, or a tensor is not a contiguous float32 CPU tensor,
-PyTorch's own kernels (or their tensor-operation equivalent) run instead: the same numbers, slower.
+reproduce it bit for bit, or numba is missing, or a tensor is not float32 on the CPU in one run of
+memory (contiguous, or transposed: a permutation of a contiguous tensor), PyTorch's own kernels (or
+their tensor-operation equivalent) run instead: the same numbers, slower.
 """
 
 from __future__ import annotations
@@ -51,7 +52,7 @@ def constant_fake_quant(w: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor
     rounded half to even, plus the zero point, clipped to the stored type's [low, high]), dequantized
     and given to training as `w + (that − w)`, straight through backwards. `scale` and `zero` (float32):
     0-d with `axis` None (per tensor), else one per channel along `axis`."""
-    if _fused(w) and scale.device.type == "cpu":
+    if _fused(w) and w.is_contiguous() and scale.device.type == "cpu":  # channels counted in w's own order
         channels = (1, 1, w.numel()) if axis is None else (math.prod(w.shape[:axis]), w.shape[axis], math.prod(w.shape[axis + 1 :]))
         return _ConstantFakeQuant.apply(w, channels, scale.reshape(-1).numpy(), zero.reshape(-1).numpy(), np.float32(low), np.float32(high))
     if axis is not None:
@@ -89,7 +90,8 @@ class _FixedFakeQuant(torch.autograd.Function):
             return grad, None, None, None
         (inside,) = ctx.saved_tensors
         if _fused(grad):
-            dx = torch.empty_like(grad)
+            grad = _laid_out_as(inside, grad)
+            dx = _empty_as(inside, grad.dtype)
             compiled().masked(_flat(grad), _flat(inside), _flat(dx))
             return dx, None, None, None
         return grad * inside, None, None, None  # PyTorch's dY · mask (a clipped element's gradient is ±0)
@@ -102,13 +104,15 @@ class _LearnedFakeQuant(torch.autograd.Function):
         zero_forward = int(np.clip(np.rint(np.float32(zero.item())), qmin, qmax))  # PyTorch's forward zero point
         ctx.save_for_backward(x)
         ctx.constants = _backward_constants(step, zero, qmin, qmax, grad_factor)
-        return _quantize(x, step, float(qmin - zero_forward), float(qmax - zero_forward))[0]
+        out = _empty_as(x, x.dtype)  # no mask: the backward finds the clipped elements again from x
+        compiled().values(_flat(x), _flat(out), np.float32(1.0) / step, step, np.float32(qmin - zero_forward), np.float32(qmax - zero_forward))
+        return out
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
         x = ctx.saved_tensors[0]
-        dx, per_element = torch.empty_like(x), torch.empty_like(x)
-        compiled().learned_backward[_agreement()](_flat(x), _flat(grad.contiguous()), _flat(dx), _flat(per_element), *ctx.constants)
+        dx, per_element = _empty_as(x, x.dtype), _empty_as(x, x.dtype)
+        compiled().learned_backward[_agreement()](_flat(x), _flat(_laid_out_as(x, grad)), _flat(dx), _flat(per_element), *ctx.constants)
         return dx, per_element.sum().unsqueeze(0), None, None, None, None  # summed as PyTorch sums it
 
 
@@ -117,7 +121,7 @@ def _quantize(x: torch.Tensor, step: np.float32, low: float, high: float) -> tup
     (None when nothing was: the gradient then passes straight through, no mask to keep)."""
     inverse = np.float32(1.0) / step
     if _fused(x) and _agreement() is not None:
-        out, inside = torch.empty_like(x), torch.empty(x.shape, dtype=torch.bool)
+        out, inside = _empty_as(x, x.dtype), _empty_as(x, torch.bool)
         clipped = compiled().forward(_flat(x), _flat(out), _flat(inside), inverse, step, np.float32(low), np.float32(high))
         return out, inside if clipped else None
     steps = torch.mul(x.detach(), float(inverse)).round_()  # the same arithmetic as whole-tensor operations
@@ -129,7 +133,27 @@ def _quantize(x: torch.Tensor, step: np.float32, low: float, high: float) -> tup
 
 
 def _flat(t: torch.Tensor) -> np.ndarray:
-    return t.detach().reshape(-1).numpy()
+    """t's elements in memory order, a numpy view of its storage (t dense: see `_memory_order`).
+    Tensors with the same strides list their elements in the same order."""
+    return t.detach().permute(_memory_order(t)).view(-1).numpy()
+
+
+def _memory_order(t: torch.Tensor) -> list[int] | None:
+    """The order of t's dimensions that makes it contiguous (outermost first): none to change for a
+    contiguous tensor, the inverse of the permutation for a transposed one (an attention's keys);
+    None for a tensor with gaps or overlaps, which the loops cannot read as one run of memory."""
+    order = sorted(range(t.ndim), key=lambda d: -t.stride(d))
+    return order if t.permute(order).is_contiguous() else None
+
+
+def _empty_as(t: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """A new tensor with t's shape and strides: the loops write it in t's memory order."""
+    return torch.empty_strided(t.shape, t.stride(), dtype=dtype)
+
+
+def _laid_out_as(t: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
+    """`value` (t's shape) with t's strides: itself where they already are, else a copy."""
+    return value if value.stride() == t.stride() else _empty_as(t, value.dtype).copy_(value)
 
 
 def _backward_constants(step: np.float32, zero: torch.Tensor, qmin: int, qmax: int, grad_factor: float) -> tuple:
@@ -141,8 +165,10 @@ def _backward_constants(step: np.float32, zero: torch.Tensor, qmin: int, qmax: i
 
 
 def _fused(x: torch.Tensor) -> bool:
-    """Whether the compiled loops can run on `x`: contiguous float32 on the CPU, numba installed."""
-    return x.device.type == "cpu" and x.dtype == torch.float32 and x.is_contiguous() and x.numel() > 0 and compiled() is not None
+    """Whether the compiled loops can run on `x`: float32 on the CPU, one run of memory (contiguous
+    or permuted), numba installed."""
+    return (x.device.type == "cpu" and x.dtype == torch.float32 and x.numel() > 0 and _memory_order(x) is not None
+            and compiled() is not None)
 
 
 @functools.cache
@@ -170,9 +196,11 @@ def _reproduces(contracted: bool, x: torch.Tensor, dy: torch.Tensor, scale: np.f
     out, inside = torch.empty_like(x), torch.empty(x.shape, dtype=torch.bool)
     loops, inverse, low, high = compiled(), np.float32(1.0) / scale, np.float32(qmin - zero), np.float32(qmax - zero)
     clipped = loops.forward(x.numpy(), out.numpy(), inside.numpy(), inverse, scale, low, high)
+    values = torch.empty_like(x)
+    loops.values(x.numpy(), values.numpy(), inverse, scale, low, high)
     dx_theirs, dscale_theirs, _ = torch.ops.aten._fake_quantize_learnable_per_tensor_affine_backward(
         dy, x, torch.tensor([scale]), zero_t, qmin, qmax, factor)
     dx, per_element = torch.empty_like(x), torch.empty_like(x)
     loops.learned_backward[contracted](x.numpy(), dy.numpy(), dx.numpy(), per_element.numpy(), *_backward_constants(scale, zero_t, qmin, qmax, factor))
-    return (torch.equal(out, theirs) and torch.equal(inside, their_mask) and clipped == (not bool(their_mask.all()))
+    return (torch.equal(out, theirs) and torch.equal(values, theirs) and torch.equal(inside, their_mask) and clipped == (not bool(their_mask.all()))
             and torch.equal(dx, dx_theirs) and torch.equal(per_element.sum().unsqueeze(0), dscale_theirs))

@@ -10,9 +10,10 @@ training extras install it.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -21,16 +22,38 @@ import numpy as np
 @dataclass(frozen=True)
 class Loops:
     forward: Callable  # the fake quantizer: values on the grid, the straight-through mask, whether anything clipped
+    values: Callable  # the same values on the grid alone (LSQ's backward finds the clipped elements again from x)
     masked: Callable  # PyTorch's dY · mask
     learned_backward: dict[bool, Callable]  # LSQ's backward, by whether PyTorch's build fuses its multiply-adds
     softmax: Callable  # com.microsoft.QLinearSoftmax on rows of steps
     constant: Callable  # ORT's quantization of a constant, per tensor or per channel, as training sees it
 
 
-@functools.cache
+_switched_off = False  # set by switched_off()
+
+
 def compiled() -> Loops | None:
-    """The loops, compiled and run once on a few values (about a second, once per process); None
-    without numba or where numba cannot compile them here (a warning says so): PyTorch's kernels then run."""
+    """The loops, compiled and run once on a few values when first asked for (about a second, once
+    per process); None without numba, where numba cannot compile them here (a warning says so), or
+    inside `switched_off()`: PyTorch's kernels then run."""
+    return None if _switched_off else _compiled_once()
+
+
+@contextlib.contextmanager
+def switched_off() -> Iterator[None]:
+    """PyTorch's kernels instead of the loops inside the block, as on an install without numba: how
+    tools/qad_speed.py times that path and the tests compare the two. A training step's forward and
+    backward both belong inside."""
+    global _switched_off
+    saved, _switched_off = _switched_off, True
+    try:
+        yield
+    finally:
+        _switched_off = saved
+
+
+@functools.cache
+def _compiled_once() -> Loops | None:
     try:
         import numba
     except ImportError:
@@ -58,6 +81,11 @@ def _build(jit) -> Loops:
         return clipped
 
     @jit
+    def values(x, out, inverse, step, low, high):
+        for i in range(x.size):
+            out[i] = min(max(np.rint(x[i] * inverse), low), high) * step
+
+    @jit
     def masked(grad, inside, out):
         for i in range(grad.size):
             out[i] = grad[i] * (one if inside[i] else nothing)
@@ -72,7 +100,7 @@ def _build(jit) -> Loops:
                     stored = min(max(np.rint(value / scale[c]) + zero[c], low), high)
                     out[o, c, i] = value + ((stored - zero[c]) * scale[c] - value)
 
-    return Loops(forward, masked, {contracted: jit(_learned_backward(contracted, one, nothing)) for contracted in (True, False)},
+    return Loops(forward, values, masked, {contracted: jit(_learned_backward(contracted, one, nothing)) for contracted in (True, False)},
                  jit(_softmax), constant)
 
 
@@ -81,6 +109,7 @@ def _warmed(loops: Loops) -> Loops:
     x, f32 = np.linspace(-2, 2, 8, dtype=np.float32), np.float32
     out, inside = np.empty_like(x), np.empty(x.shape, dtype=np.bool_)
     loops.forward(x, out, inside, f32(4.0), f32(0.25), f32(-4.0), f32(4.0))
+    loops.values(x, out, f32(4.0), f32(0.25), f32(-4.0), f32(4.0))
     loops.masked(x, inside, out)
     for backward in loops.learned_backward.values():
         backward(x, x, out, np.empty_like(x), f32(4.0), f32(0.25), 0.0, f32(-4.0), f32(4.0), f32(-4.0), f32(4.0), f32(0.1))
