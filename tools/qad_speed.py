@@ -1,6 +1,6 @@
 """What a quantization-aware training step costs, measured side by side in one process.
 
-One training step (forward and backward, batch B, one thread) of a student five ways,
+One training step (forward and backward, batch B, one thread) of a student several ways,
 interleaved so that the machine's load falls on all of them alike:
 
 - the PyTorch student;
@@ -11,7 +11,11 @@ interleaved so that the machine's load falls on all of them alike:
 - the same with the activations' scales frozen at the calibration's (`[qad] learn_scales = false`:
   the same forward values, no step-size gradient);
 - both again with PyTorch's own kernels instead of numba's compiled loops (edgekd/qad/loops.py):
-  what an install without numba runs, the same numbers.
+  what an install without numba runs, the same numbers;
+- both again with each activation quantizer replaced by the least any quantizer that is not fused
+  into the operation producing its tensor must do: forwards a copy of the tensor; backwards nothing
+  (frozen scales) or, for LSQ, a copy of dY and the sum of dY · x (the step size's gradient reads both).
+  Wrong numbers, a floor: what a faster quantizer of the same design could at best reach.
 
 The student is the recipe's, built with random weights (a step costs what the architecture costs,
 whatever the weights) and exported as `edgekd export` exports it; `--run` times a run folder's own.
@@ -77,17 +81,21 @@ def main() -> None:
         prepared, _, plan = post_training_plan(simplified, work, settings, data.calibration(64))
         every = FakeQuantGraph(prepared, plan)
         every.already_on_grid = set()  # as before the mirror skipped quantizers of values already on their grid
-        models = {"PyTorch student": student, "ONNX graph, fp32": FakeQuantGraph(prepared, plan, fake_quant=False),
-                  "ONNX graph, fake-quantized, learned scales, every quantizer run": every,
-                  "ONNX graph, fake-quantized, learned scales (QAD's default)": FakeQuantGraph(prepared, plan),
-                  "ONNX graph, fake-quantized, scales frozen (`[qad] learn_scales = false`)": FakeQuantGraph(prepared, plan, learn_scales=False),
-                  "ONNX graph, fake-quantized, learned scales, PyTorch's kernels (no numba)": FakeQuantGraph(prepared, plan),
-                  "ONNX graph, fake-quantized, scales frozen, PyTorch's kernels (no numba)": FakeQuantGraph(prepared, plan, learn_scales=False)}
+        default, frozen = FakeQuantGraph(prepared, plan), FakeQuantGraph(prepared, plan, learn_scales=False)
+        plain, kernels, floor = contextlib.nullcontext, loops.switched_off, _copies
+        models = {"PyTorch student": (student, plain), "ONNX graph, fp32": (FakeQuantGraph(prepared, plan, fake_quant=False), plain),
+                  "ONNX graph, fake-quantized, learned scales, every quantizer run": (every, plain),
+                  "ONNX graph, fake-quantized, learned scales (QAD's default)": (default, plain),
+                  "ONNX graph, fake-quantized, scales frozen (`[qad] learn_scales = false`)": (frozen, plain),
+                  "ONNX graph, fake-quantized, learned scales, PyTorch's kernels (no numba)": (default, kernels),
+                  "ONNX graph, fake-quantized, scales frozen, PyTorch's kernels (no numba)": (frozen, kernels),
+                  "floor: learned scales, each quantizer a copy (backwards a copy of dY and the sum of dY · x)": (default, floor),
+                  "floor: scales frozen, each quantizer a copy (backwards nothing)": (frozen, floor)}
         times: dict[str, list[float]] = {name: [] for name in models}
         for step in range(args.steps + 1):
-            for name, model in models.items():
+            for name, (model, context) in models.items():
                 model.train()
-                with contextlib.nullcontext() if "PyTorch's kernels" not in name else loops.switched_off():
+                with context():
                     start = time.perf_counter()
                     forward(model, batch).float().logsumexp(1).sum().backward()
                     if step:  # the first step warms up
@@ -113,6 +121,37 @@ def _numba() -> str:
     except ImportError:
         return "numba not installed (every row runs PyTorch's kernels)"
     return f"numba {numba.__version__} compiles the loops"
+
+
+@contextlib.contextmanager
+def _copies():
+    """Each activation quantizer of FakeQuantGraph replaced by its floor (see the module's docstring);
+    the constants' quantization stays."""
+    import torch
+
+    from edgekd.qad import graph
+
+    class Copy(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, x, *rest):
+            ctx.learned = bool(rest)
+            if ctx.learned:
+                ctx.save_for_backward(x)
+            return x.clone()
+
+        @staticmethod
+        def backward(ctx, grad):
+            if not ctx.learned:
+                return grad, None
+            return grad.clone(), (grad * ctx.saved_tensors[0]).sum().reshape(1)
+
+    saved = graph.fixed_fake_quant, graph.learned_fake_quant
+    graph.fixed_fake_quant = lambda x, *_: Copy.apply(x)
+    graph.learned_fake_quant = lambda x, scale, *_: Copy.apply(x, scale)
+    try:
+        yield
+    finally:
+        graph.fixed_fake_quant, graph.learned_fake_quant = saved
 
 
 def _recipe(args):
