@@ -135,7 +135,8 @@ def _quantize(x: torch.Tensor, step: np.float32, low: float, high: float) -> tup
 def _flat(t: torch.Tensor) -> np.ndarray:
     """t's elements in memory order, a numpy view of its storage (t dense: see `_memory_order`).
     Tensors with the same strides list their elements in the same order."""
-    return t.detach().permute(_memory_order(t)).view(-1).numpy()
+    t = t.detach()
+    return (t if t.is_contiguous() else t.permute(_memory_order(t))).view(-1).numpy()
 
 
 def _memory_order(t: torch.Tensor) -> list[int] | None:
@@ -167,7 +168,7 @@ def _backward_constants(step: np.float32, zero: torch.Tensor, qmin: int, qmax: i
 def _fused(x: torch.Tensor) -> bool:
     """Whether the compiled loops can run on `x`: float32 on the CPU, one run of memory (contiguous
     or permuted), numba installed."""
-    return (x.device.type == "cpu" and x.dtype == torch.float32 and x.numel() > 0 and _memory_order(x) is not None
+    return (x.device.type == "cpu" and x.dtype == torch.float32 and x.numel() > 0 and (x.is_contiguous() or _memory_order(x) is not None)
             and compiled() is not None)
 
 
