@@ -22,7 +22,9 @@ idx: source. Each seed trains its own teacher; students see the same data and ep
 
 Writes docs/results/kd-table.md (command, date, machine, versions, seeds, then the tables:
 means over seeds, and each seed's paired McNemar test of distilled against scratch) and prints it;
-docs/measured.md quotes it.
+docs/measured.md links it. Each seed's figures are kept in a progress file as they finish (`--progress`,
+beside the page by default): a run that was interrupted resumes where it stopped, rerunning only the
+seeds of configurations not done with these settings; the file is removed once the page is written.
 
     python tools/kd_table.py                               # all configurations, seeds 0 1 2
     python tools/kd_table.py --configs digits --seeds 0 1 2 3 4 --write /tmp/digits.md
@@ -31,6 +33,7 @@ docs/measured.md quotes it.
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import tempfile
 import time
@@ -39,6 +42,7 @@ from pathlib import Path
 import numpy as np
 from _pages import RESULTS, provenance, write_page
 
+from edgekd._io import write_text
 from edgekd._progress import set_quiet
 from edgekd.data.files import read_idx_dir
 from edgekd.distill.stage import distill
@@ -120,43 +124,27 @@ def main() -> None:
     parser.add_argument("--configs", nargs="+", default=list(CONFIGS), choices=list(CONFIGS))
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--write", type=Path, default=RESULTS / "kd-table.md", help="the results page to write")
+    parser.add_argument("--progress", type=Path, help="where finished seeds are kept (default: the page's path + .progress.json)")
     args = parser.parse_args()
+    progress_path = args.progress or args.write.with_suffix(".progress.json")
     set_quiet(True)
     began_all = time.perf_counter()
     rows, tests = [], []
     for name in args.configs:
-        scores = {"teacher": [], "scratch": [], "distilled": [], "scratch last": [], "distilled last": []}
-        paired, test_size = [], 0
-        began = time.perf_counter()
-        with tempfile.TemporaryDirectory() as prepared:
-            data = {**CONFIGS[name].get("data", {}), **(PREPARE_DATA[name](Path(prepared)) if name in PREPARE_DATA else {})}
-            for seed in args.seeds:
-                spec = {k: dict(v) for k, v in CONFIGS[name].items()}
-                spec["data"] = data
-                spec["distill"] = {**spec.get("distill", {}), "seed": seed}
-                with tempfile.TemporaryDirectory() as out:
-                    result = distill(recipe_from_dict(spec, name), Path(out) / "run")
-                test_size = result.split_sizes["test"]
-                scores["teacher"].append(result.teacher_scores.test)
-                scores["scratch"].append(result.scratch.best.test)
-                scores["distilled"].append(result.distilled.best.test)
-                scores["scratch last"].append(result.scratch.last.test)
-                scores["distilled last"].append(result.distilled.last.test)
-                paired.append(result.kd_gain_test)
-                print(f"{name} seed {seed}: teacher {result.teacher_scores.test:.2%}, scratch {result.scratch.best.test:.2%}, "
-                      f"distilled {result.distilled.best.test:.2%} (validation: scratch {result.scratch.best.val:.2%}, "
-                      f"distilled {result.distilled.best.val:.2%}; last epoch test: {result.scratch.last.test:.2%}, "
-                      f"{result.distilled.last.test:.2%}; paired test images {result.kd_gain_test.only_first} right only when distilled, "
-                      f"{result.kd_gain_test.only_second} only from scratch, exact McNemar p = {result.kd_gain_test.p_value:.2g})", flush=True)
+        seeds = _seeds(name, args.seeds, progress_path)
+        scores = {key: [seed[key] for seed in seeds] for key in ("teacher", "scratch", "distilled", "scratch last", "distilled last")}
+        test_size = seeds[0]["test images"]
         means = {k: statistics.mean(v) for k, v in scores.items()}
         at_best, at_last = (_closed(means["teacher"], means["scratch"], means["distilled"]),
                             _closed(means["teacher"], means["scratch last"], means["distilled last"]))
         closed = at_best if at_best == at_last else f"{at_best} / {at_last}"
         errors = " / ".join(f"{round((1 - means[k]) * test_size)}" for k in ("teacher", "scratch", "distilled"))
+        minutes = sum(seed["seconds"] for seed in seeds) / 60
         rows.append(f"| {DESCRIBED[name]} | {_stats(scores['teacher'])} | {_stats(scores['scratch'])} | {_stats(scores['distilled'])} | "
-                    f"{errors} | {closed} | {(time.perf_counter() - began) / 60:.1f} min |")
-        tests.append(f"| {name} ({test_size:,} test images) | {', '.join(f'{t.only_first}/{t.only_second}' for t in paired)} | "
-                     f"{' / '.join(f'{t.p_value:.2g}' for t in paired)} |")
+                    f"{errors} | {closed} | {minutes:.1f} min |")
+        counts = ", ".join(f"{seed['only distilled']}/{seed['only scratch']}" for seed in seeds)
+        p_values = " / ".join(f"{seed['p']:.2g}" for seed in seeds)
+        tests.append(f"| {name} ({test_size:,} test images) | {counts} | {p_values} |")
     page = "\n".join([
         "# Does distillation help? Teacher, scratch and distilled students, measured",
         "",
@@ -179,7 +167,44 @@ def main() -> None:
         *tests,
     ]) + "\n"
     write_page(args.write, page)
+    progress_path.unlink(missing_ok=True)
     print(page)
+
+
+def _seeds(name: str, seeds: list[int], progress_path: Path) -> list[dict]:
+    """Each seed's figures for configuration `name`: from the progress file where an earlier run
+    kept them with the same settings, else measured now (and kept there at once)."""
+    progress = json.loads(progress_path.read_text()) if progress_path.exists() else {}
+    settings = json.dumps(CONFIGS[name], sort_keys=True)
+    kept = progress.get(name, {}) if progress.get(name, {}).get("settings") == settings else {"settings": settings}
+    missing = [seed for seed in seeds if str(seed) not in kept]
+    if missing:
+        with tempfile.TemporaryDirectory() as prepared:
+            data = {**CONFIGS[name].get("data", {}), **(PREPARE_DATA[name](Path(prepared)) if name in PREPARE_DATA else {})}
+            for seed in missing:
+                kept[str(seed)] = _measure(name, seed, data)
+                progress[name] = kept
+                write_text(progress_path, json.dumps(progress, indent=1))  # atomic: an interruption loses the seed in progress only
+    return [kept[str(seed)] for seed in seeds]
+
+
+def _measure(name: str, seed: int, data: dict) -> dict:
+    """One seed of one configuration: teacher, scratch and distilled student, and their paired test."""
+    began = time.perf_counter()
+    spec = {k: dict(v) for k, v in CONFIGS[name].items()}
+    spec["data"] = data
+    spec["distill"] = {**spec.get("distill", {}), "seed": seed}
+    with tempfile.TemporaryDirectory() as out:
+        result = distill(recipe_from_dict(spec, name), Path(out) / "run")
+    gain = result.kd_gain_test
+    print(f"{name} seed {seed}: teacher {result.teacher_scores.test:.2%}, scratch {result.scratch.best.test:.2%}, "
+          f"distilled {result.distilled.best.test:.2%} (validation: scratch {result.scratch.best.val:.2%}, "
+          f"distilled {result.distilled.best.val:.2%}; last epoch test: {result.scratch.last.test:.2%}, "
+          f"{result.distilled.last.test:.2%}; paired test images {gain.only_first} right only when distilled, "
+          f"{gain.only_second} only from scratch, exact McNemar p = {gain.p_value:.2g})", flush=True)
+    return {"teacher": result.teacher_scores.test, "scratch": result.scratch.best.test, "distilled": result.distilled.best.test,
+            "scratch last": result.scratch.last.test, "distilled last": result.distilled.last.test, "test images": result.split_sizes["test"],
+            "only distilled": gain.only_first, "only scratch": gain.only_second, "p": gain.p_value, "seconds": time.perf_counter() - began}
 
 
 if __name__ == "__main__":
