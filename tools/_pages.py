@@ -89,15 +89,20 @@ def labels_sentence(result, label_fraction: float, samples: str) -> str:
 
 
 def provenance(script: str, seconds: float, seeds: list[int]) -> str:
-    """The line every results page opens with: the command, date, machine, versions and seeds."""
+    """The line every results page opens with: the command, date, machine, versions, PyTorch's thread count and seeds."""
     import onnxruntime
     import torch
 
     command = f"python tools/{script} {' '.join(sys.argv[1:])}".rstrip()
     return (f"Written by `{command}`" + f" on {date.today().isoformat()}, "
-            f"{seconds:.0f} s on {cpu_info()['cpu']} ({cpu_info()['cores']} cores); edgekd {__version__}, torch {torch.__version__}, "
+            f"{seconds:.0f} s on {cpu_info()['cpu']} ({cpu_info()['cores']} cores); edgekd {__version__}, "
+            f"torch {torch.__version__} ({_threads(torch.get_num_threads())}: the last digits of trained figures depend on it), "
             f"onnxruntime {onnxruntime.__version__}, Python {platform.python_version()}."
             + (f" Seeds {', '.join(map(str, seeds))}." if seeds else ""))
+
+
+def _threads(count: int) -> str:
+    return "1 thread" if count == 1 else f"{count} threads"
 
 
 def mean_sd(values: list[float], show: Callable[[float], str]) -> str:
